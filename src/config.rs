@@ -1,0 +1,515 @@
+//! Configuration: pipelines, schemas, code lists and service settings.
+//!
+//! A *project* is a folder holding `pipelines/` (one TOML file per dataset) and `schemas/`
+//! (record schemas per dataset and version, code lists under `schemas/reference/`). Loading
+//! parses everything, resolves each pipeline's schema and reports **every** problem at once,
+//! with file and line where it can be known, so `force-returns check-config` gives an operator
+//! the whole list in one go. Service settings (where the bucket is) come from flags and
+//! environment variables, read by `main.rs`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::finding::{Code, Severity};
+use crate::schema::{Catalog, CodeList, RecordSchema};
+
+/// One problem found while loading configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The file the problem is in.
+    pub file: PathBuf,
+    /// The 1-based line, when known.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}: {}", self.file.display(), self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+/// Every problem found, for reporting together.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{} configuration problem(s):\n{}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigErrors(pub Vec<ConfigProblem>);
+
+/// How often a dataset is returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeriodType {
+    /// One return per calendar month.
+    Monthly,
+}
+
+/// When a period's return is due.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeriodSettings {
+    /// The period type.
+    #[serde(rename = "type")]
+    pub kind: PeriodType,
+    /// Days after the period's last day by which the return is due (end of that day, UK time
+    /// is ignored: deadlines are whole days in UTC).
+    pub deadline_days: u32,
+}
+
+/// Blank-rate thresholds for one column (shares between 0 and 1).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BlankThreshold {
+    /// Above this share of blank cells: a warning.
+    pub warn_above: Option<f64>,
+    /// Above this share of blank cells: an error, which rejects the upload.
+    pub error_above: Option<f64>,
+}
+
+/// How findings turn into a decision.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionSettings {
+    /// Share of rows with errors that may be left out of the snapshot (0 = any error rejects).
+    #[serde(default)]
+    pub max_error_row_share: f64,
+    /// Examples of each code kept in the report (the count is always in full).
+    #[serde(default = "default_examples")]
+    pub examples_per_code: usize,
+    /// Severity overrides by finding code.
+    #[serde(default)]
+    pub severity: BTreeMap<String, Severity>,
+}
+
+fn default_examples() -> usize {
+    20
+}
+
+impl Default for DecisionSettings {
+    fn default() -> Self {
+        DecisionSettings {
+            max_error_row_share: 0.0,
+            examples_per_code: default_examples(),
+            severity: BTreeMap::new(),
+        }
+    }
+}
+
+/// Limits that protect the service from hostile or broken files.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest upload read, in bytes.
+    pub max_file_bytes: u64,
+    /// Most records read from one upload.
+    pub max_rows: u64,
+    /// Longest cell, in bytes.
+    pub max_cell_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_file_bytes: 2 << 30,
+            max_rows: 20_000_000,
+            max_cell_bytes: 64 << 10,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PipelineFile {
+    dataset: String,
+    title: String,
+    schema: String,
+    schedule: toml::Spanned<String>,
+    period: PeriodSettings,
+    #[serde(default)]
+    decision: DecisionSettings,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default)]
+    blank_rates: BTreeMap<String, BlankThreshold>,
+}
+
+/// A loaded and checked pipeline: one dataset's schema, schedule and rules.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// The dataset id (`stop_search`).
+    pub dataset: String,
+    /// Its title.
+    pub title: String,
+    /// The record schema.
+    pub schema: Arc<RecordSchema>,
+    /// The cron expression (seconds first; see `docs/pipelines.md`).
+    pub schedule: String,
+    /// Period settings.
+    pub period: PeriodSettings,
+    /// Decision rules.
+    pub decision: DecisionSettings,
+    /// Severity overrides, parsed.
+    pub severity_overrides: BTreeMap<Code, Severity>,
+    /// Limits.
+    pub limits: Limits,
+    /// Blank-rate thresholds by property name.
+    pub blank_rates: BTreeMap<String, BlankThreshold>,
+    /// The file it came from.
+    pub file: PathBuf,
+}
+
+impl Pipeline {
+    /// Rules for checking a file against an ad-hoc schema: no thresholds, default limits, any
+    /// error rejects.
+    pub fn ad_hoc(schema: RecordSchema) -> Pipeline {
+        Pipeline {
+            dataset: schema.dataset.clone().unwrap_or_else(|| "ad_hoc".into()),
+            title: schema.id.clone(),
+            schema: Arc::new(schema),
+            schedule: String::new(),
+            period: PeriodSettings {
+                kind: PeriodType::Monthly,
+                deadline_days: 0,
+            },
+            decision: DecisionSettings::default(),
+            severity_overrides: BTreeMap::new(),
+            limits: Limits::default(),
+            blank_rates: BTreeMap::new(),
+            file: PathBuf::new(),
+        }
+    }
+}
+
+/// Everything loaded from a project folder.
+#[derive(Debug, Clone)]
+pub struct Project {
+    /// The folder.
+    pub root: PathBuf,
+    /// Code lists.
+    pub catalog: Catalog,
+    /// Pipelines by dataset id.
+    pub pipelines: BTreeMap<String, Pipeline>,
+}
+
+impl Project {
+    /// Loads and checks `root/pipelines` and `root/schemas`, returning every problem found.
+    pub fn load(root: &Path) -> Result<Project, ConfigErrors> {
+        let mut problems = Vec::new();
+        let catalog = load_catalog(&root.join("schemas").join("reference"), &mut problems);
+        if catalog.forces().is_none() {
+            problems.push(ConfigProblem {
+                file: root.join("schemas/reference/forces.json"),
+                line: None,
+                message: "the forces code list is missing".into(),
+            });
+        }
+        let mut pipelines = BTreeMap::new();
+        let dir = root.join("pipelines");
+        match sorted_files(&dir, "toml") {
+            Ok(files) if files.is_empty() => problems.push(ConfigProblem {
+                file: dir.clone(),
+                line: None,
+                message: "no pipeline files (*.toml)".into(),
+            }),
+            Ok(files) => {
+                for file in files {
+                    if let Some(p) = load_pipeline(root, &file, &catalog, &mut problems) {
+                        if pipelines.contains_key(&p.dataset) {
+                            problems.push(ConfigProblem {
+                                file: file.clone(),
+                                line: None,
+                                message: format!("dataset `{}` is defined twice", p.dataset),
+                            });
+                        }
+                        pipelines.insert(p.dataset.clone(), p);
+                    }
+                }
+            }
+            Err(e) => problems.push(ConfigProblem {
+                file: dir,
+                line: None,
+                message: format!("cannot read the folder: {e}"),
+            }),
+        }
+        if problems.is_empty() {
+            Ok(Project {
+                root: root.to_owned(),
+                catalog,
+                pipelines,
+            })
+        } else {
+            Err(ConfigErrors(problems))
+        }
+    }
+
+    /// The pipeline of a dataset.
+    pub fn pipeline(&self, dataset: &str) -> Option<&Pipeline> {
+        self.pipelines.get(dataset)
+    }
+}
+
+fn sorted_files(dir: &Path, ext: &str) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == ext) && p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn load_catalog(dir: &Path, problems: &mut Vec<ConfigProblem>) -> Catalog {
+    let mut catalog = Catalog::default();
+    let files = match sorted_files(dir, "json") {
+        Ok(f) => f,
+        Err(e) => {
+            problems.push(ConfigProblem {
+                file: dir.to_owned(),
+                line: None,
+                message: format!("cannot read the folder: {e}"),
+            });
+            return catalog;
+        }
+    };
+    for file in files {
+        let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        let parsed = std::fs::read_to_string(&file)
+            .map_err(|e| vec![crate::schema::SchemaProblem { message: format!("cannot read: {e}"), line: None }])
+            .and_then(|text| CodeList::parse(stem, &text));
+        match parsed {
+            Ok(list) => catalog.insert(list),
+            Err(errs) => problems.extend(errs.into_iter().map(|e| ConfigProblem {
+                file: file.clone(),
+                line: e.line,
+                message: e.message,
+            })),
+        }
+    }
+    catalog
+}
+
+/// Loads a record schema file by id (`stop_search/v1` → `schemas/stop_search/v1.json`).
+pub fn load_schema(root: &Path, id: &str, catalog: &Catalog) -> Result<RecordSchema, Vec<ConfigProblem>> {
+    let file = root.join("schemas").join(format!("{id}.json"));
+    let text = std::fs::read_to_string(&file).map_err(|e| {
+        vec![ConfigProblem {
+            file: file.clone(),
+            line: None,
+            message: format!("cannot read schema `{id}`: {e}"),
+        }]
+    })?;
+    RecordSchema::parse(id, &text, catalog).map_err(|errs| {
+        errs.into_iter()
+            .map(|e| ConfigProblem {
+                file: file.clone(),
+                line: e.line,
+                message: e.message,
+            })
+            .collect()
+    })
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            l.starts_with(key) && l[key.len()..].trim_start().starts_with('=')
+        })
+        .map(|i| i + 1)
+}
+
+fn load_pipeline(
+    root: &Path,
+    file: &Path,
+    catalog: &Catalog,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<Pipeline> {
+    let problem = |line: Option<usize>, message: String| ConfigProblem {
+        file: file.to_owned(),
+        line,
+        message,
+    };
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            problems.push(problem(None, format!("cannot read: {e}")));
+            return None;
+        }
+    };
+    let parsed: PipelineFile = match toml::from_str(&text) {
+        Ok(p) => p,
+        Err(e) => {
+            let line = e.span().map(|s| line_of(&text, s.start));
+            problems.push(problem(line, e.message().to_owned()));
+            return None;
+        }
+    };
+    let start = problems.len();
+    let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    if parsed.dataset != stem {
+        problems.push(problem(
+            line_of_key(&text, "dataset"),
+            format!("dataset `{}` does not match the file name `{stem}.toml`", parsed.dataset),
+        ));
+    }
+    if let Err(e) = cron::Schedule::from_str(parsed.schedule.get_ref()) {
+        problems.push(problem(
+            Some(line_of(&text, parsed.schedule.span().start)),
+            format!(
+                "schedule `{}` is not a valid cron expression (sec min hour day-of-month month day-of-week): {e}",
+                parsed.schedule.get_ref()
+            ),
+        ));
+    }
+    let share = parsed.decision.max_error_row_share;
+    if !(0.0..=1.0).contains(&share) {
+        problems.push(problem(
+            line_of_key(&text, "max_error_row_share"),
+            format!("max_error_row_share must be between 0 and 1, not {share}"),
+        ));
+    }
+    let mut severity_overrides = BTreeMap::new();
+    for (name, severity) in &parsed.decision.severity {
+        match Code::parse(name) {
+            Some(code) => {
+                severity_overrides.insert(code, *severity);
+            }
+            None => problems.push(problem(
+                line_of_key(&text, name),
+                format!("`{name}` is not a finding code (see docs/findings.md)"),
+            )),
+        }
+    }
+    let schema = match load_schema(root, &parsed.schema, catalog) {
+        Ok(s) => Some(s),
+        Err(mut errs) => {
+            problems.push(problem(
+                line_of_key(&text, "schema"),
+                format!("schema `{}` could not be loaded (problems follow)", parsed.schema),
+            ));
+            problems.append(&mut errs);
+            None
+        }
+    };
+    if let Some(schema) = &schema {
+        if schema.dataset.as_deref() != Some(parsed.dataset.as_str()) {
+            problems.push(problem(
+                line_of_key(&text, "schema"),
+                format!(
+                    "schema `{}` is for dataset {:?}, not `{}`",
+                    parsed.schema, schema.dataset, parsed.dataset
+                ),
+            ));
+        }
+        if let Err(e) = schema.compile_reference() {
+            problems.push(problem(line_of_key(&text, "schema"), e));
+        }
+    }
+    for (column, threshold) in &parsed.blank_rates {
+        if let Some(schema) = &schema
+            && schema.property(column).is_none()
+        {
+            problems.push(problem(
+                text.lines().position(|l| l.contains(&format!("blank_rates.{column}"))).map(|i| i + 1),
+                format!("blank_rates names `{column}`, which is not a property of the schema"),
+            ));
+        }
+        for v in [threshold.warn_above, threshold.error_above].into_iter().flatten() {
+            if !(0.0..=1.0).contains(&v) {
+                problems.push(problem(
+                    None,
+                    format!("blank_rates.{column}: thresholds are shares between 0 and 1, not {v}"),
+                ));
+            }
+        }
+    }
+    if problems.len() > start {
+        return None;
+    }
+    Some(Pipeline {
+        dataset: parsed.dataset,
+        title: parsed.title,
+        schema: Arc::new(schema?),
+        schedule: parsed.schedule.into_inner(),
+        period: parsed.period,
+        decision: parsed.decision,
+        severity_overrides,
+        limits: parsed.limits,
+        blank_rates: parsed.blank_rates,
+        file: file.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn project_with(pipeline: &str) -> (tempfile::TempDir, Result<Project, ConfigErrors>) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("pipelines")).unwrap();
+        std::fs::create_dir_all(root.join("schemas/reference")).unwrap();
+        std::fs::create_dir_all(root.join("schemas/things")).unwrap();
+        std::fs::write(
+            root.join("schemas/reference/forces.json"),
+            r#"{"id":"forces","title":"F","codes":[{"code":"kent","label":"Kent Police"}]}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("schemas/things/v1.json"),
+            r#"{"x-dataset":"things","type":"object","properties":{"a":{"type":"string"}}}"#,
+        )
+        .unwrap();
+        std::fs::write(root.join("pipelines/things.toml"), pipeline).unwrap();
+        let p = Project::load(root);
+        (dir, p)
+    }
+
+    const GOOD: &str = r#"dataset = "things"
+title = "Things"
+schema = "things/v1"
+schedule = "0 */5 * * * *"
+[period]
+type = "monthly"
+deadline_days = 20
+"#;
+
+    #[test]
+    fn a_good_project_loads() {
+        let (_d, p) = project_with(GOOD);
+        let p = p.unwrap();
+        assert_eq!(p.pipeline("things").unwrap().schedule, "0 */5 * * * *");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_line() {
+        let bad = GOOD
+            .replace("0 */5 * * * *", "*/5 * * *")
+            .replace("[period]", "[decision]\nmax_error_row_share = 2.0\n[decision.severity]\nno_such_code = \"error\"\n[period]");
+        let (_d, p) = project_with(&bad);
+        let errs = p.unwrap_err().0;
+        let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(errs.len(), 3, "{text:#?}");
+        assert!(text[0].contains("things.toml:4: schedule `*/5 * * *`"), "{text:#?}");
+        assert!(text[1].contains("things.toml:6: max_error_row_share"), "{text:#?}");
+        assert!(text[2].contains("things.toml:8: `no_such_code`"), "{text:#?}");
+    }
+
+    #[test]
+    fn toml_syntax_errors_have_lines() {
+        let (_d, p) = project_with("dataset = \"things\"\ntitle = \n");
+        let errs = p.unwrap_err().0;
+        assert_eq!(errs[0].line, Some(2), "{errs:?}");
+    }
+}

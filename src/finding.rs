@@ -1,0 +1,447 @@
+//! Findings: one thing wrong or notable about an upload, with a stable code.
+//!
+//! Every stage that looks at data (decode, validate, analyze) reports what it sees as
+//! [`Finding`]s rather than errors, so a bad file becomes a readable report and never a
+//! crash. Codes are stable identifiers documented for forces in `docs/findings.md`;
+//! [`Code`] is the one list of them, and a unit test keeps that document in step.
+//!
+//! [`FindingLog`] keeps what a report needs in bounded memory however many findings a file
+//! produces: a full count per code, a capped list of examples per code, and a sink that
+//! receives every row finding (the CSV report and the quality table stream from it).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// How serious a finding is. Ordered so that `Error` is the greatest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Worth knowing; does not affect the decision.
+    Info,
+    /// Accepted, but the force should look at it.
+    Warning,
+    /// Stops the row (or, for file-level findings, the whole upload) being accepted.
+    Error,
+}
+
+impl Severity {
+    /// The lowercase name used in reports and configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+macro_rules! codes {
+    ($( $variant:ident => $name:literal, $severity:ident, $scope:ident; )*) => {
+        /// A stable finding code. The string form is what forces see and what pipelines name.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Code {
+            $(
+                #[doc = concat!("`", $name, "`: see docs/findings.md.")]
+                $variant,
+            )*
+        }
+
+        impl Code {
+            /// Every code, in catalogue order.
+            pub const ALL: &'static [Code] = &[$(Code::$variant),*];
+
+            /// The code as forces see it, for example `value_not_in_list`.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Code::$variant => $name),* }
+            }
+
+            /// The severity a code has unless a pipeline overrides it.
+            pub fn default_severity(self) -> Severity {
+                match self { $(Code::$variant => Severity::$severity),* }
+            }
+
+            /// Whether the code concerns the whole file (an error then rejects the upload)
+            /// rather than one row.
+            pub fn is_file_level(self) -> bool {
+                match self { $(Code::$variant => Scope::$scope == Scope::File),* }
+            }
+        }
+    };
+}
+
+#[derive(PartialEq, Eq)]
+enum Scope {
+    File,
+    Row,
+}
+
+codes! {
+    FileEmpty => "file_empty", Error, File;
+    FileNotText => "file_not_text", Error, File;
+    FileTooLarge => "file_too_large", Error, File;
+    TooManyRows => "too_many_rows", Error, File;
+    NoRows => "no_rows", Warning, File;
+    UploadLocationInvalid => "upload_location_invalid", Error, File;
+    HeaderMissingColumn => "header_missing_column", Error, File;
+    HeaderDuplicateColumn => "header_duplicate_column", Error, File;
+    HeaderUnknownColumn => "header_unknown_column", Warning, File;
+    EncodingInvalidUtf8 => "encoding_invalid_utf8", Error, Row;
+    RowTooFewFields => "row_too_few_fields", Error, Row;
+    RowTooManyFields => "row_too_many_fields", Error, Row;
+    CellTooLong => "cell_too_long", Error, Row;
+    ValueRequired => "value_required", Error, Row;
+    ValueWrongType => "value_wrong_type", Error, Row;
+    ValueNotInList => "value_not_in_list", Error, Row;
+    ValuePattern => "value_pattern", Error, Row;
+    ValueBadDate => "value_bad_date", Error, Row;
+    ValueOutOfRange => "value_out_of_range", Error, Row;
+    ValueLength => "value_length", Error, Row;
+    ValueNotUnique => "value_not_unique", Error, Row;
+    ValueSchema => "value_schema", Error, Row;
+    ForceMismatch => "force_mismatch", Error, Row;
+    PeriodMismatch => "period_mismatch", Error, Row;
+    DateOutOfPeriod => "date_out_of_period", Error, Row;
+    DuplicateRow => "duplicate_row", Warning, Row;
+    BlankRate => "blank_rate", Warning, File;
+    RowsExcluded => "rows_excluded", Warning, File;
+    ValueLegacySpelling => "value_legacy_spelling", Info, Row;
+}
+
+impl Code {
+    /// Looks a code up by the name forces see.
+    pub fn parse(name: &str) -> Option<Code> {
+        Code::ALL.iter().copied().find(|c| c.as_str() == name)
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Code {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Code {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Code::parse(&name)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown finding code `{name}`")))
+    }
+}
+
+/// One thing wrong or notable about an upload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    /// How serious it is, after the pipeline's overrides.
+    pub severity: Severity,
+    /// The stable code.
+    pub code: Code,
+    /// What is wrong, in plain words.
+    pub message: String,
+    /// Spreadsheet row number (header = 1), when the finding is about one row.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub row: Option<u64>,
+    /// The column as the force's header names it, when the finding is about one column.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    /// The offending value as sent (shown to the submitting force only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// The rule broken, for example `enum` or `format: date-time` or `blank_rate.error_above`.
+    pub rule: String,
+    /// JSON pointer into the schema, when a schema rule was broken.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema_path: Option<String>,
+    /// How to fix it, in plain words.
+    pub hint: String,
+}
+
+impl Finding {
+    /// A finding with the code's default severity and no location.
+    pub fn new(code: Code, message: impl Into<String>, rule: impl Into<String>) -> Self {
+        Finding {
+            severity: code.default_severity(),
+            code,
+            message: message.into(),
+            row: None,
+            column: None,
+            value: None,
+            rule: rule.into(),
+            schema_path: None,
+            hint: hint(code).to_owned(),
+        }
+    }
+
+    /// Sets the row number.
+    #[must_use]
+    pub fn at_row(mut self, row: u64) -> Self {
+        self.row = Some(row);
+        self
+    }
+
+    /// Sets the column.
+    #[must_use]
+    pub fn in_column(mut self, column: impl Into<String>) -> Self {
+        self.column = Some(column.into());
+        self
+    }
+
+    /// Sets the offending value.
+    #[must_use]
+    pub fn with_value(mut self, value: impl Into<String>) -> Self {
+        self.value = Some(value.into());
+        self
+    }
+
+    /// Sets the schema path.
+    #[must_use]
+    pub fn with_schema_path(mut self, path: impl Into<String>) -> Self {
+        self.schema_path = Some(path.into());
+        self
+    }
+
+    /// Sets the severity.
+    #[must_use]
+    pub fn with_severity(mut self, severity: Severity) -> Self {
+        self.severity = severity;
+        self
+    }
+}
+
+/// The plain-words hint shown with each code (kept in step with `docs/findings.md`).
+pub fn hint(code: Code) -> &'static str {
+    match code {
+        Code::FileEmpty => {
+            "export the extract again; to report no events this period, send the header with no rows"
+        }
+        Code::FileNotText => "save the sheet as \"CSV UTF-8 (comma delimited)\" and upload that",
+        Code::FileTooLarge => {
+            "split the return by month, or ask the national centre to raise the limit"
+        }
+        Code::TooManyRows => "check that the extract covers one month of one force",
+        Code::NoRows => {
+            "accepted as a zero report; if there were events this period, export again"
+        }
+        Code::UploadLocationInvalid => {
+            "upload to incoming/<force>/<dataset>/<YYYY-MM>/<file> with your force's folder"
+        }
+        Code::HeaderMissingColumn => {
+            "add the column to the header (its cells may be blank where blanks are allowed)"
+        }
+        Code::HeaderDuplicateColumn => "remove or rename one of the two columns",
+        Code::HeaderUnknownColumn => {
+            "remove the column, or check its spelling against the schema's header spellings"
+        }
+        Code::EncodingInvalidUtf8 => "save the file as \"CSV UTF-8\" rather than ANSI or Latin-1",
+        Code::RowTooFewFields => {
+            "the row may be cut short: check it in the source system and export again"
+        }
+        Code::RowTooManyFields => "put quotes around values that contain commas",
+        Code::CellTooLong => "close any unclosed quote, or shorten the value",
+        Code::ValueRequired => "fill in the value",
+        Code::ValueWrongType => "correct the value to the column's type",
+        Code::ValueNotInList => "use a value from the column's code list (schemas/reference/)",
+        Code::ValuePattern => "correct the value to the shape the column requires",
+        Code::ValueBadDate => {
+            "use ISO 8601, e.g. 2020-01-31T13:45:00+00:00; check for day/month swaps and impossible days"
+        }
+        Code::ValueOutOfRange => {
+            "correct the value; for locations, check that latitude and longitude are not swapped"
+        }
+        Code::ValueLength => "shorten or complete the value",
+        Code::ValueNotUnique => "give each record its own identifier",
+        Code::ValueSchema => "correct the value as the message says",
+        Code::ForceMismatch => {
+            "upload each force's records under its own folder; never file another force's data"
+        }
+        Code::PeriodMismatch => "upload each month under its own folder",
+        Code::DateOutOfPeriod => "move the record to its month's return, or correct the date",
+        Code::DuplicateRow => {
+            "check whether the record was exported twice; people searched together can give identical rows"
+        }
+        Code::BlankRate => "complete the field in the source system",
+        Code::RowsExcluded => "correct the listed rows and upload the month again",
+        Code::ValueLegacySpelling => "use the current code list in future returns",
+    }
+}
+
+/// Receives every row-level finding in order (the CSV report and the findings table).
+pub trait FindingSink {
+    /// Takes one finding.
+    fn accept(&mut self, finding: &Finding) -> std::io::Result<()>;
+}
+
+/// A sink that drops everything (for callers that only want the summary).
+pub struct NoSink;
+
+impl FindingSink for NoSink {
+    fn accept(&mut self, _finding: &Finding) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Counts and capped examples of one code.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CodeSummary {
+    /// The code.
+    pub code: Code,
+    /// Its severity (after overrides).
+    pub severity: Severity,
+    /// How many times it occurred, in full.
+    pub count: u64,
+    /// The first few occurrences.
+    pub examples: Vec<Finding>,
+}
+
+/// Bounded-memory record of an upload's findings.
+pub struct FindingLog<'s> {
+    by_code: BTreeMap<Code, CodeSummary>,
+    severity_overrides: BTreeMap<Code, Severity>,
+    examples_per_code: usize,
+    sink: &'s mut dyn FindingSink,
+    sink_error: Option<std::io::Error>,
+}
+
+impl<'s> FindingLog<'s> {
+    /// A log keeping `examples_per_code` examples of each code, passing every finding on to `sink`,
+    /// and applying the pipeline's severity overrides.
+    pub fn new(
+        examples_per_code: usize,
+        severity_overrides: BTreeMap<Code, Severity>,
+        sink: &'s mut dyn FindingSink,
+    ) -> Self {
+        FindingLog {
+            by_code: BTreeMap::new(),
+            severity_overrides,
+            examples_per_code,
+            sink,
+            sink_error: None,
+        }
+    }
+
+    /// The severity a code has here (default or overridden).
+    pub fn severity_of(&self, code: Code) -> Severity {
+        self.severity_overrides
+            .get(&code)
+            .copied()
+            .unwrap_or_else(|| code.default_severity())
+    }
+
+    /// Records a finding, applying the severity override for its code.
+    pub fn push(&mut self, mut finding: Finding) {
+        if let Some(severity) = self.severity_overrides.get(&finding.code) {
+            finding.severity = *severity;
+        }
+        if self.sink_error.is_none()
+            && let Err(e) = self.sink.accept(&finding)
+        {
+            self.sink_error = Some(e);
+        }
+        let summary = self
+            .by_code
+            .entry(finding.code)
+            .or_insert_with(|| CodeSummary {
+                code: finding.code,
+                severity: finding.severity,
+                count: 0,
+                examples: Vec::new(),
+            });
+        summary.count += 1;
+        summary.severity = summary.severity.max(finding.severity);
+        if summary.examples.len() < self.examples_per_code {
+            summary.examples.push(finding);
+        }
+    }
+
+    /// Whether any finding of this severity or worse was recorded.
+    pub fn has_at_least(&self, severity: Severity) -> bool {
+        self.by_code.values().any(|s| s.severity >= severity)
+    }
+
+    /// Whether any file-level error was recorded.
+    pub fn has_file_error(&self) -> bool {
+        self.by_code
+            .values()
+            .any(|s| s.code.is_file_level() && s.severity == Severity::Error)
+    }
+
+    /// Whether this code was recorded.
+    pub fn contains(&self, code: Code) -> bool {
+        self.by_code.contains_key(&code)
+    }
+
+    /// Ends the log: the summaries in code order, or the error the sink failed with.
+    pub fn finish(self) -> std::io::Result<Vec<CodeSummary>> {
+        match self.sink_error {
+            Some(e) => Err(e),
+            None => Ok(self.by_code.into_values().collect()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_is_documented_with_its_default_severity() {
+        let doc = include_str!("../docs/findings.md");
+        for code in Code::ALL {
+            let row = doc
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{}` |", code.as_str())))
+                .unwrap_or_else(|| panic!("{code} is not in docs/findings.md"));
+            assert!(
+                row.contains(&format!("| {} ", code.default_severity())),
+                "{code}: docs/findings.md gives another severity: {row}"
+            );
+        }
+        let documented = doc.lines().filter(|l| l.starts_with("| `")).count();
+        assert_eq!(documented, Code::ALL.len(), "docs list codes the code lacks");
+    }
+
+    #[test]
+    fn log_counts_in_full_but_keeps_capped_examples() {
+        let mut sink = Vec::<Finding>::new();
+        struct VecSink<'a>(&'a mut Vec<Finding>);
+        impl FindingSink for VecSink<'_> {
+            fn accept(&mut self, f: &Finding) -> std::io::Result<()> {
+                self.0.push(f.clone());
+                Ok(())
+            }
+        }
+        let mut vs = VecSink(&mut sink);
+        let mut log = FindingLog::new(3, BTreeMap::new(), &mut vs);
+        for row in 2..1002 {
+            log.push(Finding::new(Code::ValueBadDate, "bad", "format").at_row(row));
+        }
+        let summaries = log.finish().unwrap();
+        assert_eq!(summaries.len(), 1);
+        assert_eq!(summaries[0].count, 1000);
+        assert_eq!(summaries[0].examples.len(), 3);
+        assert_eq!(sink.len(), 1000);
+    }
+
+    #[test]
+    fn overrides_change_severity() {
+        let mut sink = NoSink;
+        let overrides = BTreeMap::from([(Code::DuplicateRow, Severity::Error)]);
+        let mut log = FindingLog::new(1, overrides, &mut sink);
+        log.push(Finding::new(Code::DuplicateRow, "dup", "unique rows").at_row(3));
+        assert!(log.has_at_least(Severity::Error));
+        assert!(!log.has_file_error());
+    }
+}

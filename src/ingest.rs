@@ -1,0 +1,652 @@
+//! Decoding: uploaded bytes → Arrow batches of text columns, plus decode findings.
+//!
+//! The decoder streams: it reads the input in fixed-size chunks with `csv-core` and hands out
+//! batches of at most `batch_rows` records, so memory stays bounded whatever the file size.
+//! It never fails on bad data. Binary content, an empty file, an unusable header, rows with
+//! the wrong number of cells, bytes that are not UTF-8 and over-long cells each become
+//! [`Finding`]s with row and column; a row with such a problem is left out of the batch (it is
+//! still in the archived upload, so nothing is lost). Values are kept exactly as sent except
+//! that an empty cell becomes null; typing is `validate`'s and `snapshot`'s job.
+//!
+//! Accepted: UTF-8 with or without BOM, CRLF or LF line ends, RFC 4180 quoting (quoted cells may
+//! hold commas, quotes and line breaks). Rows are numbered as a spreadsheet counts them: the
+//! header is row 1.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use arrow::array::{Array, StringArray, StringBuilder};
+
+use crate::config::Limits;
+use crate::finding::{Code, Finding, FindingLog};
+use crate::schema::RecordSchema;
+
+/// How many records a batch holds at most.
+pub const DEFAULT_BATCH_ROWS: usize = 32 * 1024;
+
+const CHUNK: usize = 256 * 1024;
+
+/// How the upload's header maps to schema properties.
+#[derive(Debug, Clone)]
+pub struct HeaderMap {
+    /// Header cells as sent.
+    pub headers: Vec<String>,
+    /// For each CSV column, the property it feeds.
+    pub column_property: Vec<Option<usize>>,
+    /// For each schema property, the CSV column holding it.
+    pub property_column: Vec<Option<usize>>,
+}
+
+impl HeaderMap {
+    /// The header spelling of a property's column, or its name when absent.
+    pub fn column_name<'a>(&'a self, schema: &'a RecordSchema, property: usize) -> &'a str {
+        self.property_column[property]
+            .map_or(schema.properties[property].name.as_str(), |c| self.headers[c].as_str())
+    }
+}
+
+/// A batch of decoded rows: one text array per mapped property.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// The property index of each array.
+    pub properties: Arc<[usize]>,
+    /// Text columns; null where the cell was empty.
+    pub columns: Vec<StringArray>,
+    /// Spreadsheet row number of each row.
+    pub rows: Vec<u64>,
+}
+
+impl Batch {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether the batch has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The column of a property, when the header has it.
+    pub fn column(&self, property: usize) -> Option<&StringArray> {
+        self.properties
+            .iter()
+            .position(|&p| p == property)
+            .map(|i| &self.columns[i])
+    }
+}
+
+/// Counts kept while decoding.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DecodeStats {
+    /// Records read after the header (including rows with decode problems).
+    pub records: u64,
+    /// Records left out because they could not be decoded.
+    pub rejected_rows: u64,
+    /// Bytes read.
+    pub bytes: u64,
+}
+
+/// Streaming CSV decoder. Create with [`CsvDecoder::start`].
+pub struct CsvDecoder<R> {
+    input: R,
+    core: csv_core::Reader,
+    buf: Box<[u8]>,
+    pos: usize,
+    len: usize,
+    eof: bool,
+    out: Vec<u8>,
+    ends: Vec<usize>,
+    header: HeaderMap,
+    properties: Arc<[usize]>,
+    limits: Limits,
+    batch_rows: usize,
+    stats: DecodeStats,
+    finished: bool,
+}
+
+enum RawRecord {
+    Complete { out_len: usize, fields: usize },
+    CellTooLong { field: usize, fields: usize },
+}
+
+/// What starting to decode gave.
+pub enum Start<R> {
+    /// The header is usable; rows can be read.
+    Rows(Box<CsvDecoder<R>>),
+    /// The file cannot be read as rows (the reasons are in the log).
+    Stopped(DecodeStats),
+}
+
+impl<R: Read> CsvDecoder<R> {
+    /// Reads the header and checks it against `schema`. File-level findings (empty, binary,
+    /// header problems) go to `log`; when any of them is an error no rows are read.
+    pub fn start(
+        mut input: R,
+        schema: &RecordSchema,
+        limits: Limits,
+        batch_rows: usize,
+        log: &mut FindingLog<'_>,
+    ) -> std::io::Result<Start<R>> {
+        let mut buf = vec![0u8; CHUNK].into_boxed_slice();
+        let len = read_full(&mut input, &mut buf)?;
+        let mut stats = DecodeStats {
+            bytes: len as u64,
+            ..DecodeStats::default()
+        };
+        let head = &buf[..len];
+        let head = head.strip_prefix(b"\xef\xbb\xbf").unwrap_or(head);
+        if head.iter().all(u8::is_ascii_whitespace) {
+            log.push(Finding::new(
+                Code::FileEmpty,
+                "the file is empty: it has no header and no records",
+                "file has content",
+            ));
+            return Ok(Start::Stopped(stats));
+        }
+        if looks_binary(head) {
+            log.push(Finding::new(
+                Code::FileNotText,
+                "the file is not text: it holds binary data, such as a spreadsheet or archive, not CSV",
+                "file is text",
+            ));
+            return Ok(Start::Stopped(stats));
+        }
+        let mut decoder = CsvDecoder {
+            input,
+            core: csv_core::ReaderBuilder::new().build(),
+            buf,
+            pos: 0,
+            len,
+            eof: len < CHUNK,
+            out: vec![0; 4096],
+            ends: vec![0; 64],
+            header: HeaderMap {
+                headers: Vec::new(),
+                column_property: Vec::new(),
+                property_column: vec![None; schema.properties.len()],
+            },
+            properties: Arc::from(Vec::new()),
+            limits,
+            batch_rows: batch_rows.max(1),
+            stats,
+            finished: false,
+        };
+        let headers = match decoder.read_raw()? {
+            Some(RawRecord::Complete { out_len, fields }) => {
+                let mut cells = Vec::with_capacity(fields);
+                let mut start = 0;
+                for &end in &decoder.ends[..fields] {
+                    cells.push(String::from_utf8_lossy(&decoder.out[start..end]).into_owned());
+                    start = end;
+                }
+                debug_assert!(start <= out_len);
+                cells
+            }
+            Some(RawRecord::CellTooLong { .. }) => {
+                log.push(
+                    Finding::new(
+                        Code::CellTooLong,
+                        format!(
+                            "a header cell is longer than {} bytes: the first line is not a header",
+                            decoder.limits.max_cell_bytes
+                        ),
+                        "max_cell_bytes",
+                    )
+                    .at_row(1),
+                );
+                log.push(Finding::new(
+                    Code::HeaderMissingColumn,
+                    "no usable header: every required column is missing",
+                    "required",
+                ));
+                stats.bytes = decoder.stats.bytes;
+                return Ok(Start::Stopped(stats));
+            }
+            None => unreachable!("a non-blank input has at least one record"),
+        };
+        let ok = decoder.map_header(headers, schema, log);
+        if ok {
+            Ok(Start::Rows(Box::new(decoder)))
+        } else {
+            Ok(Start::Stopped(decoder.stats))
+        }
+    }
+
+    fn map_header(&mut self, headers: Vec<String>, schema: &RecordSchema, log: &mut FindingLog<'_>) -> bool {
+        let mut column_property = Vec::with_capacity(headers.len());
+        let mut property_column: Vec<Option<usize>> = vec![None; schema.properties.len()];
+        for (col, cell) in headers.iter().enumerate() {
+            match schema.match_header(cell) {
+                Some(p) if property_column[p].is_some() => {
+                    log.push(
+                        Finding::new(
+                            Code::HeaderDuplicateColumn,
+                            format!(
+                                "header cell `{cell}` (column {}) names `{}` again",
+                                col + 1,
+                                schema.properties[p].title
+                            ),
+                            "unique header",
+                        )
+                        .at_row(1)
+                        .in_column(cell.clone()),
+                    );
+                    column_property.push(None);
+                }
+                Some(p) => {
+                    property_column[p] = Some(col);
+                    column_property.push(Some(p));
+                }
+                None => {
+                    log.push(
+                        Finding::new(
+                            Code::HeaderUnknownColumn,
+                            format!("header cell `{cell}` (column {}) is not a column of the schema; it is ignored", col + 1),
+                            "known header",
+                        )
+                        .at_row(1)
+                        .in_column(cell.clone()),
+                    );
+                    column_property.push(None);
+                }
+            }
+        }
+        for name in &schema.required {
+            if let Some(p) = schema.properties.iter().position(|q| &q.name == name)
+                && property_column[p].is_none()
+            {
+                let prop = &schema.properties[p];
+                let spelling = prop.aliases.first().unwrap_or(&prop.name);
+                log.push(
+                    Finding::new(
+                        Code::HeaderMissingColumn,
+                        format!("the header has no `{spelling}` column"),
+                        "required",
+                    )
+                    .at_row(1)
+                    .in_column(spelling.clone())
+                    .with_schema_path("/required"),
+                );
+            }
+        }
+        self.properties = property_column
+            .iter()
+            .enumerate()
+            .filter_map(|(p, c)| c.map(|_| p))
+            .collect::<Vec<_>>()
+            .into();
+        self.header = HeaderMap {
+            headers,
+            column_property,
+            property_column,
+        };
+        !log.has_file_error()
+    }
+
+    /// The header mapping.
+    pub fn header(&self) -> &HeaderMap {
+        &self.header
+    }
+
+    /// Counts so far.
+    pub fn stats(&self) -> DecodeStats {
+        self.stats
+    }
+
+    /// The next batch, or `None` at the end. Problem rows are reported to `log` and left out.
+    pub fn next_batch(&mut self, log: &mut FindingLog<'_>) -> std::io::Result<Option<Batch>> {
+        if self.finished {
+            return Ok(None);
+        }
+        let width = self.header.headers.len();
+        let mut builders: Vec<StringBuilder> = self
+            .properties
+            .iter()
+            .map(|_| StringBuilder::with_capacity(self.batch_rows, self.batch_rows * 16))
+            .collect();
+        let slot: Vec<Option<usize>> = self
+            .header
+            .column_property
+            .iter()
+            .map(|p| p.and_then(|p| self.properties.iter().position(|&q| q == p)))
+            .collect();
+        let mut rows = Vec::with_capacity(self.batch_rows);
+        while rows.len() < self.batch_rows {
+            if self.stats.records >= self.limits.max_rows {
+                if self.read_raw()?.is_some() {
+                    log.push(Finding::new(
+                        Code::TooManyRows,
+                        format!(
+                            "the file has more than {} records; records after row {} were not read",
+                            self.limits.max_rows,
+                            self.limits.max_rows + 1
+                        ),
+                        "max_rows",
+                    ));
+                }
+                self.finished = true;
+                break;
+            }
+            if self.stats.bytes > self.limits.max_file_bytes {
+                log.push(Finding::new(
+                    Code::FileTooLarge,
+                    format!("the file is larger than {} bytes; the rest was not read", self.limits.max_file_bytes),
+                    "max_file_bytes",
+                ));
+                self.finished = true;
+                break;
+            }
+            let Some(raw) = self.read_raw()? else {
+                self.finished = true;
+                break;
+            };
+            self.stats.records += 1;
+            let row = self.stats.records + 1;
+            match raw {
+                RawRecord::CellTooLong { field, fields } => {
+                    self.stats.rejected_rows += 1;
+                    let column = self.header.headers.get(field).cloned().unwrap_or_else(|| format!("column {}", field + 1));
+                    let extra = if fields == 1 && width > 1 {
+                        " (it runs to the end of the file: probably an unclosed quote)"
+                    } else {
+                        ""
+                    };
+                    log.push(
+                        Finding::new(
+                            Code::CellTooLong,
+                            format!("the cell is longer than the limit of {} bytes{extra}", self.limits.max_cell_bytes),
+                            "max_cell_bytes",
+                        )
+                        .at_row(row)
+                        .in_column(column),
+                    );
+                }
+                RawRecord::Complete { out_len, fields } => {
+                    if fields != width {
+                        self.stats.rejected_rows += 1;
+                        let (code, words) = if fields < width {
+                            (Code::RowTooFewFields, "fewer")
+                        } else {
+                            (Code::RowTooManyFields, "more")
+                        };
+                        let preview = String::from_utf8_lossy(&self.out[..out_len.min(120)]).into_owned();
+                        log.push(
+                            Finding::new(
+                                code,
+                                format!("the row has {fields} cells, {words} than the header's {width}"),
+                                "cells per row = header",
+                            )
+                            .at_row(row)
+                            .with_value(preview),
+                        );
+                        continue;
+                    }
+                    if std::str::from_utf8(&self.out[..out_len]).is_err() {
+                        self.stats.rejected_rows += 1;
+                        self.report_bad_utf8(row, fields, log);
+                        continue;
+                    }
+                    let mut start = 0;
+                    for (col, &end) in self.ends[..fields].iter().enumerate() {
+                        if let Some(s) = slot[col] {
+                            if end == start {
+                                builders[s].append_null();
+                            } else {
+                                // Checked as UTF-8 above, for the whole record at once.
+                                let text = std::str::from_utf8(&self.out[start..end]).unwrap_or_default();
+                                builders[s].append_value(text);
+                            }
+                        }
+                        start = end;
+                    }
+                    rows.push(row);
+                }
+            }
+        }
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let columns = builders.iter_mut().map(StringBuilder::finish).collect::<Vec<_>>();
+        debug_assert!(columns.iter().all(|c| c.len() == rows.len()));
+        Ok(Some(Batch {
+            properties: Arc::clone(&self.properties),
+            columns,
+            rows,
+        }))
+    }
+
+    fn report_bad_utf8(&self, row: u64, fields: usize, log: &mut FindingLog<'_>) {
+        let mut start = 0;
+        for (col, &end) in self.ends[..fields].iter().enumerate() {
+            let cell = &self.out[start..end];
+            if let Err(e) = std::str::from_utf8(cell) {
+                let bad = cell[e.valid_up_to()];
+                log.push(
+                    Finding::new(
+                        Code::EncodingInvalidUtf8,
+                        format!(
+                            "the cell holds byte 0x{bad:02X} at position {}, which is not UTF-8 (the file looks saved as Latin-1 or Windows-1252)",
+                            e.valid_up_to() + 1
+                        ),
+                        "encoding utf-8",
+                    )
+                    .at_row(row)
+                    .in_column(self.header.headers.get(col).cloned().unwrap_or_default())
+                    .with_value(String::from_utf8_lossy(cell).into_owned()),
+                );
+            }
+            start = end;
+        }
+    }
+
+    fn refill(&mut self) -> std::io::Result<()> {
+        self.len = read_full(&mut self.input, &mut self.buf)?;
+        self.pos = 0;
+        self.stats.bytes += self.len as u64;
+        if self.len < self.buf.len() {
+            self.eof = true;
+        }
+        Ok(())
+    }
+
+    /// Reads one raw record into `out`/`ends`, keeping no cell longer than the limit.
+    fn read_raw(&mut self) -> std::io::Result<Option<RawRecord>> {
+        use csv_core::ReadRecordResult as R;
+        let mut out_len = 0;
+        let mut nends = 0;
+        let mut too_long: Option<usize> = None;
+        let mut field_start = 0;
+        loop {
+            if self.pos == self.len && !self.eof {
+                self.refill()?;
+            }
+            let input = &self.buf[self.pos..self.len];
+            let (res, nin, nout, nend) =
+                self.core
+                    .read_record(input, &mut self.out[out_len..], &mut self.ends[nends..]);
+            self.pos += nin;
+            out_len += nout;
+            if nend > 0 {
+                field_start = if too_long.is_some() { out_len } else { self.ends[nends + nend - 1] };
+            }
+            nends += nend;
+            match res {
+                R::InputEmpty => {
+                    if self.eof && self.pos == self.len && input.is_empty() {
+                        // csv-core has flushed everything for an empty input.
+                        return Ok(None);
+                    }
+                }
+                R::OutputFull => {
+                    let current = out_len - field_start.min(out_len);
+                    if current >= self.limits.max_cell_bytes {
+                        too_long.get_or_insert(nends);
+                        // Drop the over-long cell's bytes; csv-core's positions no longer
+                        // match, but a rejected row needs only its cell count.
+                        out_len = field_start.min(out_len);
+                    } else {
+                        let grow = self.out.len().min(self.limits.max_cell_bytes.max(4096));
+                        self.out.resize(self.out.len() + grow, 0);
+                    }
+                }
+                R::OutputEndsFull => {
+                    let n = self.ends.len();
+                    self.ends.resize(n * 2, 0);
+                }
+                R::Record => {
+                    if let Some(field) = too_long {
+                        return Ok(Some(RawRecord::CellTooLong { field, fields: nends }));
+                    }
+                    let longest = self.ends[..nends]
+                        .iter()
+                        .scan(0, |prev, &e| {
+                            let l = e - *prev;
+                            *prev = e;
+                            Some(l)
+                        })
+                        .enumerate()
+                        .find(|&(_, l)| l > self.limits.max_cell_bytes);
+                    if let Some((field, _)) = longest {
+                        return Ok(Some(RawRecord::CellTooLong { field, fields: nends }));
+                    }
+                    return Ok(Some(RawRecord::Complete { out_len, fields: nends }));
+                }
+                R::End => return Ok(None),
+            }
+        }
+    }
+}
+
+/// Fills `buf` as far as the input allows; returns how much was read (less only at the end).
+fn read_full(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Whether the first bytes look like binary data rather than text: any NUL byte, or more than
+/// one in a hundred control characters other than tab, line feed, carriage return and form feed.
+fn looks_binary(head: &[u8]) -> bool {
+    let sample = &head[..head.len().min(8192)];
+    if sample.contains(&0) {
+        return true;
+    }
+    let controls = sample
+        .iter()
+        .filter(|&&b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r' | 0x0c))
+        .count();
+    controls * 100 > sample.len()
+}
+
+/// Text of a cell of a batch column, or `None` when blank.
+pub fn cell(column: &StringArray, i: usize) -> Option<&str> {
+    column.is_valid(i).then(|| column.value(i))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::finding::{CodeSummary, NoSink};
+    use crate::schema::Catalog;
+
+    fn schema() -> RecordSchema {
+        RecordSchema::parse(
+            "t",
+            r#"{"type":"object","required":["a","b"],"properties":{
+                "a":{"type":"string","x-aliases":["Col A"]},"b":{"type":["string","null"]}}}"#,
+            &Catalog::default(),
+        )
+        .unwrap()
+    }
+
+    fn decode(bytes: &[u8], limits: Limits, batch: usize) -> (Vec<Batch>, Vec<CodeSummary>) {
+        let s = schema();
+        let mut sink = NoSink;
+        let mut log = FindingLog::new(100, BTreeMap::new(), &mut sink);
+        let mut batches = Vec::new();
+        if let Start::Rows(mut d) = CsvDecoder::start(bytes, &s, limits, batch, &mut log).unwrap() {
+            while let Some(b) = d.next_batch(&mut log).unwrap() {
+                batches.push(b);
+            }
+        }
+        (batches, log.finish().unwrap())
+    }
+
+    fn codes(s: &[CodeSummary]) -> Vec<&str> {
+        s.iter().map(|c| c.code.as_str()).collect()
+    }
+
+    #[test]
+    fn bom_crlf_quotes_and_blanks() {
+        let (b, f) = decode(
+            b"\xef\xbb\xbfCol A,b\r\n\"x, \"\"y\"\"\nz\",\r\nq,r\r\n",
+            Limits::default(),
+            10,
+        );
+        assert!(f.is_empty(), "{f:?}");
+        let a = &b[0].columns[0];
+        assert_eq!(a.value(0), "x, \"y\"\nz");
+        assert!(b[0].columns[1].is_null(0));
+        assert_eq!(b[0].rows, vec![2, 3]);
+    }
+
+    #[test]
+    fn batches_are_bounded_and_rows_numbered_across_them() {
+        let mut text = b"a,b\n".to_vec();
+        for i in 0..10 {
+            text.extend_from_slice(format!("v{i},w\n").as_bytes());
+        }
+        let (b, _) = decode(&text, Limits::default(), 4);
+        assert_eq!(b.iter().map(Batch::len).collect::<Vec<_>>(), [4, 4, 2]);
+        assert_eq!(b[2].rows, vec![10, 11]);
+    }
+
+    #[test]
+    fn structural_problems_become_findings_and_rows_are_left_out() {
+        let (b, f) = decode(b"a,b\nx\nx,y,z\n\xe9t\xe9,y\nok,fine", Limits::default(), 10);
+        assert_eq!(codes(&f), ["encoding_invalid_utf8", "row_too_few_fields", "row_too_many_fields"]);
+        let utf = &f[0].examples[0];
+        assert_eq!((utf.row, utf.column.as_deref()), (Some(4), Some("a")));
+        assert_eq!(b[0].rows, vec![5]);
+    }
+
+    #[test]
+    fn over_long_cell_is_cut_off_with_bounded_memory() {
+        let limits = Limits { max_cell_bytes: 1000, ..Limits::default() };
+        let big = "x".repeat(3_000_000);
+        let text = format!("a,b\n1,2\n3,{big}\n5,6\n");
+        let (b, f) = decode(text.as_bytes(), limits, 10);
+        assert_eq!(codes(&f), ["cell_too_long"]);
+        assert_eq!(f[0].examples[0].row, Some(3));
+        assert_eq!(f[0].examples[0].column.as_deref(), Some("b"));
+        assert_eq!(b[0].rows, vec![2, 4]);
+    }
+
+    #[test]
+    fn empty_binary_and_header_problems_stop_reading() {
+        assert_eq!(codes(&decode(b"", Limits::default(), 10).1), ["file_empty"]);
+        assert_eq!(codes(&decode(b" \n\r\n", Limits::default(), 10).1), ["file_empty"]);
+        assert_eq!(codes(&decode(b"PK\x03\x04\x00\x00", Limits::default(), 10).1), ["file_not_text"]);
+        let (b, f) = decode(b"a,a,zz\n1,2,3\n", Limits::default(), 10);
+        assert_eq!(codes(&f), ["header_missing_column", "header_duplicate_column", "header_unknown_column"]);
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn row_limit_is_enforced() {
+        let limits = Limits { max_rows: 2, ..Limits::default() };
+        let (b, f) = decode(b"a,b\n1,2\n3,4\n5,6\n", limits, 10);
+        assert_eq!(codes(&f), ["too_many_rows"]);
+        assert_eq!(b[0].len(), 2);
+    }
+}

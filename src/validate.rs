@@ -1,0 +1,929 @@
+//! Validation: batches of text columns → findings, a per-row verdict and a decision.
+//!
+//! The record schema is compiled into a columnar [`Plan`]: for each property, the JSON Schema
+//! keywords it uses (`type`, `enum`, `const`, `pattern`, `format` date and date-time,
+//! `minimum`/`maximum` and their exclusive forms, `multipleOf`, `minLength`/`maxLength`,
+//! `anyOf`) are checked over a whole Arrow column at a time, with each distinct value of a
+//! column checked once per batch. When a schema uses anything else, every row also goes
+//! through the `jsonschema` crate, which is the reference implementation: a differential test
+//! on generated data proves the plan and `jsonschema` agree on every cell.
+//!
+//! A row becomes a JSON object as `docs/schemas.md` says: empty cell → `null`; a cell whose
+//! property admits numbers and that parses as one → number; `true`/`false` (any case) where
+//! booleans are admitted → boolean; anything else → string. [`cell_to_json`] is that rule.
+//!
+//! After the schema come the checks JSON Schema cannot express: dates in the upload's month,
+//! force and period columns that must agree with the upload's folder, `x-unique`, duplicate
+//! rows, legacy spellings and blank rates. This module does no IO.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hash, Hasher};
+
+use arrow::array::{Array, BooleanArray, StringArray};
+use serde_json::Value;
+
+use crate::config::Pipeline;
+use crate::finding::{Code, Finding, FindingLog, Severity};
+use crate::ingest::{Batch, HeaderMap};
+use crate::period::Period;
+use crate::schema::{Property, RecordSchema, Spelling, TypeSet, UploadContext};
+
+/// A cell as JSON Schema sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cell<'a> {
+    /// Empty cell.
+    Null,
+    /// Text.
+    Str(&'a str),
+    /// A number (finite).
+    Num(f64),
+    /// A boolean.
+    Bool(bool),
+}
+
+/// Reads a cell the way `docs/schemas.md` defines, given the types its property admits.
+pub fn read_cell(types: TypeSet, text: Option<&str>) -> Cell<'_> {
+    let Some(text) = text else { return Cell::Null };
+    if types.reads_numbers()
+        && let Some(n) = parse_number(text)
+    {
+        return Cell::Num(n);
+    }
+    if types.boolean {
+        if text.eq_ignore_ascii_case("true") {
+            return Cell::Bool(true);
+        }
+        if text.eq_ignore_ascii_case("false") {
+            return Cell::Bool(false);
+        }
+    }
+    Cell::Str(text)
+}
+
+fn parse_number(text: &str) -> Option<f64> {
+    let b = text.as_bytes();
+    // Only plain decimal notation: Rust also parses "inf", "NaN" and "infinity".
+    if b.is_empty() || !b.iter().all(|c| c.is_ascii_digit() || matches!(c, b'+' | b'-' | b'.' | b'e' | b'E')) {
+        return None;
+    }
+    text.parse::<f64>().ok().filter(|n| n.is_finite())
+}
+
+/// The JSON value of a cell (what `jsonschema` is given).
+pub fn cell_to_json(types: TypeSet, text: Option<&str>) -> Value {
+    match read_cell(types, text) {
+        Cell::Null => Value::Null,
+        Cell::Str(s) => Value::String(s.to_owned()),
+        Cell::Bool(b) => Value::Bool(b),
+        Cell::Num(n) => match text.and_then(|t| t.parse::<i64>().ok()) {
+            Some(i) => Value::from(i),
+            None => serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number),
+        },
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Literals {
+    strings: HashSet<String>,
+    numbers: Vec<f64>,
+    bools: [bool; 2],
+    null: bool,
+}
+
+impl Literals {
+    fn from_values<'a>(values: impl IntoIterator<Item = &'a Value>) -> Option<Literals> {
+        let mut lit = Literals::default();
+        for v in values {
+            match v {
+                Value::String(s) => {
+                    lit.strings.insert(s.clone());
+                }
+                Value::Number(n) => lit.numbers.push(n.as_f64()?),
+                Value::Bool(b) => lit.bools[usize::from(*b)] = true,
+                Value::Null => lit.null = true,
+                // Arrays and objects never equal a cell; keeping them changes nothing.
+                Value::Array(_) | Value::Object(_) => {}
+            }
+        }
+        Some(lit)
+    }
+
+    fn contains(&self, cell: Cell<'_>) -> bool {
+        match cell {
+            Cell::Null => self.null,
+            Cell::Str(s) => self.strings.contains(s),
+            Cell::Num(n) => self.numbers.contains(&n),
+            Cell::Bool(b) => self.bools[usize::from(b)],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Date,
+    DateTime,
+}
+
+/// Why a cell fails.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Violation {
+    /// The finding code.
+    pub code: Code,
+    /// The keyword broken.
+    pub rule: String,
+    /// Schema path of the keyword.
+    pub schema_path: String,
+}
+
+/// The compiled checks of one (sub)schema.
+#[derive(Debug, Clone)]
+struct Node {
+    path: String,
+    types: Option<TypeSet>,
+    enumeration: Option<Literals>,
+    constant: Option<Literals>,
+    format: Option<Format>,
+    pattern: Option<regex::Regex>,
+    min_length: Option<u64>,
+    max_length: Option<u64>,
+    minimum: Option<f64>,
+    maximum: Option<f64>,
+    exclusive_minimum: Option<f64>,
+    exclusive_maximum: Option<f64>,
+    multiple_of: Option<f64>,
+    any_of: Vec<Node>,
+}
+
+/// Keywords that carry no assertion.
+fn is_annotation(key: &str) -> bool {
+    key.starts_with("x-")
+        || matches!(
+            key,
+            "title" | "description" | "examples" | "default" | "$comment" | "deprecated" | "readOnly" | "writeOnly"
+        )
+}
+
+impl Node {
+    /// Compiles a subschema; `None` when it uses something the plan does not cover.
+    fn compile(schema: &Value, path: &str) -> Option<Node> {
+        let obj = schema.as_object()?;
+        let mut node = Node {
+            path: path.to_owned(),
+            types: None,
+            enumeration: None,
+            constant: None,
+            format: None,
+            pattern: None,
+            min_length: None,
+            max_length: None,
+            minimum: None,
+            maximum: None,
+            exclusive_minimum: None,
+            exclusive_maximum: None,
+            multiple_of: None,
+            any_of: Vec::new(),
+        };
+        for (key, value) in obj {
+            match key.as_str() {
+                k if is_annotation(k) => {}
+                "type" => node.types = Some(TypeSet::from_schema(schema).ok()?),
+                "enum" => node.enumeration = Some(Literals::from_values(value.as_array()?)?),
+                "const" => node.constant = Some(Literals::from_values([value])?),
+                "format" => {
+                    node.format = Some(match value.as_str()? {
+                        "date" => Format::Date,
+                        "date-time" => Format::DateTime,
+                        _ => return None,
+                    });
+                }
+                "pattern" => {
+                    let rust = jsonschema_regex::to_rust_regex(value.as_str()?).ok()?;
+                    node.pattern = Some(regex::Regex::new(&rust).ok()?);
+                }
+                "minLength" => node.min_length = Some(value.as_u64()?),
+                "maxLength" => node.max_length = Some(value.as_u64()?),
+                "minimum" => node.minimum = Some(value.as_f64()?),
+                "maximum" => node.maximum = Some(value.as_f64()?),
+                "exclusiveMinimum" => node.exclusive_minimum = Some(value.as_f64()?),
+                "exclusiveMaximum" => node.exclusive_maximum = Some(value.as_f64()?),
+                "multipleOf" => node.multiple_of = Some(value.as_f64()?).filter(|m| *m > 0.0),
+                "anyOf" => {
+                    for (i, branch) in value.as_array()?.iter().enumerate() {
+                        node.any_of.push(Node::compile(branch, &format!("{path}/anyOf/{i}"))?);
+                    }
+                }
+                _ => return None,
+            }
+        }
+        Some(node)
+    }
+
+    fn fail(&self, code: Code, keyword: &str) -> Violation {
+        Violation {
+            code,
+            rule: keyword.to_owned(),
+            schema_path: format!("{}/{keyword}", self.path),
+        }
+    }
+
+    /// The first keyword the cell breaks, in a fixed order.
+    fn check(&self, cell: Cell<'_>) -> Option<Violation> {
+        if let Some(types) = self.types {
+            let ok = match cell {
+                Cell::Null => types.null,
+                Cell::Str(_) => types.string,
+                Cell::Bool(_) => types.boolean,
+                Cell::Num(n) => types.number || (types.integer && n.fract() == 0.0),
+            };
+            if !ok {
+                let code = if cell == Cell::Null { Code::ValueRequired } else { Code::ValueWrongType };
+                return Some(self.fail(code, "type"));
+            }
+        }
+        if let Some(e) = &self.enumeration
+            && !e.contains(cell)
+        {
+            return Some(self.fail(Code::ValueNotInList, "enum"));
+        }
+        if let Some(c) = &self.constant
+            && !c.contains(cell)
+        {
+            return Some(self.fail(Code::ValueNotInList, "const"));
+        }
+        match cell {
+            Cell::Str(s) => {
+                if let Some(f) = self.format {
+                    let ok = match f {
+                        Format::Date => is_valid_date(s),
+                        Format::DateTime => is_valid_datetime(s),
+                    };
+                    if !ok {
+                        return Some(self.fail(Code::ValueBadDate, "format"));
+                    }
+                }
+                if let Some(p) = &self.pattern
+                    && !p.is_match(s)
+                {
+                    return Some(self.fail(Code::ValuePattern, "pattern"));
+                }
+                if self.min_length.is_some() || self.max_length.is_some() {
+                    let n = s.chars().count() as u64;
+                    if self.min_length.is_some_and(|m| n < m) {
+                        return Some(self.fail(Code::ValueLength, "minLength"));
+                    }
+                    if self.max_length.is_some_and(|m| n > m) {
+                        return Some(self.fail(Code::ValueLength, "maxLength"));
+                    }
+                }
+            }
+            Cell::Num(n) => {
+                let checks = [
+                    (self.minimum, "minimum", n < self.minimum.unwrap_or(f64::MIN)),
+                    (self.maximum, "maximum", n > self.maximum.unwrap_or(f64::MAX)),
+                    (self.exclusive_minimum, "exclusiveMinimum", n <= self.exclusive_minimum.unwrap_or(f64::MIN)),
+                    (self.exclusive_maximum, "exclusiveMaximum", n >= self.exclusive_maximum.unwrap_or(f64::MAX)),
+                ];
+                for (bound, keyword, broken) in checks {
+                    if bound.is_some() && broken {
+                        return Some(self.fail(Code::ValueOutOfRange, keyword));
+                    }
+                }
+                if let Some(m) = self.multiple_of
+                    && !is_multiple_of(n, m)
+                {
+                    return Some(self.fail(Code::ValueSchema, "multipleOf"));
+                }
+            }
+            Cell::Null | Cell::Bool(_) => {}
+        }
+        if !self.any_of.is_empty() {
+            let mut first = None;
+            for branch in &self.any_of {
+                match branch.check(cell) {
+                    None => return None,
+                    Some(v) => {
+                        first.get_or_insert(v);
+                    }
+                }
+            }
+            return first;
+        }
+        None
+    }
+}
+
+/// Mirrors `jsonschema`'s `multipleOf` for floats: exact for integers, otherwise the quotient
+/// must be whole.
+fn is_multiple_of(n: f64, m: f64) -> bool {
+    if m.fract() == 0.0 && n.fract() == 0.0 {
+        return (n % m) == 0.0;
+    }
+    let q = n / m;
+    q.is_finite() && q.fract() == 0.0
+}
+
+fn two_digits(b: &[u8]) -> Option<u32> {
+    (b[0].is_ascii_digit() && b[1].is_ascii_digit()).then(|| u32::from(b[0] - b'0') * 10 + u32::from(b[1] - b'0'))
+}
+
+/// RFC 3339 `full-date`, exactly as `jsonschema` checks it.
+pub fn is_valid_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' || !b[..4].iter().all(u8::is_ascii_digit) {
+        return false;
+    }
+    let year: u32 = b[..4].iter().fold(0, |a, d| a * 10 + u32::from(d - b'0'));
+    let (Some(month), Some(day)) = (two_digits(&b[5..7]), two_digits(&b[8..10])) else {
+        return false;
+    };
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let max = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    (1..=max).contains(&day)
+}
+
+/// RFC 3339 `full-time` (with the leap-second rule), exactly as `jsonschema` checks it.
+fn is_valid_time(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() < 9 || b[2] != b':' || b[5] != b':' {
+        return false;
+    }
+    let (Some(hour), Some(minute), Some(second)) = (two_digits(&b[..2]), two_digits(&b[3..5]), two_digits(&b[6..8]))
+    else {
+        return false;
+    };
+    if hour > 23 || minute > 59 || second > 60 {
+        return false;
+    }
+    let mut i = 8;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let digits = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 {
+            return false;
+        }
+        i += digits;
+    }
+    let Some(&sign) = b.get(i) else { return false };
+    match sign {
+        b'Z' | b'z' => i == b.len() - 1 && (second != 60 || (hour == 23 && minute == 59)),
+        b'+' | b'-' => {
+            if b.len() - i != 6 || b[i + 3] != b':' {
+                return false;
+            }
+            let (Some(oh), Some(om)) = (two_digits(&b[i + 1..i + 3]), two_digits(&b[i + 4..i + 6])) else {
+                return false;
+            };
+            if oh > 23 || om > 59 {
+                return false;
+            }
+            if second != 60 {
+                return true;
+            }
+            // A leap second must fall at 23:59 UTC.
+            let local = i32::try_from(hour * 60 + minute).unwrap_or(0);
+            let offset = i32::try_from(oh * 60 + om).unwrap_or(0);
+            let utc = if sign == b'+' { local - offset } else { local + offset };
+            utc.rem_euclid(24 * 60) == 23 * 60 + 59
+        }
+        _ => false,
+    }
+}
+
+/// RFC 3339 `date-time` (`T` or `t` between date and time), exactly as `jsonschema` checks it.
+pub fn is_valid_datetime(s: &str) -> bool {
+    match s.bytes().position(|c| c == b'T' || c == b't') {
+        Some(t) => is_valid_date(&s[..t]) && is_valid_time(&s[t + 1..]),
+        None => false,
+    }
+}
+
+/// The compiled columnar plan of a record schema.
+pub struct Plan {
+    nodes: Vec<Option<Node>>,
+    /// The reference validator, when some construct is not covered by the plan.
+    fallback: Option<jsonschema::Validator>,
+}
+
+impl Plan {
+    /// Compiles the plan; constructs it cannot express are left to `jsonschema`.
+    pub fn compile(schema: &RecordSchema) -> Result<Plan, String> {
+        let nodes: Vec<Option<Node>> = schema
+            .properties
+            .iter()
+            .map(|p| Node::compile(&p.schema, &format!("/properties/{}", escape_pointer(&p.name))))
+            .collect();
+        let root_covered = schema.resolved.as_object().is_some_and(|o| {
+            o.iter().all(|(k, v)| {
+                is_annotation(k)
+                    || matches!(k.as_str(), "$schema" | "$id" | "properties" | "required")
+                    || (k == "type" && v == "object")
+                    // Rows hold only the schema's own properties, so this can never fail.
+                    || k == "additionalProperties"
+            })
+        });
+        let fallback = if root_covered && nodes.iter().all(Option::is_some) {
+            None
+        } else {
+            Some(schema.compile_reference()?)
+        };
+        Ok(Plan { nodes, fallback })
+    }
+
+    /// Whether every row also goes through `jsonschema`.
+    pub fn uses_fallback(&self) -> bool {
+        self.fallback.is_some()
+    }
+
+    /// Checks one cell of a property the plan covers.
+    pub fn check_cell(&self, property: usize, types: TypeSet, text: Option<&str>) -> Option<Violation> {
+        self.nodes[property].as_ref().and_then(|n| n.check(read_cell(types, text)))
+    }
+}
+
+fn escape_pointer(s: &str) -> String {
+    s.replace('~', "~0").replace('/', "~1")
+}
+
+/// Where the upload came from: what force and period its rows must belong to.
+#[derive(Debug, Clone, Default)]
+pub struct UploadScope {
+    /// The force's canonical id, from the upload folder.
+    pub force: Option<String>,
+    /// The period, from the upload folder.
+    pub period: Option<Period>,
+}
+
+/// Counts and rates per property, for the report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ColumnStats {
+    /// Property name.
+    pub property: String,
+    /// The header spelling, or `None` when the column was not sent.
+    pub header: Option<String>,
+    /// Blank cells among decoded rows.
+    pub blanks: u64,
+    /// Share of blank cells.
+    pub blank_rate: f64,
+    /// Cells with an error.
+    pub errors: u64,
+}
+
+/// What checking a whole upload found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// No warnings or errors.
+    Accepted,
+    /// Accepted; the report lists warnings.
+    AcceptedWithWarnings,
+    /// Not accepted; the force must fix and resubmit.
+    Rejected,
+}
+
+impl Decision {
+    /// The name used in reports and tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Accepted => "accepted",
+            Decision::AcceptedWithWarnings => "accepted_with_warnings",
+            Decision::Rejected => "rejected",
+        }
+    }
+}
+
+/// Checks batches of one upload in turn, keeping the cross-row state.
+pub struct Checker<'p> {
+    pipeline: &'p Pipeline,
+    plan: Plan,
+    scope: UploadScope,
+    header: HeaderMap,
+    blanks: Vec<u64>,
+    cell_errors: Vec<u64>,
+    rows_checked: u64,
+    error_rows: Bitset,
+    row_hashes: HashSet<u128>,
+    unique: Vec<HashMap<u128, (u64, bool)>>,
+    hashers: (std::hash::RandomState, std::hash::RandomState),
+}
+
+/// What the checker concluded.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    /// The decision.
+    pub decision: Decision,
+    /// Rows checked against the schema (decoded rows).
+    pub rows_checked: u64,
+    /// Rows with at least one error, including rows that could not be decoded.
+    pub error_rows: u64,
+    /// Per-column counts.
+    pub columns: Vec<ColumnStats>,
+}
+
+impl<'p> Checker<'p> {
+    /// A checker for one upload whose header decoded as `header`.
+    pub fn new(pipeline: &'p Pipeline, scope: UploadScope, header: HeaderMap) -> Result<Self, String> {
+        let schema = &pipeline.schema;
+        let n = schema.properties.len();
+        Ok(Checker {
+            pipeline,
+            plan: Plan::compile(schema)?,
+            scope,
+            header,
+            blanks: vec![0; n],
+            cell_errors: vec![0; n],
+            rows_checked: 0,
+            error_rows: Bitset::default(),
+            row_hashes: HashSet::new(),
+            unique: vec![HashMap::new(); n],
+            hashers: (std::hash::RandomState::new(), std::hash::RandomState::new()),
+        })
+    }
+
+    fn hash128(&self, parts: impl Fn(&mut std::hash::DefaultHasher)) -> u128 {
+        let mut a = self.hashers.0.build_hasher();
+        let mut b = self.hashers.1.build_hasher();
+        parts(&mut a);
+        parts(&mut b);
+        (u128::from(a.finish()) << 64) | u128::from(b.finish())
+    }
+
+    /// Checks a batch; returns which of its rows are free of errors.
+    pub fn check_batch(&mut self, batch: &Batch, log: &mut FindingLog<'_>) -> BooleanArray {
+        let mut row_ok = vec![true; batch.len()];
+        self.rows_checked += batch.len() as u64;
+        for (slot, &p) in batch.properties.iter().enumerate() {
+            let column = &batch.columns[slot];
+            self.blanks[p] += column.null_count() as u64;
+            self.check_column(p, column, batch, &mut row_ok, log);
+        }
+        if let Some(fallback) = self.plan.fallback.take() {
+            self.check_with_reference(&fallback, batch, &mut row_ok, log);
+            self.plan.fallback = Some(fallback);
+        }
+        self.check_duplicate_rows(batch, log);
+        for (i, ok) in row_ok.iter().enumerate() {
+            if !ok {
+                self.error_rows.set(batch.rows[i] - 2);
+            }
+        }
+        BooleanArray::from(row_ok)
+    }
+
+    fn check_column(
+        &mut self,
+        p: usize,
+        column: &StringArray,
+        batch: &Batch,
+        row_ok: &mut [bool],
+        log: &mut FindingLog<'_>,
+    ) {
+        let prop = &self.pipeline.schema.properties[p];
+        let header = self.header.column_name(&self.pipeline.schema, p).to_owned();
+        // Each distinct value is checked once per batch; codes repeat a lot.
+        let mut memo: HashMap<Option<&str>, Option<(Code, Violation)>> = HashMap::new();
+        for i in 0..column.len() {
+            let text = crate::ingest::cell(column, i);
+            let outcome = memo
+                .entry(text)
+                .or_insert_with(|| self.judge(p, prop, text))
+                .clone();
+            if let Some((code, v)) = outcome {
+                let finding = self.describe(prop, &header, text, code, &v).at_row(batch.rows[i]);
+                if log.severity_of(finding.code) == Severity::Error {
+                    row_ok[i] = false;
+                    self.cell_errors[p] += 1;
+                }
+                log.push(finding);
+            }
+            if prop.unique
+                && let Some(t) = text
+            {
+                let key = self.hash128(|h| t.hash(h));
+                let row = batch.rows[i];
+                match self.unique[p].get_mut(&key) {
+                    None => {
+                        self.unique[p].insert(key, (row, false));
+                    }
+                    Some((first, flagged)) => {
+                        let first = *first;
+                        if !*flagged {
+                            *flagged = true;
+                            self.error_rows.set(first - 2);
+                            self.cell_errors[p] += 1;
+                            log.push(self.not_unique(prop, &header, t, first, row, first));
+                        }
+                        row_ok[i] = false;
+                        self.cell_errors[p] += 1;
+                        log.push(self.not_unique(prop, &header, t, first, row, row));
+                    }
+                }
+            }
+        }
+    }
+
+    fn not_unique(&self, prop: &Property, header: &str, value: &str, first: u64, second: u64, at: u64) -> Finding {
+        Finding::new(
+            Code::ValueNotUnique,
+            format!("`{value}` appears more than once in {} (rows {first} and {second})", prop.title),
+            "x-unique",
+        )
+        .at_row(at)
+        .in_column(header)
+        .with_value(value)
+        .with_schema_path(format!("/properties/{}/x-unique", escape_pointer(&prop.name)))
+    }
+
+    /// The finding code and violation for one cell value, or `None` when it is fine.
+    fn judge(&self, p: usize, prop: &Property, text: Option<&str>) -> Option<(Code, Violation)> {
+        if let Some(v) = self.plan.check_cell(p, prop.types, text) {
+            return Some((v.code, v));
+        }
+        let text = text?;
+        if prop.in_period
+            && let Some(period) = self.scope.period
+            && text.get(..7) != Some(period.to_string().as_str())
+            && (is_valid_date(text) || is_valid_datetime(text))
+        {
+            return Some((
+                Code::DateOutOfPeriod,
+                Violation { code: Code::DateOutOfPeriod, rule: "x-in-period".into(), schema_path: String::new() },
+            ));
+        }
+        match prop.upload_context {
+            Some(UploadContext::Force) => {
+                if let (Some(force), Some(list)) = (&self.scope.force, &prop.codelist)
+                    && let Some((i, _)) = list.lookup(text)
+                    && &list.codes[i as usize].code != force
+                {
+                    return Some((
+                        Code::ForceMismatch,
+                        Violation { code: Code::ForceMismatch, rule: "x-upload-context".into(), schema_path: String::new() },
+                    ));
+                }
+            }
+            Some(UploadContext::Period) => {
+                if let Some(period) = self.scope.period
+                    && text != period.to_string()
+                {
+                    return Some((
+                        Code::PeriodMismatch,
+                        Violation { code: Code::PeriodMismatch, rule: "x-upload-context".into(), schema_path: String::new() },
+                    ));
+                }
+            }
+            None => {}
+        }
+        if let Some(list) = &prop.codelist
+            && let Some((_, Spelling::Legacy)) = list.lookup(text)
+        {
+            return Some((
+                Code::ValueLegacySpelling,
+                Violation { code: Code::ValueLegacySpelling, rule: "x-codelist legacy".into(), schema_path: String::new() },
+            ));
+        }
+        None
+    }
+
+    fn describe(&self, prop: &Property, header: &str, text: Option<&str>, code: Code, v: &Violation) -> Finding {
+        let name = &prop.title;
+        let shown = text.unwrap_or("");
+        let message = match code {
+            Code::ValueRequired => format!("{name} is blank but must have a value"),
+            Code::ValueWrongType => format!("`{shown}` is not {} for {name}", type_words(prop.types)),
+            Code::ValueNotInList => match &prop.codelist {
+                Some(list) => format!("`{shown}` is not in the code list for {name} ({})", list.title),
+                None => format!("`{shown}` is not an allowed value of {name}"),
+            },
+            Code::ValueBadDate => format!("`{shown}` is not a real date and time in ISO 8601 form"),
+            Code::ValuePattern => format!(
+                "`{shown}` does not have the required shape for {name} (pattern {})",
+                prop.schema.get("pattern").and_then(Value::as_str).unwrap_or("?")
+            ),
+            Code::ValueOutOfRange => format!(
+                "{shown} is outside the allowed range for {name} ({} to {})",
+                bound(&prop.schema, "minimum", "exclusiveMinimum"),
+                bound(&prop.schema, "maximum", "exclusiveMaximum")
+            ),
+            Code::ValueLength => format!("`{shown}` is too short or too long for {name}"),
+            Code::DateOutOfPeriod => format!(
+                "{shown} is not in {}, the month this file was uploaded for",
+                self.scope.period.map(|p| p.to_string()).unwrap_or_default()
+            ),
+            Code::ForceMismatch => format!(
+                "the row names force `{shown}`, but the file was uploaded by `{}`",
+                self.scope.force.as_deref().unwrap_or("?")
+            ),
+            Code::PeriodMismatch => format!(
+                "the row names period `{shown}`, but the file was uploaded for {}",
+                self.scope.period.map(|p| p.to_string()).unwrap_or_default()
+            ),
+            Code::ValueLegacySpelling => {
+                let canonical = prop
+                    .codelist
+                    .as_ref()
+                    .and_then(|l| l.lookup(shown).map(|(i, _)| l.codes[i as usize].code.clone()))
+                    .unwrap_or_default();
+                format!("`{shown}` is a legacy spelling in {name}; it is stored as `{canonical}`")
+            }
+            _ => format!("`{shown}` breaks the rule `{}` of {name}", v.rule),
+        };
+        let mut f = Finding::new(code, message, v.rule.clone()).in_column(header);
+        if text.is_some() {
+            f = f.with_value(shown);
+        }
+        if !v.schema_path.is_empty() {
+            f = f.with_schema_path(v.schema_path.clone());
+        }
+        f
+    }
+
+    fn check_with_reference(
+        &mut self,
+        validator: &jsonschema::Validator,
+        batch: &Batch,
+        row_ok: &mut [bool],
+        log: &mut FindingLog<'_>,
+    ) {
+        let schema = &self.pipeline.schema;
+        for i in 0..batch.len() {
+            let object = row_object(schema, batch, i);
+            for error in validator.iter_errors(&object) {
+                let pointer = error.instance_path().to_string();
+                let name = pointer.trim_start_matches('/');
+                let Some(p) = schema.properties.iter().position(|q| q.name == name) else {
+                    continue;
+                };
+                // Cells the plan covers were already reported by it.
+                if self.plan.nodes[p].is_some() {
+                    continue;
+                }
+                let header = self.header.column_name(schema, p).to_owned();
+                let text = batch.column(p).and_then(|c| crate::ingest::cell(c, i)).map(str::to_owned);
+                let mut f = Finding::new(
+                    Code::ValueSchema,
+                    format!("{}: {}", schema.properties[p].title, error.masked()),
+                    "schema",
+                )
+                .at_row(batch.rows[i])
+                .in_column(header)
+                .with_schema_path(error.schema_path().to_string());
+                if let Some(t) = text {
+                    f = f.with_value(t);
+                }
+                if log.severity_of(Code::ValueSchema) == Severity::Error {
+                    row_ok[i] = false;
+                    self.cell_errors[p] += 1;
+                }
+                log.push(f);
+            }
+        }
+    }
+
+    fn check_duplicate_rows(&mut self, batch: &Batch, log: &mut FindingLog<'_>) {
+        for i in 0..batch.len() {
+            let key = self.hash128(|h| {
+                for c in &batch.columns {
+                    crate::ingest::cell(c, i).hash(h);
+                }
+            });
+            if !self.row_hashes.insert(key) {
+                let f = Finding::new(
+                    Code::DuplicateRow,
+                    "the row is identical in every cell to an earlier row",
+                    "distinct rows",
+                )
+                .at_row(batch.rows[i]);
+                if log.severity_of(Code::DuplicateRow) == Severity::Error {
+                    self.error_rows.set(batch.rows[i] - 2);
+                }
+                log.push(f);
+            }
+        }
+    }
+
+    /// Ends the upload: blank rates, the decision and the column statistics. `decode_rejected`
+    /// is how many rows could not be decoded (they count as error rows).
+    pub fn finish(self, decode_rejected: u64, log: &mut FindingLog<'_>) -> Verdict {
+        let schema = &self.pipeline.schema;
+        let rows = self.rows_checked;
+        let mut columns = Vec::new();
+        for (p, prop) in schema.properties.iter().enumerate() {
+            let header = self.header.property_column[p].map(|c| self.header.headers[c].clone());
+            let rate = if rows == 0 { 0.0 } else { self.blanks[p] as f64 / rows as f64 };
+            if header.is_some()
+                && rows > 0
+                && let Some(t) = self.pipeline.blank_rates.get(&prop.name)
+            {
+                let (severity, limit, key) = match (t.error_above, t.warn_above) {
+                    (Some(e), _) if rate > e => (Severity::Error, e, "error_above"),
+                    (_, Some(w)) if rate > w => (Severity::Warning, w, "warn_above"),
+                    _ => (Severity::Info, 0.0, ""),
+                };
+                if severity > Severity::Info {
+                    log.push(
+                        Finding::new(
+                            Code::BlankRate,
+                            format!(
+                                "{} is blank in {} of {rows} rows ({:.1}%), above the {} threshold of {:.1}%",
+                                prop.title,
+                                self.blanks[p],
+                                rate * 100.0,
+                                severity,
+                                limit * 100.0
+                            ),
+                            format!("blank_rates.{}.{key}", prop.name),
+                        )
+                        .in_column(header.clone().unwrap_or_default())
+                        .with_value(format!("{rate:.4}"))
+                        .with_severity(severity),
+                    );
+                }
+            }
+            columns.push(ColumnStats {
+                property: prop.name.clone(),
+                header,
+                blanks: self.blanks[p],
+                blank_rate: rate,
+                errors: self.cell_errors[p],
+            });
+        }
+        let error_rows = self.error_rows.count() + decode_rejected;
+        let total = rows + decode_rejected;
+        let decision = if log.has_file_error() {
+            Decision::Rejected
+        } else if error_rows > 0 {
+            let share = error_rows as f64 / total.max(1) as f64;
+            if share > self.pipeline.decision.max_error_row_share {
+                Decision::Rejected
+            } else {
+                log.push(Finding::new(
+                    Code::RowsExcluded,
+                    format!(
+                        "{error_rows} of {total} rows ({:.2}%) have errors and were left out of the snapshot",
+                        share * 100.0
+                    ),
+                    "max_error_row_share",
+                ));
+                Decision::AcceptedWithWarnings
+            }
+        } else if log.has_at_least(Severity::Warning) {
+            Decision::AcceptedWithWarnings
+        } else {
+            Decision::Accepted
+        };
+        Verdict { decision, rows_checked: rows, error_rows, columns }
+    }
+}
+
+fn type_words(t: TypeSet) -> &'static str {
+    if t.integer && !t.number {
+        "a whole number"
+    } else if t.number {
+        "a number"
+    } else if t.boolean {
+        "True or False"
+    } else {
+        "text"
+    }
+}
+
+fn bound(schema: &Value, inclusive: &str, exclusive: &str) -> String {
+    schema
+        .get(inclusive)
+        .or_else(|| schema.get(exclusive))
+        .map_or_else(|| "any".to_owned(), ToString::to_string)
+}
+
+/// The JSON object of row `i` of a batch (what `jsonschema` validates).
+pub fn row_object(schema: &RecordSchema, batch: &Batch, i: usize) -> Value {
+    let mut map = serde_json::Map::new();
+    for (slot, &p) in batch.properties.iter().enumerate() {
+        let prop = &schema.properties[p];
+        map.insert(prop.name.clone(), cell_to_json(prop.types, crate::ingest::cell(&batch.columns[slot], i)));
+    }
+    Value::Object(map)
+}
+
+/// A growable set of row indexes.
+#[derive(Default)]
+struct Bitset(Vec<u64>);
+
+impl Bitset {
+    fn set(&mut self, i: u64) {
+        let word = (i / 64) as usize;
+        if word >= self.0.len() {
+            self.0.resize(word + 1, 0);
+        }
+        self.0[word] |= 1 << (i % 64);
+    }
+
+    fn count(&self) -> u64 {
+        self.0.iter().map(|w| u64::from(w.count_ones())).sum()
+    }
+}
