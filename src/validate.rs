@@ -460,7 +460,7 @@ pub struct UploadScope {
 }
 
 /// Counts and rates per property, for the report.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ColumnStats {
     /// Property name.
     pub property: String,
