@@ -1,1 +1,1 @@
-//! stub
+//! Synthetic returns for the demo and tests (to be written).
