@@ -5,11 +5,13 @@
 //! Central tables mask personal values (see `snapshot`). Rendering is pure: it takes a
 //! [`Report`] and returns bytes; the CSV of row findings streams through [`CsvFindingSink`].
 
+use std::cmp::Reverse;
+use std::fmt::{self, Write as _};
 use std::io::Write;
 
 use serde::{Deserialize, Serialize};
 
-use crate::finding::{CodeSummary, Finding, FindingSink, Severity};
+use crate::finding::{Code, CodeSummary, Finding, FindingSink, Severity};
 use crate::validate::{ColumnStats, Decision};
 
 /// Everything the force is told about one submission.
@@ -77,7 +79,11 @@ pub struct Outputs {
 impl Report {
     /// Count of findings of a severity.
     pub fn count(&self, severity: Severity) -> u64 {
-        self.findings.iter().filter(|s| s.severity == severity).map(|s| s.count).sum()
+        self.findings
+            .iter()
+            .filter(|s| s.severity == severity)
+            .map(|s| s.count)
+            .sum()
     }
 }
 
@@ -97,7 +103,9 @@ impl<W: Write> CsvFindingSink<W> {
     /// A sink writing to `out`, starting with the header line (with a UTF-8 BOM so Excel reads
     /// accents and symbols correctly).
     pub fn new(mut out: W) -> std::io::Result<Self> {
-        out.write_all(b"\xef\xbb\xbfrow,column,severity,code,message,value,rule,schema_path,hint\r\n")?;
+        out.write_all(
+            b"\xef\xbb\xbfrow,column,severity,code,message,value,rule,schema_path,hint\r\n",
+        )?;
         Ok(CsvFindingSink { out })
     }
 
@@ -144,5 +152,885 @@ impl<W: Write> FindingSink for CsvFindingSink<W> {
             csv_field(&mut self.out, field)?;
         }
         self.out.write_all(b"\r\n")
+    }
+}
+
+/// The report as one self-contained HTML page for a force analyst to read on screen or print.
+///
+/// The page loads nothing (no scripts, stylesheets, fonts or images) and forbids loading
+/// anything through its content security policy. Every piece of text taken from the report is
+/// escaped, because values and file names come from the uploaded file and may hold markup.
+pub fn render_html(report: &Report) -> String {
+    let mut out = String::with_capacity(32 * 1024);
+    // Writing to a `String` cannot fail, so the `fmt::Result` carries nothing worth handling.
+    let _ = write_page(&mut out, report);
+    out
+}
+
+/// The page's stylesheet: screen first, then phone and print adjustments.
+const STYLE: &str = "\
+:root{color-scheme:light}
+*{box-sizing:border-box}
+body{margin:0 auto;max-width:64rem;padding:1rem;font-family:system-ui,-apple-system,\"Segoe UI\",Roboto,Helvetica,Arial,sans-serif;font-size:1rem;line-height:1.45;color:#1f2328;background:#fff}
+h1{font-size:1.6rem;margin:.2rem 0 .8rem}
+h2{font-size:1.3rem;margin:2rem 0 .6rem;padding-bottom:.2rem;border-bottom:2px solid #d0d7de}
+h3{font-size:1.1rem;margin:0 0 .4rem}
+.dataset{margin:0;color:#57606a;font-weight:600}
+code,.mono{font-family:ui-monospace,SFMono-Regular,Consolas,\"Liberation Mono\",Menlo,monospace;font-size:.92em}
+.decision{display:flex;flex-wrap:wrap;align-items:center;gap:.6rem 1rem;margin:0 0 1.2rem;padding:.8rem 1rem;border-radius:.5rem;background:#f6f8fa}
+.decision p{margin:0;flex:1 1 20rem}
+.badge{display:inline-block;padding:.35rem .9rem;border-radius:.4rem;font-size:1.2rem;font-weight:700;letter-spacing:.02em}
+.badge-accepted{background:#1a7f37;color:#fff}
+.badge-accepted-with-warnings{background:#f2b600;color:#1f2328}
+.badge-rejected{background:#c62828;color:#fff}
+.table-wrap{overflow-x:auto;-webkit-overflow-scrolling:touch;margin:0 0 1rem}
+table{border-collapse:collapse;width:100%}
+th,td{padding:.35rem .6rem;text-align:left;vertical-align:top;border-bottom:1px solid #d0d7de}
+thead th{background:#f6f8fa;border-bottom:2px solid #d0d7de;white-space:nowrap}
+.facts th{width:11rem;font-weight:600;color:#57606a;white-space:nowrap}
+.facts td,.examples td{overflow-wrap:anywhere}
+.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.counts{display:grid;grid-template-columns:repeat(auto-fit,minmax(9rem,1fr));gap:.6rem;margin:0}
+.counts div{padding:.5rem .8rem;border:1px solid #d0d7de;border-radius:.4rem}
+.counts dt{color:#57606a;font-size:.9rem}
+.counts dd{margin:0;font-size:1.4rem;font-weight:700;font-variant-numeric:tabular-nums}
+.finding{margin:1.4rem 0;padding:.2rem 0 .2rem .9rem;border-left:.35rem solid #d0d7de}
+.finding-error{border-left-color:#c62828}
+.finding-warning{border-left-color:#f2b600}
+.finding-info{border-left-color:#3b6fb6}
+.sev{display:inline-block;padding:.05rem .45rem;border-radius:.3rem;font-size:.85rem;font-weight:600;vertical-align:middle}
+.sev-error{background:#fde2e1;color:#8a1c14}
+.sev-warning{background:#fff1c2;color:#6b4a00}
+.sev-info{background:#e2ecfb;color:#1d4f91}
+.count{font-weight:400;color:#57606a}
+.hint,.note{margin:.3rem 0 .6rem}
+.value code{white-space:pre-wrap;background:#f6f8fa;padding:0 .2rem;border-radius:.2rem}
+.muted{color:#57606a;font-style:italic}
+.missing td{background:#fff8e5}
+footer{margin-top:2.5rem;padding-top:.6rem;border-top:1px solid #d0d7de;color:#57606a;font-size:.9rem}
+footer ul{padding-left:1.2rem}
+footer li,footer code{overflow-wrap:anywhere}
+@media (max-width:40rem){body{padding:.6rem}h1{font-size:1.3rem}.facts th{width:auto}}
+@media print{
+body{max-width:none;padding:0;font-size:10pt}
+.badge,.sev,.decision,.finding,.missing td,thead th{-webkit-print-color-adjust:exact;print-color-adjust:exact}
+.table-wrap{overflow:visible}
+table{page-break-inside:auto}
+tr,.counts div{break-inside:avoid;page-break-inside:avoid}
+thead{display:table-header-group}
+h2,h3{break-after:avoid;page-break-after:avoid}
+a{color:inherit}
+}
+";
+
+fn write_page(out: &mut String, r: &Report) -> fmt::Result {
+    let force = force_label(r);
+    let period = r.period.as_deref().unwrap_or("period not known");
+    let decision = r.decision;
+    writeln!(out, "<!DOCTYPE html>")?;
+    writeln!(out, "<html lang=\"en\">")?;
+    writeln!(out, "<head>")?;
+    writeln!(out, "<meta charset=\"utf-8\">")?;
+    writeln!(
+        out,
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+    )?;
+    // The page needs nothing but its own inline style; forbid everything else, so that even a
+    // value that slipped past escaping could neither run a script nor load anything.
+    writeln!(
+        out,
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">"
+    )?;
+    writeln!(
+        out,
+        "<title>{} return {} — {} — {}</title>",
+        escape(&r.dataset_title),
+        escape(period),
+        escape(force),
+        decision_label(decision).to_lowercase()
+    )?;
+    writeln!(out, "<style>\n{STYLE}</style>")?;
+    writeln!(out, "</head>")?;
+    writeln!(out, "<body>")?;
+    write_summary(out, r, force, period)?;
+    writeln!(out, "<main>")?;
+    write_counts(out, r)?;
+    write_findings(out, r)?;
+    write_columns(out, r)?;
+    writeln!(out, "</main>")?;
+    write_footer(out, r)?;
+    writeln!(out, "</body>")?;
+    writeln!(out, "</html>")
+}
+
+fn write_summary(out: &mut String, r: &Report, force: &str, period: &str) -> fmt::Result {
+    writeln!(out, "<header>")?;
+    writeln!(
+        out,
+        "<p class=\"dataset\">{} return</p>",
+        escape(&r.dataset_title)
+    )?;
+    writeln!(out, "<h1>{} — {}</h1>", escape(force), escape(period))?;
+    writeln!(out, "<div class=\"decision\">")?;
+    writeln!(
+        out,
+        "<span class=\"badge {}\">{}</span>",
+        decision_class(r.decision),
+        decision_label(r.decision)
+    )?;
+    writeln!(out, "<p>{}</p>", escape(&decision_explanation(r)))?;
+    writeln!(out, "</div>")?;
+
+    let force_cell = match (&r.force_name, &r.force_id) {
+        (Some(name), Some(id)) => format!("{} (<code>{}</code>)", escape(name), escape(id)),
+        (Some(name), None) => escape(name).to_string(),
+        (None, Some(id)) => format!("<code>{}</code>", escape(id)),
+        (None, None) => not_known(),
+    };
+    let size = format!(
+        "{} {}",
+        thousands(r.bytes),
+        plural(r.bytes, "byte", "bytes")
+    );
+    let facts = [
+        (
+            "Dataset",
+            format!(
+                "{} (<code>{}</code>)",
+                escape(&r.dataset_title),
+                escape(&r.dataset)
+            ),
+        ),
+        ("Force", force_cell),
+        (
+            "Period",
+            r.period
+                .as_deref()
+                .map_or_else(not_known, |p| escape(p).to_string()),
+        ),
+        ("File", format!("<code>{}</code>", escape(&r.file_name))),
+        (
+            "Uploaded to",
+            format!("<code>{}</code>", escape(&r.source_key)),
+        ),
+        (
+            "Submission id",
+            format!("<code>{}</code>", escape(&r.submission_id)),
+        ),
+        (
+            "Received",
+            r.uploaded_at
+                .as_deref()
+                .map_or_else(not_known, |t| escape(t).to_string()),
+        ),
+        ("Processed", escape(&r.processed_at).to_string()),
+        ("Schema", format!("<code>{}</code>", escape(&r.schema_id))),
+        ("SHA-256", format!("<code>{}</code>", escape(&r.sha256))),
+        ("Size", size),
+    ];
+    writeln!(out, "<div class=\"table-wrap\"><table class=\"facts\">")?;
+    for (label, value) in facts {
+        writeln!(
+            out,
+            "<tr><th scope=\"row\">{label}</th><td>{value}</td></tr>"
+        )?;
+    }
+    writeln!(out, "</table></div>")?;
+    writeln!(out, "</header>")
+}
+
+fn write_counts(out: &mut String, r: &Report) -> fmt::Result {
+    writeln!(out, "<section id=\"counts\">")?;
+    writeln!(out, "<h2>Counts</h2>")?;
+    writeln!(out, "<dl class=\"counts\">")?;
+    let counts = [
+        ("Rows read", r.rows_read),
+        ("Rows accepted", r.rows_accepted),
+        ("Rows with errors", r.error_rows),
+        ("Errors", r.count(Severity::Error)),
+        ("Warnings", r.count(Severity::Warning)),
+        ("Info", r.count(Severity::Info)),
+    ];
+    for (label, n) in counts {
+        writeln!(out, "<div><dt>{label}</dt><dd>{}</dd></div>", thousands(n))?;
+    }
+    writeln!(out, "</dl>")?;
+    writeln!(out, "</section>")
+}
+
+fn write_findings(out: &mut String, r: &Report) -> fmt::Result {
+    writeln!(out, "<section id=\"findings\">")?;
+    writeln!(out, "<h2>What to fix</h2>")?;
+    if r.findings.is_empty() {
+        writeln!(
+            out,
+            "<p>Nothing: no errors, warnings or notes were found.</p>"
+        )?;
+        return writeln!(out, "</section>");
+    }
+    let csv_name = csv_file_name(r);
+    let mut summaries: Vec<&CodeSummary> = r.findings.iter().collect();
+    // A stable sort keeps the report's order within each severity.
+    summaries.sort_by_key(|s| Reverse(s.severity));
+    for s in summaries {
+        write_code_block(out, s, csv_name)?;
+    }
+    writeln!(out, "</section>")
+}
+
+fn write_code_block(out: &mut String, s: &CodeSummary, csv_name: Option<&str>) -> fmt::Result {
+    let severity = s.severity.as_str();
+    writeln!(
+        out,
+        "<section class=\"finding finding-{severity}\" id=\"code-{}\">",
+        s.code
+    )?;
+    writeln!(
+        out,
+        "<h3><code>{}</code> <span class=\"sev sev-{severity}\">{severity}</span> <span class=\"count\">{}</span></h3>",
+        s.code,
+        count_phrase(s)
+    )?;
+    let hint = s
+        .examples
+        .first()
+        .map_or_else(|| crate::finding::hint(s.code), |f| f.hint.as_str());
+    writeln!(
+        out,
+        "<p class=\"hint\"><strong>How to fix:</strong> {}</p>",
+        escape(hint)
+    )?;
+
+    let shown = s.examples.len() as u64;
+    if shown < s.count {
+        let where_all = match csv_name {
+            Some(name) => format!(
+                "every finding is in the CSV file <a href=\"{}\">{}</a>",
+                escape(&href_segment(name)),
+                escape(name)
+            ),
+            None => "every finding is in the CSV file".to_owned(),
+        };
+        if shown == 0 {
+            writeln!(
+                out,
+                "<p class=\"note\">No examples were kept; {where_all}.</p>"
+            )?;
+        } else {
+            writeln!(
+                out,
+                "<p class=\"note\">Showing the first {} of {}; {where_all}.</p>",
+                thousands(shown),
+                thousands(s.count)
+            )?;
+        }
+    }
+    if !s.examples.is_empty() {
+        writeln!(out, "<div class=\"table-wrap\"><table class=\"examples\">")?;
+        writeln!(
+            out,
+            "<thead><tr><th scope=\"col\" class=\"num\">Row</th><th scope=\"col\">Column</th><th scope=\"col\">Value</th><th scope=\"col\">Message</th></tr></thead>"
+        )?;
+        writeln!(out, "<tbody>")?;
+        for f in &s.examples {
+            let row = f.row.map_or_else(dash, thousands);
+            let column = f
+                .column
+                .as_deref()
+                .map_or_else(dash, |c| escape(c).to_string());
+            let value = match f.value.as_deref() {
+                None => dash(),
+                Some("") => "<span class=\"muted\">(blank)</span>".to_owned(),
+                Some(v) => format!("<code>{}</code>", escape(v)),
+            };
+            writeln!(
+                out,
+                "<tr><td class=\"num\">{row}</td><td>{column}</td><td class=\"value\">{value}</td><td>{}</td></tr>",
+                escape(&f.message)
+            )?;
+        }
+        writeln!(out, "</tbody>")?;
+        writeln!(out, "</table></div>")?;
+    }
+    writeln!(out, "</section>")
+}
+
+fn write_columns(out: &mut String, r: &Report) -> fmt::Result {
+    writeln!(out, "<section id=\"columns\">")?;
+    writeln!(out, "<h2>Columns</h2>")?;
+    if r.columns.is_empty() {
+        writeln!(out, "<p>No columns were checked.</p>")?;
+        return writeln!(out, "</section>");
+    }
+    writeln!(out, "<div class=\"table-wrap\"><table class=\"columns\">")?;
+    writeln!(
+        out,
+        "<thead><tr><th scope=\"col\">Column</th><th scope=\"col\">Header in file</th><th scope=\"col\" class=\"num\">Blank cells</th><th scope=\"col\" class=\"num\">Blank rate</th><th scope=\"col\" class=\"num\">Cells with errors</th></tr></thead>"
+    )?;
+    writeln!(out, "<tbody>")?;
+    for c in &r.columns {
+        let (class, header) = match c.header.as_deref() {
+            Some(h) => ("", escape(h).to_string()),
+            None => (
+                " class=\"missing\"",
+                "<span class=\"muted\">not in file</span>".to_owned(),
+            ),
+        };
+        writeln!(
+            out,
+            "<tr{class}><td><code>{}</code></td><td>{header}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            escape(&c.property),
+            thousands(c.blanks),
+            percent(c.blank_rate),
+            thousands(c.errors)
+        )?;
+    }
+    writeln!(out, "</tbody>")?;
+    writeln!(out, "</table></div>")?;
+    writeln!(out, "</section>")
+}
+
+fn write_footer(out: &mut String, r: &Report) -> fmt::Result {
+    writeln!(out, "<footer>")?;
+    let o = &r.outputs;
+    let written = [
+        ("Archived copy of the upload", o.archive.as_deref()),
+        ("Snapshot", o.snapshot.as_deref()),
+        ("This report as JSON", o.report_json.as_deref()),
+        ("This report as HTML", o.report_html.as_deref()),
+        ("Every finding as CSV", o.findings_csv.as_deref()),
+    ];
+    writeln!(out, "<p>Written for this submission:</p>")?;
+    writeln!(out, "<ul>")?;
+    for (label, key) in written {
+        match key {
+            Some(k) => writeln!(out, "<li>{label}: <code>{}</code></li>", escape(k))?,
+            None if label == "Snapshot" => {
+                writeln!(out, "<li>Snapshot: none (no rows were stored)</li>")?;
+            }
+            None => {}
+        }
+    }
+    writeln!(out, "</ul>")?;
+    writeln!(
+        out,
+        "<p>This report shows values as your force sent them and is for your force only.</p>"
+    )?;
+    writeln!(
+        out,
+        "<p>Produced by force-returns, report version {}, at {}.</p>",
+        r.report_version,
+        escape(&r.processed_at)
+    )?;
+    writeln!(out, "</footer>")
+}
+
+/// The force's name, else its id, else a placeholder.
+fn force_label(r: &Report) -> &str {
+    r.force_name
+        .as_deref()
+        .or(r.force_id.as_deref())
+        .unwrap_or("unknown force")
+}
+
+/// The decision as the badge shows it.
+fn decision_label(d: Decision) -> &'static str {
+    match d {
+        Decision::Accepted => "Accepted",
+        Decision::AcceptedWithWarnings => "Accepted with warnings",
+        Decision::Rejected => "Rejected",
+    }
+}
+
+/// The badge's CSS class, which gives its colour.
+fn decision_class(d: Decision) -> &'static str {
+    match d {
+        Decision::Accepted => "badge-accepted",
+        Decision::AcceptedWithWarnings => "badge-accepted-with-warnings",
+        Decision::Rejected => "badge-rejected",
+    }
+}
+
+/// What the decision means for the force and what to do next, in one sentence.
+fn decision_explanation(r: &Report) -> String {
+    match r.decision {
+        Decision::Rejected => "Nothing from this file was stored. Fix the errors below and upload \
+                               the corrected file to the same folder."
+            .to_owned(),
+        Decision::AcceptedWithWarnings => {
+            let left_out = r.rows_read.saturating_sub(r.rows_accepted);
+            if left_out == 0 {
+                "Your file was stored; please look at the warnings below and correct them in \
+                 future returns."
+                    .to_owned()
+            } else {
+                format!(
+                    "Your file was stored without its {} {} with errors; please look at the \
+                     findings below, correct those rows and upload the month again.",
+                    thousands(left_out),
+                    plural(left_out, "row", "rows")
+                )
+            }
+        }
+        Decision::Accepted => "Your file was stored; there is nothing for you to do.".to_owned(),
+    }
+}
+
+/// How many times a code occurred, in the unit it counts: file-level codes count occurrences,
+/// row-shape codes count rows and the rest count cells (one row may hold several).
+fn count_phrase(s: &CodeSummary) -> String {
+    let n = s.count;
+    if s.code.is_file_level() {
+        return match n {
+            1 => "once".to_owned(),
+            _ => format!("{} times", thousands(n)),
+        };
+    }
+    let (one, many) = match s.code {
+        Code::RowTooFewFields | Code::RowTooManyFields | Code::DuplicateRow => ("row", "rows"),
+        _ => ("cell", "cells"),
+    };
+    format!("{} {}", thousands(n), plural(n, one, many))
+}
+
+/// The file name of the findings CSV (the last segment of its key), for a relative link.
+fn csv_file_name(r: &Report) -> Option<&str> {
+    r.outputs
+        .findings_csv
+        .as_deref()
+        .and_then(|key| key.rsplit('/').next())
+        .filter(|name| !name.is_empty() && *name != "." && *name != "..")
+}
+
+/// Percent-encodes a file name for use as a relative link, so that characters such as `:`,
+/// `?` or `#` can never turn it into a scheme, a query or a fragment.
+fn href_segment(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// Text made safe for HTML element content and quoted attribute values.
+struct Escaped<'a>(&'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rest = self.0;
+        while let Some(i) = rest.find(['&', '<', '>', '"', '\'']) {
+            f.write_str(&rest[..i])?;
+            f.write_str(match rest.as_bytes()[i] {
+                b'&' => "&amp;",
+                b'<' => "&lt;",
+                b'>' => "&gt;",
+                b'"' => "&quot;",
+                _ => "&#39;",
+            })?;
+            rest = &rest[i + 1..];
+        }
+        f.write_str(rest)
+    }
+}
+
+/// Escapes `& < > " '` in text taken from the report.
+fn escape(s: &str) -> Escaped<'_> {
+    Escaped(s)
+}
+
+/// `1204` → `1,204`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A share as a percentage with one decimal, `0.1234` → `12.3%`.
+fn percent(share: f64) -> String {
+    if share.is_finite() {
+        format!("{:.1}%", share * 100.0)
+    } else {
+        "—".to_owned()
+    }
+}
+
+fn plural<'a>(n: u64, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 { one } else { many }
+}
+
+fn not_known() -> String {
+    "<span class=\"muted\">not known</span>".to_owned()
+}
+
+fn dash() -> String {
+    "—".to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::finding::Code;
+
+    fn example(code: Code, row: u64, column: &str, value: &str, message: &str) -> Finding {
+        Finding::new(code, message, "enum")
+            .at_row(row)
+            .in_column(column)
+            .with_value(value)
+    }
+
+    fn summary(code: Code, count: u64, examples: Vec<Finding>) -> CodeSummary {
+        CodeSummary {
+            code,
+            severity: code.default_severity(),
+            count,
+            examples,
+        }
+    }
+
+    fn column(property: &str, header: Option<&str>, blanks: u64, rate: f64) -> ColumnStats {
+        ColumnStats {
+            property: property.to_owned(),
+            header: header.map(str::to_owned),
+            blanks,
+            blank_rate: rate,
+            errors: 0,
+        }
+    }
+
+    /// A rejected return of South Yorkshire Police with one truncated and one complete code.
+    fn report() -> Report {
+        Report {
+            report_version: 1,
+            dataset: "stop_search".to_owned(),
+            dataset_title: "Stop and search".to_owned(),
+            force_id: Some("south-yorkshire".to_owned()),
+            force_name: Some("South Yorkshire Police".to_owned()),
+            period: Some("2020-01".to_owned()),
+            submission_id: "sub-0123abcd".to_owned(),
+            source_key: "incoming/south-yorkshire/stop_search/2020-01/january.csv".to_owned(),
+            file_name: "january.csv".to_owned(),
+            sha256: "ab".repeat(32),
+            bytes: 1_234_567,
+            uploaded_at: Some("2020-02-03T09:15:00Z".to_owned()),
+            processed_at: "2020-02-03T09:16:02Z".to_owned(),
+            schema_id: "stop_search/v1".to_owned(),
+            decision: Decision::Rejected,
+            rows_read: 5000,
+            rows_accepted: 0,
+            error_rows: 1204,
+            findings: vec![
+                summary(
+                    Code::DuplicateRow,
+                    2,
+                    vec![
+                        example(
+                            Code::DuplicateRow,
+                            10,
+                            "type",
+                            "Person search",
+                            "same as row 9",
+                        ),
+                        example(
+                            Code::DuplicateRow,
+                            11,
+                            "type",
+                            "Person search",
+                            "same as row 9",
+                        ),
+                    ],
+                ),
+                summary(
+                    Code::ValueBadDate,
+                    1204,
+                    vec![
+                        example(Code::ValueBadDate, 2, "Date", "31/01/2020", "not ISO 8601"),
+                        example(Code::ValueBadDate, 3, "Date", "", "not ISO 8601"),
+                        example(Code::ValueBadDate, 4, "Date", "30/02/2020", "not ISO 8601"),
+                    ],
+                ),
+            ],
+            columns: vec![
+                column("type", Some("Type"), 0, 0.0),
+                column("operation_name", None, 5000, 1.0),
+                column("gender", Some("Gender"), 617, 0.1234),
+            ],
+            outputs: Outputs {
+                archive: Some(
+                    "archive/south-yorkshire/stop_search/2020-01/sub-0123abcd.csv".to_owned(),
+                ),
+                snapshot: None,
+                report_json: Some(
+                    "reports/south-yorkshire/stop_search/2020-01/sub-0123abcd/report.json"
+                        .to_owned(),
+                ),
+                report_html: Some(
+                    "reports/south-yorkshire/stop_search/2020-01/sub-0123abcd/report.html"
+                        .to_owned(),
+                ),
+                findings_csv: Some(
+                    "reports/south-yorkshire/stop_search/2020-01/sub-0123abcd/findings.csv"
+                        .to_owned(),
+                ),
+            },
+        }
+    }
+
+    #[test]
+    fn page_is_self_contained_html5_with_title() {
+        let html = render_html(&report());
+        assert!(html.starts_with("<!DOCTYPE html>\n<html lang=\"en\">"));
+        assert!(html.contains("<meta charset=\"utf-8\">"));
+        assert!(html.contains("<meta name=\"viewport\""));
+        assert!(html.contains(
+            "<title>Stop and search return 2020-01 — South Yorkshire Police — rejected</title>"
+        ));
+        assert!(html.contains("print-color-adjust:exact"));
+        assert!(html.contains("break-inside:avoid"));
+        let lower = html.to_lowercase();
+        for external in [
+            "<script", "<link", "<img", "src=", "http://", "https://", "@import", "url(",
+        ] {
+            assert!(!lower.contains(external), "page holds {external}");
+        }
+        assert!(html.trim_end().ends_with("</html>"));
+    }
+
+    #[test]
+    fn markup_in_uploaded_values_is_escaped_never_raw() {
+        let mut r = report();
+        r.file_name = "<b>jan</b>.csv".to_owned();
+        r.force_name = Some("Kent & \"Medway\" 'Police'".to_owned());
+        r.columns[0].header = Some("<i>Type</i>".to_owned());
+        r.findings[1].examples[0].value = Some("<script>alert(1)</script>".to_owned());
+        r.findings[1].examples[1].value = Some("\"><img src=x>".to_owned());
+        r.findings[1].examples[2].message = "bad <u>date</u>".to_owned();
+        let html = render_html(&r);
+        for raw in [
+            "<script>",
+            "<img src=x>",
+            "\"><img",
+            "<b>jan",
+            "<i>Type",
+            "<u>date",
+        ] {
+            assert!(!html.contains(raw), "raw markup {raw} in page");
+        }
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(html.contains("&quot;&gt;&lt;img src=x&gt;"));
+        assert!(html.contains("&lt;b&gt;jan&lt;/b&gt;.csv"));
+        assert!(html.contains("Kent &amp; &quot;Medway&quot; &#39;Police&#39;"));
+        assert!(html.contains("&lt;i&gt;Type&lt;/i&gt;"));
+        assert!(html.contains("bad &lt;u&gt;date&lt;/u&gt;"));
+    }
+
+    #[test]
+    fn escape_covers_the_five_characters() {
+        assert_eq!(
+            escape("a&b<c>d\"e'f").to_string(),
+            "a&amp;b&lt;c&gt;d&quot;e&#39;f"
+        );
+        assert_eq!(escape("plain é text").to_string(), "plain é text");
+        assert_eq!(escape("").to_string(), "");
+    }
+
+    #[test]
+    fn badge_text_and_class_follow_the_decision() {
+        let cases = [
+            (
+                Decision::Accepted,
+                "badge-accepted\">Accepted<",
+                "nothing for you to do",
+            ),
+            (
+                Decision::AcceptedWithWarnings,
+                "badge-accepted-with-warnings\">Accepted with warnings<",
+                "look at the warnings",
+            ),
+            (
+                Decision::Rejected,
+                "badge-rejected\">Rejected<",
+                "Nothing from this file was stored. Fix the errors below and upload the corrected \
+                 file to the same folder.",
+            ),
+        ];
+        for (decision, badge, explanation) in cases {
+            let mut r = report();
+            r.decision = decision;
+            r.rows_accepted = r.rows_read;
+            let html = render_html(&r);
+            assert!(
+                html.contains(&format!("<span class=\"badge {badge}")),
+                "{decision:?}"
+            );
+            assert!(html.contains(explanation), "{decision:?}");
+            let title_end = format!("— {}</title>", decision_label(decision).to_lowercase());
+            assert!(html.contains(&title_end), "{decision:?}");
+        }
+    }
+
+    #[test]
+    fn accepted_with_excluded_rows_says_how_many_were_left_out() {
+        let mut r = report();
+        r.decision = Decision::AcceptedWithWarnings;
+        r.rows_accepted = r.rows_read - 12;
+        assert!(render_html(&r).contains("stored without its 12 rows with errors"));
+    }
+
+    #[test]
+    fn truncation_note_only_when_examples_are_capped() {
+        let html = render_html(&report());
+        assert_eq!(html.matches("Showing the first").count(), 1);
+        assert!(html.contains("Showing the first 3 of 1,204; every finding is in the CSV file"));
+        assert!(!html.contains("of 2;"));
+
+        let mut r = report();
+        r.findings[1].count = 3;
+        assert!(!render_html(&r).contains("Showing the first"));
+    }
+
+    #[test]
+    fn counts_have_thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1204), "1,204");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(thousands(u64::MAX), "18,446,744,073,709,551,615");
+        let html = render_html(&report());
+        assert!(html.contains("1,204 cells"));
+        assert!(html.contains("2 rows"));
+        assert!(html.contains("<dd>1,204</dd>"), "error count in counts");
+        assert!(html.contains("1,234,567 bytes"));
+    }
+
+    #[test]
+    fn csv_link_is_relative_file_name() {
+        let html = render_html(&report());
+        assert!(html.contains("<a href=\"findings.csv\">findings.csv</a>"));
+        assert!(!html.contains("href=\"reports/"));
+        assert!(!html.contains("href=\"/"));
+
+        let mut r = report();
+        r.outputs.findings_csv = Some("reports/x/javascript:alert(1)#.csv".to_owned());
+        let html = render_html(&r);
+        assert!(html.contains("href=\"javascript%3Aalert%281%29%23.csv\""));
+
+        r.outputs.findings_csv = None;
+        let html = render_html(&r);
+        assert!(html.contains("every finding is in the CSV file."));
+        assert!(!html.contains("<a href"));
+    }
+
+    #[test]
+    fn errors_come_before_warnings_and_info() {
+        let mut r = report();
+        r.findings
+            .push(summary(Code::ValueLegacySpelling, 1, vec![]));
+        let html = render_html(&r);
+        let error = html.find("id=\"code-value_bad_date\"");
+        let warning = html.find("id=\"code-duplicate_row\"");
+        let info = html.find("id=\"code-value_legacy_spelling\"");
+        assert!(
+            error < warning && warning < info,
+            "{error:?} {warning:?} {info:?}"
+        );
+        assert!(html.contains(crate::finding::hint(Code::ValueLegacySpelling)));
+    }
+
+    #[test]
+    fn columns_table_marks_missing_column_and_rates() {
+        let html = render_html(&report());
+        let missing = html
+            .lines()
+            .find(|l| l.contains("<code>operation_name</code>"))
+            .expect("operation_name row");
+        assert!(missing.contains("not in file"));
+        assert!(missing.contains("100.0%"));
+        assert!(html.contains("12.3%"));
+        assert!(html.contains("0.0%"));
+        assert_eq!(html.matches("not in file").count(), 1);
+    }
+
+    #[test]
+    fn footer_lists_outputs_and_version() {
+        let html = render_html(&report());
+        let footer = &html[html.find("<footer>").expect("footer")..];
+        assert!(footer.contains("archive/south-yorkshire/stop_search/2020-01/sub-0123abcd.csv"));
+        assert!(footer.contains("Snapshot: none"));
+        assert!(footer.contains("force-returns, report version 1"));
+    }
+
+    #[test]
+    fn force_id_stands_in_for_missing_name() {
+        let mut r = report();
+        r.force_name = None;
+        assert!(render_html(&r).contains("— south-yorkshire — rejected</title>"));
+    }
+
+    /// Splits CSV bytes into records with `csv-core`, the parser the decoder uses.
+    fn parse_csv(mut input: &[u8]) -> Vec<Vec<String>> {
+        use csv_core::ReadRecordResult as R;
+        let mut reader = csv_core::Reader::new();
+        let mut records = Vec::new();
+        let mut output = vec![0; 4096];
+        let mut ends = vec![0; 32];
+        loop {
+            let (result, nin, _nout, nend) = reader.read_record(input, &mut output, &mut ends);
+            input = &input[nin..];
+            match result {
+                R::Record => {
+                    let mut start = 0;
+                    let fields = ends[..nend]
+                        .iter()
+                        .map(|&end| {
+                            let field = String::from_utf8(output[start..end].to_vec()).unwrap();
+                            start = end;
+                            field
+                        })
+                        .collect();
+                    records.push(fields);
+                }
+                R::End => return records,
+                R::InputEmpty => {}
+                R::OutputFull | R::OutputEndsFull => panic!("test buffers too small"),
+            }
+        }
+    }
+
+    #[test]
+    fn csv_sink_quotes_comma_quote_newline_and_guards_formulas() {
+        let message = "said \"no\", then\nleft";
+        let finding = Finding::new(Code::ValueSchema, message, "enum")
+            .at_row(7)
+            .in_column("type")
+            .with_value("=HYPERLINK(\"x\")");
+        let mut sink = CsvFindingSink::new(Vec::new()).unwrap();
+        sink.accept(&finding).unwrap();
+        let bytes = sink.into_inner().unwrap();
+
+        let expected = "\u{feff}row,column,severity,code,message,value,rule,schema_path,hint\r\n\
+             7,type,error,value_schema,\"said \"\"no\"\", then\nleft\",\"'=HYPERLINK(\"\"x\"\")\",\
+             enum,,correct the value as the message says\r\n";
+        assert_eq!(String::from_utf8(bytes.clone()).unwrap(), expected);
+
+        let records = parse_csv(&bytes);
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0][0], "row");
+        let row = &records[1];
+        assert_eq!(row.len(), 9);
+        assert_eq!(row[0], "7");
+        assert_eq!(row[4], message);
+        assert_eq!(row[5], "'=HYPERLINK(\"x\")");
+        assert_eq!(row[7], "");
+        assert_eq!(row[8], crate::finding::hint(Code::ValueSchema));
     }
 }

@@ -1,1 +1,398 @@
-fn main() {}
+//! The `force-returns` command: parses the command line, sets up logging, loads configuration
+//! and calls the library. Exit status: 0 success (for `validate`: the file would be accepted),
+//! 1 failure (for `validate`: the file would be rejected), 2 usage, configuration or IO error.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use force_returns::clock::SystemClock;
+use force_returns::config::{Pipeline, Project};
+use force_returns::demo::{DemoConfig, PLANTED, demo_limits, uploads};
+use force_returns::period::Period;
+use force_returns::pipeline::{CheckOutcome, RunOptions, Service, validate_local};
+use force_returns::schema::{Catalog, RecordSchema};
+use force_returns::store::{self, ObjectStore, PutMode};
+use force_returns::validate::{Decision, UploadScope};
+
+#[derive(Parser)]
+#[command(name = "force-returns", version, about = "Monthly data returns of the police forces of England and Wales: validate, snapshot, report")]
+struct Cli {
+    /// Folder holding pipelines/ and schemas/ (default: the current folder if it has them).
+    #[arg(long, global = true, env = "FORCE_RETURNS_PROJECT")]
+    project: Option<PathBuf>,
+    /// Log format: pretty on a terminal, JSON otherwise, unless chosen here.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Process every new upload in the bucket once, then exit.
+    Run {
+        /// Process what is there once and exit (the scheduled worker is `worker`, to come).
+        #[arg(long)]
+        once: bool,
+        /// The bucket: a local directory (the embedded default).
+        #[arg(long, env = "FORCE_RETURNS_BUCKET", default_value = "data/bucket")]
+        bucket: String,
+    },
+    /// Check a file before uploading it: the same checks the service runs, with no bucket.
+    Validate {
+        /// The CSV file.
+        file: PathBuf,
+        /// Dataset id (with --force and --period), e.g. stop_search.
+        #[arg(long, requires_all = ["force", "period"], conflicts_with = "schema")]
+        dataset: Option<String>,
+        /// Force: data.police.uk id (south-yorkshire), ONS code (E23000011) or name.
+        #[arg(long)]
+        force: Option<String>,
+        /// Period the file is for, YYYY-MM.
+        #[arg(long)]
+        period: Option<String>,
+        /// Validate against any JSON Schema for one row instead of a dataset.
+        #[arg(long, required_unless_present = "dataset")]
+        schema: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: OutputFormat,
+    },
+    /// Load every pipeline, schema and code list and report every problem at once.
+    CheckConfig,
+    /// Print a dataset's record schema with code lists expanded (the contract for forces).
+    Schema {
+        /// Dataset id.
+        dataset: String,
+    },
+    /// Generate realistic sample returns for all forces into a local bucket and process them.
+    Demo {
+        /// The local bucket directory.
+        #[arg(long, env = "FORCE_RETURNS_BUCKET", default_value = "data/bucket")]
+        bucket: PathBuf,
+        /// Last month generated (default: last complete month).
+        #[arg(long)]
+        end: Option<String>,
+        /// Months per force.
+        #[arg(long, default_value_t = 24)]
+        months: usize,
+        /// Volume: 1.0 is the real national volume (about 45,000 searches a month).
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+        /// Random seed.
+        #[arg(long, default_value_t = 2026)]
+        seed: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, matches!(cli.command, Command::Validate { .. } | Command::CheckConfig | Command::Schema { .. }));
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(format: Option<LogFormat>, quiet: bool) {
+    let default = if quiet { "warn" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FORCE_RETURNS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let json = match format {
+        Some(LogFormat::Json) => true,
+        Some(LogFormat::Pretty) => false,
+        None => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.compact().init();
+    }
+}
+
+fn project_root(flag: Option<PathBuf>) -> PathBuf {
+    flag.unwrap_or_else(|| {
+        let here = PathBuf::from(".");
+        if here.join("pipelines").is_dir() {
+            here
+        } else {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        }
+    })
+}
+
+fn load_project(root: &Path) -> Result<Project> {
+    Project::load(root).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let root = project_root(cli.project);
+    match cli.command {
+        Command::CheckConfig => {
+            let project = load_project(&root)?;
+            for p in project.pipelines.values() {
+                println!(
+                    "ok  {}  schema {}  schedule \"{}\"  ({} columns, {} blank-rate thresholds)",
+                    p.dataset,
+                    p.schema.id,
+                    p.schedule,
+                    p.schema.properties.len(),
+                    p.blank_rates.len()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schema { dataset } => {
+            let project = load_project(&root)?;
+            let p = project.pipeline(&dataset).with_context(|| format!("no pipeline for dataset `{dataset}`"))?;
+            println!("{}", serde_json::to_string_pretty(&p.schema.resolved)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate { file, dataset, force, period, schema, format } => {
+            validate_command(&root, &file, dataset, force, period, schema, format)
+        }
+        Command::Run { once, bucket } => {
+            if !once {
+                bail!("say `run --once` to process what is in the bucket now; the scheduled worker is not in this version");
+            }
+            let project = Arc::new(load_project(&root)?);
+            let store = store::open(&bucket)?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            let outcome = runtime.block_on(async {
+                Service::new(project, store, Arc::new(SystemClock), RunOptions::default()).run_once().await
+            })?;
+            let mut by_decision: BTreeMap<&str, usize> = BTreeMap::new();
+            for s in &outcome.processed {
+                *by_decision.entry(s.decision.as_str()).or_default() += 1;
+                println!("{:<24} {:<60} {}", s.decision.as_str(), s.source_key, s.outputs.report_html.as_deref().unwrap_or("-"));
+            }
+            println!(
+                "processed {} upload(s) {:?}; {} held by another worker; {} failed",
+                outcome.processed.len(),
+                by_decision,
+                outcome.skipped,
+                outcome.failed.len()
+            );
+            for (key, error) in &outcome.failed {
+                eprintln!("failed: {key}: {error}");
+            }
+            Ok(if outcome.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Demo { bucket, end, months, scale, seed } => demo_command(&root, &bucket, end, months, scale, seed),
+    }
+}
+
+fn validate_command(
+    root: &Path,
+    file: &Path,
+    dataset: Option<String>,
+    force: Option<String>,
+    period: Option<String>,
+    schema: Option<PathBuf>,
+    format: OutputFormat,
+) -> Result<ExitCode> {
+    let (pipeline, scope) = if let Some(schema_path) = schema {
+        let text = std::fs::read_to_string(&schema_path)
+            .with_context(|| format!("failed to read schema {}", schema_path.display()))?;
+        let catalog = Project::load(root).map(|p| p.catalog).unwrap_or_else(|_| Catalog::default());
+        let id = schema_path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let schema = RecordSchema::parse(&id, &text, &catalog).map_err(|errs| {
+            anyhow::anyhow!(
+                "the schema {} has problems:\n{}",
+                schema_path.display(),
+                errs.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n")
+            )
+        })?;
+        (Pipeline::ad_hoc(schema), UploadScope::default())
+    } else {
+        let project = load_project(root)?;
+        let dataset = dataset.unwrap_or_default();
+        let pipeline = project
+            .pipeline(&dataset)
+            .with_context(|| format!("no pipeline for dataset `{dataset}`; known: {:?}", project.pipelines.keys().collect::<Vec<_>>()))?
+            .clone();
+        let force = force.unwrap_or_default();
+        let entry = project
+            .catalog
+            .forces()
+            .and_then(|f| f.lookup_loose(&force))
+            .with_context(|| format!("`{force}` is not a force id, ONS code or name"))?;
+        let period: Period = period.unwrap_or_default().parse()?;
+        (pipeline, UploadScope { force: Some(entry.code.clone()), period: Some(period) })
+    };
+    let outcome = validate_local(file, &pipeline, scope.clone())
+        .with_context(|| format!("failed to check {}", file.display()))?;
+    match format {
+        OutputFormat::Json => print_json(file, &pipeline, &scope, &outcome)?,
+        OutputFormat::Text => print_text(file, &pipeline, &scope, &outcome),
+    }
+    Ok(if outcome.verdict.decision == Decision::Rejected { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn print_json(file: &Path, pipeline: &Pipeline, scope: &UploadScope, o: &CheckOutcome) -> Result<()> {
+    let value = serde_json::json!({
+        "file": file.display().to_string(),
+        "schema": pipeline.schema.id,
+        "force": scope.force,
+        "period": scope.period.map(|p| p.to_string()),
+        "decision": o.verdict.decision,
+        "rows_read": o.decode.records,
+        "flagged_rows": o.verdict.error_rows,
+        "findings": o.findings,
+        "columns": o.verdict.columns,
+    });
+    println!("{}", serde_json::to_string_pretty(&value)?);
+    Ok(())
+}
+
+fn print_text(file: &Path, pipeline: &Pipeline, scope: &UploadScope, o: &CheckOutcome) {
+    let decision = match o.verdict.decision {
+        Decision::Accepted => "ACCEPTED",
+        Decision::AcceptedWithWarnings => "ACCEPTED WITH WARNINGS",
+        Decision::Rejected => "REJECTED",
+    };
+    let context = match (&scope.force, scope.period) {
+        (Some(f), Some(p)) => format!(", force {f}, period {p}"),
+        _ => String::new(),
+    };
+    println!("{}: {decision} (schema {}{context})", file.display(), pipeline.schema.id);
+    println!(
+        "  rows read {}, flagged rows (with an error) {}",
+        o.decode.records, o.verdict.error_rows
+    );
+    for s in &o.findings {
+        println!("  {:<8} {:<26} {:>9}", s.severity.as_str(), s.code.as_str(), s.count);
+        for f in s.examples.iter().take(3) {
+            let mut at = Vec::new();
+            if let Some(r) = f.row {
+                at.push(format!("row {r}"));
+            }
+            if let Some(c) = &f.column {
+                at.push(format!("column \"{c}\""));
+            }
+            let at = if at.is_empty() { String::new() } else { format!("{}: ", at.join(", ")) };
+            println!("           {at}{}", f.message);
+        }
+        if let Some(first) = s.examples.first() {
+            println!("           how to fix: {}", first.hint);
+        }
+    }
+    if o.findings.is_empty() {
+        println!("  no findings");
+    }
+}
+
+fn demo_command(root: &Path, bucket: &Path, end: Option<String>, months: usize, scale: f64, seed: u64) -> Result<ExitCode> {
+    let project = Arc::new(load_project(root)?);
+    let end: Period = match end {
+        Some(e) => e.parse()?,
+        None => Period::of(chrono::Utc::now().date_naive()).prev(),
+    };
+    let config = DemoConfig { seed, end, months, scale };
+    let store: Arc<dyn ObjectStore> = Arc::new(store::LocalStore::new(bucket)?);
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let existing: HashSet<String> = store.list("incoming/").await?.into_iter().map(|m| m.key).collect();
+        eprintln!(
+            "generating {months} months of stop-and-search returns for 43 forces ending {end} (seed {seed}, scale {scale}) into {}",
+            bucket.display()
+        );
+        let (mut written, mut rows, mut planted) = (0usize, 0usize, BTreeMap::new());
+        for upload in uploads(&project.catalog, &config) {
+            if let Some(d) = upload.defect {
+                planted.insert(upload.key.clone(), d);
+            }
+            if existing.contains(&upload.key) {
+                continue;
+            }
+            rows += upload.bytes.iter().filter(|&&b| b == b'\n').count();
+            store.put(&upload.key, upload.bytes, PutMode::Overwrite).await?;
+            written += 1;
+            if written % 100 == 0 {
+                eprintln!("  uploaded {written} returns ({rows} lines)");
+            }
+        }
+        eprintln!("uploaded {written} new returns ({rows} lines); {} were already there", existing.len());
+        let options = RunOptions { limits_override: Some(demo_limits()), ..RunOptions::default() };
+        let service = Service::new(Arc::clone(&project), Arc::clone(&store), Arc::new(SystemClock), options);
+        let started = std::time::Instant::now();
+        let outcome = service
+            .run_once_with(&mut |p| {
+                if p.done % 100 == 0 || p.done == p.total {
+                    eprintln!("  processed {}/{} uploads", p.done, p.total);
+                }
+            })
+            .await?;
+        let elapsed = started.elapsed();
+        let mut by_decision: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut accepted_rows = 0;
+        for s in &outcome.processed {
+            *by_decision.entry(s.decision.as_str()).or_default() += 1;
+            accepted_rows += s.rows_accepted;
+        }
+        println!();
+        println!(
+            "processed {} uploads in {:.1}s: {:?}; {accepted_rows} rows accepted into snapshots",
+            outcome.processed.len(),
+            elapsed.as_secs_f64(),
+            by_decision
+        );
+        if !outcome.processed.is_empty() {
+            println!("\nplanted defects (expected codes → what the service found):");
+            for s in &outcome.processed {
+                if let Some(d) = planted.get(&s.source_key) {
+                    let found: Vec<&str> = s.codes.keys().map(String::as_str).collect();
+                    let mut expected: Vec<&str> = d.expected.iter().map(|c| c.as_str()).collect();
+                    expected.sort_unstable();
+                    let mark = if found == expected && s.decision.as_str() == d.decision { "ok " } else { "!! " };
+                    println!("  {mark}{:<28} {:<24} {}", d.id, s.decision.as_str(), found.join(", "));
+                }
+            }
+        }
+        let root = store_root(bucket);
+        println!("\nwhere things are (bucket {root}):");
+        println!("  snapshots      {root}/snapshots/stop_search/period=YYYY-MM/force=<force>/<submission>.parquet");
+        println!("  manifest       {root}/snapshots/stop_search/_manifest.json  (which file is current per force and month)");
+        println!("  force reports  {root}/feedback/<force>/stop_search/<YYYY-MM>/<submission>.html (.json, .csv)");
+        println!("  quality tables {root}/quality/submissions/  {root}/quality/findings/");
+        println!("\nquery the current snapshots with DuckDB:");
+        println!("  {}", duckdb_query(&root));
+        if PLANTED.is_empty() {
+            println!("(no planted defects in this build)");
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn store_root(bucket: &Path) -> String {
+    bucket.display().to_string().trim_end_matches('/').to_owned()
+}
+
+/// The one-line query a consumer runs over the current snapshots.
+fn duckdb_query(root: &str) -> String {
+    format!(
+        "duckdb -c \"SELECT force_id, count(*) AS searches, round(avg((outcome = 'Arrest')::INT), 3) AS arrest_rate FROM read_parquet('{root}/snapshots/stop_search/*/*/*.parquet', hive_partitioning = false) WHERE submission_id IN (SELECT unnest(current).submission_id FROM read_json('{root}/snapshots/stop_search/_manifest.json')) GROUP BY ALL ORDER BY searches DESC LIMIT 10\""
+    )
+}

@@ -1,1 +1,760 @@
-//! stub
+//! One run of the service: discover → claim → decode → validate → write → report.
+//!
+//! [`check_upload`] is the whole check of one file with no store: decode, validate, decide,
+//! streaming accepted batches to a callback. `force-returns validate` and the pipeline both use
+//! it, so a force checking a file before uploading sees exactly what the service will decide.
+//!
+//! [`Service::run_once`] processes every new upload under `incoming/`:
+//!
+//! 1. **discover**: list `incoming/` and `_state/done/`; an upload is new when no done-marker
+//!    exists for its key and etag (a replaced object is new again);
+//! 2. **claim**: a create-only write of `_state/claims/<marker>.json`; a claim older than the
+//!    claim TTL is taken over (its worker died);
+//! 3. **archive**: the bytes processed are copied to `archive/...` with their SHA-256 before any
+//!    decision;
+//! 4. **check** off the async runtime, writing the snapshot, the findings CSV and the
+//!    findings table to local temporary files;
+//! 5. **write** snapshot, quality tables and feedback, then commit the manifest (accepted
+//!    uploads only), then the done-marker, then release the claim.
+//!
+//! Every output key derives from the upload's key and content hash, so a retry after a crash at
+//! any step rewrites the same objects and the manifest ignores a submission it already holds.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufReader, Read};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::BooleanArray;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::clock::Clock;
+use crate::config::{Limits, Pipeline, Project};
+use crate::feedback::{CsvFindingSink, Outputs, Report, render_html, render_json};
+use crate::finding::{Code, CodeSummary, Finding, FindingLog, FindingSink, NoSink, Severity};
+use crate::ingest::{Batch, CsvDecoder, DEFAULT_BATCH_ROWS, DecodeStats, HeaderMap, Start};
+use crate::period::Period;
+use crate::snapshot::{
+    Lineage, Manifest, ManifestEntry, QualityFindingSink, SnapshotWriter, SubmissionRecord, Tee, submissions_parquet,
+};
+use crate::store::{ObjectMeta, ObjectStore, PutMode, StoreError};
+use crate::validate::{Checker, ColumnStats, Decision, UploadScope, Verdict};
+
+/// A failure of the run itself (not of the data: bad data is findings).
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// Object storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Local temporary files failed.
+    #[error("failed to use a temporary file: {0}")]
+    Io(#[from] std::io::Error),
+    /// Writing Parquet failed.
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
+    /// The schema could not be compiled.
+    #[error("schema problem: {0}")]
+    Schema(String),
+    /// The manifest in the bucket is not readable.
+    #[error("the manifest {key} is not valid JSON: {message}")]
+    Manifest {
+        /// Its key.
+        key: String,
+        /// The parse error.
+        message: String,
+    },
+    /// A background task panicked or was cancelled.
+    #[error("a processing task failed: {0}")]
+    Task(String),
+}
+
+/// Where an upload sits: `incoming/<force>/<dataset>/<YYYY-MM>/<file>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadLocation {
+    /// Canonical force id (the folder name).
+    pub force_id: String,
+    /// Dataset id.
+    pub dataset: String,
+    /// Period.
+    pub period: Period,
+    /// File name.
+    pub file_name: String,
+}
+
+/// Reads an upload key. The force folder must be a force's canonical id: it is what the
+/// force's credentials allow it to write.
+pub fn parse_upload_key(key: &str, project: &Project) -> Result<UploadLocation, String> {
+    let parts: Vec<&str> = key.split('/').collect();
+    let [_incoming, force, dataset, period, file] = parts.as_slice() else {
+        return Err(format!(
+            "`{key}` is not at incoming/<force>/<dataset>/<YYYY-MM>/<file> ({} folder levels instead of 5)",
+            parts.len()
+        ));
+    };
+    let known_force = project
+        .catalog
+        .forces()
+        .is_some_and(|f| f.codes.iter().any(|c| c.code == *force));
+    if !known_force {
+        return Err(format!("`{force}` is not a force id (see schemas/reference/forces.json)"));
+    }
+    if project.pipeline(dataset).is_none() {
+        let known: Vec<&String> = project.pipelines.keys().collect();
+        return Err(format!("`{dataset}` is not a dataset; expected one of {known:?}"));
+    }
+    let period: Period = period.parse().map_err(|e| format!("{e}"))?;
+    Ok(UploadLocation {
+        force_id: (*force).to_owned(),
+        dataset: (*dataset).to_owned(),
+        period,
+        file_name: (*file).to_owned(),
+    })
+}
+
+/// The result of checking one file.
+#[derive(Debug, Clone)]
+pub struct CheckOutcome {
+    /// Decision and counts.
+    pub verdict: Verdict,
+    /// Findings by code, with capped examples.
+    pub findings: Vec<CodeSummary>,
+    /// Decoder counts.
+    pub decode: DecodeStats,
+    /// The header mapping, when the header could be read.
+    pub header: Option<HeaderMap>,
+}
+
+/// Checks one file against a pipeline with no store. `size` is the file's size when known
+/// (checked against the limit before reading). Every finding goes to `sink`; the rows of each
+/// batch that are free of errors go to `on_valid`.
+pub fn check_upload<R: Read>(
+    input: R,
+    size: Option<u64>,
+    pipeline: &Pipeline,
+    limits: Limits,
+    scope: UploadScope,
+    sink: &mut dyn FindingSink,
+    on_valid: &mut dyn FnMut(&Batch, &BooleanArray) -> Result<(), PipelineError>,
+) -> Result<CheckOutcome, PipelineError> {
+    let mut log = FindingLog::new(
+        pipeline.decision.examples_per_code,
+        pipeline.severity_overrides.clone(),
+        sink,
+    );
+    let stopped = |log: FindingLog<'_>, decode: DecodeStats| -> Result<CheckOutcome, PipelineError> {
+        Ok(CheckOutcome {
+            verdict: Verdict {
+                decision: Decision::Rejected,
+                rows_checked: 0,
+                error_rows: decode.rejected_rows,
+                columns: Vec::new(),
+            },
+            findings: log.finish()?,
+            decode,
+            header: None,
+        })
+    };
+    if let Some(size) = size
+        && size > limits.max_file_bytes
+    {
+        log.push(Finding::new(
+            Code::FileTooLarge,
+            format!("the file is {size} bytes, above the limit of {} bytes; it was not read", limits.max_file_bytes),
+            "max_file_bytes",
+        ));
+        return stopped(log, DecodeStats { bytes: 0, ..DecodeStats::default() });
+    }
+    let mut decoder = match CsvDecoder::start(input, &pipeline.schema, limits, DEFAULT_BATCH_ROWS, &mut log)? {
+        Start::Rows(d) => d,
+        Start::Stopped(stats) => return stopped(log, stats),
+    };
+    let header = decoder.header().clone();
+    let mut checker = Checker::new(pipeline, scope, header.clone()).map_err(PipelineError::Schema)?;
+    while let Some(batch) = decoder.next_batch(&mut log)? {
+        let valid = checker.check_batch(&batch, &mut log);
+        on_valid(&batch, &valid)?;
+    }
+    let decode = decoder.stats();
+    if decode.records == 0 {
+        log.push(Finding::new(
+            Code::NoRows,
+            "the file has a header but no records: it is taken as a zero report (no events this period)",
+            "rows present",
+        ));
+    }
+    let verdict = checker.finish(decode.rejected_rows, &mut log);
+    Ok(CheckOutcome { verdict, findings: order_findings(log.finish()?), decode, header: Some(header) })
+}
+
+/// Findings worst first, then in code order.
+fn order_findings(mut findings: Vec<CodeSummary>) -> Vec<CodeSummary> {
+    findings.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.code.cmp(&b.code)));
+    findings
+}
+
+/// Settings of a run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Limits used instead of each pipeline's own (the demo lowers them).
+    pub limits_override: Option<Limits>,
+    /// How long a claim holds before another worker may take the upload over.
+    pub claim_ttl: Duration,
+    /// This worker's name, written into claims.
+    pub worker_id: String,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            limits_override: None,
+            claim_ttl: Duration::from_secs(15 * 60),
+            worker_id: format!("{}-{}", hostname(), std::process::id()),
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into())
+}
+
+/// What happened to one upload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubmissionSummary {
+    /// Upload key.
+    pub source_key: String,
+    /// Submission id.
+    pub submission_id: String,
+    /// Force id, when the location was valid.
+    pub force_id: Option<String>,
+    /// Dataset, when the location was valid.
+    pub dataset: Option<String>,
+    /// Period, when the location was valid.
+    pub period: Option<String>,
+    /// The decision.
+    pub decision: Decision,
+    /// Records read.
+    pub rows_read: u64,
+    /// Rows in the snapshot.
+    pub rows_accepted: u64,
+    /// Distinct finding codes with counts.
+    pub codes: BTreeMap<String, u64>,
+    /// What was written.
+    pub outputs: Outputs,
+    /// The submission this one superseded, if any.
+    pub superseded: Option<String>,
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct RunOutcome {
+    /// Uploads processed by this run.
+    pub processed: Vec<SubmissionSummary>,
+    /// Uploads another worker held a live claim on.
+    pub skipped: usize,
+    /// Uploads that failed for a reason outside the data (store down...); retried next run.
+    pub failed: Vec<(String, String)>,
+}
+
+/// Progress of a run, for a caller that shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Uploads finished so far.
+    pub done: usize,
+    /// Uploads found new at the start of the run.
+    pub total: usize,
+}
+
+/// The service: a project's pipelines over one bucket.
+pub struct Service {
+    project: Arc<Project>,
+    store: Arc<dyn ObjectStore>,
+    clock: Arc<dyn Clock>,
+    options: RunOptions,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claim {
+    key: String,
+    worker: String,
+    claimed_at: String,
+    expires_at: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct DoneMarker {
+    key: String,
+    etag: String,
+    submission_id: String,
+    decision: Decision,
+    processed_at: String,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// The name of an upload's claim and done-marker: a hash of its key and etag.
+pub fn marker_name(key: &str, etag: &str) -> String {
+    let digest = Sha256::digest(format!("{key}\n{etag}").as_bytes());
+    hex(&digest[..16])
+}
+
+/// The submission id: a hash of the upload key and its content hash.
+pub fn submission_id(key: &str, sha256: &str) -> String {
+    let digest = Sha256::digest(format!("{key}\n{sha256}").as_bytes());
+    hex(&digest[..12])
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+impl Service {
+    /// A service over `store`.
+    pub fn new(project: Arc<Project>, store: Arc<dyn ObjectStore>, clock: Arc<dyn Clock>, options: RunOptions) -> Self {
+        Service { project, store, clock, options }
+    }
+
+    /// Uploads not yet processed, oldest first.
+    pub async fn discover(&self) -> Result<Vec<ObjectMeta>, PipelineError> {
+        let done: HashSet<String> = self
+            .store
+            .list("_state/done/")
+            .await?
+            .into_iter()
+            .filter_map(|m| m.key.strip_prefix("_state/done/").and_then(|k| k.strip_suffix(".json")).map(str::to_owned))
+            .collect();
+        let mut pending: Vec<ObjectMeta> = self
+            .store
+            .list("incoming/")
+            .await?
+            .into_iter()
+            .filter(|m| !done.contains(&marker_name(&m.key, &m.etag)))
+            .collect();
+        pending.sort_by(|a, b| (a.last_modified, &a.key).cmp(&(b.last_modified, &b.key)));
+        Ok(pending)
+    }
+
+    /// Processes every new upload once.
+    pub async fn run_once(&self) -> Result<RunOutcome, PipelineError> {
+        self.run_once_with(&mut |_| {}).await
+    }
+
+    /// Processes every new upload once, reporting progress after each.
+    pub async fn run_once_with(&self, progress: &mut (dyn FnMut(Progress) + Send)) -> Result<RunOutcome, PipelineError> {
+        let pending = self.discover().await?;
+        let total = pending.len();
+        info!(pending = total, "run started");
+        let mut outcome = RunOutcome::default();
+        for (i, object) in pending.iter().enumerate() {
+            let span = info_span!("upload", key = %object.key, submission = tracing::field::Empty);
+            match self.process(object).instrument(span).await {
+                Ok(Some(summary)) => outcome.processed.push(summary),
+                Ok(None) => outcome.skipped += 1,
+                Err(e) => {
+                    tracing::error!(key = %object.key, error = %e, "upload not processed; it will be retried");
+                    outcome.failed.push((object.key.clone(), e.to_string()));
+                }
+            }
+            progress(Progress { done: i + 1, total });
+        }
+        info!(processed = outcome.processed.len(), skipped = outcome.skipped, failed = outcome.failed.len(), "run finished");
+        Ok(outcome)
+    }
+
+    /// Claims an upload; `false` when another worker holds a live claim.
+    async fn claim(&self, object: &ObjectMeta, marker: &str) -> Result<bool, PipelineError> {
+        let key = format!("_state/claims/{marker}.json");
+        let now = self.clock.now();
+        let ttl = chrono::Duration::from_std(self.options.claim_ttl).unwrap_or(chrono::Duration::minutes(15));
+        let claim = Claim {
+            key: object.key.clone(),
+            worker: self.options.worker_id.clone(),
+            claimed_at: rfc3339(now),
+            expires_at: rfc3339(now + ttl),
+        };
+        let body = serde_json::to_vec(&claim).unwrap_or_default();
+        for _ in 0..2 {
+            match self.store.put(&key, body.clone(), PutMode::Create).await {
+                Ok(_) => return Ok(true),
+                Err(StoreError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let expired = match self.store.get(&key).await {
+                Ok((bytes, _)) => serde_json::from_slice::<Claim>(&bytes)
+                    .ok()
+                    .and_then(|c| DateTime::parse_from_rfc3339(&c.expires_at).ok())
+                    .is_none_or(|t| t < now),
+                Err(StoreError::NotFound { .. }) => true,
+                Err(e) => return Err(e.into()),
+            };
+            if !expired {
+                return Ok(false);
+            }
+            warn!(claim = %key, "taking over an expired claim");
+            self.store.delete(&key).await?;
+        }
+        Ok(false)
+    }
+
+    async fn process(&self, object: &ObjectMeta) -> Result<Option<SubmissionSummary>, PipelineError> {
+        let marker = marker_name(&object.key, &object.etag);
+        if !self.claim(object, &marker).await? {
+            info!("another worker holds the claim; skipped");
+            return Ok(None);
+        }
+        let result = self.process_claimed(object, &marker).await;
+        if result.is_err() {
+            // Release so the next run retries at once rather than after the claim expires.
+            let _ = self.store.delete(&format!("_state/claims/{marker}.json")).await;
+        }
+        result.map(Some)
+    }
+
+    async fn process_claimed(&self, object: &ObjectMeta, marker: &str) -> Result<SubmissionSummary, PipelineError> {
+        let work = tempfile::tempdir()?;
+        let local = work.path().join("upload");
+        let location = parse_upload_key(&object.key, &self.project);
+        let pipeline = location.as_ref().ok().and_then(|l| self.project.pipeline(&l.dataset)).cloned();
+        let limits = self
+            .options
+            .limits_override
+            .or_else(|| pipeline.as_ref().map(|p| p.limits))
+            .unwrap_or_default();
+        let file_name = object.key.rsplit('/').next().unwrap_or("upload").to_owned();
+        let too_large = object.size > limits.max_file_bytes;
+        let sha256 = if too_large {
+            String::new()
+        } else {
+            self.store.download(&object.key, &local).await?;
+            let path = local.clone();
+            tokio::task::spawn_blocking(move || sha256_file(&path))
+                .await
+                .map_err(|e| PipelineError::Task(e.to_string()))??
+        };
+        let id_basis = if too_large { object.etag.clone() } else { sha256.clone() };
+        let sid = submission_id(&object.key, &id_basis);
+        tracing::Span::current().record("submission", sid.as_str());
+        let now = self.clock.now();
+        let processed_at = rfc3339(now);
+
+        // Archive first: the raw upload is kept before anything is decided.
+        let archive_key = match &location {
+            Ok(l) => format!("archive/{}/{}/{}/{sid}/{file_name}", l.dataset, l.force_id, l.period),
+            Err(_) => format!("archive/_unrouted/{sid}/{file_name}"),
+        };
+        if too_large {
+            self.store.copy(&object.key, &archive_key).await?;
+        } else {
+            self.store.put_file(&archive_key, &local, PutMode::Overwrite).await?;
+            self.store
+                .put(&format!("{archive_key}.sha256"), format!("{sha256}  {file_name}\n").into_bytes(), PutMode::Overwrite)
+                .await?;
+        }
+
+        let (dataset, force_id, period) = match &location {
+            Ok(l) => (l.dataset.clone(), Some(l.force_id.clone()), Some(l.period)),
+            Err(_) => ("_unrouted".to_owned(), self.force_folder(&object.key), None),
+        };
+        let feedback_base = match (&location, &force_id) {
+            (Ok(l), Some(f)) => Some(format!("feedback/{f}/{}/{}/{sid}", l.dataset, l.period)),
+            (Err(_), Some(f)) => Some(format!("feedback/{f}/_unrouted/{sid}")),
+            _ => None,
+        };
+        let snapshot_key = match &location {
+            Ok(l) => Some(format!("snapshots/{}/period={}/force={}/{sid}.parquet", l.dataset, l.period, l.force_id)),
+            Err(_) => None,
+        };
+        let lineage = Lineage {
+            dataset: dataset.clone(),
+            force_id: force_id.clone().unwrap_or_default(),
+            period: period.map(|p| p.to_string()).unwrap_or_default(),
+            submission_id: sid.clone(),
+            source_key: object.key.clone(),
+            sha256: sha256.clone(),
+            schema_id: pipeline.as_ref().map(|p| p.schema.id.clone()).unwrap_or_default(),
+            schema_version: pipeline.as_ref().and_then(|p| p.schema.version.clone()).unwrap_or_default(),
+            ingested_at: processed_at.clone(),
+        };
+
+        let checked = {
+            let work_dir = work.path().to_owned();
+            let location_error = location.as_ref().err().cloned();
+            let pipeline = pipeline.clone();
+            let lineage = lineage.clone();
+            let size = object.size;
+            let span = tracing::Span::current();
+            tokio::task::spawn_blocking(move || {
+                let _entered = span.enter();
+                check_to_files(&work_dir, size, pipeline.as_ref(), limits, location_error, &lineage)
+            })
+            .await
+            .map_err(|e| PipelineError::Task(e.to_string()))??
+        };
+
+        let decision = checked.outcome.verdict.decision;
+        let accepted = decision != Decision::Rejected;
+        let mut outputs = Outputs { archive: Some(archive_key), ..Outputs::default() };
+        if accepted && let Some(key) = &snapshot_key {
+            self.store.put_file(key, &checked.snapshot_path, PutMode::Overwrite).await?;
+            outputs.snapshot = Some(key.clone());
+        }
+        if let Some(base) = &feedback_base {
+            outputs.report_json = Some(format!("{base}.json"));
+            outputs.report_html = Some(format!("{base}.html"));
+            outputs.findings_csv = Some(format!("{base}.csv"));
+        }
+        let force_name = force_id.as_ref().and_then(|f| {
+            self.project.catalog.forces().and_then(|l| l.codes.iter().find(|c| &c.code == f)).map(|c| c.label.clone())
+        });
+        let report = Report {
+            report_version: 1,
+            dataset: dataset.clone(),
+            dataset_title: pipeline.as_ref().map_or_else(|| "Unrecognised upload".to_owned(), |p| p.title.clone()),
+            force_id: force_id.clone(),
+            force_name,
+            period: period.map(|p| p.to_string()),
+            submission_id: sid.clone(),
+            source_key: object.key.clone(),
+            file_name,
+            sha256: sha256.clone(),
+            bytes: object.size,
+            uploaded_at: Some(rfc3339(object.last_modified)),
+            processed_at: processed_at.clone(),
+            schema_id: lineage.schema_id.clone(),
+            decision,
+            rows_read: checked.outcome.decode.records,
+            rows_accepted: if accepted { checked.rows_written } else { 0 },
+            error_rows: checked.outcome.verdict.error_rows,
+            findings: checked.outcome.findings.clone(),
+            columns: checked.outcome.verdict.columns.clone(),
+            outputs: outputs.clone(),
+        };
+        let record = SubmissionRecord {
+            submission_id: sid.clone(),
+            dataset: dataset.clone(),
+            force_id: force_id.clone(),
+            period: period.map(|p| p.to_string()),
+            source_key: object.key.clone(),
+            sha256: sha256.clone(),
+            bytes: object.size,
+            uploaded_at: rfc3339(object.last_modified),
+            processed_at: processed_at.clone(),
+            schema_id: lineage.schema_id.clone(),
+            decision: decision.as_str().to_owned(),
+            rows_read: report.rows_read,
+            rows_accepted: report.rows_accepted,
+            error_rows: report.error_rows,
+            errors: report.count(Severity::Error),
+            warnings: report.count(Severity::Warning),
+            infos: report.count(Severity::Info),
+            snapshot_key: outputs.snapshot.clone(),
+        };
+        self.store
+            .put_file(&format!("quality/findings/dataset={dataset}/{sid}.parquet"), &checked.quality_path, PutMode::Overwrite)
+            .await?;
+        self.store
+            .put(
+                &format!("quality/submissions/dataset={dataset}/{sid}.parquet"),
+                submissions_parquet(&record)?,
+                PutMode::Overwrite,
+            )
+            .await?;
+        if let Some(base) = &feedback_base {
+            self.store.put_file(&format!("{base}.csv"), &checked.csv_path, PutMode::Overwrite).await?;
+            self.store.put(&format!("{base}.json"), render_json(&report), PutMode::Overwrite).await?;
+            self.store.put(&format!("{base}.html"), render_html(&report).into_bytes(), PutMode::Overwrite).await?;
+        }
+        let mut superseded = None;
+        if accepted && let (Ok(l), Some(key)) = (&location, &snapshot_key) {
+            let entry = ManifestEntry {
+                force_id: l.force_id.clone(),
+                period: l.period.to_string(),
+                submission_id: sid.clone(),
+                snapshot_key: key.clone(),
+                source_key: object.key.clone(),
+                sha256: sha256.clone(),
+                rows: report.rows_accepted,
+                schema_id: lineage.schema_id.clone(),
+                uploaded_at: rfc3339(object.last_modified),
+                accepted_at: processed_at.clone(),
+                superseded_by: None,
+            };
+            superseded = self.commit_manifest(&l.dataset, entry).await?;
+        }
+        let done = DoneMarker {
+            key: object.key.clone(),
+            etag: object.etag.clone(),
+            submission_id: sid.clone(),
+            decision,
+            processed_at,
+        };
+        self.store
+            .put(&format!("_state/done/{marker}.json"), serde_json::to_vec_pretty(&done).unwrap_or_default(), PutMode::Overwrite)
+            .await?;
+        self.store.delete(&format!("_state/claims/{marker}.json")).await?;
+        info!(decision = decision.as_str(), rows = report.rows_accepted, "upload processed");
+        Ok(SubmissionSummary {
+            source_key: object.key.clone(),
+            submission_id: sid,
+            force_id,
+            dataset: location.as_ref().ok().map(|l| l.dataset.clone()),
+            period: period.map(|p| p.to_string()),
+            decision,
+            rows_read: report.rows_read,
+            rows_accepted: report.rows_accepted,
+            codes: report.findings.iter().map(|s| (s.code.as_str().to_owned(), s.count)).collect(),
+            outputs,
+            superseded,
+        })
+    }
+
+    fn force_folder(&self, key: &str) -> Option<String> {
+        let folder = key.split('/').nth(1)?;
+        let forces = self.project.catalog.forces()?;
+        forces.codes.iter().any(|c| c.code == folder).then(|| folder.to_owned())
+    }
+
+    /// Records an accepted submission in the dataset manifest with a compare-and-swap loop.
+    async fn commit_manifest(&self, dataset: &str, entry: ManifestEntry) -> Result<Option<String>, PipelineError> {
+        let key = Manifest::key(dataset);
+        for attempt in 0..50u32 {
+            let (mut manifest, mode) = match self.store.get(&key).await {
+                Ok((bytes, meta)) => {
+                    let m: Manifest = serde_json::from_slice(&bytes)
+                        .map_err(|e| PipelineError::Manifest { key: key.clone(), message: e.to_string() })?;
+                    (m, PutMode::Update(meta.etag))
+                }
+                Err(StoreError::NotFound { .. }) => {
+                    (Manifest { dataset: dataset.to_owned(), ..Manifest::default() }, PutMode::Create)
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let change = manifest.apply(entry.clone(), &rfc3339(self.clock.now()));
+            let superseded = match &change {
+                crate::snapshot::ManifestChange::AlreadyRecorded => return Ok(None),
+                crate::snapshot::ManifestChange::Current { superseded } => superseded.clone(),
+                crate::snapshot::ManifestChange::AlreadySuperseded { .. } => None,
+            };
+            let body = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
+            match self.store.put(&key, body, mode).await {
+                Ok(_) => return Ok(superseded),
+                Err(StoreError::Changed { .. } | StoreError::AlreadyExists { .. }) => {
+                    tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt + 1))).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(PipelineError::Store(StoreError::Changed { location: self.store.location(&key) }))
+    }
+}
+
+struct Checked {
+    outcome: CheckOutcome,
+    rows_written: u64,
+    snapshot_path: std::path::PathBuf,
+    csv_path: std::path::PathBuf,
+    quality_path: std::path::PathBuf,
+}
+
+/// Runs the check of a downloaded upload, writing snapshot, findings CSV and findings table
+/// into `dir`.
+fn check_to_files(
+    dir: &Path,
+    size: u64,
+    pipeline: Option<&Pipeline>,
+    limits: Limits,
+    location_error: Option<String>,
+    lineage: &Lineage,
+) -> Result<Checked, PipelineError> {
+    let snapshot_path = dir.join("snapshot.parquet");
+    let csv_path = dir.join("findings.csv");
+    let quality_path = dir.join("findings.parquet");
+    let masked: HashSet<String> = pipeline
+        .map(|p| {
+            p.schema
+                .properties
+                .iter()
+                .filter(|q| q.pii.masked())
+                .flat_map(|q| std::iter::once(q.name.clone()).chain(q.aliases.iter().cloned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut csv = CsvFindingSink::new(std::io::BufWriter::new(std::fs::File::create(&csv_path)?))?;
+    let mut quality =
+        QualityFindingSink::new(std::fs::File::create(&quality_path)?, lineage.submission_id.clone(), masked)?;
+    let (outcome, rows_written) = match (pipeline, location_error) {
+        (Some(pipeline), None) => {
+            let scope = UploadScope {
+                force: Some(lineage.force_id.clone()),
+                period: lineage.period.parse().ok(),
+            };
+            let mut writer =
+                SnapshotWriter::new(Arc::clone(&pipeline.schema), lineage.clone(), std::fs::File::create(&snapshot_path)?)?;
+            let input = (size <= limits.max_file_bytes)
+                .then(|| std::fs::File::open(dir.join("upload")))
+                .transpose()?;
+            let mut tee = Tee(&mut csv, &mut quality);
+            let outcome = check_upload(
+                BufReader::new(input.map_or_else(|| Box::new(std::io::empty()) as Box<dyn Read>, |f| Box::new(f))),
+                Some(size),
+                pipeline,
+                limits,
+                scope,
+                &mut tee,
+                &mut |batch, valid| writer.write(batch, valid).map_err(PipelineError::from),
+            )?;
+            let (rows, _) = writer.finish()?;
+            (outcome, rows)
+        }
+        (_, error) => {
+            let mut tee = Tee(&mut csv, &mut quality);
+            let mut log = FindingLog::new(20, BTreeMap::new(), &mut tee);
+            log.push(Finding::new(
+                Code::UploadLocationInvalid,
+                error.unwrap_or_else(|| "the upload's dataset has no pipeline".into()),
+                "upload location",
+            ));
+            let outcome = CheckOutcome {
+                verdict: Verdict { decision: Decision::Rejected, rows_checked: 0, error_rows: 0, columns: Vec::<ColumnStats>::new() },
+                findings: log.finish()?,
+                decode: DecodeStats::default(),
+                header: None,
+            };
+            (outcome, 0)
+        }
+    };
+    csv.into_inner()?;
+    quality.finish()?;
+    Ok(Checked { outcome, rows_written, snapshot_path, csv_path, quality_path })
+}
+
+/// Checks a local file for `force-returns validate`: no store, no outputs.
+pub fn validate_local(path: &Path, pipeline: &Pipeline, scope: UploadScope) -> Result<CheckOutcome, PipelineError> {
+    let file = std::fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    let mut sink = NoSink;
+    check_upload(BufReader::new(file), Some(size), pipeline, pipeline.limits, scope, &mut sink, &mut |_, _| Ok(()))
+}

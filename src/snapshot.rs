@@ -1,1 +1,647 @@
-//! stub
+//! Snapshots: accepted rows → typed Parquet with lineage, quality tables, and the manifest.
+//!
+//! A snapshot file holds one submission's accepted rows, typed as the schema's `x-snapshot`
+//! annotations say: timestamps in UTC, booleans, floats, and codes as dictionary-encoded
+//! canonical values with their attributes (for example self-defined ethnicity `W1` with group
+//! `White`). Every file's key-value metadata carries its lineage: submission id, source key,
+//! SHA-256, schema id and version, and when it was ingested. Files are written with zstd.
+//!
+//! Readers find the current file of each force × period through the dataset's manifest
+//! (`snapshots/<dataset>/_manifest.json`), which is written last: a reader never sees a
+//! snapshot before its data file is complete. [`Manifest::apply`] is the pure rule for
+//! supersession; the pipeline commits it with a compare-and-swap write.
+//!
+//! This module writes to local files (`std::io::Write`); moving them to the bucket is `store`'s
+//! job.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, BooleanBuilder, DictionaryArray, Float64Builder, Int32Array, Int64Builder,
+    StringArray, StringBuilder, TimestampMicrosecondBuilder, UInt64Array,
+};
+use arrow::compute::filter;
+use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use parquet::file::metadata::KeyValue;
+use serde::{Deserialize, Serialize};
+
+use crate::finding::{Finding, FindingSink};
+use crate::ingest::{Batch, cell};
+use crate::schema::{CodeList, Property, RecordSchema, SnapshotType};
+
+/// Lineage written into every snapshot file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Lineage {
+    /// Dataset id.
+    pub dataset: String,
+    /// Canonical force id.
+    pub force_id: String,
+    /// Period `YYYY-MM`.
+    pub period: String,
+    /// Deterministic submission id.
+    pub submission_id: String,
+    /// The upload's key.
+    pub source_key: String,
+    /// SHA-256 of the upload, hex.
+    pub sha256: String,
+    /// Schema id.
+    pub schema_id: String,
+    /// Schema version.
+    pub schema_version: String,
+    /// When the upload was processed (RFC 3339).
+    pub ingested_at: String,
+}
+
+impl Lineage {
+    fn key_values(&self) -> Vec<KeyValue> {
+        [
+            ("force_returns.dataset", &self.dataset),
+            ("force_returns.force_id", &self.force_id),
+            ("force_returns.period", &self.period),
+            ("force_returns.submission_id", &self.submission_id),
+            ("force_returns.source_key", &self.source_key),
+            ("force_returns.sha256", &self.sha256),
+            ("force_returns.schema_id", &self.schema_id),
+            ("force_returns.schema_version", &self.schema_version),
+            ("force_returns.ingested_at", &self.ingested_at),
+        ]
+        .into_iter()
+        .map(|(k, v)| KeyValue::new(k.to_owned(), v.clone()))
+        .collect()
+    }
+}
+
+/// An error writing Parquet.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// From arrow.
+    #[error("failed to build a snapshot batch: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// From parquet.
+    #[error("failed to write Parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+}
+
+fn dict_type() -> DataType {
+    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+}
+
+fn writer_props(kv: Vec<KeyValue>) -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+        .set_max_row_group_row_count(Some(128 * 1024))
+        .set_key_value_metadata(Some(kv))
+        .build()
+}
+
+/// The Arrow schema of a dataset's snapshots.
+pub fn snapshot_schema(schema: &RecordSchema) -> SchemaRef {
+    let mut fields = vec![
+        Field::new("force_id", dict_type(), false),
+        Field::new("period", DataType::Utf8, false),
+    ];
+    for prop in &schema.properties {
+        match &prop.snapshot {
+            SnapshotType::Omit => {}
+            SnapshotType::Timestamp => fields.push(Field::new(
+                &prop.name,
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            )),
+            SnapshotType::Boolean => fields.push(Field::new(&prop.name, DataType::Boolean, true)),
+            SnapshotType::Float64 => fields.push(Field::new(&prop.name, DataType::Float64, true)),
+            SnapshotType::Int64 => fields.push(Field::new(&prop.name, DataType::Int64, true)),
+            SnapshotType::String => fields.push(Field::new(&prop.name, DataType::Utf8, true)),
+            SnapshotType::Code { attributes } => {
+                fields.push(Field::new(&prop.name, dict_type(), true));
+                for a in attributes {
+                    fields.push(Field::new(format!("{}_{a}", prop.name), dict_type(), true));
+                }
+            }
+        }
+    }
+    fields.push(Field::new("submission_id", DataType::Utf8, false));
+    fields.push(Field::new("source_row", DataType::UInt64, false));
+    Arc::new(Schema::new(fields))
+}
+
+/// Streams accepted rows of one submission into a Parquet file.
+pub struct SnapshotWriter<W: Write + Send> {
+    schema: Arc<RecordSchema>,
+    arrow_schema: SchemaRef,
+    lineage: Lineage,
+    writer: ArrowWriter<W>,
+    /// Per code-list property: the dictionary of codes and of each attribute.
+    dictionaries: Vec<Option<Dictionaries>>,
+    rows: u64,
+}
+
+struct Dictionaries {
+    codes: ArrayRef,
+    attributes: Vec<ArrayRef>,
+    list: Arc<CodeList>,
+}
+
+impl<W: Write + Send> SnapshotWriter<W> {
+    /// A writer for one submission's snapshot.
+    pub fn new(schema: Arc<RecordSchema>, lineage: Lineage, out: W) -> Result<Self, SnapshotError> {
+        let arrow_schema = snapshot_schema(&schema);
+        let writer = ArrowWriter::try_new(out, Arc::clone(&arrow_schema), Some(writer_props(lineage.key_values())))?;
+        let dictionaries = schema
+            .properties
+            .iter()
+            .map(|p| match (&p.snapshot, &p.codelist) {
+                (SnapshotType::Code { attributes }, Some(list)) => Some(Dictionaries {
+                    codes: Arc::new(StringArray::from_iter_values(list.codes.iter().map(|c| c.code.as_str()))),
+                    attributes: attributes
+                        .iter()
+                        .map(|a| {
+                            Arc::new(StringArray::from_iter_values(
+                                (0..list.codes.len()).map(|i| list.attribute(i as u32, a)),
+                            )) as ArrayRef
+                        })
+                        .collect(),
+                    list: Arc::clone(list),
+                }),
+                _ => None,
+            })
+            .collect();
+        Ok(SnapshotWriter { schema, arrow_schema, lineage, writer, dictionaries, rows: 0 })
+    }
+
+    /// Writes the rows of `batch` where `keep` is true.
+    pub fn write(&mut self, batch: &Batch, keep: &BooleanArray) -> Result<(), SnapshotError> {
+        let kept = keep.true_count();
+        if kept == 0 {
+            return Ok(());
+        }
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.arrow_schema.fields().len());
+        let force = DictionaryArray::<Int32Type>::try_new(
+            Int32Array::from(vec![0; kept]),
+            Arc::new(StringArray::from(vec![self.lineage.force_id.as_str()])),
+        )?;
+        columns.push(Arc::new(force));
+        columns.push(Arc::new(StringArray::from(vec![self.lineage.period.as_str(); kept])));
+        for (p, prop) in self.schema.properties.iter().enumerate() {
+            if prop.snapshot == SnapshotType::Omit {
+                continue;
+            }
+            let text = match batch.column(p) {
+                Some(c) => filter(c, keep)?,
+                None => arrow::array::new_null_array(&DataType::Utf8, kept),
+            };
+            let text = text
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| arrow::error::ArrowError::CastError("text column expected".into()))?;
+            self.typed(p, prop, text, &mut columns)?;
+        }
+        columns.push(Arc::new(StringArray::from(vec![self.lineage.submission_id.as_str(); kept])));
+        let rows = UInt64Array::from(batch.rows.clone());
+        columns.push(filter(&rows, keep)?);
+        let out = RecordBatch::try_new(Arc::clone(&self.arrow_schema), columns)?;
+        self.writer.write(&out)?;
+        self.rows += kept as u64;
+        Ok(())
+    }
+
+    fn typed(&self, p: usize, prop: &Property, text: &StringArray, columns: &mut Vec<ArrayRef>) -> Result<(), SnapshotError> {
+        let n = text.len();
+        match &prop.snapshot {
+            SnapshotType::Omit => {}
+            SnapshotType::String => columns.push(Arc::new(text.clone())),
+            SnapshotType::Timestamp => {
+                let mut b = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+                for i in 0..n {
+                    b.append_option(cell(text, i).and_then(parse_timestamp_micros));
+                }
+                columns.push(Arc::new(b.finish()));
+            }
+            SnapshotType::Boolean => {
+                let mut b = BooleanBuilder::with_capacity(n);
+                for i in 0..n {
+                    b.append_option(cell(text, i).and_then(|t| {
+                        if t.eq_ignore_ascii_case("true") {
+                            Some(true)
+                        } else if t.eq_ignore_ascii_case("false") {
+                            Some(false)
+                        } else {
+                            None
+                        }
+                    }));
+                }
+                columns.push(Arc::new(b.finish()));
+            }
+            SnapshotType::Float64 => {
+                let mut b = Float64Builder::with_capacity(n);
+                for i in 0..n {
+                    b.append_option(cell(text, i).and_then(|t| t.parse::<f64>().ok()).filter(|f| f.is_finite()));
+                }
+                columns.push(Arc::new(b.finish()));
+            }
+            SnapshotType::Int64 => {
+                let mut b = Int64Builder::with_capacity(n);
+                for i in 0..n {
+                    b.append_option(cell(text, i).and_then(|t| t.parse::<i64>().ok()));
+                }
+                columns.push(Arc::new(b.finish()));
+            }
+            SnapshotType::Code { .. } => {
+                let Some(d) = &self.dictionaries[p] else {
+                    return Err(arrow::error::ArrowError::SchemaError(format!("{} has no code list", prop.name)).into());
+                };
+                let mut memo: std::collections::HashMap<&str, Option<i32>> = std::collections::HashMap::new();
+                let keys: Int32Array = (0..n)
+                    .map(|i| {
+                        cell(text, i).and_then(|t| {
+                            *memo
+                                .entry(t)
+                                .or_insert_with(|| d.list.lookup(t).map(|(k, _)| k as i32))
+                        })
+                    })
+                    .collect();
+                columns.push(Arc::new(DictionaryArray::<Int32Type>::try_new(keys.clone(), Arc::clone(&d.codes))?));
+                for values in &d.attributes {
+                    columns.push(Arc::new(DictionaryArray::<Int32Type>::try_new(keys.clone(), Arc::clone(values))?));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Finishes the file; returns the rows written and the writer.
+    pub fn finish(self) -> Result<(u64, W), SnapshotError> {
+        let rows = self.rows;
+        let out = self.writer.into_inner()?;
+        Ok((rows, out))
+    }
+}
+
+/// Microseconds since the epoch of an RFC 3339 date-time or a plain date (midnight UTC).
+pub fn parse_timestamp_micros(text: &str) -> Option<i64> {
+    if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Some(dt.timestamp_micros());
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|d| d.and_utc().timestamp_micros())
+}
+
+/// One row of the `quality/submissions` table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubmissionRecord {
+    /// Submission id.
+    pub submission_id: String,
+    /// Dataset.
+    pub dataset: String,
+    /// Force id, when known.
+    pub force_id: Option<String>,
+    /// Period, when known.
+    pub period: Option<String>,
+    /// Upload key.
+    pub source_key: String,
+    /// SHA-256.
+    pub sha256: String,
+    /// Size.
+    pub bytes: u64,
+    /// Upload time (RFC 3339).
+    pub uploaded_at: String,
+    /// Processing time (RFC 3339).
+    pub processed_at: String,
+    /// Schema id.
+    pub schema_id: String,
+    /// Decision.
+    pub decision: String,
+    /// Records read.
+    pub rows_read: u64,
+    /// Rows in the snapshot.
+    pub rows_accepted: u64,
+    /// Rows with errors.
+    pub error_rows: u64,
+    /// Error findings.
+    pub errors: u64,
+    /// Warning findings.
+    pub warnings: u64,
+    /// Info findings.
+    pub infos: u64,
+    /// Snapshot key, when accepted.
+    pub snapshot_key: Option<String>,
+}
+
+/// The `quality/submissions` table file for one submission.
+pub fn submissions_parquet(record: &SubmissionRecord) -> Result<Vec<u8>, SnapshotError> {
+    let s = |name: &str, nullable| Field::new(name, DataType::Utf8, nullable);
+    let u = |name: &str| Field::new(name, DataType::UInt64, false);
+    let schema = Arc::new(Schema::new(vec![
+        s("submission_id", false),
+        s("dataset", false),
+        s("force_id", true),
+        s("period", true),
+        s("source_key", false),
+        s("sha256", false),
+        u("bytes"),
+        s("uploaded_at", false),
+        s("processed_at", false),
+        s("schema_id", false),
+        s("decision", false),
+        u("rows_read"),
+        u("rows_accepted"),
+        u("error_rows"),
+        u("errors"),
+        u("warnings"),
+        u("infos"),
+        s("snapshot_key", true),
+    ]));
+    let text = |v: &str| Arc::new(StringArray::from(vec![v])) as ArrayRef;
+    let opt = |v: &Option<String>| Arc::new(StringArray::from(vec![v.as_deref()])) as ArrayRef;
+    let num = |v: u64| Arc::new(UInt64Array::from(vec![v])) as ArrayRef;
+    let r = record;
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            text(&r.submission_id),
+            text(&r.dataset),
+            opt(&r.force_id),
+            opt(&r.period),
+            text(&r.source_key),
+            text(&r.sha256),
+            num(r.bytes),
+            text(&r.uploaded_at),
+            text(&r.processed_at),
+            text(&r.schema_id),
+            text(&r.decision),
+            num(r.rows_read),
+            num(r.rows_accepted),
+            num(r.error_rows),
+            num(r.errors),
+            num(r.warnings),
+            num(r.infos),
+            opt(&r.snapshot_key),
+        ],
+    )?;
+    let mut out = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut out, schema, Some(writer_props(Vec::new())))?;
+    w.write(&batch)?;
+    w.close()?;
+    Ok(out)
+}
+
+const MASK: &str = "***";
+
+/// Streams every finding into the central `quality/findings` table, masking personal values.
+pub struct QualityFindingSink<W: Write + Send> {
+    writer: ArrowWriter<W>,
+    schema: SchemaRef,
+    submission_id: String,
+    masked_columns: HashSet<String>,
+    pending: Vec<Finding>,
+}
+
+impl<W: Write + Send> QualityFindingSink<W> {
+    /// A sink for one submission. `masked_columns` are header spellings of personal columns.
+    pub fn new(out: W, submission_id: String, masked_columns: HashSet<String>) -> Result<Self, SnapshotError> {
+        let s = |name: &str, nullable| Field::new(name, DataType::Utf8, nullable);
+        let schema = Arc::new(Schema::new(vec![
+            s("submission_id", false),
+            Field::new("row", DataType::UInt64, true),
+            s("column", true),
+            Field::new("severity", dict_type(), false),
+            Field::new("code", dict_type(), false),
+            s("message", false),
+            s("value", true),
+            s("rule", false),
+            s("schema_path", true),
+        ]));
+        let writer = ArrowWriter::try_new(out, Arc::clone(&schema), Some(writer_props(Vec::new())))?;
+        Ok(QualityFindingSink { writer, schema, submission_id, masked_columns, pending: Vec::new() })
+    }
+
+    fn flush(&mut self) -> Result<(), SnapshotError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let n = self.pending.len();
+        let mut message = StringBuilder::new();
+        let mut value = StringBuilder::new();
+        for f in &self.pending {
+            let masked = f.column.as_ref().is_some_and(|c| self.masked_columns.contains(c));
+            match (&f.value, masked) {
+                (Some(v), true) => {
+                    message.append_value(if v.is_empty() { f.message.clone() } else { f.message.replace(v.as_str(), MASK) });
+                    value.append_value(MASK);
+                }
+                (v, false) => {
+                    message.append_value(&f.message);
+                    value.append_option(v.as_deref());
+                }
+                (None, true) => {
+                    message.append_value(&f.message);
+                    value.append_null();
+                }
+            }
+        }
+        let dict = |values: Vec<&str>| -> ArrayRef { Arc::new(values.into_iter().collect::<DictionaryArray<Int32Type>>()) };
+        let p = &self.pending;
+        let batch = RecordBatch::try_new(
+            Arc::clone(&self.schema),
+            vec![
+                Arc::new(StringArray::from(vec![self.submission_id.as_str(); n])),
+                Arc::new(UInt64Array::from(p.iter().map(|f| f.row).collect::<Vec<_>>())),
+                Arc::new(StringArray::from(p.iter().map(|f| f.column.as_deref()).collect::<Vec<_>>())),
+                dict(p.iter().map(|f| f.severity.as_str()).collect()),
+                dict(p.iter().map(|f| f.code.as_str()).collect()),
+                Arc::new(message.finish()),
+                Arc::new(value.finish()),
+                Arc::new(StringArray::from(p.iter().map(|f| f.rule.as_str()).collect::<Vec<_>>())),
+                Arc::new(StringArray::from(p.iter().map(|f| f.schema_path.as_deref()).collect::<Vec<_>>())),
+            ],
+        )?;
+        self.writer.write(&batch)?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Finishes the file and returns the writer.
+    pub fn finish(mut self) -> Result<W, SnapshotError> {
+        self.flush()?;
+        Ok(self.writer.into_inner()?)
+    }
+}
+
+impl<W: Write + Send> FindingSink for QualityFindingSink<W> {
+    fn accept(&mut self, finding: &Finding) -> std::io::Result<()> {
+        self.pending.push(finding.clone());
+        if self.pending.len() >= 8192 {
+            self.flush().map_err(std::io::Error::other)?;
+        }
+        Ok(())
+    }
+}
+
+/// Sends each finding to two sinks.
+pub struct Tee<'a>(pub &'a mut dyn FindingSink, pub &'a mut dyn FindingSink);
+
+impl FindingSink for Tee<'_> {
+    fn accept(&mut self, f: &Finding) -> std::io::Result<()> {
+        self.0.accept(f)?;
+        self.1.accept(f)
+    }
+}
+
+/// One accepted submission in the manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestEntry {
+    /// Force id.
+    pub force_id: String,
+    /// Period.
+    pub period: String,
+    /// Submission id.
+    pub submission_id: String,
+    /// Snapshot key.
+    pub snapshot_key: String,
+    /// Upload key.
+    pub source_key: String,
+    /// SHA-256 of the upload.
+    pub sha256: String,
+    /// Rows in the snapshot.
+    pub rows: u64,
+    /// Schema id.
+    pub schema_id: String,
+    /// When the upload arrived (RFC 3339); the later upload of a force × period is current.
+    pub uploaded_at: String,
+    /// When it was accepted (RFC 3339).
+    pub accepted_at: String,
+    /// The submission that replaced this one, for superseded entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<String>,
+}
+
+/// Which submission is current for each force × period of a dataset.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Dataset id.
+    pub dataset: String,
+    /// When it was last changed (RFC 3339).
+    pub updated_at: String,
+    /// The current submission of each force × period, sorted by period then force.
+    pub current: Vec<ManifestEntry>,
+    /// Submissions replaced by a later upload, kept for audit.
+    pub superseded: Vec<ManifestEntry>,
+}
+
+/// What [`Manifest::apply`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManifestChange {
+    /// The submission was already recorded (a retry): nothing changed.
+    AlreadyRecorded,
+    /// It became current; it replaced this submission, if any.
+    Current {
+        /// The submission it superseded.
+        superseded: Option<String>,
+    },
+    /// A later upload was already current: it is recorded as superseded.
+    AlreadySuperseded {
+        /// The current submission.
+        by: String,
+    },
+}
+
+impl Manifest {
+    /// The manifest key of a dataset.
+    pub fn key(dataset: &str) -> String {
+        format!("snapshots/{dataset}/_manifest.json")
+    }
+
+    /// Records an accepted submission. The later upload (by `uploaded_at`, then source key) of
+    /// a force × period is current; the other is superseded. Applying the same entry twice
+    /// changes nothing.
+    pub fn apply(&mut self, entry: ManifestEntry, now: &str) -> ManifestChange {
+        let seen = self.current.iter().chain(&self.superseded).any(|e| e.submission_id == entry.submission_id);
+        if seen {
+            return ManifestChange::AlreadyRecorded;
+        }
+        self.updated_at = now.to_owned();
+        let order = |e: &ManifestEntry| (e.uploaded_at.clone(), e.source_key.clone());
+        let existing = self
+            .current
+            .iter()
+            .position(|e| e.force_id == entry.force_id && e.period == entry.period);
+        let change = match existing {
+            None => {
+                self.current.push(entry);
+                ManifestChange::Current { superseded: None }
+            }
+            Some(i) if order(&self.current[i]) <= order(&entry) => {
+                let mut old = std::mem::replace(&mut self.current[i], entry);
+                old.superseded_by = Some(self.current[i].submission_id.clone());
+                let id = old.submission_id.clone();
+                self.superseded.push(old);
+                ManifestChange::Current { superseded: Some(id) }
+            }
+            Some(i) => {
+                let by = self.current[i].submission_id.clone();
+                let mut entry = entry;
+                entry.superseded_by = Some(by.clone());
+                self.superseded.push(entry);
+                ManifestChange::AlreadySuperseded { by }
+            }
+        };
+        self.current.sort_by(|a, b| (&a.period, &a.force_id).cmp(&(&b.period, &b.force_id)));
+        change
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, at: &str) -> ManifestEntry {
+        ManifestEntry {
+            force_id: "kent".into(),
+            period: "2020-01".into(),
+            submission_id: id.into(),
+            snapshot_key: format!("snapshots/x/{id}.parquet"),
+            source_key: format!("incoming/kent/x/2020-01/{id}.csv"),
+            sha256: String::new(),
+            rows: 1,
+            schema_id: "x/v1".into(),
+            uploaded_at: at.into(),
+            accepted_at: at.into(),
+            superseded_by: None,
+        }
+    }
+
+    #[test]
+    fn later_upload_supersedes_and_retries_change_nothing() {
+        let mut m = Manifest::default();
+        assert_eq!(m.apply(entry("a", "2020-02-01T00:00:00Z"), "t1"), ManifestChange::Current { superseded: None });
+        assert_eq!(
+            m.apply(entry("b", "2020-02-03T00:00:00Z"), "t2"),
+            ManifestChange::Current { superseded: Some("a".into()) }
+        );
+        assert_eq!(m.apply(entry("b", "2020-02-03T00:00:00Z"), "t3"), ManifestChange::AlreadyRecorded);
+        assert_eq!(m.updated_at, "t2");
+        // An older upload processed late does not take over.
+        assert_eq!(
+            m.apply(entry("c", "2020-02-02T00:00:00Z"), "t4"),
+            ManifestChange::AlreadySuperseded { by: "b".into() }
+        );
+        assert_eq!(m.current.len(), 1);
+        assert_eq!(m.current[0].submission_id, "b");
+        assert_eq!(m.superseded.iter().map(|e| e.superseded_by.as_deref()).collect::<Vec<_>>(), [Some("b"), Some("b")]);
+    }
+
+    #[test]
+    fn timestamps_parse_with_offsets_and_plain_dates() {
+        assert_eq!(parse_timestamp_micros("1970-01-01T01:00:00+01:00"), Some(0));
+        assert_eq!(parse_timestamp_micros("1970-01-02"), Some(86_400_000_000));
+        assert_eq!(parse_timestamp_micros("yesterday"), None);
+    }
+}

@@ -1,1 +1,521 @@
-//! stub
+//! Object storage: the only code that reads or writes the bucket.
+//!
+//! [`ObjectStore`] is a small trait: list, get, download to a file, put (with a mode for
+//! create-only and compare-and-swap writes), copy and delete. [`LocalStore`] keeps a bucket in
+//! a local directory and is the embedded default; an S3 backend implements the same trait.
+//!
+//! Rules every backend keeps:
+//! - a put is atomic: readers see the old object or the new one, never part of one;
+//! - [`PutMode::Create`] succeeds for exactly one of several racing writers;
+//! - [`PutMode::Update`] succeeds only if the object still has the etag the caller read;
+//! - errors name the bucket and key.
+
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+/// What went wrong talking to the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No object at that key.
+    #[error("{location} does not exist")]
+    NotFound {
+        /// `file:///...` or `s3://bucket/key`.
+        location: String,
+    },
+    /// A create-only write found an object already there.
+    #[error("{location} already exists")]
+    AlreadyExists {
+        /// Where.
+        location: String,
+    },
+    /// A compare-and-swap write found the object changed since it was read.
+    #[error("{location} changed since it was read")]
+    Changed {
+        /// Where.
+        location: String,
+    },
+    /// The key is not a valid object key.
+    #[error("invalid object key `{key}`: {reason}")]
+    InvalidKey {
+        /// The key.
+        key: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// An IO or backend failure.
+    #[error("failed to {action} {location}: {message}")]
+    Backend {
+        /// What was being done (`read`, `write`, `list`...).
+        action: &'static str,
+        /// Where.
+        location: String,
+        /// The underlying error, printed.
+        message: String,
+    },
+}
+
+/// Result of store operations.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// What the store knows about an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// The key.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// A tag that changes whenever the object's content is replaced.
+    pub etag: String,
+    /// When it was last written.
+    pub last_modified: DateTime<Utc>,
+}
+
+/// How a put treats an existing object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutMode {
+    /// Replace whatever is there.
+    Overwrite,
+    /// Only if nothing is there.
+    Create,
+    /// Only if the object still has this etag.
+    Update(String),
+}
+
+/// A bucket of objects addressed by `/`-separated keys.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + fmt::Debug {
+    /// The location of a key, for messages (`file:///data/bucket/incoming/...`).
+    fn location(&self, key: &str) -> String;
+    /// Every object whose key starts with `prefix`, sorted by key.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
+    /// A small object's bytes and metadata.
+    async fn get(&self, key: &str) -> Result<(Vec<u8>, ObjectMeta)>;
+    /// Copies an object into a local file, streaming.
+    async fn download(&self, key: &str, dest: &Path) -> Result<ObjectMeta>;
+    /// Writes bytes.
+    async fn put(&self, key: &str, bytes: Vec<u8>, mode: PutMode) -> Result<ObjectMeta>;
+    /// Writes a local file's content, streaming.
+    async fn put_file(&self, key: &str, src: &Path, mode: PutMode) -> Result<ObjectMeta>;
+    /// Copies an object inside the bucket.
+    async fn copy(&self, from: &str, to: &str) -> Result<ObjectMeta>;
+    /// Deletes an object; deleting a missing object is not an error.
+    async fn delete(&self, key: &str) -> Result<()>;
+}
+
+/// Checks that a key is a clean relative path: no empty, `.` or `..` segments, no backslashes,
+/// no leading dot-directory (those are the local store's own).
+pub fn check_key(key: &str) -> Result<()> {
+    let bad = |reason| {
+        Err(StoreError::InvalidKey {
+            key: key.to_owned(),
+            reason,
+        })
+    };
+    if key.is_empty() || key.starts_with('/') || key.ends_with('/') {
+        return bad("keys are relative, non-empty and do not end with /");
+    }
+    if key.contains('\\') || key.contains('\0') {
+        return bad("keys may not hold backslashes or NUL");
+    }
+    if key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+        return bad("keys may not hold empty, `.` or `..` segments");
+    }
+    if key.starts_with('.') {
+        return bad("keys may not start with a dot");
+    }
+    Ok(())
+}
+
+const TMP_DIR: &str = ".force-returns-tmp";
+const LOCK_STALE: Duration = Duration::from_secs(30);
+
+/// A bucket in a local directory (the embedded default).
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    /// A store rooted at `root` (created when missing).
+    pub fn new(root: impl Into<PathBuf>) -> Result<LocalStore> {
+        let root = root.into();
+        std::fs::create_dir_all(root.join(TMP_DIR)).map_err(|e| StoreError::Backend {
+            action: "create",
+            location: format!("file://{}", root.display()),
+            message: e.to_string(),
+        })?;
+        let root = root.canonicalize().unwrap_or(root);
+        Ok(LocalStore { root })
+    }
+
+    /// The directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf> {
+        check_key(key)?;
+        Ok(self.root.join(key))
+    }
+
+    fn io_err(&self, action: &'static str, key: &str, e: &std::io::Error) -> StoreError {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            StoreError::NotFound {
+                location: self.location(key),
+            }
+        } else {
+            StoreError::Backend {
+                action,
+                location: self.location(key),
+                message: e.to_string(),
+            }
+        }
+    }
+
+    fn meta(&self, key: &str, path: &Path) -> Result<ObjectMeta> {
+        let m = std::fs::metadata(path).map_err(|e| self.io_err("stat", key, &e))?;
+        let modified = m.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+        let nanos = modified
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        Ok(ObjectMeta {
+            key: key.to_owned(),
+            size: m.len(),
+            etag: format!("{:x}-{nanos:x}", m.len()),
+            last_modified: DateTime::<Utc>::from(modified),
+        })
+    }
+
+    fn temp_file(&self, key: &str) -> Result<tempfile::NamedTempFile> {
+        tempfile::NamedTempFile::new_in(self.root.join(TMP_DIR)).map_err(|e| self.io_err("write", key, &e))
+    }
+
+    /// Moves a finished temporary file into place according to `mode`.
+    fn commit(&self, key: &str, tmp: tempfile::NamedTempFile, mode: &PutMode) -> Result<ObjectMeta> {
+        let dest = self.path(key)?;
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| self.io_err("write", key, &e))?;
+        }
+        match mode {
+            PutMode::Overwrite => {
+                tmp.persist(&dest).map_err(|e| self.io_err("write", key, &e.error))?;
+            }
+            PutMode::Create => {
+                // A hard link fails if the destination exists, atomically, across processes.
+                std::fs::hard_link(tmp.path(), &dest).map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::AlreadyExists {
+                        StoreError::AlreadyExists {
+                            location: self.location(key),
+                        }
+                    } else {
+                        self.io_err("write", key, &e)
+                    }
+                })?;
+            }
+            PutMode::Update(etag) => {
+                let _lock = KeyLock::acquire(&dest).map_err(|e| self.io_err("lock", key, &e))?;
+                let current = self.meta(key, &dest)?;
+                if &current.etag != etag {
+                    return Err(StoreError::Changed {
+                        location: self.location(key),
+                    });
+                }
+                tmp.persist(&dest).map_err(|e| self.io_err("write", key, &e.error))?;
+            }
+        }
+        self.meta(key, &dest)
+    }
+
+    fn list_sync(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        // Walk only the deepest directory the prefix names.
+        let dir_part = prefix.rfind('/').map_or("", |i| &prefix[..i]);
+        let start = if dir_part.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(dir_part)
+        };
+        let mut out = Vec::new();
+        let mut stack = vec![start];
+        while let Some(dir) = stack.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.io_err("list", prefix, &e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| self.io_err("list", prefix, &e))?;
+                let path = entry.path();
+                let Ok(rel) = path.strip_prefix(&self.root) else { continue };
+                let key = rel.to_string_lossy().replace('\\', "/");
+                if key.starts_with('.') || key.ends_with(".lock") {
+                    continue;
+                }
+                let file_type = entry.file_type().map_err(|e| self.io_err("list", &key, &e))?;
+                if file_type.is_dir() {
+                    stack.push(path);
+                } else if file_type.is_file() && key.starts_with(prefix) {
+                    out.push(self.meta(&key, &path)?);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+}
+
+/// An exclusive lock on one key for a compare-and-swap, held by a lock file.
+struct KeyLock(PathBuf);
+
+impl KeyLock {
+    fn acquire(dest: &Path) -> std::io::Result<KeyLock> {
+        let mut path = dest.as_os_str().to_owned();
+        path.push(".lock");
+        let path = PathBuf::from(path);
+        let deadline = std::time::Instant::now() + LOCK_STALE * 2;
+        loop {
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut f) => {
+                    let _ = writeln!(f, "{}", std::process::id());
+                    return Ok(KeyLock(path));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    // A lock left by a crashed process expires.
+                    let stale = std::fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|t| t.elapsed().unwrap_or_default() > LOCK_STALE);
+                    if stale {
+                        let _ = std::fs::remove_file(&path);
+                    } else if std::time::Instant::now() > deadline {
+                        return Err(e);
+                    } else {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Drop for KeyLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(StoreError::Backend {
+            action: "run",
+            location: String::new(),
+            message: e.to_string(),
+        })
+    })
+}
+
+#[async_trait]
+impl ObjectStore for LocalStore {
+    fn location(&self, key: &str) -> String {
+        format!("file://{}/{key}", self.root.display())
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let this = self.clone();
+        let prefix = prefix.to_owned();
+        blocking(move || this.list_sync(&prefix)).await
+    }
+
+    async fn get(&self, key: &str) -> Result<(Vec<u8>, ObjectMeta)> {
+        let this = self.clone();
+        let key = key.to_owned();
+        blocking(move || {
+            let path = this.path(&key)?;
+            let bytes = std::fs::read(&path).map_err(|e| this.io_err("read", &key, &e))?;
+            let meta = this.meta(&key, &path)?;
+            Ok((bytes, meta))
+        })
+        .await
+    }
+
+    async fn download(&self, key: &str, dest: &Path) -> Result<ObjectMeta> {
+        let this = self.clone();
+        let key = key.to_owned();
+        let dest = dest.to_owned();
+        blocking(move || {
+            let path = this.path(&key)?;
+            let meta = this.meta(&key, &path)?;
+            std::fs::copy(&path, &dest).map_err(|e| this.io_err("read", &key, &e))?;
+            Ok(meta)
+        })
+        .await
+    }
+
+    async fn put(&self, key: &str, bytes: Vec<u8>, mode: PutMode) -> Result<ObjectMeta> {
+        let this = self.clone();
+        let key = key.to_owned();
+        blocking(move || {
+            this.path(&key)?;
+            let mut tmp = this.temp_file(&key)?;
+            tmp.write_all(&bytes).map_err(|e| this.io_err("write", &key, &e))?;
+            this.commit(&key, tmp, &mode)
+        })
+        .await
+    }
+
+    async fn put_file(&self, key: &str, src: &Path, mode: PutMode) -> Result<ObjectMeta> {
+        let this = self.clone();
+        let key = key.to_owned();
+        let src = src.to_owned();
+        blocking(move || {
+            this.path(&key)?;
+            let tmp = this.temp_file(&key)?;
+            std::fs::copy(&src, tmp.path()).map_err(|e| this.io_err("write", &key, &e))?;
+            this.commit(&key, tmp, &mode)
+        })
+        .await
+    }
+
+    async fn copy(&self, from: &str, to: &str) -> Result<ObjectMeta> {
+        let this = self.clone();
+        let (from, to) = (from.to_owned(), to.to_owned());
+        blocking(move || {
+            let src = this.path(&from)?;
+            this.path(&to)?;
+            let tmp = this.temp_file(&to)?;
+            std::fs::copy(&src, tmp.path()).map_err(|e| this.io_err("read", &from, &e))?;
+            this.commit(&to, tmp, &PutMode::Overwrite)
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let this = self.clone();
+        let key = key.to_owned();
+        blocking(move || match std::fs::remove_file(this.path(&key)?) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(this.io_err("delete", &key, &e)),
+        })
+        .await
+    }
+}
+
+/// Opens the store a URL or path names: a local directory for now (`./data/bucket`,
+/// `file:///srv/bucket`).
+pub fn open(url: &str) -> Result<std::sync::Arc<dyn ObjectStore>> {
+    if let Some(rest) = url.strip_prefix("s3://") {
+        return Err(StoreError::Backend {
+            action: "open",
+            location: format!("s3://{rest}"),
+            message: "the S3 backend is not built into this version; use a local directory".into(),
+        });
+    }
+    let path = url.strip_prefix("file://").unwrap_or(url);
+    Ok(std::sync::Arc::new(LocalStore::new(path)?))
+}
+
+#[cfg(test)]
+pub mod conformance {
+    //! The behaviour every backend must show; run against each backend.
+
+    use super::*;
+
+    /// Runs every conformance check against `store`, which must be empty.
+    pub async fn check_all(store: &dyn ObjectStore) {
+        put_get_list(store).await;
+        create_has_one_winner(store).await;
+        update_is_compare_and_swap(store).await;
+        files_and_copies(store).await;
+        bad_keys_are_refused(store).await;
+    }
+
+    async fn put_get_list(store: &dyn ObjectStore) {
+        store.put("a/b/one.txt", b"1".to_vec(), PutMode::Overwrite).await.unwrap();
+        store.put("a/b/two.txt", b"22".to_vec(), PutMode::Overwrite).await.unwrap();
+        store.put("a/c.txt", b"333".to_vec(), PutMode::Overwrite).await.unwrap();
+        let keys: Vec<_> = store.list("a/b/").await.unwrap().into_iter().map(|m| m.key).collect();
+        assert_eq!(keys, ["a/b/one.txt", "a/b/two.txt"]);
+        let all = store.list("a/").await.unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(store.list("a/b/t").await.unwrap().len(), 1, "prefixes need not end at a /");
+        let (bytes, meta) = store.get("a/c.txt").await.unwrap();
+        assert_eq!((bytes.as_slice(), meta.size), (&b"333"[..], 3));
+        assert!(matches!(store.get("a/nope").await, Err(StoreError::NotFound { .. })));
+        store.delete("a/c.txt").await.unwrap();
+        store.delete("a/c.txt").await.unwrap();
+        assert_eq!(store.list("a/").await.unwrap().len(), 2);
+        assert!(store.list("nothing/").await.unwrap().is_empty());
+    }
+
+    async fn create_has_one_winner(store: &dyn ObjectStore) {
+        let first = store.put("claims/x", b"me".to_vec(), PutMode::Create).await;
+        assert!(first.is_ok());
+        let second = store.put("claims/x", b"you".to_vec(), PutMode::Create).await;
+        assert!(matches!(second, Err(StoreError::AlreadyExists { .. })), "{second:?}");
+        assert_eq!(store.get("claims/x").await.unwrap().0, b"me");
+    }
+
+    async fn update_is_compare_and_swap(store: &dyn ObjectStore) {
+        let v1 = store.put("m.json", b"v1".to_vec(), PutMode::Create).await.unwrap();
+        let v2 = store.put("m.json", b"v2".to_vec(), PutMode::Update(v1.etag.clone())).await.unwrap();
+        assert_ne!(v1.etag, v2.etag);
+        let stale = store.put("m.json", b"v3".to_vec(), PutMode::Update(v1.etag)).await;
+        assert!(matches!(stale, Err(StoreError::Changed { .. })), "{stale:?}");
+        assert_eq!(store.get("m.json").await.unwrap().0, b"v2");
+    }
+
+    async fn files_and_copies(store: &dyn ObjectStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src.bin");
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&src, &data).unwrap();
+        store.put_file("big/file.bin", &src, PutMode::Overwrite).await.unwrap();
+        store.copy("big/file.bin", "big/copy.bin").await.unwrap();
+        let dest = dir.path().join("dest.bin");
+        let meta = store.download("big/copy.bin", &dest).await.unwrap();
+        assert_eq!(meta.size, data.len() as u64);
+        assert_eq!(std::fs::read(&dest).unwrap(), data);
+    }
+
+    async fn bad_keys_are_refused(store: &dyn ObjectStore) {
+        for key in ["../escape", "a//b", "/abs", "a/./b", "", ".hidden/x"] {
+            let r = store.put(key, vec![], PutMode::Overwrite).await;
+            assert!(matches!(r, Err(StoreError::InvalidKey { .. })), "{key}: {r:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_store_conforms() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path()).unwrap();
+        conformance::check_all(&store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn local_create_race_has_exactly_one_winner() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(LocalStore::new(dir.path()).unwrap());
+        let mut tasks = Vec::new();
+        for i in 0..16 {
+            let s = std::sync::Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                s.put("race/claim", format!("{i}").into_bytes(), PutMode::Create).await.is_ok()
+            }));
+        }
+        let mut winners = 0;
+        for t in tasks {
+            winners += usize::from(t.await.unwrap());
+        }
+        assert_eq!(winners, 1);
+    }
+}

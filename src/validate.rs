@@ -2,8 +2,7 @@
 //!
 //! The record schema is compiled into a columnar [`Plan`]: for each property, the JSON Schema
 //! keywords it uses (`type`, `enum`, `const`, `pattern`, `format` date and date-time,
-//! `minimum`/`maximum` and their exclusive forms, `multipleOf`, `minLength`/`maxLength`,
-//! `anyOf`) are checked over a whole Arrow column at a time, with each distinct value of a
+//! `minimum`/`maximum` and their exclusive forms, `minLength`/`maxLength`, `anyOf`) are checked over a whole Arrow column at a time, with each distinct value of a
 //! column checked once per batch. When a schema uses anything else, every row also goes
 //! through the `jsonschema` crate, which is the reference implementation: a differential test
 //! on generated data proves the plan and `jsonschema` agree on every cell.
@@ -35,8 +34,8 @@ pub enum Cell<'a> {
     Null,
     /// Text.
     Str(&'a str),
-    /// A number (finite).
-    Num(f64),
+    /// A number (finite), with its exact value when written as a whole number that fits `i64`.
+    Num(f64, Option<i64>),
     /// A boolean.
     Bool(bool),
 }
@@ -47,7 +46,7 @@ pub fn read_cell(types: TypeSet, text: Option<&str>) -> Cell<'_> {
     if types.reads_numbers()
         && let Some(n) = parse_number(text)
     {
-        return Cell::Num(n);
+        return Cell::Num(n, text.parse::<i64>().ok());
     }
     if types.boolean {
         if text.eq_ignore_ascii_case("true") {
@@ -75,10 +74,8 @@ pub fn cell_to_json(types: TypeSet, text: Option<&str>) -> Value {
         Cell::Null => Value::Null,
         Cell::Str(s) => Value::String(s.to_owned()),
         Cell::Bool(b) => Value::Bool(b),
-        Cell::Num(n) => match text.and_then(|t| t.parse::<i64>().ok()) {
-            Some(i) => Value::from(i),
-            None => serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number),
-        },
+        Cell::Num(_, Some(i)) => Value::from(i),
+        Cell::Num(n, None) => serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number),
     }
 }
 
@@ -112,7 +109,7 @@ impl Literals {
         match cell {
             Cell::Null => self.null,
             Cell::Str(s) => self.strings.contains(s),
-            Cell::Num(n) => self.numbers.contains(&n),
+            Cell::Num(n, _) => self.numbers.contains(&n),
             Cell::Bool(b) => self.bools[usize::from(b)],
         }
     }
@@ -150,7 +147,6 @@ struct Node {
     maximum: Option<f64>,
     exclusive_minimum: Option<f64>,
     exclusive_maximum: Option<f64>,
-    multiple_of: Option<f64>,
     any_of: Vec<Node>,
 }
 
@@ -180,7 +176,6 @@ impl Node {
             maximum: None,
             exclusive_minimum: None,
             exclusive_maximum: None,
-            multiple_of: None,
             any_of: Vec::new(),
         };
         for (key, value) in obj {
@@ -206,7 +201,6 @@ impl Node {
                 "maximum" => node.maximum = Some(value.as_f64()?),
                 "exclusiveMinimum" => node.exclusive_minimum = Some(value.as_f64()?),
                 "exclusiveMaximum" => node.exclusive_maximum = Some(value.as_f64()?),
-                "multipleOf" => node.multiple_of = Some(value.as_f64()?).filter(|m| *m > 0.0),
                 "anyOf" => {
                     for (i, branch) in value.as_array()?.iter().enumerate() {
                         node.any_of.push(Node::compile(branch, &format!("{path}/anyOf/{i}"))?);
@@ -233,7 +227,7 @@ impl Node {
                 Cell::Null => types.null,
                 Cell::Str(_) => types.string,
                 Cell::Bool(_) => types.boolean,
-                Cell::Num(n) => types.number || (types.integer && n.fract() == 0.0),
+                Cell::Num(n, _) => types.number || (types.integer && n.fract() == 0.0),
             };
             if !ok {
                 let code = if cell == Cell::Null { Code::ValueRequired } else { Code::ValueWrongType };
@@ -276,22 +270,25 @@ impl Node {
                     }
                 }
             }
-            Cell::Num(n) => {
+            Cell::Num(n, exact) => {
+                use std::cmp::Ordering::{Greater, Less};
+                let cmp = |limit: f64| match exact {
+                    Some(i) => cmp_i64_f64(i, limit),
+                    None => n.partial_cmp(&limit).unwrap_or(std::cmp::Ordering::Equal),
+                };
+                // (bound, keyword, the comparison of value to bound that breaks it, negated?)
                 let checks = [
-                    (self.minimum, "minimum", n < self.minimum.unwrap_or(f64::MIN)),
-                    (self.maximum, "maximum", n > self.maximum.unwrap_or(f64::MAX)),
-                    (self.exclusive_minimum, "exclusiveMinimum", n <= self.exclusive_minimum.unwrap_or(f64::MIN)),
-                    (self.exclusive_maximum, "exclusiveMaximum", n >= self.exclusive_maximum.unwrap_or(f64::MAX)),
+                    (self.minimum, "minimum", Less, false),
+                    (self.maximum, "maximum", Greater, false),
+                    (self.exclusive_minimum, "exclusiveMinimum", Greater, true),
+                    (self.exclusive_maximum, "exclusiveMaximum", Less, true),
                 ];
-                for (bound, keyword, broken) in checks {
-                    if bound.is_some() && broken {
+                for (bound, keyword, ordering, negated) in checks {
+                    if let Some(limit) = bound
+                        && (cmp(limit) == ordering) != negated
+                    {
                         return Some(self.fail(Code::ValueOutOfRange, keyword));
                     }
-                }
-                if let Some(m) = self.multiple_of
-                    && !is_multiple_of(n, m)
-                {
-                    return Some(self.fail(Code::ValueSchema, "multipleOf"));
                 }
             }
             Cell::Null | Cell::Bool(_) => {}
@@ -312,14 +309,20 @@ impl Node {
     }
 }
 
-/// Mirrors `jsonschema`'s `multipleOf` for floats: exact for integers, otherwise the quotient
-/// must be whole.
-fn is_multiple_of(n: f64, m: f64) -> bool {
-    if m.fract() == 0.0 && n.fract() == 0.0 {
-        return (n % m) == 0.0;
+/// Compares a whole number with a float exactly (as `jsonschema` does), even beyond 2^53.
+fn cmp_i64_f64(v: i64, limit: f64) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    if limit >= 9_223_372_036_854_775_808.0 {
+        return Ordering::Less;
     }
-    let q = n / m;
-    q.is_finite() && q.fract() == 0.0
+    if limit < -9_223_372_036_854_775_808.0 {
+        return Ordering::Greater;
+    }
+    let floor = limit.floor();
+    match v.cmp(&(floor as i64)) {
+        Ordering::Equal if limit > floor => Ordering::Less,
+        other => other,
+    }
 }
 
 fn two_digits(b: &[u8]) -> Option<u32> {
@@ -925,5 +928,148 @@ impl Bitset {
 
     fn count(&self) -> u64 {
         self.0.iter().map(|w| u64::from(w.count_ones())).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::schema::Catalog;
+
+    /// A schema using every keyword the plan covers, with the edge cases that differ between
+    /// naive implementations (integers written as floats, exclusive bounds, code points).
+    const KEYWORDS: &str = r#"{
+        "type": "object",
+        "required": ["s"],
+        "properties": {
+            "s": {"type": "string", "minLength": 2, "maxLength": 4},
+            "e": {"type": ["string", "null"], "enum": ["A", "b", "Ω", null]},
+            "c": {"const": "fixed"},
+            "n": {"type": ["number", "null"], "minimum": -1.5, "exclusiveMaximum": 10},
+            "i": {"type": "integer", "exclusiveMinimum": 0, "maximum": 100},
+            "f": {"type": ["number", "null"], "maximum": 9007199254740992},
+            "b": {"type": ["boolean", "null"]},
+            "p": {"type": "string", "pattern": "^\\d{4}-(0[1-9]|1[0-2])$"},
+            "w": {"type": ["string", "null"], "pattern": "\\w+\\s"},
+            "d": {"type": "string", "format": "date"},
+            "t": {"type": ["string", "null"], "anyOf": [{"format": "date-time"}, {"format": "date"}]},
+            "m": {"enum": [1, 2.5, true, "1"]},
+            "any": {}
+        }
+    }"#;
+
+    fn cell() -> impl Strategy<Value = Option<String>> {
+        let fixed = prop::sample::select(vec![
+            "", "A", "a", "b", "Ω", "ΩΩ", "fixed", "Fixed", "ab", "abcd", "abcde", "a\u{301}", "𝄞𝄞",
+            "0", "-0", "5", "05", "5.0", "1e1", "10", "9.999", "-1.5", "-1.6", "100", "105", "2.5", "0.5",
+            "1.25", "+5", ".5", "5.", "9007199254740993", "9007199254740992", "-9223372036854775808", "NaN", "inf", "-inf", "1e999", " 5", "5 ", "1", "true", "TRUE",
+            "False", "yes", "2020-01", "2020-13", "２０２０-01", "2020-1", "word ", "word", "x y", "é ",
+            "2020-02-29", "2019-02-29", "2020-02-30", "2020-04-31", "0000-01-01", "2020-1-01",
+            "2020-01-01T00:00:00Z", "2020-01-01t00:00:00z", "2020-01-01T00:00:00+00:00",
+            "2020-01-01T24:00:00Z", "2020-01-01T23:59:60Z", "2020-01-01T22:59:60-01:00",
+            "2020-01-01T23:59:60+01:00", "2020-01-01T00:00:00.123+05:30", "2020-01-01T00:00:00.Z",
+            "2020-01-01T00:00:00", "2020-01-01 00:00:00Z", "2020-01-01T00:00:00+5:30", "31/01/2020",
+        ])
+        .prop_map(str::to_owned);
+        prop_oneof![
+            3 => fixed.prop_map(|s| if s.is_empty() { None } else { Some(s) }),
+            1 => "[0-9a-zA-Z:.+TZ -]{1,12}".prop_map(Some),
+            1 => any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| Some(f.to_string())),
+            1 => (-20i64..120).prop_map(|i| Some(i.to_string())),
+        ]
+    }
+
+    fn agree(schema: &RecordSchema, rows: &[Vec<Option<String>>]) {
+        let plan = Plan::compile(schema).unwrap();
+        assert!(!plan.uses_fallback(), "the plan should cover this schema");
+        let reference = schema.compile_reference().unwrap();
+        for row in rows {
+            let mut object = serde_json::Map::new();
+            let mut plan_bad = std::collections::BTreeSet::new();
+            for (p, prop) in schema.properties.iter().enumerate() {
+                let text = row[p % row.len()].as_deref();
+                object.insert(prop.name.clone(), cell_to_json(prop.types, text));
+                if plan.check_cell(p, prop.types, text).is_some() {
+                    plan_bad.insert(prop.name.clone());
+                }
+            }
+            let object = Value::Object(object);
+            let reference_bad: std::collections::BTreeSet<String> = reference
+                .iter_errors(&object)
+                .map(|e| e.instance_path().to_string().trim_start_matches('/').split('/').next().unwrap_or("").to_owned())
+                .collect();
+            assert_eq!(plan_bad, reference_bad, "row {object}");
+        }
+    }
+
+    fn stop_search_schema() -> RecordSchema {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let project = crate::config::Project::load(root).unwrap();
+        (*project.pipeline("stop_search").unwrap().schema).clone()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn plan_agrees_with_jsonschema_on_every_keyword(rows in prop::collection::vec(prop::collection::vec(cell(), 13), 1..8)) {
+            let schema = RecordSchema::parse("keywords", KEYWORDS, &Catalog::default()).unwrap();
+            agree(&schema, &rows);
+        }
+    }
+
+    fn stop_search_cell(schema: &RecordSchema) -> impl Strategy<Value = Vec<Option<String>>> {
+        // Mostly real spellings from the code lists, mixed with near misses and noise.
+        let mut pool: Vec<String> = schema
+            .properties
+            .iter()
+            .filter_map(|p| p.codelist.as_ref())
+            .flat_map(|l| l.spellings().into_iter().map(str::to_owned).collect::<Vec<_>>())
+            .collect();
+        pool.extend(["white", "W 1", "Arrest ", "2020-01-31T10:00:00+00:00", "2020-01-31", "53.4", "-1.5", "60.1", "True", "false", "2020-01", "Jan-2020"].map(String::from));
+        pool.push("x".repeat(201));
+        let n = schema.properties.len();
+        prop::collection::vec(
+            prop_oneof![
+                4 => prop::sample::select(pool).prop_map(Some),
+                1 => cell(),
+            ],
+            n,
+        )
+    }
+
+    #[test]
+    fn plan_agrees_with_jsonschema_on_the_stop_search_schema() {
+        let schema = stop_search_schema();
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 3000, ..ProptestConfig::default() });
+        runner
+            .run(&prop::collection::vec(stop_search_cell(&schema), 1..6), |rows| {
+                agree(&schema, &rows);
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn unsupported_keywords_fall_back_to_jsonschema() {
+        let schema = RecordSchema::parse(
+            "x",
+            r#"{"type":"object","properties":{"a":{"type":"string","format":"email"},"n":{"multipleOf":0.5}}}"#,
+            &Catalog::default(),
+        )
+        .unwrap();
+        assert!(Plan::compile(&schema).unwrap().uses_fallback());
+    }
+
+    #[test]
+    fn formats_follow_rfc_3339() {
+        assert!(is_valid_datetime("2020-01-01T00:00:00+00:00"));
+        assert!(is_valid_datetime("2016-12-31T23:59:60Z"), "leap second at 23:59 UTC");
+        assert!(!is_valid_datetime("2016-12-31T22:59:60Z"));
+        assert!(!is_valid_datetime("2020-01-01 00:00:00Z"));
+        assert!(is_valid_date("2020-02-29"));
+        assert!(!is_valid_date("2019-02-29"));
     }
 }
