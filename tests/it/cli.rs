@@ -102,10 +102,12 @@ fn validate_with_any_json_schema_counts_flagged_rows_like_the_peer_benchmark() {
             ("value_required", 1),
             ("value_wrong_type", 1),
             ("value_not_in_list", 1),
-            ("value_pattern", 1),
-            ("value_bad_date", 1),
+            // 31/01/2023 breaks the pattern too; the finding names the more helpful rule.
+            ("value_bad_date", 2),
             ("value_out_of_range", 1),
             ("value_not_unique", 2),
+            // The repeated id's row is identical to row 9 in every cell: a warning, not a flag.
+            ("duplicate_row", 1),
         ]
     );
 }
@@ -128,7 +130,8 @@ fn check_config_reports_every_problem_with_file_and_line() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let t = text(&o);
     assert!(t.contains("2 configuration problem(s)"), "{t}");
-    assert!(t.contains("stop_search.toml:13: schedule `every five minutes`"), "{t}");
+    let line = good.lines().position(|l| l.starts_with("schedule =")).unwrap() + 1;
+    assert!(t.contains(&format!("stop_search.toml:{line}: schedule `every five minutes`")), "{t}");
     assert!(t.contains("blank_rates names `lattitude`"), "{t}");
 }
 

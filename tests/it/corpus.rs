@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use force_returns::store::ObjectStore;
 use sha2::{Digest, Sha256};
 
 use crate::common::{TestBucket, manifest_dir};

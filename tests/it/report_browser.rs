@@ -4,7 +4,7 @@ use crate::common::{TestBucket, missing};
 
 #[tokio::test]
 async fn the_report_renders_in_chromium_with_the_decision_and_escaped_values() {
-    let Some(chromium) = std::env::var_os("FORCE_RETURNS_TEST_CHROMIUM").or_else(|| {
+    let Some(chromium) = std::env::var_os("FORCE_RETURNS_TEST_CHROMIUM").filter(|c| !c.is_empty()).or_else(|| {
         missing("chromium (FORCE_RETURNS_TEST_CHROMIUM)");
         None
     }) else {

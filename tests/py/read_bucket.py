@@ -11,6 +11,7 @@ import os
 import sys
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 
@@ -46,7 +47,7 @@ def main():
         pattern = os.path.join(root, "quality", table, "*", "*.parquet")
         files = sorted(glob.glob(pattern))
         if files:
-            t = pq.read_table(files)
+            t = pa.concat_tables([pq.ParquetFile(f).read() for f in files])
             out["quality"][table] = {"rows": t.num_rows, "columns": t.schema.names}
             if table == "findings":
                 out["quality"][table]["values"] = [v for v in t.column("value").to_pylist() if v is not None]
