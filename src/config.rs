@@ -279,9 +279,17 @@ fn load_catalog(dir: &Path, problems: &mut Vec<ConfigProblem>) -> Catalog {
         }
     };
     for file in files {
-        let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        let stem = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
         let parsed = std::fs::read_to_string(&file)
-            .map_err(|e| vec![crate::schema::SchemaProblem { message: format!("cannot read: {e}"), line: None }])
+            .map_err(|e| {
+                vec![crate::schema::SchemaProblem {
+                    message: format!("cannot read: {e}"),
+                    line: None,
+                }]
+            })
             .and_then(|text| CodeList::parse(stem, &text));
         match parsed {
             Ok(list) => catalog.insert(list),
@@ -296,7 +304,11 @@ fn load_catalog(dir: &Path, problems: &mut Vec<ConfigProblem>) -> Catalog {
 }
 
 /// Loads a record schema file by id (`stop_search/v1` → `schemas/stop_search/v1.json`).
-pub fn load_schema(root: &Path, id: &str, catalog: &Catalog) -> Result<RecordSchema, Vec<ConfigProblem>> {
+pub fn load_schema(
+    root: &Path,
+    id: &str,
+    catalog: &Catalog,
+) -> Result<RecordSchema, Vec<ConfigProblem>> {
     let file = root.join("schemas").join(format!("{id}.json"));
     let text = std::fs::read_to_string(&file).map_err(|e| {
         vec![ConfigProblem {
@@ -356,11 +368,17 @@ fn load_pipeline(
         }
     };
     let start = problems.len();
-    let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    let stem = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
     if parsed.dataset != stem {
         problems.push(problem(
             line_of_key(&text, "dataset"),
-            format!("dataset `{}` does not match the file name `{stem}.toml`", parsed.dataset),
+            format!(
+                "dataset `{}` does not match the file name `{stem}.toml`",
+                parsed.dataset
+            ),
         ));
     }
     if let Err(e) = cron::Schedule::from_str(parsed.schedule.get_ref()) {
@@ -396,7 +414,10 @@ fn load_pipeline(
         Err(mut errs) => {
             problems.push(problem(
                 line_of_key(&text, "schema"),
-                format!("schema `{}` could not be loaded (problems follow)", parsed.schema),
+                format!(
+                    "schema `{}` could not be loaded (problems follow)",
+                    parsed.schema
+                ),
             ));
             problems.append(&mut errs);
             None
@@ -421,11 +442,16 @@ fn load_pipeline(
             && schema.property(column).is_none()
         {
             problems.push(problem(
-                text.lines().position(|l| l.contains(&format!("blank_rates.{column}"))).map(|i| i + 1),
+                text.lines()
+                    .position(|l| l.contains(&format!("blank_rates.{column}")))
+                    .map(|i| i + 1),
                 format!("blank_rates names `{column}`, which is not a property of the schema"),
             ));
         }
-        for v in [threshold.warn_above, threshold.error_above].into_iter().flatten() {
+        for v in [threshold.warn_above, threshold.error_above]
+            .into_iter()
+            .flatten()
+        {
             if !(0.0..=1.0).contains(&v) {
                 problems.push(problem(
                     None,
@@ -501,9 +527,18 @@ deadline_days = 20
         let errs = p.unwrap_err().0;
         let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
         assert_eq!(errs.len(), 3, "{text:#?}");
-        assert!(text[0].contains("things.toml:4: schedule `*/5 * * *`"), "{text:#?}");
-        assert!(text[1].contains("things.toml:6: max_error_row_share"), "{text:#?}");
-        assert!(text[2].contains("things.toml:8: `no_such_code`"), "{text:#?}");
+        assert!(
+            text[0].contains("things.toml:4: schedule `*/5 * * *`"),
+            "{text:#?}"
+        );
+        assert!(
+            text[1].contains("things.toml:6: max_error_row_share"),
+            "{text:#?}"
+        );
+        assert!(
+            text[2].contains("things.toml:8: `no_such_code`"),
+            "{text:#?}"
+        );
     }
 
     #[test]

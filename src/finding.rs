@@ -232,9 +232,7 @@ pub fn hint(code: Code) -> &'static str {
             "split the return by month, or ask the national centre to raise the limit"
         }
         Code::TooManyRows => "check that the extract covers one month of one force",
-        Code::NoRows => {
-            "accepted as a zero report; if there were events this period, export again"
-        }
+        Code::NoRows => "accepted as a zero report; if there were events this period, export again",
         Code::UploadLocationInvalid => {
             "upload to incoming/<force>/<dataset>/<YYYY-MM>/<file> with your force's folder"
         }
@@ -410,12 +408,15 @@ mod tests {
             );
         }
         let documented = doc.lines().filter(|l| l.starts_with("| `")).count();
-        assert_eq!(documented, Code::ALL.len(), "docs list codes the code lacks");
+        assert_eq!(
+            documented,
+            Code::ALL.len(),
+            "docs list codes the code lacks"
+        );
     }
 
     #[test]
     fn log_counts_in_full_but_keeps_capped_examples() {
-        let mut sink = Vec::<Finding>::new();
         struct VecSink<'a>(&'a mut Vec<Finding>);
         impl FindingSink for VecSink<'_> {
             fn accept(&mut self, f: &Finding) -> std::io::Result<()> {
@@ -423,6 +424,7 @@ mod tests {
                 Ok(())
             }
         }
+        let mut sink = Vec::<Finding>::new();
         let mut vs = VecSink(&mut sink);
         let mut log = FindingLog::new(3, BTreeMap::new(), &mut vs);
         for row in 2..1002 {

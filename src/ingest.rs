@@ -40,8 +40,9 @@ pub struct HeaderMap {
 impl HeaderMap {
     /// The header spelling of a property's column, or its name when absent.
     pub fn column_name<'a>(&'a self, schema: &'a RecordSchema, property: usize) -> &'a str {
-        self.property_column[property]
-            .map_or(schema.properties[property].name.as_str(), |c| self.headers[c].as_str())
+        self.property_column[property].map_or(schema.properties[property].name.as_str(), |c| {
+            self.headers[c].as_str()
+        })
     }
 }
 
@@ -213,7 +214,12 @@ impl<R: Read> CsvDecoder<R> {
         }
     }
 
-    fn map_header(&mut self, headers: Vec<String>, schema: &RecordSchema, log: &mut FindingLog<'_>) -> bool {
+    fn map_header(
+        &mut self,
+        headers: Vec<String>,
+        schema: &RecordSchema,
+        log: &mut FindingLog<'_>,
+    ) -> bool {
         let mut column_property = Vec::with_capacity(headers.len());
         let mut property_column: Vec<Option<usize>> = vec![None; schema.properties.len()];
         for (col, cell) in headers.iter().enumerate() {
@@ -331,7 +337,10 @@ impl<R: Read> CsvDecoder<R> {
             if self.stats.bytes > self.limits.max_file_bytes {
                 log.push(Finding::new(
                     Code::FileTooLarge,
-                    format!("the file is larger than {} bytes; the rest was not read", self.limits.max_file_bytes),
+                    format!(
+                        "the file is larger than {} bytes; the rest was not read",
+                        self.limits.max_file_bytes
+                    ),
                     "max_file_bytes",
                 ));
                 self.finished = true;
@@ -346,7 +355,12 @@ impl<R: Read> CsvDecoder<R> {
             match raw {
                 RawRecord::CellTooLong { field, fields } => {
                     self.stats.rejected_rows += 1;
-                    let column = self.header.headers.get(field).cloned().unwrap_or_else(|| format!("column {}", field + 1));
+                    let column = self
+                        .header
+                        .headers
+                        .get(field)
+                        .cloned()
+                        .unwrap_or_else(|| format!("column {}", field + 1));
                     let extra = if fields == 1 && width > 1 {
                         " (it runs to the end of the file: probably an unclosed quote)"
                     } else {
@@ -355,7 +369,10 @@ impl<R: Read> CsvDecoder<R> {
                     log.push(
                         Finding::new(
                             Code::CellTooLong,
-                            format!("the cell is longer than the limit of {} bytes{extra}", self.limits.max_cell_bytes),
+                            format!(
+                                "the cell is longer than the limit of {} bytes{extra}",
+                                self.limits.max_cell_bytes
+                            ),
                             "max_cell_bytes",
                         )
                         .at_row(row)
@@ -370,11 +387,14 @@ impl<R: Read> CsvDecoder<R> {
                         } else {
                             (Code::RowTooManyFields, "more")
                         };
-                        let preview = String::from_utf8_lossy(&self.out[..out_len.min(120)]).into_owned();
+                        let preview =
+                            String::from_utf8_lossy(&self.out[..out_len.min(120)]).into_owned();
                         log.push(
                             Finding::new(
                                 code,
-                                format!("the row has {fields} cells, {words} than the header's {width}"),
+                                format!(
+                                    "the row has {fields} cells, {words} than the header's {width}"
+                                ),
                                 "cells per row = header",
                             )
                             .at_row(row)
@@ -394,7 +414,8 @@ impl<R: Read> CsvDecoder<R> {
                                 builders[s].append_null();
                             } else {
                                 // Checked as UTF-8 above, for the whole record at once.
-                                let text = std::str::from_utf8(&self.out[start..end]).unwrap_or_default();
+                                let text =
+                                    std::str::from_utf8(&self.out[start..end]).unwrap_or_default();
                                 builders[s].append_value(text);
                             }
                         }
@@ -407,7 +428,10 @@ impl<R: Read> CsvDecoder<R> {
         if rows.is_empty() {
             return Ok(None);
         }
-        let columns = builders.iter_mut().map(StringBuilder::finish).collect::<Vec<_>>();
+        let columns = builders
+            .iter_mut()
+            .map(StringBuilder::finish)
+            .collect::<Vec<_>>();
         debug_assert!(columns.iter().all(|c| c.len() == rows.len()));
         Ok(Some(Batch {
             properties: Arc::clone(&self.properties),
@@ -468,7 +492,11 @@ impl<R: Read> CsvDecoder<R> {
             self.pos += nin;
             out_len += nout;
             if nend > 0 {
-                field_start = if too_long.is_some() { out_len } else { self.ends[nends + nend - 1] };
+                field_start = if too_long.is_some() {
+                    out_len
+                } else {
+                    self.ends[nends + nend - 1]
+                };
             }
             nends += nend;
             match res {
@@ -496,7 +524,10 @@ impl<R: Read> CsvDecoder<R> {
                 }
                 R::Record => {
                     if let Some(field) = too_long {
-                        return Ok(Some(RawRecord::CellTooLong { field, fields: nends }));
+                        return Ok(Some(RawRecord::CellTooLong {
+                            field,
+                            fields: nends,
+                        }));
                     }
                     let longest = self.ends[..nends]
                         .iter()
@@ -508,9 +539,15 @@ impl<R: Read> CsvDecoder<R> {
                         .enumerate()
                         .find(|&(_, l)| l > self.limits.max_cell_bytes);
                     if let Some((field, _)) = longest {
-                        return Ok(Some(RawRecord::CellTooLong { field, fields: nends }));
+                        return Ok(Some(RawRecord::CellTooLong {
+                            field,
+                            fields: nends,
+                        }));
                     }
-                    return Ok(Some(RawRecord::Complete { out_len, fields: nends }));
+                    return Ok(Some(RawRecord::Complete {
+                        out_len,
+                        fields: nends,
+                    }));
                 }
                 R::End => return Ok(None),
             }
@@ -613,8 +650,19 @@ mod tests {
 
     #[test]
     fn structural_problems_become_findings_and_rows_are_left_out() {
-        let (b, f) = decode(b"a,b\nx\nx,y,z\n\xe9t\xe9,y\nok,fine", Limits::default(), 10);
-        assert_eq!(codes(&f), ["encoding_invalid_utf8", "row_too_few_fields", "row_too_many_fields"]);
+        let (b, f) = decode(
+            b"a,b\nx\nx,y,z\n\xe9t\xe9,y\nok,fine",
+            Limits::default(),
+            10,
+        );
+        assert_eq!(
+            codes(&f),
+            [
+                "encoding_invalid_utf8",
+                "row_too_few_fields",
+                "row_too_many_fields"
+            ]
+        );
         let utf = &f[0].examples[0];
         assert_eq!((utf.row, utf.column.as_deref()), (Some(4), Some("a")));
         assert_eq!(b[0].rows, vec![5]);
@@ -622,7 +670,10 @@ mod tests {
 
     #[test]
     fn over_long_cell_is_cut_off_with_bounded_memory() {
-        let limits = Limits { max_cell_bytes: 1000, ..Limits::default() };
+        let limits = Limits {
+            max_cell_bytes: 1000,
+            ..Limits::default()
+        };
         let big = "x".repeat(3_000_000);
         let text = format!("a,b\n1,2\n3,{big}\n5,6\n");
         let (b, f) = decode(text.as_bytes(), limits, 10);
@@ -635,16 +686,32 @@ mod tests {
     #[test]
     fn empty_binary_and_header_problems_stop_reading() {
         assert_eq!(codes(&decode(b"", Limits::default(), 10).1), ["file_empty"]);
-        assert_eq!(codes(&decode(b" \n\r\n", Limits::default(), 10).1), ["file_empty"]);
-        assert_eq!(codes(&decode(b"PK\x03\x04\x00\x00", Limits::default(), 10).1), ["file_not_text"]);
+        assert_eq!(
+            codes(&decode(b" \n\r\n", Limits::default(), 10).1),
+            ["file_empty"]
+        );
+        assert_eq!(
+            codes(&decode(b"PK\x03\x04\x00\x00", Limits::default(), 10).1),
+            ["file_not_text"]
+        );
         let (b, f) = decode(b"a,a,zz\n1,2,3\n", Limits::default(), 10);
-        assert_eq!(codes(&f), ["header_missing_column", "header_duplicate_column", "header_unknown_column"]);
+        assert_eq!(
+            codes(&f),
+            [
+                "header_missing_column",
+                "header_duplicate_column",
+                "header_unknown_column"
+            ]
+        );
         assert!(b.is_empty());
     }
 
     #[test]
     fn row_limit_is_enforced() {
-        let limits = Limits { max_rows: 2, ..Limits::default() };
+        let limits = Limits {
+            max_rows: 2,
+            ..Limits::default()
+        };
         let (b, f) = decode(b"a,b\n1,2\n3,4\n5,6\n", limits, 10);
         assert_eq!(codes(&f), ["too_many_rows"]);
         assert_eq!(b[0].len(), 2);

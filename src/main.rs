@@ -20,7 +20,11 @@ use force_returns::store::{self, ObjectStore, PutMode};
 use force_returns::validate::{Decision, UploadScope};
 
 #[derive(Parser)]
-#[command(name = "force-returns", version, about = "Monthly data returns of the police forces of England and Wales: validate, snapshot, report")]
+#[command(
+    name = "force-returns",
+    version,
+    about = "Monthly data returns of the police forces of England and Wales: validate, snapshot, report"
+)]
 struct Cli {
     /// Folder holding pipelines/ and schemas/ (default: the current folder if it has them).
     #[arg(long, global = true, env = "FORCE_RETURNS_PROJECT")]
@@ -59,7 +63,7 @@ enum Command {
     Validate {
         /// The CSV file.
         file: PathBuf,
-        /// Dataset id (with --force and --period), e.g. stop_search.
+        /// Dataset id (with --force and --period), e.g. `stop_search`.
         #[arg(long, requires_all = ["force", "period"], conflicts_with = "schema")]
         dataset: Option<String>,
         /// Force: data.police.uk id (south-yorkshire), ONS code (E23000011) or name.
@@ -104,7 +108,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, matches!(cli.command, Command::Validate { .. } | Command::CheckConfig | Command::Schema { .. }));
+    init_logging(cli.log_format, !matches!(cli.command, Command::Run { .. }));
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -123,7 +127,9 @@ fn init_logging(format: Option<LogFormat>, quiet: bool) {
         Some(LogFormat::Pretty) => false,
         None => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -165,27 +171,43 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Schema { dataset } => {
             let project = load_project(&root)?;
-            let p = project.pipeline(&dataset).with_context(|| format!("no pipeline for dataset `{dataset}`"))?;
+            let p = project
+                .pipeline(&dataset)
+                .with_context(|| format!("no pipeline for dataset `{dataset}`"))?;
             println!("{}", serde_json::to_string_pretty(&p.schema.resolved)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Validate { file, dataset, force, period, schema, format } => {
-            validate_command(&root, &file, dataset, force, period, schema, format)
-        }
+        Command::Validate {
+            file,
+            dataset,
+            force,
+            period,
+            schema,
+            format,
+        } => validate_command(&root, &file, dataset, force, period, schema, format),
         Command::Run { once, bucket } => {
             if !once {
-                bail!("say `run --once` to process what is in the bucket now; the scheduled worker is not in this version");
+                bail!(
+                    "say `run --once` to process what is in the bucket now; the scheduled worker is not in this version"
+                );
             }
             let project = Arc::new(load_project(&root)?);
             let store = store::open(&bucket)?;
             let runtime = tokio::runtime::Runtime::new()?;
             let outcome = runtime.block_on(async {
-                Service::new(project, store, Arc::new(SystemClock), RunOptions::default()).run_once().await
+                Service::new(project, store, Arc::new(SystemClock), RunOptions::default())
+                    .run_once()
+                    .await
             })?;
             let mut by_decision: BTreeMap<&str, usize> = BTreeMap::new();
             for s in &outcome.processed {
                 *by_decision.entry(s.decision.as_str()).or_default() += 1;
-                println!("{:<24} {:<60} {}", s.decision.as_str(), s.source_key, s.outputs.report_html.as_deref().unwrap_or("-"));
+                println!(
+                    "{:<24} {:<60} {}",
+                    s.decision.as_str(),
+                    s.source_key,
+                    s.outputs.report_html.as_deref().unwrap_or("-")
+                );
             }
             println!(
                 "processed {} upload(s) {:?}; {} held by another worker; {} failed",
@@ -197,9 +219,19 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             for (key, error) in &outcome.failed {
                 eprintln!("failed: {key}: {error}");
             }
-            Ok(if outcome.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if outcome.failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
-        Command::Demo { bucket, end, months, scale, seed } => demo_command(&root, &bucket, end, months, scale, seed),
+        Command::Demo {
+            bucket,
+            end,
+            months,
+            scale,
+            seed,
+        } => demo_command(&root, &bucket, end, months, scale, seed),
     }
 }
 
@@ -215,13 +247,18 @@ fn validate_command(
     let (pipeline, scope) = if let Some(schema_path) = schema {
         let text = std::fs::read_to_string(&schema_path)
             .with_context(|| format!("failed to read schema {}", schema_path.display()))?;
-        let catalog = Project::load(root).map(|p| p.catalog).unwrap_or_else(|_| Catalog::default());
-        let id = schema_path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let catalog = Project::load(root).map_or_else(|_| Catalog::default(), |p| p.catalog);
+        let id = schema_path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         let schema = RecordSchema::parse(&id, &text, &catalog).map_err(|errs| {
             anyhow::anyhow!(
                 "the schema {} has problems:\n{}",
                 schema_path.display(),
-                errs.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n")
+                errs.iter()
+                    .map(|e| format!("  {e}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
             )
         })?;
         (Pipeline::ad_hoc(schema), UploadScope::default())
@@ -230,7 +267,12 @@ fn validate_command(
         let dataset = dataset.unwrap_or_default();
         let pipeline = project
             .pipeline(&dataset)
-            .with_context(|| format!("no pipeline for dataset `{dataset}`; known: {:?}", project.pipelines.keys().collect::<Vec<_>>()))?
+            .with_context(|| {
+                format!(
+                    "no pipeline for dataset `{dataset}`; known: {:?}",
+                    project.pipelines.keys().collect::<Vec<_>>()
+                )
+            })?
             .clone();
         let force = force.unwrap_or_default();
         let entry = project
@@ -239,7 +281,13 @@ fn validate_command(
             .and_then(|f| f.lookup_loose(&force))
             .with_context(|| format!("`{force}` is not a force id, ONS code or name"))?;
         let period: Period = period.unwrap_or_default().parse()?;
-        (pipeline, UploadScope { force: Some(entry.code.clone()), period: Some(period) })
+        (
+            pipeline,
+            UploadScope {
+                force: Some(entry.code.clone()),
+                period: Some(period),
+            },
+        )
     };
     let outcome = validate_local(file, &pipeline, scope.clone())
         .with_context(|| format!("failed to check {}", file.display()))?;
@@ -247,10 +295,19 @@ fn validate_command(
         OutputFormat::Json => print_json(file, &pipeline, &scope, &outcome)?,
         OutputFormat::Text => print_text(file, &pipeline, &scope, &outcome),
     }
-    Ok(if outcome.verdict.decision == Decision::Rejected { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if outcome.verdict.decision == Decision::Rejected {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
-fn print_json(file: &Path, pipeline: &Pipeline, scope: &UploadScope, o: &CheckOutcome) -> Result<()> {
+fn print_json(
+    file: &Path,
+    pipeline: &Pipeline,
+    scope: &UploadScope,
+    o: &CheckOutcome,
+) -> Result<()> {
     let value = serde_json::json!({
         "file": file.display().to_string(),
         "schema": pipeline.schema.id,
@@ -276,13 +333,22 @@ fn print_text(file: &Path, pipeline: &Pipeline, scope: &UploadScope, o: &CheckOu
         (Some(f), Some(p)) => format!(", force {f}, period {p}"),
         _ => String::new(),
     };
-    println!("{}: {decision} (schema {}{context})", file.display(), pipeline.schema.id);
+    println!(
+        "{}: {decision} (schema {}{context})",
+        file.display(),
+        pipeline.schema.id
+    );
     println!(
         "  rows read {}, flagged rows (with an error) {}",
         o.decode.records, o.verdict.error_rows
     );
     for s in &o.findings {
-        println!("  {:<8} {:<26} {:>9}", s.severity.as_str(), s.code.as_str(), s.count);
+        println!(
+            "  {:<8} {:<26} {:>9}",
+            s.severity.as_str(),
+            s.code.as_str(),
+            s.count
+        );
         for f in s.examples.iter().take(3) {
             let mut at = Vec::new();
             if let Some(r) = f.row {
@@ -291,7 +357,11 @@ fn print_text(file: &Path, pipeline: &Pipeline, scope: &UploadScope, o: &CheckOu
             if let Some(c) = &f.column {
                 at.push(format!("column \"{c}\""));
             }
-            let at = if at.is_empty() { String::new() } else { format!("{}: ", at.join(", ")) };
+            let at = if at.is_empty() {
+                String::new()
+            } else {
+                format!("{}: ", at.join(", "))
+            };
             println!("           {at}{}", f.message);
         }
         if let Some(first) = s.examples.first() {
@@ -303,13 +373,25 @@ fn print_text(file: &Path, pipeline: &Pipeline, scope: &UploadScope, o: &CheckOu
     }
 }
 
-fn demo_command(root: &Path, bucket: &Path, end: Option<String>, months: usize, scale: f64, seed: u64) -> Result<ExitCode> {
+fn demo_command(
+    root: &Path,
+    bucket: &Path,
+    end: Option<String>,
+    months: usize,
+    scale: f64,
+    seed: u64,
+) -> Result<ExitCode> {
     let project = Arc::new(load_project(root)?);
     let end: Period = match end {
         Some(e) => e.parse()?,
         None => Period::of(chrono::Utc::now().date_naive()).prev(),
     };
-    let config = DemoConfig { seed, end, months, scale };
+    let config = DemoConfig {
+        seed,
+        end,
+        months,
+        scale,
+    };
     let store: Arc<dyn ObjectStore> = Arc::new(store::LocalStore::new(bucket)?);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
@@ -318,7 +400,7 @@ fn demo_command(root: &Path, bucket: &Path, end: Option<String>, months: usize, 
             "generating {months} months of stop-and-search returns for 43 forces ending {end} (seed {seed}, scale {scale}) into {}",
             bucket.display()
         );
-        let (mut written, mut rows, mut planted) = (0usize, 0usize, BTreeMap::new());
+        let (mut written, mut bytes, mut planted) = (0usize, 0usize, BTreeMap::new());
         for upload in uploads(&project.catalog, &config) {
             if let Some(d) = upload.defect {
                 planted.insert(upload.key.clone(), d);
@@ -326,14 +408,14 @@ fn demo_command(root: &Path, bucket: &Path, end: Option<String>, months: usize, 
             if existing.contains(&upload.key) {
                 continue;
             }
-            rows += upload.bytes.iter().filter(|&&b| b == b'\n').count();
+            bytes += upload.bytes.len();
             store.put(&upload.key, upload.bytes, PutMode::Overwrite).await?;
             written += 1;
             if written % 100 == 0 {
-                eprintln!("  uploaded {written} returns ({rows} lines)");
+                eprintln!("  uploaded {written} returns ({:.1} MB)", bytes as f64 / 1e6);
             }
         }
-        eprintln!("uploaded {written} new returns ({rows} lines); {} were already there", existing.len());
+        eprintln!("uploaded {written} new returns ({:.1} MB); {} were already there", bytes as f64 / 1e6, existing.len());
         let options = RunOptions { limits_override: Some(demo_limits()), ..RunOptions::default() };
         let service = Service::new(Arc::clone(&project), Arc::clone(&store), Arc::new(SystemClock), options);
         let started = std::time::Instant::now();
@@ -387,7 +469,11 @@ fn demo_command(root: &Path, bucket: &Path, end: Option<String>, months: usize, 
 }
 
 fn store_root(bucket: &Path) -> String {
-    bucket.display().to_string().trim_end_matches('/').to_owned()
+    bucket
+        .display()
+        .to_string()
+        .trim_end_matches('/')
+        .to_owned()
 }
 
 /// The one-line query a consumer runs over the current snapshots.

@@ -43,9 +43,15 @@ impl Period {
     #[must_use]
     pub fn next(self) -> Period {
         if self.month == 12 {
-            Period { year: self.year + 1, month: 1 }
+            Period {
+                year: self.year + 1,
+                month: 1,
+            }
         } else {
-            Period { year: self.year, month: self.month + 1 }
+            Period {
+                year: self.year,
+                month: self.month + 1,
+            }
         }
     }
 
@@ -53,9 +59,15 @@ impl Period {
     #[must_use]
     pub fn prev(self) -> Period {
         if self.month == 1 {
-            Period { year: self.year - 1, month: 12 }
+            Period {
+                year: self.year - 1,
+                month: 12,
+            }
         } else {
-            Period { year: self.year, month: self.month - 1 }
+            Period {
+                year: self.year,
+                month: self.month - 1,
+            }
         }
     }
 
@@ -89,7 +101,13 @@ impl FromStr for Period {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || BadPeriod(s.to_owned());
         let b = s.as_bytes();
-        if b.len() != 7 || b[4] != b'-' || !b.iter().enumerate().all(|(i, c)| i == 4 || c.is_ascii_digit()) {
+        if b.len() != 7
+            || b[4] != b'-'
+            || !b
+                .iter()
+                .enumerate()
+                .all(|(i, c)| i == 4 || c.is_ascii_digit())
+        {
             return Err(bad());
         }
         let year = s[..4].parse().map_err(|_| bad())?;
@@ -106,7 +124,9 @@ impl Serialize for Period {
 
 impl<'de> Deserialize<'de> for Period {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -120,11 +140,24 @@ mod tests {
         assert_eq!(p.days(), 29);
         assert_eq!(p.to_string(), "2020-02");
         assert_eq!(p.prev().to_string(), "2020-01");
-        assert_eq!("2019-12".parse::<Period>().unwrap().next().to_string(), "2020-01");
-        for bad in ["2020-13", "2020-1", "20-01-01", "2020/01", "２０２０-01", ""] {
+        assert_eq!(
+            "2019-12".parse::<Period>().unwrap().next().to_string(),
+            "2020-01"
+        );
+        for bad in [
+            "2020-13",
+            "2020-1",
+            "20-01-01",
+            "2020/01",
+            "２０２０-01",
+            "",
+        ] {
             assert!(bad.parse::<Period>().is_err(), "{bad}");
         }
         let t = p.trailing(3);
-        assert_eq!(t.iter().map(ToString::to_string).collect::<Vec<_>>(), ["2019-12", "2020-01", "2020-02"]);
+        assert_eq!(
+            t.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["2019-12", "2020-01", "2020-02"]
+        );
     }
 }

@@ -39,7 +39,8 @@ use crate::finding::{Code, CodeSummary, Finding, FindingLog, FindingSink, NoSink
 use crate::ingest::{Batch, CsvDecoder, DEFAULT_BATCH_ROWS, DecodeStats, HeaderMap, Start};
 use crate::period::Period;
 use crate::snapshot::{
-    Lineage, Manifest, ManifestEntry, QualityFindingSink, SnapshotWriter, SubmissionRecord, Tee, submissions_parquet,
+    Lineage, Manifest, ManifestEntry, QualityFindingSink, SnapshotWriter, SubmissionRecord, Tee,
+    submissions_parquet,
 };
 use crate::store::{ObjectMeta, ObjectStore, PutMode, StoreError};
 use crate::validate::{Checker, ColumnStats, Decision, UploadScope, Verdict};
@@ -100,11 +101,15 @@ pub fn parse_upload_key(key: &str, project: &Project) -> Result<UploadLocation, 
         .forces()
         .is_some_and(|f| f.codes.iter().any(|c| c.code == *force));
     if !known_force {
-        return Err(format!("`{force}` is not a force id (see schemas/reference/forces.json)"));
+        return Err(format!(
+            "`{force}` is not a force id (see schemas/reference/forces.json)"
+        ));
     }
     if project.pipeline(dataset).is_none() {
         let known: Vec<&String> = project.pipelines.keys().collect();
-        return Err(format!("`{dataset}` is not a dataset; expected one of {known:?}"));
+        return Err(format!(
+            "`{dataset}` is not a dataset; expected one of {known:?}"
+        ));
     }
     let period: Period = period.parse().map_err(|e| format!("{e}"))?;
     Ok(UploadLocation {
@@ -145,35 +150,52 @@ pub fn check_upload<R: Read>(
         pipeline.severity_overrides.clone(),
         sink,
     );
-    let stopped = |log: FindingLog<'_>, decode: DecodeStats| -> Result<CheckOutcome, PipelineError> {
-        Ok(CheckOutcome {
-            verdict: Verdict {
-                decision: Decision::Rejected,
-                rows_checked: 0,
-                error_rows: decode.rejected_rows,
-                columns: Vec::new(),
-            },
-            findings: log.finish()?,
-            decode,
-            header: None,
-        })
-    };
+    let stopped =
+        |log: FindingLog<'_>, decode: DecodeStats| -> Result<CheckOutcome, PipelineError> {
+            Ok(CheckOutcome {
+                verdict: Verdict {
+                    decision: Decision::Rejected,
+                    rows_checked: 0,
+                    error_rows: decode.rejected_rows,
+                    columns: Vec::new(),
+                },
+                findings: log.finish()?,
+                decode,
+                header: None,
+            })
+        };
     if let Some(size) = size
         && size > limits.max_file_bytes
     {
         log.push(Finding::new(
             Code::FileTooLarge,
-            format!("the file is {size} bytes, above the limit of {} bytes; it was not read", limits.max_file_bytes),
+            format!(
+                "the file is {size} bytes, above the limit of {} bytes; it was not read",
+                limits.max_file_bytes
+            ),
             "max_file_bytes",
         ));
-        return stopped(log, DecodeStats { bytes: 0, ..DecodeStats::default() });
+        return stopped(
+            log,
+            DecodeStats {
+                bytes: 0,
+                ..DecodeStats::default()
+            },
+        );
     }
-    let mut decoder = match CsvDecoder::start(input, &pipeline.schema, limits, DEFAULT_BATCH_ROWS, &mut log)? {
+    let mut decoder = match CsvDecoder::start(
+        input,
+        &pipeline.schema,
+        limits,
+        DEFAULT_BATCH_ROWS,
+        &mut log,
+    )? {
         Start::Rows(d) => d,
         Start::Stopped(stats) => return stopped(log, stats),
     };
     let header = decoder.header().clone();
-    let mut checker = Checker::new(pipeline, scope, header.clone()).map_err(PipelineError::Schema)?;
+    let mut checker =
+        Checker::new(pipeline, scope, header.clone()).map_err(PipelineError::Schema)?;
     while let Some(batch) = decoder.next_batch(&mut log)? {
         let valid = checker.check_batch(&batch, &mut log);
         on_valid(&batch, &valid)?;
@@ -187,7 +209,12 @@ pub fn check_upload<R: Read>(
         ));
     }
     let verdict = checker.finish(decode.rejected_rows, &mut log);
-    Ok(CheckOutcome { verdict, findings: order_findings(log.finish()?), decode, header: Some(header) })
+    Ok(CheckOutcome {
+        verdict,
+        findings: order_findings(log.finish()?),
+        decode,
+        header: Some(header),
+    })
 }
 
 /// Findings worst first, then in code order.
@@ -211,7 +238,7 @@ impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             limits_override: None,
-            claim_ttl: Duration::from_secs(15 * 60),
+            claim_ttl: Duration::from_mins(15),
             worker_id: format!("{}-{}", hostname(), std::process::id()),
         }
     }
@@ -295,10 +322,12 @@ struct DoneMarker {
 
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// The name of an upload's claim and done-marker: a hash of its key and etag.
@@ -333,8 +362,18 @@ fn sha256_file(path: &Path) -> std::io::Result<String> {
 
 impl Service {
     /// A service over `store`.
-    pub fn new(project: Arc<Project>, store: Arc<dyn ObjectStore>, clock: Arc<dyn Clock>, options: RunOptions) -> Self {
-        Service { project, store, clock, options }
+    pub fn new(
+        project: Arc<Project>,
+        store: Arc<dyn ObjectStore>,
+        clock: Arc<dyn Clock>,
+        options: RunOptions,
+    ) -> Self {
+        Service {
+            project,
+            store,
+            clock,
+            options,
+        }
     }
 
     /// Uploads not yet processed, oldest first.
@@ -344,7 +383,12 @@ impl Service {
             .list("_state/done/")
             .await?
             .into_iter()
-            .filter_map(|m| m.key.strip_prefix("_state/done/").and_then(|k| k.strip_suffix(".json")).map(str::to_owned))
+            .filter_map(|m| {
+                m.key
+                    .strip_prefix("_state/done/")
+                    .and_then(|k| k.strip_suffix(".json"))
+                    .map(str::to_owned)
+            })
             .collect();
         let mut pending: Vec<ObjectMeta> = self
             .store
@@ -363,7 +407,10 @@ impl Service {
     }
 
     /// Processes every new upload once, reporting progress after each.
-    pub async fn run_once_with(&self, progress: &mut (dyn FnMut(Progress) + Send)) -> Result<RunOutcome, PipelineError> {
+    pub async fn run_once_with(
+        &self,
+        progress: &mut (dyn FnMut(Progress) + Send),
+    ) -> Result<RunOutcome, PipelineError> {
         let pending = self.discover().await?;
         let total = pending.len();
         info!(pending = total, "run started");
@@ -380,7 +427,12 @@ impl Service {
             }
             progress(Progress { done: i + 1, total });
         }
-        info!(processed = outcome.processed.len(), skipped = outcome.skipped, failed = outcome.failed.len(), "run finished");
+        info!(
+            processed = outcome.processed.len(),
+            skipped = outcome.skipped,
+            failed = outcome.failed.len(),
+            "run finished"
+        );
         Ok(outcome)
     }
 
@@ -388,7 +440,8 @@ impl Service {
     async fn claim(&self, object: &ObjectMeta, marker: &str) -> Result<bool, PipelineError> {
         let key = format!("_state/claims/{marker}.json");
         let now = self.clock.now();
-        let ttl = chrono::Duration::from_std(self.options.claim_ttl).unwrap_or(chrono::Duration::minutes(15));
+        let ttl = chrono::Duration::from_std(self.options.claim_ttl)
+            .unwrap_or(chrono::Duration::minutes(15));
         let claim = Claim {
             key: object.key.clone(),
             worker: self.options.worker_id.clone(),
@@ -419,7 +472,10 @@ impl Service {
         Ok(false)
     }
 
-    async fn process(&self, object: &ObjectMeta) -> Result<Option<SubmissionSummary>, PipelineError> {
+    async fn process(
+        &self,
+        object: &ObjectMeta,
+    ) -> Result<Option<SubmissionSummary>, PipelineError> {
         let marker = marker_name(&object.key, &object.etag);
         if !self.claim(object, &marker).await? {
             info!("another worker holds the claim; skipped");
@@ -428,16 +484,27 @@ impl Service {
         let result = self.process_claimed(object, &marker).await;
         if result.is_err() {
             // Release so the next run retries at once rather than after the claim expires.
-            let _ = self.store.delete(&format!("_state/claims/{marker}.json")).await;
+            let _ = self
+                .store
+                .delete(&format!("_state/claims/{marker}.json"))
+                .await;
         }
         result.map(Some)
     }
 
-    async fn process_claimed(&self, object: &ObjectMeta, marker: &str) -> Result<SubmissionSummary, PipelineError> {
+    async fn process_claimed(
+        &self,
+        object: &ObjectMeta,
+        marker: &str,
+    ) -> Result<SubmissionSummary, PipelineError> {
         let work = tempfile::tempdir()?;
         let local = work.path().join("upload");
         let location = parse_upload_key(&object.key, &self.project);
-        let pipeline = location.as_ref().ok().and_then(|l| self.project.pipeline(&l.dataset)).cloned();
+        let pipeline = location
+            .as_ref()
+            .ok()
+            .and_then(|l| self.project.pipeline(&l.dataset))
+            .cloned();
         let limits = self
             .options
             .limits_override
@@ -454,7 +521,11 @@ impl Service {
                 .await
                 .map_err(|e| PipelineError::Task(e.to_string()))??
         };
-        let id_basis = if too_large { object.etag.clone() } else { sha256.clone() };
+        let id_basis = if too_large {
+            object.etag.clone()
+        } else {
+            sha256.clone()
+        };
         let sid = submission_id(&object.key, &id_basis);
         tracing::Span::current().record("submission", sid.as_str());
         let now = self.clock.now();
@@ -462,15 +533,24 @@ impl Service {
 
         // Archive first: the raw upload is kept before anything is decided.
         let archive_key = match &location {
-            Ok(l) => format!("archive/{}/{}/{}/{sid}/{file_name}", l.dataset, l.force_id, l.period),
+            Ok(l) => format!(
+                "archive/{}/{}/{}/{sid}/{file_name}",
+                l.dataset, l.force_id, l.period
+            ),
             Err(_) => format!("archive/_unrouted/{sid}/{file_name}"),
         };
         if too_large {
             self.store.copy(&object.key, &archive_key).await?;
         } else {
-            self.store.put_file(&archive_key, &local, PutMode::Overwrite).await?;
             self.store
-                .put(&format!("{archive_key}.sha256"), format!("{sha256}  {file_name}\n").into_bytes(), PutMode::Overwrite)
+                .put_file(&archive_key, &local, PutMode::Overwrite)
+                .await?;
+            self.store
+                .put(
+                    &format!("{archive_key}.sha256"),
+                    format!("{sha256}  {file_name}\n").into_bytes(),
+                    PutMode::Overwrite,
+                )
                 .await?;
         }
 
@@ -484,7 +564,10 @@ impl Service {
             _ => None,
         };
         let snapshot_key = match &location {
-            Ok(l) => Some(format!("snapshots/{}/period={}/force={}/{sid}.parquet", l.dataset, l.period, l.force_id)),
+            Ok(l) => Some(format!(
+                "snapshots/{}/period={}/force={}/{sid}.parquet",
+                l.dataset, l.period, l.force_id
+            )),
             Err(_) => None,
         };
         let lineage = Lineage {
@@ -494,8 +577,14 @@ impl Service {
             submission_id: sid.clone(),
             source_key: object.key.clone(),
             sha256: sha256.clone(),
-            schema_id: pipeline.as_ref().map(|p| p.schema.id.clone()).unwrap_or_default(),
-            schema_version: pipeline.as_ref().and_then(|p| p.schema.version.clone()).unwrap_or_default(),
+            schema_id: pipeline
+                .as_ref()
+                .map(|p| p.schema.id.clone())
+                .unwrap_or_default(),
+            schema_version: pipeline
+                .as_ref()
+                .and_then(|p| p.schema.version.clone())
+                .unwrap_or_default(),
             ingested_at: processed_at.clone(),
         };
 
@@ -508,7 +597,14 @@ impl Service {
             let span = tracing::Span::current();
             tokio::task::spawn_blocking(move || {
                 let _entered = span.enter();
-                check_to_files(&work_dir, size, pipeline.as_ref(), limits, location_error, &lineage)
+                check_to_files(
+                    &work_dir,
+                    size,
+                    pipeline.as_ref(),
+                    limits,
+                    location_error,
+                    &lineage,
+                )
             })
             .await
             .map_err(|e| PipelineError::Task(e.to_string()))??
@@ -516,9 +612,14 @@ impl Service {
 
         let decision = checked.outcome.verdict.decision;
         let accepted = decision != Decision::Rejected;
-        let mut outputs = Outputs { archive: Some(archive_key), ..Outputs::default() };
+        let mut outputs = Outputs {
+            archive: Some(archive_key),
+            ..Outputs::default()
+        };
         if accepted && let Some(key) = &snapshot_key {
-            self.store.put_file(key, &checked.snapshot_path, PutMode::Overwrite).await?;
+            self.store
+                .put_file(key, &checked.snapshot_path, PutMode::Overwrite)
+                .await?;
             outputs.snapshot = Some(key.clone());
         }
         if let Some(base) = &feedback_base {
@@ -527,12 +628,18 @@ impl Service {
             outputs.findings_csv = Some(format!("{base}.csv"));
         }
         let force_name = force_id.as_ref().and_then(|f| {
-            self.project.catalog.forces().and_then(|l| l.codes.iter().find(|c| &c.code == f)).map(|c| c.label.clone())
+            self.project
+                .catalog
+                .forces()
+                .and_then(|l| l.codes.iter().find(|c| &c.code == f))
+                .map(|c| c.label.clone())
         });
         let report = Report {
             report_version: 1,
             dataset: dataset.clone(),
-            dataset_title: pipeline.as_ref().map_or_else(|| "Unrecognised upload".to_owned(), |p| p.title.clone()),
+            dataset_title: pipeline
+                .as_ref()
+                .map_or_else(|| "Unrecognised upload".to_owned(), |p| p.title.clone()),
             force_id: force_id.clone(),
             force_name,
             period: period.map(|p| p.to_string()),
@@ -573,7 +680,11 @@ impl Service {
             snapshot_key: outputs.snapshot.clone(),
         };
         self.store
-            .put_file(&format!("quality/findings/dataset={dataset}/{sid}.parquet"), &checked.quality_path, PutMode::Overwrite)
+            .put_file(
+                &format!("quality/findings/dataset={dataset}/{sid}.parquet"),
+                &checked.quality_path,
+                PutMode::Overwrite,
+            )
             .await?;
         self.store
             .put(
@@ -583,9 +694,27 @@ impl Service {
             )
             .await?;
         if let Some(base) = &feedback_base {
-            self.store.put_file(&format!("{base}.csv"), &checked.csv_path, PutMode::Overwrite).await?;
-            self.store.put(&format!("{base}.json"), render_json(&report), PutMode::Overwrite).await?;
-            self.store.put(&format!("{base}.html"), render_html(&report).into_bytes(), PutMode::Overwrite).await?;
+            self.store
+                .put_file(
+                    &format!("{base}.csv"),
+                    &checked.csv_path,
+                    PutMode::Overwrite,
+                )
+                .await?;
+            self.store
+                .put(
+                    &format!("{base}.json"),
+                    render_json(&report),
+                    PutMode::Overwrite,
+                )
+                .await?;
+            self.store
+                .put(
+                    &format!("{base}.html"),
+                    render_html(&report).into_bytes(),
+                    PutMode::Overwrite,
+                )
+                .await?;
         }
         let mut superseded = None;
         if accepted && let (Ok(l), Some(key)) = (&location, &snapshot_key) {
@@ -612,10 +741,20 @@ impl Service {
             processed_at,
         };
         self.store
-            .put(&format!("_state/done/{marker}.json"), serde_json::to_vec_pretty(&done).unwrap_or_default(), PutMode::Overwrite)
+            .put(
+                &format!("_state/done/{marker}.json"),
+                serde_json::to_vec_pretty(&done).unwrap_or_default(),
+                PutMode::Overwrite,
+            )
             .await?;
-        self.store.delete(&format!("_state/claims/{marker}.json")).await?;
-        info!(decision = decision.as_str(), rows = report.rows_accepted, "upload processed");
+        self.store
+            .delete(&format!("_state/claims/{marker}.json"))
+            .await?;
+        info!(
+            decision = decision.as_str(),
+            rows = report.rows_accepted,
+            "upload processed"
+        );
         Ok(SubmissionSummary {
             source_key: object.key.clone(),
             submission_id: sid,
@@ -625,7 +764,11 @@ impl Service {
             decision,
             rows_read: report.rows_read,
             rows_accepted: report.rows_accepted,
-            codes: report.findings.iter().map(|s| (s.code.as_str().to_owned(), s.count)).collect(),
+            codes: report
+                .findings
+                .iter()
+                .map(|s| (s.code.as_str().to_owned(), s.count))
+                .collect(),
             outputs,
             superseded,
         })
@@ -634,22 +777,37 @@ impl Service {
     fn force_folder(&self, key: &str) -> Option<String> {
         let folder = key.split('/').nth(1)?;
         let forces = self.project.catalog.forces()?;
-        forces.codes.iter().any(|c| c.code == folder).then(|| folder.to_owned())
+        forces
+            .codes
+            .iter()
+            .any(|c| c.code == folder)
+            .then(|| folder.to_owned())
     }
 
     /// Records an accepted submission in the dataset manifest with a compare-and-swap loop.
-    async fn commit_manifest(&self, dataset: &str, entry: ManifestEntry) -> Result<Option<String>, PipelineError> {
+    async fn commit_manifest(
+        &self,
+        dataset: &str,
+        entry: ManifestEntry,
+    ) -> Result<Option<String>, PipelineError> {
         let key = Manifest::key(dataset);
         for attempt in 0..50u32 {
             let (mut manifest, mode) = match self.store.get(&key).await {
                 Ok((bytes, meta)) => {
-                    let m: Manifest = serde_json::from_slice(&bytes)
-                        .map_err(|e| PipelineError::Manifest { key: key.clone(), message: e.to_string() })?;
+                    let m: Manifest =
+                        serde_json::from_slice(&bytes).map_err(|e| PipelineError::Manifest {
+                            key: key.clone(),
+                            message: e.to_string(),
+                        })?;
                     (m, PutMode::Update(meta.etag))
                 }
-                Err(StoreError::NotFound { .. }) => {
-                    (Manifest { dataset: dataset.to_owned(), ..Manifest::default() }, PutMode::Create)
-                }
+                Err(StoreError::NotFound { .. }) => (
+                    Manifest {
+                        dataset: dataset.to_owned(),
+                        ..Manifest::default()
+                    },
+                    PutMode::Create,
+                ),
                 Err(e) => return Err(e.into()),
             };
             let change = manifest.apply(entry.clone(), &rfc3339(self.clock.now()));
@@ -667,7 +825,9 @@ impl Service {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(PipelineError::Store(StoreError::Changed { location: self.store.location(&key) }))
+        Err(PipelineError::Store(StoreError::Changed {
+            location: self.store.location(&key),
+        }))
     }
 }
 
@@ -703,22 +863,31 @@ fn check_to_files(
         })
         .unwrap_or_default();
     let mut csv = CsvFindingSink::new(std::io::BufWriter::new(std::fs::File::create(&csv_path)?))?;
-    let mut quality =
-        QualityFindingSink::new(std::fs::File::create(&quality_path)?, lineage.submission_id.clone(), masked)?;
+    let mut quality = QualityFindingSink::new(
+        std::fs::File::create(&quality_path)?,
+        lineage.submission_id.clone(),
+        masked,
+    )?;
     let (outcome, rows_written) = match (pipeline, location_error) {
         (Some(pipeline), None) => {
             let scope = UploadScope {
                 force: Some(lineage.force_id.clone()),
                 period: lineage.period.parse().ok(),
             };
-            let mut writer =
-                SnapshotWriter::new(Arc::clone(&pipeline.schema), lineage.clone(), std::fs::File::create(&snapshot_path)?)?;
+            let mut writer = SnapshotWriter::new(
+                Arc::clone(&pipeline.schema),
+                lineage.clone(),
+                std::fs::File::create(&snapshot_path)?,
+            )?;
             let input = (size <= limits.max_file_bytes)
                 .then(|| std::fs::File::open(dir.join("upload")))
                 .transpose()?;
             let mut tee = Tee(&mut csv, &mut quality);
             let outcome = check_upload(
-                BufReader::new(input.map_or_else(|| Box::new(std::io::empty()) as Box<dyn Read>, |f| Box::new(f))),
+                BufReader::new(input.map_or_else(
+                    || Box::new(std::io::empty()) as Box<dyn Read>,
+                    |f| Box::new(f),
+                )),
                 Some(size),
                 pipeline,
                 limits,
@@ -738,7 +907,12 @@ fn check_to_files(
                 "upload location",
             ));
             let outcome = CheckOutcome {
-                verdict: Verdict { decision: Decision::Rejected, rows_checked: 0, error_rows: 0, columns: Vec::<ColumnStats>::new() },
+                verdict: Verdict {
+                    decision: Decision::Rejected,
+                    rows_checked: 0,
+                    error_rows: 0,
+                    columns: Vec::<ColumnStats>::new(),
+                },
                 findings: log.finish()?,
                 decode: DecodeStats::default(),
                 header: None,
@@ -748,13 +922,31 @@ fn check_to_files(
     };
     csv.into_inner()?;
     quality.finish()?;
-    Ok(Checked { outcome, rows_written, snapshot_path, csv_path, quality_path })
+    Ok(Checked {
+        outcome,
+        rows_written,
+        snapshot_path,
+        csv_path,
+        quality_path,
+    })
 }
 
 /// Checks a local file for `force-returns validate`: no store, no outputs.
-pub fn validate_local(path: &Path, pipeline: &Pipeline, scope: UploadScope) -> Result<CheckOutcome, PipelineError> {
+pub fn validate_local(
+    path: &Path,
+    pipeline: &Pipeline,
+    scope: UploadScope,
+) -> Result<CheckOutcome, PipelineError> {
     let file = std::fs::File::open(path)?;
     let size = file.metadata()?.len();
     let mut sink = NoSink;
-    check_upload(BufReader::new(file), Some(size), pipeline, pipeline.limits, scope, &mut sink, &mut |_, _| Ok(()))
+    check_upload(
+        BufReader::new(file),
+        Some(size),
+        pipeline,
+        pipeline.limits,
+        scope,
+        &mut sink,
+        &mut |_, _| Ok(()),
+    )
 }

@@ -375,18 +375,32 @@ pub struct RecordSchema {
 impl RecordSchema {
     /// Parses a record schema. `id` names it in messages and lineage; code lists come from
     /// `catalog` (an ad-hoc schema without `x-codelist` needs none).
-    pub fn parse(id: &str, text: &str, catalog: &Catalog) -> Result<RecordSchema, Vec<SchemaProblem>> {
+    pub fn parse(
+        id: &str,
+        text: &str,
+        catalog: &Catalog,
+    ) -> Result<RecordSchema, Vec<SchemaProblem>> {
         let mut root: Value =
             serde_json::from_str(text).map_err(|e| vec![SchemaProblem::from_json(&e)])?;
         let mut problems = Vec::new();
         let Some(object) = root.as_object_mut() else {
             return Err(vec![SchemaProblem::new("the schema must be a JSON object")]);
         };
-        let dataset = object.get("x-dataset").and_then(Value::as_str).map(str::to_owned);
-        let version = object.get("x-version").and_then(Value::as_str).map(str::to_owned);
+        let dataset = object
+            .get("x-dataset")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let version = object
+            .get("x-version")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         let required: Vec<String> = match object.get("required") {
             None => Vec::new(),
-            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
             Some(_) => {
                 problems.push(SchemaProblem::new("`required` must be an array of names"));
                 Vec::new()
@@ -437,7 +451,9 @@ impl RecordSchema {
 
     /// Index of the property whose header spelling matches.
     pub fn match_header(&self, header: &str) -> Option<usize> {
-        self.properties.iter().position(|p| p.matches_header(header))
+        self.properties
+            .iter()
+            .position(|p| p.matches_header(header))
     }
 
     /// Compiles the resolved schema with `jsonschema`, formats asserted: the reference
@@ -473,14 +489,19 @@ fn parse_property(
     let str_list = |obj: &Map<String, Value>, key: &str| -> Vec<String> {
         obj.get(key)
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let aliases = str_list(obj, "x-aliases");
     let codelist = match obj.get("x-codelist") {
         None => None,
-        Some(Value::String(id)) => match catalog.get(id) {
-            Some(list) => {
+        Some(Value::String(id)) => {
+            if let Some(list) = catalog.get(id) {
                 if obj.contains_key("enum") {
                     problems.push(here("has both `x-codelist` and its own `enum`".into()));
                 }
@@ -491,12 +512,13 @@ fn parse_property(
                 }
                 obj.insert("enum".into(), Value::Array(spellings));
                 Some(Arc::clone(list))
-            }
-            None => {
-                problems.push(here(format!("`x-codelist` names `{id}`, which is not in schemas/reference/")));
+            } else {
+                problems.push(here(format!(
+                    "`x-codelist` names `{id}`, which is not in schemas/reference/"
+                )));
                 None
             }
-        },
+        }
         Some(_) => {
             problems.push(here("`x-codelist` must be a string".into()));
             None
@@ -517,7 +539,12 @@ fn parse_property(
             let attributes = spec
                 .get("attributes")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect::<Vec<_>>())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect::<Vec<_>>()
+                })
                 .unwrap_or_default();
             match spec.get("type").and_then(Value::as_str) {
                 Some("timestamp") => SnapshotType::Timestamp,
@@ -538,7 +565,10 @@ fn parse_property(
                                 }
                             }
                         }
-                        None => problems.push(here("snapshot type `code` needs an `x-codelist`".into())),
+                        None => {
+                            problems
+                                .push(here("snapshot type `code` needs an `x-codelist`".into()));
+                        }
                     }
                     SnapshotType::Code { attributes }
                 }
@@ -609,7 +639,9 @@ mod tests {
             &catalog(),
         )
         .unwrap();
-        let e = schema.resolved["properties"]["c"]["enum"].as_array().unwrap();
+        let e = schema.resolved["properties"]["c"]["enum"]
+            .as_array()
+            .unwrap();
         assert_eq!(e.len(), 7, "B Blue R Rd Red Scarlet + null: {e:?}");
         assert!(e.contains(&Value::Null));
         let list = schema.properties[0].codelist.as_ref().unwrap();

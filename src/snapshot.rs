@@ -19,16 +19,16 @@ use std::io::Write;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, BooleanBuilder, DictionaryArray, Float64Builder, Int32Array, Int64Builder,
-    StringArray, StringBuilder, TimestampMicrosecondBuilder, UInt64Array,
+    Array, ArrayRef, BooleanArray, BooleanBuilder, DictionaryArray, Float64Builder, Int32Array,
+    Int64Builder, StringArray, StringBuilder, TimestampMicrosecondBuilder, UInt64Array,
 };
 use arrow::compute::filter;
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
 use crate::finding::{Finding, FindingSink};
@@ -152,13 +152,19 @@ impl<W: Write + Send> SnapshotWriter<W> {
     /// A writer for one submission's snapshot.
     pub fn new(schema: Arc<RecordSchema>, lineage: Lineage, out: W) -> Result<Self, SnapshotError> {
         let arrow_schema = snapshot_schema(&schema);
-        let writer = ArrowWriter::try_new(out, Arc::clone(&arrow_schema), Some(writer_props(lineage.key_values())))?;
+        let writer = ArrowWriter::try_new(
+            out,
+            Arc::clone(&arrow_schema),
+            Some(writer_props(lineage.key_values())),
+        )?;
         let dictionaries = schema
             .properties
             .iter()
             .map(|p| match (&p.snapshot, &p.codelist) {
                 (SnapshotType::Code { attributes }, Some(list)) => Some(Dictionaries {
-                    codes: Arc::new(StringArray::from_iter_values(list.codes.iter().map(|c| c.code.as_str()))),
+                    codes: Arc::new(StringArray::from_iter_values(
+                        list.codes.iter().map(|c| c.code.as_str()),
+                    )),
                     attributes: attributes
                         .iter()
                         .map(|a| {
@@ -172,7 +178,14 @@ impl<W: Write + Send> SnapshotWriter<W> {
                 _ => None,
             })
             .collect();
-        Ok(SnapshotWriter { schema, arrow_schema, lineage, writer, dictionaries, rows: 0 })
+        Ok(SnapshotWriter {
+            schema,
+            arrow_schema,
+            lineage,
+            writer,
+            dictionaries,
+            rows: 0,
+        })
     }
 
     /// Writes the rows of `batch` where `keep` is true.
@@ -187,7 +200,12 @@ impl<W: Write + Send> SnapshotWriter<W> {
             Arc::new(StringArray::from(vec![self.lineage.force_id.as_str()])),
         )?;
         columns.push(Arc::new(force));
-        columns.push(Arc::new(StringArray::from(vec![self.lineage.period.as_str(); kept])));
+        columns.push(Arc::new(StringArray::from(vec![
+            self.lineage
+                .period
+                .as_str();
+            kept
+        ])));
         for (p, prop) in self.schema.properties.iter().enumerate() {
             if prop.snapshot == SnapshotType::Omit {
                 continue;
@@ -196,13 +214,17 @@ impl<W: Write + Send> SnapshotWriter<W> {
                 Some(c) => filter(c, keep)?,
                 None => arrow::array::new_null_array(&DataType::Utf8, kept),
             };
-            let text = text
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .ok_or_else(|| arrow::error::ArrowError::CastError("text column expected".into()))?;
+            let text = text.as_any().downcast_ref::<StringArray>().ok_or_else(|| {
+                arrow::error::ArrowError::CastError("text column expected".into())
+            })?;
             self.typed(p, prop, text, &mut columns)?;
         }
-        columns.push(Arc::new(StringArray::from(vec![self.lineage.submission_id.as_str(); kept])));
+        columns.push(Arc::new(StringArray::from(vec![
+            self.lineage
+                .submission_id
+                .as_str();
+            kept
+        ])));
         let rows = UInt64Array::from(batch.rows.clone());
         columns.push(filter(&rows, keep)?);
         let out = RecordBatch::try_new(Arc::clone(&self.arrow_schema), columns)?;
@@ -211,7 +233,13 @@ impl<W: Write + Send> SnapshotWriter<W> {
         Ok(())
     }
 
-    fn typed(&self, p: usize, prop: &Property, text: &StringArray, columns: &mut Vec<ArrayRef>) -> Result<(), SnapshotError> {
+    fn typed(
+        &self,
+        p: usize,
+        prop: &Property,
+        text: &StringArray,
+        columns: &mut Vec<ArrayRef>,
+    ) -> Result<(), SnapshotError> {
         let n = text.len();
         match &prop.snapshot {
             SnapshotType::Omit => {}
@@ -241,7 +269,11 @@ impl<W: Write + Send> SnapshotWriter<W> {
             SnapshotType::Float64 => {
                 let mut b = Float64Builder::with_capacity(n);
                 for i in 0..n {
-                    b.append_option(cell(text, i).and_then(|t| t.parse::<f64>().ok()).filter(|f| f.is_finite()));
+                    b.append_option(
+                        cell(text, i)
+                            .and_then(|t| t.parse::<f64>().ok())
+                            .filter(|f| f.is_finite()),
+                    );
                 }
                 columns.push(Arc::new(b.finish()));
             }
@@ -254,21 +286,32 @@ impl<W: Write + Send> SnapshotWriter<W> {
             }
             SnapshotType::Code { .. } => {
                 let Some(d) = &self.dictionaries[p] else {
-                    return Err(arrow::error::ArrowError::SchemaError(format!("{} has no code list", prop.name)).into());
+                    return Err(arrow::error::ArrowError::SchemaError(format!(
+                        "{} has no code list",
+                        prop.name
+                    ))
+                    .into());
                 };
-                let mut memo: std::collections::HashMap<&str, Option<i32>> = std::collections::HashMap::new();
+                let mut memo: std::collections::HashMap<&str, Option<i32>> =
+                    std::collections::HashMap::new();
                 let keys: Int32Array = (0..n)
                     .map(|i| {
                         cell(text, i).and_then(|t| {
-                            *memo
-                                .entry(t)
-                                .or_insert_with(|| d.list.lookup(t).map(|(k, _)| k as i32))
+                            *memo.entry(t).or_insert_with(|| {
+                                d.list.lookup(t).and_then(|(k, _)| i32::try_from(k).ok())
+                            })
                         })
                     })
                     .collect();
-                columns.push(Arc::new(DictionaryArray::<Int32Type>::try_new(keys.clone(), Arc::clone(&d.codes))?));
+                columns.push(Arc::new(DictionaryArray::<Int32Type>::try_new(
+                    keys.clone(),
+                    Arc::clone(&d.codes),
+                )?));
                 for values in &d.attributes {
-                    columns.push(Arc::new(DictionaryArray::<Int32Type>::try_new(keys.clone(), Arc::clone(values))?));
+                    columns.push(Arc::new(DictionaryArray::<Int32Type>::try_new(
+                        keys.clone(),
+                        Arc::clone(values),
+                    )?));
                 }
             }
         }
@@ -406,7 +449,11 @@ pub struct QualityFindingSink<W: Write + Send> {
 
 impl<W: Write + Send> QualityFindingSink<W> {
     /// A sink for one submission. `masked_columns` are header spellings of personal columns.
-    pub fn new(out: W, submission_id: String, masked_columns: HashSet<String>) -> Result<Self, SnapshotError> {
+    pub fn new(
+        out: W,
+        submission_id: String,
+        masked_columns: HashSet<String>,
+    ) -> Result<Self, SnapshotError> {
         let s = |name: &str, nullable| Field::new(name, DataType::Utf8, nullable);
         let schema = Arc::new(Schema::new(vec![
             s("submission_id", false),
@@ -419,8 +466,15 @@ impl<W: Write + Send> QualityFindingSink<W> {
             s("rule", false),
             s("schema_path", true),
         ]));
-        let writer = ArrowWriter::try_new(out, Arc::clone(&schema), Some(writer_props(Vec::new())))?;
-        Ok(QualityFindingSink { writer, schema, submission_id, masked_columns, pending: Vec::new() })
+        let writer =
+            ArrowWriter::try_new(out, Arc::clone(&schema), Some(writer_props(Vec::new())))?;
+        Ok(QualityFindingSink {
+            writer,
+            schema,
+            submission_id,
+            masked_columns,
+            pending: Vec::new(),
+        })
     }
 
     fn flush(&mut self) -> Result<(), SnapshotError> {
@@ -431,10 +485,17 @@ impl<W: Write + Send> QualityFindingSink<W> {
         let mut message = StringBuilder::new();
         let mut value = StringBuilder::new();
         for f in &self.pending {
-            let masked = f.column.as_ref().is_some_and(|c| self.masked_columns.contains(c));
+            let masked = f
+                .column
+                .as_ref()
+                .is_some_and(|c| self.masked_columns.contains(c));
             match (&f.value, masked) {
                 (Some(v), true) => {
-                    message.append_value(if v.is_empty() { f.message.clone() } else { f.message.replace(v.as_str(), MASK) });
+                    message.append_value(if v.is_empty() {
+                        f.message.clone()
+                    } else {
+                        f.message.replace(v.as_str(), MASK)
+                    });
                     value.append_value(MASK);
                 }
                 (v, false) => {
@@ -447,20 +508,32 @@ impl<W: Write + Send> QualityFindingSink<W> {
                 }
             }
         }
-        let dict = |values: Vec<&str>| -> ArrayRef { Arc::new(values.into_iter().collect::<DictionaryArray<Int32Type>>()) };
+        let dict = |values: Vec<&str>| -> ArrayRef {
+            Arc::new(values.into_iter().collect::<DictionaryArray<Int32Type>>())
+        };
         let p = &self.pending;
         let batch = RecordBatch::try_new(
             Arc::clone(&self.schema),
             vec![
                 Arc::new(StringArray::from(vec![self.submission_id.as_str(); n])),
-                Arc::new(UInt64Array::from(p.iter().map(|f| f.row).collect::<Vec<_>>())),
-                Arc::new(StringArray::from(p.iter().map(|f| f.column.as_deref()).collect::<Vec<_>>())),
+                Arc::new(UInt64Array::from(
+                    p.iter().map(|f| f.row).collect::<Vec<_>>(),
+                )),
+                Arc::new(StringArray::from(
+                    p.iter().map(|f| f.column.as_deref()).collect::<Vec<_>>(),
+                )),
                 dict(p.iter().map(|f| f.severity.as_str()).collect()),
                 dict(p.iter().map(|f| f.code.as_str()).collect()),
                 Arc::new(message.finish()),
                 Arc::new(value.finish()),
-                Arc::new(StringArray::from(p.iter().map(|f| f.rule.as_str()).collect::<Vec<_>>())),
-                Arc::new(StringArray::from(p.iter().map(|f| f.schema_path.as_deref()).collect::<Vec<_>>())),
+                Arc::new(StringArray::from(
+                    p.iter().map(|f| f.rule.as_str()).collect::<Vec<_>>(),
+                )),
+                Arc::new(StringArray::from(
+                    p.iter()
+                        .map(|f| f.schema_path.as_deref())
+                        .collect::<Vec<_>>(),
+                )),
             ],
         )?;
         self.writer.write(&batch)?;
@@ -563,11 +636,15 @@ impl Manifest {
     /// a force × period is current; the other is superseded. Applying the same entry twice
     /// changes nothing.
     pub fn apply(&mut self, entry: ManifestEntry, now: &str) -> ManifestChange {
-        let seen = self.current.iter().chain(&self.superseded).any(|e| e.submission_id == entry.submission_id);
+        let seen = self
+            .current
+            .iter()
+            .chain(&self.superseded)
+            .any(|e| e.submission_id == entry.submission_id);
         if seen {
             return ManifestChange::AlreadyRecorded;
         }
-        self.updated_at = now.to_owned();
+        now.clone_into(&mut self.updated_at);
         let order = |e: &ManifestEntry| (e.uploaded_at.clone(), e.source_key.clone());
         let existing = self
             .current
@@ -583,7 +660,9 @@ impl Manifest {
                 old.superseded_by = Some(self.current[i].submission_id.clone());
                 let id = old.submission_id.clone();
                 self.superseded.push(old);
-                ManifestChange::Current { superseded: Some(id) }
+                ManifestChange::Current {
+                    superseded: Some(id),
+                }
             }
             Some(i) => {
                 let by = self.current[i].submission_id.clone();
@@ -593,7 +672,8 @@ impl Manifest {
                 ManifestChange::AlreadySuperseded { by }
             }
         };
-        self.current.sort_by(|a, b| (&a.period, &a.force_id).cmp(&(&b.period, &b.force_id)));
+        self.current
+            .sort_by(|a, b| (&a.period, &a.force_id).cmp(&(&b.period, &b.force_id)));
         change
     }
 }
@@ -621,12 +701,20 @@ mod tests {
     #[test]
     fn later_upload_supersedes_and_retries_change_nothing() {
         let mut m = Manifest::default();
-        assert_eq!(m.apply(entry("a", "2020-02-01T00:00:00Z"), "t1"), ManifestChange::Current { superseded: None });
+        assert_eq!(
+            m.apply(entry("a", "2020-02-01T00:00:00Z"), "t1"),
+            ManifestChange::Current { superseded: None }
+        );
         assert_eq!(
             m.apply(entry("b", "2020-02-03T00:00:00Z"), "t2"),
-            ManifestChange::Current { superseded: Some("a".into()) }
+            ManifestChange::Current {
+                superseded: Some("a".into())
+            }
         );
-        assert_eq!(m.apply(entry("b", "2020-02-03T00:00:00Z"), "t3"), ManifestChange::AlreadyRecorded);
+        assert_eq!(
+            m.apply(entry("b", "2020-02-03T00:00:00Z"), "t3"),
+            ManifestChange::AlreadyRecorded
+        );
         assert_eq!(m.updated_at, "t2");
         // An older upload processed late does not take over.
         assert_eq!(
@@ -635,7 +723,13 @@ mod tests {
         );
         assert_eq!(m.current.len(), 1);
         assert_eq!(m.current[0].submission_id, "b");
-        assert_eq!(m.superseded.iter().map(|e| e.superseded_by.as_deref()).collect::<Vec<_>>(), [Some("b"), Some("b")]);
+        assert_eq!(
+            m.superseded
+                .iter()
+                .map(|e| e.superseded_by.as_deref())
+                .collect::<Vec<_>>(),
+            [Some("b"), Some("b")]
+        );
     }
 
     #[test]

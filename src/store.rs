@@ -122,7 +122,10 @@ pub fn check_key(key: &str) -> Result<()> {
     if key.contains('\\') || key.contains('\0') {
         return bad("keys may not hold backslashes or NUL");
     }
-    if key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+    if key
+        .split('/')
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
         return bad("keys may not hold empty, `.` or `..` segments");
     }
     if key.starts_with('.') {
@@ -192,18 +195,25 @@ impl LocalStore {
     }
 
     fn temp_file(&self, key: &str) -> Result<tempfile::NamedTempFile> {
-        tempfile::NamedTempFile::new_in(self.root.join(TMP_DIR)).map_err(|e| self.io_err("write", key, &e))
+        tempfile::NamedTempFile::new_in(self.root.join(TMP_DIR))
+            .map_err(|e| self.io_err("write", key, &e))
     }
 
     /// Moves a finished temporary file into place according to `mode`.
-    fn commit(&self, key: &str, tmp: tempfile::NamedTempFile, mode: &PutMode) -> Result<ObjectMeta> {
+    fn commit(
+        &self,
+        key: &str,
+        tmp: tempfile::NamedTempFile,
+        mode: &PutMode,
+    ) -> Result<ObjectMeta> {
         let dest = self.path(key)?;
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent).map_err(|e| self.io_err("write", key, &e))?;
         }
         match mode {
             PutMode::Overwrite => {
-                tmp.persist(&dest).map_err(|e| self.io_err("write", key, &e.error))?;
+                tmp.persist(&dest)
+                    .map_err(|e| self.io_err("write", key, &e.error))?;
             }
             PutMode::Create => {
                 // A hard link fails if the destination exists, atomically, across processes.
@@ -225,7 +235,8 @@ impl LocalStore {
                         location: self.location(key),
                     });
                 }
-                tmp.persist(&dest).map_err(|e| self.io_err("write", key, &e.error))?;
+                tmp.persist(&dest)
+                    .map_err(|e| self.io_err("write", key, &e.error))?;
             }
         }
         self.meta(key, &dest)
@@ -250,12 +261,19 @@ impl LocalStore {
             for entry in entries {
                 let entry = entry.map_err(|e| self.io_err("list", prefix, &e))?;
                 let path = entry.path();
-                let Ok(rel) = path.strip_prefix(&self.root) else { continue };
+                let Ok(rel) = path.strip_prefix(&self.root) else {
+                    continue;
+                };
                 let key = rel.to_string_lossy().replace('\\', "/");
-                if key.starts_with('.') || key.ends_with(".lock") {
+                let is_lock = path
+                    .extension()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("lock"));
+                if key.starts_with('.') || is_lock {
                     continue;
                 }
-                let file_type = entry.file_type().map_err(|e| self.io_err("list", &key, &e))?;
+                let file_type = entry
+                    .file_type()
+                    .map_err(|e| self.io_err("list", &key, &e))?;
                 if file_type.is_dir() {
                     stack.push(path);
                 } else if file_type.is_file() && key.starts_with(prefix) {
@@ -278,7 +296,11 @@ impl KeyLock {
         let path = PathBuf::from(path);
         let deadline = std::time::Instant::now() + LOCK_STALE * 2;
         loop {
-            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
                 Ok(mut f) => {
                     let _ = writeln!(f, "{}", std::process::id());
                     return Ok(KeyLock(path));
@@ -361,7 +383,8 @@ impl ObjectStore for LocalStore {
         blocking(move || {
             this.path(&key)?;
             let mut tmp = this.temp_file(&key)?;
-            tmp.write_all(&bytes).map_err(|e| this.io_err("write", &key, &e))?;
+            tmp.write_all(&bytes)
+                .map_err(|e| this.io_err("write", &key, &e))?;
             this.commit(&key, tmp, &mode)
         })
         .await
@@ -435,17 +458,39 @@ pub mod conformance {
     }
 
     async fn put_get_list(store: &dyn ObjectStore) {
-        store.put("a/b/one.txt", b"1".to_vec(), PutMode::Overwrite).await.unwrap();
-        store.put("a/b/two.txt", b"22".to_vec(), PutMode::Overwrite).await.unwrap();
-        store.put("a/c.txt", b"333".to_vec(), PutMode::Overwrite).await.unwrap();
-        let keys: Vec<_> = store.list("a/b/").await.unwrap().into_iter().map(|m| m.key).collect();
+        store
+            .put("a/b/one.txt", b"1".to_vec(), PutMode::Overwrite)
+            .await
+            .unwrap();
+        store
+            .put("a/b/two.txt", b"22".to_vec(), PutMode::Overwrite)
+            .await
+            .unwrap();
+        store
+            .put("a/c.txt", b"333".to_vec(), PutMode::Overwrite)
+            .await
+            .unwrap();
+        let keys: Vec<_> = store
+            .list("a/b/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
         assert_eq!(keys, ["a/b/one.txt", "a/b/two.txt"]);
         let all = store.list("a/").await.unwrap();
         assert_eq!(all.len(), 3);
-        assert_eq!(store.list("a/b/t").await.unwrap().len(), 1, "prefixes need not end at a /");
+        assert_eq!(
+            store.list("a/b/t").await.unwrap().len(),
+            1,
+            "prefixes need not end at a /"
+        );
         let (bytes, meta) = store.get("a/c.txt").await.unwrap();
         assert_eq!((bytes.as_slice(), meta.size), (&b"333"[..], 3));
-        assert!(matches!(store.get("a/nope").await, Err(StoreError::NotFound { .. })));
+        assert!(matches!(
+            store.get("a/nope").await,
+            Err(StoreError::NotFound { .. })
+        ));
         store.delete("a/c.txt").await.unwrap();
         store.delete("a/c.txt").await.unwrap();
         assert_eq!(store.list("a/").await.unwrap().len(), 2);
@@ -455,17 +500,33 @@ pub mod conformance {
     async fn create_has_one_winner(store: &dyn ObjectStore) {
         let first = store.put("claims/x", b"me".to_vec(), PutMode::Create).await;
         assert!(first.is_ok());
-        let second = store.put("claims/x", b"you".to_vec(), PutMode::Create).await;
-        assert!(matches!(second, Err(StoreError::AlreadyExists { .. })), "{second:?}");
+        let second = store
+            .put("claims/x", b"you".to_vec(), PutMode::Create)
+            .await;
+        assert!(
+            matches!(second, Err(StoreError::AlreadyExists { .. })),
+            "{second:?}"
+        );
         assert_eq!(store.get("claims/x").await.unwrap().0, b"me");
     }
 
     async fn update_is_compare_and_swap(store: &dyn ObjectStore) {
-        let v1 = store.put("m.json", b"v1".to_vec(), PutMode::Create).await.unwrap();
-        let v2 = store.put("m.json", b"v2".to_vec(), PutMode::Update(v1.etag.clone())).await.unwrap();
+        let v1 = store
+            .put("m.json", b"v1".to_vec(), PutMode::Create)
+            .await
+            .unwrap();
+        let v2 = store
+            .put("m.json", b"v2".to_vec(), PutMode::Update(v1.etag.clone()))
+            .await
+            .unwrap();
         assert_ne!(v1.etag, v2.etag);
-        let stale = store.put("m.json", b"v3".to_vec(), PutMode::Update(v1.etag)).await;
-        assert!(matches!(stale, Err(StoreError::Changed { .. })), "{stale:?}");
+        let stale = store
+            .put("m.json", b"v3".to_vec(), PutMode::Update(v1.etag))
+            .await;
+        assert!(
+            matches!(stale, Err(StoreError::Changed { .. })),
+            "{stale:?}"
+        );
         assert_eq!(store.get("m.json").await.unwrap().0, b"v2");
     }
 
@@ -474,7 +535,10 @@ pub mod conformance {
         let src = dir.path().join("src.bin");
         let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         std::fs::write(&src, &data).unwrap();
-        store.put_file("big/file.bin", &src, PutMode::Overwrite).await.unwrap();
+        store
+            .put_file("big/file.bin", &src, PutMode::Overwrite)
+            .await
+            .unwrap();
         store.copy("big/file.bin", "big/copy.bin").await.unwrap();
         let dest = dir.path().join("dest.bin");
         let meta = store.download("big/copy.bin", &dest).await.unwrap();
@@ -485,7 +549,10 @@ pub mod conformance {
     async fn bad_keys_are_refused(store: &dyn ObjectStore) {
         for key in ["../escape", "a//b", "/abs", "a/./b", "", ".hidden/x"] {
             let r = store.put(key, vec![], PutMode::Overwrite).await;
-            assert!(matches!(r, Err(StoreError::InvalidKey { .. })), "{key}: {r:?}");
+            assert!(
+                matches!(r, Err(StoreError::InvalidKey { .. })),
+                "{key}: {r:?}"
+            );
         }
     }
 }
@@ -509,7 +576,9 @@ mod tests {
         for i in 0..16 {
             let s = std::sync::Arc::clone(&store);
             tasks.push(tokio::spawn(async move {
-                s.put("race/claim", format!("{i}").into_bytes(), PutMode::Create).await.is_ok()
+                s.put("race/claim", format!("{i}").into_bytes(), PutMode::Create)
+                    .await
+                    .is_ok()
             }));
         }
         let mut winners = 0;

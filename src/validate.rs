@@ -62,7 +62,11 @@ pub fn read_cell(types: TypeSet, text: Option<&str>) -> Cell<'_> {
 fn parse_number(text: &str) -> Option<f64> {
     let b = text.as_bytes();
     // Only plain decimal notation: Rust also parses "inf", "NaN" and "infinity".
-    if b.is_empty() || !b.iter().all(|c| c.is_ascii_digit() || matches!(c, b'+' | b'-' | b'.' | b'e' | b'E')) {
+    if b.is_empty()
+        || !b
+            .iter()
+            .all(|c| c.is_ascii_digit() || matches!(c, b'+' | b'-' | b'.' | b'e' | b'E'))
+    {
         return None;
     }
     text.parse::<f64>().ok().filter(|n| n.is_finite())
@@ -155,7 +159,14 @@ fn is_annotation(key: &str) -> bool {
     key.starts_with("x-")
         || matches!(
             key,
-            "title" | "description" | "examples" | "default" | "$comment" | "deprecated" | "readOnly" | "writeOnly"
+            "title"
+                | "description"
+                | "examples"
+                | "default"
+                | "$comment"
+                | "deprecated"
+                | "readOnly"
+                | "writeOnly"
         )
 }
 
@@ -203,7 +214,8 @@ impl Node {
                 "exclusiveMaximum" => node.exclusive_maximum = Some(value.as_f64()?),
                 "anyOf" => {
                     for (i, branch) in value.as_array()?.iter().enumerate() {
-                        node.any_of.push(Node::compile(branch, &format!("{path}/anyOf/{i}"))?);
+                        node.any_of
+                            .push(Node::compile(branch, &format!("{path}/anyOf/{i}"))?);
                     }
                 }
                 _ => return None,
@@ -230,7 +242,11 @@ impl Node {
                 Cell::Num(n, _) => types.number || (types.integer && n.fract() == 0.0),
             };
             if !ok {
-                let code = if cell == Cell::Null { Code::ValueRequired } else { Code::ValueWrongType };
+                let code = if cell == Cell::Null {
+                    Code::ValueRequired
+                } else {
+                    Code::ValueWrongType
+                };
                 return Some(self.fail(code, "type"));
             }
         }
@@ -326,7 +342,8 @@ fn cmp_i64_f64(v: i64, limit: f64) -> std::cmp::Ordering {
 }
 
 fn two_digits(b: &[u8]) -> Option<u32> {
-    (b[0].is_ascii_digit() && b[1].is_ascii_digit()).then(|| u32::from(b[0] - b'0') * 10 + u32::from(b[1] - b'0'))
+    (b[0].is_ascii_digit() && b[1].is_ascii_digit())
+        .then(|| u32::from(b[0] - b'0') * 10 + u32::from(b[1] - b'0'))
 }
 
 /// RFC 3339 `full-date`, exactly as `jsonschema` checks it.
@@ -339,7 +356,7 @@ pub fn is_valid_date(s: &str) -> bool {
     let (Some(month), Some(day)) = (two_digits(&b[5..7]), two_digits(&b[8..10])) else {
         return false;
     };
-    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let leap = (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400);
     let max = match month {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
         4 | 6 | 9 | 11 => 30,
@@ -356,8 +373,11 @@ fn is_valid_time(s: &str) -> bool {
     if b.len() < 9 || b[2] != b':' || b[5] != b':' {
         return false;
     }
-    let (Some(hour), Some(minute), Some(second)) = (two_digits(&b[..2]), two_digits(&b[3..5]), two_digits(&b[6..8]))
-    else {
+    let (Some(hour), Some(minute), Some(second)) = (
+        two_digits(&b[..2]),
+        two_digits(&b[3..5]),
+        two_digits(&b[6..8]),
+    ) else {
         return false;
     };
     if hour > 23 || minute > 59 || second > 60 {
@@ -379,7 +399,8 @@ fn is_valid_time(s: &str) -> bool {
             if b.len() - i != 6 || b[i + 3] != b':' {
                 return false;
             }
-            let (Some(oh), Some(om)) = (two_digits(&b[i + 1..i + 3]), two_digits(&b[i + 4..i + 6])) else {
+            let (Some(oh), Some(om)) = (two_digits(&b[i + 1..i + 3]), two_digits(&b[i + 4..i + 6]))
+            else {
                 return false;
             };
             if oh > 23 || om > 59 {
@@ -391,7 +412,11 @@ fn is_valid_time(s: &str) -> bool {
             // A leap second must fall at 23:59 UTC.
             let local = i32::try_from(hour * 60 + minute).unwrap_or(0);
             let offset = i32::try_from(oh * 60 + om).unwrap_or(0);
-            let utc = if sign == b'+' { local - offset } else { local + offset };
+            let utc = if sign == b'+' {
+                local - offset
+            } else {
+                local + offset
+            };
             utc.rem_euclid(24 * 60) == 23 * 60 + 59
         }
         _ => false,
@@ -419,7 +444,12 @@ impl Plan {
         let nodes: Vec<Option<Node>> = schema
             .properties
             .iter()
-            .map(|p| Node::compile(&p.schema, &format!("/properties/{}", escape_pointer(&p.name))))
+            .map(|p| {
+                Node::compile(
+                    &p.schema,
+                    &format!("/properties/{}", escape_pointer(&p.name)),
+                )
+            })
             .collect();
         let root_covered = schema.resolved.as_object().is_some_and(|o| {
             o.iter().all(|(k, v)| {
@@ -444,8 +474,15 @@ impl Plan {
     }
 
     /// Checks one cell of a property the plan covers.
-    pub fn check_cell(&self, property: usize, types: TypeSet, text: Option<&str>) -> Option<Violation> {
-        self.nodes[property].as_ref().and_then(|n| n.check(read_cell(types, text)))
+    pub fn check_cell(
+        &self,
+        property: usize,
+        types: TypeSet,
+        text: Option<&str>,
+    ) -> Option<Violation> {
+        self.nodes[property]
+            .as_ref()
+            .and_then(|n| n.check(read_cell(types, text)))
     }
 }
 
@@ -530,7 +567,11 @@ pub struct Verdict {
 
 impl<'p> Checker<'p> {
     /// A checker for one upload whose header decoded as `header`.
-    pub fn new(pipeline: &'p Pipeline, scope: UploadScope, header: HeaderMap) -> Result<Self, String> {
+    pub fn new(
+        pipeline: &'p Pipeline,
+        scope: UploadScope,
+        header: HeaderMap,
+    ) -> Result<Self, String> {
         let schema = &pipeline.schema;
         let n = schema.properties.len();
         Ok(Checker {
@@ -590,16 +631,16 @@ impl<'p> Checker<'p> {
         let header = self.header.column_name(&self.pipeline.schema, p).to_owned();
         // Each distinct value is checked once per batch; codes repeat a lot.
         let mut memo: HashMap<Option<&str>, Option<(Code, Violation)>> = HashMap::new();
-        for i in 0..column.len() {
+        for (i, (ok, &row)) in row_ok.iter_mut().zip(&batch.rows).enumerate() {
             let text = crate::ingest::cell(column, i);
             let outcome = memo
                 .entry(text)
                 .or_insert_with(|| self.judge(p, prop, text))
                 .clone();
             if let Some((code, v)) = outcome {
-                let finding = self.describe(prop, &header, text, code, &v).at_row(batch.rows[i]);
+                let finding = self.describe(prop, &header, text, code, &v).at_row(row);
                 if log.severity_of(finding.code) == Severity::Error {
-                    row_ok[i] = false;
+                    *ok = false;
                     self.cell_errors[p] += 1;
                 }
                 log.push(finding);
@@ -608,7 +649,6 @@ impl<'p> Checker<'p> {
                 && let Some(t) = text
             {
                 let key = self.hash128(|h| t.hash(h));
-                let row = batch.rows[i];
                 match self.unique[p].get_mut(&key) {
                     None => {
                         self.unique[p].insert(key, (row, false));
@@ -619,27 +659,15 @@ impl<'p> Checker<'p> {
                             *flagged = true;
                             self.error_rows.set(first - 2);
                             self.cell_errors[p] += 1;
-                            log.push(self.not_unique(prop, &header, t, first, row, first));
+                            log.push(not_unique(prop, &header, t, first, row, first));
                         }
-                        row_ok[i] = false;
+                        *ok = false;
                         self.cell_errors[p] += 1;
-                        log.push(self.not_unique(prop, &header, t, first, row, row));
+                        log.push(not_unique(prop, &header, t, first, row, row));
                     }
                 }
             }
         }
-    }
-
-    fn not_unique(&self, prop: &Property, header: &str, value: &str, first: u64, second: u64, at: u64) -> Finding {
-        Finding::new(
-            Code::ValueNotUnique,
-            format!("`{value}` appears more than once in {} (rows {first} and {second})", prop.title),
-            "x-unique",
-        )
-        .at_row(at)
-        .in_column(header)
-        .with_value(value)
-        .with_schema_path(format!("/properties/{}/x-unique", escape_pointer(&prop.name)))
     }
 
     /// The finding code and violation for one cell value, or `None` when it is fine.
@@ -655,7 +683,11 @@ impl<'p> Checker<'p> {
         {
             return Some((
                 Code::DateOutOfPeriod,
-                Violation { code: Code::DateOutOfPeriod, rule: "x-in-period".into(), schema_path: String::new() },
+                Violation {
+                    code: Code::DateOutOfPeriod,
+                    rule: "x-in-period".into(),
+                    schema_path: String::new(),
+                },
             ));
         }
         match prop.upload_context {
@@ -666,7 +698,11 @@ impl<'p> Checker<'p> {
                 {
                     return Some((
                         Code::ForceMismatch,
-                        Violation { code: Code::ForceMismatch, rule: "x-upload-context".into(), schema_path: String::new() },
+                        Violation {
+                            code: Code::ForceMismatch,
+                            rule: "x-upload-context".into(),
+                            schema_path: String::new(),
+                        },
                     ));
                 }
             }
@@ -676,7 +712,11 @@ impl<'p> Checker<'p> {
                 {
                     return Some((
                         Code::PeriodMismatch,
-                        Violation { code: Code::PeriodMismatch, rule: "x-upload-context".into(), schema_path: String::new() },
+                        Violation {
+                            code: Code::PeriodMismatch,
+                            rule: "x-upload-context".into(),
+                            schema_path: String::new(),
+                        },
                     ));
                 }
             }
@@ -687,26 +727,45 @@ impl<'p> Checker<'p> {
         {
             return Some((
                 Code::ValueLegacySpelling,
-                Violation { code: Code::ValueLegacySpelling, rule: "x-codelist legacy".into(), schema_path: String::new() },
+                Violation {
+                    code: Code::ValueLegacySpelling,
+                    rule: "x-codelist legacy".into(),
+                    schema_path: String::new(),
+                },
             ));
         }
         None
     }
 
-    fn describe(&self, prop: &Property, header: &str, text: Option<&str>, code: Code, v: &Violation) -> Finding {
+    fn describe(
+        &self,
+        prop: &Property,
+        header: &str,
+        text: Option<&str>,
+        code: Code,
+        v: &Violation,
+    ) -> Finding {
         let name = &prop.title;
         let shown = text.unwrap_or("");
         let message = match code {
             Code::ValueRequired => format!("{name} is blank but must have a value"),
-            Code::ValueWrongType => format!("`{shown}` is not {} for {name}", type_words(prop.types)),
+            Code::ValueWrongType => {
+                format!("`{shown}` is not {} for {name}", type_words(prop.types))
+            }
             Code::ValueNotInList => match &prop.codelist {
-                Some(list) => format!("`{shown}` is not in the code list for {name} ({})", list.title),
+                Some(list) => format!(
+                    "`{shown}` is not in the code list for {name} ({})",
+                    list.title
+                ),
                 None => format!("`{shown}` is not an allowed value of {name}"),
             },
             Code::ValueBadDate => format!("`{shown}` is not a real date and time in ISO 8601 form"),
             Code::ValuePattern => format!(
                 "`{shown}` does not have the required shape for {name} (pattern {})",
-                prop.schema.get("pattern").and_then(Value::as_str).unwrap_or("?")
+                prop.schema
+                    .get("pattern")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?")
             ),
             Code::ValueOutOfRange => format!(
                 "{shown} is outside the allowed range for {name} ({} to {})",
@@ -730,7 +789,10 @@ impl<'p> Checker<'p> {
                 let canonical = prop
                     .codelist
                     .as_ref()
-                    .and_then(|l| l.lookup(shown).map(|(i, _)| l.codes[i as usize].code.clone()))
+                    .and_then(|l| {
+                        l.lookup(shown)
+                            .map(|(i, _)| l.codes[i as usize].code.clone())
+                    })
                     .unwrap_or_default();
                 format!("`{shown}` is a legacy spelling in {name}; it is stored as `{canonical}`")
             }
@@ -754,7 +816,7 @@ impl<'p> Checker<'p> {
         log: &mut FindingLog<'_>,
     ) {
         let schema = &self.pipeline.schema;
-        for i in 0..batch.len() {
+        for (i, ok) in row_ok.iter_mut().enumerate() {
             let object = row_object(schema, batch, i);
             for error in validator.iter_errors(&object) {
                 let pointer = error.instance_path().to_string();
@@ -767,7 +829,10 @@ impl<'p> Checker<'p> {
                     continue;
                 }
                 let header = self.header.column_name(schema, p).to_owned();
-                let text = batch.column(p).and_then(|c| crate::ingest::cell(c, i)).map(str::to_owned);
+                let text = batch
+                    .column(p)
+                    .and_then(|c| crate::ingest::cell(c, i))
+                    .map(str::to_owned);
                 let mut f = Finding::new(
                     Code::ValueSchema,
                     format!("{}: {}", schema.properties[p].title, error.masked()),
@@ -780,7 +845,7 @@ impl<'p> Checker<'p> {
                     f = f.with_value(t);
                 }
                 if log.severity_of(Code::ValueSchema) == Severity::Error {
-                    row_ok[i] = false;
+                    *ok = false;
                     self.cell_errors[p] += 1;
                 }
                 log.push(f);
@@ -818,7 +883,11 @@ impl<'p> Checker<'p> {
         let mut columns = Vec::new();
         for (p, prop) in schema.properties.iter().enumerate() {
             let header = self.header.property_column[p].map(|c| self.header.headers[c].clone());
-            let rate = if rows == 0 { 0.0 } else { self.blanks[p] as f64 / rows as f64 };
+            let rate = if rows == 0 {
+                0.0
+            } else {
+                self.blanks[p] as f64 / rows as f64
+            };
             if header.is_some()
                 && rows > 0
                 && let Some(t) = self.pipeline.blank_rates.get(&prop.name)
@@ -880,8 +949,38 @@ impl<'p> Checker<'p> {
         } else {
             Decision::Accepted
         };
-        Verdict { decision, rows_checked: rows, error_rows, columns }
+        Verdict {
+            decision,
+            rows_checked: rows,
+            error_rows,
+            columns,
+        }
     }
+}
+
+fn not_unique(
+    prop: &Property,
+    header: &str,
+    value: &str,
+    first: u64,
+    second: u64,
+    at: u64,
+) -> Finding {
+    Finding::new(
+        Code::ValueNotUnique,
+        format!(
+            "`{value}` appears more than once in {} (rows {first} and {second})",
+            prop.title
+        ),
+        "x-unique",
+    )
+    .at_row(at)
+    .in_column(header)
+    .with_value(value)
+    .with_schema_path(format!(
+        "/properties/{}/x-unique",
+        escape_pointer(&prop.name)
+    ))
 }
 
 fn type_words(t: TypeSet) -> &'static str {
@@ -908,7 +1007,10 @@ pub fn row_object(schema: &RecordSchema, batch: &Batch, i: usize) -> Value {
     let mut map = serde_json::Map::new();
     for (slot, &p) in batch.properties.iter().enumerate() {
         let prop = &schema.properties[p];
-        map.insert(prop.name.clone(), cell_to_json(prop.types, crate::ingest::cell(&batch.columns[slot], i)));
+        map.insert(
+            prop.name.clone(),
+            cell_to_json(prop.types, crate::ingest::cell(&batch.columns[slot], i)),
+        );
     }
     Value::Object(map)
 }
@@ -962,15 +1064,78 @@ mod tests {
 
     fn cell() -> impl Strategy<Value = Option<String>> {
         let fixed = prop::sample::select(vec![
-            "", "A", "a", "b", "Ω", "ΩΩ", "fixed", "Fixed", "ab", "abcd", "abcde", "a\u{301}", "𝄞𝄞",
-            "0", "-0", "5", "05", "5.0", "1e1", "10", "9.999", "-1.5", "-1.6", "100", "105", "2.5", "0.5",
-            "1.25", "+5", ".5", "5.", "9007199254740993", "9007199254740992", "-9223372036854775808", "NaN", "inf", "-inf", "1e999", " 5", "5 ", "1", "true", "TRUE",
-            "False", "yes", "2020-01", "2020-13", "２０２０-01", "2020-1", "word ", "word", "x y", "é ",
-            "2020-02-29", "2019-02-29", "2020-02-30", "2020-04-31", "0000-01-01", "2020-1-01",
-            "2020-01-01T00:00:00Z", "2020-01-01t00:00:00z", "2020-01-01T00:00:00+00:00",
-            "2020-01-01T24:00:00Z", "2020-01-01T23:59:60Z", "2020-01-01T22:59:60-01:00",
-            "2020-01-01T23:59:60+01:00", "2020-01-01T00:00:00.123+05:30", "2020-01-01T00:00:00.Z",
-            "2020-01-01T00:00:00", "2020-01-01 00:00:00Z", "2020-01-01T00:00:00+5:30", "31/01/2020",
+            "",
+            "A",
+            "a",
+            "b",
+            "Ω",
+            "ΩΩ",
+            "fixed",
+            "Fixed",
+            "ab",
+            "abcd",
+            "abcde",
+            "a\u{301}",
+            "𝄞𝄞",
+            "0",
+            "-0",
+            "5",
+            "05",
+            "5.0",
+            "1e1",
+            "10",
+            "9.999",
+            "-1.5",
+            "-1.6",
+            "100",
+            "105",
+            "2.5",
+            "0.5",
+            "1.25",
+            "+5",
+            ".5",
+            "5.",
+            "9007199254740993",
+            "9007199254740992",
+            "-9223372036854775808",
+            "NaN",
+            "inf",
+            "-inf",
+            "1e999",
+            " 5",
+            "5 ",
+            "1",
+            "true",
+            "TRUE",
+            "False",
+            "yes",
+            "2020-01",
+            "2020-13",
+            "２０２０-01",
+            "2020-1",
+            "word ",
+            "word",
+            "x y",
+            "é ",
+            "2020-02-29",
+            "2019-02-29",
+            "2020-02-30",
+            "2020-04-31",
+            "0000-01-01",
+            "2020-1-01",
+            "2020-01-01T00:00:00Z",
+            "2020-01-01t00:00:00z",
+            "2020-01-01T00:00:00+00:00",
+            "2020-01-01T24:00:00Z",
+            "2020-01-01T23:59:60Z",
+            "2020-01-01T22:59:60-01:00",
+            "2020-01-01T23:59:60+01:00",
+            "2020-01-01T00:00:00.123+05:30",
+            "2020-01-01T00:00:00.Z",
+            "2020-01-01T00:00:00",
+            "2020-01-01 00:00:00Z",
+            "2020-01-01T00:00:00+5:30",
+            "31/01/2020",
         ])
         .prop_map(str::to_owned);
         prop_oneof![
@@ -998,7 +1163,15 @@ mod tests {
             let object = Value::Object(object);
             let reference_bad: std::collections::BTreeSet<String> = reference
                 .iter_errors(&object)
-                .map(|e| e.instance_path().to_string().trim_start_matches('/').split('/').next().unwrap_or("").to_owned())
+                .map(|e| {
+                    e.instance_path()
+                        .to_string()
+                        .trim_start_matches('/')
+                        .split('/')
+                        .next()
+                        .unwrap_or("")
+                        .to_owned()
+                })
                 .collect();
             assert_eq!(plan_bad, reference_bad, "row {object}");
         }
@@ -1026,9 +1199,30 @@ mod tests {
             .properties
             .iter()
             .filter_map(|p| p.codelist.as_ref())
-            .flat_map(|l| l.spellings().into_iter().map(str::to_owned).collect::<Vec<_>>())
+            .flat_map(|l| {
+                l.spellings()
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
             .collect();
-        pool.extend(["white", "W 1", "Arrest ", "2020-01-31T10:00:00+00:00", "2020-01-31", "53.4", "-1.5", "60.1", "True", "false", "2020-01", "Jan-2020"].map(String::from));
+        pool.extend(
+            [
+                "white",
+                "W 1",
+                "Arrest ",
+                "2020-01-31T10:00:00+00:00",
+                "2020-01-31",
+                "53.4",
+                "-1.5",
+                "60.1",
+                "True",
+                "false",
+                "2020-01",
+                "Jan-2020",
+            ]
+            .map(String::from),
+        );
         pool.push("x".repeat(201));
         let n = schema.properties.len();
         prop::collection::vec(
@@ -1043,12 +1237,18 @@ mod tests {
     #[test]
     fn plan_agrees_with_jsonschema_on_the_stop_search_schema() {
         let schema = stop_search_schema();
-        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 3000, ..ProptestConfig::default() });
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+            cases: 3000,
+            ..ProptestConfig::default()
+        });
         runner
-            .run(&prop::collection::vec(stop_search_cell(&schema), 1..6), |rows| {
-                agree(&schema, &rows);
-                Ok(())
-            })
+            .run(
+                &prop::collection::vec(stop_search_cell(&schema), 1..6),
+                |rows| {
+                    agree(&schema, &rows);
+                    Ok(())
+                },
+            )
             .unwrap();
     }
 
@@ -1066,7 +1266,10 @@ mod tests {
     #[test]
     fn formats_follow_rfc_3339() {
         assert!(is_valid_datetime("2020-01-01T00:00:00+00:00"));
-        assert!(is_valid_datetime("2016-12-31T23:59:60Z"), "leap second at 23:59 UTC");
+        assert!(
+            is_valid_datetime("2016-12-31T23:59:60Z"),
+            "leap second at 23:59 UTC"
+        );
         assert!(!is_valid_datetime("2016-12-31T22:59:60Z"));
         assert!(!is_valid_datetime("2020-01-01 00:00:00Z"));
         assert!(is_valid_date("2020-02-29"));

@@ -22,7 +22,10 @@ fn required() -> bool {
 
 /// A piece the test needs is missing: fail in CI, skip (loudly) by hand.
 pub fn missing(what: &str) -> Option<PathBuf> {
-    assert!(!required(), "{what} is missing and FORCE_RETURNS_TEST_REQUIRE_ALL is set");
+    assert!(
+        !required(),
+        "{what} is missing and FORCE_RETURNS_TEST_REQUIRE_ALL is set"
+    );
     eprintln!("SKIPPED: {what} is missing (run tests/run to install it)");
     None
 }
@@ -30,7 +33,11 @@ pub fn missing(what: &str) -> Option<PathBuf> {
 /// `../shared/fixtures` beside the checkout.
 pub fn shared_fixtures() -> Option<PathBuf> {
     let dir = manifest_dir().join("../shared/fixtures");
-    if dir.is_dir() { Some(dir) } else { missing("../shared/fixtures") }
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        missing("../shared/fixtures")
+    }
 }
 
 /// The Python with pyarrow and duckdb.
@@ -39,10 +46,14 @@ pub fn python() -> Option<PathBuf> {
         return Some(PathBuf::from(p));
     }
     let venv = manifest_dir().join(".venv/bin/python");
-    if venv.exists() { Some(venv) } else { missing("python with pyarrow and duckdb") }
+    if venv.exists() {
+        Some(venv)
+    } else {
+        missing("python with pyarrow and duckdb")
+    }
 }
 
-/// Reads a bucket with pyarrow and DuckDB (tests/py/read_bucket.py).
+/// Reads a bucket with `pyarrow` and `DuckDB` (`tests/py/read_bucket.py`).
 pub fn read_bucket(bucket: &Path, dataset: &str) -> Option<serde_json::Value> {
     let python = python()?;
     let out = std::process::Command::new(python)
@@ -51,7 +62,11 @@ pub fn read_bucket(bucket: &Path, dataset: &str) -> Option<serde_json::Value> {
         .arg(dataset)
         .output()
         .expect("python runs");
-    assert!(out.status.success(), "read_bucket.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "read_bucket.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Some(serde_json::from_slice(&out.stdout).expect("read_bucket.py prints JSON"))
 }
 
@@ -74,7 +89,10 @@ impl TestBucket {
     }
 
     pub async fn upload(&self, key: &str, bytes: Vec<u8>) {
-        self.store.put(key, bytes, PutMode::Overwrite).await.unwrap();
+        self.store
+            .put(key, bytes, PutMode::Overwrite)
+            .await
+            .unwrap();
     }
 
     pub fn service(&self, options: RunOptions) -> Service {
@@ -82,7 +100,11 @@ impl TestBucket {
     }
 
     pub async fn run(&self) -> RunOutcome {
-        let outcome = self.service(RunOptions::default()).run_once().await.unwrap();
+        let outcome = self
+            .service(RunOptions::default())
+            .run_once()
+            .await
+            .unwrap();
         assert!(outcome.failed.is_empty(), "{:?}", outcome.failed);
         outcome
     }
@@ -93,6 +115,12 @@ impl TestBucket {
     }
 
     pub async fn keys(&self, prefix: &str) -> Vec<String> {
-        self.store.list(prefix).await.unwrap().into_iter().map(|m| m.key).collect()
+        self.store
+            .list(prefix)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key)
+            .collect()
     }
 }

@@ -67,7 +67,10 @@ async fn every_defective_file_yields_its_expected_findings_and_is_archived() {
             .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         let (file, bytes) = input_of(&dir, &case);
-        let key = format!("incoming/{}/stop_search/{}/{name}-{file}", case.force, case.period);
+        let key = format!(
+            "incoming/{}/stop_search/{}/{name}-{file}",
+            case.force, case.period
+        );
         cases.insert(key, (name, case, bytes));
     }
     assert!(cases.len() >= 30, "the corpus has {} cases", cases.len());
@@ -93,7 +96,9 @@ async fn every_defective_file_yields_its_expected_findings_and_is_archived() {
             ));
         }
         // Row numbers, where the case gives them, from the force's JSON report.
-        if !case.rows.is_empty() && let Some(report_key) = &s.outputs.report_json {
+        if !case.rows.is_empty()
+            && let Some(report_key) = &s.outputs.report_json
+        {
             let report = bucket.get_json(report_key).await;
             for (code, rows) in &case.rows {
                 let got: BTreeSet<u64> = report["findings"]
@@ -101,21 +106,48 @@ async fn every_defective_file_yields_its_expected_findings_and_is_archived() {
                     .unwrap()
                     .iter()
                     .filter(|f| f["code"] == code.as_str())
-                    .flat_map(|f| f["examples"].as_array().unwrap().iter().filter_map(|e| e["row"].as_u64()))
+                    .flat_map(|f| {
+                        f["examples"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .filter_map(|e| e["row"].as_u64())
+                    })
                     .collect();
                 let want: BTreeSet<u64> = rows.iter().copied().collect();
                 if got != want {
-                    failures.push(format!("{name}: {code} rows expected {want:?}, found {got:?}"));
+                    failures.push(format!(
+                        "{name}: {code} rows expected {want:?}, found {got:?}"
+                    ));
                 }
             }
         }
         // The archive holds the upload byte for byte, with its SHA-256 beside it.
-        let archive = s.outputs.archive.as_ref().expect("every upload is archived");
+        let archive = s
+            .outputs
+            .archive
+            .as_ref()
+            .expect("every upload is archived");
         let (archived, _) = bucket.store.get(archive).await.unwrap();
-        assert!(archived == *bytes, "{name}: the archived copy differs from the upload");
-        let (sum, _) = bucket.store.get(&format!("{archive}.sha256")).await.unwrap();
+        assert!(
+            archived == *bytes,
+            "{name}: the archived copy differs from the upload"
+        );
+        let (sum, _) = bucket
+            .store
+            .get(&format!("{archive}.sha256"))
+            .await
+            .unwrap();
         let want = format!("{:x}", Sha256::digest(bytes));
-        assert!(String::from_utf8(sum).unwrap().starts_with(&want), "{name}: wrong sha256 sidecar");
+        assert!(
+            String::from_utf8(sum).unwrap().starts_with(&want),
+            "{name}: wrong sha256 sidecar"
+        );
     }
-    assert!(failures.is_empty(), "{} case(s) differ:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} case(s) differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use std::fmt::Write;
+
 use force_returns::store::ObjectStore;
 use force_returns::validate::Decision;
 
@@ -18,7 +20,10 @@ async fn upload_real_extracts(bucket: &TestBucket) -> Option<usize> {
         let period = &name[..7];
         let force = name[8..].trim_end_matches("-stop-and-search.csv");
         bucket
-            .upload(&format!("incoming/{force}/stop_search/{period}/{name}"), std::fs::read(&path).unwrap())
+            .upload(
+                &format!("incoming/{force}/stop_search/{period}/{name}"),
+                std::fs::read(&path).unwrap(),
+            )
             .await;
         n += 1;
     }
@@ -28,67 +33,148 @@ async fn upload_real_extracts(bucket: &TestBucket) -> Option<usize> {
 #[tokio::test]
 async fn real_extracts_are_all_accepted_and_read_back_by_pyarrow_and_duckdb() {
     let bucket = TestBucket::new();
-    let Some(n) = upload_real_extracts(&bucket).await else { return };
+    let Some(n) = upload_real_extracts(&bucket).await else {
+        return;
+    };
     assert_eq!(n, 12);
     let outcome = bucket.run().await;
     assert_eq!(outcome.processed.len(), 12);
     let mut rows_by_snapshot = BTreeMap::new();
     for s in &outcome.processed {
-        assert_ne!(s.decision, Decision::Rejected, "{} was rejected: {:?}", s.source_key, s.codes);
-        let errors: Vec<_> = s.codes.keys().filter(|c| !["blank_rate", "duplicate_row"].contains(&c.as_str())).collect();
-        assert!(errors.is_empty(), "{}: unexpected findings {errors:?}", s.source_key);
-        assert_eq!(s.rows_accepted, s.rows_read, "{}: every row is kept", s.source_key);
+        assert_ne!(
+            s.decision,
+            Decision::Rejected,
+            "{} was rejected: {:?}",
+            s.source_key,
+            s.codes
+        );
+        let errors: Vec<_> = s
+            .codes
+            .keys()
+            .filter(|c| !["blank_rate", "duplicate_row"].contains(&c.as_str()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{}: unexpected findings {errors:?}",
+            s.source_key
+        );
+        assert_eq!(
+            s.rows_accepted, s.rows_read,
+            "{}: every row is kept",
+            s.source_key
+        );
         rows_by_snapshot.insert(s.outputs.snapshot.clone().unwrap(), s.rows_accepted);
     }
     // South Yorkshire sends no locations: reported with the rate, as a warning.
-    let sy = outcome.processed.iter().find(|s| s.source_key.contains("2020-01-south-yorkshire")).unwrap();
+    let sy = outcome
+        .processed
+        .iter()
+        .find(|s| s.source_key.contains("2020-01-south-yorkshire"))
+        .unwrap();
     assert_eq!(sy.decision, Decision::AcceptedWithWarnings);
-    let report = bucket.get_json(sy.outputs.report_json.as_ref().unwrap()).await;
-    let blank = report["findings"].as_array().unwrap().iter().find(|f| f["code"] == "blank_rate").unwrap();
-    let latitude = blank["examples"].as_array().unwrap().iter().find(|e| e["column"] == "Latitude").unwrap();
+    let report = bucket
+        .get_json(sy.outputs.report_json.as_ref().unwrap())
+        .await;
+    let blank = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == "blank_rate")
+        .unwrap();
+    let latitude = blank["examples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["column"] == "Latitude")
+        .unwrap();
     assert_eq!(latitude["severity"], "warning");
     assert_eq!(latitude["value"], "1.0000", "{latitude}");
-    assert!(latitude["message"].as_str().unwrap().contains("(100.0%)"), "{latitude}");
+    assert!(
+        latitude["message"].as_str().unwrap().contains("(100.0%)"),
+        "{latitude}"
+    );
 
-    let Some(facts) = read_bucket(bucket.path(), "stop_search") else { return };
+    let Some(facts) = read_bucket(bucket.path(), "stop_search") else {
+        return;
+    };
     let snapshots = facts["snapshots"].as_array().unwrap();
     assert_eq!(snapshots.len(), 12);
     for snap in snapshots {
         let key = snap["key"].as_str().unwrap();
-        assert_eq!(snap["rows"].as_u64(), rows_by_snapshot.get(key).copied(), "{key}");
+        assert_eq!(
+            snap["rows"].as_u64(),
+            rows_by_snapshot.get(key).copied(),
+            "{key}"
+        );
         let types = &snap["types"];
         assert_eq!(types["date"], "timestamp[us, tz=UTC]");
         assert_eq!(types["latitude"], "double");
         assert_eq!(types["outcome_linked_to_object_of_search"], "bool");
-        assert_eq!(types["self_defined_ethnicity"], "dictionary<values=string, indices=int32, ordered=0>");
-        assert_eq!(types["self_defined_ethnicity_group"], "dictionary<values=string, indices=int32, ordered=0>");
+        assert_eq!(
+            types["self_defined_ethnicity"],
+            "dictionary<values=string, indices=int32, ordered=0>"
+        );
+        assert_eq!(
+            types["self_defined_ethnicity_group"],
+            "dictionary<values=string, indices=int32, ordered=0>"
+        );
         assert_eq!(snap["compression"], "ZSTD");
         let meta = &snap["metadata"];
-        let s = outcome.processed.iter().find(|s| s.outputs.snapshot.as_deref() == Some(key)).unwrap();
-        assert_eq!(meta["force_returns.submission_id"], s.submission_id.as_str());
+        let s = outcome
+            .processed
+            .iter()
+            .find(|s| s.outputs.snapshot.as_deref() == Some(key))
+            .unwrap();
+        assert_eq!(
+            meta["force_returns.submission_id"],
+            s.submission_id.as_str()
+        );
         assert_eq!(meta["force_returns.source_key"], s.source_key.as_str());
         assert_eq!(meta["force_returns.schema_id"], "stop_search/v1");
         assert_eq!(meta["force_returns.schema_version"], "1");
         assert_eq!(meta["force_returns.sha256"].as_str().unwrap().len(), 64);
-        assert!(meta["force_returns.ingested_at"].as_str().unwrap().starts_with("2020-03-05T09:00:00"));
-        let groups: Vec<&str> = snap["distinct_sde_groups"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-        assert!(groups.iter().all(|g| ["White", "Mixed", "Asian", "Black", "Other", "Not stated"].contains(g)), "{groups:?}");
+        assert!(
+            meta["force_returns.ingested_at"]
+                .as_str()
+                .unwrap()
+                .starts_with("2020-03-05T09:00:00")
+        );
+        let groups: Vec<&str> = snap["distinct_sde_groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert!(
+            groups
+                .iter()
+                .all(|g| ["White", "Mixed", "Asian", "Black", "Other", "Not stated"].contains(g)),
+            "{groups:?}"
+        );
     }
     // DuckDB through the manifest sees every accepted row once.
-    let total: u64 = facts["current_rows"].as_array().unwrap().iter().map(|r| r[2].as_u64().unwrap()).sum();
+    let total: u64 = facts["current_rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[2].as_u64().unwrap())
+        .sum();
     assert_eq!(total, rows_by_snapshot.values().sum::<u64>());
     assert_eq!(total, 15_652);
 }
 
 fn small_file(rows: usize, ethnicity: &str) -> Vec<u8> {
-    let mut s = String::from("Type,Date,Part of a policing operation,Policing operation,Latitude,Longitude,Gender,Age range,Self-defined ethnicity,Officer-defined ethnicity,Legislation,Object of search,Outcome,Outcome linked to object of search,Removal of more than just outer clothing\n");
+    let mut s = String::from(
+        "Type,Date,Part of a policing operation,Policing operation,Latitude,Longitude,Gender,Age range,Self-defined ethnicity,Officer-defined ethnicity,Legislation,Object of search,Outcome,Outcome linked to object of search,Removal of more than just outer clothing\n",
+    );
     for i in 0..rows {
-        s.push_str(&format!(
-            "Person search,2020-01-{:02}T{:02}:{:02}:00+00:00,False,,53.4,-1.4,Female,25-34,{ethnicity},White,Police and Criminal Evidence Act 1984 (section 1),Stolen goods,Arrest,True,False\n",
+        let _ = writeln!(
+            s,
+            "Person search,2020-01-{:02}T{:02}:{:02}:00+00:00,False,,53.4,-1.4,Female,25-34,{ethnicity},White,Police and Criminal Evidence Act 1984 (section 1),Stolen goods,Arrest,True,False",
             i % 28 + 1,
             i % 24,
             i % 60
-        ));
+        );
     }
     s.into_bytes()
 }
@@ -97,31 +183,72 @@ fn small_file(rows: usize, ethnicity: &str) -> Vec<u8> {
 async fn second_run_processes_nothing_and_a_resubmission_supersedes_the_first() {
     let bucket = TestBucket::new();
     let folder = "incoming/south-yorkshire/stop_search/2020-01";
-    bucket.upload(&format!("{folder}/first.csv"), small_file(5, "White - Irish")).await;
+    bucket
+        .upload(
+            &format!("{folder}/first.csv"),
+            small_file(5, "White - Irish"),
+        )
+        .await;
     let first = bucket.run().await;
     assert_eq!(first.processed.len(), 1);
-    assert_eq!(first.processed[0].decision, Decision::Accepted, "{:?}", first.processed[0].codes);
+    assert_eq!(
+        first.processed[0].decision,
+        Decision::Accepted,
+        "{:?}",
+        first.processed[0].codes
+    );
 
     let again = bucket.run().await;
-    assert!(again.processed.is_empty(), "a second run reprocessed {:?}", again.processed);
+    assert!(
+        again.processed.is_empty(),
+        "a second run reprocessed {:?}",
+        again.processed
+    );
 
-    bucket.upload(&format!("{folder}/second.csv"), small_file(7, "W2")).await;
+    bucket
+        .upload(&format!("{folder}/second.csv"), small_file(7, "W2"))
+        .await;
     let second = bucket.run().await;
     assert_eq!(second.processed.len(), 1);
-    assert_eq!(second.processed[0].superseded.as_deref(), Some(first.processed[0].submission_id.as_str()));
+    assert_eq!(
+        second.processed[0].superseded.as_deref(),
+        Some(first.processed[0].submission_id.as_str())
+    );
 
-    let manifest = bucket.get_json("snapshots/stop_search/_manifest.json").await;
+    let manifest = bucket
+        .get_json("snapshots/stop_search/_manifest.json")
+        .await;
     assert_eq!(manifest["current"].as_array().unwrap().len(), 1);
-    assert_eq!(manifest["current"][0]["submission_id"], second.processed[0].submission_id.as_str());
-    assert_eq!(manifest["superseded"][0]["submission_id"], first.processed[0].submission_id.as_str());
-    assert_eq!(manifest["superseded"][0]["superseded_by"], second.processed[0].submission_id.as_str());
+    assert_eq!(
+        manifest["current"][0]["submission_id"],
+        second.processed[0].submission_id.as_str()
+    );
+    assert_eq!(
+        manifest["superseded"][0]["submission_id"],
+        first.processed[0].submission_id.as_str()
+    );
+    assert_eq!(
+        manifest["superseded"][0]["superseded_by"],
+        second.processed[0].submission_id.as_str()
+    );
     // The first snapshot stays for audit.
-    assert!(bucket.store.get(first.processed[0].outputs.snapshot.as_ref().unwrap()).await.is_ok());
+    assert!(
+        bucket
+            .store
+            .get(first.processed[0].outputs.snapshot.as_ref().unwrap())
+            .await
+            .is_ok()
+    );
     assert!(bucket.run().await.processed.is_empty());
 
-    let Some(facts) = read_bucket(bucket.path(), "stop_search") else { return };
+    let Some(facts) = read_bucket(bucket.path(), "stop_search") else {
+        return;
+    };
     assert_eq!(facts["snapshots"].as_array().unwrap().len(), 2);
-    assert_eq!(facts["current_rows"], serde_json::json!([["south-yorkshire", "2020-01", 7]]));
+    assert_eq!(
+        facts["current_rows"],
+        serde_json::json!([["south-yorkshire", "2020-01", 7]])
+    );
 }
 
 #[tokio::test]
@@ -135,15 +262,32 @@ async fn a_crash_before_the_done_marker_is_redone_with_the_same_outputs() {
     for k in bucket.keys("_state/done/").await {
         bucket.store.delete(&k).await.unwrap();
     }
-    let outputs = |keys: Vec<String>| keys.into_iter().filter(|k| !k.starts_with("_state/")).collect::<Vec<_>>();
+    let outputs = |keys: Vec<String>| {
+        keys.into_iter()
+            .filter(|k| !k.starts_with("_state/"))
+            .collect::<Vec<_>>()
+    };
     let before = outputs(bucket.keys("").await);
     let redo = bucket.run().await;
     assert_eq!(redo.processed.len(), 1);
-    assert_eq!(redo.processed[0].submission_id, sid, "ids are deterministic");
-    assert_eq!(outputs(bucket.keys("").await), before, "a retry rewrites the same keys");
+    assert_eq!(
+        redo.processed[0].submission_id, sid,
+        "ids are deterministic"
+    );
+    assert_eq!(
+        outputs(bucket.keys("").await),
+        before,
+        "a retry rewrites the same keys"
+    );
     assert_eq!(bucket.keys("_state/done/").await.len(), 1);
-    let manifest = bucket.get_json("snapshots/stop_search/_manifest.json").await;
-    assert_eq!(manifest["current"].as_array().unwrap().len(), 1, "no duplicate entry");
+    let manifest = bucket
+        .get_json("snapshots/stop_search/_manifest.json")
+        .await;
+    assert_eq!(
+        manifest["current"].as_array().unwrap().len(),
+        1,
+        "no duplicate entry"
+    );
     assert!(manifest["superseded"].as_array().unwrap().is_empty());
 }
 
@@ -155,15 +299,37 @@ async fn central_quality_tables_mask_personal_values_but_the_force_report_shows_
     let out = bucket.run().await;
     let s = &out.processed[0];
     assert_eq!(s.decision, Decision::Rejected);
-    let report = bucket.get_json(s.outputs.report_json.as_ref().unwrap()).await;
-    assert!(report.to_string().contains("Klingon"), "the force sees its own value");
-    let csv = bucket.store.get(s.outputs.findings_csv.as_ref().unwrap()).await.unwrap().0;
-    assert_eq!(String::from_utf8(csv).unwrap().matches("Klingon").count(), 6, "3 values + 3 messages");
-    let Some(facts) = read_bucket(bucket.path(), "stop_search") else { return };
+    let report = bucket
+        .get_json(s.outputs.report_json.as_ref().unwrap())
+        .await;
+    assert!(
+        report.to_string().contains("Klingon"),
+        "the force sees its own value"
+    );
+    let csv = bucket
+        .store
+        .get(s.outputs.findings_csv.as_ref().unwrap())
+        .await
+        .unwrap()
+        .0;
+    assert_eq!(
+        String::from_utf8(csv).unwrap().matches("Klingon").count(),
+        6,
+        "3 values + 3 messages"
+    );
+    let Some(facts) = read_bucket(bucket.path(), "stop_search") else {
+        return;
+    };
     let q = &facts["quality"]["findings"];
     assert_eq!(q["rows"], 3);
-    assert!(!q.to_string().contains("Klingon"), "central table leaks a personal value: {q}");
+    assert!(
+        !q.to_string().contains("Klingon"),
+        "central table leaks a personal value: {q}"
+    );
     assert_eq!(q["values"], serde_json::json!(["***", "***", "***"]));
     assert_eq!(facts["quality"]["submissions"]["rows"], 1);
-    assert!(facts["snapshots"].as_array().unwrap().is_empty(), "a rejected upload has no snapshot");
+    assert!(
+        facts["snapshots"].as_array().unwrap().is_empty(),
+        "a rejected upload has no snapshot"
+    );
 }
