@@ -416,7 +416,14 @@ impl Service {
         info!(pending = total, "run started");
         let mut outcome = RunOutcome::default();
         for (i, object) in pending.iter().enumerate() {
-            let span = info_span!("upload", key = %object.key, submission = tracing::field::Empty);
+            let span = info_span!(
+                "upload",
+                key = %object.key,
+                dataset = tracing::field::Empty,
+                force = tracing::field::Empty,
+                period = tracing::field::Empty,
+                submission = tracing::field::Empty,
+            );
             match self.process(object).instrument(span).await {
                 Ok(Some(summary)) => outcome.processed.push(summary),
                 Ok(None) => outcome.skipped += 1,
@@ -500,6 +507,12 @@ impl Service {
         let work = tempfile::tempdir()?;
         let local = work.path().join("upload");
         let location = parse_upload_key(&object.key, &self.project);
+        if let Ok(l) = &location {
+            let span = tracing::Span::current();
+            span.record("dataset", l.dataset.as_str());
+            span.record("force", l.force_id.as_str());
+            span.record("period", l.period.to_string().as_str());
+        }
         let pipeline = location
             .as_ref()
             .ok()
