@@ -12,6 +12,7 @@
 //! hold commas, quotes and line breaks). Rows are numbered as a spreadsheet counts them: the
 //! header is row 1.
 
+use std::hash::BuildHasher;
 use std::io::Read;
 use std::sync::Arc;
 
@@ -22,7 +23,7 @@ use crate::finding::{Code, Finding, FindingLog};
 use crate::schema::RecordSchema;
 
 /// How many records a batch holds at most.
-pub const DEFAULT_BATCH_ROWS: usize = 32 * 1024;
+pub const DEFAULT_BATCH_ROWS: usize = 16 * 1024;
 
 const CHUNK: usize = 256 * 1024;
 
@@ -55,6 +56,8 @@ pub struct Batch {
     pub columns: Vec<StringArray>,
     /// Spreadsheet row number of each row.
     pub rows: Vec<u64>,
+    /// A 128-bit hash of each row's decoded cells (equal rows, equal hashes).
+    pub row_hashes: Vec<u128>,
 }
 
 impl Batch {
@@ -104,6 +107,7 @@ pub struct CsvDecoder<R> {
     batch_rows: usize,
     stats: DecodeStats,
     finished: bool,
+    hashers: [foldhash::fast::FixedState; 2],
 }
 
 enum RawRecord {
@@ -172,6 +176,10 @@ impl<R: Read> CsvDecoder<R> {
             batch_rows: batch_rows.max(1),
             stats,
             finished: false,
+            hashers: [
+                foldhash::fast::FixedState::with_seed(0x243F_6A88_85A3_08D3),
+                foldhash::fast::FixedState::with_seed(0x1319_8A2E_0370_7344),
+            ],
         };
         let headers = match decoder.read_raw()? {
             Some(RawRecord::Complete { out_len, fields }) => {
@@ -300,8 +308,8 @@ impl<R: Read> CsvDecoder<R> {
         self.stats
     }
 
-    /// The next batch, or `None` at the end. Problem rows are reported to `log` and left out.
-    pub fn next_batch(&mut self, log: &mut FindingLog<'_>) -> std::io::Result<Option<Batch>> {
+    /// The next batch, or `None` at the end. Problem rows are reported in `found` and left out.
+    pub fn next_batch(&mut self, found: &mut Vec<Finding>) -> std::io::Result<Option<Batch>> {
         if self.finished {
             return Ok(None);
         }
@@ -318,10 +326,11 @@ impl<R: Read> CsvDecoder<R> {
             .map(|p| p.and_then(|p| self.properties.iter().position(|&q| q == p)))
             .collect();
         let mut rows = Vec::with_capacity(self.batch_rows);
+        let mut row_hashes = Vec::with_capacity(self.batch_rows);
         while rows.len() < self.batch_rows {
             if self.stats.records >= self.limits.max_rows {
                 if self.read_raw()?.is_some() {
-                    log.push(Finding::new(
+                    found.push(Finding::new(
                         Code::TooManyRows,
                         format!(
                             "the file has more than {} records; records after row {} were not read",
@@ -335,7 +344,7 @@ impl<R: Read> CsvDecoder<R> {
                 break;
             }
             if self.stats.bytes > self.limits.max_file_bytes {
-                log.push(Finding::new(
+                found.push(Finding::new(
                     Code::FileTooLarge,
                     format!(
                         "the file is larger than {} bytes; the rest was not read",
@@ -366,7 +375,7 @@ impl<R: Read> CsvDecoder<R> {
                     } else {
                         ""
                     };
-                    log.push(
+                    found.push(
                         Finding::new(
                             Code::CellTooLong,
                             format!(
@@ -389,7 +398,7 @@ impl<R: Read> CsvDecoder<R> {
                         };
                         let preview =
                             String::from_utf8_lossy(&self.out[..out_len.min(120)]).into_owned();
-                        log.push(
+                        found.push(
                             Finding::new(
                                 code,
                                 format!(
@@ -402,26 +411,28 @@ impl<R: Read> CsvDecoder<R> {
                         );
                         continue;
                     }
-                    if std::str::from_utf8(&self.out[..out_len]).is_err() {
+                    let Ok(record) = simdutf8::basic::from_utf8(&self.out[..out_len]) else {
                         self.stats.rejected_rows += 1;
-                        self.report_bad_utf8(row, fields, log);
+                        self.report_bad_utf8(row, fields, found);
                         continue;
-                    }
+                    };
+                    // The record is valid UTF-8 as a whole, and cells end at ASCII delimiters,
+                    // so every cell is a char-boundary slice of it: no second check per cell.
                     let mut start = 0;
                     for (col, &end) in self.ends[..fields].iter().enumerate() {
                         if let Some(s) = slot[col] {
                             if end == start {
                                 builders[s].append_null();
                             } else {
-                                // Checked as UTF-8 above, for the whole record at once.
-                                let text =
-                                    std::str::from_utf8(&self.out[start..end]).unwrap_or_default();
-                                builders[s].append_value(text);
+                                builders[s].append_value(&record[start..end]);
                             }
                         }
                         start = end;
                     }
                     rows.push(row);
+                    let record = (&self.out[..out_len], &self.ends[..fields]);
+                    let [a, b] = self.hashers.each_ref().map(|h| h.hash_one(record));
+                    row_hashes.push((u128::from(a) << 64) | u128::from(b));
                 }
             }
         }
@@ -437,16 +448,17 @@ impl<R: Read> CsvDecoder<R> {
             properties: Arc::clone(&self.properties),
             columns,
             rows,
+            row_hashes,
         }))
     }
 
-    fn report_bad_utf8(&self, row: u64, fields: usize, log: &mut FindingLog<'_>) {
+    fn report_bad_utf8(&self, row: u64, fields: usize, found: &mut Vec<Finding>) {
         let mut start = 0;
         for (col, &end) in self.ends[..fields].iter().enumerate() {
             let cell = &self.out[start..end];
             if let Err(e) = std::str::from_utf8(cell) {
                 let bad = cell[e.valid_up_to()];
-                log.push(
+                found.push(
                     Finding::new(
                         Code::EncodingInvalidUtf8,
                         format!(
@@ -612,8 +624,12 @@ mod tests {
         let mut log = FindingLog::new(100, BTreeMap::new(), &mut sink);
         let mut batches = Vec::new();
         if let Start::Rows(mut d) = CsvDecoder::start(bytes, &s, limits, batch, &mut log).unwrap() {
-            while let Some(b) = d.next_batch(&mut log).unwrap() {
+            let mut found = Vec::new();
+            while let Some(b) = d.next_batch(&mut found).unwrap() {
                 batches.push(b);
+            }
+            for f in found {
+                log.push(f);
             }
         }
         (batches, log.finish().unwrap())

@@ -11,6 +11,7 @@
 //! - [`schema`] parses record schemas and reference code lists;
 //! - [`validate`] checks batches column by column and decides;
 //! - [`snapshot`] writes typed Parquet snapshots, quality tables and the manifest;
+//! - [`spill`] finds repeated rows and values in bounded memory, via local temporary files;
 //! - [`feedback`] renders the report back to the force;
 //! - [`pipeline`] runs discover → claim → decode → validate → write → report;
 //! - [`demo`] generates realistic synthetic returns for the demo and tests.
@@ -25,5 +26,6 @@ pub mod period;
 pub mod pipeline;
 pub mod schema;
 pub mod snapshot;
+pub mod spill;
 pub mod store;
 pub mod validate;

@@ -136,14 +136,14 @@ pub struct CheckOutcome {
 /// Checks one file against a pipeline with no store. `size` is the file's size when known
 /// (checked against the limit before reading). Every finding goes to `sink`; the rows of each
 /// batch that are free of errors go to `on_valid`.
-pub fn check_upload<R: Read>(
+pub fn check_upload<R: Read + Send>(
     input: R,
     size: Option<u64>,
     pipeline: &Pipeline,
     limits: Limits,
     scope: UploadScope,
     sink: &mut dyn FindingSink,
-    on_valid: &mut dyn FnMut(&Batch, &BooleanArray) -> Result<(), PipelineError>,
+    on_valid: &mut dyn FnMut(Batch, BooleanArray) -> Result<(), PipelineError>,
 ) -> Result<CheckOutcome, PipelineError> {
     let mut log = FindingLog::new(
         pipeline.decision.examples_per_code,
@@ -196,11 +196,55 @@ pub fn check_upload<R: Read>(
     let header = decoder.header().clone();
     let mut checker =
         Checker::new(pipeline, scope, header.clone()).map_err(PipelineError::Schema)?;
-    while let Some(batch) = decoder.next_batch(&mut log)? {
-        let valid = checker.check_batch(&batch, &mut log);
-        on_valid(&batch, &valid)?;
-    }
-    let decode = decoder.stats();
+    // Decoding runs on its own thread, a couple of batches ahead of checking and writing, so
+    // the two halves of the work use both cores. Findings keep their order: each batch
+    // carries the decode findings of its own rows.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Decoded>(2);
+    let decode = std::thread::scope(|scope| -> Result<DecodeStats, PipelineError> {
+        let producer = scope.spawn(move || {
+            loop {
+                let mut found = Vec::new();
+                let message = match decoder.next_batch(&mut found) {
+                    Ok(Some(batch)) => Decoded::Batch(batch, found),
+                    Ok(None) => Decoded::End(found, decoder.stats()),
+                    Err(e) => Decoded::Failed(e),
+                };
+                let last = !matches!(message, Decoded::Batch(..));
+                if tx.send(message).is_err() || last {
+                    break;
+                }
+            }
+        });
+        let mut consume = || -> Result<DecodeStats, PipelineError> {
+            let mut result = Err(PipelineError::Task("the decoder stopped early".into()));
+            for message in &rx {
+                match message {
+                    Decoded::Batch(batch, found) => {
+                        for f in found {
+                            log.push(f);
+                        }
+                        let valid = checker.check_batch(&batch, &mut log)?;
+                        on_valid(batch, valid)?;
+                    }
+                    Decoded::End(found, stats) => {
+                        for f in found {
+                            log.push(f);
+                        }
+                        result = Ok(stats);
+                    }
+                    Decoded::Failed(e) => result = Err(e.into()),
+                }
+            }
+            result
+        };
+        let result = consume();
+        // Dropping the receiver stops a decoder still blocked on a full channel.
+        drop(rx);
+        producer
+            .join()
+            .map_err(|_| PipelineError::Task("the decoder thread panicked".into()))?;
+        result
+    })?;
     if decode.records == 0 {
         log.push(Finding::new(
             Code::NoRows,
@@ -208,13 +252,20 @@ pub fn check_upload<R: Read>(
             "rows present",
         ));
     }
-    let verdict = checker.finish(decode.rejected_rows, &mut log);
+    let verdict = checker.finish(decode.rejected_rows, &mut log)?;
     Ok(CheckOutcome {
         verdict,
         findings: order_findings(log.finish()?),
         decode,
         header: Some(header),
     })
+}
+
+/// What the decoder thread sends.
+enum Decoded {
+    Batch(Batch, Vec<Finding>),
+    End(Vec<Finding>, DecodeStats),
+    Failed(std::io::Error),
 }
 
 /// Findings worst first, then in code order.
@@ -896,20 +947,39 @@ fn check_to_files(
                 .then(|| std::fs::File::open(dir.join("upload")))
                 .transpose()?;
             let mut tee = Tee(&mut csv, &mut quality);
-            let outcome = check_upload(
-                BufReader::new(input.map_or_else(
-                    || Box::new(std::io::empty()) as Box<dyn Read>,
-                    |f| Box::new(f),
-                )),
-                Some(size),
-                pipeline,
-                limits,
-                scope,
-                &mut tee,
-                &mut |batch, valid| writer.write(batch, valid).map_err(PipelineError::from),
-            )?;
-            let (rows, _) = writer.finish()?;
-            (outcome, rows)
+            // The snapshot is typed, encoded and compressed on its own thread, a couple of
+            // batches behind the checks.
+            let (tx, rx) = std::sync::mpsc::sync_channel::<(Batch, BooleanArray)>(2);
+            std::thread::scope(|threads| -> Result<(CheckOutcome, u64), PipelineError> {
+                let written = threads.spawn(move || -> Result<u64, PipelineError> {
+                    for (batch, valid) in rx {
+                        writer.write(&batch, &valid)?;
+                    }
+                    Ok(writer.finish()?.0)
+                });
+                let outcome = check_upload(
+                    BufReader::new(input.map_or_else(
+                        || Box::new(std::io::empty()) as Box<dyn Read + Send>,
+                        |f| Box::new(f),
+                    )),
+                    Some(size),
+                    pipeline,
+                    limits,
+                    scope,
+                    &mut tee,
+                    &mut |batch, valid| {
+                        tx.send((batch, valid))
+                            .map_err(|_| PipelineError::Task("the snapshot writer stopped".into()))
+                    },
+                );
+                drop(tx);
+                let rows = written
+                    .join()
+                    .map_err(|_| PipelineError::Task("the snapshot writer panicked".into()))?;
+                // A writer failure (say, a full disk) explains a check that stopped early.
+                let rows = rows?;
+                Ok((outcome?, rows))
+            })?
         }
         (_, error) => {
             let mut tee = Tee(&mut csv, &mut quality);

@@ -29,6 +29,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
 use crate::finding::{Finding, FindingSink};
@@ -92,10 +93,17 @@ fn dict_type() -> DataType {
     DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
 }
 
-fn writer_props(kv: Vec<KeyValue>) -> WriterProperties {
-    WriterProperties::builder()
+/// Zstd, bounded row groups, and dictionary encoding only for the named columns: codes repeat
+/// and compress well as dictionaries, while identifiers, times and coordinates only fill the
+/// dictionary up before the writer falls back, costing time and memory for nothing.
+fn writer_props(kv: Vec<KeyValue>, dictionary_columns: &[String]) -> WriterProperties {
+    let builder = dictionary_columns.iter().fold(
+        WriterProperties::builder().set_dictionary_enabled(false),
+        |b, c| b.set_column_dictionary_enabled(ColumnPath::from(c.as_str()), true),
+    );
+    builder
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
-        .set_max_row_group_row_count(Some(128 * 1024))
+        .set_max_row_group_row_count(Some(64 * 1024))
         .set_key_value_metadata(Some(kv))
         .build()
 }
@@ -131,6 +139,24 @@ pub fn snapshot_schema(schema: &RecordSchema) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// Columns worth dictionary-encoding: codes and their attributes, the constant lineage
+/// columns, and free text that is not declared unique.
+fn dictionary_columns(arrow: &Schema, schema: &RecordSchema) -> Vec<String> {
+    let unique: Vec<&str> = schema
+        .properties
+        .iter()
+        .filter(|p| p.unique)
+        .map(|p| p.name.as_str())
+        .collect();
+    arrow
+        .fields()
+        .iter()
+        .filter(|f| matches!(f.data_type(), DataType::Dictionary(..) | DataType::Utf8))
+        .map(|f| f.name().clone())
+        .filter(|name| !unique.contains(&name.as_str()))
+        .collect()
+}
+
 /// Streams accepted rows of one submission into a Parquet file.
 pub struct SnapshotWriter<W: Write + Send> {
     schema: Arc<RecordSchema>,
@@ -155,7 +181,10 @@ impl<W: Write + Send> SnapshotWriter<W> {
         let writer = ArrowWriter::try_new(
             out,
             Arc::clone(&arrow_schema),
-            Some(writer_props(lineage.key_values())),
+            Some(writer_props(
+                lineage.key_values(),
+                &dictionary_columns(&arrow_schema, &schema),
+            )),
         )?;
         let dictionaries = schema
             .properties
@@ -328,13 +357,68 @@ impl<W: Write + Send> SnapshotWriter<W> {
 
 /// Microseconds since the epoch of an RFC 3339 date-time or a plain date (midnight UTC).
 pub fn parse_timestamp_micros(text: &str) -> Option<i64> {
-    if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(text) {
-        return Some(dt.timestamp_micros());
+    fast_timestamp_micros(text.as_bytes()).or_else(|| {
+        if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(text) {
+            return Some(dt.timestamp_micros());
+        }
+        chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+            .ok()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|d| d.and_utc().timestamp_micros())
+    })
+}
+
+/// The common shapes (`YYYY-MM-DD` and `YYYY-MM-DDTHH:MM:SS[.f]±HH:MM|Z`) without chrono's
+/// general parser; anything else (leap seconds included) is left to it.
+fn fast_timestamp_micros(b: &[u8]) -> Option<i64> {
+    let num = |s: &[u8]| -> Option<i64> {
+        s.iter().try_fold(0i64, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
+        })
+    };
+    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
     }
-    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|d| d.and_utc().timestamp_micros())
+    let date = chrono::NaiveDate::from_ymd_opt(
+        i32::try_from(num(&b[..4])?).ok()?,
+        u32::try_from(num(&b[5..7])?).ok()?,
+        u32::try_from(num(&b[8..10])?).ok()?,
+    )?;
+    let midnight = date.and_hms_opt(0, 0, 0)?.and_utc().timestamp() * 1_000_000;
+    if b.len() == 10 {
+        return Some(midnight);
+    }
+    if b.len() < 20 || !matches!(b[10], b'T' | b't') || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (h, m, sec) = (num(&b[11..13])?, num(&b[14..16])?, num(&b[17..19])?);
+    if h > 23 || m > 59 || sec > 59 {
+        return None;
+    }
+    let mut i = 19;
+    let mut micros = 0;
+    if b[i] == b'.' {
+        let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 {
+            return None;
+        }
+        let kept = &b[i + 1..i + 1 + digits.min(6)];
+        micros = num(kept)? * 10i64.pow(6 - u32::try_from(kept.len()).ok()?);
+        i += 1 + digits;
+    }
+    let offset = match b.get(i..)? {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), oh1, oh2, b':', om1, om2] => {
+            let (oh, om) = (num(&[*oh1, *oh2])?, num(&[*om1, *om2])?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            let minutes = oh * 60 + om;
+            if *sign == b'+' { minutes } else { -minutes }
+        }
+        _ => return None,
+    };
+    Some(midnight + ((h * 60 + m - offset) * 60 + sec) * 1_000_000 + micros)
 }
 
 /// One row of the `quality/submissions` table.
@@ -430,7 +514,7 @@ pub fn submissions_parquet(record: &SubmissionRecord) -> Result<Vec<u8>, Snapsho
         ],
     )?;
     let mut out = Vec::new();
-    let mut w = ArrowWriter::try_new(&mut out, schema, Some(writer_props(Vec::new())))?;
+    let mut w = ArrowWriter::try_new(&mut out, schema, Some(writer_props(Vec::new(), &[])))?;
     w.write(&batch)?;
     w.close()?;
     Ok(out)
@@ -466,8 +550,14 @@ impl<W: Write + Send> QualityFindingSink<W> {
             s("rule", false),
             s("schema_path", true),
         ]));
-        let writer =
-            ArrowWriter::try_new(out, Arc::clone(&schema), Some(writer_props(Vec::new())))?;
+        let writer = ArrowWriter::try_new(
+            out,
+            Arc::clone(&schema),
+            Some(writer_props(
+                Vec::new(),
+                &["column", "rule", "schema_path"].map(String::from),
+            )),
+        )?;
         Ok(QualityFindingSink {
             writer,
             schema,
@@ -730,6 +820,32 @@ mod tests {
                 .collect::<Vec<_>>(),
             [Some("b"), Some("b")]
         );
+    }
+
+    #[test]
+    fn the_fast_timestamp_path_agrees_with_chrono() {
+        for t in [
+            "2020-01-01T00:46:34+00:00",
+            "2020-01-01T00:46:34.5-05:30",
+            "2019-12-31T23:59:59.1234567z",
+            "2020-02-29T12:00:00Z",
+            "1969-07-20T20:17:40+14:00",
+        ] {
+            let chrono = chrono::DateTime::parse_from_rfc3339(t)
+                .unwrap()
+                .timestamp_micros();
+            assert_eq!(fast_timestamp_micros(t.as_bytes()), Some(chrono), "{t}");
+        }
+        for t in [
+            "2020-02-30",
+            "2020-01-01T24:00:00Z",
+            "2020-01-01T00:00:00",
+            "2020-01-01 00:00:00Z",
+        ] {
+            assert_eq!(fast_timestamp_micros(t.as_bytes()), None, "{t}");
+        }
+        // A leap second is left to chrono.
+        assert!(parse_timestamp_micros("2016-12-31T23:59:60Z").is_some());
     }
 
     #[test]

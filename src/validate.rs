@@ -26,6 +26,7 @@ use crate::finding::{Code, Finding, FindingLog, Severity};
 use crate::ingest::{Batch, HeaderMap};
 use crate::period::Period;
 use crate::schema::{Property, RecordSchema, Spelling, TypeSet, UploadContext};
+use crate::spill::RepeatFinder;
 
 /// A cell as JSON Schema sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -547,10 +548,14 @@ pub struct Checker<'p> {
     cell_errors: Vec<u64>,
     rows_checked: u64,
     error_rows: Bitset,
-    row_hashes: HashSet<u128>,
-    unique: Vec<HashMap<u128, (u64, bool)>>,
-    hashers: (std::hash::RandomState, std::hash::RandomState),
+    repeated_rows: RepeatFinder,
+    unique: Vec<Option<RepeatFinder>>,
+    hashers: [foldhash::fast::FixedState; 2],
 }
+
+/// Distinct values remembered per column and batch before the memo gives up on that column
+/// (an identifier or a timestamp never repeats; a code list always does).
+const MEMO_LIMIT: usize = 256;
 
 /// What the checker concluded.
 #[derive(Debug, Clone)]
@@ -574,6 +579,13 @@ impl<'p> Checker<'p> {
     ) -> Result<Self, String> {
         let schema = &pipeline.schema;
         let n = schema.properties.len();
+        let spill_error = |e: std::io::Error| format!("failed to create temporary files: {e}");
+        let unique = schema
+            .properties
+            .iter()
+            .map(|p| p.unique.then(|| RepeatFinder::new(true)).transpose())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(spill_error)?;
         Ok(Checker {
             pipeline,
             plan: Plan::compile(schema)?,
@@ -583,40 +595,49 @@ impl<'p> Checker<'p> {
             cell_errors: vec![0; n],
             rows_checked: 0,
             error_rows: Bitset::default(),
-            row_hashes: HashSet::new(),
-            unique: vec![HashMap::new(); n],
-            hashers: (std::hash::RandomState::new(), std::hash::RandomState::new()),
+            repeated_rows: RepeatFinder::new(false).map_err(spill_error)?,
+            unique,
+            hashers: [
+                foldhash::fast::FixedState::with_seed(0x243F_6A88_85A3_08D3),
+                foldhash::fast::FixedState::with_seed(0x1319_8A2E_0370_7344),
+            ],
         })
     }
 
-    fn hash128(&self, parts: impl Fn(&mut std::hash::DefaultHasher)) -> u128 {
-        let mut a = self.hashers.0.build_hasher();
-        let mut b = self.hashers.1.build_hasher();
-        parts(&mut a);
-        parts(&mut b);
-        (u128::from(a.finish()) << 64) | u128::from(b.finish())
+    fn hash128(&self, parts: impl Fn(&mut foldhash::fast::FoldHasher)) -> u128 {
+        let [a, b] = self.hashers.each_ref().map(|s| {
+            let mut h = s.build_hasher();
+            parts(&mut h);
+            h.finish()
+        });
+        (u128::from(a) << 64) | u128::from(b)
     }
 
-    /// Checks a batch; returns which of its rows are free of errors.
-    pub fn check_batch(&mut self, batch: &Batch, log: &mut FindingLog<'_>) -> BooleanArray {
+    /// Checks a batch; returns which of its rows are free of errors. Fails only when the local
+    /// temporary files used to find repeats cannot be written.
+    pub fn check_batch(
+        &mut self,
+        batch: &Batch,
+        log: &mut FindingLog<'_>,
+    ) -> std::io::Result<BooleanArray> {
         let mut row_ok = vec![true; batch.len()];
         self.rows_checked += batch.len() as u64;
         for (slot, &p) in batch.properties.iter().enumerate() {
             let column = &batch.columns[slot];
             self.blanks[p] += column.null_count() as u64;
-            self.check_column(p, column, batch, &mut row_ok, log);
+            self.check_column(p, column, batch, &mut row_ok, log)?;
         }
         if let Some(fallback) = self.plan.fallback.take() {
             self.check_with_reference(&fallback, batch, &mut row_ok, log);
             self.plan.fallback = Some(fallback);
         }
-        self.check_duplicate_rows(batch, log);
+        self.remember_rows(batch)?;
         for (i, ok) in row_ok.iter().enumerate() {
             if !ok {
                 self.error_rows.set(batch.rows[i] - 2);
             }
         }
-        BooleanArray::from(row_ok)
+        Ok(BooleanArray::from(row_ok))
     }
 
     fn check_column(
@@ -626,17 +647,34 @@ impl<'p> Checker<'p> {
         batch: &Batch,
         row_ok: &mut [bool],
         log: &mut FindingLog<'_>,
-    ) {
+    ) -> std::io::Result<()> {
         let prop = &self.pipeline.schema.properties[p];
         let header = self.header.column_name(&self.pipeline.schema, p).to_owned();
-        // Each distinct value is checked once per batch; codes repeat a lot.
-        let mut memo: HashMap<Option<&str>, Option<(Code, Violation)>> = HashMap::new();
+        // Each distinct value is judged once per batch while the column keeps repeating itself
+        // (code lists do); a column of distinct values (ids, times) skips the memo.
+        let mut memo: HashMap<&str, Option<(Code, Violation)>, foldhash::fast::FixedState> =
+            HashMap::with_capacity_and_hasher(MEMO_LIMIT, foldhash::fast::FixedState::default());
+        let mut memo_on = true;
+        let blank = self.judge(p, prop, None);
         for (i, (ok, &row)) in row_ok.iter_mut().zip(&batch.rows).enumerate() {
             let text = crate::ingest::cell(column, i);
-            let outcome = memo
-                .entry(text)
-                .or_insert_with(|| self.judge(p, prop, text))
-                .clone();
+            let outcome = match text {
+                None => blank.clone(),
+                Some(t) if memo_on => {
+                    if let Some(o) = memo.get(t) {
+                        o.clone()
+                    } else {
+                        let o = self.judge(p, prop, text);
+                        if memo.len() < MEMO_LIMIT {
+                            memo.insert(t, o.clone());
+                        } else {
+                            memo_on = false;
+                        }
+                        o
+                    }
+                }
+                Some(_) => self.judge(p, prop, text),
+            };
             if let Some((code, v)) = outcome {
                 let finding = self.describe(prop, &header, text, code, &v).at_row(row);
                 if log.severity_of(finding.code) == Severity::Error {
@@ -645,29 +683,14 @@ impl<'p> Checker<'p> {
                 }
                 log.push(finding);
             }
-            if prop.unique
-                && let Some(t) = text
-            {
+            if let (Some(t), true) = (text, prop.unique) {
                 let key = self.hash128(|h| t.hash(h));
-                match self.unique[p].get_mut(&key) {
-                    None => {
-                        self.unique[p].insert(key, (row, false));
-                    }
-                    Some((first, flagged)) => {
-                        let first = *first;
-                        if !*flagged {
-                            *flagged = true;
-                            self.error_rows.set(first - 2);
-                            self.cell_errors[p] += 1;
-                            log.push(not_unique(prop, &header, t, first, row, first));
-                        }
-                        *ok = false;
-                        self.cell_errors[p] += 1;
-                        log.push(not_unique(prop, &header, t, first, row, row));
-                    }
+                if let Some(finder) = self.unique[p].as_mut() {
+                    finder.add(key, row, t.as_bytes())?;
                 }
             }
         }
+        Ok(())
     }
 
     /// The finding code and violation for one cell value, or `None` when it is fine.
@@ -853,31 +876,63 @@ impl<'p> Checker<'p> {
         }
     }
 
-    fn check_duplicate_rows(&mut self, batch: &Batch, log: &mut FindingLog<'_>) {
-        for i in 0..batch.len() {
-            let key = self.hash128(|h| {
-                for c in &batch.columns {
-                    crate::ingest::cell(c, i).hash(h);
-                }
-            });
-            if !self.row_hashes.insert(key) {
-                let f = Finding::new(
-                    Code::DuplicateRow,
-                    "the row is identical in every cell to an earlier row",
-                    "distinct rows",
-                )
-                .at_row(batch.rows[i]);
-                if log.severity_of(Code::DuplicateRow) == Severity::Error {
-                    self.error_rows.set(batch.rows[i] - 2);
-                }
-                log.push(f);
-            }
+    /// Remembers each row's hash so that repeated rows are found at the end.
+    fn remember_rows(&mut self, batch: &Batch) -> std::io::Result<()> {
+        for (&hash, &row) in batch.row_hashes.iter().zip(&batch.rows) {
+            self.repeated_rows.add(hash, row, &[])?;
         }
+        Ok(())
+    }
+
+    /// Reports repeated rows and repeated values of `x-unique` columns, found in bounded memory.
+    fn report_repeats(&mut self, log: &mut FindingLog<'_>) -> std::io::Result<()> {
+        let repeated_rows = std::mem::replace(&mut self.repeated_rows, RepeatFinder::new(false)?);
+        let row_is_error = log.severity_of(Code::DuplicateRow) == Severity::Error;
+        repeated_rows.finish(|repeat| {
+            let first = repeat.rows[0];
+            for &row in &repeat.rows[1..] {
+                log.push(
+                    Finding::new(
+                        Code::DuplicateRow,
+                        format!("the row is identical in every cell to row {first}"),
+                        "distinct rows",
+                    )
+                    .at_row(row),
+                );
+                if row_is_error {
+                    self.error_rows.set(row - 2);
+                }
+            }
+        })?;
+        let unique_is_error = log.severity_of(Code::ValueNotUnique) == Severity::Error;
+        for p in 0..self.unique.len() {
+            let Some(finder) = self.unique[p].take() else {
+                continue;
+            };
+            let prop = &self.pipeline.schema.properties[p];
+            let header = self.header.column_name(&self.pipeline.schema, p).to_owned();
+            finder.finish(|repeat| {
+                let value = String::from_utf8_lossy(repeat.value.unwrap_or_default());
+                for &row in repeat.rows {
+                    log.push(not_unique(prop, &header, &value, repeat.rows, row));
+                    if unique_is_error {
+                        self.error_rows.set(row - 2);
+                        self.cell_errors[p] += 1;
+                    }
+                }
+            })?;
+        }
+        Ok(())
     }
 
     /// Ends the upload: blank rates, the decision and the column statistics. `decode_rejected`
     /// is how many rows could not be decoded (they count as error rows).
-    pub fn finish(self, decode_rejected: u64, log: &mut FindingLog<'_>) -> Verdict {
+    pub fn finish(
+        mut self,
+        decode_rejected: u64,
+        log: &mut FindingLog<'_>,
+    ) -> std::io::Result<Verdict> {
+        self.report_repeats(log)?;
         let schema = &self.pipeline.schema;
         let rows = self.rows_checked;
         let mut columns = Vec::new();
@@ -949,28 +1004,25 @@ impl<'p> Checker<'p> {
         } else {
             Decision::Accepted
         };
-        Verdict {
+        Ok(Verdict {
             decision,
             rows_checked: rows,
             error_rows,
             columns,
-        }
+        })
     }
 }
 
-fn not_unique(
-    prop: &Property,
-    header: &str,
-    value: &str,
-    first: u64,
-    second: u64,
-    at: u64,
-) -> Finding {
+fn not_unique(prop: &Property, header: &str, value: &str, rows: &[u64], at: u64) -> Finding {
+    let shown: Vec<String> = rows.iter().take(5).map(ToString::to_string).collect();
+    let more = if rows.len() > 5 { ", ..." } else { "" };
     Finding::new(
         Code::ValueNotUnique,
         format!(
-            "`{value}` appears more than once in {} (rows {first} and {second})",
-            prop.title
+            "`{value}` appears {} times in {} (rows {}{more})",
+            rows.len(),
+            prop.title,
+            shown.join(", ")
         ),
         "x-unique",
     )
