@@ -338,13 +338,14 @@ impl PipelineRunner {
         }
     }
 
-    /// The backlog label of an upload: its dataset folder, or [`UNROUTED`] when that names no
-    /// pipeline. `None` when the upload belongs to another pipeline's runs.
-    fn scope_of(&self, key: &str, dataset: &str) -> Option<&'static str> {
+    /// Whether a run of `dataset` takes the upload at `key`, and the label it is counted under:
+    /// the dataset itself, or [`UNROUTED`] when the key's dataset folder names no pipeline.
+    /// `None` when another pipeline's runs take it.
+    fn label_for(&self, key: &str, dataset: &str) -> Option<String> {
         match key.split('/').nth(2) {
-            Some(d) if d == dataset => Some("own"),
+            Some(d) if d == dataset => Some(dataset.to_owned()),
             Some(d) if self.datasets.contains(d) => None,
-            _ => Some(UNROUTED),
+            _ => Some(UNROUTED.to_owned()),
         }
     }
 
@@ -359,10 +360,7 @@ impl PipelineRunner {
         let work: Vec<(ObjectMeta, String)> = pending
             .into_iter()
             .filter_map(|m| {
-                let label = match self.scope_of(&m.key, dataset)? {
-                    UNROUTED => UNROUTED.to_owned(),
-                    _ => dataset.to_owned(),
-                };
+                let label = self.label_for(&m.key, dataset)?;
                 Some((m, label))
             })
             .collect();
@@ -373,19 +371,20 @@ impl PipelineRunner {
 
         let mut report = RunReport::default();
         let mut tasks = JoinSet::new();
-        let total = work.len();
-        for (started, (object, label)) in work.into_iter().enumerate() {
-            let permit = tokio::select! {
-                biased;
-                () = shutdown.draining() => {
-                    report.not_started += total - started;
-                    break;
+        let mut work = work.into_iter();
+        while let Some((object, label)) = work.next() {
+            // Wait for a free slot, taking finished uploads as they come, unless shutdown
+            // begins first.
+            let permit = loop {
+                tokio::select! {
+                    biased;
+                    () = shutdown.draining() => break None,
+                    Some(joined) = tasks.join_next() => self.record(joined, &mut report),
+                    permit = Arc::clone(&self.limit).acquire_owned() => break permit.ok(),
                 }
-                permit = Arc::clone(&self.limit).acquire_owned() => permit,
             };
-            let Ok(permit) = permit else {
-                // The semaphore is never closed; treat a closed one like shutdown.
-                report.not_started += total - started;
+            let Some(permit) = permit else {
+                report.not_started += 1 + work.len();
                 break;
             };
             let this = self.clone();
@@ -401,31 +400,7 @@ impl PipelineRunner {
             );
         }
         while let Some(joined) = tasks.join_next().await {
-            let (key, label, result) = match joined {
-                Ok(r) => r,
-                Err(e) => {
-                    error!(error = %e, "an upload task failed");
-                    report.failed.push((String::new(), e.to_string()));
-                    continue;
-                }
-            };
-            match result {
-                UploadResult::Processed(summary) => {
-                    self.metrics.backlog_done(&label);
-                    report.processed.push(*summary);
-                }
-                UploadResult::Skipped => {
-                    self.metrics.backlog_done(&label);
-                    self.metrics.upload_skipped(&label);
-                    report.skipped += 1;
-                }
-                UploadResult::Failed(message) => {
-                    self.metrics.upload_failed(&label);
-                    report.failed.push((key, message));
-                }
-                UploadResult::Released => report.released.push(key),
-                UploadResult::NotStarted => report.not_started += 1,
-            }
+            self.record(joined, &mut report);
         }
         info!(
             processed = report.processed.len(),
@@ -436,6 +411,39 @@ impl PipelineRunner {
             "run finished"
         );
         Ok(report)
+    }
+
+    /// Adds a finished upload to the run's report and the metrics.
+    fn record(
+        &self,
+        joined: Result<(String, String, UploadResult), tokio::task::JoinError>,
+        report: &mut RunReport,
+    ) {
+        let (key, label, result) = match joined {
+            Ok(r) => r,
+            Err(e) => {
+                error!(error = %e, "an upload task failed");
+                report.failed.push((String::new(), e.to_string()));
+                return;
+            }
+        };
+        match result {
+            UploadResult::Processed(summary) => {
+                self.metrics.backlog_done(&label);
+                report.processed.push(*summary);
+            }
+            UploadResult::Skipped => {
+                self.metrics.backlog_done(&label);
+                self.metrics.upload_skipped(&label);
+                report.skipped += 1;
+            }
+            UploadResult::Failed(message) => {
+                self.metrics.upload_failed(&label);
+                report.failed.push((key, message));
+            }
+            UploadResult::Released => report.released.push(key),
+            UploadResult::NotStarted => report.not_started += 1,
+        }
     }
 
     /// Claims and processes one upload, giving the claim back if shutdown abandons it.
