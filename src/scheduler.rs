@@ -681,6 +681,33 @@ mod tests {
         assert!(ScheduledPipeline::new("x", "*/15 * * * *").is_err());
     }
 
+    #[test]
+    fn every_example_in_the_pipeline_docs_means_what_it_says() {
+        let docs = include_str!("../docs/pipelines.md");
+        let from = at("2020-03-05T10:02:30Z");
+        let mut checked = 0;
+        for line in docs.lines() {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let [_, expression, _, next, _] = cells.as_slice() else {
+                continue;
+            };
+            let (Some(expression), Some(next)) = (
+                expression
+                    .strip_prefix('`')
+                    .and_then(|e| e.strip_suffix('`')),
+                next.strip_prefix('`').and_then(|e| e.strip_suffix('`')),
+            ) else {
+                continue;
+            };
+            let schedule = ScheduledPipeline::new("x", expression)
+                .unwrap_or_else(|e| panic!("{line}: {e}"))
+                .schedule;
+            assert_eq!(next_after(&schedule, from), Some(at(next)), "{line}");
+            checked += 1;
+        }
+        assert!(checked >= 12, "only {checked} examples found");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn every_five_minutes_runs_at_start_then_on_each_tick() {
         let clock = TokioClock::starting("2020-03-05T10:02:30Z");
