@@ -250,17 +250,16 @@ pub async fn run_until_shutdown(
         deadline_seconds = deadline.as_secs_f64(),
         "shutting down: no new uploads are claimed; waiting for those in flight"
     );
-    let drained = tokio::select! {
-        () = &mut work => true,
-        () = tokio::time::sleep(deadline) => false,
-        () = shutdown.abandoning() => false,
+    let why = tokio::select! {
+        () = &mut work => {
+            return Stopped::Drained {
+                took: started.elapsed(),
+            };
+        }
+        () = tokio::time::sleep(deadline) => "the shutdown deadline passed",
+        () = shutdown.abandoning() => "told to stop at once",
     };
-    if drained {
-        return Stopped::Drained {
-            took: started.elapsed(),
-        };
-    }
-    warn!("shutdown deadline reached: abandoning uploads in flight and releasing their claims");
+    warn!("{why}: dropping uploads in flight and releasing their claims");
     controller.abandon();
     if tokio::time::timeout(RELEASE_GRACE, &mut work)
         .await
@@ -476,7 +475,7 @@ impl PipelineRunner {
             },
             () = shutdown.abandoning() => {
                 match self.service.release(&claimed).await {
-                    Ok(()) => warn!("shutdown deadline reached: upload dropped and its claim released"),
+                    Ok(()) => warn!("shutdown: upload dropped and its claim released"),
                     Err(e) => error!(error = %e, "upload dropped at shutdown but its claim could not be released; it is taken over when the claim expires"),
                 }
                 UploadResult::Released

@@ -239,6 +239,7 @@ struct WorkerProcess {
     child: Child,
     addr: SocketAddr,
     log: Arc<Mutex<Vec<serde_json::Value>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl WorkerProcess {
@@ -259,7 +260,7 @@ impl WorkerProcess {
         let log = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().unwrap();
         let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let value = serde_json::from_str(&line)
                     .unwrap_or_else(|_| serde_json::json!({ "fields": { "message": line } }));
@@ -270,6 +271,7 @@ impl WorkerProcess {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             log,
+            reader: Some(reader),
         };
         let started = worker.wait_for_event("worker started", Duration::from_secs(30));
         worker.addr = started["fields"]["address"]
@@ -358,7 +360,8 @@ impl WorkerProcess {
         }
     }
 
-    /// Sends SIGTERM and waits for the exit: its status and how long it took.
+    /// Sends SIGTERM and waits for the exit: its status and how long it took. Every line it
+    /// logged has been read when this returns.
     fn terminate(&mut self, within: Duration) -> (ExitStatus, Duration) {
         let sent = Instant::now();
         let kill = Command::new("kill")
@@ -368,7 +371,11 @@ impl WorkerProcess {
         assert!(kill.success());
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                return (status, sent.elapsed());
+                let took = sent.elapsed();
+                if let Some(reader) = self.reader.take() {
+                    reader.join().unwrap();
+                }
+                return (status, took);
             }
             assert!(
                 sent.elapsed() < within,
@@ -556,6 +563,10 @@ fn the_worker_takes_the_backlog_then_new_uploads_on_the_next_tick_and_counts_the
     assert_eq!(worker.metric("force_returns_uploads_in_flight"), 0);
     assert!(worker.metric(r#"force_returns_runs_total{dataset="stop_search",outcome="ok"}"#) >= 2);
 
+    let (status, took) = worker.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{status}");
+    eprintln!("picked up new uploads after {picked_up:?}; idle shutdown took {took:?}");
+
     // Each processed upload is logged in its run's span and its own, with what it was.
     let processed = worker.events("upload processed");
     let new = processed
@@ -584,9 +595,6 @@ fn the_worker_takes_the_backlog_then_new_uploads_on_the_next_tick_and_counts_the
         .unwrap();
     assert_eq!(first["spans"][0]["reason"], "backlog at start");
 
-    let (status, took) = worker.terminate(Duration::from_secs(30));
-    assert!(status.success(), "{status}");
-    eprintln!("picked up new uploads after {picked_up:?}; idle shutdown took {took:?}");
     let done = assert_consistent(bucket.path());
     assert_eq!(done.len(), 4);
     assert!(files(&bucket.path().join("_state/claims")).is_empty());
@@ -656,7 +664,7 @@ fn sigterm_mid_processing_leaves_nothing_partial_and_restarts_finish_the_backlog
     assert!(status.success(), "{status}");
     assert_eq!(
         worker
-            .events("shutdown deadline reached: upload dropped")
+            .events("shutdown: upload dropped and its claim released")
             .len(),
         2
     );
