@@ -309,13 +309,6 @@ pub struct Claimed {
     marker: String,
 }
 
-impl Claimed {
-    /// The upload.
-    pub fn object(&self) -> &ObjectMeta {
-        &self.object
-    }
-}
-
 /// The span an upload is processed in; dataset, force, period and submission are filled in as
 /// they become known.
 pub fn upload_span(object: &ObjectMeta) -> tracing::Span {
