@@ -9,8 +9,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::signal::unix::{Signal, SignalKind, signal};
-
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use force_returns::api;
@@ -25,6 +23,7 @@ use force_returns::schema::{Catalog, RecordSchema};
 use force_returns::shutdown::ShutdownController;
 use force_returns::store::{self, ObjectStore, PutMode};
 use force_returns::validate::{Decision, UploadScope};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 #[derive(Parser)]
 #[command(
@@ -129,7 +128,7 @@ struct WorkerArgs {
     /// After SIGTERM or SIGINT, how long uploads in flight may take to finish before they are
     /// dropped and their claims released (`30s`, `2m`, `500ms`).
     #[arg(long, env = "FORCE_RETURNS_SHUTDOWN_DEADLINE", default_value = "30s", value_parser = scheduler::parse_duration)]
-    shutdown_deadline: std::time::Duration,
+    shutdown_deadline: Duration,
 }
 
 fn main() -> ExitCode {
