@@ -612,7 +612,7 @@ fn sigterm_mid_processing_leaves_nothing_partial_and_restarts_finish_the_backlog
     let forces = ["durham", "kent", "essex", "surrey"];
     for force in forces {
         runtime
-            .block_on(store.put(&key(force, "big.csv"), extract(120_000), PutMode::Overwrite))
+            .block_on(store.put(&key(force, "big.csv"), extract(60_000), PutMode::Overwrite))
             .unwrap();
     }
     let claims = |n: usize| {
@@ -636,10 +636,10 @@ fn sigterm_mid_processing_leaves_nothing_partial_and_restarts_finish_the_backlog
     let mut worker = WorkerProcess::start(
         project.path(),
         bucket.path(),
-        &["--max-in-flight", "2", "--shutdown-deadline", "60s"],
+        &["--max-in-flight", "2", "--shutdown-deadline", "5m"],
     );
     claims(2);
-    let (status, drained_in) = worker.terminate(Duration::from_mins(1));
+    let (status, drained_in) = worker.terminate(Duration::from_mins(5));
     assert!(status.success(), "{status}");
     assert_eq!(
         worker
