@@ -381,14 +381,23 @@ fn load_pipeline(
             ),
         ));
     }
-    if let Err(e) = cron::Schedule::from_str(parsed.schedule.get_ref()) {
-        problems.push(problem(
-            Some(line_of(&text, parsed.schedule.span().start)),
+    let schedule_line = Some(line_of(&text, parsed.schedule.span().start));
+    match cron::Schedule::from_str(parsed.schedule.get_ref()) {
+        Err(e) => problems.push(problem(
+            schedule_line,
             format!(
-                "schedule `{}` is not a valid cron expression (sec min hour day-of-month month day-of-week): {e}",
+                "schedule `{}` is not a valid cron expression (sec min hour day-of-month month day-of-week, see docs/pipelines.md): {e}",
                 parsed.schedule.get_ref()
             ),
-        ));
+        )),
+        Ok(s) if s.upcoming(chrono::Utc).next().is_none() => problems.push(problem(
+            schedule_line,
+            format!(
+                "schedule `{}` never comes round: no date matches it from now on",
+                parsed.schedule.get_ref()
+            ),
+        )),
+        Ok(_) => {}
     }
     let share = parsed.decision.max_error_row_share;
     if !(0.0..=1.0).contains(&share) {
@@ -539,6 +548,17 @@ deadline_days = 20
             text[2].contains("things.toml:8: `no_such_code`"),
             "{text:#?}"
         );
+    }
+
+    #[test]
+    fn a_schedule_that_never_comes_round_is_a_problem() {
+        for never in ["0 0 0 31 2 *", "0 0 0 1 1 * 2019"] {
+            let (_d, p) = project_with(&GOOD.replace("0 */5 * * * *", never));
+            let errs = p.unwrap_err().0;
+            assert_eq!(errs.len(), 1, "{errs:?}");
+            assert_eq!(errs[0].line, Some(4));
+            assert!(errs[0].message.contains("never comes round"), "{errs:?}");
+        }
     }
 
     #[test]

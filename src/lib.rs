@@ -14,17 +14,24 @@
 //! - [`spill`] finds repeated rows and values in bounded memory, via local temporary files;
 //! - [`feedback`] renders the report back to the force;
 //! - [`pipeline`] runs discover → claim → decode → validate → write → report;
+//! - [`scheduler`] follows each pipeline's cron schedule with bounded concurrency and a
+//!   graceful [`shutdown`]; [`metrics`] counts what it does and [`api`] serves health and
+//!   metrics over HTTP;
 //! - [`demo`] generates realistic synthetic returns for the demo and tests.
 
+pub mod api;
 pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod feedback;
 pub mod finding;
 pub mod ingest;
+pub mod metrics;
 pub mod period;
 pub mod pipeline;
+pub mod scheduler;
 pub mod schema;
+pub mod shutdown;
 pub mod snapshot;
 pub mod spill;
 pub mod store;

@@ -7,17 +7,23 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use force_returns::clock::SystemClock;
+use force_returns::api;
+use force_returns::clock::{Clock, SystemClock};
 use force_returns::config::{Pipeline, Project};
 use force_returns::demo::{DemoConfig, PLANTED, demo_limits, uploads};
+use force_returns::metrics::Metrics;
 use force_returns::period::Period;
 use force_returns::pipeline::{CheckOutcome, RunOptions, Service, validate_local};
+use force_returns::scheduler::{self, PipelineRunner, Stopped, Worker};
 use force_returns::schema::{Catalog, RecordSchema};
+use force_returns::shutdown::ShutdownController;
 use force_returns::store::{self, ObjectStore, PutMode};
 use force_returns::validate::{Decision, UploadScope};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 #[derive(Parser)]
 #[command(
@@ -52,7 +58,7 @@ enum OutputFormat {
 enum Command {
     /// Process every new upload in the bucket once, then exit.
     Run {
-        /// Process what is there once and exit (the scheduled worker is `worker`, to come).
+        /// Process what is there once and exit (the scheduled worker is `worker`).
         #[arg(long)]
         once: bool,
         /// The bucket: a local directory (the embedded default).
@@ -86,6 +92,8 @@ enum Command {
         /// Dataset id.
         dataset: String,
     },
+    /// Run every pipeline on its schedule until SIGTERM or SIGINT, serving health and metrics.
+    Worker(WorkerArgs),
     /// Generate realistic sample returns for all forces into a local bucket and process them.
     Demo {
         /// The local bucket directory.
@@ -106,9 +114,29 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct WorkerArgs {
+    /// The bucket: a local directory (the embedded default).
+    #[arg(long, env = "FORCE_RETURNS_BUCKET", default_value = "data/bucket")]
+    bucket: String,
+    /// Address of the HTTP endpoint (/healthz, /readyz, /metrics); port 0 picks a free port.
+    #[arg(long, env = "FORCE_RETURNS_LISTEN", default_value = "127.0.0.1:9187")]
+    listen: std::net::SocketAddr,
+    /// Most uploads processed at once, across all pipelines.
+    #[arg(long, env = "FORCE_RETURNS_MAX_IN_FLIGHT", default_value_t = 2)]
+    max_in_flight: usize,
+    /// After SIGTERM or SIGINT, how long uploads in flight may take to finish before they are
+    /// dropped and their claims released (`30s`, `2m`, `500ms`).
+    #[arg(long, env = "FORCE_RETURNS_SHUTDOWN_DEADLINE", default_value = "30s", value_parser = scheduler::parse_duration)]
+    shutdown_deadline: Duration,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, !matches!(cli.command, Command::Run { .. }));
+    init_logging(
+        cli.log_format,
+        !matches!(cli.command, Command::Run { .. } | Command::Worker(_)),
+    );
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -188,7 +216,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Run { once, bucket } => {
             if !once {
                 bail!(
-                    "say `run --once` to process what is in the bucket now; the scheduled worker is not in this version"
+                    "say `run --once` to process what is in the bucket now; the scheduled worker is `force-returns worker`"
                 );
             }
             let project = Arc::new(load_project(&root)?);
@@ -225,6 +253,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Worker(args) => worker_command(&root, &args),
         Command::Demo {
             bucket,
             end,
@@ -232,6 +261,97 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             scale,
             seed,
         } => demo_command(&root, &bucket, end, months, scale, seed),
+    }
+}
+
+fn worker_command(root: &Path, args: &WorkerArgs) -> Result<ExitCode> {
+    let project = Arc::new(load_project(root)?);
+    let store = store::open(&args.bucket)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let stopped = runtime.block_on(async {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let metrics = Arc::new(Metrics::new(project.pipelines.keys().map(String::as_str)));
+        let service = Arc::new(Service::new(
+            Arc::clone(&project),
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            RunOptions::default(),
+        ));
+        let runner = PipelineRunner::new(
+            service,
+            &project,
+            Arc::clone(&clock),
+            Arc::clone(&metrics),
+            args.max_in_flight,
+        );
+        let worker = Worker::new(&project, clock, Arc::new(runner))?;
+        let controller = Arc::new(ShutdownController::new().0);
+        // Listen for signals before anything starts, so none is missed.
+        let term = signal(SignalKind::terminate()).context("failed to listen for SIGTERM")?;
+        let int = signal(SignalKind::interrupt()).context("failed to listen for SIGINT")?;
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("failed to listen on {}", args.listen))?;
+        tracing::info!(
+            address = %listener.local_addr()?,
+            bucket = %args.bucket,
+            pipelines = ?project.pipelines.keys().collect::<Vec<_>>(),
+            max_in_flight = args.max_in_flight,
+            "worker started; serving /healthz, /readyz and /metrics"
+        );
+        let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
+        let api = tokio::spawn(api::serve(
+            listener,
+            api::ApiState {
+                metrics,
+                store,
+                shutdown: controller.subscribe(),
+            },
+            async {
+                let _ = api_stopped.await;
+            },
+        ));
+        tokio::spawn(on_signals(term, int, Arc::clone(&controller)));
+        let stopped =
+            scheduler::run_until_shutdown(&worker, &controller, args.shutdown_deadline).await;
+        let _ = stop_api.send(());
+        if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(5), api).await {
+            tracing::warn!(error = %e, "the HTTP endpoint failed while stopping");
+        }
+        Ok::<_, anyhow::Error>(stopped)
+    })?;
+    // Threads still checking abandoned uploads are not waited for: their claims are released
+    // and nothing of theirs is visible (every put is atomic; the done-marker comes last).
+    runtime.shutdown_background();
+    match stopped {
+        Stopped::Finished => tracing::info!("every schedule has run out; worker stopped"),
+        Stopped::Drained { took } => tracing::info!(
+            seconds = took.as_secs_f64(),
+            "worker stopped after finishing the uploads in flight"
+        ),
+        Stopped::Abandoned { took } => tracing::warn!(
+            seconds = took.as_secs_f64(),
+            "worker stopped; uploads still in flight were released for the next run"
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The first SIGTERM or SIGINT drains the worker; a second abandons work in flight at once.
+async fn on_signals(mut term: Signal, mut int: Signal, controller: Arc<ShutdownController>) {
+    for n in 0.. {
+        let signal = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        if n == 0 {
+            tracing::info!(signal, "shutdown requested");
+            controller.drain();
+        } else {
+            tracing::warn!(signal, "second signal: dropping uploads in flight now");
+            controller.abandon();
+            return;
+        }
     }
 }
 

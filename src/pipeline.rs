@@ -19,6 +19,10 @@
 //!
 //! Every output key derives from the upload's key and content hash, so a retry after a crash at
 //! any step rewrites the same objects and the manifest ignores a submission it already holds.
+//!
+//! The scheduled worker (`scheduler`) drives the same steps upload by upload through
+//! [`Service::try_claim`], [`Service::process_claim`] and [`Service::release`], so it can run
+//! several at once and give claims back at shutdown.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufReader, Read};
@@ -320,6 +324,9 @@ pub struct SubmissionSummary {
     pub rows_accepted: u64,
     /// Distinct finding codes with counts.
     pub codes: BTreeMap<String, u64>,
+    /// The severity each of those codes had (after the pipeline's overrides).
+    #[serde(default)]
+    pub severities: BTreeMap<String, Severity>,
     /// What was written.
     pub outputs: Outputs,
     /// The submission this one superseded, if any.
@@ -344,6 +351,26 @@ pub struct Progress {
     pub done: usize,
     /// Uploads found new at the start of the run.
     pub total: usize,
+}
+
+/// An upload this worker holds the claim on (from [`Service::try_claim`]).
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    object: ObjectMeta,
+    marker: String,
+}
+
+/// The span an upload is processed in; dataset, force, period and submission are filled in as
+/// they become known.
+pub fn upload_span(object: &ObjectMeta) -> tracing::Span {
+    info_span!(
+        "upload",
+        key = %object.key,
+        dataset = tracing::field::Empty,
+        force = tracing::field::Empty,
+        period = tracing::field::Empty,
+        submission = tracing::field::Empty,
+    )
 }
 
 /// The service: a project's pipelines over one bucket.
@@ -467,15 +494,7 @@ impl Service {
         info!(pending = total, "run started");
         let mut outcome = RunOutcome::default();
         for (i, object) in pending.iter().enumerate() {
-            let span = info_span!(
-                "upload",
-                key = %object.key,
-                dataset = tracing::field::Empty,
-                force = tracing::field::Empty,
-                period = tracing::field::Empty,
-                submission = tracing::field::Empty,
-            );
-            match self.process(object).instrument(span).await {
+            match self.process(object).instrument(upload_span(object)).await {
                 Ok(Some(summary)) => outcome.processed.push(summary),
                 Ok(None) => outcome.skipped += 1,
                 Err(e) => {
@@ -534,20 +553,63 @@ impl Service {
         &self,
         object: &ObjectMeta,
     ) -> Result<Option<SubmissionSummary>, PipelineError> {
+        match self.try_claim(object).await? {
+            Some(claimed) => self.process_claim(&claimed).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Claims an upload for this worker. `None` when another worker holds a live claim on it
+    /// or has already finished it (between this worker's listing and its claim).
+    pub async fn try_claim(&self, object: &ObjectMeta) -> Result<Option<Claimed>, PipelineError> {
         let marker = marker_name(&object.key, &object.etag);
         if !self.claim(object, &marker).await? {
             info!("another worker holds the claim; skipped");
             return Ok(None);
         }
-        let result = self.process_claimed(object, &marker).await;
-        if result.is_err() {
-            // Release so the next run retries at once rather than after the claim expires.
-            let _ = self
-                .store
-                .delete(&format!("_state/claims/{marker}.json"))
-                .await;
+        let claimed = Claimed {
+            object: object.clone(),
+            marker,
+        };
+        match self
+            .store
+            .get(&format!("_state/done/{}.json", claimed.marker))
+            .await
+        {
+            Err(StoreError::NotFound { .. }) => Ok(Some(claimed)),
+            Ok(_) => {
+                info!("another worker has already processed it; skipped");
+                self.release(&claimed).await?;
+                Ok(None)
+            }
+            Err(e) => {
+                let _ = self.release(&claimed).await;
+                Err(e.into())
+            }
         }
-        result.map(Some)
+    }
+
+    /// Processes a claimed upload: archive, check, outputs, manifest, done-marker, and the
+    /// claim released. On failure the claim is released too, so the next run retries at once
+    /// rather than after the claim expires.
+    pub async fn process_claim(
+        &self,
+        claimed: &Claimed,
+    ) -> Result<SubmissionSummary, PipelineError> {
+        let result = self.process_claimed(&claimed.object, &claimed.marker).await;
+        if result.is_err() {
+            let _ = self.release(claimed).await;
+        }
+        result
+    }
+
+    /// Gives a claim back without finishing the upload (shutdown, failure), so any worker may
+    /// take it at once.
+    pub async fn release(&self, claimed: &Claimed) -> Result<(), PipelineError> {
+        self.store
+            .delete(&format!("_state/claims/{}.json", claimed.marker))
+            .await?;
+        Ok(())
     }
 
     async fn process_claimed(
@@ -832,6 +894,11 @@ impl Service {
                 .findings
                 .iter()
                 .map(|s| (s.code.as_str().to_owned(), s.count))
+                .collect(),
+            severities: report
+                .findings
+                .iter()
+                .map(|s| (s.code.as_str().to_owned(), s.severity))
                 .collect(),
             outputs,
             superseded,

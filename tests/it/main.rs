@@ -10,3 +10,4 @@ mod common;
 mod corpus;
 mod report_browser;
 mod runs;
+mod worker;
