@@ -12,6 +12,8 @@
 //! - [`validate`] checks batches column by column and decides;
 //! - [`snapshot`] writes typed Parquet snapshots, quality tables and the manifest;
 //! - [`feedback`] renders the report back to the force;
+//! - [`lease`] gives workers expiring, exclusive holds (claims, the manifest lock) from
+//!   create-only writes;
 //! - [`pipeline`] runs discover → claim → decode → validate → write → report;
 //! - [`demo`] generates realistic synthetic returns for the demo and tests.
 
@@ -21,6 +23,7 @@ pub mod demo;
 pub mod feedback;
 pub mod finding;
 pub mod ingest;
+pub mod lease;
 pub mod period;
 pub mod pipeline;
 pub mod schema;
