@@ -5,9 +5,9 @@
 //! worker killed mid-run, presigned uploads with `curl`.
 //!
 //! External pieces (the Python Parquet readers, headless Chromium, `../shared/fixtures`, the
-//! S3 test server) are found through `tests/run`'s environment. A test that needs a missing piece says so and
-//! passes trivially when run by hand, but fails when `FORCE_RETURNS_TEST_REQUIRE_ALL` is set,
-//! as it is in CI.
+//! S3 test server, `curl`) are found through `tests/run`'s environment. A test that needs a
+//! missing piece says so and passes trivially when run by hand, but fails when
+//! `FORCE_RETURNS_TEST_REQUIRE_ALL` is set, as it is in CI.
 
 mod cli;
 mod common;
