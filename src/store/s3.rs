@@ -26,7 +26,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Region};
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
@@ -271,6 +271,7 @@ impl S3Store {
         let status = e.raw_response().map(|r| r.status().as_u16());
         let code = e.code();
         let failure = match (status, code) {
+            (_, Some("NoSuchBucket")) => Failure::Other,
             (Some(404), _) | (_, Some("NoSuchKey" | "NotFound")) => Failure::NotFound,
             (Some(412 | 409), _) | (_, Some("PreconditionFailed")) => Failure::Precondition,
             _ => Failure::Other,
@@ -280,7 +281,7 @@ impl S3Store {
                 "{code} (HTTP {status}){}",
                 e.message().map(|m| format!(": {m}")).unwrap_or_default()
             ),
-            _ => DisplayErrorContext(e).to_string(),
+            _ => chain(e),
         };
         let error = StoreError::Backend {
             action,
@@ -364,7 +365,7 @@ impl S3Store {
             {
                 tracing::warn!(
                     location = %self.location(key),
-                    error = %DisplayErrorContext(&e),
+                    error = %chain(&e),
                     "failed to abort a multipart upload; a bucket lifecycle rule should expire it"
                 );
             }
@@ -549,6 +550,22 @@ impl S3Store {
     }
 }
 
+/// An error and its sources, `outer: inner: innermost`, skipping a source whose text its
+/// parent already shows.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let part = inner.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = inner.source();
+    }
+    text
+}
+
 fn to_chrono(t: Option<&aws_sdk_s3::primitives::DateTime>) -> DateTime<Utc> {
     t.and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
         .unwrap_or_default()
@@ -646,7 +663,7 @@ impl ObjectStore for S3Store {
         while let Some(chunk) = body
             .try_next()
             .await
-            .map_err(|e| self.io_error("read", key, &DisplayErrorContext(&e)))?
+            .map_err(|e| self.io_error("read", key, &chain(&e)))?
         {
             file.write_all(&chunk).await.map_err(local)?;
             written += chunk.len() as u64;
