@@ -13,6 +13,8 @@
 //! - [`snapshot`] writes typed Parquet snapshots, quality tables and the manifest;
 //! - [`spill`] finds repeated rows and values in bounded memory, via local temporary files;
 //! - [`feedback`] renders the report back to the force;
+//! - [`lease`] gives workers expiring, exclusive holds (claims, the manifest lock) from
+//!   create-only writes;
 //! - [`pipeline`] runs discover → claim → decode → validate → write → report;
 //! - [`scheduler`] follows each pipeline's cron schedule with bounded concurrency and a
 //!   graceful [`shutdown`]; [`metrics`] counts what it does and [`api`] serves health and
@@ -26,6 +28,7 @@ pub mod demo;
 pub mod feedback;
 pub mod finding;
 pub mod ingest;
+pub mod lease;
 pub mod metrics;
 pub mod period;
 pub mod pipeline;

@@ -21,7 +21,7 @@ use force_returns::pipeline::{CheckOutcome, RunOptions, Service, validate_local}
 use force_returns::scheduler::{self, PipelineRunner, Stopped, Worker};
 use force_returns::schema::{Catalog, RecordSchema};
 use force_returns::shutdown::ShutdownController;
-use force_returns::store::{self, ObjectStore, PutMode};
+use force_returns::store::{self, ObjectStore, PutMode, S3Location, S3Options, S3Store};
 use force_returns::validate::{Decision, UploadScope};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
@@ -61,9 +61,35 @@ enum Command {
         /// Process what is there once and exit (the scheduled worker is `worker`).
         #[arg(long)]
         once: bool,
-        /// The bucket: a local directory (the embedded default).
+        /// The bucket: `s3://bucket/prefix` or a local directory (the embedded default).
         #[arg(long, env = "FORCE_RETURNS_BUCKET", default_value = "data/bucket")]
         bucket: String,
+        /// Seconds a claim on an upload holds before another run may take the upload over.
+        #[arg(long, env = "FORCE_RETURNS_CLAIM_TTL_SECONDS", default_value_t = 900,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        claim_ttl_seconds: u64,
+    },
+    /// Print a presigned URL a force can upload one file to with `curl -T FILE URL`.
+    UploadUrl {
+        /// Force: data.police.uk id (south-yorkshire), ONS code (E23000011) or name.
+        #[arg(long)]
+        force: String,
+        /// Dataset id, e.g. `stop_search`.
+        #[arg(long)]
+        dataset: String,
+        /// Period the file is for, YYYY-MM.
+        #[arg(long)]
+        period: String,
+        /// The file name the upload will have.
+        #[arg(long)]
+        file: String,
+        /// The bucket, `s3://bucket/prefix`.
+        #[arg(long, env = "FORCE_RETURNS_BUCKET")]
+        bucket: Option<String>,
+        /// Minutes the URL stays valid (at most 7 days; and no longer than the credentials
+        /// signing it).
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=10_080))]
+        expires_minutes: u64,
     },
     /// Check a file before uploading it: the same checks the service runs, with no bucket.
     Validate {
@@ -213,19 +239,28 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             schema,
             format,
         } => validate_command(&root, &file, dataset, force, period, schema, format),
-        Command::Run { once, bucket } => {
+        Command::Run {
+            once,
+            bucket,
+            claim_ttl_seconds,
+        } => {
             if !once {
                 bail!(
                     "say `run --once` to process what is in the bucket now; the scheduled worker is `force-returns worker`"
                 );
             }
             let project = Arc::new(load_project(&root)?);
-            let store = store::open(&bucket)?;
+            let options = RunOptions {
+                claim_ttl: std::time::Duration::from_secs(claim_ttl_seconds),
+                ..RunOptions::default()
+            };
             let runtime = tokio::runtime::Runtime::new()?;
             let outcome = runtime.block_on(async {
-                Service::new(project, store, Arc::new(SystemClock), RunOptions::default())
+                let store = store::open(&bucket).await?;
+                Service::new(project, store, Arc::new(SystemClock), options)
                     .run_once()
                     .await
+                    .map_err(anyhow::Error::from)
             })?;
             let mut by_decision: BTreeMap<&str, usize> = BTreeMap::new();
             for s in &outcome.processed {
@@ -254,6 +289,22 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             })
         }
         Command::Worker(args) => worker_command(&root, &args),
+        Command::UploadUrl {
+            force,
+            dataset,
+            period,
+            file,
+            bucket,
+            expires_minutes,
+        } => upload_url_command(
+            &root,
+            &force,
+            &dataset,
+            &period,
+            &file,
+            bucket,
+            expires_minutes,
+        ),
         Command::Demo {
             bucket,
             end,
@@ -266,9 +317,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
 
 fn worker_command(root: &Path, args: &WorkerArgs) -> Result<ExitCode> {
     let project = Arc::new(load_project(root)?);
-    let store = store::open(&args.bucket)?;
     let runtime = tokio::runtime::Runtime::new()?;
     let stopped = runtime.block_on(async {
+        let store = store::open(&args.bucket).await?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let metrics = Arc::new(Metrics::new(project.pipelines.keys().map(String::as_str)));
         let service = Arc::new(Service::new(
@@ -353,6 +404,52 @@ async fn on_signals(mut term: Signal, mut int: Signal, controller: Arc<ShutdownC
             return;
         }
     }
+}
+
+fn upload_url_command(
+    root: &Path,
+    force: &str,
+    dataset: &str,
+    period: &str,
+    file: &str,
+    bucket: Option<String>,
+    expires_minutes: u64,
+) -> Result<ExitCode> {
+    let project = load_project(root)?;
+    let force = project
+        .catalog
+        .forces()
+        .and_then(|f| f.lookup_loose(force))
+        .with_context(|| format!("`{force}` is not a force id, ONS code or name"))?;
+    if project.pipeline(dataset).is_none() {
+        bail!(
+            "no pipeline for dataset `{dataset}`; known: {:?}",
+            project.pipelines.keys().collect::<Vec<_>>()
+        );
+    }
+    let period: Period = period.parse()?;
+    if file.is_empty() || file.starts_with('.') || file.contains(['/', '\\', '\0']) {
+        bail!("`{file}` is not a plain file name (no folders, no leading dot)");
+    }
+    let bucket = bucket.context(
+        "no bucket: say --bucket s3://bucket/prefix or set FORCE_RETURNS_BUCKET (presigned URLs need S3)",
+    )?;
+    if !bucket.starts_with("s3://") {
+        bail!("`{bucket}` is not an S3 bucket (s3://bucket/prefix): presigned URLs need S3");
+    }
+    let key = format!("incoming/{}/{dataset}/{period}/{file}", force.code);
+    let runtime = tokio::runtime::Runtime::new()?;
+    let url = runtime.block_on(async {
+        let store = S3Store::connect(S3Location::parse(&bucket)?, S3Options::from_env()?).await?;
+        store
+            .presign_put(&key, std::time::Duration::from_secs(expires_minutes * 60))
+            .await
+    })?;
+    eprintln!(
+        "upload to {key} within {expires_minutes} minutes with:\n  curl --fail -T <your file> '<the URL below>'"
+    );
+    println!("{url}");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn validate_command(

@@ -8,14 +8,16 @@
 //!
 //! 1. **discover**: list `incoming/` and `_state/done/`; an upload is new when no done-marker
 //!    exists for its key and etag (a replaced object is new again);
-//! 2. **claim**: a create-only write of `_state/claims/<marker>.json`; a claim older than the
-//!    claim TTL is taken over (its worker died);
+//! 2. **claim**: take the lease `_state/claims/<marker>` ([`crate::lease`]: create-only writes
+//!    of generation objects; a claim past the claim TTL is taken over by the next generation,
+//!    its worker having died), then look for the done-marker again: another worker may have
+//!    finished the upload since discovery;
 //! 3. **archive**: the bytes processed are copied to `archive/...` with their SHA-256 before any
 //!    decision;
 //! 4. **check** off the async runtime, writing the snapshot, the findings CSV and the
 //!    findings table to local temporary files;
 //! 5. **write** snapshot, quality tables and feedback, then commit the manifest (accepted
-//!    uploads only), then the done-marker, then release the claim.
+//!    uploads only) under the manifest lock, then the done-marker, then clear the claim.
 //!
 //! Every output key derives from the upload's key and content hash, so a retry after a crash at
 //! any step rewrites the same objects and the manifest ignores a submission it already holds.
@@ -41,6 +43,7 @@ use crate::config::{Limits, Pipeline, Project};
 use crate::feedback::{CsvFindingSink, Outputs, Report, render_html, render_json};
 use crate::finding::{Code, CodeSummary, Finding, FindingLog, FindingSink, NoSink, Severity};
 use crate::ingest::{Batch, CsvDecoder, DEFAULT_BATCH_ROWS, DecodeStats, HeaderMap, Start};
+use crate::lease::{self, Lease, Taken};
 use crate::period::Period;
 use crate::snapshot::{
     Lineage, Manifest, ManifestEntry, QualityFindingSink, SnapshotWriter, SubmissionRecord, Tee,
@@ -71,6 +74,14 @@ pub enum PipelineError {
         key: String,
         /// The parse error.
         message: String,
+    },
+    /// Another worker held a lock for longer than its time to live allows.
+    #[error("{lock} is still held by {holder}")]
+    Locked {
+        /// The lock's location.
+        lock: String,
+        /// Its holder.
+        holder: String,
     },
     /// A background task panicked or was cancelled.
     #[error("a processing task failed: {0}")]
@@ -285,6 +296,8 @@ pub struct RunOptions {
     pub limits_override: Option<Limits>,
     /// How long a claim holds before another worker may take the upload over.
     pub claim_ttl: Duration,
+    /// How long the manifest lock holds before another worker may take it over.
+    pub lock_ttl: Duration,
     /// This worker's name, written into claims.
     pub worker_id: String,
 }
@@ -294,6 +307,7 @@ impl Default for RunOptions {
         RunOptions {
             limits_override: None,
             claim_ttl: Duration::from_mins(15),
+            lock_ttl: Duration::from_mins(1),
             worker_id: format!("{}-{}", hostname(), std::process::id()),
         }
     }
@@ -358,6 +372,7 @@ pub struct Progress {
 pub struct Claimed {
     object: ObjectMeta,
     marker: String,
+    lease: Lease,
 }
 
 /// The span an upload is processed in; dataset, force, period and submission are filled in as
@@ -379,14 +394,6 @@ pub struct Service {
     store: Arc<dyn ObjectStore>,
     clock: Arc<dyn Clock>,
     options: RunOptions,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Claim {
-    key: String,
-    worker: String,
-    claimed_at: String,
-    expires_at: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -513,40 +520,55 @@ impl Service {
         Ok(outcome)
     }
 
-    /// Claims an upload; `false` when another worker holds a live claim.
-    async fn claim(&self, object: &ObjectMeta, marker: &str) -> Result<bool, PipelineError> {
-        let key = format!("_state/claims/{marker}.json");
-        let now = self.clock.now();
+    /// The lease name of an upload's claim.
+    fn claim_base(marker: &str) -> String {
+        format!("_state/claims/{marker}")
+    }
+
+    /// Claims an upload; `None` when another worker holds a live claim or has finished it.
+    async fn claim(
+        &self,
+        object: &ObjectMeta,
+        marker: &str,
+    ) -> Result<Option<Lease>, PipelineError> {
         let ttl = chrono::Duration::from_std(self.options.claim_ttl)
             .unwrap_or(chrono::Duration::minutes(15));
-        let claim = Claim {
-            key: object.key.clone(),
-            worker: self.options.worker_id.clone(),
-            claimed_at: rfc3339(now),
-            expires_at: rfc3339(now + ttl),
+        let taken = lease::take(
+            self.store.as_ref(),
+            &Self::claim_base(marker),
+            &object.key,
+            &self.options.worker_id,
+            self.clock.now(),
+            ttl,
+        )
+        .await?;
+        let claim = match taken {
+            Taken::Held(claim) => claim,
+            Taken::Busy { holder } => {
+                info!(
+                    holder = holder.as_deref().unwrap_or("unknown"),
+                    "another worker holds the claim; skipped"
+                );
+                return Ok(None);
+            }
         };
-        let body = serde_json::to_vec(&claim).unwrap_or_default();
-        for _ in 0..2 {
-            match self.store.put(&key, body.clone(), PutMode::Create).await {
-                Ok(_) => return Ok(true),
-                Err(StoreError::AlreadyExists { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-            let expired = match self.store.get(&key).await {
-                Ok((bytes, _)) => serde_json::from_slice::<Claim>(&bytes)
-                    .ok()
-                    .and_then(|c| DateTime::parse_from_rfc3339(&c.expires_at).ok())
-                    .is_none_or(|t| t < now),
-                Err(StoreError::NotFound { .. }) => true,
-                Err(e) => return Err(e.into()),
-            };
-            if !expired {
-                return Ok(false);
-            }
-            warn!(claim = %key, "taking over an expired claim");
-            self.store.delete(&key).await?;
+        if claim.generation > 0 {
+            warn!(claim = %claim.key, "took over an expired claim");
         }
-        Ok(false)
+        // Discovery listed the done-markers before this claim: the upload may have been
+        // finished, and its claim cleared, since.
+        match self.store.get(&format!("_state/done/{marker}.json")).await {
+            Ok(_) => {
+                claim.release(self.store.as_ref()).await?;
+                info!("another worker has finished this upload; skipped");
+                Ok(None)
+            }
+            Err(StoreError::NotFound { .. }) => Ok(Some(claim)),
+            Err(e) => {
+                let _ = claim.release(self.store.as_ref()).await;
+                Err(e.into())
+            }
+        }
     }
 
     async fn process(
@@ -563,30 +585,14 @@ impl Service {
     /// or has already finished it (between this worker's listing and its claim).
     pub async fn try_claim(&self, object: &ObjectMeta) -> Result<Option<Claimed>, PipelineError> {
         let marker = marker_name(&object.key, &object.etag);
-        if !self.claim(object, &marker).await? {
-            info!("another worker holds the claim; skipped");
+        let Some(claim) = self.claim(object, &marker).await? else {
             return Ok(None);
-        }
-        let claimed = Claimed {
+        };
+        Ok(Some(Claimed {
             object: object.clone(),
             marker,
-        };
-        match self
-            .store
-            .get(&format!("_state/done/{}.json", claimed.marker))
-            .await
-        {
-            Err(StoreError::NotFound { .. }) => Ok(Some(claimed)),
-            Ok(_) => {
-                info!("another worker has already processed it; skipped");
-                self.release(&claimed).await?;
-                Ok(None)
-            }
-            Err(e) => {
-                let _ = self.release(&claimed).await;
-                Err(e.into())
-            }
-        }
+            lease: claim,
+        }))
     }
 
     /// Processes a claimed upload: archive, check, outputs, manifest, done-marker, and the
@@ -606,9 +612,7 @@ impl Service {
     /// Gives a claim back without finishing the upload (shutdown, failure), so any worker may
     /// take it at once.
     pub async fn release(&self, claimed: &Claimed) -> Result<(), PipelineError> {
-        self.store
-            .delete(&format!("_state/claims/{}.json", claimed.marker))
-            .await?;
+        claimed.lease.release(self.store.as_ref()).await?;
         Ok(())
     }
 
@@ -866,16 +870,26 @@ impl Service {
             decision,
             processed_at,
         };
-        self.store
+        match self
+            .store
             .put(
                 &format!("_state/done/{marker}.json"),
                 serde_json::to_vec_pretty(&done).unwrap_or_default(),
-                PutMode::Overwrite,
+                PutMode::Create,
             )
-            .await?;
-        self.store
-            .delete(&format!("_state/claims/{marker}.json"))
-            .await?;
+            .await
+        {
+            Ok(_) => {}
+            // Only when this worker outlived its claim and another took the upload over: the
+            // outputs are the same keys, and the manifest holds the submission once.
+            Err(StoreError::AlreadyExists { .. }) => {
+                warn!(
+                    "another worker also processed this upload (a claim outlived its time to live)"
+                );
+            }
+            Err(e) => return Err(e.into()),
+        }
+        lease::clear(self.store.as_ref(), &Self::claim_base(marker)).await?;
         info!(
             decision = decision.as_str(),
             rows = report.rows_accepted,
@@ -915,14 +929,63 @@ impl Service {
             .then(|| folder.to_owned())
     }
 
-    /// Records an accepted submission in the dataset manifest with a compare-and-swap loop.
+    /// Records an accepted submission in the dataset manifest: under the manifest lock, read,
+    /// apply, and write back with a compare-and-swap (`If-Match`) that refuses the write should
+    /// the lock have expired and another worker have written meanwhile.
     async fn commit_manifest(
         &self,
         dataset: &str,
         entry: ManifestEntry,
     ) -> Result<Option<String>, PipelineError> {
+        let lock = self.lock_manifest(dataset).await?;
+        let result = self.update_manifest(dataset, entry).await;
+        if let Err(e) = lock.release(self.store.as_ref()).await {
+            warn!(lock = %lock.key, error = %e, "failed to release the manifest lock; it will expire");
+        }
+        result
+    }
+
+    /// Takes `_state/locks/manifest-<dataset>`, waiting while another worker holds it (a lock
+    /// left by a dead worker expires after the lock TTL).
+    async fn lock_manifest(&self, dataset: &str) -> Result<Lease, PipelineError> {
+        let base = format!("_state/locks/manifest-{dataset}");
+        let ttl = chrono::Duration::from_std(self.options.lock_ttl)
+            .unwrap_or(chrono::Duration::minutes(1));
+        let give_up = tokio::time::Instant::now() + self.options.lock_ttl * 3;
+        let mut wait = Duration::from_millis(10);
+        loop {
+            let taken = lease::take(
+                self.store.as_ref(),
+                &base,
+                &Manifest::key(dataset),
+                &self.options.worker_id,
+                self.clock.now(),
+                ttl,
+            )
+            .await?;
+            match taken {
+                Taken::Held(lock) => return Ok(lock),
+                Taken::Busy { .. } if tokio::time::Instant::now() < give_up => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_millis(500));
+                }
+                Taken::Busy { holder } => {
+                    return Err(PipelineError::Locked {
+                        lock: self.store.location(&base),
+                        holder: holder.unwrap_or_else(|| "unknown".into()),
+                    });
+                }
+            }
+        }
+    }
+
+    async fn update_manifest(
+        &self,
+        dataset: &str,
+        entry: ManifestEntry,
+    ) -> Result<Option<String>, PipelineError> {
         let key = Manifest::key(dataset);
-        for attempt in 0..50u32 {
+        for attempt in 0..5u32 {
             let (mut manifest, mode) = match self.store.get(&key).await {
                 Ok((bytes, meta)) => {
                     let m: Manifest =
@@ -951,7 +1014,8 @@ impl Service {
             match self.store.put(&key, body, mode).await {
                 Ok(_) => return Ok(superseded),
                 Err(StoreError::Changed { .. } | StoreError::AlreadyExists { .. }) => {
-                    tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt + 1))).await;
+                    warn!(manifest = %key, "the manifest changed under the lock; reading it again");
+                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt + 1))).await;
                 }
                 Err(e) => return Err(e.into()),
             }

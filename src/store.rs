@@ -2,7 +2,8 @@
 //!
 //! [`ObjectStore`] is a small trait: list, get, download to a file, put (with a mode for
 //! create-only and compare-and-swap writes), copy and delete. [`LocalStore`] keeps a bucket in
-//! a local directory and is the embedded default; an S3 backend implements the same trait.
+//! a local directory and is the embedded default; [`S3Store`] (in `store/s3.rs`) talks to S3
+//! and S3-compatible stores. [`open`] picks the backend from a URL.
 //!
 //! Rules every backend keeps:
 //! - a put is atomic: readers see the old object or the new one, never part of one;
@@ -17,6 +18,10 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+
+mod s3;
+
+pub use s3::{ENDPOINT_ENV, PATH_STYLE_ENV, S3Location, S3Options, S3Store};
 
 /// What went wrong talking to the store.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +51,14 @@ pub enum StoreError {
         key: String,
         /// Why.
         reason: &'static str,
+    },
+    /// A store setting (URL, environment) is not usable.
+    #[error("invalid {setting}: {message}")]
+    Config {
+        /// Which setting.
+        setting: String,
+        /// What is wrong with it.
+        message: String,
     },
     /// An IO or backend failure.
     #[error("failed to {action} {location}: {message}")]
@@ -97,9 +110,10 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     async fn get(&self, key: &str) -> Result<(Vec<u8>, ObjectMeta)>;
     /// Copies an object into a local file, streaming.
     async fn download(&self, key: &str, dest: &Path) -> Result<ObjectMeta>;
-    /// Writes bytes.
+    /// Writes bytes. The metadata returned carries the new etag; its `last_modified` is the
+    /// store's where the store reports it on a write, otherwise the writer's clock.
     async fn put(&self, key: &str, bytes: Vec<u8>, mode: PutMode) -> Result<ObjectMeta>;
-    /// Writes a local file's content, streaming.
+    /// Writes a local file's content, streaming (in parts, for a large file on S3).
     async fn put_file(&self, key: &str, src: &Path, mode: PutMode) -> Result<ObjectMeta>;
     /// Copies an object inside the bucket.
     async fn copy(&self, from: &str, to: &str) -> Result<ObjectMeta>;
@@ -229,8 +243,11 @@ impl LocalStore {
             }
             PutMode::Update(etag) => {
                 let _lock = KeyLock::acquire(&dest).map_err(|e| self.io_err("lock", key, &e))?;
-                let current = self.meta(key, &dest)?;
-                if &current.etag != etag {
+                let current = match self.meta(key, &dest) {
+                    Err(StoreError::NotFound { .. }) => None,
+                    other => Some(other?),
+                };
+                if current.is_none_or(|c| &c.etag != etag) {
                     return Err(StoreError::Changed {
                         location: self.location(key),
                     });
@@ -428,15 +445,14 @@ impl ObjectStore for LocalStore {
     }
 }
 
-/// Opens the store a URL or path names: a local directory for now (`./data/bucket`,
+/// Opens the store a URL or path names: `s3://bucket/prefix` is S3 (settings from the
+/// environment, [`S3Options::from_env`]); anything else is a local directory (`data/bucket`,
 /// `file:///srv/bucket`).
-pub fn open(url: &str) -> Result<std::sync::Arc<dyn ObjectStore>> {
-    if let Some(rest) = url.strip_prefix("s3://") {
-        return Err(StoreError::Backend {
-            action: "open",
-            location: format!("s3://{rest}"),
-            message: "the S3 backend is not built into this version; use a local directory".into(),
-        });
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn ObjectStore>> {
+    if url.starts_with("s3://") {
+        let location = S3Location::parse(url)?;
+        let store = S3Store::connect(location, S3Options::from_env()?).await?;
+        return Ok(std::sync::Arc::new(store));
     }
     let path = url.strip_prefix("file://").unwrap_or(url);
     Ok(std::sync::Arc::new(LocalStore::new(path)?))
@@ -446,22 +462,30 @@ pub fn open(url: &str) -> Result<std::sync::Arc<dyn ObjectStore>> {
 pub mod conformance {
     //! The behaviour every backend must show; run against each backend.
 
+    use std::sync::Arc;
+
     use super::*;
 
+    /// Size of the large file: above the multipart and copy thresholds the S3 tests set
+    /// (8 MiB), with a last part shorter than the others.
+    pub const LARGE: usize = 12 * 1024 * 1024 + 4321;
+
     /// Runs every conformance check against `store`, which must be empty.
-    pub async fn check_all(store: &dyn ObjectStore) {
-        put_get_list(store).await;
-        create_has_one_winner(store).await;
-        update_is_compare_and_swap(store).await;
-        files_and_copies(store).await;
-        bad_keys_are_refused(store).await;
+    pub async fn check_all(store: Arc<dyn ObjectStore>) {
+        put_get_list(store.as_ref()).await;
+        create_has_one_winner(store.as_ref()).await;
+        racing_creates_have_one_winner(&store).await;
+        update_is_compare_and_swap(store.as_ref()).await;
+        files_and_copies(store.as_ref()).await;
+        bad_keys_are_refused(store.as_ref()).await;
     }
 
     async fn put_get_list(store: &dyn ObjectStore) {
-        store
+        let put = store
             .put("a/b/one.txt", b"1".to_vec(), PutMode::Overwrite)
             .await
             .unwrap();
+        assert_eq!((put.key.as_str(), put.size), ("a/b/one.txt", 1));
         store
             .put("a/b/two.txt", b"22".to_vec(), PutMode::Overwrite)
             .await
@@ -470,14 +494,14 @@ pub mod conformance {
             .put("a/c.txt", b"333".to_vec(), PutMode::Overwrite)
             .await
             .unwrap();
-        let keys: Vec<_> = store
-            .list("a/b/")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|m| m.key)
-            .collect();
+        let listed = store.list("a/b/").await.unwrap();
+        let keys: Vec<_> = listed.iter().map(|m| m.key.as_str()).collect();
         assert_eq!(keys, ["a/b/one.txt", "a/b/two.txt"]);
+        assert_eq!(
+            (listed[0].size, &listed[0].etag),
+            (1, &put.etag),
+            "list reports the size and the etag the put returned"
+        );
         let all = store.list("a/").await.unwrap();
         assert_eq!(all.len(), 3);
         assert_eq!(
@@ -487,10 +511,13 @@ pub mod conformance {
         );
         let (bytes, meta) = store.get("a/c.txt").await.unwrap();
         assert_eq!((bytes.as_slice(), meta.size), (&b"333"[..], 3));
-        assert!(matches!(
-            store.get("a/nope").await,
-            Err(StoreError::NotFound { .. })
-        ));
+        let (_, one) = store.get("a/b/one.txt").await.unwrap();
+        assert_eq!(one.etag, put.etag, "get reports the etag the put returned");
+        let missing = store.get("a/nope").await;
+        assert!(
+            matches!(&missing, Err(StoreError::NotFound { location }) if location == &store.location("a/nope")),
+            "{missing:?}"
+        );
         store.delete("a/c.txt").await.unwrap();
         store.delete("a/c.txt").await.unwrap();
         assert_eq!(store.list("a/").await.unwrap().len(), 2);
@@ -510,6 +537,34 @@ pub mod conformance {
         assert_eq!(store.get("claims/x").await.unwrap().0, b"me");
     }
 
+    async fn racing_creates_have_one_winner(store: &Arc<dyn ObjectStore>) {
+        for round in 0..3 {
+            let key = format!("race/claim-{round}");
+            let mut tasks = Vec::new();
+            for i in 0..16 {
+                let s = Arc::clone(store);
+                let key = key.clone();
+                tasks.push(tokio::spawn(async move {
+                    match s
+                        .put(&key, format!("{i}").into_bytes(), PutMode::Create)
+                        .await
+                    {
+                        Ok(_) => Some(i),
+                        Err(StoreError::AlreadyExists { .. }) => None,
+                        Err(e) => panic!("a racing create failed otherwise: {e}"),
+                    }
+                }));
+            }
+            let mut winners = Vec::new();
+            for t in tasks {
+                winners.extend(t.await.unwrap());
+            }
+            assert_eq!(winners.len(), 1, "round {round}: winners {winners:?}");
+            let (bytes, _) = store.get(&key).await.unwrap();
+            assert_eq!(bytes, format!("{}", winners[0]).into_bytes());
+        }
+    }
+
     async fn update_is_compare_and_swap(store: &dyn ObjectStore) {
         let v1 = store
             .put("m.json", b"v1".to_vec(), PutMode::Create)
@@ -521,29 +576,78 @@ pub mod conformance {
             .unwrap();
         assert_ne!(v1.etag, v2.etag);
         let stale = store
-            .put("m.json", b"v3".to_vec(), PutMode::Update(v1.etag))
+            .put("m.json", b"v3".to_vec(), PutMode::Update(v1.etag.clone()))
             .await;
         assert!(
             matches!(stale, Err(StoreError::Changed { .. })),
             "{stale:?}"
         );
         assert_eq!(store.get("m.json").await.unwrap().0, b"v2");
+        let gone = store
+            .put("absent.json", b"v1".to_vec(), PutMode::Update(v1.etag))
+            .await;
+        assert!(
+            matches!(gone, Err(StoreError::Changed { .. })),
+            "an update of a missing object: {gone:?}"
+        );
+        assert!(matches!(
+            store.get("absent.json").await,
+            Err(StoreError::NotFound { .. })
+        ));
     }
 
     async fn files_and_copies(store: &dyn ObjectStore) {
         let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("src.bin");
-        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-        std::fs::write(&src, &data).unwrap();
-        store
-            .put_file("big/file.bin", &src, PutMode::Overwrite)
-            .await
-            .unwrap();
-        store.copy("big/file.bin", "big/copy.bin").await.unwrap();
-        let dest = dir.path().join("dest.bin");
-        let meta = store.download("big/copy.bin", &dest).await.unwrap();
-        assert_eq!(meta.size, data.len() as u64);
-        assert_eq!(std::fs::read(&dest).unwrap(), data);
+        for (name, len) in [("small", 300_000), ("large", LARGE)] {
+            let src = dir.path().join(format!("{name}.bin"));
+            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            std::fs::write(&src, &data).unwrap();
+            let key = format!("big/{name}.bin");
+            let put = store.put_file(&key, &src, PutMode::Create).await.unwrap();
+            assert_eq!(put.size, len as u64);
+            let again = store.put_file(&key, &src, PutMode::Create).await;
+            assert!(
+                matches!(again, Err(StoreError::AlreadyExists { .. })),
+                "{name}: {again:?}"
+            );
+            let stale = store
+                .put_file(&key, &src, PutMode::Update("\"stale\"".into()))
+                .await;
+            assert!(
+                matches!(stale, Err(StoreError::Changed { .. })),
+                "{name}: {stale:?}"
+            );
+            let replaced = store
+                .put_file(&key, &src, PutMode::Update(put.etag.clone()))
+                .await
+                .unwrap();
+            let copy_key = format!("big/{name} copy (1).bin");
+            let copied = store.copy(&key, &copy_key).await.unwrap();
+            assert_eq!(copied.size, len as u64);
+            let dest = dir.path().join(format!("{name}.out"));
+            let meta = store.download(&copy_key, &dest).await.unwrap();
+            assert_eq!(meta.size, len as u64);
+            assert!(
+                std::fs::read(&dest).unwrap() == data,
+                "{name}: the copy differs"
+            );
+            let meta = store.download(&key, &dest).await.unwrap();
+            assert_eq!(meta.etag, replaced.etag);
+            assert!(
+                std::fs::read(&dest).unwrap() == data,
+                "{name}: the download differs"
+            );
+        }
+        let missing = store.download("big/none", &dir.path().join("none")).await;
+        assert!(
+            matches!(missing, Err(StoreError::NotFound { .. })),
+            "{missing:?}"
+        );
+        let missing = store.copy("big/none", "big/none2").await;
+        assert!(
+            matches!(missing, Err(StoreError::NotFound { .. })),
+            "{missing:?}"
+        );
     }
 
     async fn bad_keys_are_refused(store: &dyn ObjectStore) {
@@ -561,22 +665,27 @@ pub mod conformance {
 mod tests {
     use super::*;
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn local_store_conforms() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path()).unwrap();
-        conformance::check_all(&store).await;
+        conformance::check_all(std::sync::Arc::new(store)).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn local_create_race_has_exactly_one_winner() {
+    async fn local_racing_updates_have_exactly_one_winner() {
         let dir = tempfile::tempdir().unwrap();
         let store = std::sync::Arc::new(LocalStore::new(dir.path()).unwrap());
+        let v1 = store
+            .put("m.json", b"v1".to_vec(), PutMode::Create)
+            .await
+            .unwrap();
         let mut tasks = Vec::new();
         for i in 0..16 {
             let s = std::sync::Arc::clone(&store);
+            let etag = v1.etag.clone();
             tasks.push(tokio::spawn(async move {
-                s.put("race/claim", format!("{i}").into_bytes(), PutMode::Create)
+                s.put("m.json", format!("{i}").into_bytes(), PutMode::Update(etag))
                     .await
                     .is_ok()
             }));

@@ -1,14 +1,13 @@
 //! The defect corpus (`tests/fixtures/defects/<case>/`): every malformed file yields exactly its
 //! expected finding codes and decision through the real pipeline, nothing panics, and every
-//! upload is archived byte for byte.
+//! upload is archived byte for byte, on a local bucket and on the S3 test server.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use force_returns::store::ObjectStore;
 use sha2::{Digest, Sha256};
 
-use crate::common::{TestBucket, manifest_dir};
+use crate::common::{TestBucket, manifest_dir, on_both_backends};
 
 #[derive(serde::Deserialize)]
 struct Case {
@@ -54,8 +53,8 @@ fn input_of(dir: &Path, case: &Case) -> (String, Vec<u8>) {
     panic!("{}: no input.csv, input.bin or generate", dir.display());
 }
 
-#[tokio::test]
-async fn every_defective_file_yields_its_expected_findings_and_is_archived() {
+on_both_backends!(every_defective_file_yields_its_expected_findings_and_is_archived);
+async fn every_defective_file_yields_its_expected_findings_and_is_archived(bucket: TestBucket) {
     let root = manifest_dir().join("tests/fixtures/defects");
     let mut cases = BTreeMap::new();
     for entry in std::fs::read_dir(&root).unwrap() {
@@ -75,7 +74,6 @@ async fn every_defective_file_yields_its_expected_findings_and_is_archived() {
     }
     assert!(cases.len() >= 30, "the corpus has {} cases", cases.len());
 
-    let bucket = TestBucket::new();
     for (key, (_, _, bytes)) in &cases {
         bucket.upload(key, bytes.clone()).await;
     }

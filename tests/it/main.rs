@@ -1,13 +1,18 @@
 //! Integration tests: one binary, each test with its own bucket and temp dir.
 //!
-//! External pieces (the Python Parquet readers, headless Chromium, `../shared/fixtures`) are
-//! found through `tests/run`'s environment. A test that needs a missing piece says so and
-//! passes trivially when run by hand, but fails when `FORCE_RETURNS_TEST_REQUIRE_ALL` is set,
-//! as it is in CI.
+//! The whole-run tests run twice, on a local bucket and on a bucket of the S3 test server
+//! (moto), and `s3` adds what only S3 shows: worker processes racing over one bucket, a
+//! worker killed mid-run, presigned uploads with `curl`.
+//!
+//! External pieces (the Python Parquet readers, headless Chromium, `../shared/fixtures`, the
+//! S3 test server, `curl`) are found through `tests/run`'s environment. A test that needs a
+//! missing piece says so and passes trivially when run by hand, but fails when
+//! `FORCE_RETURNS_TEST_REQUIRE_ALL` is set, as it is in CI.
 
 mod cli;
 mod common;
 mod corpus;
 mod report_browser;
 mod runs;
+mod s3;
 mod worker;

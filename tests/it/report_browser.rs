@@ -33,7 +33,7 @@ async fn the_report_renders_in_chromium_with_the_decision_and_escaped_values() {
         .await;
     let out = bucket.run().await;
     let html_key = out.processed[0].outputs.report_html.clone().unwrap();
-    let page = bucket.path().join(&html_key);
+    let page = bucket.local_dir().await.join(&html_key);
     let profile = tempfile::tempdir().unwrap();
     let o = std::process::Command::new(chromium)
         .args([

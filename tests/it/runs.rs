@@ -1,14 +1,17 @@
-//! Whole runs over the local bucket: the real data.police.uk extracts, idempotence,
+//! Whole runs, on a local bucket and on the S3 test server: the real data.police.uk extracts, idempotence,
 //! resubmission, and the snapshots read back by independent readers.
 
-use std::collections::BTreeMap;
-
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
+use std::path::Path;
+use std::sync::Arc;
 
-use force_returns::store::ObjectStore;
+use force_returns::pipeline::{RunOptions, Service};
+use force_returns::store::{self, LocalStore, ObjectMeta, ObjectStore, PutMode, StoreError};
+
 use force_returns::validate::Decision;
 
-use crate::common::{TestBucket, read_bucket, shared_fixtures};
+use crate::common::{TestBucket, on_both_backends, project, read_bucket, shared_fixtures};
 
 async fn upload_real_extracts(bucket: &TestBucket) -> Option<usize> {
     let dir = shared_fixtures()?.join("police-uk/stop-and-search");
@@ -30,9 +33,8 @@ async fn upload_real_extracts(bucket: &TestBucket) -> Option<usize> {
     Some(n)
 }
 
-#[tokio::test]
-async fn real_extracts_are_all_accepted_and_read_back_by_pyarrow_and_duckdb() {
-    let bucket = TestBucket::new();
+on_both_backends!(real_extracts_are_all_accepted_and_read_back_by_pyarrow_and_duckdb);
+async fn real_extracts_are_all_accepted_and_read_back_by_pyarrow_and_duckdb(bucket: TestBucket) {
     let Some(n) = upload_real_extracts(&bucket).await else {
         return;
     };
@@ -94,7 +96,7 @@ async fn real_extracts_are_all_accepted_and_read_back_by_pyarrow_and_duckdb() {
         "{latitude}"
     );
 
-    let Some(facts) = read_bucket(bucket.path(), "stop_search") else {
+    let Some(facts) = read_bucket(&bucket.local_dir().await, "stop_search") else {
         return;
     };
     let snapshots = facts["snapshots"].as_array().unwrap();
@@ -179,9 +181,8 @@ fn small_file(rows: usize, ethnicity: &str) -> Vec<u8> {
     s.into_bytes()
 }
 
-#[tokio::test]
-async fn second_run_processes_nothing_and_a_resubmission_supersedes_the_first() {
-    let bucket = TestBucket::new();
+on_both_backends!(second_run_processes_nothing_and_a_resubmission_supersedes_the_first);
+async fn second_run_processes_nothing_and_a_resubmission_supersedes_the_first(bucket: TestBucket) {
     let folder = "incoming/south-yorkshire/stop_search/2020-01";
     bucket
         .upload(
@@ -241,7 +242,7 @@ async fn second_run_processes_nothing_and_a_resubmission_supersedes_the_first() 
     );
     assert!(bucket.run().await.processed.is_empty());
 
-    let Some(facts) = read_bucket(bucket.path(), "stop_search") else {
+    let Some(facts) = read_bucket(&bucket.local_dir().await, "stop_search") else {
         return;
     };
     assert_eq!(facts["snapshots"].as_array().unwrap().len(), 2);
@@ -251,9 +252,8 @@ async fn second_run_processes_nothing_and_a_resubmission_supersedes_the_first() 
     );
 }
 
-#[tokio::test]
-async fn a_crash_before_the_done_marker_is_redone_with_the_same_outputs() {
-    let bucket = TestBucket::new();
+on_both_backends!(a_crash_before_the_done_marker_is_redone_with_the_same_outputs);
+async fn a_crash_before_the_done_marker_is_redone_with_the_same_outputs(bucket: TestBucket) {
     let key = "incoming/durham/stop_search/2020-01/x.csv";
     bucket.upload(key, small_file(4, "A1")).await;
     let first = bucket.run().await;
@@ -291,9 +291,10 @@ async fn a_crash_before_the_done_marker_is_redone_with_the_same_outputs() {
     assert!(manifest["superseded"].as_array().unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn central_quality_tables_mask_personal_values_but_the_force_report_shows_them() {
-    let bucket = TestBucket::new();
+on_both_backends!(central_quality_tables_mask_personal_values_but_the_force_report_shows_them);
+async fn central_quality_tables_mask_personal_values_but_the_force_report_shows_them(
+    bucket: TestBucket,
+) {
     let key = "incoming/kent/stop_search/2020-01/k.csv";
     bucket.upload(key, small_file(3, "Klingon")).await;
     let out = bucket.run().await;
@@ -317,7 +318,7 @@ async fn central_quality_tables_mask_personal_values_but_the_force_report_shows_
         6,
         "3 values + 3 messages"
     );
-    let Some(facts) = read_bucket(bucket.path(), "stop_search") else {
+    let Some(facts) = read_bucket(&bucket.local_dir().await, "stop_search") else {
         return;
     };
     let q = &facts["quality"]["findings"];
@@ -331,5 +332,106 @@ async fn central_quality_tables_mask_personal_values_but_the_force_report_shows_
     assert!(
         facts["snapshots"].as_array().unwrap().is_empty(),
         "a rejected upload has no snapshot"
+    );
+}
+
+/// A local bucket whose compare-and-swap is not atomic: it compares, yields, then writes, as a
+/// test server may (moto 5.2.5 lets several racing `If-Match` writers win).
+#[derive(Debug)]
+struct RacyCompareAndSwap(LocalStore);
+
+#[async_trait::async_trait]
+impl ObjectStore for RacyCompareAndSwap {
+    fn location(&self, key: &str) -> String {
+        self.0.location(key)
+    }
+    async fn list(&self, prefix: &str) -> store::Result<Vec<ObjectMeta>> {
+        self.0.list(prefix).await
+    }
+    async fn get(&self, key: &str) -> store::Result<(Vec<u8>, ObjectMeta)> {
+        self.0.get(key).await
+    }
+    async fn download(&self, key: &str, dest: &Path) -> store::Result<ObjectMeta> {
+        self.0.download(key, dest).await
+    }
+    async fn put(&self, key: &str, bytes: Vec<u8>, mode: PutMode) -> store::Result<ObjectMeta> {
+        if let PutMode::Update(etag) = &mode {
+            let (_, current) = self.0.get(key).await?;
+            if &current.etag != etag {
+                return Err(StoreError::Changed {
+                    location: self.location(key),
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            return self.0.put(key, bytes, PutMode::Overwrite).await;
+        }
+        self.0.put(key, bytes, mode).await
+    }
+    async fn put_file(&self, key: &str, src: &Path, mode: PutMode) -> store::Result<ObjectMeta> {
+        self.0.put_file(key, src, mode).await
+    }
+    async fn copy(&self, from: &str, to: &str) -> store::Result<ObjectMeta> {
+        self.0.copy(from, to).await
+    }
+    async fn delete(&self, key: &str) -> store::Result<()> {
+        self.0.delete(key).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_runs_lose_no_manifest_entry_even_where_compare_and_swap_is_not_atomic() {
+    let bucket = TestBucket::new();
+    let store: Arc<dyn ObjectStore> = Arc::new(RacyCompareAndSwap(
+        LocalStore::new(bucket.dir.path()).unwrap(),
+    ));
+    let project = project();
+    let forces: Vec<String> = project.catalog.forces().unwrap().codes[..32]
+        .iter()
+        .map(|c| c.code.clone())
+        .collect();
+    for force in &forces {
+        store
+            .put(
+                &format!("incoming/{force}/stop_search/2020-01/r.csv"),
+                small_file(3, "W1"),
+                PutMode::Overwrite,
+            )
+            .await
+            .unwrap();
+    }
+    let runs: Vec<_> = (0..4)
+        .map(|i| {
+            let service = Service::new(
+                Arc::clone(&project),
+                Arc::clone(&store),
+                bucket.clock.clone(),
+                RunOptions {
+                    worker_id: format!("worker-{i}"),
+                    ..RunOptions::default()
+                },
+            );
+            tokio::spawn(async move { service.run_once().await.unwrap() })
+        })
+        .collect();
+    let mut processed = 0;
+    for run in runs {
+        let outcome = run.await.unwrap();
+        assert!(outcome.failed.is_empty(), "{:?}", outcome.failed);
+        processed += outcome.processed.len();
+    }
+    assert_eq!(processed, forces.len(), "each upload processed once");
+    let manifest = bucket
+        .get_json("snapshots/stop_search/_manifest.json")
+        .await;
+    let current: BTreeSet<&str> = manifest["current"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["force_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        current.len(),
+        forces.len(),
+        "every force is in the manifest: {current:?}"
     );
 }

@@ -158,7 +158,7 @@ async fn an_abandoned_upload_gives_its_claim_back_and_the_next_run_finishes_it()
     let bucket = TestBucket::new();
     let upload = key("durham", "a.csv");
     bucket.upload(&upload, extract(50)).await;
-    let gate = Gate::new(bucket.path(), true, Duration::ZERO);
+    let gate = Gate::new(bucket.dir.path(), true, Duration::ZERO);
     let stalled = runner(&bucket, gate.clone(), 2);
     let (controller, shutdown) = ShutdownController::new();
     let run = tokio::spawn(async move { stalled.run_dataset("stop_search", &shutdown).await });
@@ -193,7 +193,7 @@ async fn no_more_than_max_in_flight_uploads_are_processed_at_once() {
             .upload(&key("durham", &format!("{i}.csv")), extract(20))
             .await;
     }
-    let gate = Gate::new(bucket.path(), false, Duration::from_millis(200));
+    let gate = Gate::new(bucket.dir.path(), false, Duration::from_millis(200));
     let (_c, shutdown) = ShutdownController::new();
     let report = runner(&bucket, gate.clone(), 2)
         .run_dataset("stop_search", &shutdown)

@@ -1,0 +1,1156 @@
+//! The S3 backend of [`ObjectStore`]: AWS S3 and S3-compatible stores through `aws-sdk-s3`.
+//!
+//! - **Where**: `s3://bucket/prefix` ([`S3Location`]); every key lives under the prefix.
+//! - **Who and how**: credentials and region come from the standard AWS chain (environment,
+//!   shared profile, web identity or pod role, container and instance roles); a custom endpoint
+//!   and path-style addressing serve S3-compatible stores ([`S3Options::from_env`]).
+//! - **Conditional writes**: [`PutMode::Create`] sends `If-None-Match: *` (on a single put or
+//!   on completing a multipart upload) and [`PutMode::Update`] sends `If-Match: <etag>` (on
+//!   single puts only: not every S3-compatible store checks it on completing a multipart
+//!   upload). A 412, or a 409 between racing conditional writers, becomes
+//!   [`StoreError::AlreadyExists`] or [`StoreError::Changed`].
+//! - **Bounded memory**: downloads stream to the file chunk by chunk; files at or above the
+//!   multipart threshold go up in parts read straight from disk, and a multipart upload that
+//!   fails is aborted. Objects above the copy threshold are copied part by part on the server.
+//! - **Faults**: throttling (503 `SlowDown`) and 5xx answers are retried by the SDK's standard
+//!   retry strategy with exponential backoff and jitter; every request attempt has a connect and
+//!   an attempt timeout; a transfer that stalls is cut by the SDK's stalled-stream protection.
+//!   Every error names the object as `s3://bucket/key`.
+
+use std::fmt::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{BehaviorVersion, Region};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use chrono::{DateTime, Utc};
+use tokio::io::AsyncWriteExt;
+
+use super::{ObjectMeta, ObjectStore, PutMode, Result, StoreError, check_key};
+
+/// Environment variable naming a custom endpoint (an S3-compatible store).
+pub const ENDPOINT_ENV: &str = "FORCE_RETURNS_S3_ENDPOINT";
+/// Environment variable choosing path-style addressing (`true`/`false`).
+pub const PATH_STYLE_ENV: &str = "FORCE_RETURNS_S3_PATH_STYLE";
+
+/// S3 allows at most this many parts in a multipart upload.
+const MAX_PARTS: u64 = 10_000;
+/// S3 refuses parts smaller than this (except the last).
+const MIN_PART: u64 = 5 * 1024 * 1024;
+/// S3's limit on a single put.
+const MAX_SINGLE_PUT: u64 = 5 * 1024 * 1024 * 1024;
+
+/// A bucket and key prefix: `s3://bucket` or `s3://bucket/some/prefix`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    /// The bucket name.
+    pub bucket: String,
+    /// The key prefix, empty or ending with `/`.
+    pub prefix: String,
+}
+
+impl S3Location {
+    /// Reads `s3://bucket[/prefix]`.
+    pub fn parse(url: &str) -> Result<S3Location> {
+        let invalid = |message: &str| StoreError::Config {
+            setting: "bucket URL".into(),
+            message: format!("`{url}` {message}"),
+        };
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| invalid("does not start with s3://"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let bucket_ok = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        if !bucket_ok {
+            return Err(invalid(
+                "does not name a bucket (3 to 63 lowercase letters, digits, dots and hyphens)",
+            ));
+        }
+        let prefix = prefix.trim_end_matches('/');
+        if !prefix.is_empty() {
+            check_key(prefix)?;
+        }
+        Ok(S3Location {
+            bucket: bucket.to_owned(),
+            prefix: if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            },
+        })
+    }
+}
+
+/// How the S3 client behaves. [`S3Options::from_env`] reads the endpoint settings; the rest
+/// are defaults suited to monthly returns (tests shorten them).
+#[derive(Debug, Clone)]
+pub struct S3Options {
+    /// A custom endpoint such as `http://127.0.0.1:9000` for an S3-compatible store.
+    pub endpoint: Option<String>,
+    /// Address buckets as `endpoint/bucket/key` rather than `bucket.endpoint/key`.
+    pub path_style: bool,
+    /// Attempts per request, the first included (standard retry mode).
+    pub max_attempts: u32,
+    /// The first retry's backoff; later ones grow exponentially, with jitter.
+    pub initial_backoff: Duration,
+    /// Limit on opening a connection.
+    pub connect_timeout: Duration,
+    /// Limit on one attempt of one request, sending its body included (a whole part).
+    pub attempt_timeout: Duration,
+    /// Files of at least this size are uploaded in parts.
+    pub multipart_threshold: u64,
+    /// Size of each uploaded part (raised when a file would need more than 10,000).
+    pub part_size: u64,
+    /// Objects larger than this are copied part by part (S3's single-copy limit is 5 GiB).
+    pub copy_threshold: u64,
+    /// Size of each copied part.
+    pub copy_part_size: u64,
+}
+
+impl Default for S3Options {
+    fn default() -> Self {
+        S3Options {
+            endpoint: None,
+            path_style: false,
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(200),
+            connect_timeout: Duration::from_secs(5),
+            attempt_timeout: Duration::from_mins(2),
+            multipart_threshold: 16 * 1024 * 1024,
+            part_size: 16 * 1024 * 1024,
+            copy_threshold: MAX_SINGLE_PUT,
+            copy_part_size: 512 * 1024 * 1024,
+        }
+    }
+}
+
+impl S3Options {
+    /// The defaults with the endpoint settings from the environment:
+    /// `FORCE_RETURNS_S3_ENDPOINT` and `FORCE_RETURNS_S3_PATH_STYLE` (`true` or `false`).
+    pub fn from_env() -> Result<S3Options> {
+        let endpoint = std::env::var(ENDPOINT_ENV)
+            .ok()
+            .filter(|e| !e.trim().is_empty());
+        let path_style = match std::env::var(PATH_STYLE_ENV) {
+            Err(_) => false,
+            Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "" | "false" | "0" | "no" => false,
+                "true" | "1" | "yes" => true,
+                _ => {
+                    return Err(StoreError::Config {
+                        setting: PATH_STYLE_ENV.into(),
+                        message: format!("`{v}` is not true or false"),
+                    });
+                }
+            },
+        };
+        Ok(S3Options {
+            endpoint,
+            path_style,
+            ..S3Options::default()
+        })
+    }
+}
+
+/// A bucket (or a prefix of one) on S3 or an S3-compatible store.
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: Client,
+    location: S3Location,
+    options: S3Options,
+}
+
+/// What a failed request means for the caller.
+enum Failure {
+    NotFound,
+    Precondition,
+    Other,
+}
+
+impl S3Store {
+    /// Connects with the standard AWS credential and region chain. With a custom endpoint and
+    /// no region configured, the region is `us-east-1`, as S3-compatible stores expect.
+    pub async fn connect(location: S3Location, options: S3Options) -> Result<S3Store> {
+        let mut sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+        if sdk.region().is_none() {
+            if options.endpoint.is_none() {
+                return Err(StoreError::Config {
+                    setting: "AWS region".into(),
+                    message: format!(
+                        "no region for s3://{}: set AWS_REGION or a region in the AWS profile",
+                        location.bucket
+                    ),
+                });
+            }
+            sdk = sdk
+                .into_builder()
+                .region(Region::from_static("us-east-1"))
+                .build();
+        }
+        Ok(S3Store::from_sdk_config(&sdk, location, options))
+    }
+
+    /// A store using an already loaded AWS configuration (credentials, region).
+    pub fn from_sdk_config(
+        sdk: &aws_config::SdkConfig,
+        location: S3Location,
+        options: S3Options,
+    ) -> S3Store {
+        let mut config = aws_sdk_s3::config::Builder::from(sdk)
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(options.max_attempts)
+                    .with_initial_backoff(options.initial_backoff),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(options.connect_timeout)
+                    .operation_attempt_timeout(options.attempt_timeout)
+                    .build(),
+            )
+            .force_path_style(options.path_style);
+        if let Some(endpoint) = &options.endpoint {
+            config = config.endpoint_url(endpoint);
+        }
+        S3Store {
+            client: Client::from_conf(config.build()),
+            location,
+            options,
+        }
+    }
+
+    /// The SDK client (for tests and tools that create buckets).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The bucket and prefix.
+    pub fn s3_location(&self) -> &S3Location {
+        &self.location
+    }
+
+    /// A URL anyone holding it may `PUT` one object to, at `key`, until it expires. Forces
+    /// without AWS tooling upload with `curl -T FILE URL`.
+    pub async fn presign_put(&self, key: &str, expires_in: Duration) -> Result<String> {
+        let full = self.full_key(key)?;
+        let config = PresigningConfig::expires_in(expires_in).map_err(|e| StoreError::Config {
+            setting: "presigned URL expiry".into(),
+            message: e.to_string(),
+        })?;
+        let request = self
+            .client
+            .put_object()
+            .bucket(&self.location.bucket)
+            .key(full)
+            .presigned(config)
+            .await
+            .map_err(|e| self.error("presign", key, &e).1)?;
+        Ok(request.uri().to_owned())
+    }
+
+    fn full_key(&self, key: &str) -> Result<String> {
+        check_key(key)?;
+        Ok(format!("{}{key}", self.location.prefix))
+    }
+
+    /// Maps an SDK error to what it means and a [`StoreError::Backend`] naming the object.
+    fn error<E>(&self, action: &'static str, key: &str, e: &SdkError<E>) -> (Failure, StoreError)
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let status = e.raw_response().map(|r| r.status().as_u16());
+        let code = e.code();
+        let failure = match (status, code) {
+            (_, Some("NoSuchBucket")) => Failure::Other,
+            (Some(404), _) | (_, Some("NoSuchKey" | "NotFound")) => Failure::NotFound,
+            (Some(412 | 409), _) | (_, Some("PreconditionFailed")) => Failure::Precondition,
+            _ => Failure::Other,
+        };
+        let message = match (code, status) {
+            (Some(code), Some(status)) => format!(
+                "{code} (HTTP {status}){}",
+                e.message().map(|m| format!(": {m}")).unwrap_or_default()
+            ),
+            _ => chain(e),
+        };
+        let error = StoreError::Backend {
+            action,
+            location: self.location(key),
+            message,
+        };
+        (failure, error)
+    }
+
+    /// The error for a failed read: `NotFound` for a missing object.
+    fn read_error<E>(&self, action: &'static str, key: &str, e: &SdkError<E>) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        match self.error(action, key, e) {
+            (Failure::NotFound, _) => StoreError::NotFound {
+                location: self.location(key),
+            },
+            (_, error) => error,
+        }
+    }
+
+    /// The error for a failed write in `mode`: a failed condition is `AlreadyExists` or
+    /// `Changed` (an `If-Match` on a missing object is answered 404: it changed too).
+    fn write_error<E>(&self, key: &str, mode: &PutMode, e: &SdkError<E>) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let location = self.location(key);
+        match (self.error("write", key, e), mode) {
+            ((Failure::Precondition, _), PutMode::Create) => StoreError::AlreadyExists { location },
+            ((Failure::Precondition | Failure::NotFound, _), PutMode::Update(_)) => {
+                StoreError::Changed { location }
+            }
+            ((_, error), _) => error,
+        }
+    }
+
+    fn io_error(&self, action: &'static str, key: &str, e: &dyn std::fmt::Display) -> StoreError {
+        StoreError::Backend {
+            action,
+            location: self.location(key),
+            message: e.to_string(),
+        }
+    }
+
+    async fn put_multipart(
+        &self,
+        key: &str,
+        src: &Path,
+        size: u64,
+        create_only: bool,
+    ) -> Result<String> {
+        let full = self.full_key(key)?;
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.location.bucket)
+            .key(&full)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .send()
+            .await
+            .map_err(|e| self.error("start upload of", key, &e).1)?;
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| self.io_error("start upload of", key, &"no upload id in the answer"))?
+            .to_owned();
+        let result = self
+            .upload_parts(key, &full, &upload_id, src, size, create_only)
+            .await;
+        if result.is_err() {
+            // Parts of an unfinished upload are stored (and billed) until aborted.
+            if let Err(e) = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.location.bucket)
+                .key(&full)
+                .upload_id(&upload_id)
+                .send()
+                .await
+            {
+                tracing::warn!(
+                    location = %self.location(key),
+                    error = %chain(&e),
+                    "failed to abort a multipart upload; a bucket lifecycle rule should expire it"
+                );
+            }
+        }
+        result
+    }
+
+    async fn upload_parts(
+        &self,
+        key: &str,
+        full: &str,
+        upload_id: &str,
+        src: &Path,
+        size: u64,
+        create_only: bool,
+    ) -> Result<String> {
+        let part_size = self
+            .options
+            .part_size
+            .max(MIN_PART)
+            .max(size.div_ceil(MAX_PARTS));
+        let mut parts = Vec::new();
+        let mut offset = 0;
+        let mut number = 1;
+        while offset < size {
+            let len = part_size.min(size - offset);
+            let body = ByteStream::read_from()
+                .path(src)
+                .offset(offset)
+                .length(Length::Exact(len))
+                .build()
+                .await
+                .map_err(|e| self.io_error("read the file for", key, &e))?;
+            let part = self
+                .client
+                .upload_part()
+                .bucket(&self.location.bucket)
+                .key(full)
+                .upload_id(upload_id)
+                .part_number(number)
+                .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                .content_length(len.cast_signed())
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| self.error("upload a part of", key, &e).1)?;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(part.e_tag().map(str::to_owned))
+                    .set_checksum_crc32(part.checksum_crc32().map(str::to_owned))
+                    .build(),
+            );
+            offset += len;
+            number += 1;
+        }
+        let mut complete = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.location.bucket)
+            .key(full)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            );
+        let mode = if create_only {
+            complete = complete.if_none_match("*");
+            PutMode::Create
+        } else {
+            PutMode::Overwrite
+        };
+        let done = complete
+            .send()
+            .await
+            .map_err(|e| self.write_error(key, &mode, &e))?;
+        Ok(done.e_tag().unwrap_or_default().to_owned())
+    }
+
+    async fn copy_multipart(&self, from: &str, to: &str, size: u64) -> Result<String> {
+        let full_to = self.full_key(to)?;
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.location.bucket)
+            .key(&full_to)
+            .send()
+            .await
+            .map_err(|e| self.error("start copy to", to, &e).1)?;
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| self.io_error("start copy to", to, &"no upload id in the answer"))?
+            .to_owned();
+        let result = self.copy_parts(from, to, &full_to, &upload_id, size).await;
+        if result.is_err() {
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.location.bucket)
+                .key(&full_to)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        result
+    }
+
+    async fn copy_parts(
+        &self,
+        from: &str,
+        to: &str,
+        full_to: &str,
+        upload_id: &str,
+        size: u64,
+    ) -> Result<String> {
+        let source = self.copy_source(from)?;
+        let part_size = self
+            .options
+            .copy_part_size
+            .max(MIN_PART)
+            .max(size.div_ceil(MAX_PARTS));
+        let mut parts = Vec::new();
+        let mut offset = 0;
+        let mut number = 1;
+        while offset < size {
+            let last = (offset + part_size).min(size) - 1;
+            let part = self
+                .client
+                .upload_part_copy()
+                .bucket(&self.location.bucket)
+                .key(full_to)
+                .upload_id(upload_id)
+                .part_number(number)
+                .copy_source(&source)
+                .copy_source_range(format!("bytes={offset}-{last}"))
+                .send()
+                .await
+                .map_err(|e| self.read_error("copy a part of", from, &e))?;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(
+                        part.copy_part_result()
+                            .and_then(|r| r.e_tag())
+                            .map(str::to_owned),
+                    )
+                    .build(),
+            );
+            offset = last + 1;
+            number += 1;
+        }
+        let done = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.location.bucket)
+            .key(full_to)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.error("copy to", to, &e).1)?;
+        Ok(done.e_tag().unwrap_or_default().to_owned())
+    }
+
+    /// `bucket/key` for a copy, percent-encoded as the `x-amz-copy-source` header needs.
+    fn copy_source(&self, key: &str) -> Result<String> {
+        let full = self.full_key(key)?;
+        let mut out = format!("{}/", self.location.bucket);
+        for b in full.bytes() {
+            if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
+                out.push(char::from(b));
+            } else {
+                let _ = write!(out, "%{b:02X}");
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// An error and its sources, `outer: inner: innermost`, skipping a source whose text its
+/// parent already shows.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let part = inner.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = inner.source();
+    }
+    text
+}
+
+fn to_chrono(t: Option<&aws_sdk_s3::primitives::DateTime>) -> DateTime<Utc> {
+    t.and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
+        .unwrap_or_default()
+}
+
+fn size_of(len: Option<i64>) -> u64 {
+    len.and_then(|n| u64::try_from(n).ok()).unwrap_or_default()
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    fn location(&self, key: &str) -> String {
+        format!(
+            "s3://{}/{}{key}",
+            self.location.bucket, self.location.prefix
+        )
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.location.bucket)
+            .prefix(format!("{}{prefix}", self.location.prefix))
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.error("list", prefix, &e).1)?;
+            for object in page.contents() {
+                let Some(key) = object
+                    .key()
+                    .and_then(|k| k.strip_prefix(self.location.prefix.as_str()))
+                else {
+                    continue;
+                };
+                out.push(ObjectMeta {
+                    key: key.to_owned(),
+                    size: size_of(object.size()),
+                    etag: object.e_tag().unwrap_or_default().to_owned(),
+                    last_modified: to_chrono(object.last_modified()),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn get(&self, key: &str) -> Result<(Vec<u8>, ObjectMeta)> {
+        let full = self.full_key(key)?;
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.location.bucket)
+            .key(full)
+            .send()
+            .await
+            .map_err(|e| self.read_error("read", key, &e))?;
+        let meta = ObjectMeta {
+            key: key.to_owned(),
+            size: size_of(out.content_length()),
+            etag: out.e_tag().unwrap_or_default().to_owned(),
+            last_modified: to_chrono(out.last_modified()),
+        };
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| self.io_error("read", key, &e))?
+            .to_vec();
+        Ok((bytes, meta))
+    }
+
+    async fn download(&self, key: &str, dest: &Path) -> Result<ObjectMeta> {
+        let full = self.full_key(key)?;
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.location.bucket)
+            .key(full)
+            .send()
+            .await
+            .map_err(|e| self.read_error("read", key, &e))?;
+        let meta = ObjectMeta {
+            key: key.to_owned(),
+            size: size_of(out.content_length()),
+            etag: out.e_tag().unwrap_or_default().to_owned(),
+            last_modified: to_chrono(out.last_modified()),
+        };
+        let local =
+            |e: std::io::Error| self.io_error("read", key, &format!("{}: {e}", dest.display()));
+        let mut file = tokio::fs::File::create(dest).await.map_err(local)?;
+        let mut body = out.body;
+        let mut written = 0u64;
+        while let Some(chunk) = body
+            .try_next()
+            .await
+            .map_err(|e| self.io_error("read", key, &chain(&e)))?
+        {
+            file.write_all(&chunk).await.map_err(local)?;
+            written += chunk.len() as u64;
+        }
+        file.flush().await.map_err(local)?;
+        if written != meta.size {
+            return Err(self.io_error(
+                "read",
+                key,
+                &format!("got {written} bytes of {}", meta.size),
+            ));
+        }
+        Ok(meta)
+    }
+
+    async fn put(&self, key: &str, bytes: Vec<u8>, mode: PutMode) -> Result<ObjectMeta> {
+        let full = self.full_key(key)?;
+        let size = bytes.len() as u64;
+        let mut request = self
+            .client
+            .put_object()
+            .bucket(&self.location.bucket)
+            .key(full)
+            .body(ByteStream::from(bytes));
+        match &mode {
+            PutMode::Overwrite => {}
+            PutMode::Create => request = request.if_none_match("*"),
+            PutMode::Update(etag) => request = request.if_match(etag),
+        }
+        let out = request
+            .send()
+            .await
+            .map_err(|e| self.write_error(key, &mode, &e))?;
+        Ok(ObjectMeta {
+            key: key.to_owned(),
+            size,
+            etag: out.e_tag().unwrap_or_default().to_owned(),
+            last_modified: Utc::now(),
+        })
+    }
+
+    async fn put_file(&self, key: &str, src: &Path, mode: PutMode) -> Result<ObjectMeta> {
+        let full = self.full_key(key)?;
+        let size = tokio::fs::metadata(src)
+            .await
+            .map_err(|e| self.io_error("write", key, &format!("{}: {e}", src.display())))?
+            .len();
+        // `If-Match` on completing a multipart upload is not honoured everywhere (moto 5.2.5
+        // ignores it), so compare-and-swap writes are single puts, up to S3's 5 GiB limit.
+        let compare_and_swap = matches!(mode, PutMode::Update(_));
+        if compare_and_swap && size > MAX_SINGLE_PUT {
+            return Err(self.io_error(
+                "write",
+                key,
+                &format!("a compare-and-swap write is limited to {MAX_SINGLE_PUT} bytes; the file has {size}"),
+            ));
+        }
+        let etag = if size >= self.options.multipart_threshold && !compare_and_swap {
+            self.put_multipart(key, src, size, mode == PutMode::Create)
+                .await?
+        } else {
+            let body = ByteStream::from_path(src)
+                .await
+                .map_err(|e| self.io_error("write", key, &format!("{}: {e}", src.display())))?;
+            let mut request = self
+                .client
+                .put_object()
+                .bucket(&self.location.bucket)
+                .key(full)
+                .content_length(size.cast_signed())
+                .body(body);
+            match &mode {
+                PutMode::Overwrite => {}
+                PutMode::Create => request = request.if_none_match("*"),
+                PutMode::Update(etag) => request = request.if_match(etag),
+            }
+            let out = request
+                .send()
+                .await
+                .map_err(|e| self.write_error(key, &mode, &e))?;
+            out.e_tag().unwrap_or_default().to_owned()
+        };
+        Ok(ObjectMeta {
+            key: key.to_owned(),
+            size,
+            etag,
+            last_modified: Utc::now(),
+        })
+    }
+
+    async fn copy(&self, from: &str, to: &str) -> Result<ObjectMeta> {
+        let full_from = self.full_key(from)?;
+        let full_to = self.full_key(to)?;
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.location.bucket)
+            .key(full_from)
+            .send()
+            .await
+            .map_err(|e| self.read_error("read", from, &e))?;
+        let size = size_of(head.content_length());
+        let etag = if size > self.options.copy_threshold {
+            self.copy_multipart(from, to, size).await?
+        } else {
+            let out = self
+                .client
+                .copy_object()
+                .bucket(&self.location.bucket)
+                .key(full_to)
+                .copy_source(self.copy_source(from)?)
+                .send()
+                .await
+                .map_err(|e| self.read_error("copy", from, &e))?;
+            out.copy_object_result()
+                .and_then(|r| r.e_tag())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        Ok(ObjectMeta {
+            key: to.to_owned(),
+            size,
+            etag,
+            last_modified: Utc::now(),
+        })
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let full = self.full_key(key)?;
+        match self
+            .client
+            .delete_object()
+            .bucket(&self.location.bucket)
+            .key(full)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match self.error("delete", key, &e) {
+                (Failure::NotFound, _) => Ok(()),
+                (_, error) => Err(error),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use aws_sdk_s3::config::Credentials;
+
+    use super::*;
+    use crate::store::conformance;
+
+    /// The S3 test server `tests/run` starts (moto), or `None` when run by hand without it.
+    /// Missing it fails the test when `FORCE_RETURNS_TEST_REQUIRE_ALL` is set, as in CI.
+    fn moto_endpoint() -> Option<String> {
+        match std::env::var("FORCE_RETURNS_TEST_S3_ENDPOINT") {
+            Ok(e) if !e.trim().is_empty() => Some(e),
+            _ => {
+                assert!(
+                    std::env::var_os("FORCE_RETURNS_TEST_REQUIRE_ALL").is_none(),
+                    "the S3 test server (FORCE_RETURNS_TEST_S3_ENDPOINT) is missing and FORCE_RETURNS_TEST_REQUIRE_ALL is set"
+                );
+                eprintln!("SKIPPED: the S3 test server is missing (run tests/run to start it)");
+                None
+            }
+        }
+    }
+
+    async fn test_config() -> aws_config::SdkConfig {
+        aws_config::defaults(BehaviorVersion::latest())
+            .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+            .region(Region::from_static("us-east-1"))
+            .load()
+            .await
+    }
+
+    /// Options with small thresholds so a 12 MiB file exercises multipart upload and copy.
+    fn test_options(endpoint: &str) -> S3Options {
+        S3Options {
+            endpoint: Some(endpoint.to_owned()),
+            path_style: true,
+            initial_backoff: Duration::from_millis(10),
+            multipart_threshold: 8 * 1024 * 1024,
+            part_size: MIN_PART,
+            copy_threshold: 8 * 1024 * 1024,
+            copy_part_size: MIN_PART,
+            ..S3Options::default()
+        }
+    }
+
+    async fn new_bucket(endpoint: &str, prefix: &str) -> S3Store {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let bucket = format!(
+            "unit-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let store = S3Store::from_sdk_config(
+            &test_config().await,
+            S3Location::parse(&format!("s3://{bucket}/{prefix}")).unwrap(),
+            test_options(endpoint),
+        );
+        store
+            .client()
+            .create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .unwrap();
+        store
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn s3_store_conforms_and_leaves_no_unfinished_uploads() {
+        let Some(endpoint) = moto_endpoint() else {
+            return;
+        };
+        let store = new_bucket(&endpoint, "tenant/a").await;
+        let client = store.client().clone();
+        let bucket = store.s3_location().bucket.clone();
+        conformance::check_all(Arc::new(store)).await;
+        let raw = client
+            .list_objects_v2()
+            .bucket(&bucket)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            raw.contents()
+                .iter()
+                .all(|o| o.key().unwrap().starts_with("tenant/a/")),
+            "every key is under the prefix"
+        );
+        let unfinished = client
+            .list_multipart_uploads()
+            .bucket(&bucket)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            unfinished.uploads().is_empty(),
+            "failed multipart uploads are aborted: {:?}",
+            unfinished.uploads()
+        );
+    }
+
+    #[test]
+    fn bucket_urls_are_read_with_their_prefix() {
+        let l = S3Location::parse("s3://returns-bucket").unwrap();
+        assert_eq!(
+            (l.bucket.as_str(), l.prefix.as_str()),
+            ("returns-bucket", "")
+        );
+        let l = S3Location::parse("s3://returns-bucket/env/prod/").unwrap();
+        assert_eq!(l.prefix, "env/prod/");
+        for bad in [
+            "s3://",
+            "s3://Upper",
+            "s3://ab",
+            "s3://b_b/x",
+            "s3://bucket/../x",
+            "/data",
+        ] {
+            assert!(S3Location::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn presigned_put_urls_carry_no_checksum_of_an_empty_body() {
+        let store = S3Store::from_sdk_config(
+            &test_config().await,
+            S3Location::parse("s3://returns-bucket/p").unwrap(),
+            test_options("http://127.0.0.1:9"),
+        );
+        let url = store
+            .presign_put(
+                "incoming/kent/stop_search/2020-01/a b.csv",
+                Duration::from_hours(1),
+            )
+            .await
+            .unwrap();
+        assert!(
+            url.starts_with(
+                "http://127.0.0.1:9/returns-bucket/p/incoming/kent/stop_search/2020-01/a%20b.csv?"
+            ),
+            "{url}"
+        );
+        assert!(url.contains("X-Amz-Expires=3600"), "{url}");
+        assert!(url.contains("X-Amz-Signature="), "{url}");
+        let lower = url.to_ascii_lowercase();
+        assert!(
+            !lower.contains("x-amz-checksum") && !lower.contains("x-amz-sdk-checksum"),
+            "a checksum signed into the URL would refuse the real file: {url}"
+        );
+    }
+
+    /// A scripted HTTP server on a loopback port: answers each request with the next
+    /// response (the last one repeats), or holds the connection open without answering
+    /// when the response is `None`.
+    struct FakeS3 {
+        endpoint: String,
+        requests: Arc<AtomicUsize>,
+    }
+
+    impl FakeS3 {
+        fn start(script: Vec<Option<String>>) -> FakeS3 {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let endpoint = format!("http://{}", listener.local_addr().unwrap());
+            let requests = Arc::new(AtomicUsize::new(0));
+            let count = Arc::clone(&requests);
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    let Ok(mut stream) = stream else { return };
+                    let n = count.fetch_add(1, Ordering::SeqCst);
+                    let answer = script[n.min(script.len() - 1)].clone();
+                    std::thread::spawn(move || {
+                        read_request(&mut stream);
+                        match answer {
+                            Some(a) => {
+                                let _ = stream.write_all(a.as_bytes());
+                            }
+                            None => std::thread::sleep(Duration::from_secs(30)),
+                        }
+                    });
+                }
+            });
+            FakeS3 { endpoint, requests }
+        }
+
+        fn requests(&self) -> usize {
+            self.requests.load(Ordering::SeqCst)
+        }
+    }
+
+    fn read_request(stream: &mut std::net::TcpStream) {
+        let mut reader = BufReader::new(stream);
+        let mut length = 0;
+        let mut chunked = false;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                break;
+            }
+            let lower = line.to_ascii_lowercase();
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+            chunked |= lower.starts_with("transfer-encoding:") && lower.contains("chunked");
+        }
+        if chunked {
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                let size = usize::from_str_radix(line.trim(), 16).unwrap_or(0);
+                let mut chunk = vec![0; size + 2];
+                if reader.read_exact(&mut chunk).is_err() || size == 0 {
+                    return;
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        let _ = reader.read_exact(&mut body);
+    }
+
+    fn answer(status: &str, headers: &str, body: &str) -> String {
+        format!(
+            "HTTP/1.1 {status}\r\n{headers}Content-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    fn s3_error(status: &str, code: &str) -> String {
+        answer(
+            status,
+            "",
+            &format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{code} from the fake server</Message><RequestId>1</RequestId></Error>"
+            ),
+        )
+    }
+
+    async fn fake_store(server: &FakeS3, options: S3Options) -> S3Store {
+        S3Store::from_sdk_config(
+            &test_config().await,
+            S3Location::parse("s3://returns-bucket/p").unwrap(),
+            S3Options {
+                endpoint: Some(server.endpoint.clone()),
+                path_style: true,
+                ..options
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn throttling_and_server_errors_are_retried_with_backoff() {
+        let server = FakeS3::start(vec![
+            Some(s3_error("503 Slow Down", "SlowDown")),
+            Some(s3_error("500 Internal Server Error", "InternalError")),
+            Some(answer("200 OK", "ETag: \"e1\"\r\n", "")),
+        ]);
+        let store = fake_store(&server, test_options("")).await;
+        let meta = store
+            .put("incoming/x.csv", b"a".to_vec(), PutMode::Overwrite)
+            .await
+            .unwrap();
+        assert_eq!(meta.etag, "\"e1\"");
+        assert_eq!(server.requests(), 3);
+    }
+
+    #[tokio::test]
+    async fn persistent_throttling_gives_up_and_names_the_object() {
+        let server = FakeS3::start(vec![Some(s3_error("503 Slow Down", "SlowDown"))]);
+        let store = fake_store(
+            &server,
+            S3Options {
+                max_attempts: 3,
+                ..test_options("")
+            },
+        )
+        .await;
+        let err = store
+            .put("incoming/x.csv", b"a".to_vec(), PutMode::Overwrite)
+            .await
+            .unwrap_err();
+        assert_eq!(server.requests(), 3, "one request per attempt");
+        let text = err.to_string();
+        assert!(
+            text.contains("s3://returns-bucket/p/incoming/x.csv") && text.contains("SlowDown"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_times_out_and_names_the_object() {
+        let server = FakeS3::start(vec![None]);
+        let store = fake_store(
+            &server,
+            S3Options {
+                max_attempts: 2,
+                attempt_timeout: Duration::from_millis(300),
+                ..test_options("")
+            },
+        )
+        .await;
+        let started = std::time::Instant::now();
+        let err = store.get("snapshots/m.json").await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(
+            server.requests(),
+            2,
+            "the timed-out attempt is retried once"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("s3://returns-bucket/p/snapshots/m.json") && text.contains("timeout"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn failed_conditions_and_conflicts_are_reported_by_mode() {
+        for (status, code) in [
+            ("412 Precondition Failed", "PreconditionFailed"),
+            ("409 Conflict", "ConditionalRequestConflict"),
+        ] {
+            let server = FakeS3::start(vec![Some(s3_error(status, code))]);
+            let store = fake_store(&server, test_options("")).await;
+            let create = store.put("c", b"a".to_vec(), PutMode::Create).await;
+            assert!(
+                matches!(create, Err(StoreError::AlreadyExists { .. })),
+                "{code}: {create:?}"
+            );
+            let update = store
+                .put("c", b"a".to_vec(), PutMode::Update("\"e\"".into()))
+                .await;
+            assert!(
+                matches!(update, Err(StoreError::Changed { .. })),
+                "{code}: {update:?}"
+            );
+        }
+    }
+}

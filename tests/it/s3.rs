@@ -1,0 +1,646 @@
+//! What only S3 shows: the demo processed from an S3 bucket into the same outputs as from a local
+//! one; worker processes racing over one bucket; a worker killed mid-run; a presigned upload
+//! with plain `curl`. Every test makes its own bucket on the S3 test server (moto).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use force_returns::demo::{DemoConfig, demo_limits, uploads};
+use force_returns::lease;
+use force_returns::pipeline::{RunOptions, marker_name};
+use force_returns::store::{ObjectStore, PutMode, S3Store};
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use serde_json::Value;
+
+use crate::common::{
+    TestBucket, missing, new_s3_bucket, project, read_bucket, s3_endpoint, s3_env,
+};
+
+const OUTPUT_PREFIXES: [&str; 4] = ["snapshots/", "feedback/", "quality/", "archive/"];
+
+async fn json(store: &dyn ObjectStore, key: &str) -> Value {
+    serde_json::from_slice(&store.get(key).await.unwrap().0).unwrap()
+}
+
+/// A report or manifest entry without the upload time, the one thing the store decides.
+fn without_upload_time(mut v: Value) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        o.remove("uploaded_at");
+    }
+    v
+}
+
+fn extension(key: &str) -> Option<&str> {
+    std::path::Path::new(key)
+        .extension()
+        .and_then(|e| e.to_str())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_gives_the_same_outputs_from_s3_as_from_a_local_bucket() {
+    let Some(s3) = TestBucket::s3().await else {
+        return;
+    };
+    let local = TestBucket::new();
+    let project = project();
+    let config = DemoConfig {
+        seed: 11,
+        end: "2020-03".parse().unwrap(),
+        months: 3,
+        scale: 0.02,
+    };
+    let demo: Vec<_> = uploads(&project.catalog, &config).collect();
+    for upload in &demo {
+        local.upload(&upload.key, upload.bytes.clone()).await;
+        s3.upload(&upload.key, upload.bytes.clone()).await;
+    }
+    let options = || RunOptions {
+        limits_override: Some(demo_limits()),
+        ..RunOptions::default()
+    };
+    let started = Instant::now();
+    let on_local = local.service(options()).run_once().await.unwrap();
+    let local_time = started.elapsed();
+    let started = Instant::now();
+    let on_s3 = s3.service(options()).run_once().await.unwrap();
+    eprintln!(
+        "{} demo uploads: local run {:.1}s, S3 run {:.1}s",
+        demo.len(),
+        local_time.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(on_s3.failed.is_empty(), "{:?}", on_s3.failed);
+    assert_eq!(on_s3.processed.len(), demo.len());
+    assert_eq!(on_local.processed.len(), demo.len());
+    // An upload above the size limit is rejected unread, so its submission id comes from the
+    // store's etag rather than a hash of the content: it differs between backends.
+    let limit = demo_limits().max_file_bytes;
+    let unread: BTreeSet<&str> = demo
+        .iter()
+        .filter(|u| u.bytes.len() as u64 > limit)
+        .map(|u| u.key.as_str())
+        .collect();
+    let decisions = |o: &force_returns::pipeline::RunOutcome| {
+        o.processed
+            .iter()
+            .map(|s| {
+                let sid =
+                    (!unread.contains(s.source_key.as_str())).then(|| s.submission_id.clone());
+                (s.source_key.clone(), (sid, s.decision))
+            })
+            .collect::<BTreeMap<_, _>>()
+    };
+    assert_eq!(decisions(&on_s3), decisions(&on_local));
+    let unread_ids = |o: &force_returns::pipeline::RunOutcome| -> Vec<String> {
+        o.processed
+            .iter()
+            .filter(|s| unread.contains(s.source_key.as_str()))
+            .map(|s| s.submission_id.clone())
+            .collect()
+    };
+    let outputs = |keys: Vec<String>, unread_ids: Vec<String>| -> BTreeSet<String> {
+        keys.into_iter()
+            .filter(|k| OUTPUT_PREFIXES.iter().any(|p| k.starts_with(p)))
+            .map(|k| {
+                unread_ids
+                    .iter()
+                    .fold(k, |k, id| k.replace(id.as_str(), "<unread>"))
+            })
+            .collect()
+    };
+    let keys = outputs(local.keys("").await, unread_ids(&on_local));
+    assert_eq!(
+        outputs(s3.keys("").await, unread_ids(&on_s3)),
+        keys,
+        "the same objects"
+    );
+    assert!(keys.iter().any(|k| k.starts_with("snapshots/")));
+    let mut compared = BTreeMap::<&str, usize>::new();
+    for key in &keys {
+        if key.contains("<unread>") {
+            *compared.entry("unread upload, by key").or_default() += 1;
+            continue;
+        }
+        let (a, _) = local.store.get(key).await.unwrap();
+        let (b, _) = s3.store.get(key).await.unwrap();
+        let kind = if key.ends_with("_manifest.json") {
+            let (a, b): (Value, Value) = (
+                serde_json::from_slice(&a).unwrap(),
+                serde_json::from_slice(&b).unwrap(),
+            );
+            for list in ["current", "superseded"] {
+                let strip = |v: &Value| -> Vec<Value> {
+                    v[list]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .cloned()
+                        .map(without_upload_time)
+                        .collect()
+                };
+                assert_eq!(strip(&a), strip(&b), "{key}: {list}");
+            }
+            "manifest"
+        } else if key.starts_with("feedback/") && extension(key) == Some("json") {
+            let (a, b): (Value, Value) = (
+                serde_json::from_slice(&a).unwrap(),
+                serde_json::from_slice(&b).unwrap(),
+            );
+            assert_eq!(without_upload_time(a), without_upload_time(b), "{key}");
+            "feedback json"
+        } else if extension(key) == Some("html") {
+            let base = key.trim_end_matches(".html");
+            let received = |v: Value| v["uploaded_at"].as_str().unwrap().to_owned();
+            let a_at = received(json(local.store.as_ref(), &format!("{base}.json")).await);
+            let b_at = received(json(s3.store.as_ref(), &format!("{base}.json")).await);
+            let a = String::from_utf8(a).unwrap().replace(&a_at, "");
+            let b = String::from_utf8(b).unwrap().replace(&b_at, "");
+            assert!(a == b, "{key} differs apart from the upload time");
+            "feedback html"
+        } else if key.starts_with("quality/submissions/") {
+            // One row that records the upload time; read back below.
+            "submissions table"
+        } else {
+            assert!(a == b, "{key} differs");
+            "byte for byte"
+        };
+        *compared.entry(kind).or_default() += 1;
+    }
+    eprintln!("compared {compared:?}");
+
+    let local_facts = read_bucket(&local.local_dir().await, "stop_search");
+    let s3_facts = read_bucket(&s3.local_dir().await, "stop_search");
+    if let (Some(a), Some(b)) = (local_facts, s3_facts) {
+        assert_eq!(a["snapshots"], b["snapshots"], "snapshots read back");
+        assert_eq!(a["current_rows"], b["current_rows"], "current rows");
+        assert!(!a["current_rows"].as_array().unwrap().is_empty());
+        // The quality tables are read file by file in key order, and keys hold submission
+        // ids: compare their values as multisets.
+        for table in ["submissions", "findings"] {
+            let (qa, qb) = (&a["quality"][table], &b["quality"][table]);
+            assert_eq!(qa["rows"], qb["rows"], "{table} rows");
+            assert_eq!(qa["columns"], qb["columns"], "{table} columns");
+            for list in ["values", "messages"] {
+                let sorted = |v: &Value| {
+                    let mut all: Vec<String> = v[list]
+                        .as_array()
+                        .map(|a| a.iter().map(Value::to_string).collect())
+                        .unwrap_or_default();
+                    all.sort();
+                    all
+                };
+                assert_eq!(sorted(qa), sorted(qb), "{table} {list}");
+            }
+        }
+    }
+}
+
+/// Output of one `force-returns` process, kept in files so no pipe fills up.
+struct Worker {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Worker {
+    fn start(env: &[(&'static str, String)], extra: &[(&str, &str)], args: &[&str]) -> Worker {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::fs::File::create(dir.path().join("stdout")).unwrap();
+        let err = std::fs::File::create(dir.path().join("stderr")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_force-returns"))
+            .args(["--log-format", "json"])
+            .args(args)
+            .env_remove("FORCE_RETURNS_CLAIM_TTL_SECONDS")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .envs(extra.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("the binary starts");
+        Worker { child, dir }
+    }
+
+    fn run(env: &[(&'static str, String)], extra: &[(&str, &str)]) -> Worker {
+        let mut w = Worker::start(env, extra, &["run", "--once"]);
+        w.wait();
+        w
+    }
+
+    fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+
+    fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stdout")).unwrap()
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr")).unwrap()
+    }
+
+    /// The uploads `run --once` says it processed: one line each, `<decision> <key> <report>`.
+    fn processed(&self) -> Vec<String> {
+        self.stdout()
+            .lines()
+            .filter(|l| !l.starts_with("processed "))
+            .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
+            .collect()
+    }
+}
+
+/// Every fact of a finished bucket that "each upload exactly once" implies, checked from the
+/// bucket itself. Returns the number of snapshot rows.
+async fn check_processed_exactly_once(store: &S3Store) -> u64 {
+    let incoming = store.list("incoming/").await.unwrap();
+    let done: Vec<_> = store.list("_state/done/").await.unwrap();
+    let done_names: BTreeSet<String> = done
+        .iter()
+        .map(|m| {
+            m.key
+                .trim_start_matches("_state/done/")
+                .trim_end_matches(".json")
+                .to_owned()
+        })
+        .collect();
+    let expected: BTreeSet<String> = incoming
+        .iter()
+        .map(|m| marker_name(&m.key, &m.etag))
+        .collect();
+    assert_eq!(done.len(), incoming.len(), "one done-marker per upload");
+    assert_eq!(done_names, expected, "every upload has its done-marker");
+    let left: Vec<String> = store
+        .list("_state/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key)
+        .filter(|k| !k.starts_with("_state/done/"))
+        .collect();
+    assert!(left.is_empty(), "claims or locks left behind: {left:?}");
+
+    // Accepted submissions from the ledger, by force and period.
+    let mut accepted: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for m in &done {
+        let marker = json(store, &m.key).await;
+        if marker["decision"] != "rejected" {
+            let parts: Vec<&str> = marker["key"].as_str().unwrap().split('/').collect();
+            accepted
+                .entry((parts[1].to_owned(), parts[3].to_owned()))
+                .or_default()
+                .insert(marker["submission_id"].as_str().unwrap().to_owned());
+        }
+    }
+    let manifest = json(store, "snapshots/stop_search/_manifest.json").await;
+    let current = manifest["current"].as_array().unwrap();
+    let superseded = manifest["superseded"].as_array().unwrap();
+    let current_cells: BTreeSet<(String, String)> = current
+        .iter()
+        .map(|e| {
+            (
+                e["force_id"].as_str().unwrap().to_owned(),
+                e["period"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        current_cells.len(),
+        current.len(),
+        "one current submission per force and period"
+    );
+    assert_eq!(
+        current_cells,
+        accepted.keys().cloned().collect(),
+        "every accepted force and period is current"
+    );
+    let mut in_manifest = BTreeMap::new();
+    for e in current.iter().chain(superseded) {
+        let sid = e["submission_id"].as_str().unwrap().to_owned();
+        let previous = in_manifest.insert(sid.clone(), e.clone());
+        assert!(previous.is_none(), "{sid} is in the manifest twice");
+    }
+    let accepted_ids: BTreeSet<String> = accepted.values().flatten().cloned().collect();
+    assert_eq!(
+        in_manifest.keys().cloned().collect::<BTreeSet<_>>(),
+        accepted_ids,
+        "the manifest holds every accepted submission once"
+    );
+
+    // Each snapshot once, holding exactly the rows the manifest says.
+    let snapshots: Vec<String> = store
+        .list("snapshots/stop_search/period=")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
+    let named: BTreeSet<String> = in_manifest
+        .values()
+        .map(|e| e["snapshot_key"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        snapshots.iter().cloned().collect::<BTreeSet<_>>(),
+        named,
+        "no snapshot outside the manifest"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut total = 0;
+    for e in in_manifest.values() {
+        let key = e["snapshot_key"].as_str().unwrap();
+        let path = dir.path().join("s.parquet");
+        store.download(key, &path).await.unwrap();
+        let rows = SerializedFileReader::new(std::fs::File::open(&path).unwrap())
+            .unwrap()
+            .metadata()
+            .file_metadata()
+            .num_rows();
+        assert_eq!(
+            u64::try_from(rows).unwrap(),
+            e["rows"].as_u64().unwrap(),
+            "{key}"
+        );
+        total += e["rows"].as_u64().unwrap();
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_worker_processes_process_every_upload_exactly_once() {
+    const WORKERS: usize = 4;
+    let Some(endpoint) = s3_endpoint() else {
+        return;
+    };
+    let store = new_s3_bucket(&endpoint).await;
+    let project = project();
+    let config = DemoConfig {
+        seed: 5,
+        end: "2021-06".parse().unwrap(),
+        months: 5,
+        scale: 0.005,
+    };
+    let mut n = 0;
+    for upload in uploads(&project.catalog, &config) {
+        store
+            .put(&upload.key, upload.bytes, PutMode::Overwrite)
+            .await
+            .unwrap();
+        n += 1;
+    }
+    assert!(n >= 200, "{n} uploads");
+    let env = s3_env(&endpoint, &store);
+    let started = Instant::now();
+    let mut workers: Vec<Worker> = (0..WORKERS)
+        .map(|_| Worker::start(&env, &[], &["run", "--once"]))
+        .collect();
+    for w in &mut workers {
+        let status = w.wait();
+        assert!(status.success(), "{status}: {}", w.stderr());
+    }
+    let elapsed = started.elapsed();
+
+    let mut times: BTreeMap<String, usize> = BTreeMap::new();
+    let mut per_worker = Vec::new();
+    for w in &workers {
+        let keys = w.processed();
+        per_worker.push(keys.len());
+        for k in keys {
+            *times.entry(k).or_default() += 1;
+        }
+    }
+    let twice: Vec<_> = times.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "processed more than once: {twice:?}");
+    assert_eq!(times.len(), n, "every upload processed: {per_worker:?}");
+    let rows = check_processed_exactly_once(&store).await;
+    eprintln!(
+        "race: {n} uploads, {WORKERS} worker processes, {:.1}s; processed per worker {per_worker:?}; {rows} snapshot rows",
+        elapsed.as_secs_f64()
+    );
+    let again = Worker::run(&env, &[]);
+    assert!(again.processed().is_empty(), "{}", again.stdout());
+}
+
+/// A valid month of stop-and-search records for one force, `rows` long.
+fn large_return(rows: usize) -> Vec<u8> {
+    let mut s = String::from(
+        "Type,Date,Part of a policing operation,Policing operation,Latitude,Longitude,Gender,Age range,Self-defined ethnicity,Officer-defined ethnicity,Legislation,Object of search,Outcome,Outcome linked to object of search,Removal of more than just outer clothing\n",
+    );
+    for i in 0..rows {
+        let _ = writeln!(
+            s,
+            "Person search,2020-01-{:02}T{:02}:{:02}:{:02}+00:00,False,,53.{:04},-1.{:04},Male,18-24,White - English/Welsh/Scottish/Northern Irish/British,White,Misuse of Drugs Act 1971 (section 23),Controlled drugs,A no further action disposal,False,False",
+            i % 31 + 1,
+            i / 3600 % 24,
+            i / 60 % 60,
+            i % 60,
+            i % 10_000,
+            i / 10_000 % 10_000,
+        );
+    }
+    s.into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_upload_leaves_it_to_the_next_run_which_completes_it_once() {
+    const ROWS: usize = 300_000;
+    let Some(endpoint) = s3_endpoint() else {
+        return;
+    };
+    let store = new_s3_bucket(&endpoint).await;
+    let key = "incoming/west-yorkshire/stop_search/2020-01/big.csv";
+    let bytes = large_return(ROWS);
+    let size = bytes.len();
+    store.put(key, bytes, PutMode::Overwrite).await.unwrap();
+    let meta = store.list(key).await.unwrap().remove(0);
+    let marker = marker_name(key, &meta.etag);
+    let env = s3_env(&endpoint, &store);
+
+    // The first worker claims with a short time to live and is killed while it works: after
+    // it has archived the upload (the step before checking it) and before it is done.
+    let mut first = Worker::start(
+        &env,
+        &[("FORCE_RETURNS_CLAIM_TTL_SECONDS", "20")],
+        &["run", "--once"],
+    );
+    let deadline = Instant::now() + Duration::from_mins(2);
+    loop {
+        let claimed = !store
+            .list(&format!("_state/claims/{marker}."))
+            .await
+            .unwrap()
+            .is_empty();
+        let archived = !store.list("archive/").await.unwrap().is_empty();
+        if claimed && archived {
+            break;
+        }
+        assert!(
+            first.child.try_wait().unwrap().is_none(),
+            "the worker ended before it could be killed: {}",
+            first.stderr()
+        );
+        assert!(Instant::now() < deadline, "no claim appeared");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.child.kill().unwrap(); // SIGKILL
+    let status = first.wait();
+    assert!(!status.success());
+    assert!(
+        store.list("_state/done/").await.unwrap().is_empty(),
+        "killed before it was done"
+    );
+    assert!(first.processed().is_empty());
+    let claims = lease::records(store.as_ref(), "_state/claims/")
+        .await
+        .unwrap();
+    assert_eq!(claims.len(), 1, "the dead worker's claim stays: {claims:?}");
+    let expires: chrono::DateTime<chrono::Utc> = claims[0].1.expires_at.parse().unwrap();
+
+    // A run while the claim is live leaves the upload alone.
+    assert!(
+        chrono::Utc::now() + chrono::Duration::seconds(5) < expires,
+        "the claim expires too soon to show a run leaving it alone: {expires}"
+    );
+    let early = Worker::run(&env, &[]);
+    assert!(early.processed().is_empty(), "{}", early.stdout());
+    assert!(early.stdout().contains("1 held by another worker"));
+
+    // Once the claim has expired the next run takes it over and completes the upload.
+    let wait = expires - chrono::Utc::now() + chrono::Duration::milliseconds(500);
+    tokio::time::sleep(wait.to_std().unwrap_or_default()).await;
+    let started = Instant::now();
+    let second = Worker::run(&env, &[]);
+    let elapsed = started.elapsed();
+    assert_eq!(second.processed(), [key], "{}", second.stderr());
+    assert!(
+        second.stderr().contains("took over an expired claim"),
+        "{}",
+        second.stderr()
+    );
+    let rows = check_processed_exactly_once(&store).await;
+    assert_eq!(rows, ROWS as u64);
+    eprintln!(
+        "crash: {ROWS} rows ({:.1} MB) completed by the next run in {:.1}s",
+        size as f64 / 1e6,
+        elapsed.as_secs_f64()
+    );
+    let third = Worker::run(&env, &[]);
+    assert!(third.processed().is_empty(), "{}", third.stdout());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_presigned_url_from_upload_url_takes_a_plain_curl_upload() {
+    let Some(endpoint) = s3_endpoint() else {
+        return;
+    };
+    let store = new_s3_bucket(&endpoint).await;
+    let env = s3_env(&endpoint, &store);
+    let mut w = Worker::start(
+        &env,
+        &[],
+        &[
+            "upload-url",
+            "--force",
+            "South Yorkshire Police",
+            "--dataset",
+            "stop_search",
+            "--period",
+            "2020-01",
+            "--file",
+            "january.csv",
+        ],
+    );
+    assert!(w.wait().success(), "{}", w.stderr());
+    let url = w.stdout().trim().to_owned();
+    let expected = format!(
+        "{endpoint}/{}/incoming/south-yorkshire/stop_search/2020-01/january.csv?",
+        store.s3_location().bucket
+    );
+    assert!(url.starts_with(&expected), "{url}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("january.csv");
+    let bytes = large_return(25);
+    std::fs::write(&file, &bytes).unwrap();
+    let Ok(curl) = Command::new("curl")
+        .args(["--fail", "--silent", "--show-error", "-T"])
+        .arg(&file)
+        .arg(&url)
+        .output()
+    else {
+        missing("curl");
+        return;
+    };
+    assert!(
+        curl.status.success(),
+        "{}",
+        String::from_utf8_lossy(&curl.stderr)
+    );
+    let key = "incoming/south-yorkshire/stop_search/2020-01/january.csv";
+    let (stored, _) = store.get(key).await.unwrap();
+    assert!(stored == bytes, "the object holds the file");
+    assert_eq!(
+        store
+            .list("")
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.key.as_str())
+            .collect::<Vec<_>>(),
+        [key],
+        "nothing else was written"
+    );
+
+    let processed = Worker::run(&env, &[]);
+    assert_eq!(processed.processed(), [key], "{}", processed.stderr());
+
+    // What the command refuses, with exit status 2 and a reason.
+    for (args, reason) in [
+        (
+            [
+                "--force", "Gotham", "--period", "2020-01", "--file", "a.csv",
+            ],
+            "not a force",
+        ),
+        (
+            ["--force", "kent", "--period", "2020-13", "--file", "a.csv"],
+            "2020-13",
+        ),
+        (
+            [
+                "--force", "kent", "--period", "2020-01", "--file", "../a.csv",
+            ],
+            "not a plain file name",
+        ),
+        (
+            ["--force", "kent", "--period", "2020-01", "--file", ".a.csv"],
+            "not a plain file name",
+        ),
+    ] {
+        let mut all = vec!["upload-url", "--dataset", "stop_search"];
+        all.extend(args);
+        let mut w = Worker::start(&env, &[], &all);
+        assert_eq!(w.wait().code(), Some(2), "{args:?}");
+        assert!(w.stderr().contains(reason), "{args:?}: {}", w.stderr());
+    }
+    let mut w = Worker::start(
+        &env,
+        &[("FORCE_RETURNS_BUCKET", "data/bucket")],
+        &[
+            "upload-url",
+            "--force",
+            "kent",
+            "--dataset",
+            "stop_search",
+            "--period",
+            "2020-01",
+            "--file",
+            "a.csv",
+        ],
+    );
+    assert_eq!(w.wait().code(), Some(2));
+    assert!(
+        w.stderr().contains("presigned URLs need S3"),
+        "{}",
+        w.stderr()
+    );
+}
