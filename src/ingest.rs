@@ -108,6 +108,8 @@ pub struct CsvDecoder<R> {
     stats: DecodeStats,
     finished: bool,
     hashers: [foldhash::fast::FixedState; 2],
+    /// Text bytes of each mapped column in the last batch.
+    value_bytes: Vec<usize>,
 }
 
 enum RawRecord {
@@ -180,6 +182,7 @@ impl<R: Read> CsvDecoder<R> {
                 foldhash::fast::FixedState::with_seed(0x243F_6A88_85A3_08D3),
                 foldhash::fast::FixedState::with_seed(0x1319_8A2E_0370_7344),
             ],
+            value_bytes: Vec::new(),
         };
         let headers = match decoder.read_raw()? {
             Some(RawRecord::Complete { out_len, fields }) => {
@@ -290,6 +293,8 @@ impl<R: Read> CsvDecoder<R> {
             .filter_map(|(p, c)| c.map(|_| p))
             .collect::<Vec<_>>()
             .into();
+        // A first guess for the first batch: eight bytes a cell.
+        self.value_bytes = vec![self.batch_rows * 8; self.properties.len()];
         self.header = HeaderMap {
             headers,
             column_property,
@@ -314,10 +319,12 @@ impl<R: Read> CsvDecoder<R> {
             return Ok(None);
         }
         let width = self.header.headers.len();
+        // Each column's text buffer is sized from the previous batch (plus a margin), so batches
+        // neither over-reserve short columns nor grow long ones by doubling.
         let mut builders: Vec<StringBuilder> = self
-            .properties
+            .value_bytes
             .iter()
-            .map(|_| StringBuilder::with_capacity(self.batch_rows, self.batch_rows * 16))
+            .map(|&bytes| StringBuilder::with_capacity(self.batch_rows, bytes + bytes / 8))
             .collect();
         let slot: Vec<Option<usize>> = self
             .header
@@ -443,6 +450,9 @@ impl<R: Read> CsvDecoder<R> {
             .iter_mut()
             .map(StringBuilder::finish)
             .collect::<Vec<_>>();
+        for (hint, column) in self.value_bytes.iter_mut().zip(&columns) {
+            *hint = column.value_data().len();
+        }
         debug_assert!(columns.iter().all(|c| c.len() == rows.len()));
         Ok(Some(Batch {
             properties: Arc::clone(&self.properties),

@@ -214,7 +214,7 @@ pub fn check_upload<R: Read + Send>(
     // Decoding runs on its own thread, a couple of batches ahead of checking and writing, so
     // the two halves of the work use both cores. Findings keep their order: each batch
     // carries the decode findings of its own rows.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Decoded>(2);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Decoded>(1);
     let decode = std::thread::scope(|scope| -> Result<DecodeStats, PipelineError> {
         let producer = scope.spawn(move || {
             loop {
@@ -1080,7 +1080,7 @@ fn check_to_files(
             let mut tee = Tee(&mut csv, &mut quality);
             // The snapshot is typed, encoded and compressed on its own thread, a couple of
             // batches behind the checks.
-            let (tx, rx) = std::sync::mpsc::sync_channel::<(Batch, BooleanArray)>(2);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<(Batch, BooleanArray)>(1);
             std::thread::scope(|threads| -> Result<(CheckOutcome, u64), PipelineError> {
                 let written = threads.spawn(move || -> Result<u64, PipelineError> {
                     for (batch, valid) in rx {

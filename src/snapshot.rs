@@ -627,6 +627,9 @@ impl<W: Write + Send> QualityFindingSink<W> {
             ],
         )?;
         self.writer.write(&batch)?;
+        // One row group per batch of findings: a file with hundreds of thousands of findings
+        // must not hold them all, encoded, in memory until the end.
+        self.writer.flush()?;
         self.pending.clear();
         Ok(())
     }

@@ -13,7 +13,8 @@
 //!
 //! After the schema come the checks JSON Schema cannot express: dates in the upload's month,
 //! force and period columns that must agree with the upload's folder, `x-unique`, duplicate
-//! rows, legacy spellings and blank rates. This module does no IO.
+//! rows, legacy spellings and blank rates. This module does no bucket or network IO; repeats are
+//! found through [`crate::spill`], which keeps memory bounded with local temporary files.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hash, Hasher};
