@@ -661,7 +661,6 @@ impl Service {
         let now = self.clock.now();
         let processed_at = rfc3339(now);
 
-        // Archive first: the raw upload is kept before anything is decided.
         let archive_key = match &location {
             Ok(l) => format!(
                 "archive/{}/{}/{}/{sid}/{file_name}",
@@ -669,20 +668,6 @@ impl Service {
             ),
             Err(_) => format!("archive/_unrouted/{sid}/{file_name}"),
         };
-        if too_large {
-            self.store.copy(&object.key, &archive_key).await?;
-        } else {
-            self.store
-                .put_file(&archive_key, &local, PutMode::Overwrite)
-                .await?;
-            self.store
-                .put(
-                    &format!("{archive_key}.sha256"),
-                    format!("{sha256}  {file_name}\n").into_bytes(),
-                    PutMode::Overwrite,
-                )
-                .await?;
-        }
 
         let (dataset, force_id, period) = match &location {
             Ok(l) => (l.dataset.clone(), Some(l.force_id.clone()), Some(l.period)),
@@ -718,7 +703,26 @@ impl Service {
             ingested_at: processed_at.clone(),
         };
 
-        let checked = {
+        // The raw upload is archived while it is checked; both finish before any output is
+        // written, so it is kept before anything is decided.
+        let archive = async {
+            if too_large {
+                self.store.copy(&object.key, &archive_key).await?;
+            } else {
+                self.store
+                    .put_file(&archive_key, &local, PutMode::Overwrite)
+                    .await?;
+                self.store
+                    .put(
+                        &format!("{archive_key}.sha256"),
+                        format!("{sha256}  {file_name}\n").into_bytes(),
+                        PutMode::Overwrite,
+                    )
+                    .await?;
+            }
+            Ok::<(), PipelineError>(())
+        };
+        let check = {
             let work_dir = work.path().to_owned();
             let location_error = location.as_ref().err().cloned();
             let pipeline = pipeline.clone();
@@ -736,9 +740,10 @@ impl Service {
                     &lineage,
                 )
             })
-            .await
-            .map_err(|e| PipelineError::Task(e.to_string()))??
         };
+        let (archived, checked) = tokio::join!(archive, check);
+        archived?;
+        let checked = checked.map_err(|e| PipelineError::Task(e.to_string()))??;
 
         let decision = checked.outcome.verdict.decision;
         let accepted = decision != Decision::Rejected;
