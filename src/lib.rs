@@ -11,13 +11,18 @@
 //! - [`schema`] parses record schemas and reference code lists;
 //! - [`validate`] checks batches column by column and decides;
 //! - [`snapshot`] writes typed Parquet snapshots, quality tables and the manifest;
+//! - [`analyze`] finds gaps and anomalies, derives monthly metrics and the status of expected
+//!   returns;
 //! - [`feedback`] renders the report back to the force;
 //! - [`pipeline`] runs discover → claim → decode → validate → write → report;
-//! - [`demo`] generates realistic synthetic returns for the demo and tests.
+//! - [`demo`] generates realistic synthetic returns for the demo and tests;
+//! - [`evaluate`] measures the analysis on the demo's planted incidents.
 
+pub mod analyze;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod evaluate;
 pub mod feedback;
 pub mod finding;
 pub mod ingest;

@@ -391,6 +391,8 @@ fn demo_command(
         end,
         months,
         scale,
+        defects: true,
+        incidents: false,
     };
     let store: Arc<dyn ObjectStore> = Arc::new(store::LocalStore::new(bucket)?);
     let runtime = tokio::runtime::Runtime::new()?;
