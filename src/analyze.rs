@@ -38,3 +38,18 @@ pub use metrics::{MetricRow, metric_rows};
 pub use population::Population;
 pub use settings::{AnomalySettings, PopulationSettings};
 pub use status::{Receipt, Receipts, Status, StatusRow};
+
+use crate::finding::Code;
+
+/// The finding codes the analysis reports (the rest come from checking the file).
+pub const CODES: &[Code] = &[
+    Code::GapDaysWithoutRecords,
+    Code::BlankRateVsHistory,
+    Code::AnomalyVolume,
+    Code::AnomalyLevelShift,
+    Code::AnomalyCategoryShare,
+    Code::AnomalyCategoryVanished,
+    Code::AnomalyNotStatedShare,
+    Code::AnomalyMidnightShare,
+    Code::AnomalyPeerShare,
+];

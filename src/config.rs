@@ -188,6 +188,14 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// The blank-rate warning thresholds by property name.
+    pub fn blank_warn_above(&self) -> BTreeMap<String, f64> {
+        self.blank_rates
+            .iter()
+            .filter_map(|(p, t)| Some((p.clone(), t.warn_above?)))
+            .collect()
+    }
+
     /// Rules for checking a file against an ad-hoc schema: no thresholds, default limits, any
     /// error rejects.
     pub fn ad_hoc(schema: RecordSchema) -> Pipeline {

@@ -262,6 +262,7 @@ pub fn run(project: &Project, config: &DemoConfig) -> Result<Evaluation, String>
     }
 
     let labels = Labels::new(&pipeline.schema);
+    let blank_warn_above = pipeline.blank_warn_above();
     let window = config.end.trailing(config.months);
     let max_age = i64::from(peer_age(project));
     let mut alarms: Vec<Anomaly> = Vec::new();
@@ -297,6 +298,7 @@ pub fn run(project: &Project, config: &DemoConfig) -> Result<Evaluation, String>
                 history: &history,
                 peers: &peers,
                 labels: &labels,
+                blank_warn_above: &blank_warn_above,
             }));
         }
     }

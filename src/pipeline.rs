@@ -20,6 +20,8 @@
 //! Every output key derives from the upload's key and content hash, so a retry after a crash at
 //! any step rewrites the same objects and the manifest ignores a submission it already holds.
 
+mod analysis;
+
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufReader, Read};
 use std::path::Path;
@@ -44,6 +46,8 @@ use crate::snapshot::{
 };
 use crate::store::{ObjectMeta, ObjectStore, PutMode, StoreError};
 use crate::validate::{Checker, ColumnStats, Decision, UploadScope, Verdict};
+
+pub use analysis::{anomalies_key, metrics_key, receipts_key, status_key, summary_key};
 
 /// A failure of the run itself (not of the data: bad data is findings).
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +75,9 @@ pub enum PipelineError {
     /// A background task panicked or was cancelled.
     #[error("a processing task failed: {0}")]
     Task(String),
+    /// An analysis table could not be written or read.
+    #[error(transparent)]
+    Table(#[from] crate::analyze::tables::TableError),
 }
 
 /// Where an upload sits: `incoming/<force>/<dataset>/<YYYY-MM>/<file>`.
@@ -301,6 +308,7 @@ pub struct Service {
     store: Arc<dyn ObjectStore>,
     clock: Arc<dyn Clock>,
     options: RunOptions,
+    analysis: analysis::State,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -373,6 +381,7 @@ impl Service {
             store,
             clock,
             options,
+            analysis: analysis::State::default(),
         }
     }
 
@@ -434,6 +443,7 @@ impl Service {
             }
             progress(Progress { done: i + 1, total });
         }
+        outcome.failed.extend(self.finish_run().await);
         info!(
             processed = outcome.processed.len(),
             skipped = outcome.skipped,
@@ -601,6 +611,10 @@ impl Service {
             ingested_at: processed_at.clone(),
         };
 
+        let job = match (&location, &pipeline) {
+            (Ok(l), Some(p)) => self.analysis_job(p, l).await?,
+            _ => None,
+        };
         let checked = {
             let work_dir = work.path().to_owned();
             let location_error = location.as_ref().err().cloned();
@@ -617,6 +631,7 @@ impl Service {
                     limits,
                     location_error,
                     &lineage,
+                    job.as_ref(),
                 )
             })
             .await
@@ -729,6 +744,9 @@ impl Service {
                 )
                 .await?;
         }
+        if let (Ok(l), Some(p), Some(a)) = (&location, &pipeline, &checked.analysed) {
+            self.write_analysis(p, l, &sid, a, accepted).await?;
+        }
         let mut superseded = None;
         if accepted && let (Ok(l), Some(key)) = (&location, &snapshot_key) {
             let entry = ManifestEntry {
@@ -745,6 +763,19 @@ impl Service {
                 superseded_by: None,
             };
             superseded = self.commit_manifest(&l.dataset, entry).await?;
+        }
+        if let (Ok(l), Some(_)) = (&location, &pipeline) {
+            let receipt = crate::analyze::Receipt {
+                force_id: l.force_id.clone(),
+                period: l.period,
+                submission_id: sid.clone(),
+                source_key: object.key.clone(),
+                decision,
+                uploaded_at: object.last_modified,
+                rows: report.rows_read,
+            };
+            self.record_receipt(&l.dataset, receipt).await?;
+            self.write_summary(&l.force_id, l.period).await?;
         }
         let done = DoneMarker {
             key: object.key.clone(),
@@ -846,6 +877,7 @@ impl Service {
 
 struct Checked {
     outcome: CheckOutcome,
+    analysed: Option<analysis::Analysed>,
     rows_written: u64,
     snapshot_path: std::path::PathBuf,
     csv_path: std::path::PathBuf,
@@ -861,6 +893,7 @@ fn check_to_files(
     limits: Limits,
     location_error: Option<String>,
     lineage: &Lineage,
+    job: Option<&analysis::Job>,
 ) -> Result<Checked, PipelineError> {
     let snapshot_path = dir.join("snapshot.parquet");
     let csv_path = dir.join("findings.csv");
@@ -881,6 +914,7 @@ fn check_to_files(
         lineage.submission_id.clone(),
         masked,
     )?;
+    let mut analysed = None;
     let (outcome, rows_written) = match (pipeline, location_error) {
         (Some(pipeline), None) => {
             let scope = UploadScope {
@@ -896,7 +930,13 @@ fn check_to_files(
                 .then(|| std::fs::File::open(dir.join("upload")))
                 .transpose()?;
             let mut tee = Tee(&mut csv, &mut quality);
-            let outcome = check_upload(
+            let mut counts = analysis::builder(
+                pipeline,
+                &lineage.force_id,
+                &lineage.period,
+                &lineage.submission_id,
+            );
+            let mut outcome = check_upload(
                 BufReader::new(input.map_or_else(
                     || Box::new(std::io::empty()) as Box<dyn Read>,
                     |f| Box::new(f),
@@ -906,8 +946,14 @@ fn check_to_files(
                 limits,
                 scope,
                 &mut tee,
-                &mut |batch, valid| writer.write(batch, valid).map_err(PipelineError::from),
+                &mut |batch, valid| {
+                    if let Some(c) = &mut counts {
+                        c.add(batch, valid);
+                    }
+                    writer.write(batch, valid).map_err(PipelineError::from)
+                },
             )?;
+            analysed = analysis::finish(pipeline, job, counts, &mut outcome, &mut tee)?;
             let (rows, _) = writer.finish()?;
             (outcome, rows)
         }
@@ -937,6 +983,7 @@ fn check_to_files(
     quality.finish()?;
     Ok(Checked {
         outcome,
+        analysed,
         rows_written,
         snapshot_path,
         csv_path,

@@ -175,6 +175,9 @@ pub struct Input<'a> {
     pub peers: &'a [MonthlyCounts],
     /// Words for dimensions.
     pub labels: &'a Labels,
+    /// The pipeline's blank-rate warning thresholds by property: a blank rate above its
+    /// threshold already has a `blank_rate` warning, so it is not reported again.
+    pub blank_warn_above: &'a BTreeMap<String, f64>,
 }
 
 /// Every gap and anomaly of this month.
@@ -195,6 +198,13 @@ pub fn detect(input: &Input<'_>) -> Vec<Anomaly> {
     let mut out = Vec::new();
     out.extend(gap_days(input, &history, period));
     for series in own_series(input, &history) {
+        if let Series::Blank { property } = &series
+            && let Some(&limit) = input.blank_warn_above.get(property)
+            && input.current.rows > 0
+            && input.current.blank(property) as f64 / input.current.rows as f64 > limit
+        {
+            continue;
+        }
         out.extend(own_history(input, &history, period, &series));
     }
     out.extend(peer_checks(input, period));
@@ -1333,6 +1343,7 @@ mod tests {
             history,
             peers: &[],
             labels: &Labels::default(),
+            blank_warn_above: &BTreeMap::new(),
         })
     }
 
@@ -1421,6 +1432,7 @@ mod more_tests {
             history,
             peers,
             labels: &Labels::default(),
+            blank_warn_above: &BTreeMap::new(),
         })
         .iter()
         .map(|a| a.code)
@@ -1542,6 +1554,7 @@ mod more_tests {
             history: &months[..30],
             peers: &[],
             labels: &Labels::default(),
+            blank_warn_above: &BTreeMap::new(),
         });
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].message.contains("allowing for the time of year"));

@@ -5,6 +5,7 @@
 //! passes trivially when run by hand, but fails when `FORCE_RETURNS_TEST_REQUIRE_ALL` is set,
 //! as it is in CI.
 
+mod analysis;
 mod cli;
 mod common;
 mod corpus;
