@@ -471,7 +471,7 @@ enum Tweak {
         to: &'static str,
         keep: f64,
     },
-    /// Each recorded cell of a column is blanked with this probability.
+    /// Recorded cells of a column are blanked at random until about this share is blank.
     Blank { column: usize, share: f64 },
     /// This share of records carries the time 00:00:00.
     Midnight(f64),
@@ -685,7 +685,7 @@ pub const INCIDENTS: &[PlantedIncident] = &[
         force: "south-wales",
         months_back: 20,
         months: 4,
-        description: "Officer-defined ethnicity blank in about one search in seven for four months (usually one in 25): under the 15% warning threshold, far above the force's own rate",
+        description: "Officer-defined ethnicity blank in about one search in eight for four months (usually one in 15 to one in 60): under the 15% warning threshold, far above the force's own rate",
         expected: Detection::Codes {
             codes: &[Code::BlankRateVsHistory, Code::AnomalyLevelShift],
             months_back: 20,
@@ -693,7 +693,7 @@ pub const INCIDENTS: &[PlantedIncident] = &[
         },
         tweak: Tweak::Blank {
             column: C_ODE,
-            share: 0.1,
+            share: 0.13,
         },
     },
 ];
@@ -2382,8 +2382,11 @@ fn apply_tweak(tweak: Tweak, rows: &mut Vec<Row<'_>>, rng: &mut Rng) {
             }
         }
         Tweak::Blank { column, share } => {
+            let n = rows.len().max(1) as f64;
+            let blank = rows.iter().filter(|r| r[column].is_empty()).count() as f64 / n;
+            let p = ((share - blank) / (1.0 - blank)).clamp(0.0, 1.0);
             for row in rows.iter_mut() {
-                if !row[column].is_empty() && rng.chance(share) {
+                if !row[column].is_empty() && rng.chance(p) {
                     row[column] = Cow::Borrowed("");
                 }
             }

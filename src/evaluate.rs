@@ -161,6 +161,23 @@ impl Evaluation {
                 r.found.join(", ")
             );
         }
+        if !self.unmatched_on_incident_forces.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nOther findings on incident forces (not the expected detection):\n"
+            );
+            for a in &self.unmatched_on_incident_forces {
+                let _ = writeln!(
+                    out,
+                    "- `{}` {} {}{}: {}",
+                    a.code,
+                    a.force_id,
+                    a.period,
+                    a.since.map(|p| format!(" (since {p})")).unwrap_or_default(),
+                    a.series
+                );
+            }
+        }
         if !self.false_alarms.is_empty() {
             let _ = writeln!(out, "\nFalse alarms:\n");
             for a in &self.false_alarms {

@@ -17,8 +17,9 @@
 //!    the band's edge* (Poisson for counts, binomial for shares, below `probability`). The
 //!    band keeps large but ordinary swings quiet; the tail test keeps small forces quiet.
 //!
-//! Besides these: a category at zero where history (or, for peers, nearly every other force)
-//! expects at least `vanished_min_expected` records; and days of the month without records,
+//! Besides these: a category at zero where history (at its lower quartile) or, for peers,
+//! nearly every other force (at their lowest tenth) expects at least `vanished_min_expected`
+//! records; and days of the month without records,
 //! judged against the force's own day-to-day counts and its history of quiet days.
 //!
 //! Every anomaly carries what was observed, the expected value and range, the method, the
@@ -582,6 +583,7 @@ fn own_history(
     let current = series.point(input.current)?;
     let mut scratch = Vec::with_capacity(s.baseline_months);
     let regime = regime_start(&points, unit, s, &mut scratch);
+
     let mut all = points.clone();
     all.push(current);
     if let Some(shift) = shift_at(&all, regime, unit, s, &mut scratch) {
@@ -609,17 +611,19 @@ fn own_history(
         && current.num == 0
         && current.den > 0
     {
+        // Judged at the lower quartile of the history's shares, so that a category whose
+        // typical month is only just above the floor does not alarm on an ordinary quiet month.
         let shares: Vec<f64> = base.iter().filter_map(|p| value(*p, unit)).collect();
         let share = median(&shares)?;
-        let expected = share * current.den as f64;
-        if expected >= s.vanished_min_expected {
-            let probability = binomial_cdf(0, current.den, share);
+        let low = quantile(&shares, 0.25)?;
+        if low * current.den as f64 >= s.vanished_min_expected {
+            let probability = binomial_cdf(0, current.den, low);
             if probability < s.probability {
                 return Some(vanished(
                     input,
                     series,
                     current,
-                    share,
+                    (share, low),
                     history_used,
                     probability,
                 ));
@@ -1059,7 +1063,7 @@ fn vanished(
     input: &Input<'_>,
     series: &Series,
     current: Point,
-    share: f64,
+    (share, low): (f64, f64),
     (from, to, months): (Period, Period, usize),
     probability: f64,
 ) -> Anomaly {
@@ -1069,14 +1073,14 @@ fn vanished(
     a.unit = Unit::Count;
     a.observed = 0.0;
     a.expected = expected;
-    a.lower = 0.0;
+    a.lower = low * current.den as f64;
     a.upper = expected;
     a.probability = probability;
     a.history_months = u32::try_from(months).unwrap_or(u32::MAX);
     a.history_from = Some(from);
     a.history_to = Some(to);
     a.method = format!(
-        "a category at zero where the median share of {months} months expects at least {} records; flagged when zero has a binomial probability below {}",
+        "a category at zero where even the lower quartile of its share over {months} months expects at least {} records; flagged when zero has a binomial probability below {}",
         input.settings.vanished_min_expected, input.settings.probability
     );
     let (dimension, category) = match series {
@@ -1087,12 +1091,13 @@ fn vanished(
         _ => ("", ""),
     };
     a.message = format!(
-        "In {}, no record has {dimension} `{category}`. In {} it made up {} of the records that give {dimension}, so about {} were expected among this month's {}. A category that drops to zero usually means it is no longer recorded or is mapped to another code; check the extract and the code mapping of your records system.",
+        "In {}, no record has {dimension} `{category}`. In {} it made up {} of the records that give {dimension}, so about {} were expected among this month's {}. Even in its quieter months it would have had {} or more. A category that drops to zero usually means it is no longer recorded or is mapped to another code; check the extract and the code mapping of your records system.",
         month_name(period),
         history_words(from, to, months),
         percent(share),
         thousands(expected),
         thousands(current.den as f64),
+        thousands(low * current.den as f64),
     );
     a
 }

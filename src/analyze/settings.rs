@@ -51,7 +51,7 @@ impl Default for LevelShiftSettings {
             months: 3,
             z: 3.0,
             relative: 0.3,
-            min_change: 0.01,
+            min_change: 0.005,
             probability: 0.01,
         }
     }

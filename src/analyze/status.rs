@@ -188,7 +188,8 @@ pub fn status_table(
     now: DateTime<Utc>,
 ) -> Vec<StatusRow> {
     let mut by_cell: BTreeMap<(&str, Period), Vec<&Receipt>> = BTreeMap::new();
-    for r in &receipts.receipts {
+    // An upload that arrives after `now` does not count yet (status as of a past day).
+    for r in receipts.receipts.iter().filter(|r| r.uploaded_at <= now) {
         by_cell
             .entry((r.force_id.as_str(), r.period))
             .or_default()
@@ -285,40 +286,51 @@ pub fn render_text(dataset: &str, periods: &[Period], rows: &[StatusRow]) -> Str
         "A accepted  W with warnings  z zero report  L late  R rejected  . due  X overdue\n"
     );
     let pad = forces.iter().map(|f| f.len()).max().unwrap_or(5).max(5) + 2;
-    let mut years = String::new();
-    let mut letters = String::new();
-    for (i, p) in periods.iter().enumerate() {
-        if (i == 0 || p.month == 1) && years.len() <= i {
-            while years.len() < i {
-                years.push(' ');
-            }
-            years.push_str(&p.year.to_string());
+    // Months grouped by year, each group at least as wide as its year.
+    let mut groups: Vec<(i32, Vec<Period>)> = Vec::new();
+    for p in periods {
+        match groups.last_mut() {
+            Some((year, months)) if *year == p.year => months.push(*p),
+            _ => groups.push((p.year, vec![*p])),
         }
-        letters.push(MONTH_LETTERS[(p.month.clamp(1, 12) - 1) as usize]);
     }
-    let _ = writeln!(out, "{:pad$}{years}", "");
-    let _ = writeln!(out, "{:pad$}{letters}", "force");
+    let line = |label: &str, cell: &dyn Fn(Period) -> char| {
+        let mut l = format!("{label:pad$}");
+        for (_, months) in &groups {
+            let cells: String = months.iter().map(|p| cell(*p)).collect();
+            let _ = write!(l, "{cells:<width$} ", width = months.len().max(4));
+        }
+        l.trim_end().to_owned()
+    };
+    let mut years = format!("{:pad$}", "");
+    for (year, months) in &groups {
+        let _ = write!(years, "{year:<width$} ", width = months.len().max(4));
+    }
+    let _ = writeln!(out, "{}", years.trim_end());
+    let _ = writeln!(
+        out,
+        "{}",
+        line("force", &|p| MONTH_LETTERS
+            [(p.month.clamp(1, 12) - 1) as usize])
+    );
     let cells: BTreeMap<(&str, Period), &StatusRow> = rows
         .iter()
         .map(|r| ((r.force_id.as_str(), r.period), r))
         .collect();
     let mut totals: BTreeMap<Status, usize> = BTreeMap::new();
+    for r in rows {
+        *totals.entry(r.status).or_default() += 1;
+    }
     for force in &forces {
-        let line: String = periods
-            .iter()
-            .map(|p| match cells.get(&(*force, *p)) {
-                Some(r) => {
-                    *totals.entry(r.status).or_default() += 1;
-                    if r.zero_report && r.status.received() {
-                        'z'
-                    } else {
-                        r.status.symbol()
-                    }
-                }
+        let _ = writeln!(
+            out,
+            "{}",
+            line(force, &|p| match cells.get(&(*force, p)) {
+                Some(r) if r.zero_report && r.status.received() => 'z',
+                Some(r) => r.status.symbol(),
                 None => ' ',
             })
-            .collect();
-        let _ = writeln!(out, "{force:pad$}{line}");
+        );
     }
     let totals: Vec<String> = totals
         .iter()
@@ -464,7 +476,12 @@ mod tests {
         let before = table(&clock);
         assert_eq!(before["e"].status, Status::Due);
         assert_eq!(before["d"].status, Status::Rejected);
-        clock.set(at("2020-02-29T00:00:00Z"));
+        assert_eq!(
+            before["b"].status,
+            Status::Due,
+            "not arrived yet on the 15th"
+        );
+        clock.set(at("2020-03-21T00:00:00Z"));
         let after = table(&clock);
         let status = |f: &str| after[f].status;
         assert_eq!(status("a"), Status::Accepted);

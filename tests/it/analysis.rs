@@ -48,7 +48,8 @@ async fn a_half_month_extract_reaches_the_report_the_tables_and_the_summary() {
     for u in uploads(&project.catalog, &config).filter(|u| u.key.contains("/durham/")) {
         upload_at(&bucket, &u.key, u.bytes, u.uploaded_at).await;
     }
-    bucket.clock.set(at("2025-04-10T09:00:00Z"));
+    // After every upload of March 2025, before its deadline.
+    bucket.clock.set(at("2025-04-25T09:00:00Z"));
     let outcome = bucket.run().await;
     assert_eq!(outcome.processed.len(), 12);
     let june = outcome
@@ -238,7 +239,7 @@ fn person_searches_by_group(csv: &str) -> BTreeMap<String, f64> {
     out
 }
 
-/// The twelve real extracts (Dec 2019 – Feb 2020) with the clock on 5 March 2020: the status
+/// The twelve real extracts (Dec 2019 – Feb 2020) with the clock on 15 March 2020: the status
 /// table, the one gap found, and rates and disparity equal to figures computed by hand from
 /// the files and the Census 2011 table.
 #[tokio::test]
@@ -278,6 +279,8 @@ async fn real_extracts_give_the_expected_status_anomalies_and_rates() {
         upload_at(&bucket, &key, bytes, when).await;
     }
     assert_eq!(files.len(), 12);
+    // Mid-March 2020: December's and January's deadlines have passed, February's has not.
+    bucket.clock.set(at("2020-03-15T09:00:00Z"));
     let outcome = bucket.run().await;
     assert_eq!(outcome.processed.len(), 12);
 
