@@ -849,12 +849,22 @@ fn gap_days(input: &Input<'_>, history: &[&MonthlyCounts], period: Period) -> Op
     }
     match past_share {
         Some(share) => {
-            let _ = write!(
-                message,
-                " In the previous {} months about {} days a month had no records.",
-                past.len(),
-                thousands(share * days as f64)
-            );
+            let usual = (share * days as f64).round();
+            let _ = if usual < 1.0 {
+                write!(
+                    message,
+                    " In the previous {} months there were records on almost every day.",
+                    past.len()
+                )
+            } else {
+                write!(
+                    message,
+                    " In the previous {} months about {} {} a month had no records.",
+                    past.len(),
+                    thousands(usual),
+                    if usual > 1.0 { "days" } else { "day" }
+                )
+            };
         }
         None => message.push_str(" There is not yet enough history to compare with."),
     }
@@ -1246,7 +1256,7 @@ fn ordinal(n: u32) -> String {
     format!("{n}{suffix}")
 }
 
-/// Days as ranges: `1 to 15 and 20`.
+/// Days as runs: `1st to 15th, 18th and 20th`.
 fn day_list(days: &[u32]) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut i = 0;
@@ -1255,11 +1265,11 @@ fn day_list(days: &[u32]) -> String {
         while j + 1 < days.len() && days[j + 1] == days[j] + 1 {
             j += 1;
         }
-        parts.push(if j > i {
-            format!("{} to {}", ordinal(days[i]), ordinal(days[j]))
+        if j > i + 1 {
+            parts.push(format!("{} to {}", ordinal(days[i]), ordinal(days[j])));
         } else {
-            ordinal(days[i])
-        });
+            parts.extend(days[i..=j].iter().map(|&d| ordinal(d)));
+        }
         i = j + 1;
     }
     match parts.len() {
@@ -1367,6 +1377,17 @@ mod tests {
     pub(crate) fn noisy_for_tests(mean: f64, i: usize) -> u64 {
         let u = ((i as u64 * 2_654_435_761) % 1000) as f64 / 1000.0 - 0.5;
         (mean + 2.0 * u * mean.sqrt()).round().max(0.0) as u64
+    }
+
+    #[test]
+    fn days_are_listed_in_runs_in_words() {
+        assert_eq!(
+            day_list(&[1, 2, 3, 5, 6, 9]),
+            "1st to 3rd, 5th, 6th and 9th"
+        );
+        assert_eq!(day_list(&[1, 2]), "1st and 2nd");
+        assert_eq!(day_list(&[11, 12, 13, 22]), "11th to 13th and 22nd");
+        assert_eq!(month_name("2020-01".parse().unwrap()), "January 2020");
     }
 
     #[test]

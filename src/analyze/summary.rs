@@ -289,7 +289,7 @@ fn write_dataset(out: &mut String, d: &DatasetSummary) -> fmt::Result {
     writeln!(out, "<h3>Returns over the last year</h3>\n<table>")?;
     writeln!(
         out,
-        "<thead><tr><th>Month</th><th>Status</th><th>Due by</th><th class=\"num\">Records</th></tr></thead><tbody>"
+        "<thead><tr><th>Month</th><th>Status</th><th>Due by the end of</th><th class=\"num\">Records</th></tr></thead><tbody>"
     )?;
     for row in &d.recent {
         writeln!(
@@ -298,7 +298,8 @@ fn write_dataset(out: &mut String, d: &DatasetSummary) -> fmt::Result {
             Esc(&month_name(row.period)),
             row.status.as_str(),
             status_words(row.status),
-            row.deadline.format("%Y-%m-%d"),
+            // The deadline is the first instant after the last day allowed.
+            (row.deadline - chrono::Duration::seconds(1)).format("%Y-%m-%d"),
             row.rows
                 .map_or_else(|| "—".to_owned(), |n| format_value(n as f64, Unit::Count))
         )?;
@@ -378,6 +379,7 @@ mod tests {
         assert!(!html.contains("<b>"));
         assert!(html.contains("12.5%"));
         assert!(html.contains("1,234"));
+        assert!(html.contains("<td>2020-02-28</td>"), "the last day allowed");
         let json: serde_json::Value = serde_json::from_slice(&render_json(&summary)).unwrap();
         assert_eq!(json["datasets"][0]["status"]["status"], "late");
     }

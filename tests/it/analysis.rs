@@ -337,7 +337,7 @@ async fn real_extracts_give_the_expected_status_anomalies_and_rates() {
     assert!(
         found[0]
             .message
-            .starts_with("No records on 1st to 2nd of January 2020 (2 days)"),
+            .starts_with("No records on 1st and 2nd of January 2020 (2 days)"),
         "{}",
         found[0].message
     );
