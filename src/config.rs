@@ -15,6 +15,8 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::analyze::settings::expected_forces;
+use crate::analyze::{AnomalySettings, Population, PopulationSettings};
 use crate::finding::{Code, Severity};
 use crate::schema::{Catalog, CodeList, RecordSchema};
 
@@ -61,6 +63,16 @@ pub struct PeriodSettings {
     /// Days after the period's last day by which the return is due (end of that day, UK time
     /// is ignored: deadlines are whole days in UTC).
     pub deadline_days: u32,
+    /// The first period returns are expected for (default: the earliest period received).
+    #[serde(default)]
+    pub first: Option<crate::period::Period>,
+    /// Whose returns are expected: force ids, `all` or `territorial` (default `all`).
+    #[serde(default = "all_forces")]
+    pub expected_forces: Vec<String>,
+}
+
+fn all_forces() -> Vec<String> {
+    vec!["all".to_owned()]
 }
 
 /// Blank-rate thresholds for one column (shares between 0 and 1).
@@ -138,6 +150,10 @@ struct PipelineFile {
     limits: Limits,
     #[serde(default)]
     blank_rates: BTreeMap<String, BlankThreshold>,
+    #[serde(default)]
+    anomalies: AnomalySettings,
+    #[serde(default)]
+    population: Option<PopulationSettings>,
 }
 
 /// A loaded and checked pipeline: one dataset's schema, schedule and rules.
@@ -161,11 +177,25 @@ pub struct Pipeline {
     pub limits: Limits,
     /// Blank-rate thresholds by property name.
     pub blank_rates: BTreeMap<String, BlankThreshold>,
+    /// Gap and anomaly settings.
+    pub anomalies: AnomalySettings,
+    /// The population reference for rates per 1,000, when configured and present.
+    pub population: Option<Arc<Population>>,
+    /// The forces whose returns are expected (resolved ids, sorted).
+    pub expected_forces: Vec<String>,
     /// The file it came from.
     pub file: PathBuf,
 }
 
 impl Pipeline {
+    /// The blank-rate warning thresholds by property name.
+    pub fn blank_warn_above(&self) -> BTreeMap<String, f64> {
+        self.blank_rates
+            .iter()
+            .filter_map(|(p, t)| Some((p.clone(), t.warn_above?)))
+            .collect()
+    }
+
     /// Rules for checking a file against an ad-hoc schema: no thresholds, default limits, any
     /// error rejects.
     pub fn ad_hoc(schema: RecordSchema) -> Pipeline {
@@ -177,11 +207,19 @@ impl Pipeline {
             period: PeriodSettings {
                 kind: PeriodType::Monthly,
                 deadline_days: 0,
+                first: None,
+                expected_forces: all_forces(),
             },
             decision: DecisionSettings::default(),
             severity_overrides: BTreeMap::new(),
             limits: Limits::default(),
             blank_rates: BTreeMap::new(),
+            anomalies: AnomalySettings {
+                enabled: false,
+                ..AnomalySettings::default()
+            },
+            population: None,
+            expected_forces: Vec::new(),
             file: PathBuf::new(),
         }
     }
@@ -469,6 +507,47 @@ fn load_pipeline(
             }
         }
     }
+    let section_line = |section: &str| {
+        text.lines()
+            .position(|l| l.trim_start().starts_with(&format!("[{section}")))
+            .map(|i| i + 1)
+    };
+    if let Some(schema) = &schema {
+        for message in parsed.anomalies.check(schema) {
+            problems.push(problem(section_line("anomalies"), message));
+        }
+    }
+    let expected = match expected_forces(&parsed.period.expected_forces, catalog) {
+        Ok(f) => f,
+        Err(message) => {
+            problems.push(problem(line_of_key(&text, "expected_forces"), message));
+            Vec::new()
+        }
+    };
+    if let (Some(schema), Some(settings)) = (&schema, &parsed.population) {
+        let groups = crate::analyze::settings::dimensions(schema)
+            .remove(crate::analyze::counts::SDE_GROUP)
+            .unwrap_or_default();
+        for g in settings.groups.keys() {
+            if !groups.contains(g) {
+                problems.push(problem(
+                    section_line("population"),
+                    format!(
+                        "population.groups names `{g}`, which is not a self-defined ethnic group (one of {groups:?})"
+                    ),
+                ));
+            }
+        }
+    }
+    let population = parsed.population.as_ref().and_then(|settings| {
+        load_population(
+            root,
+            settings,
+            catalog,
+            problems,
+            section_line("population"),
+        )
+    });
     if problems.len() > start {
         return None;
     }
@@ -482,8 +561,47 @@ fn load_pipeline(
         severity_overrides,
         limits: parsed.limits,
         blank_rates: parsed.blank_rates,
+        anomalies: parsed.anomalies,
+        population,
+        expected_forces: expected,
         file: file.to_owned(),
     })
+}
+
+/// Reads the population reference. A missing file is a problem only when the pipeline says
+/// it is required; otherwise rates are left out.
+fn load_population(
+    root: &Path,
+    settings: &PopulationSettings,
+    catalog: &Catalog,
+    problems: &mut Vec<ConfigProblem>,
+    line: Option<usize>,
+) -> Option<Arc<Population>> {
+    let path = root.join(&settings.file);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !settings.required => return None,
+        Err(e) => {
+            problems.push(ConfigProblem {
+                file: path,
+                line,
+                message: format!("cannot read the population file: {e}"),
+            });
+            return None;
+        }
+    };
+    let forces = catalog.forces()?;
+    match Population::parse(&text, settings, forces) {
+        Ok(p) => Some(Arc::new(p)),
+        Err(errs) => {
+            problems.extend(errs.into_iter().map(|(l, message)| ConfigProblem {
+                file: path.clone(),
+                line: l,
+                message,
+            }));
+            None
+        }
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,13 @@
 //! findings. The [`PLANTED`] uploads replace or add to one force × month each and together cover
 //! every finding code the stop-and-search pipeline can produce; `docs/demo.md` lists them.
 //!
+//! With `incidents` on, the [`INCIDENTS`] are planted too: the data-quality failures of
+//! `DOMAIN.md`'s incident table (missing months after a system change, a missing force-year, a
+//! category stuck near zero then a step, a 4× step, a high not-stated share, a category share
+//! far from peers, a half-month extract, a breakdown cell at zero), each in valid files, each
+//! with the detection it must get. A window of 36 months gives the clean three-year history
+//! the analysis is evaluated on (`crate::evaluate`).
+//!
 //! Output is byte-for-byte reproducible: a small splitmix64 generator is seeded from the
 //! configured seed, the force and the month, and no floating-point function other than `sqrt`
 //! (which IEEE 754 rounds exactly) is used.
@@ -17,7 +24,7 @@
 use std::borrow::Cow;
 use std::collections::VecDeque;
 
-use chrono::Datelike;
+use chrono::{DateTime, Datelike, Utc};
 
 use crate::config::Limits;
 use crate::finding::Code;
@@ -35,10 +42,15 @@ pub struct DemoConfig {
     pub months: usize,
     /// Volume: 1.0 is the realistic national volume (about 45,000 searches a month).
     pub scale: f64,
+    /// Whether the planted file defects ([`PLANTED`]) are uploaded.
+    pub defects: bool,
+    /// Whether the planted data-quality incidents ([`INCIDENTS`]) are applied.
+    pub incidents: bool,
 }
 
 impl Default for DemoConfig {
-    /// The demo's configuration: the financial year April 2024 to March 2025 at national volume.
+    /// The demo's configuration: the financial year April 2024 to March 2025 at national
+    /// volume, with the planted file defects and no incidents.
     fn default() -> Self {
         DemoConfig {
             seed: 20_250_331,
@@ -48,6 +60,8 @@ impl Default for DemoConfig {
             },
             months: 12,
             scale: 1.0,
+            defects: true,
+            incidents: false,
         }
     }
 }
@@ -61,6 +75,11 @@ pub struct DemoUpload {
     pub bytes: Vec<u8>,
     /// The planted defect, or `None` for a clean return.
     pub defect: Option<&'static PlantedDefect>,
+    /// The planted incident this valid return carries, if any.
+    pub incident: Option<&'static PlantedIncident>,
+    /// When a force would upload it: between the 3rd and the 22nd of the following month
+    /// (a misfiled first attempt a day earlier, a resubmission three days later).
+    pub uploaded_at: DateTime<Utc>,
 }
 
 /// A documented upload with a known problem (or a known fix), and what checking it must give.
@@ -415,6 +434,267 @@ pub const PLANTED: &[PlantedDefect] = &[
         expected: &[Code::CellTooLong],
         decision: REJECTED,
         plant: Plant::UnclosedQuote,
+    },
+];
+
+/// How a planted incident must be detected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detection {
+    /// Every affected month's return is `overdue` in the status table.
+    Overdue,
+    /// One of `codes` on the force for the month `months_back` (within `tolerance` months;
+    /// a level shift counts by the month its step started).
+    Codes {
+        /// Any of these codes.
+        codes: &'static [Code],
+        /// The month, counted back from the configured end month.
+        months_back: usize,
+        /// Months either side that still count.
+        tolerance: usize,
+    },
+}
+
+/// How a planted incident changes a force's valid returns.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Tweak {
+    /// No return at all.
+    Missing,
+    /// This many times the usual number of records.
+    Volume(f64),
+    /// Only records dated up to this day of the month.
+    UpToDay(u32),
+    /// A column's values starting with `from` (every value when empty) become `to`, except
+    /// for the share `keep`.
+    Recode {
+        column: usize,
+        from: &'static str,
+        to: &'static str,
+        keep: f64,
+    },
+    /// Recorded cells of a column are blanked at random until about this share is blank.
+    Blank { column: usize, share: f64 },
+    /// This share of records carries the time 00:00:00.
+    Midnight(f64),
+}
+
+/// A data-quality incident from `DOMAIN.md`'s table, planted in valid returns.
+#[derive(Debug)]
+pub struct PlantedIncident {
+    /// Stable identifier.
+    pub id: &'static str,
+    /// The incident pattern (`DOMAIN.md`) it reproduces.
+    pub pattern: &'static str,
+    /// The force.
+    pub force: &'static str,
+    /// Its first month, counted back from the configured end month.
+    pub months_back: usize,
+    /// How many months it lasts.
+    pub months: usize,
+    /// What happens, in plain words.
+    pub description: &'static str,
+    /// How it must be detected.
+    pub expected: Detection,
+    tweak: Tweak,
+}
+
+impl PlantedIncident {
+    /// The months affected under `config` (inside the window), oldest first.
+    pub fn periods(&self, config: &DemoConfig) -> Vec<Period> {
+        let window = config.end.trailing(config.months);
+        (0..self.months)
+            .filter_map(|i| self.months_back.checked_sub(i))
+            .map(|back| (0..back).fold(config.end, |p, _| p.prev()))
+            .filter(|p| window.contains(p))
+            .collect()
+    }
+
+    /// Whether the incident affects `force`'s month `period`.
+    pub fn affects(&self, config: &DemoConfig, force: &str, period: Period) -> bool {
+        self.force == force && self.periods(config).contains(&period)
+    }
+}
+
+const NS_LABEL: &str = "Other ethnic group - Not stated";
+const C_SDE: usize = 8;
+const C_ODE: usize = 9;
+
+/// The planted incidents, documented in `docs/demo.md`. Months are counted back from the end
+/// month; with the default end (March 2025) and 36 months the window is April 2022 to March
+/// 2025.
+pub const INCIDENTS: &[PlantedIncident] = &[
+    PlantedIncident {
+        id: "missing_months_after_system_change",
+        pattern: "missing months after a system change",
+        force: "devon-and-cornwall",
+        months_back: 17,
+        months: 4,
+        description: "A new records system: no return for four months (Devon & Cornwall, from November 2022)",
+        expected: Detection::Overdue,
+        tweak: Tweak::Missing,
+    },
+    PlantedIncident {
+        id: "missing_force_year",
+        pattern: "a missing force-year",
+        force: "lancashire",
+        months_back: 23,
+        months: 12,
+        description: "No return for a whole financial year (Lancashire's arrests, 2017/18)",
+        expected: Detection::Overdue,
+        tweak: Tweak::Missing,
+    },
+    PlantedIncident {
+        id: "category_stuck_then_step",
+        pattern: "a category stuck near zero, then a step",
+        force: "hertfordshire",
+        months_back: 35,
+        months: 17,
+        description: "Community resolution exported as no further action in 90% of cases for 17 months, then exported properly (Kent's compliant handcuffing, +71.5% after the fix)",
+        expected: Detection::Codes {
+            codes: &[Code::AnomalyCategoryShare, Code::AnomalyLevelShift],
+            months_back: 18,
+            tolerance: 1,
+        },
+        tweak: Tweak::Recode {
+            column: C_OUTCOME,
+            from: "Community resolution",
+            to: NO_FURTHER_ACTION,
+            keep: 0.1,
+        },
+    },
+    PlantedIncident {
+        id: "four_fold_step",
+        pattern: "a 4× step change",
+        force: "greater-manchester",
+        months_back: 14,
+        months: 15,
+        description: "Four times as many records from one month to the end of the window, with no operational cause (Greater Manchester's use of force after better recording)",
+        expected: Detection::Codes {
+            codes: &[Code::AnomalyVolume, Code::AnomalyLevelShift],
+            months_back: 14,
+            tolerance: 1,
+        },
+        tweak: Tweak::Volume(4.0),
+    },
+    PlantedIncident {
+        id: "high_not_stated_share",
+        pattern: "a high not-stated share",
+        force: "avon-and-somerset",
+        months_back: 16,
+        months: 6,
+        description: "Self-defined ethnicity exported as `Not stated` for a third of searches for six months (Avon & Somerset's use of force, 2019/20)",
+        expected: Detection::Codes {
+            codes: &[Code::AnomalyNotStatedShare],
+            months_back: 16,
+            tolerance: 1,
+        },
+        tweak: Tweak::Recode {
+            column: C_SDE,
+            from: "",
+            to: NS_LABEL,
+            keep: 2.0 / 3.0,
+        },
+    },
+    PlantedIncident {
+        id: "category_far_from_peers",
+        pattern: "a category share far from peers",
+        force: "cheshire",
+        months_back: 35,
+        months: 12,
+        description: "`Not stated` self-defined ethnicity exported as `Any other ethnic group` for the first year: no `Not stated` at all, where every other force has some (Cheshire's use of force, 2019/20)",
+        expected: Detection::Codes {
+            codes: &[Code::AnomalyPeerShare],
+            months_back: 35,
+            tolerance: 0,
+        },
+        tweak: Tweak::Recode {
+            column: C_SDE,
+            from: NS_LABEL,
+            to: "Other ethnic group - Any other ethnic group",
+            keep: 0.0,
+        },
+    },
+    PlantedIncident {
+        id: "half_month_extract",
+        pattern: "a half-month extract",
+        force: "durham",
+        months_back: 9,
+        months: 1,
+        description: "The extract stops at the 15th: no records for the second half of the month",
+        expected: Detection::Codes {
+            codes: &[Code::GapDaysWithoutRecords],
+            months_back: 9,
+            tolerance: 0,
+        },
+        tweak: Tweak::UpToDay(15),
+    },
+    PlantedIncident {
+        id: "breakdown_cell_at_zero_first_quarter",
+        pattern: "a breakdown cell at zero",
+        force: "kent",
+        months_back: 20,
+        months: 3,
+        description: "No `Mixed` self-defined ethnicity for a quarter: the mixed-heritage codes exported as `Not stated` (Kent's stop and search, Mixed = 0 in two quarters)",
+        expected: Detection::Codes {
+            codes: &[Code::AnomalyCategoryVanished],
+            months_back: 20,
+            tolerance: 0,
+        },
+        tweak: Tweak::Recode {
+            column: C_SDE,
+            from: "Mixed/Multiple ethnic groups",
+            to: NS_LABEL,
+            keep: 0.0,
+        },
+    },
+    PlantedIncident {
+        id: "breakdown_cell_at_zero_second_quarter",
+        pattern: "a breakdown cell at zero",
+        force: "kent",
+        months_back: 14,
+        months: 3,
+        description: "The same again two quarters later, after three normal months",
+        expected: Detection::Codes {
+            codes: &[Code::AnomalyCategoryVanished],
+            months_back: 14,
+            tolerance: 0,
+        },
+        tweak: Tweak::Recode {
+            column: C_SDE,
+            from: "Mixed/Multiple ethnic groups",
+            to: NS_LABEL,
+            keep: 0.0,
+        },
+    },
+    PlantedIncident {
+        id: "times_at_midnight",
+        pattern: "times clustered at midnight",
+        force: "west-mercia",
+        months_back: 8,
+        months: 9,
+        description: "After a system upgrade, 60% of searches carry the time 00:00:00 instead of their own, to the end of the window",
+        expected: Detection::Codes {
+            codes: &[Code::AnomalyMidnightShare, Code::AnomalyPeerShare],
+            months_back: 8,
+            tolerance: 0,
+        },
+        tweak: Tweak::Midnight(0.6),
+    },
+    PlantedIncident {
+        id: "blank_rate_rise",
+        pattern: "a field recorded less often",
+        force: "south-wales",
+        months_back: 20,
+        months: 4,
+        description: "Officer-defined ethnicity blank in about one search in eight for four months (usually one in 15 to one in 60): under the 15% warning threshold, far above the force's own rate",
+        expected: Detection::Codes {
+            codes: &[Code::BlankRateVsHistory, Code::AnomalyLevelShift],
+            months_back: 20,
+            tolerance: 1,
+        },
+        tweak: Tweak::Blank {
+            column: C_ODE,
+            share: 0.13,
+        },
     },
 ];
 
@@ -1622,11 +1902,15 @@ impl Uploads<'_> {
             PLANTED
                 .iter()
                 .filter(|d| {
-                    d.force == f.id
+                    config.defects
+                        && d.force == f.id
                         && d.plant.placement() == placement
                         && d.period(config) == period
                 })
                 .collect()
+        };
+        let missing = |f: &ForceInfo| {
+            incident(config, f.id, period).is_some_and(|i| i.tweak == Tweak::Missing)
         };
         let mut jobs = VecDeque::new();
         let mut after = Vec::new();
@@ -1644,6 +1928,8 @@ impl Uploads<'_> {
                     force,
                     period,
                 }),
+                // A missing return (an incident) is simply not uploaded.
+                None if missing(f) => {}
                 None => jobs.push_back(Job::Clean { force, period }),
             }
             for defect in planted_here(f, Placement::After) {
@@ -1682,15 +1968,31 @@ impl Uploads<'_> {
         match job {
             Job::Clean { force, period } => {
                 let f = self.vocab.forces[force];
-                let n = volume(self.seed(), f, period, self.config.scale).max(1);
-                let mut generator = self.generator(force, period, n);
+                let incident = incident(self.config, f.id, period);
+                let mut n = volume(self.seed(), f, period, self.config.scale).max(1);
                 let mut bytes = Vec::with_capacity(64 + n * 220);
-                push_row(&mut bytes, &HEADER);
-                stream_csv(&mut bytes, &mut generator);
+                match incident.map(|i| (i, i.tweak)) {
+                    None | Some((_, Tweak::Missing)) => {
+                        push_row(&mut bytes, &HEADER);
+                        stream_csv(&mut bytes, &mut self.generator(force, period, n));
+                    }
+                    Some((i, tweak)) => {
+                        if let Tweak::Volume(factor) = tweak {
+                            n = ((n as f64) * factor).round() as usize;
+                        }
+                        let mut rows = self.rows(force, period, n);
+                        let mut rng =
+                            Rng::new(&[self.seed(), tag(f.id), period_key(period), tag(i.id)]);
+                        apply_tweak(tweak, &mut rows, &mut rng);
+                        bytes = csv(&HEADER, &rows);
+                    }
+                }
                 DemoUpload {
                     key: key(f.id, &period.to_string(), &file_name(period, f.id)),
                     bytes,
                     defect: None,
+                    incident,
+                    uploaded_at: self.upload_time(f.id, period, 0),
                 }
             }
             Job::Planted {
@@ -1699,13 +2001,34 @@ impl Uploads<'_> {
                 period,
             } => {
                 let (key, bytes) = self.planted(defect, force, period);
+                let days = match defect.plant.placement() {
+                    Placement::Before => -1,
+                    Placement::Replace => 0,
+                    Placement::After => 3,
+                };
                 DemoUpload {
                     key,
                     bytes,
                     defect: Some(defect),
+                    incident: None,
+                    uploaded_at: self.upload_time(self.vocab.forces[force].id, period, days),
                 }
             }
         }
+    }
+
+    /// When a force uploads its month: 9 o'clock plus up to eight hours, 3 to 22 days after
+    /// the month ends (well before the 28-day deadline), moved by `days`.
+    fn upload_time(&self, force: &str, period: Period, days: i64) -> DateTime<Utc> {
+        let mut rng = Rng::new(&[self.seed(), tag(force), period_key(period), tag("upload")]);
+        let start = period
+            .next()
+            .first_day()
+            .and_hms_opt(9, 0, 0)
+            .map_or(DateTime::<Utc>::MIN_UTC, |t| t.and_utc());
+        start
+            + chrono::Duration::days(2 + rng.below(20).cast_signed() + days)
+            + chrono::Duration::seconds(rng.below(8 * 3600).cast_signed())
     }
 
     /// Builds a planted upload: usually the force's month with one kind of defect.
@@ -2027,6 +2350,58 @@ impl Uploads<'_> {
     }
 }
 
+/// The incident planted in `force`'s month, when incidents are on.
+fn incident(config: &DemoConfig, force: &str, period: Period) -> Option<&'static PlantedIncident> {
+    if !config.incidents {
+        return None;
+    }
+    INCIDENTS.iter().find(|i| i.affects(config, force, period))
+}
+
+/// Changes a month's rows as an incident does.
+fn apply_tweak(tweak: Tweak, rows: &mut Vec<Row<'_>>, rng: &mut Rng) {
+    match tweak {
+        Tweak::Missing | Tweak::Volume(_) => {}
+        Tweak::UpToDay(last) => rows.retain(|r| {
+            r[C_DATE]
+                .get(8..10)
+                .and_then(|d| d.parse::<u32>().ok())
+                .is_some_and(|d| d <= last)
+        }),
+        Tweak::Recode {
+            column,
+            from,
+            to,
+            keep,
+        } => {
+            for row in rows.iter_mut() {
+                let cell = &row[column];
+                if !cell.is_empty() && cell.starts_with(from) && !rng.chance(keep) {
+                    row[column] = Cow::Borrowed(to);
+                }
+            }
+        }
+        Tweak::Blank { column, share } => {
+            let n = rows.len().max(1) as f64;
+            let blank = rows.iter().filter(|r| r[column].is_empty()).count() as f64 / n;
+            let p = ((share - blank) / (1.0 - blank)).clamp(0.0, 1.0);
+            for row in rows.iter_mut() {
+                if !row[column].is_empty() && rng.chance(p) {
+                    row[column] = Cow::Borrowed("");
+                }
+            }
+        }
+        Tweak::Midnight(share) => {
+            for row in rows.iter_mut() {
+                if rng.chance(share) {
+                    let day = row[C_DATE].get(..10).unwrap_or_default().to_owned();
+                    row[C_DATE] = Cow::Owned(format!("{day}T00:00:00+00:00"));
+                }
+            }
+        }
+    }
+}
+
 /// A free-text briefing pasted into `Policing operation`, exactly `chars` characters long.
 fn long_briefing(chars: usize) -> String {
     const TEXT: &str = "Operation Nightfall: joint night-time economy patrols in Oxford, Reading and Slough town \
@@ -2243,14 +2618,19 @@ mod tests {
 
     #[test]
     fn every_code_is_planted_or_documented_as_not_applicable() {
-        let planted: BTreeSet<Code> = PLANTED
+        let mut planted: BTreeSet<Code> = PLANTED
             .iter()
             .flat_map(|d| d.expected.iter().copied())
             .collect();
+        for i in INCIDENTS {
+            if let Detection::Codes { codes, .. } = i.expected {
+                planted.extend(codes.iter().copied());
+            }
+        }
         for code in Code::ALL {
             assert!(
                 planted.contains(code) != NOT_PLANTED.contains(code),
-                "{code}: planted and not applicable must be exclusive and cover every code"
+                "{code}: planted (as a defect or an incident) and not applicable must be exclusive and cover every code"
             );
         }
         let doc = include_str!("../docs/demo.md");
@@ -2266,6 +2646,152 @@ mod tests {
                 doc.contains(&format!("`{code}`")),
                 "{code} is not in docs/demo.md"
             );
+        }
+        for i in INCIDENTS {
+            assert!(
+                doc.contains(&format!("`{}`", i.id)),
+                "{} is not in docs/demo.md",
+                i.id
+            );
+        }
+    }
+
+    fn history() -> DemoConfig {
+        DemoConfig {
+            months: 36,
+            scale: 0.02,
+            incidents: true,
+            ..DemoConfig::default()
+        }
+    }
+
+    #[test]
+    fn incidents_stay_inside_the_window_and_clear_of_the_file_defects() {
+        let catalog = catalog();
+        let ours: BTreeSet<&str> = FORCES.iter().map(|f| f.id).collect();
+        let ids: HashSet<&str> = INCIDENTS.iter().map(|i| i.id).collect();
+        assert_eq!(ids.len(), INCIDENTS.len());
+        for months in [12, 24, 36] {
+            let config = DemoConfig {
+                months,
+                ..history()
+            };
+            for i in INCIDENTS {
+                assert!(ours.contains(i.force), "{}: unknown force", i.id);
+                for p in i.periods(&config) {
+                    for d in PLANTED.iter().filter(|d| d.force == i.force) {
+                        assert_ne!(d.period(&config), p, "{} and {} share a month", i.id, d.id);
+                    }
+                }
+                if months == 36 {
+                    assert_eq!(i.periods(&config).len(), i.months, "{}", i.id);
+                    if let Detection::Codes { months_back, .. } = i.expected {
+                        assert!(months_back < 36 && months_back + 1 >= 1, "{}", i.id);
+                    }
+                }
+            }
+        }
+        // Missing months are not uploaded; every other month of every force is.
+        let config = history();
+        let keys: HashSet<String> = uploads(&catalog, &config).map(|u| u.key).collect();
+        for i in INCIDENTS.iter().filter(|i| i.tweak == Tweak::Missing) {
+            for p in i.periods(&config) {
+                assert!(!keys.contains(&key(i.force, &p.to_string(), &file_name(p, i.force))));
+            }
+        }
+        let missing: usize = INCIDENTS
+            .iter()
+            .filter(|i| i.tweak == Tweak::Missing)
+            .map(|i| i.months)
+            .sum();
+        let extra = PLANTED
+            .iter()
+            .filter(|d| d.plant.placement() != Placement::Replace)
+            .count();
+        assert_eq!(keys.len(), 43 * 36 - missing + extra);
+    }
+
+    #[test]
+    fn incidents_change_the_returns_as_documented() {
+        let catalog = catalog();
+        let config = DemoConfig {
+            scale: 1.0,
+            defects: false,
+            ..history()
+        };
+        let wanted: HashSet<&str> = ["greater-manchester", "durham", "kent", "west-mercia"].into();
+        let at = |back: usize| (0..back).fold(config.end, |p, _| p.prev());
+        let mut seen = 0;
+        for u in uploads(&catalog, &config) {
+            let parts: Vec<&str> = u.key.split('/').collect();
+            let (force, period): (&str, Period) = (parts[1], parts[3].parse().unwrap());
+            if !wanted.contains(force) {
+                continue;
+            }
+            let rows = records(&u.bytes);
+            let body = &rows[1..];
+            let expected = clean_rows(&config, force, period).unwrap();
+            match (force, u.incident.map(|i| i.id)) {
+                ("greater-manchester", Some("four_fold_step")) => {
+                    assert_eq!(body.len(), (expected as f64 * 4.0).round() as usize);
+                    seen += 1;
+                }
+                ("durham", Some("half_month_extract")) => {
+                    assert!(
+                        body.iter()
+                            .all(|r| r[C_DATE][8..10].parse::<u32>().unwrap() <= 15)
+                    );
+                    assert!(
+                        body.len() < expected * 6 / 10,
+                        "{} of {expected}",
+                        body.len()
+                    );
+                    seen += 1;
+                }
+                ("kent", Some(_)) => {
+                    assert!(body.iter().all(|r| !r[C_SDE].starts_with("Mixed")));
+                    seen += 1;
+                }
+                ("west-mercia", Some("times_at_midnight")) => {
+                    let midnight = body
+                        .iter()
+                        .filter(|r| r[C_DATE].contains("T00:00:00"))
+                        .count();
+                    assert!(midnight * 2 > body.len(), "{midnight} of {}", body.len());
+                    seen += 1;
+                }
+                (_, None) => {
+                    assert_eq!(body.len(), expected, "{}", u.key);
+                    if force == "kent" && period == at(17) {
+                        assert!(body.iter().any(|r| r[C_SDE].starts_with("Mixed")));
+                    }
+                }
+                (_, Some(other)) => panic!("{}: unexpected incident {other}", u.key),
+            }
+        }
+        // 15 months of the step, 1 half month, 6 months of Kent and 9 of midnight times.
+        assert_eq!(seen, 15 + 1 + 6 + 9);
+    }
+
+    #[test]
+    fn uploads_arrive_after_their_month_and_before_the_deadline() {
+        let catalog = catalog();
+        for u in uploads(&catalog, &history()) {
+            // Misfiled uploads have no readable month folder.
+            let Some(Ok(period)) = u.key.split('/').nth(3).map(str::parse::<Period>) else {
+                continue;
+            };
+            let start = period
+                .next()
+                .first_day()
+                .and_hms_opt(0, 0, 0)
+                .unwrap()
+                .and_utc();
+            let deadline = start + chrono::Duration::days(28);
+            assert!(u.uploaded_at < deadline, "{}: {}", u.key, u.uploaded_at);
+            if u.defect.is_none() {
+                assert!(u.uploaded_at > start, "{}: {}", u.key, u.uploaded_at);
+            }
         }
     }
 

@@ -113,6 +113,15 @@ codes! {
     BlankRate => "blank_rate", Warning, File;
     RowsExcluded => "rows_excluded", Warning, File;
     ValueLegacySpelling => "value_legacy_spelling", Info, Row;
+    GapDaysWithoutRecords => "gap_days_without_records", Warning, File;
+    BlankRateVsHistory => "blank_rate_vs_history", Warning, File;
+    AnomalyVolume => "anomaly_volume", Warning, File;
+    AnomalyLevelShift => "anomaly_level_shift", Warning, File;
+    AnomalyCategoryShare => "anomaly_category_share", Warning, File;
+    AnomalyCategoryVanished => "anomaly_category_vanished", Warning, File;
+    AnomalyNotStatedShare => "anomaly_not_stated_share", Warning, File;
+    AnomalyMidnightShare => "anomaly_midnight_share", Warning, File;
+    AnomalyPeerShare => "anomaly_peer_share", Info, File;
 }
 
 impl Code {
@@ -273,6 +282,30 @@ pub fn hint(code: Code) -> &'static str {
         Code::BlankRate => "complete the field in the source system",
         Code::RowsExcluded => "correct the listed rows and upload the month again",
         Code::ValueLegacySpelling => "use the current code list in future returns",
+        Code::GapDaysWithoutRecords => {
+            "check the date range of the export; if records are missing, upload the whole month again"
+        }
+        Code::BlankRateVsHistory => {
+            "check that the field is still recorded and exported; if it is, complete it in the source system"
+        }
+        Code::AnomalyVolume => {
+            "check that the extract covers the whole month and only your force; if the number is right, say what changed"
+        }
+        Code::AnomalyLevelShift => {
+            "if a records system or recording practice changed, tell the national centre; otherwise correct the months affected"
+        }
+        Code::AnomalyCategoryShare | Code::AnomalyPeerShare => {
+            "check how your records system maps this field's codes; if the figure is right, no action is needed"
+        }
+        Code::AnomalyCategoryVanished => {
+            "check whether the category is still recorded or has been mapped to another code"
+        }
+        Code::AnomalyNotStatedShare => {
+            "check that self-defined ethnicity is still asked for, recorded and exported for every code"
+        }
+        Code::AnomalyMidnightShare => {
+            "check that the export carries the time of each search, not only the date"
+        }
     }
 }
 

@@ -12,6 +12,8 @@
 //! - [`validate`] checks batches column by column and decides;
 //! - [`snapshot`] writes typed Parquet snapshots, quality tables and the manifest;
 //! - [`spill`] finds repeated rows and values in bounded memory, via local temporary files;
+//! - [`analyze`] finds gaps and anomalies, derives monthly metrics and the status of expected
+//!   returns;
 //! - [`feedback`] renders the report back to the force;
 //! - [`lease`] gives workers expiring, exclusive holds (claims, the manifest lock) from
 //!   create-only writes;
@@ -19,12 +21,15 @@
 //! - [`scheduler`] follows each pipeline's cron schedule with bounded concurrency and a
 //!   graceful [`shutdown`]; [`metrics`] counts what it does and [`api`] serves health and
 //!   metrics over HTTP;
-//! - [`demo`] generates realistic synthetic returns for the demo and tests.
+//! - [`demo`] generates realistic synthetic returns for the demo and tests;
+//! - [`evaluate`] measures the analysis on the demo's planted incidents.
 
+pub mod analyze;
 pub mod api;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod evaluate;
 pub mod feedback;
 pub mod finding;
 pub mod ingest;

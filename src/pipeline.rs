@@ -26,6 +26,8 @@
 //! [`Service::try_claim`], [`Service::process_claim`] and [`Service::release`], so it can run
 //! several at once and give claims back at shutdown.
 
+mod analysis;
+
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufReader, Read};
 use std::path::Path;
@@ -51,6 +53,8 @@ use crate::snapshot::{
 };
 use crate::store::{ObjectMeta, ObjectStore, PutMode, StoreError};
 use crate::validate::{Checker, ColumnStats, Decision, UploadScope, Verdict};
+
+pub use analysis::{anomalies_key, metrics_key, receipts_key, status_key, summary_key};
 
 /// A failure of the run itself (not of the data: bad data is findings).
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +90,9 @@ pub enum PipelineError {
     /// A background task panicked or was cancelled.
     #[error("a processing task failed: {0}")]
     Task(String),
+    /// An analysis table could not be written or read.
+    #[error(transparent)]
+    Table(#[from] crate::analyze::tables::TableError),
 }
 
 /// Where an upload sits: `incoming/<force>/<dataset>/<YYYY-MM>/<file>`.
@@ -394,6 +401,7 @@ pub struct Service {
     store: Arc<dyn ObjectStore>,
     clock: Arc<dyn Clock>,
     options: RunOptions,
+    analysis: analysis::State,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -458,6 +466,7 @@ impl Service {
             store,
             clock,
             options,
+            analysis: analysis::State::default(),
         }
     }
 
@@ -511,6 +520,7 @@ impl Service {
             }
             progress(Progress { done: i + 1, total });
         }
+        outcome.failed.extend(self.finish_run().await);
         info!(
             processed = outcome.processed.len(),
             skipped = outcome.skipped,
@@ -703,6 +713,10 @@ impl Service {
             ingested_at: processed_at.clone(),
         };
 
+        let job = match (&location, &pipeline) {
+            (Ok(l), Some(p)) => self.analysis_job(p, l).await?,
+            _ => None,
+        };
         // The raw upload is archived while it is checked; both finish before any output is
         // written, so it is kept before anything is decided.
         let archive = async {
@@ -738,6 +752,7 @@ impl Service {
                     limits,
                     location_error,
                     &lineage,
+                    job.as_ref(),
                 )
             })
         };
@@ -851,6 +866,9 @@ impl Service {
                 )
                 .await?;
         }
+        if let (Ok(l), Some(p), Some(a)) = (&location, &pipeline, &checked.analysed) {
+            self.write_analysis(p, l, &sid, a, accepted).await?;
+        }
         let mut superseded = None;
         if accepted && let (Ok(l), Some(key)) = (&location, &snapshot_key) {
             let entry = ManifestEntry {
@@ -867,6 +885,19 @@ impl Service {
                 superseded_by: None,
             };
             superseded = self.commit_manifest(&l.dataset, entry).await?;
+        }
+        if let (Ok(l), Some(_)) = (&location, &pipeline) {
+            let receipt = crate::analyze::Receipt {
+                force_id: l.force_id.clone(),
+                period: l.period,
+                submission_id: sid.clone(),
+                source_key: object.key.clone(),
+                decision,
+                uploaded_at: object.last_modified,
+                rows: report.rows_read,
+            };
+            self.record_receipt(&l.dataset, receipt).await?;
+            self.write_summary(&l.force_id, l.period).await?;
         }
         let done = DoneMarker {
             key: object.key.clone(),
@@ -1033,6 +1064,7 @@ impl Service {
 
 struct Checked {
     outcome: CheckOutcome,
+    analysed: Option<analysis::Analysed>,
     rows_written: u64,
     snapshot_path: std::path::PathBuf,
     csv_path: std::path::PathBuf,
@@ -1048,6 +1080,7 @@ fn check_to_files(
     limits: Limits,
     location_error: Option<String>,
     lineage: &Lineage,
+    job: Option<&analysis::Job>,
 ) -> Result<Checked, PipelineError> {
     let snapshot_path = dir.join("snapshot.parquet");
     let csv_path = dir.join("findings.csv");
@@ -1068,6 +1101,7 @@ fn check_to_files(
         lineage.submission_id.clone(),
         masked,
     )?;
+    let mut analysed = None;
     let (outcome, rows_written) = match (pipeline, location_error) {
         (Some(pipeline), None) => {
             let scope = UploadScope {
@@ -1083,39 +1117,52 @@ fn check_to_files(
                 .then(|| std::fs::File::open(dir.join("upload")))
                 .transpose()?;
             let mut tee = Tee(&mut csv, &mut quality);
-            // The snapshot is typed, encoded and compressed on its own thread, a couple of
-            // batches behind the checks.
+            let mut counts = analysis::builder(
+                pipeline,
+                &lineage.force_id,
+                &lineage.period,
+                &lineage.submission_id,
+            );
+            // The snapshot is typed, encoded and compressed on its own thread, a batch behind
+            // the checks; the analysis counts are taken here, on the checking thread.
             let (tx, rx) = std::sync::mpsc::sync_channel::<(Batch, BooleanArray)>(1);
-            std::thread::scope(|threads| -> Result<(CheckOutcome, u64), PipelineError> {
-                let written = threads.spawn(move || -> Result<u64, PipelineError> {
-                    for (batch, valid) in rx {
-                        writer.write(&batch, &valid)?;
-                    }
-                    Ok(writer.finish()?.0)
-                });
-                let outcome = check_upload(
-                    BufReader::new(input.map_or_else(
-                        || Box::new(std::io::empty()) as Box<dyn Read + Send>,
-                        |f| Box::new(f),
-                    )),
-                    Some(size),
-                    pipeline,
-                    limits,
-                    scope,
-                    &mut tee,
-                    &mut |batch, valid| {
-                        tx.send((batch, valid))
-                            .map_err(|_| PipelineError::Task("the snapshot writer stopped".into()))
-                    },
-                );
-                drop(tx);
-                let rows = written
-                    .join()
-                    .map_err(|_| PipelineError::Task("the snapshot writer panicked".into()))?;
-                // A writer failure (say, a full disk) explains a check that stopped early.
-                let rows = rows?;
-                Ok((outcome?, rows))
-            })?
+            let (mut outcome, rows) =
+                std::thread::scope(|threads| -> Result<(CheckOutcome, u64), PipelineError> {
+                    let written = threads.spawn(move || -> Result<u64, PipelineError> {
+                        for (batch, valid) in rx {
+                            writer.write(&batch, &valid)?;
+                        }
+                        Ok(writer.finish()?.0)
+                    });
+                    let outcome = check_upload(
+                        BufReader::new(input.map_or_else(
+                            || Box::new(std::io::empty()) as Box<dyn Read + Send>,
+                            |f| Box::new(f),
+                        )),
+                        Some(size),
+                        pipeline,
+                        limits,
+                        scope,
+                        &mut tee,
+                        &mut |batch, valid| {
+                            if let Some(c) = &mut counts {
+                                c.add(&batch, &valid);
+                            }
+                            tx.send((batch, valid)).map_err(|_| {
+                                PipelineError::Task("the snapshot writer stopped".into())
+                            })
+                        },
+                    );
+                    drop(tx);
+                    let rows = written
+                        .join()
+                        .map_err(|_| PipelineError::Task("the snapshot writer panicked".into()))?;
+                    // A writer failure (say, a full disk) explains a check that stopped early.
+                    let rows = rows?;
+                    Ok((outcome?, rows))
+                })?;
+            analysed = analysis::finish(pipeline, job, counts, &mut outcome, &mut tee)?;
+            (outcome, rows)
         }
         (_, error) => {
             let mut tee = Tee(&mut csv, &mut quality);
@@ -1143,6 +1190,7 @@ fn check_to_files(
     quality.finish()?;
     Ok(Checked {
         outcome,
+        analysed,
         rows_written,
         snapshot_path,
         csv_path,

@@ -9,6 +9,7 @@
 //! missing piece says so and passes trivially when run by hand, but fails when
 //! `FORCE_RETURNS_TEST_REQUIRE_ALL` is set, as it is in CI.
 
+mod analysis;
 mod cli;
 mod common;
 mod corpus;

@@ -50,10 +50,22 @@ async fn real_extracts_are_all_accepted_and_read_back_by_pyarrow_and_duckdb(buck
             s.source_key,
             s.codes
         );
+        // South Yorkshire's January 2020 extract has no records on the 1st and 2nd, against
+        // 34 to 183 a day for the rest of the month: the one gap the analysis reports here.
+        let gap = s.source_key.contains("2020-01-south-yorkshire");
+        assert_eq!(
+            s.codes.contains_key("gap_days_without_records"),
+            gap,
+            "{}: {:?}",
+            s.source_key,
+            s.codes
+        );
         let errors: Vec<_> = s
             .codes
             .keys()
-            .filter(|c| !["blank_rate", "duplicate_row"].contains(&c.as_str()))
+            .filter(|c| {
+                !["blank_rate", "duplicate_row", "gap_days_without_records"].contains(&c.as_str())
+            })
             .collect();
         assert!(
             errors.is_empty(),

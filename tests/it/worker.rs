@@ -30,7 +30,8 @@ fn extract(rows: usize) -> Vec<u8> {
     let mut s = String::with_capacity(HEADER.len() + rows * 240);
     s.push_str(HEADER);
     for i in 0..rows {
-        let (day, second) = (i % 28 + 1, (i / 28) % 86_400);
+        // Every day of January has records, as a whole month's extract does.
+        let (day, second) = (i % 31 + 1, (i / 31) % 86_400);
         let _ = writeln!(
             s,
             "Person search,2020-01-{day:02}T{:02}:{:02}:{:02}+00:00,False,,51.{:04},0.{:04},Male,18-24,White - English/Welsh/Scottish/Northern Irish/British,White,Misuse of Drugs Act 1971 (section 23),Controlled drugs,A no further action disposal,False,False",

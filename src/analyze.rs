@@ -1,0 +1,55 @@
+//! Gaps and anomalies: who is missing, what is incomplete, what looks wrong.
+//!
+//! A file can pass every field check and still be wrong: a force misses a month, sends half a
+//! month, stops recording a category after a system change, or its numbers jump fourfold. This
+//! module finds those and explains them. It is pure: functions over counts, histories and a
+//! clock-supplied `now`, returning rows and [`Anomaly`]s; `pipeline` does the IO.
+//!
+//! - [`counts`]: one submission's counts, gathered column by column while its batches stream
+//!   (days, categories, blanks, midnight times, person searches by group);
+//! - [`metrics`]: the derived monthly metrics table (searches by group, legislation, object
+//!   and outcome, arrest and outcome-linked rates, strip searches, not-stated and midnight
+//!   shares, rates per 1,000 and disparity ratios) and counts read back from it;
+//! - [`population`]: the population reference for rates;
+//! - [`detect`]: gaps inside a submission and anomalies against the force's own history and
+//!   its peers, each with observed value, expected range, method, history and message;
+//! - [`status`]: expected returns and their status (`accepted` … `overdue`);
+//! - [`summary`]: the per-force monthly summary;
+//! - [`settings`]: the `[anomalies]` and `[population]` settings of a pipeline;
+//! - [`tables`]: the metrics, anomalies and status tables as Parquet;
+//! - [`stats`]: medians, MADs, Poisson and binomial tails.
+//!
+//! Rules: nothing here reads the bucket or the clock; bad or missing data gives fewer
+//! findings, never a panic; every threshold comes from the pipeline file.
+
+pub mod counts;
+pub mod detect;
+pub mod metrics;
+pub mod population;
+pub mod settings;
+pub mod stats;
+pub mod status;
+pub mod summary;
+pub mod tables;
+
+pub use counts::{CountsBuilder, MonthlyCounts};
+pub use detect::{Anomaly, Input, Labels, detect};
+pub use metrics::{MetricRow, metric_rows};
+pub use population::Population;
+pub use settings::{AnomalySettings, PopulationSettings};
+pub use status::{Receipt, Receipts, Status, StatusRow};
+
+use crate::finding::Code;
+
+/// The finding codes the analysis reports (the rest come from checking the file).
+pub const CODES: &[Code] = &[
+    Code::GapDaysWithoutRecords,
+    Code::BlankRateVsHistory,
+    Code::AnomalyVolume,
+    Code::AnomalyLevelShift,
+    Code::AnomalyCategoryShare,
+    Code::AnomalyCategoryVanished,
+    Code::AnomalyNotStatedShare,
+    Code::AnomalyMidnightShare,
+    Code::AnomalyPeerShare,
+];

@@ -1,0 +1,1593 @@
+//! Gaps inside a submission and anomalies against the force's own history and its peers.
+//!
+//! [`detect`] is a pure function: this month's counts, the force's earlier months, the other
+//! forces' latest months and the settings in, [`Anomaly`]s out. Each series of a force —
+//! records a month, the share of each category of the configured dimensions, blank rates, the
+//! not-stated share, the midnight share — is checked the same way:
+//!
+//! 1. **Regime.** The history is scanned for lasting steps (a records-system change): once a
+//!    step has lasted `level_shift.months` months it is reported once, as
+//!    `anomaly_level_shift`, and the months since it become the baseline, so one change does
+//!    not alarm every month after.
+//! 2. **Baseline.** The median of the last `baseline_months` months of the regime (at least
+//!    `min_history_months`; volumes are first divided by month-of-year factors when
+//!    `seasonal_min_months` of history exist) and the scaled median absolute deviation.
+//! 3. **Band.** A plausible range around the median: half-width `max(z × MAD, relative ×
+//!    median, min_change)`. A value outside it is reported only when it is improbable *even at
+//!    the band's edge* (Poisson for counts, binomial for shares, below `probability`). The
+//!    band keeps large but ordinary swings quiet; the tail test keeps small forces quiet.
+//!
+//! Besides these: a category at zero where history (at its lower quartile) or, for peers,
+//! nearly every other force (at their lowest tenth) expects at least `vanished_min_expected`
+//! records; and days of the month without records,
+//! judged against the force's own day-to-day counts and its history of quiet days.
+//!
+//! Every anomaly carries what was observed, the expected value and range, the method, the
+//! history used and a message a force analyst can read without knowing the statistics.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use super::counts::{MonthlyCounts, NOT_STATED, SDE, SDE_GROUP};
+use super::settings::{AnomalySettings, Band, PeerSeries};
+use super::stats::{
+    binomial_cdf, binomial_sf, median, median_mad_in_place, poisson_cdf, poisson_sf, quantile,
+    scaled_mad,
+};
+use crate::finding::{Code, Finding, Severity};
+use crate::period::Period;
+use crate::schema::RecordSchema;
+
+/// What an anomaly's numbers count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unit {
+    /// Records.
+    Count,
+    /// A share between 0 and 1.
+    Share,
+    /// Days of the month.
+    Days,
+}
+
+impl Unit {
+    /// The name used in tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unit::Count => "count",
+            Unit::Share => "share",
+            Unit::Days => "days",
+        }
+    }
+}
+
+/// One gap or anomaly in a force's month.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Anomaly {
+    /// The finding code.
+    pub code: Code,
+    /// Its severity (the code's default until the pipeline applies its overrides).
+    pub severity: Severity,
+    /// Force id.
+    pub force_id: String,
+    /// The month.
+    pub period: Period,
+    /// The submission analysed.
+    pub submission_id: String,
+    /// What was measured, in words (`searches`, `share of Outcome (outcome group) = Arrest`).
+    pub series: String,
+    /// The dimension, for category series.
+    pub dimension: Option<String>,
+    /// The category, for category series.
+    pub category: Option<String>,
+    /// The property, for column series (blank rates).
+    pub column: Option<String>,
+    /// What the numbers count.
+    pub unit: Unit,
+    /// The value this month.
+    pub observed: f64,
+    /// The expected value.
+    pub expected: f64,
+    /// The low end of the plausible range.
+    pub lower: f64,
+    /// The high end of the plausible range.
+    pub upper: f64,
+    /// How improbable the value is at the edge of the range (smaller is stranger).
+    pub probability: f64,
+    /// How it was judged.
+    pub method: String,
+    /// Months of history (or forces, for peer comparisons) behind the expectation.
+    pub history_months: u32,
+    /// First month of that history.
+    pub history_from: Option<Period>,
+    /// Last month of that history.
+    pub history_to: Option<Period>,
+    /// For a lasting step: the month it started.
+    pub since: Option<Period>,
+    /// The explanation for the force.
+    pub message: String,
+}
+
+impl Anomaly {
+    /// Whether this is a gap inside the submission rather than an unusual value.
+    pub fn is_gap(&self) -> bool {
+        matches!(self.code, Code::GapDaysWithoutRecords)
+    }
+
+    /// The anomaly as a finding in the force's report.
+    pub fn finding(&self, column_header: Option<&str>) -> Finding {
+        let mut f = Finding::new(self.code, self.message.clone(), self.method.clone())
+            .with_severity(self.severity)
+            .with_value(format_value(self.observed, self.unit));
+        if let Some(c) = column_header {
+            f = f.in_column(c);
+        }
+        f
+    }
+}
+
+/// Plain-words names of dimensions and columns, from the schema.
+#[derive(Debug, Clone, Default)]
+pub struct Labels {
+    dimensions: BTreeMap<String, String>,
+}
+
+impl Labels {
+    /// Names from a schema: the header spelling forces use, with the attribute in brackets for
+    /// attribute dimensions (`Outcome (outcome group)`).
+    pub fn new(schema: &RecordSchema) -> Labels {
+        let mut dimensions = BTreeMap::new();
+        for p in &schema.properties {
+            let name = p
+                .aliases
+                .first()
+                .cloned()
+                .unwrap_or_else(|| p.title.clone());
+            if let Some(list) = &p.codelist {
+                for a in &list.attributes {
+                    dimensions.insert(
+                        format!("{}_{a}", p.name),
+                        format!("{name} ({})", a.replace('_', " ")),
+                    );
+                }
+            }
+            dimensions.insert(p.name.clone(), name);
+        }
+        Labels { dimensions }
+    }
+
+    /// The words for a dimension or property.
+    pub fn of<'a>(&'a self, name: &'a str) -> &'a str {
+        self.dimensions.get(name).map_or(name, String::as_str)
+    }
+}
+
+/// What [`detect`] looks at.
+pub struct Input<'a> {
+    /// Thresholds.
+    pub settings: &'a AnomalySettings,
+    /// This month.
+    pub current: &'a MonthlyCounts,
+    /// The force's earlier months (any order; later months and other forces are ignored).
+    pub history: &'a [MonthlyCounts],
+    /// Other forces' latest months.
+    pub peers: &'a [MonthlyCounts],
+    /// Words for dimensions.
+    pub labels: &'a Labels,
+    /// The pipeline's blank-rate warning thresholds by property: a blank rate above its
+    /// threshold already has a `blank_rate` warning, so it is not reported again.
+    pub blank_warn_above: &'a BTreeMap<String, f64>,
+}
+
+/// Every gap and anomaly of this month.
+pub fn detect(input: &Input<'_>) -> Vec<Anomaly> {
+    let s = input.settings;
+    let Some(period) = input.current.period else {
+        return Vec::new();
+    };
+    if !s.enabled {
+        return Vec::new();
+    }
+    let mut history: Vec<&MonthlyCounts> = input
+        .history
+        .iter()
+        .filter(|h| h.force_id == input.current.force_id && h.period.is_some_and(|p| p < period))
+        .collect();
+    history.sort_by_key(|h| h.period);
+    let mut out = Vec::new();
+    out.extend(gap_days(input, &history, period));
+    for series in own_series(input, &history) {
+        if let Series::Blank { property } = &series
+            && let Some(&limit) = input.blank_warn_above.get(property)
+            && input.current.rows > 0
+            && input.current.blank(property) as f64 / input.current.rows as f64 > limit
+        {
+            continue;
+        }
+        out.extend(own_history(input, &history, period, &series));
+    }
+    out.extend(peer_checks(input, period));
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Series
+// ---------------------------------------------------------------------------------------------
+
+/// One monthly series of a force.
+#[derive(Debug, Clone, PartialEq)]
+enum Series {
+    /// Records.
+    Volume,
+    /// Records in a category ÷ records with a value in the dimension.
+    Share { dimension: String, category: String },
+    /// Blank cells ÷ records.
+    Blank { property: String },
+    /// Self-defined ethnicity not stated or blank ÷ records.
+    NotStated,
+    /// Midnight or date-only times ÷ dated records.
+    Midnight,
+}
+
+/// One month of a series: numerator and denominator (1 for counts).
+#[derive(Debug, Clone, Copy)]
+struct Point {
+    period: Period,
+    num: u64,
+    den: u64,
+}
+
+impl Series {
+    fn observe(&self, c: &MonthlyCounts) -> (u64, u64) {
+        match self {
+            Series::Volume => (c.rows, 1),
+            Series::Share {
+                dimension,
+                category,
+            } => (c.count(dimension, category), c.recorded(dimension)),
+            Series::Blank { property } => (c.blank(property), c.rows),
+            Series::NotStated => (c.not_stated(), c.rows),
+            Series::Midnight => (c.midnight, c.dated),
+        }
+    }
+
+    fn point(&self, c: &MonthlyCounts) -> Option<Point> {
+        let (num, den) = self.observe(c);
+        Some(Point {
+            period: c.period?,
+            num,
+            den,
+        })
+    }
+
+    fn unit(&self) -> Unit {
+        if *self == Series::Volume {
+            Unit::Count
+        } else {
+            Unit::Share
+        }
+    }
+
+    /// Series where only an increase is a problem.
+    fn one_sided(&self) -> bool {
+        matches!(
+            self,
+            Series::Blank { .. } | Series::NotStated | Series::Midnight
+        )
+    }
+
+    fn code(&self) -> Code {
+        match self {
+            Series::Volume => Code::AnomalyVolume,
+            Series::Share { .. } => Code::AnomalyCategoryShare,
+            Series::Blank { .. } => Code::BlankRateVsHistory,
+            Series::NotStated => Code::AnomalyNotStatedShare,
+            Series::Midnight => Code::AnomalyMidnightShare,
+        }
+    }
+
+    fn band(&self, s: &AnomalySettings) -> Band {
+        match self {
+            Series::Volume => s.volume,
+            Series::Share { .. } => s.share,
+            Series::Blank { .. } => s.blank_rate,
+            Series::NotStated | Series::Midnight => s.recording,
+        }
+    }
+
+    fn describe(&self, labels: &Labels) -> String {
+        match self {
+            Series::Volume => "searches".to_owned(),
+            Series::Share {
+                dimension,
+                category,
+            } => format!("share of {} = {category}", labels.of(dimension)),
+            Series::Blank { property } => format!("blank rate of {}", labels.of(property)),
+            Series::NotStated => {
+                "share of searches with self-defined ethnicity not stated or blank".to_owned()
+            }
+            Series::Midnight => {
+                "share of searches timed exactly at midnight or with no time".to_owned()
+            }
+        }
+    }
+
+    fn dimension(&self) -> Option<String> {
+        match self {
+            Series::Share { dimension, .. } => Some(dimension.clone()),
+            _ => None,
+        }
+    }
+
+    fn category(&self) -> Option<String> {
+        match self {
+            Series::Share { category, .. } => Some(category.clone()),
+            _ => None,
+        }
+    }
+
+    fn column(&self) -> Option<String> {
+        match self {
+            Series::Blank { property } => Some(property.clone()),
+            Series::Share { dimension, .. } => Some(dimension.clone()),
+            Series::NotStated => Some(SDE.to_owned()),
+            _ => None,
+        }
+    }
+}
+
+/// The series checked against the force's own history. Categories of a dimension come from
+/// this month and the history; the not-stated category and the self-defined ethnicity blanks
+/// are left to the not-stated series, which covers both.
+fn own_series(input: &Input<'_>, history: &[&MonthlyCounts]) -> Vec<Series> {
+    let mut out = vec![Series::Volume];
+    let months = || std::iter::once(input.current).chain(history.iter().copied());
+    for dimension in &input.settings.dimensions {
+        let categories: BTreeSet<&String> = months()
+            .filter_map(|c| c.categories.get(dimension))
+            .flat_map(BTreeMap::keys)
+            .collect();
+        for category in categories {
+            let covered = (dimension == SDE_GROUP && category == NOT_STATED)
+                || (dimension == SDE && category == "NS");
+            if !covered {
+                out.push(Series::Share {
+                    dimension: dimension.clone(),
+                    category: category.clone(),
+                });
+            }
+        }
+    }
+    let columns: BTreeSet<&String> = months().flat_map(|c| c.blanks.keys()).collect();
+    for property in columns {
+        if property != SDE {
+            out.push(Series::Blank {
+                property: property.clone(),
+            });
+        }
+    }
+    if months().any(|c| c.categories.contains_key(SDE_GROUP)) {
+        out.push(Series::NotStated);
+    }
+    out.push(Series::Midnight);
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bands and tails
+// ---------------------------------------------------------------------------------------------
+
+/// A plausible range around an expected value.
+#[derive(Debug, Clone, Copy)]
+struct Range {
+    center: f64,
+    lo: f64,
+    hi: f64,
+}
+
+fn range(center: f64, spread: f64, unit: Unit, band: Band) -> Range {
+    // The relative part follows the share itself, so a large category moves a lot before it
+    // is unusual (its small neighbours, whose relative change is large, carry the signal).
+    let level = center;
+    let min_change = if unit == Unit::Share {
+        band.min_change
+    } else {
+        0.0
+    };
+    let half = (band.z * spread).max(band.relative * level).max(min_change);
+    let hi = center + half;
+    Range {
+        center,
+        lo: (center - half).max(0.0),
+        hi: if unit == Unit::Share { hi.min(1.0) } else { hi },
+    }
+}
+
+/// Where a point falls: `Some((true, p))` above the range with tail probability `p` at its
+/// edge, `Some((false, p))` below, `None` inside.
+fn tail(point: Point, unit: Unit, r: Range) -> Option<(bool, f64)> {
+    match unit {
+        Unit::Count | Unit::Days => {
+            let x = point.num as f64;
+            if x < r.lo {
+                Some((false, poisson_cdf(point.num, r.lo)))
+            } else if x > r.hi {
+                Some((true, poisson_sf(point.num, r.hi)))
+            } else {
+                None
+            }
+        }
+        Unit::Share => {
+            if point.den == 0 {
+                return None;
+            }
+            let p = point.num as f64 / point.den as f64;
+            if p < r.lo {
+                Some((false, binomial_cdf(point.num, point.den, r.lo)))
+            } else if p > r.hi {
+                Some((true, binomial_sf(point.num, point.den, r.hi)))
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// The expected value and spread of a baseline: median and scaled MAD, with a share's
+/// expected value at least its pooled share (months added up), so that a category seen in a
+/// few months only is not expected at zero. `scratch` is reused to avoid allocating.
+fn baseline(points: &[Point], unit: Unit, scratch: &mut Vec<f64>) -> Option<(f64, f64, usize)> {
+    scratch.clear();
+    scratch.extend(points.iter().filter_map(|p| value(*p, unit)));
+    let n = scratch.len();
+    let (median, spread) = median_mad_in_place(scratch)?;
+    let center = if unit == Unit::Share {
+        let (num, den) = points
+            .iter()
+            .fold((0u64, 0u64), |(a, b), p| (a + p.num, b + p.den));
+        if den > 0 {
+            median.max(num as f64 / den as f64)
+        } else {
+            median
+        }
+    } else {
+        median
+    };
+    Some((center, spread, n))
+}
+
+fn value(point: Point, unit: Unit) -> Option<f64> {
+    match unit {
+        Unit::Share => (point.den > 0).then(|| point.num as f64 / point.den as f64),
+        Unit::Count | Unit::Days => Some(point.num as f64),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Own history: regimes, level shifts, outliers, vanished categories
+// ---------------------------------------------------------------------------------------------
+
+/// A lasting step ending at the last point.
+struct Shift {
+    /// Index of its first month.
+    start: usize,
+    up: bool,
+    range: Range,
+    before: (Period, Period, usize),
+    probability: f64,
+}
+
+fn shift_at(
+    points: &[Point],
+    regime: usize,
+    unit: Unit,
+    s: &AnomalySettings,
+    scratch: &mut Vec<f64>,
+) -> Option<Shift> {
+    let ls = &s.level_shift;
+    let k = ls.months;
+    let n = points.len();
+    if k == 0 || n < regime + k {
+        return None;
+    }
+    let need = if regime == 0 { s.min_history_months } else { k };
+    let before_end = n - k;
+    let before_start = before_end.saturating_sub(s.baseline_months).max(regime);
+    if before_end < before_start + need {
+        return None;
+    }
+    let before = &points[before_start..before_end];
+    let (center, spread, used) = baseline(before, unit, scratch)?;
+    if used < need {
+        return None;
+    }
+    let band = Band {
+        z: ls.z,
+        relative: ls.relative,
+        min_change: ls.min_change,
+    };
+    let r = range(center, spread, unit, band);
+    let mut up = None;
+    let mut worst: f64 = 0.0;
+    for p in &points[n - k..] {
+        let (side, prob) = tail(*p, unit, r)?;
+        if prob >= ls.probability || up.is_some_and(|u| u != side) {
+            return None;
+        }
+        up = Some(side);
+        worst = worst.max(prob);
+    }
+    Some(Shift {
+        start: n - k,
+        up: up?,
+        range: r,
+        before: (
+            before[0].period,
+            before[before.len() - 1].period,
+            before.len(),
+        ),
+        probability: worst,
+    })
+}
+
+/// Index where the latest regime of `points` starts (0 when no lasting step was found).
+fn regime_start(
+    points: &[Point],
+    unit: Unit,
+    s: &AnomalySettings,
+    scratch: &mut Vec<f64>,
+) -> usize {
+    let mut start = 0;
+    for t in 0..points.len() {
+        if let Some(shift) = shift_at(&points[..=t], start, unit, s, scratch) {
+            start = shift.start;
+        }
+    }
+    start
+}
+
+/// Month-of-year factors of a volume series: for each point, its ratio to the median of the
+/// points within six months either side; a month's factor is the median of its ratios (1 when
+/// fewer than two years give one).
+fn seasonal_factors(points: &[Point]) -> [f64; 12] {
+    let mut ratios: [Vec<f64>; 12] = Default::default();
+    for (i, p) in points.iter().enumerate() {
+        let window: Vec<f64> = points[i.saturating_sub(6)..(i + 7).min(points.len())]
+            .iter()
+            .map(|q| q.num as f64)
+            .collect();
+        if let Some(level) = median(&window).filter(|l| *l > 0.0) {
+            ratios[(p.period.month - 1) as usize].push(p.num as f64 / level);
+        }
+    }
+    let mut factors = [1.0; 12];
+    for (m, r) in ratios.iter().enumerate() {
+        if r.len() >= 2 {
+            factors[m] = median(r).unwrap_or(1.0).clamp(0.5, 2.0);
+        }
+    }
+    factors
+}
+
+fn own_history(
+    input: &Input<'_>,
+    history: &[&MonthlyCounts],
+    period: Period,
+    series: &Series,
+) -> Option<Anomaly> {
+    let s = input.settings;
+    let unit = series.unit();
+    let points: Vec<Point> = history.iter().filter_map(|h| series.point(h)).collect();
+    let current = series.point(input.current)?;
+    let mut scratch = Vec::with_capacity(s.baseline_months);
+    let regime = regime_start(&points, unit, s, &mut scratch);
+
+    let mut all = points.clone();
+    all.push(current);
+    if let Some(shift) = shift_at(&all, regime, unit, s, &mut scratch) {
+        if series.one_sided() && !shift.up {
+            return None;
+        }
+        return Some(level_shift(input, series, &all, &shift, period));
+    }
+    let need = if regime == 0 {
+        s.min_history_months
+    } else {
+        s.level_shift.months
+    };
+    let regime_points = &points[regime..];
+    if regime_points.len() < need {
+        return None;
+    }
+    let base = &regime_points[regime_points.len().saturating_sub(s.baseline_months)..];
+    let (center, spread, n) = baseline(base, unit, &mut scratch)?;
+    if n < need {
+        return None;
+    }
+    let history_used = (base[0].period, base[base.len() - 1].period, base.len());
+    if let Series::Share { .. } = series
+        && current.num == 0
+        && current.den > 0
+    {
+        // Judged at the lower quartile of the history's shares, so that a category whose
+        // typical month is only just above the floor does not alarm on an ordinary quiet month.
+        let shares: Vec<f64> = base.iter().filter_map(|p| value(*p, unit)).collect();
+        let share = median(&shares)?;
+        let low = quantile(&shares, 0.25)?;
+        if low * current.den as f64 >= s.vanished_min_expected {
+            let probability = binomial_cdf(0, current.den, low);
+            if probability < s.probability {
+                return Some(vanished(
+                    input,
+                    series,
+                    current,
+                    (share, low),
+                    history_used,
+                    probability,
+                ));
+            }
+        }
+    }
+    let seasonal = unit == Unit::Count && regime_points.len() >= s.seasonal_min_months;
+    let (center, spread) = if seasonal {
+        let factors = seasonal_factors(regime_points);
+        let f = |p: &Period| factors[(p.month - 1) as usize];
+        let adjusted: Vec<f64> = base.iter().map(|p| p.num as f64 / f(&p.period)).collect();
+        (
+            median(&adjusted)? * f(&period),
+            scaled_mad(&adjusted).unwrap_or(0.0) * f(&period),
+        )
+    } else {
+        (center, spread)
+    };
+    let r = range(center, spread, unit, series.band(s));
+    let (up, probability) = tail(current, unit, r)?;
+    if probability >= s.probability || (series.one_sided() && !up) {
+        return None;
+    }
+    Some(outlier(
+        input,
+        series,
+        current,
+        r,
+        probability,
+        history_used,
+        seasonal,
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Peers
+// ---------------------------------------------------------------------------------------------
+
+fn peer_checks(input: &Input<'_>, period: Period) -> Vec<Anomaly> {
+    let s = input.settings;
+    let p = &s.peers;
+    let peers: Vec<&MonthlyCounts> = input
+        .peers
+        .iter()
+        .filter(|c| {
+            c.force_id != input.current.force_id
+                && c.period.is_some_and(|q| {
+                    q <= period && months_between(q, period) <= i64::from(p.max_age_months)
+                })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for spec in &p.series {
+        let series: Vec<Series> = match PeerSeries::parse(spec) {
+            PeerSeries::NotStated => vec![Series::NotStated],
+            PeerSeries::Midnight => vec![Series::Midnight],
+            PeerSeries::Dimension {
+                dimension,
+                category: Some(category),
+            } => vec![Series::Share {
+                dimension,
+                category,
+            }],
+            PeerSeries::Dimension {
+                dimension,
+                category: None,
+            } => {
+                let categories: BTreeSet<&String> = peers
+                    .iter()
+                    .copied()
+                    .chain(std::iter::once(input.current))
+                    .filter_map(|c| c.categories.get(&dimension))
+                    .flat_map(BTreeMap::keys)
+                    .collect();
+                categories
+                    .into_iter()
+                    .map(|category| Series::Share {
+                        dimension: dimension.clone(),
+                        category: category.clone(),
+                    })
+                    .collect()
+            }
+        };
+        for series in series {
+            out.extend(peer_check(input, &peers, &series, period));
+        }
+    }
+    out
+}
+
+fn peer_check(
+    input: &Input<'_>,
+    peers: &[&MonthlyCounts],
+    series: &Series,
+    period: Period,
+) -> Option<Anomaly> {
+    let s = input.settings;
+    let p = &s.peers;
+    let current = series.point(input.current)?;
+    if current.den < p.min_records {
+        return None;
+    }
+    let shares: Vec<f64> = peers
+        .iter()
+        .map(|c| series.observe(c))
+        .filter(|(_, den)| *den >= p.min_records)
+        .map(|(num, den)| num as f64 / den as f64)
+        .collect();
+    if shares.len() < p.min_peers {
+        return None;
+    }
+    let center = median(&shares)?;
+    let low = quantile(&shares, 0.1)?;
+    let high = quantile(&shares, 0.9)?;
+    if current.num == 0 {
+        // Zero where nearly every other force has some: judged at the lowest tenth of forces.
+        let with_some = shares.iter().filter(|v| **v > 0.0).count() as f64 / shares.len() as f64;
+        if with_some >= 0.9 && low * current.den as f64 >= s.vanished_min_expected {
+            let probability = binomial_cdf(0, current.den, low);
+            if probability < s.probability {
+                let r = Range {
+                    center,
+                    lo: low,
+                    hi: high,
+                };
+                return Some(peer(
+                    input,
+                    series,
+                    current,
+                    r,
+                    probability,
+                    shares.len(),
+                    period,
+                ));
+            }
+        }
+        return None;
+    }
+    let spread = scaled_mad(&shares).unwrap_or(0.0);
+    let r = range(center, spread, Unit::Share, p.band);
+    let (_, probability) = tail(current, Unit::Share, r)?;
+    (probability < s.probability)
+        .then(|| peer(input, series, current, r, probability, shares.len(), period))
+}
+
+fn months_between(from: Period, to: Period) -> i64 {
+    i64::from(to.year - from.year) * 12 + i64::from(to.month) - i64::from(from.month)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Days without records
+// ---------------------------------------------------------------------------------------------
+
+fn gap_days(input: &Input<'_>, history: &[&MonthlyCounts], period: Period) -> Option<Anomaly> {
+    let s = input.settings;
+    let c = input.current;
+    let days = c.by_day.len() as u64;
+    let empty = c.empty_days();
+    if c.dated == 0 || days == 0 || empty < s.gap_days.min_days {
+        return None;
+    }
+    let busy: Vec<f64> = c
+        .by_day
+        .iter()
+        .filter(|&&n| n > 0)
+        .map(|&n| n as f64)
+        .collect();
+    if busy.len() < 5 {
+        return None;
+    }
+    // A day at the force's own lower decile of daily counts (or at the month's average, if
+    // that is lower, as it is for forces with a few records a month) is empty with this
+    // probability; the force's history of empty days can only make empty days more usual.
+    let low = quantile(&busy, 0.1)?.min(c.dated as f64 / days as f64);
+    let model = (-low).exp();
+    let recent: Vec<&&MonthlyCounts> = history
+        .iter()
+        .rev()
+        .filter(|h| h.dated > 0 && !h.by_day.is_empty())
+        .take(s.baseline_months)
+        .collect();
+    let past: Vec<f64> = recent
+        .iter()
+        .map(|h| h.empty_days() as f64 / h.by_day.len() as f64)
+        .collect();
+    let past_share = if past.len() >= 3 { median(&past) } else { None };
+    let p0 = model.max(past_share.unwrap_or(0.0)).max(1e-300);
+    let (run_start, run) = longest_run(&c.by_day);
+    let count_tail = binomial_sf(empty, days, p0);
+    let run_tail = (days as f64 * p0.powi(i32::try_from(run).unwrap_or(i32::MAX))).min(1.0);
+    let probability = count_tail.min(run_tail);
+    if probability >= s.gap_days.probability {
+        return None;
+    }
+    let upper = (0..=days)
+        .find(|&k| binomial_sf(k, days, p0) < s.gap_days.probability)
+        .map_or(days, |k| k.saturating_sub(1));
+    let empty_list: Vec<u32> = c
+        .by_day
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n == 0)
+        .map(|(d, _)| d as u32 + 1)
+        .collect();
+    let lowest = busy.iter().copied().fold(f64::INFINITY, f64::min);
+    let highest = busy.iter().copied().fold(0.0, f64::max);
+    let mut message = format!(
+        "No records on {} of {} ({} {}). On the other days of the month there were {} to {} records a day.",
+        day_list(&empty_list),
+        month_name(period),
+        empty,
+        if empty == 1 { "day" } else { "days" },
+        thousands(lowest),
+        thousands(highest),
+    );
+    if run >= 2 && run < empty {
+        let _ = write!(
+            message,
+            " The longest run without records is {run} days, from the {} to the {}.",
+            ordinal(run_start + 1),
+            ordinal(run_start + u32::try_from(run).unwrap_or(0))
+        );
+    }
+    match past_share {
+        Some(share) => {
+            let usual = (share * days as f64).round();
+            let _ = if usual < 1.0 {
+                write!(
+                    message,
+                    " In the previous {} months there were records on almost every day.",
+                    past.len()
+                )
+            } else {
+                write!(
+                    message,
+                    " In the previous {} months about {} {} a month had no records.",
+                    past.len(),
+                    thousands(usual),
+                    if usual > 1.0 { "days" } else { "day" }
+                )
+            };
+        }
+        None => message.push_str(" There is not yet enough history to compare with."),
+    }
+    message.push_str(
+        " A block of empty days usually means the extract missed part of the month; check the \
+         date range of the export and upload the month again if records are missing.",
+    );
+    Some(Anomaly {
+        code: Code::GapDaysWithoutRecords,
+        severity: Code::GapDaysWithoutRecords.default_severity(),
+        force_id: c.force_id.clone(),
+        period,
+        submission_id: c.submission_id.clone(),
+        series: "days of the month without records".to_owned(),
+        dimension: None,
+        category: None,
+        column: None,
+        unit: Unit::Days,
+        observed: empty as f64,
+        expected: p0 * days as f64,
+        lower: 0.0,
+        upper: upper as f64,
+        probability,
+        method: format!(
+            "empty days against a Poisson model at the month's lowest tenth of daily counts or its average, whichever is lower ({low:.1}){}; flagged below probability {}",
+            if past_share.is_some() {
+                " or the force's usual share of empty days, whichever is higher"
+            } else {
+                ""
+            },
+            s.gap_days.probability
+        ),
+        history_months: u32::try_from(recent.len()).unwrap_or(u32::MAX),
+        history_from: recent.last().and_then(|h| h.period),
+        history_to: recent.first().and_then(|h| h.period),
+        since: None,
+        message,
+    })
+}
+
+/// Start (0-based day) and length of the longest run of days without records.
+fn longest_run(by_day: &[u64]) -> (u32, u64) {
+    let (mut best, mut best_start, mut run, mut start) = (0u64, 0u32, 0u64, 0u32);
+    for (d, &n) in by_day.iter().enumerate() {
+        if n == 0 {
+            if run == 0 {
+                start = d as u32;
+            }
+            run += 1;
+            if run > best {
+                best = run;
+                best_start = start;
+            }
+        } else {
+            run = 0;
+        }
+    }
+    (best_start, best)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building anomalies and their messages
+// ---------------------------------------------------------------------------------------------
+
+fn base(input: &Input<'_>, series: &Series, code: Code, period: Period) -> Anomaly {
+    Anomaly {
+        code,
+        severity: code.default_severity(),
+        force_id: input.current.force_id.clone(),
+        period,
+        submission_id: input.current.submission_id.clone(),
+        series: series.describe(input.labels),
+        dimension: series.dimension(),
+        category: series.category(),
+        column: series.column(),
+        unit: series.unit(),
+        observed: 0.0,
+        expected: 0.0,
+        lower: 0.0,
+        upper: 0.0,
+        probability: 1.0,
+        method: String::new(),
+        history_months: 0,
+        history_from: None,
+        history_to: None,
+        since: None,
+        message: String::new(),
+    }
+}
+
+fn observed(point: Point, unit: Unit) -> f64 {
+    value(point, unit).unwrap_or(0.0)
+}
+
+fn what(series: &Series, point: Point, labels: &Labels) -> String {
+    match series {
+        Series::Volume => format!("{} searches", thousands(point.num as f64)),
+        Series::Share {
+            dimension,
+            category,
+        } => format!(
+            "{} has `{category}` in {} of the records that give it ({} of {})",
+            labels.of(dimension),
+            percent(point.num as f64 / point.den.max(1) as f64),
+            thousands(point.num as f64),
+            thousands(point.den as f64)
+        ),
+        Series::Blank { property } => format!(
+            "{} is blank in {} of records ({} of {})",
+            labels.of(property),
+            percent(point.num as f64 / point.den.max(1) as f64),
+            thousands(point.num as f64),
+            thousands(point.den as f64)
+        ),
+        Series::NotStated => format!(
+            "self-defined ethnicity is not stated or blank in {} of searches ({} of {})",
+            percent(point.num as f64 / point.den.max(1) as f64),
+            thousands(point.num as f64),
+            thousands(point.den as f64)
+        ),
+        Series::Midnight => format!(
+            "{} of searches are timed exactly at midnight or have no time ({} of {})",
+            percent(point.num as f64 / point.den.max(1) as f64),
+            thousands(point.num as f64),
+            thousands(point.den as f64)
+        ),
+    }
+}
+
+fn history_words(from: Period, to: Period, months: usize) -> String {
+    format!(
+        "the force's own history ({months} months, {} to {})",
+        month_name(from),
+        month_name(to)
+    )
+}
+
+fn outlier(
+    input: &Input<'_>,
+    series: &Series,
+    current: Point,
+    r: Range,
+    probability: f64,
+    (from, to, months): (Period, Period, usize),
+    seasonal: bool,
+) -> Anomaly {
+    let unit = series.unit();
+    let period = current.period;
+    let mut a = base(input, series, series.code(), period);
+    let x = observed(current, unit);
+    let band = series.band(input.settings);
+    a.observed = x;
+    a.expected = r.center;
+    a.lower = r.lo;
+    a.upper = r.hi;
+    a.probability = probability;
+    a.history_months = u32::try_from(months).unwrap_or(u32::MAX);
+    a.history_from = Some(from);
+    a.history_to = Some(to);
+    a.method = format!(
+        "robust z: median and scaled MAD of {months} months{}; range ±max({} × MAD, {}% of the level{}); flagged when a {} tail beyond the range is below {}",
+        if seasonal {
+            ", adjusted by month-of-year factors"
+        } else {
+            ""
+        },
+        band.z,
+        band.relative * 100.0,
+        if unit == Unit::Share {
+            format!(", {} points", band.min_change * 100.0)
+        } else {
+            String::new()
+        },
+        if unit == Unit::Share {
+            "binomial"
+        } else {
+            "Poisson"
+        },
+        input.settings.probability
+    );
+    let direction = if x > r.center { "higher" } else { "lower" };
+    let ratio = if r.center > 0.0 && unit == Unit::Count {
+        format!(" ({:.1} times the usual level)", x / r.center)
+    } else {
+        String::new()
+    };
+    a.message = format!(
+        "In {}, {}{ratio}. From {}{} about {} was expected, and anything from {} to {} would not be unusual; this is far {direction}. {}",
+        month_name(period),
+        what(series, current, input.labels),
+        history_words(from, to, months),
+        if seasonal {
+            ", allowing for the time of year"
+        } else {
+            ""
+        },
+        format_value(r.center, unit),
+        format_value(r.lo, unit),
+        format_value(r.hi, unit),
+        advice(series),
+    );
+    a
+}
+
+fn vanished(
+    input: &Input<'_>,
+    series: &Series,
+    current: Point,
+    (share, low): (f64, f64),
+    (from, to, months): (Period, Period, usize),
+    probability: f64,
+) -> Anomaly {
+    let period = current.period;
+    let mut a = base(input, series, Code::AnomalyCategoryVanished, period);
+    let expected = share * current.den as f64;
+    a.unit = Unit::Count;
+    a.observed = 0.0;
+    a.expected = expected;
+    a.lower = low * current.den as f64;
+    a.upper = expected;
+    a.probability = probability;
+    a.history_months = u32::try_from(months).unwrap_or(u32::MAX);
+    a.history_from = Some(from);
+    a.history_to = Some(to);
+    a.method = format!(
+        "a category at zero where even the lower quartile of its share over {months} months expects at least {} records; flagged when zero has a binomial probability below {}",
+        input.settings.vanished_min_expected, input.settings.probability
+    );
+    let (dimension, category) = match series {
+        Series::Share {
+            dimension,
+            category,
+        } => (input.labels.of(dimension), category.as_str()),
+        _ => ("", ""),
+    };
+    a.message = format!(
+        "In {}, no record has {dimension} `{category}`. In {} it made up {} of the records that give {dimension}, so about {} were expected among this month's {}. Even in its quieter months it would have had {} or more. A category that drops to zero usually means it is no longer recorded or is mapped to another code; check the extract and the code mapping of your records system.",
+        month_name(period),
+        history_words(from, to, months),
+        percent(share),
+        thousands(expected),
+        thousands(current.den as f64),
+        thousands(low * current.den as f64),
+    );
+    a
+}
+
+fn level_shift(
+    input: &Input<'_>,
+    series: &Series,
+    points: &[Point],
+    shift: &Shift,
+    period: Period,
+) -> Anomaly {
+    let unit = series.unit();
+    let mut a = base(input, series, Code::AnomalyLevelShift, period);
+    let recent = &points[shift.start..];
+    let values: Vec<String> = recent
+        .iter()
+        .map(|p| format_value(observed(*p, unit), unit))
+        .collect();
+    let current = recent[recent.len() - 1];
+    let (from, to, months) = shift.before;
+    let since = recent[0].period;
+    a.observed = observed(current, unit);
+    a.expected = shift.range.center;
+    a.lower = shift.range.lo;
+    a.upper = shift.range.hi;
+    a.probability = shift.probability;
+    a.history_months = u32::try_from(months).unwrap_or(u32::MAX);
+    a.history_from = Some(from);
+    a.history_to = Some(to);
+    a.since = Some(since);
+    let ls = &input.settings.level_shift;
+    a.method = format!(
+        "level shift: each of the last {} months outside ±max({} × MAD, {}% of the level) of the median of the {months} months before, each with a tail probability below {}",
+        ls.months,
+        ls.z,
+        ls.relative * 100.0,
+        ls.probability
+    );
+    a.message = format!(
+        "Since {}, the {} has moved to a new level: {} in the last {} months, against a usual {} (range {} to {}) in {}. A lasting step like this often follows a change of records system or of recording practice. If the change is real, nothing needs correcting and it becomes the new baseline; if not, correct the months affected.",
+        month_name(since),
+        series.describe(input.labels),
+        values.join(", "),
+        recent.len(),
+        format_value(shift.range.center, unit),
+        format_value(shift.range.lo, unit),
+        format_value(shift.range.hi, unit),
+        history_words(from, to, months),
+    );
+    a
+}
+
+fn peer(
+    input: &Input<'_>,
+    series: &Series,
+    current: Point,
+    r: Range,
+    probability: f64,
+    forces: usize,
+    period: Period,
+) -> Anomaly {
+    let mut a = base(input, series, Code::AnomalyPeerShare, period);
+    let x = observed(current, Unit::Share);
+    a.observed = x;
+    a.expected = r.center;
+    a.lower = r.lo;
+    a.upper = r.hi;
+    a.probability = probability;
+    a.history_months = u32::try_from(forces).unwrap_or(u32::MAX);
+    let band = input.settings.peers.band;
+    a.method = if current.num == 0 {
+        format!(
+            "zero where at least 90% of {forces} other forces have some; judged at the lowest tenth of their shares, below probability {}",
+            input.settings.probability
+        )
+    } else {
+        format!(
+            "robust z across {forces} other forces: median and scaled MAD; range ±max({} × MAD, {}% of the level, {} points); binomial tail below {}",
+            band.z,
+            band.relative * 100.0,
+            band.min_change * 100.0,
+            input.settings.probability
+        )
+    };
+    a.message = format!(
+        "In {}, {}. Across {forces} other forces this month the share is {} (most between {} and {}). A share far from every other force often means a code is mapped to the wrong category; check how your records system exports it.",
+        month_name(period),
+        what(series, current, input.labels),
+        percent(r.center),
+        percent(r.lo),
+        percent(r.hi),
+    );
+    a
+}
+
+fn advice(series: &Series) -> &'static str {
+    match series {
+        Series::Volume => {
+            "Check that the extract covers the whole month and only this force; if the number is right, say what changed in your reply."
+        }
+        Series::Share { .. } => {
+            "Check the code mapping of your records system for this field; if the change is real, no action is needed."
+        }
+        Series::Blank { .. } => "Check that the field is still being recorded and exported.",
+        Series::NotStated => {
+            "Check that officers still ask for and record self-defined ethnicity, and that the export maps every code."
+        }
+        Series::Midnight => {
+            "Check that the export still carries the time of the search, not only the date."
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Formatting
+// ---------------------------------------------------------------------------------------------
+
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+
+/// `2024-03` → `March 2024`.
+pub fn month_name(p: Period) -> String {
+    format!("{} {}", MONTHS[(p.month.clamp(1, 12) - 1) as usize], p.year)
+}
+
+fn ordinal(n: u32) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
+}
+
+/// Days as runs: `1st to 15th, 18th and 20th`.
+fn day_list(days: &[u32]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < days.len() {
+        let mut j = i;
+        while j + 1 < days.len() && days[j + 1] == days[j] + 1 {
+            j += 1;
+        }
+        if j > i + 1 {
+            parts.push(format!("{} to {}", ordinal(days[i]), ordinal(days[j])));
+        } else {
+            parts.extend(days[i..=j].iter().map(|&d| ordinal(d)));
+        }
+        i = j + 1;
+    }
+    match parts.len() {
+        0 => String::new(),
+        1 => parts.remove(0),
+        _ => {
+            let last = parts.pop().unwrap_or_default();
+            format!("{} and {last}", parts.join(", "))
+        }
+    }
+}
+
+/// A count with thousands separators, rounded to a whole number.
+pub fn thousands(x: f64) -> String {
+    let n = x.round().max(0.0) as u64;
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A share as a percentage: `0.1234` → `12.3%`.
+pub fn percent(share: f64) -> String {
+    if share.is_finite() {
+        format!("{:.1}%", share * 100.0)
+    } else {
+        "—".to_owned()
+    }
+}
+
+/// A value in its unit.
+pub fn format_value(x: f64, unit: Unit) -> String {
+    match unit {
+        Unit::Share => percent(x),
+        Unit::Count | Unit::Days => thousands(x),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A force's month with `rows` records spread over the days, `share` of them in category
+    /// `X` of dimension `d`, nothing blank.
+    pub(crate) fn month(force: &str, period: &str, rows: u64, share: f64) -> MonthlyCounts {
+        let period: Period = period.parse().unwrap();
+        let days = u64::from(period.days());
+        let mut by_day = vec![rows / days; days as usize];
+        by_day[0] += rows % days;
+        let x = (rows as f64 * share).round() as u64;
+        MonthlyCounts {
+            force_id: force.into(),
+            period: Some(period),
+            submission_id: format!("{force}-{period}"),
+            rows,
+            by_day,
+            dated: rows,
+            midnight: 0,
+            categories: BTreeMap::from([(
+                "d".to_owned(),
+                BTreeMap::from([("X".to_owned(), x), ("Y".to_owned(), rows - x)])
+                    .into_iter()
+                    .filter(|(_, n)| *n > 0)
+                    .collect(),
+            )]),
+            ..MonthlyCounts::default()
+        }
+    }
+
+    fn settings() -> AnomalySettings {
+        AnomalySettings {
+            dimensions: vec!["d".into()],
+            ..AnomalySettings::default()
+        }
+    }
+
+    fn run(history: &[MonthlyCounts], current: &MonthlyCounts) -> Vec<Anomaly> {
+        detect(&Input {
+            settings: &settings(),
+            current,
+            history,
+            peers: &[],
+            labels: &Labels::default(),
+            blank_warn_above: &BTreeMap::new(),
+        })
+    }
+
+    fn periods(n: usize) -> Vec<String> {
+        let mut p: Period = "2022-01".parse().unwrap();
+        (0..n)
+            .map(|_| {
+                let s = p.to_string();
+                p = p.next();
+                s
+            })
+            .collect()
+    }
+
+    /// Deterministic noise roughly like Poisson counts around `mean`.
+    pub(crate) fn noisy_for_tests(mean: f64, i: usize) -> u64 {
+        let u = ((i as u64 * 2_654_435_761) % 1000) as f64 / 1000.0 - 0.5;
+        (mean + 2.0 * u * mean.sqrt()).round().max(0.0) as u64
+    }
+
+    #[test]
+    fn days_are_listed_in_runs_in_words() {
+        assert_eq!(
+            day_list(&[1, 2, 3, 5, 6, 9]),
+            "1st to 3rd, 5th, 6th and 9th"
+        );
+        assert_eq!(day_list(&[1, 2]), "1st and 2nd");
+        assert_eq!(day_list(&[11, 12, 13, 22]), "11th to 13th and 22nd");
+        assert_eq!(month_name("2020-01".parse().unwrap()), "January 2020");
+    }
+
+    #[test]
+    fn a_fourfold_step_alarms_twice_then_is_a_level_shift_then_the_new_baseline() {
+        let months = periods(24);
+        let noise = [0, 7, -5, 3, -8, 6, -2, 4, -6, 1, 5, -3];
+        let all: Vec<MonthlyCounts> = months
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let base = 500 + noise[i % 12];
+                let rows = if i >= 14 { base * 4 } else { base };
+                month("f", p, rows as u64, 0.2)
+            })
+            .collect();
+        let mut codes = Vec::new();
+        for i in 6..all.len() {
+            let found = run(&all[..i], &all[i]);
+            codes.push((
+                months[i].clone(),
+                found.iter().map(|a| a.code).collect::<Vec<_>>(),
+            ));
+        }
+        let at = |p: &str| codes.iter().find(|(q, _)| q == p).unwrap().1.clone();
+        for (p, c) in &codes {
+            let expected: &[Code] = match p.as_str() {
+                "2023-03" | "2023-04" => &[Code::AnomalyVolume],
+                "2023-05" => &[Code::AnomalyLevelShift],
+                _ => &[],
+            };
+            assert_eq!(c, expected, "{p}: {codes:?}");
+        }
+        let shift = run(&all[..16], &all[16]);
+        assert_eq!(shift[0].since, Some("2023-03".parse().unwrap()));
+        assert!(
+            shift[0].message.contains("Since March 2023"),
+            "{}",
+            shift[0].message
+        );
+        assert!(at("2023-02").is_empty());
+    }
+}
+
+#[cfg(test)]
+mod more_tests {
+    use super::tests::month;
+    use super::*;
+
+    fn settings() -> AnomalySettings {
+        AnomalySettings {
+            dimensions: vec!["d".into()],
+            peers: crate::analyze::settings::PeerSettings {
+                series: vec!["d=X".into()],
+                ..Default::default()
+            },
+            ..AnomalySettings::default()
+        }
+    }
+
+    fn codes(
+        history: &[MonthlyCounts],
+        current: &MonthlyCounts,
+        peers: &[MonthlyCounts],
+    ) -> Vec<Code> {
+        detect(&Input {
+            settings: &settings(),
+            current,
+            history,
+            peers,
+            labels: &Labels::default(),
+            blank_warn_above: &BTreeMap::new(),
+        })
+        .iter()
+        .map(|a| a.code)
+        .collect()
+    }
+
+    fn year(force: &str, rows: u64, share: f64) -> Vec<MonthlyCounts> {
+        (1..=12)
+            .map(|m| month(force, &format!("2023-{m:02}"), rows + (m % 3), share))
+            .collect()
+    }
+
+    #[test]
+    fn a_category_at_zero_alarms_only_where_history_expects_ten_or_more() {
+        let history = year("f", 1000, 0.03);
+        let zero = month("f", "2024-01", 1000, 0.0);
+        assert_eq!(codes(&history, &zero, &[]), [Code::AnomalyCategoryVanished]);
+        // A small force with about 3 a month: zero is ordinary.
+        let small = year("s", 100, 0.03);
+        assert!(codes(&small, &month("s", "2024-01", 100, 0.0), &[]).is_empty());
+    }
+
+    #[test]
+    fn small_forces_do_not_alarm_on_noise() {
+        let months: Vec<MonthlyCounts> = (0..30)
+            .map(|i| {
+                let p = format!("{}-{:02}", 2022 + i / 12, i % 12 + 1);
+                let rows = super::tests::noisy_for_tests(20.0, i);
+                month("c", &p, rows, 0.1)
+            })
+            .collect();
+        for i in 6..months.len() {
+            assert!(
+                codes(&months[..i], &months[i], &[]).is_empty(),
+                "{:?}",
+                months[i].period
+            );
+        }
+    }
+
+    #[test]
+    fn a_blank_rate_that_falls_is_not_an_alarm_but_one_that_rises_is() {
+        let mut history = year("f", 1000, 0.5);
+        for h in &mut history {
+            h.blanks.insert("gender".into(), 50);
+        }
+        let mut better = month("f", "2024-01", 1000, 0.5);
+        better.blanks.insert("gender".into(), 5);
+        assert!(codes(&history, &better, &[]).is_empty());
+        let mut worse = month("f", "2024-01", 1000, 0.5);
+        worse.blanks.insert("gender".into(), 160);
+        assert_eq!(codes(&history, &worse, &[]), [Code::BlankRateVsHistory]);
+    }
+
+    #[test]
+    fn zero_where_nearly_every_peer_has_some_is_a_peer_anomaly() {
+        let peers: Vec<MonthlyCounts> = (0..20)
+            .map(|i| {
+                month(
+                    &format!("p{i}"),
+                    "2024-01",
+                    500 + i,
+                    0.04 + i as f64 / 2000.0,
+                )
+            })
+            .collect();
+        let current = month("f", "2024-01", 500, 0.0);
+        assert_eq!(codes(&[], &current, &peers), [Code::AnomalyPeerShare]);
+        // Within the peers' spread: nothing.
+        assert!(codes(&[], &month("f", "2024-01", 500, 0.05), &peers).is_empty());
+        // Too few peers to compare with.
+        assert!(codes(&[], &current, &peers[..5]).is_empty());
+    }
+
+    #[test]
+    fn days_without_records_in_a_block_are_a_gap_and_scattered_quiet_days_are_not() {
+        let history = year("f", 3100, 0.5);
+        let mut half = month("f", "2024-01", 1550, 0.5);
+        half.by_day = (0..31).map(|d| if d < 15 { 103 } else { 0 }).collect();
+        assert_eq!(codes(&history, &half, &[]), [Code::GapDaysWithoutRecords]);
+        // Two empty days at the start of a busy month, with no history (as South Yorkshire's
+        // January 2020).
+        let mut start = month("f", "2024-01", 2000, 0.5);
+        start.by_day = (0..31).map(|d| if d < 2 { 0 } else { 69 }).collect();
+        assert_eq!(codes(&[], &start, &[]), [Code::GapDaysWithoutRecords]);
+        // A small force with 4 a day on average and six scattered quiet days.
+        let mut quiet = month("s", "2024-02", 120, 0.5);
+        quiet.by_day = (0..29)
+            .map(|d| {
+                if d % 5 == 3 {
+                    0
+                } else {
+                    [1, 4, 6, 9, 3][d % 5]
+                }
+            })
+            .collect();
+        assert!(codes(&[], &quiet, &[]).is_empty());
+    }
+
+    #[test]
+    fn with_two_years_volumes_are_judged_against_the_same_time_of_year() {
+        // A strong season: +40% in July, -40% in January.
+        let season = [0.6, 0.7, 0.8, 0.9, 1.1, 1.2, 1.4, 1.2, 1.1, 0.9, 0.8, 0.7];
+        let months: Vec<MonthlyCounts> = (0..30)
+            .map(|i| {
+                let p = format!("{}-{:02}", 2022 + i / 12, i % 12 + 1);
+                month("f", &p, (1000.0 * season[i % 12]) as u64, 0.5)
+            })
+            .collect();
+        for i in 24..30 {
+            assert!(codes(&months[..i], &months[i], &[]).is_empty(), "{i}");
+        }
+        // Twice the usual July is still flagged.
+        let mut july = month("f", "2024-07", 2800, 0.5);
+        july.by_day = vec![90; 31];
+        let found = detect(&Input {
+            settings: &settings(),
+            current: &july,
+            history: &months[..30],
+            peers: &[],
+            labels: &Labels::default(),
+            blank_warn_above: &BTreeMap::new(),
+        });
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].message.contains("allowing for the time of year"));
+        assert!(
+            (found[0].expected - 1400.0).abs() < 100.0,
+            "{}",
+            found[0].expected
+        );
+    }
+}

@@ -1,0 +1,397 @@
+//! Analysis settings as written in a pipeline file: `[anomalies]` (thresholds of every check),
+//! `[population]` (the reference for rates per 1,000) and the expected-returns keys of
+//! `[period]`. Each struct has the defaults the stop-and-search pipeline was tuned with (see
+//! `QUALITY.md`), so a pipeline names only what it changes. [`AnomalySettings::check`] lists
+//! every problem for `check-config`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::schema::{Catalog, RecordSchema};
+
+/// A plausible range around an expected value: half-width `max(z × spread, relative × level,
+/// min_change)`, where spread is the scaled median absolute deviation of the baseline and level
+/// is the expected value (count or share). A value is
+/// flagged only when even the edge of this range makes it improbable (Poisson for counts,
+/// binomial for shares), so small counts never alarm on noise.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Band {
+    /// Robust z: multiples of the scaled MAD.
+    pub z: f64,
+    /// Relative change that is never unusual by itself (0.5 = ±50%).
+    pub relative: f64,
+    /// Absolute change that is never unusual by itself (shares; 0 for counts).
+    #[serde(default)]
+    pub min_change: f64,
+}
+
+/// Lasting steps: the last `months` values all outside a (narrower) band around the median of
+/// the months before.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LevelShiftSettings {
+    /// Months a step must last before it is reported (and becomes the new baseline).
+    pub months: usize,
+    /// The band each of those months must leave.
+    pub z: f64,
+    /// Relative part of the band.
+    pub relative: f64,
+    /// Absolute part of the band (shares).
+    pub min_change: f64,
+    /// Tail probability each of those months must stay under.
+    pub probability: f64,
+}
+
+impl Default for LevelShiftSettings {
+    fn default() -> Self {
+        LevelShiftSettings {
+            months: 3,
+            z: 3.0,
+            relative: 0.3,
+            min_change: 0.005,
+            probability: 0.01,
+        }
+    }
+}
+
+/// Comparison with the other forces in the same month.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PeerSettings {
+    /// Fewest other forces with data needed for a comparison.
+    pub min_peers: usize,
+    /// A peer's latest return is used when it is at most this many months older.
+    pub max_age_months: u32,
+    /// Fewest records (in the series' denominator) for a force to count as a peer.
+    pub min_records: u64,
+    /// The band around the peers' median.
+    pub band: Band,
+    /// What is compared: `not_stated_share`, `midnight_share`, a dimension (every category) or
+    /// `dimension=category`.
+    pub series: Vec<String>,
+}
+
+impl Default for PeerSettings {
+    fn default() -> Self {
+        PeerSettings {
+            min_peers: 10,
+            max_age_months: 2,
+            min_records: 30,
+            band: Band {
+                z: 4.0,
+                relative: 1.0,
+                min_change: 0.05,
+            },
+            series: Vec::new(),
+        }
+    }
+}
+
+/// Days without records inside a submission.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GapDaySettings {
+    /// Fewest empty days reported.
+    pub min_days: u64,
+    /// Most probable a set of empty days may be (under the force's own day-to-day variation)
+    /// and still be reported.
+    pub probability: f64,
+}
+
+impl Default for GapDaySettings {
+    fn default() -> Self {
+        GapDaySettings {
+            min_days: 2,
+            probability: 1e-6,
+        }
+    }
+}
+
+/// The `[anomalies]` table of a pipeline.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnomalySettings {
+    /// Whether gaps and anomalies are looked for at all.
+    pub enabled: bool,
+    /// Months of the force's own history needed before comparing with it.
+    pub min_history_months: usize,
+    /// Most recent months of history the baseline is taken from.
+    pub baseline_months: usize,
+    /// Months of history from which volumes are adjusted for the month of the year.
+    pub seasonal_min_months: usize,
+    /// Most probable an observation may be (at the edge of its band) and still be reported.
+    pub probability: f64,
+    /// Dimensions whose category shares are compared with the force's own history.
+    pub dimensions: Vec<String>,
+    /// Records a month.
+    pub volume: Band,
+    /// Category shares.
+    pub share: Band,
+    /// Blank rates (increases only).
+    pub blank_rate: Band,
+    /// Not-stated share and midnight share (increases only).
+    pub recording: Band,
+    /// A category with no records is reported when history expects at least this many.
+    pub vanished_min_expected: f64,
+    /// Lasting steps.
+    pub level_shift: LevelShiftSettings,
+    /// Comparison with other forces.
+    pub peers: PeerSettings,
+    /// Days without records.
+    pub gap_days: GapDaySettings,
+}
+
+impl Default for AnomalySettings {
+    fn default() -> Self {
+        AnomalySettings {
+            enabled: true,
+            min_history_months: 6,
+            baseline_months: 12,
+            seasonal_min_months: 24,
+            probability: 1e-4,
+            dimensions: Vec::new(),
+            volume: Band {
+                z: 4.0,
+                relative: 0.5,
+                min_change: 0.0,
+            },
+            share: Band {
+                z: 4.0,
+                relative: 0.5,
+                min_change: 0.01,
+            },
+            blank_rate: Band {
+                z: 4.0,
+                relative: 1.0,
+                min_change: 0.05,
+            },
+            recording: Band {
+                z: 4.0,
+                relative: 0.5,
+                min_change: 0.05,
+            },
+            vanished_min_expected: 10.0,
+            level_shift: LevelShiftSettings::default(),
+            peers: PeerSettings::default(),
+            gap_days: GapDaySettings::default(),
+        }
+    }
+}
+
+/// A series compared with peers, parsed from [`PeerSettings::series`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerSeries {
+    /// Self-defined ethnicity not stated or blank, over all records.
+    NotStated,
+    /// Times at exactly midnight or dates alone, over dated records.
+    Midnight,
+    /// Every category of a dimension, or one.
+    Dimension {
+        /// The dimension.
+        dimension: String,
+        /// One category, or all when `None`.
+        category: Option<String>,
+    },
+}
+
+impl PeerSeries {
+    /// Reads one entry of `series`.
+    pub fn parse(spec: &str) -> PeerSeries {
+        match spec {
+            "not_stated_share" => PeerSeries::NotStated,
+            "midnight_share" => PeerSeries::Midnight,
+            _ => match spec.split_once('=') {
+                Some((d, c)) => PeerSeries::Dimension {
+                    dimension: d.trim().to_owned(),
+                    category: Some(c.trim().to_owned()),
+                },
+                None => PeerSeries::Dimension {
+                    dimension: spec.trim().to_owned(),
+                    category: None,
+                },
+            },
+        }
+    }
+}
+
+/// The dimensions a schema's counts have: each code-list property, each property with one of
+/// its list's attributes (`<property>_<attribute>`), each boolean property; with the codes or
+/// attribute values each may take.
+pub fn dimensions(schema: &RecordSchema) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    for p in &schema.properties {
+        if let Some(list) = &p.codelist {
+            out.insert(
+                p.name.clone(),
+                list.codes.iter().map(|c| c.code.clone()).collect(),
+            );
+            for a in &list.attributes {
+                let mut values: Vec<String> = (0..list.codes.len())
+                    .map(|k| list.attribute(k as u32, a).to_owned())
+                    .collect();
+                values.sort();
+                values.dedup();
+                out.insert(format!("{}_{a}", p.name), values);
+            }
+        } else if p.snapshot == crate::schema::SnapshotType::Boolean {
+            out.insert(p.name.clone(), vec!["true".to_owned(), "false".to_owned()]);
+        }
+    }
+    out
+}
+
+impl AnomalySettings {
+    /// Every problem with these settings for `schema`, as messages naming the key.
+    pub fn check(&self, schema: &RecordSchema) -> Vec<String> {
+        let mut problems = Vec::new();
+        let share = |name: &str, v: f64, problems: &mut Vec<String>| {
+            if !(0.0..=1.0).contains(&v) {
+                problems.push(format!("anomalies.{name} must be between 0 and 1, not {v}"));
+            }
+        };
+        let positive = |name: &str, v: f64, problems: &mut Vec<String>| {
+            if v.is_nan() || v < 0.0 {
+                problems.push(format!("anomalies.{name} must not be negative, not {v}"));
+            }
+        };
+        for (name, band) in [
+            ("volume", &self.volume),
+            ("share", &self.share),
+            ("blank_rate", &self.blank_rate),
+            ("recording", &self.recording),
+            ("peers.band", &self.peers.band),
+        ] {
+            positive(&format!("{name}.z"), band.z, &mut problems);
+            positive(&format!("{name}.relative"), band.relative, &mut problems);
+            share(
+                &format!("{name}.min_change"),
+                band.min_change,
+                &mut problems,
+            );
+        }
+        for (name, p) in [
+            ("probability", self.probability),
+            ("level_shift.probability", self.level_shift.probability),
+            ("gap_days.probability", self.gap_days.probability),
+            ("level_shift.min_change", self.level_shift.min_change),
+        ] {
+            share(name, p, &mut problems);
+        }
+        positive("level_shift.z", self.level_shift.z, &mut problems);
+        positive(
+            "level_shift.relative",
+            self.level_shift.relative,
+            &mut problems,
+        );
+        positive(
+            "vanished_min_expected",
+            self.vanished_min_expected,
+            &mut problems,
+        );
+        if self.level_shift.months < 2 {
+            problems.push("anomalies.level_shift.months must be at least 2".into());
+        }
+        if self.min_history_months < 3 {
+            problems.push("anomalies.min_history_months must be at least 3".into());
+        }
+        if self.baseline_months < self.min_history_months {
+            problems.push(format!(
+                "anomalies.baseline_months ({}) must be at least min_history_months ({})",
+                self.baseline_months, self.min_history_months
+            ));
+        }
+        let known = dimensions(schema);
+        for d in &self.dimensions {
+            if !known.contains_key(d) {
+                problems.push(format!(
+                    "anomalies.dimensions names `{d}`, which is not a dimension of the schema (one of {:?})",
+                    known.keys().collect::<Vec<_>>()
+                ));
+            }
+        }
+        for spec in &self.peers.series {
+            if let PeerSeries::Dimension {
+                dimension,
+                category,
+            } = PeerSeries::parse(spec)
+            {
+                match known.get(&dimension) {
+                    None => problems.push(format!(
+                        "anomalies.peers.series names `{dimension}`, which is not a dimension of the schema"
+                    )),
+                    Some(values) => {
+                        if let Some(c) = category
+                            && !values.contains(&c)
+                        {
+                            problems.push(format!(
+                                "anomalies.peers.series: `{c}` is not a value of `{dimension}` (one of {values:?})"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        problems
+    }
+}
+
+/// The `[population]` table: a CSV of resident population by area and ethnic group, the
+/// denominator of rates per 1,000.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PopulationSettings {
+    /// The CSV file, relative to the project folder.
+    pub file: PathBuf,
+    /// Where the figures come from (written into the metrics snapshot).
+    pub source: String,
+    /// Whether a missing file is a configuration problem (otherwise rates are left out).
+    #[serde(default = "yes")]
+    pub required: bool,
+    /// The column naming the police force area (matched loosely against the forces list).
+    pub area_column: String,
+    /// The column with the whole population.
+    pub all_column: String,
+    /// Self-defined ethnic group (the code list's `group` values) → its column.
+    pub groups: BTreeMap<String, String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The forces whose returns are expected, from entries that are force ids or the groups `all`
+/// (every force in the forces list) and `territorial` (the forces with an ONS police force area
+/// code: the 43 of England and Wales, not British Transport Police).
+pub fn expected_forces(entries: &[String], catalog: &Catalog) -> Result<Vec<String>, String> {
+    let Some(forces) = catalog.forces() else {
+        return Err("the forces code list is missing".into());
+    };
+    let mut out: Vec<String> = Vec::new();
+    for entry in entries {
+        let ids: Vec<String> = match entry.as_str() {
+            "all" => forces.codes.iter().map(|c| c.code.clone()).collect(),
+            "territorial" => forces
+                .codes
+                .iter()
+                .filter(|c| c.attributes.get("ons_code").is_some_and(|v| !v.is_empty()))
+                .map(|c| c.code.clone())
+                .collect(),
+            id if forces.codes.iter().any(|c| c.code == id) => vec![id.to_owned()],
+            other => {
+                return Err(format!(
+                    "expected_forces: `{other}` is not a force id, `all` or `territorial`"
+                ));
+            }
+        };
+        for id in ids {
+            if !out.contains(&id) {
+                out.push(id);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}

@@ -1,0 +1,581 @@
+//! The analysis step of a run: the IO around [`crate::analyze`].
+//!
+//! For each upload with a valid location, before the check, the force's history (its current
+//! accepted submissions of earlier months, from the dataset manifest) and the other forces'
+//! latest months are read from their metrics files, through a cache that lives as long as the
+//! service. While the check streams accepted batches, a [`CountsBuilder`] counts them. After
+//! the check, [`finish`] runs the detection, turns every gap and anomaly into a finding of the
+//! upload's report (and its CSV and findings table), and adjusts the decision: a warning turns
+//! `accepted` into `accepted_with_warnings`; an anomaly code the pipeline raised to `error`
+//! rejects.
+//!
+//! Then the service writes, with deterministic keys:
+//!
+//! - `snapshots/<dataset>_metrics/period=<p>/force=<f>/<submission>.parquet`: the derived
+//!   metrics of an accepted submission (current ones are listed by the dataset's manifest);
+//! - `quality/anomalies/dataset=<d>/<submission>.parquet`: its gaps and anomalies;
+//! - `_state/receipts/<dataset>.json`: every processed upload's force, period, decision and
+//!   arrival time (compare-and-swap), from which the status table is computed;
+//! - `feedback/<force>/summary-<YYYY-MM>.{json,html}`: the force's monthly summary;
+//! - `quality/status/dataset=<d>/status.parquet`: the status of every expected return, after
+//!   each run.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tracing::{error, info};
+
+use super::{CheckOutcome, PipelineError, Service, UploadLocation, order_findings, rfc3339};
+use crate::analyze::counts::CountsBuilder;
+use crate::analyze::metrics::{counts_from_rows, metric_rows};
+use crate::analyze::status::{self, Receipt, Receipts, StatusRow};
+use crate::analyze::summary::{self, DatasetSummary, ForceSummary};
+use crate::analyze::tables::{
+    MetricsHeader, anomalies_parquet, metrics_parquet, read_anomalies, read_metrics, status_parquet,
+};
+use crate::analyze::{Anomaly, Input, Labels, MetricRow, MonthlyCounts, detect};
+use crate::config::Pipeline;
+use crate::finding::{FindingLog, FindingSink, Severity};
+use crate::period::Period;
+use crate::snapshot::{Manifest, ManifestEntry};
+use crate::store::{PutMode, StoreError};
+use crate::validate::Decision;
+
+/// Months of a force's history read for its analysis.
+const HISTORY_MONTHS: usize = 48;
+/// Metrics kept in memory; past this the cache starts again.
+const CACHE_ENTRIES: usize = 8192;
+
+/// What the service keeps between uploads.
+#[derive(Default)]
+pub(super) struct State {
+    cache: Mutex<HashMap<String, Arc<MonthlyCounts>>>,
+}
+
+/// The history and peers an upload is analysed against.
+pub(super) struct Job {
+    history: Vec<MonthlyCounts>,
+    peers: Vec<MonthlyCounts>,
+}
+
+/// What the analysis of an accepted upload produced.
+pub(super) struct Analysed {
+    /// Its counts.
+    pub(super) counts: MonthlyCounts,
+    /// Its gaps and anomalies, with the pipeline's severities.
+    pub(super) anomalies: Vec<Anomaly>,
+}
+
+/// The derived metrics file of a submission.
+pub fn metrics_key(dataset: &str, period: &str, force: &str, submission: &str) -> String {
+    format!("snapshots/{dataset}_metrics/period={period}/force={force}/{submission}.parquet")
+}
+
+/// The anomalies table file of a submission.
+pub fn anomalies_key(dataset: &str, submission: &str) -> String {
+    format!("quality/anomalies/dataset={dataset}/{submission}.parquet")
+}
+
+/// The status table of a dataset.
+pub fn status_key(dataset: &str) -> String {
+    format!("quality/status/dataset={dataset}/status.parquet")
+}
+
+/// The receipts ledger of a dataset.
+pub fn receipts_key(dataset: &str) -> String {
+    format!("_state/receipts/{dataset}.json")
+}
+
+/// A force's monthly summary.
+pub fn summary_key(force: &str, period: Period, extension: &str) -> String {
+    format!("feedback/{force}/summary-{period}.{extension}")
+}
+
+/// A counts builder for an upload with a valid location.
+pub(super) fn builder(
+    pipeline: &Pipeline,
+    force: &str,
+    period: &str,
+    submission: &str,
+) -> Option<CountsBuilder> {
+    let period: Period = period.parse().ok()?;
+    Some(CountsBuilder::new(
+        &pipeline.schema,
+        force,
+        period,
+        submission,
+    ))
+}
+
+/// After the check: counts, detection, findings and the final decision. Nothing is analysed
+/// for a rejected upload.
+pub(super) fn finish(
+    pipeline: &Pipeline,
+    job: Option<&Job>,
+    builder: Option<CountsBuilder>,
+    outcome: &mut CheckOutcome,
+    sink: &mut dyn FindingSink,
+) -> Result<Option<Analysed>, PipelineError> {
+    let Some(builder) = builder else {
+        return Ok(None);
+    };
+    if outcome.verdict.decision == Decision::Rejected {
+        return Ok(None);
+    }
+    let counts = builder.finish();
+    let mut anomalies = match job {
+        Some(job) if pipeline.anomalies.enabled => {
+            let labels = Labels::new(&pipeline.schema);
+            detect(&Input {
+                settings: &pipeline.anomalies,
+                current: &counts,
+                history: &job.history,
+                peers: &job.peers,
+                labels: &labels,
+                blank_warn_above: &pipeline.blank_warn_above(),
+            })
+        }
+        _ => Vec::new(),
+    };
+    if anomalies.is_empty() {
+        return Ok(Some(Analysed { counts, anomalies }));
+    }
+    let mut log = FindingLog::new(
+        pipeline.decision.examples_per_code,
+        pipeline.severity_overrides.clone(),
+        sink,
+    );
+    for a in &mut anomalies {
+        a.severity = log.severity_of(a.code);
+        let header = a.column.as_deref().and_then(|c| {
+            let i = pipeline
+                .schema
+                .properties
+                .iter()
+                .position(|p| p.name == c)?;
+            Some(match &outcome.header {
+                Some(h) => h.column_name(&pipeline.schema, i).to_owned(),
+                None => c.to_owned(),
+            })
+        });
+        log.push(a.finding(header.as_deref()));
+    }
+    let added = log.finish()?;
+    let mut findings = std::mem::take(&mut outcome.findings);
+    findings.extend(added);
+    outcome.findings = order_findings(findings);
+    let worst = anomalies.iter().map(|a| a.severity).max();
+    outcome.verdict.decision = match (outcome.verdict.decision, worst) {
+        (_, Some(Severity::Error)) => Decision::Rejected,
+        (Decision::Accepted, Some(Severity::Warning)) => Decision::AcceptedWithWarnings,
+        (d, _) => d,
+    };
+    Ok(Some(Analysed { counts, anomalies }))
+}
+
+fn months_before(p: Period, n: usize) -> Period {
+    (0..n).fold(p, |q, _| q.prev())
+}
+
+impl Service {
+    async fn read_manifest(&self, dataset: &str) -> Result<Option<Manifest>, PipelineError> {
+        let key = Manifest::key(dataset);
+        match self.store.get(&key).await {
+            Ok((bytes, _)) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| PipelineError::Manifest {
+                        key,
+                        message: e.to_string(),
+                    })
+            }
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The counts of a current submission, from its metrics file (`None` when it has none,
+    /// as in a bucket processed before metrics were written).
+    async fn counts_of(
+        &self,
+        dataset: &str,
+        entry: &ManifestEntry,
+    ) -> Result<Option<Arc<MonthlyCounts>>, PipelineError> {
+        let key = metrics_key(
+            dataset,
+            &entry.period,
+            &entry.force_id,
+            &entry.submission_id,
+        );
+        if let Some(hit) = self
+            .analysis
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+        {
+            return Ok(Some(Arc::clone(hit)));
+        }
+        let Ok(period) = entry.period.parse::<Period>() else {
+            return Ok(None);
+        };
+        let rows = match self.store.get(&key).await {
+            Ok((bytes, _)) => read_metrics(bytes)?,
+            Err(StoreError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let counts = Arc::new(counts_from_rows(
+            &entry.force_id,
+            period,
+            &entry.submission_id,
+            &rows,
+        ));
+        let mut cache = self
+            .analysis
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.len() >= CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(key, Arc::clone(&counts));
+        Ok(Some(counts))
+    }
+
+    /// Reads what an upload is analysed against.
+    pub(super) async fn analysis_job(
+        &self,
+        pipeline: &Pipeline,
+        location: &UploadLocation,
+    ) -> Result<Option<Job>, PipelineError> {
+        if !pipeline.anomalies.enabled {
+            return Ok(None);
+        }
+        let Some(manifest) = self.read_manifest(&pipeline.dataset).await? else {
+            return Ok(Some(Job {
+                history: Vec::new(),
+                peers: Vec::new(),
+            }));
+        };
+        let period = location.period;
+        let oldest = months_before(period, HISTORY_MONTHS).to_string();
+        let oldest_peer =
+            months_before(period, pipeline.anomalies.peers.max_age_months as usize).to_string();
+        let this = period.to_string();
+        let mut history = Vec::new();
+        let mut latest: BTreeMap<&str, &ManifestEntry> = BTreeMap::new();
+        for e in &manifest.current {
+            if e.force_id == location.force_id {
+                if e.period < this && e.period >= oldest {
+                    history.push(e);
+                }
+            } else if e.period <= this && e.period >= oldest_peer {
+                let slot = latest.entry(e.force_id.as_str()).or_insert(e);
+                if e.period > slot.period {
+                    *slot = e;
+                }
+            }
+        }
+        let mut job = Job {
+            history: Vec::with_capacity(history.len()),
+            peers: Vec::with_capacity(latest.len()),
+        };
+        for e in history {
+            if let Some(c) = self.counts_of(&pipeline.dataset, e).await? {
+                job.history.push((*c).clone());
+            }
+        }
+        for e in latest.values() {
+            if let Some(c) = self.counts_of(&pipeline.dataset, e).await? {
+                job.peers.push((*c).clone());
+            }
+        }
+        Ok(Some(job))
+    }
+
+    /// Writes the metrics (accepted uploads) and the anomalies table of an analysed upload;
+    /// returns the metrics key when written.
+    pub(super) async fn write_analysis(
+        &self,
+        pipeline: &Pipeline,
+        location: &UploadLocation,
+        submission: &str,
+        analysed: &Analysed,
+        accepted: bool,
+    ) -> Result<Option<String>, PipelineError> {
+        let dataset = &pipeline.dataset;
+        self.store
+            .put(
+                &anomalies_key(dataset, submission),
+                anomalies_parquet(dataset, &analysed.anomalies)?,
+                PutMode::Overwrite,
+            )
+            .await?;
+        if !accepted {
+            return Ok(None);
+        }
+        let area = pipeline
+            .population
+            .as_ref()
+            .and_then(|p| p.areas.get(&location.force_id));
+        let rows = metric_rows(&analysed.counts, area);
+        let header = MetricsHeader {
+            dataset: dataset.clone(),
+            force_id: location.force_id.clone(),
+            period: location.period,
+            submission_id: submission.to_owned(),
+            population_source: area
+                .and(pipeline.population.as_ref())
+                .map(|p| p.source.clone()),
+        };
+        let key = metrics_key(
+            dataset,
+            &location.period.to_string(),
+            &location.force_id,
+            submission,
+        );
+        self.store
+            .put(&key, metrics_parquet(&header, &rows)?, PutMode::Overwrite)
+            .await?;
+        self.analysis
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key.clone(), Arc::new(analysed.counts.clone()));
+        Ok(Some(key))
+    }
+
+    async fn read_receipts(&self, dataset: &str) -> Result<(Receipts, PutMode), PipelineError> {
+        let key = receipts_key(dataset);
+        match self.store.get(&key).await {
+            Ok((bytes, meta)) => {
+                let r = serde_json::from_slice(&bytes).map_err(|e| PipelineError::Manifest {
+                    key: key.clone(),
+                    message: e.to_string(),
+                })?;
+                Ok((r, PutMode::Update(meta.etag)))
+            }
+            Err(StoreError::NotFound { .. }) => Ok((
+                Receipts {
+                    dataset: dataset.to_owned(),
+                    receipts: Vec::new(),
+                },
+                PutMode::Create,
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Records a processed upload in the dataset's receipts (compare-and-swap).
+    pub(super) async fn record_receipt(
+        &self,
+        dataset: &str,
+        receipt: Receipt,
+    ) -> Result<(), PipelineError> {
+        let key = receipts_key(dataset);
+        for attempt in 0..50u32 {
+            let (mut receipts, mode) = self.read_receipts(dataset).await?;
+            if !receipts.add(receipt.clone()) {
+                return Ok(());
+            }
+            let body = serde_json::to_vec_pretty(&receipts).unwrap_or_default();
+            match self.store.put(&key, body, mode).await {
+                Ok(_) => return Ok(()),
+                Err(StoreError::Changed { .. } | StoreError::AlreadyExists { .. }) => {
+                    tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt + 1))).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(PipelineError::Store(StoreError::Changed {
+            location: self.store.location(&key),
+        }))
+    }
+
+    /// The status of every expected return of every dataset at `now`: per dataset, its
+    /// periods and rows.
+    pub async fn status_tables(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, Vec<Period>, Vec<StatusRow>)>, PipelineError> {
+        let mut out = Vec::new();
+        for pipeline in self.project.pipelines.values() {
+            let (receipts, _) = self.read_receipts(&pipeline.dataset).await?;
+            let first = pipeline
+                .period
+                .first
+                .or_else(|| receipts.receipts.iter().map(|r| r.period).min());
+            let Some(first) = first else {
+                continue;
+            };
+            let periods = status::periods(first, now);
+            let rows = status::status_table(
+                &pipeline.dataset,
+                &pipeline.expected_forces,
+                &periods,
+                &receipts,
+                pipeline.period.deadline_days,
+                now,
+            );
+            out.push((pipeline.dataset.clone(), periods, rows));
+        }
+        Ok(out)
+    }
+
+    /// Writes every dataset's status table as of the clock's now.
+    pub(super) async fn write_status_tables(&self) -> Result<(), PipelineError> {
+        let now = self.clock.now();
+        for (dataset, periods, rows) in self.status_tables(now).await? {
+            if periods.is_empty() {
+                continue;
+            }
+            self.store
+                .put(
+                    &status_key(&dataset),
+                    status_parquet(&rows, now)?,
+                    PutMode::Overwrite,
+                )
+                .await?;
+            info!(dataset = %dataset, cells = rows.len(), "status table written");
+        }
+        Ok(())
+    }
+
+    /// Writes a force's monthly summary: the status of its returns over the last year of
+    /// every dataset, and the gaps, anomalies and headline figures of the month's current
+    /// submissions.
+    pub(super) async fn write_summary(
+        &self,
+        force: &str,
+        period: Period,
+    ) -> Result<(), PipelineError> {
+        let now = self.clock.now();
+        let mut datasets = Vec::new();
+        for pipeline in self.project.pipelines.values() {
+            let (receipts, _) = self.read_receipts(&pipeline.dataset).await?;
+            if !receipts.receipts.iter().any(|r| r.force_id == force) {
+                continue;
+            }
+            let first = pipeline
+                .period
+                .first
+                .or_else(|| receipts.receipts.iter().map(|r| r.period).min())
+                .unwrap_or(period)
+                .max(months_before(period, 11));
+            let mut periods = Vec::new();
+            let mut p = first;
+            while p <= period {
+                periods.push(p);
+                p = p.next();
+            }
+            let recent = status::status_table(
+                &pipeline.dataset,
+                &[force.to_owned()],
+                &periods,
+                &receipts,
+                pipeline.period.deadline_days,
+                now,
+            );
+            let this = recent.iter().find(|r| r.period == period).cloned();
+            let current = self.read_manifest(&pipeline.dataset).await?.and_then(|m| {
+                m.current
+                    .into_iter()
+                    .find(|e| e.force_id == force && e.period == period.to_string())
+            });
+            let (anomalies, rows, report) = match &current {
+                Some(e) => (
+                    self.anomalies_of(&pipeline.dataset, &e.submission_id)
+                        .await?,
+                    self.metric_rows_of(&pipeline.dataset, e).await?,
+                    Some(format!(
+                        "feedback/{force}/{}/{period}/{}.html",
+                        pipeline.dataset, e.submission_id
+                    )),
+                ),
+                None => (Vec::new(), Vec::new(), None),
+            };
+            datasets.push(DatasetSummary {
+                dataset: pipeline.dataset.clone(),
+                title: pipeline.title.clone(),
+                status: this,
+                recent,
+                anomalies,
+                headlines: summary::headlines(&rows),
+                report,
+            });
+        }
+        let force_name = self
+            .project
+            .catalog
+            .forces()
+            .and_then(|l| l.codes.iter().find(|c| c.code == force))
+            .map(|c| c.label.clone());
+        let s = ForceSummary {
+            summary_version: 1,
+            force_id: force.to_owned(),
+            force_name,
+            period,
+            generated_at: rfc3339(now),
+            datasets,
+        };
+        self.store
+            .put(
+                &summary_key(force, period, "json"),
+                summary::render_json(&s),
+                PutMode::Overwrite,
+            )
+            .await?;
+        self.store
+            .put(
+                &summary_key(force, period, "html"),
+                summary::render_html(&s).into_bytes(),
+                PutMode::Overwrite,
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn anomalies_of(
+        &self,
+        dataset: &str,
+        submission: &str,
+    ) -> Result<Vec<Anomaly>, PipelineError> {
+        match self.store.get(&anomalies_key(dataset, submission)).await {
+            Ok((bytes, _)) => Ok(read_anomalies(bytes)?),
+            Err(StoreError::NotFound { .. }) => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn metric_rows_of(
+        &self,
+        dataset: &str,
+        entry: &ManifestEntry,
+    ) -> Result<Vec<MetricRow>, PipelineError> {
+        let key = metrics_key(
+            dataset,
+            &entry.period,
+            &entry.force_id,
+            &entry.submission_id,
+        );
+        match self.store.get(&key).await {
+            Ok((bytes, _)) => Ok(read_metrics(bytes)?),
+            Err(StoreError::NotFound { .. }) => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes the status tables at the end of a run; a failure is logged and reported, and
+    /// the next run writes them again.
+    pub(super) async fn finish_run(&self) -> Option<(String, String)> {
+        match self.write_status_tables().await {
+            Ok(()) => None,
+            Err(e) => {
+                error!(error = %e, "status tables not written; the next run writes them");
+                Some(("quality/status".to_owned(), e.to_string()))
+            }
+        }
+    }
+}
