@@ -227,29 +227,14 @@ fn write_page(out: &mut String, r: &Report) -> fmt::Result {
     let force = force_label(r);
     let period = r.period.as_deref().unwrap_or("period not known");
     let decision = r.decision;
-    writeln!(out, "<!DOCTYPE html>")?;
-    writeln!(out, "<html lang=\"en\">")?;
-    writeln!(out, "<head>")?;
-    writeln!(out, "<meta charset=\"utf-8\">")?;
-    writeln!(
-        out,
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-    )?;
-    // The page needs nothing but its own inline style; forbid everything else, so that even a
-    // value that slipped past escaping could neither run a script nor load anything.
-    writeln!(
-        out,
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">"
-    )?;
-    writeln!(
-        out,
-        "<title>{} return {} — {} — {}</title>",
-        escape(&r.dataset_title),
-        escape(period),
-        escape(force),
+    let title = format!(
+        "{} return {} — {} — {}",
+        r.dataset_title,
+        period,
+        force,
         decision_label(decision).to_lowercase()
-    )?;
-    writeln!(out, "<style>\n{STYLE}</style>")?;
+    );
+    write_page_head(out, &title, STYLE)?;
     writeln!(out, "</head>")?;
     writeln!(out, "<body>")?;
     write_summary(out, r, force, period)?;
@@ -617,7 +602,7 @@ fn href_segment(name: &str) -> String {
 }
 
 /// Text made safe for HTML element content and quoted attribute values.
-struct Escaped<'a>(&'a str);
+pub(crate) struct Escaped<'a>(&'a str);
 
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -637,9 +622,30 @@ impl fmt::Display for Escaped<'_> {
     }
 }
 
-/// Escapes `& < > " '` in text taken from the report.
-fn escape(s: &str) -> Escaped<'_> {
+/// Escapes `& < > " '` in text taken from a report (every page the service writes uses this).
+pub(crate) fn escape(s: &str) -> Escaped<'_> {
     Escaped(s)
+}
+
+/// Opens a self-contained page: doctype, charset, viewport, a content security policy that
+/// allows nothing but the page's own inline style (so even a value that slipped past escaping
+/// could neither run a script nor load anything), the escaped title and the style. The caller
+/// writes the `<body>`.
+pub(crate) fn write_page_head(out: &mut impl fmt::Write, title: &str, style: &str) -> fmt::Result {
+    writeln!(out, "<!DOCTYPE html>")?;
+    writeln!(out, "<html lang=\"en\">")?;
+    writeln!(out, "<head>")?;
+    writeln!(out, "<meta charset=\"utf-8\">")?;
+    writeln!(
+        out,
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+    )?;
+    writeln!(
+        out,
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">"
+    )?;
+    writeln!(out, "<title>{}</title>", escape(title))?;
+    writeln!(out, "<style>\n{style}</style>")
 }
 
 /// `1204` → `1,204`.

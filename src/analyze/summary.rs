@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::detect::{Anomaly, Unit, format_value, month_name, percent, thousands};
 use super::metrics::{MetricRow, find};
 use super::status::{Status, StatusRow};
+use crate::feedback::{escape, write_page_head};
 use crate::period::Period;
 
 /// One headline figure.
@@ -163,24 +164,6 @@ table{border-collapse:collapse;width:100%}th,td{padding:.35rem .6rem;text-align:
 .muted{color:#57606a}
 ";
 
-struct Esc<'a>(&'a str);
-
-impl fmt::Display for Esc<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for c in self.0.chars() {
-            match c {
-                '&' => f.write_str("&amp;")?,
-                '<' => f.write_str("&lt;")?,
-                '>' => f.write_str("&gt;")?,
-                '"' => f.write_str("&quot;")?,
-                '\'' => f.write_str("&#39;")?,
-                c => f.write_char(c)?,
-            }
-        }
-        Ok(())
-    }
-}
-
 /// The summary as one self-contained HTML page (no scripts, nothing loaded).
 pub fn render_html(summary: &ForceSummary) -> String {
     let mut out = String::with_capacity(16 * 1024);
@@ -192,30 +175,13 @@ pub fn render_html(summary: &ForceSummary) -> String {
 fn write_html(out: &mut String, s: &ForceSummary) -> fmt::Result {
     let force = s.force_name.as_deref().unwrap_or(&s.force_id);
     let month = month_name(s.period);
-    writeln!(
-        out,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">"
-    )?;
-    writeln!(
-        out,
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-    )?;
-    writeln!(
-        out,
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">"
-    )?;
-    writeln!(
-        out,
-        "<title>{} — monthly summary — {}</title>",
-        Esc(force),
-        Esc(&month)
-    )?;
-    writeln!(out, "<style>\n{STYLE}</style>\n</head>\n<body>")?;
-    writeln!(out, "<h1>{} — {}</h1>", Esc(force), Esc(&month))?;
+    write_page_head(out, &format!("{force} — monthly summary — {month}"), STYLE)?;
+    writeln!(out, "</head>\n<body>")?;
+    writeln!(out, "<h1>{} — {}</h1>", escape(force), escape(&month))?;
     writeln!(
         out,
         "<p class=\"muted\">Monthly summary of returns, gaps and anomalies, written {}.</p>",
-        Esc(&s.generated_at)
+        escape(&s.generated_at)
     )?;
     for d in &s.datasets {
         write_dataset(out, d)?;
@@ -224,7 +190,7 @@ fn write_html(out: &mut String, s: &ForceSummary) -> fmt::Result {
 }
 
 fn write_dataset(out: &mut String, d: &DatasetSummary) -> fmt::Result {
-    writeln!(out, "<section>\n<h2>{}</h2>", Esc(&d.title))?;
+    writeln!(out, "<section>\n<h2>{}</h2>", escape(&d.title))?;
     match &d.status {
         Some(row) => writeln!(
             out,
@@ -243,7 +209,7 @@ fn write_dataset(out: &mut String, d: &DatasetSummary) -> fmt::Result {
         writeln!(
             out,
             "<p>The full report on the file is <code>{}</code>.</p>",
-            Esc(report)
+            escape(report)
         )?;
     }
     writeln!(out, "<h3>Gaps and anomalies</h3>")?;
@@ -264,9 +230,9 @@ fn write_dataset(out: &mut String, d: &DatasetSummary) -> fmt::Result {
             "<div class=\"{class}\"><p><code>{}</code> ({}) — {}</p><p>{}</p><p class=\"muted\">Method: {}</p></div>",
             a.code,
             a.severity,
-            Esc(&a.series),
-            Esc(&a.message),
-            Esc(&a.method)
+            escape(&a.series),
+            escape(&a.message),
+            escape(&a.method)
         )?;
     }
     if !d.headlines.is_empty() {
@@ -280,8 +246,8 @@ fn write_dataset(out: &mut String, d: &DatasetSummary) -> fmt::Result {
             writeln!(
                 out,
                 "<tr><th scope=\"row\">{}</th><td class=\"num\">{}</td></tr>",
-                Esc(&h.label),
-                Esc(&value)
+                escape(&h.label),
+                escape(&value)
             )?;
         }
         writeln!(out, "</tbody></table>")?;
@@ -295,7 +261,7 @@ fn write_dataset(out: &mut String, d: &DatasetSummary) -> fmt::Result {
         writeln!(
             out,
             "<tr><td>{}</td><td class=\"s-{}\">{}</td><td>{}</td><td class=\"num\">{}</td></tr>",
-            Esc(&month_name(row.period)),
+            escape(&month_name(row.period)),
             row.status.as_str(),
             status_words(row.status),
             // The deadline is the first instant after the last day allowed.
