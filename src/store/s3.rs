@@ -575,6 +575,34 @@ fn size_of(len: Option<i64>) -> u64 {
     len.and_then(|n| u64::try_from(n).ok()).unwrap_or_default()
 }
 
+impl S3Store {
+    /// Starts reading an object: the response (whose body streams) and its metadata.
+    async fn get_object(
+        &self,
+        key: &str,
+    ) -> Result<(
+        aws_sdk_s3::operation::get_object::GetObjectOutput,
+        ObjectMeta,
+    )> {
+        let full = self.full_key(key)?;
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.location.bucket)
+            .key(full)
+            .send()
+            .await
+            .map_err(|e| self.read_error("read", key, &e))?;
+        let meta = ObjectMeta {
+            key: key.to_owned(),
+            size: size_of(out.content_length()),
+            etag: out.e_tag().unwrap_or_default().to_owned(),
+            last_modified: to_chrono(out.last_modified()),
+        };
+        Ok((out, meta))
+    }
+}
+
 #[async_trait]
 impl ObjectStore for S3Store {
     fn location(&self, key: &str) -> String {
@@ -615,21 +643,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn get(&self, key: &str) -> Result<(Vec<u8>, ObjectMeta)> {
-        let full = self.full_key(key)?;
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.location.bucket)
-            .key(full)
-            .send()
-            .await
-            .map_err(|e| self.read_error("read", key, &e))?;
-        let meta = ObjectMeta {
-            key: key.to_owned(),
-            size: size_of(out.content_length()),
-            etag: out.e_tag().unwrap_or_default().to_owned(),
-            last_modified: to_chrono(out.last_modified()),
-        };
+        let (out, meta) = self.get_object(key).await?;
         let bytes = out
             .body
             .collect()
@@ -640,21 +654,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn download(&self, key: &str, dest: &Path) -> Result<ObjectMeta> {
-        let full = self.full_key(key)?;
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.location.bucket)
-            .key(full)
-            .send()
-            .await
-            .map_err(|e| self.read_error("read", key, &e))?;
-        let meta = ObjectMeta {
-            key: key.to_owned(),
-            size: size_of(out.content_length()),
-            etag: out.e_tag().unwrap_or_default().to_owned(),
-            last_modified: to_chrono(out.last_modified()),
-        };
+        let (out, meta) = self.get_object(key).await?;
         let local =
             |e: std::io::Error| self.io_error("read", key, &format!("{}: {e}", dest.display()));
         let mut file = tokio::fs::File::create(dest).await.map_err(local)?;
