@@ -51,7 +51,7 @@ use crate::snapshot::{
     Lineage, Manifest, ManifestEntry, QualityFindingSink, SnapshotWriter, SubmissionRecord, Tee,
     submissions_parquet,
 };
-use crate::store::{ObjectMeta, ObjectStore, PutMode, StoreError};
+use crate::store::{ObjectMeta, ObjectStore, PutMode, StoreError, hex};
 use crate::validate::{Checker, ColumnStats, Decision, UploadScope, Verdict};
 
 pub use analysis::{anomalies_key, metrics_key, receipts_key, status_key, summary_key};
@@ -413,16 +413,6 @@ struct DoneMarker {
     processed_at: String,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
-
 /// The name of an upload's claim and done-marker: a hash of its key and etag.
 pub fn marker_name(key: &str, etag: &str) -> String {
     let digest = Sha256::digest(format!("{key}\n{etag}").as_bytes());
@@ -437,20 +427,6 @@ pub fn submission_id(key: &str, sha256: &str) -> String {
 
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
-fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex(&hasher.finalize()))
 }
 
 impl Service {
@@ -655,11 +631,7 @@ impl Service {
         let sha256 = if too_large {
             String::new()
         } else {
-            self.store.download(&object.key, &local).await?;
-            let path = local.clone();
-            tokio::task::spawn_blocking(move || sha256_file(&path))
-                .await
-                .map_err(|e| PipelineError::Task(e.to_string()))??
+            self.store.download(&object.key, &local).await?.sha256
         };
         let id_basis = if too_large {
             object.etag.clone()
@@ -723,8 +695,9 @@ impl Service {
             if too_large {
                 self.store.copy(&object.key, &archive_key).await?;
             } else {
+                // The download is this worker's own file and is only read from here on.
                 self.store
-                    .put_file(&archive_key, &local, PutMode::Overwrite)
+                    .put_sealed_file(&archive_key, &local, PutMode::Overwrite)
                     .await?;
                 self.store
                     .put(

@@ -1,7 +1,7 @@
 //! Object storage: the only code that reads or writes the bucket.
 //!
-//! [`ObjectStore`] is a small trait: list, get, download to a file, put (with a mode for
-//! create-only and compare-and-swap writes), copy and delete. [`LocalStore`] keeps a bucket in
+//! [`ObjectStore`] is a small trait: list, get, download to a file (hashing it on the way),
+//! put (with a mode for create-only and compare-and-swap writes), copy and delete. [`LocalStore`] keeps a bucket in
 //! a local directory and is the embedded default; [`S3Store`] (in `store/s3.rs`) talks to S3
 //! and S3-compatible stores. [`open`] picks the backend from a URL.
 //!
@@ -12,12 +12,13 @@
 //! - errors name the bucket and key.
 
 use std::fmt;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
 
 mod s3;
 
@@ -88,6 +89,68 @@ pub struct ObjectMeta {
     pub last_modified: DateTime<Utc>,
 }
 
+/// A downloaded object: what the store said of it, and the SHA-256 of the bytes written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Downloaded {
+    /// The object's metadata.
+    pub meta: ObjectMeta,
+    /// SHA-256 of the local file's content, lowercase hex.
+    pub sha256: String,
+}
+
+/// Lowercase hex of a byte string.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// Copies `input` into a new file at `dest` and returns the bytes copied and their SHA-256:
+/// one read of the data, hashed on this thread while a second thread writes it out.
+fn copy_hashing(mut input: impl Read, dest: &Path) -> std::io::Result<(u64, String)> {
+    const CHUNK: usize = 1 << 20;
+    let mut out = std::fs::File::create(dest)?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+    let (back, spare) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(move || -> std::io::Result<()> {
+            for chunk in rx {
+                out.write_all(&chunk)?;
+                let _ = back.send(chunk);
+            }
+            out.flush()
+        });
+        let mut hasher = Sha256::new();
+        let mut total = 0u64;
+        let read = loop {
+            let mut buf = spare.try_recv().unwrap_or_default();
+            buf.resize(CHUNK, 0);
+            let n = match input.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => break Err(e),
+            };
+            buf.truncate(n);
+            hasher.update(&buf);
+            total += n as u64;
+            if tx.send(buf).is_err() {
+                break Ok(());
+            }
+        };
+        drop(tx);
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the file writer panicked")));
+        read.and(written)?;
+        Ok((total, hex(&hasher.finalize())))
+    })
+}
+
 /// How a put treats an existing object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PutMode {
@@ -108,13 +171,19 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
     /// A small object's bytes and metadata.
     async fn get(&self, key: &str) -> Result<(Vec<u8>, ObjectMeta)>;
-    /// Copies an object into a local file, streaming.
-    async fn download(&self, key: &str, dest: &Path) -> Result<ObjectMeta>;
+    /// Copies an object into a local file, streaming, and hashes the bytes written.
+    async fn download(&self, key: &str, dest: &Path) -> Result<Downloaded>;
     /// Writes bytes. The metadata returned carries the new etag; its `last_modified` is the
     /// store's where the store reports it on a write, otherwise the writer's clock.
     async fn put(&self, key: &str, bytes: Vec<u8>, mode: PutMode) -> Result<ObjectMeta>;
     /// Writes a local file's content, streaming (in parts, for a large file on S3).
     async fn put_file(&self, key: &str, src: &Path, mode: PutMode) -> Result<ObjectMeta>;
+    /// [`ObjectStore::put_file`] for a sealed file, one nobody will write to again: the store
+    /// may share the file's storage instead of copying it (the local store hard-links it when
+    /// both are on one file system).
+    async fn put_sealed_file(&self, key: &str, src: &Path, mode: PutMode) -> Result<ObjectMeta> {
+        self.put_file(key, src, mode).await
+    }
     /// Copies an object inside the bucket.
     async fn copy(&self, from: &str, to: &str) -> Result<ObjectMeta>;
     /// Deletes an object; deleting a missing object is not an error.
@@ -196,16 +265,20 @@ impl LocalStore {
 
     fn meta(&self, key: &str, path: &Path) -> Result<ObjectMeta> {
         let m = std::fs::metadata(path).map_err(|e| self.io_err("stat", key, &e))?;
+        Ok(Self::meta_of(key, &m))
+    }
+
+    fn meta_of(key: &str, m: &std::fs::Metadata) -> ObjectMeta {
         let modified = m.modified().unwrap_or(SystemTime::UNIX_EPOCH);
         let nanos = modified
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        Ok(ObjectMeta {
+        ObjectMeta {
             key: key.to_owned(),
             size: m.len(),
             etag: format!("{:x}-{nanos:x}", m.len()),
             last_modified: DateTime::<Utc>::from(modified),
-        })
+        }
     }
 
     fn temp_file(&self, key: &str) -> Result<tempfile::NamedTempFile> {
@@ -214,10 +287,10 @@ impl LocalStore {
     }
 
     /// Moves a finished temporary file into place according to `mode`.
-    fn commit(
+    fn commit<F>(
         &self,
         key: &str,
-        tmp: tempfile::NamedTempFile,
+        tmp: tempfile::NamedTempFile<F>,
         mode: &PutMode,
     ) -> Result<ObjectMeta> {
         let dest = self.path(key)?;
@@ -381,15 +454,18 @@ impl ObjectStore for LocalStore {
         .await
     }
 
-    async fn download(&self, key: &str, dest: &Path) -> Result<ObjectMeta> {
+    async fn download(&self, key: &str, dest: &Path) -> Result<Downloaded> {
         let this = self.clone();
         let key = key.to_owned();
         let dest = dest.to_owned();
         blocking(move || {
             let path = this.path(&key)?;
-            let meta = this.meta(&key, &path)?;
-            std::fs::copy(&path, &dest).map_err(|e| this.io_err("read", &key, &e))?;
-            Ok(meta)
+            let file = std::fs::File::open(&path).map_err(|e| this.io_err("read", &key, &e))?;
+            let stat = file.metadata().map_err(|e| this.io_err("stat", &key, &e))?;
+            let meta = Self::meta_of(&key, &stat);
+            let (_, sha256) =
+                copy_hashing(file, &dest).map_err(|e| this.io_err("read", &key, &e))?;
+            Ok(Downloaded { meta, sha256 })
         })
         .await
     }
@@ -416,6 +492,27 @@ impl ObjectStore for LocalStore {
             let tmp = this.temp_file(&key)?;
             std::fs::copy(&src, tmp.path()).map_err(|e| this.io_err("write", &key, &e))?;
             this.commit(&key, tmp, &mode)
+        })
+        .await
+    }
+
+    async fn put_sealed_file(&self, key: &str, src: &Path, mode: PutMode) -> Result<ObjectMeta> {
+        let this = self.clone();
+        let key = key.to_owned();
+        let src = src.to_owned();
+        blocking(move || {
+            this.path(&key)?;
+            let linked = tempfile::Builder::new().make_in(this.root.join(TMP_DIR), |path| {
+                std::fs::hard_link(&src, path)
+            });
+            // Another file system, or one without links: copy instead.
+            if let Ok(tmp) = linked {
+                this.commit(&key, tmp, &mode)
+            } else {
+                let tmp = this.temp_file(&key)?;
+                std::fs::copy(&src, tmp.path()).map_err(|e| this.io_err("write", &key, &e))?;
+                this.commit(&key, tmp, &mode)
+            }
         })
         .await
     }
@@ -625,18 +722,34 @@ pub mod conformance {
             let copied = store.copy(&key, &copy_key).await.unwrap();
             assert_eq!(copied.size, len as u64);
             let dest = dir.path().join(format!("{name}.out"));
-            let meta = store.download(&copy_key, &dest).await.unwrap();
-            assert_eq!(meta.size, len as u64);
+            let got = store.download(&copy_key, &dest).await.unwrap();
+            assert_eq!(got.meta.size, len as u64);
+            assert_eq!(got.sha256, hex(&Sha256::digest(&data)), "{name}");
             assert!(
                 std::fs::read(&dest).unwrap() == data,
                 "{name}: the copy differs"
             );
-            let meta = store.download(&key, &dest).await.unwrap();
-            assert_eq!(meta.etag, replaced.etag);
+            let got = store.download(&key, &dest).await.unwrap();
+            assert_eq!(got.meta.etag, replaced.etag);
             assert!(
                 std::fs::read(&dest).unwrap() == data,
                 "{name}: the download differs"
             );
+            let sealed_key = format!("big/{name} sealed.bin");
+            let sealed = store
+                .put_sealed_file(&sealed_key, &dest, PutMode::Create)
+                .await
+                .unwrap();
+            assert_eq!(sealed.size, len as u64);
+            assert!(matches!(
+                store
+                    .put_sealed_file(&sealed_key, &dest, PutMode::Create)
+                    .await,
+                Err(StoreError::AlreadyExists { .. })
+            ));
+            std::fs::remove_file(&dest).unwrap();
+            let got = store.download(&sealed_key, &dest).await.unwrap();
+            assert_eq!(got.sha256, hex(&Sha256::digest(&data)), "{name}: sealed");
         }
         let missing = store.download("big/none", &dir.path().join("none")).await;
         assert!(
@@ -695,5 +808,27 @@ mod tests {
             winners += usize::from(t.await.unwrap());
         }
         assert_eq!(winners, 1);
+    }
+
+    #[tokio::test]
+    async fn a_sealed_file_is_linked_not_copied_on_one_file_system() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path().join("bucket")).unwrap();
+        let src = dir.path().join("upload");
+        std::fs::write(&src, b"a,b\n1,2\n").unwrap();
+        store
+            .put_sealed_file("archive/x/upload", &src, PutMode::Overwrite)
+            .await
+            .unwrap();
+        let kept = store.root().join("archive/x/upload");
+        assert_eq!(std::fs::read(&kept).unwrap(), b"a,b\n1,2\n");
+        assert_eq!(
+            std::fs::metadata(&kept).unwrap().ino(),
+            std::fs::metadata(&src).unwrap().ino()
+        );
+        // Removing the worker's own name for it leaves the stored object whole.
+        std::fs::remove_file(&src).unwrap();
+        assert_eq!(std::fs::read(&kept).unwrap(), b"a,b\n1,2\n");
     }
 }

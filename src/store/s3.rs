@@ -31,9 +31,10 @@ use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::{ObjectMeta, ObjectStore, PutMode, Result, StoreError, check_key};
+use super::{Downloaded, ObjectMeta, ObjectStore, PutMode, Result, StoreError, check_key, hex};
 
 /// Environment variable naming a custom endpoint (an S3-compatible store).
 pub const ENDPOINT_ENV: &str = "FORCE_RETURNS_S3_ENDPOINT";
@@ -653,8 +654,9 @@ impl ObjectStore for S3Store {
         Ok((bytes, meta))
     }
 
-    async fn download(&self, key: &str, dest: &Path) -> Result<ObjectMeta> {
+    async fn download(&self, key: &str, dest: &Path) -> Result<Downloaded> {
         let (out, meta) = self.get_object(key).await?;
+        let mut hasher = Sha256::new();
         let local =
             |e: std::io::Error| self.io_error("read", key, &format!("{}: {e}", dest.display()));
         let mut file = tokio::fs::File::create(dest).await.map_err(local)?;
@@ -665,6 +667,7 @@ impl ObjectStore for S3Store {
             .await
             .map_err(|e| self.io_error("read", key, &chain(&e)))?
         {
+            hasher.update(&chunk);
             file.write_all(&chunk).await.map_err(local)?;
             written += chunk.len() as u64;
         }
@@ -676,7 +679,10 @@ impl ObjectStore for S3Store {
                 &format!("got {written} bytes of {}", meta.size),
             ));
         }
-        Ok(meta)
+        Ok(Downloaded {
+            meta,
+            sha256: hex(&hasher.finalize()),
+        })
     }
 
     async fn put(&self, key: &str, bytes: Vec<u8>, mode: PutMode) -> Result<ObjectMeta> {

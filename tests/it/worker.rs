@@ -87,7 +87,7 @@ impl ObjectStore for Gate {
     async fn get(&self, key: &str) -> store::Result<(Vec<u8>, ObjectMeta)> {
         self.inner.get(key).await
     }
-    async fn download(&self, key: &str, dest: &Path) -> store::Result<ObjectMeta> {
+    async fn download(&self, key: &str, dest: &Path) -> store::Result<store::Downloaded> {
         tokio::time::sleep(self.download_delay).await;
         self.inner.download(key, dest).await
     }
