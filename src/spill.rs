@@ -1,24 +1,34 @@
-//! Exact repeat detection in bounded memory: hash partitions spilled to local disk.
+//! Exact repeat detection in bounded memory: hash partitions, spilled to local disk when large.
 //!
 //! Finding repeated rows (or repeated values of an `x-unique` column) needs to remember every
 //! row seen, which in memory grows with the file. [`RepeatFinder`] instead appends a 128-bit
 //! hash and the row number of each item (and, when asked, its value) to one of several
-//! partition files chosen by the hash, and at the end reads one partition at a time, sorts it
-//! and reports each group of equal hashes. Memory is the write buffers plus one partition; disk
-//! is about 24 bytes a row (plus values). Two different items share a 128-bit hash with a
-//! probability far below one in 10^20 for any file this service will see.
+//! partitions chosen by the hash. Partitions stay in memory while they are small together
+//! (under [`MEMORY_BUDGET`]); past that every partition is appended to its own file and its
+//! buffer emptied. At the end the partitions are grouped two at a time on two threads, each
+//! read whole, its items counted by hash and every group of equal hashes reported in the order
+//! the items were added. Memory is the budget plus two partitions; disk is about 24 bytes a row
+//! (plus values) for a large file and nothing for a small one. Two different items share a
+//! 128-bit hash with a probability far below one in 10^20 for any file this service will see.
 
+use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::io::{Read, Write};
 use std::path::PathBuf;
 
 const PARTITIONS: usize = 64;
-const BUFFER: usize = 32 * 1024;
+/// Bytes of items kept in memory before the partitions are written to disk.
+pub const MEMORY_BUDGET: usize = 2 * 1024 * 1024;
+/// Bytes of one item before its value: the hash and the row.
+const HEAD: usize = 24;
 
 /// Collects (hash, row, value) items and reports the groups that share a hash.
 pub struct RepeatFinder {
-    dir: tempfile::TempDir,
-    parts: Vec<Option<BufWriter<File>>>,
+    dir: Option<tempfile::TempDir>,
+    buffers: Vec<Vec<u8>>,
+    files: Vec<Option<File>>,
+    buffered: usize,
     with_values: bool,
     items: u64,
 }
@@ -32,39 +42,61 @@ pub struct Repeat<'a> {
 }
 
 impl RepeatFinder {
-    /// A finder writing under the system temporary directory; `with_values` keeps each item's
-    /// bytes so a report can quote them.
-    pub fn new(with_values: bool) -> std::io::Result<RepeatFinder> {
-        Ok(RepeatFinder {
-            dir: tempfile::tempdir()?,
-            parts: (0..PARTITIONS).map(|_| None).collect(),
+    /// A finder that spills under the system temporary directory; `with_values` keeps each
+    /// item's bytes so a report can quote them.
+    pub fn new(with_values: bool) -> RepeatFinder {
+        RepeatFinder {
+            dir: None,
+            buffers: vec![Vec::new(); PARTITIONS],
+            files: (0..PARTITIONS).map(|_| None).collect(),
+            buffered: 0,
             with_values,
             items: 0,
-        })
-    }
-
-    fn path(&self, part: usize) -> PathBuf {
-        self.dir.path().join(format!("part-{part:02}"))
+        }
     }
 
     /// Records one item.
     pub fn add(&mut self, hash: u128, row: u64, value: &[u8]) -> std::io::Result<()> {
         let part = (hash >> 122) as usize % PARTITIONS;
-        if self.parts[part].is_none() {
-            let file = File::create(self.path(part))?;
-            self.parts[part] = Some(BufWriter::with_capacity(BUFFER, file));
+        let buf = &mut self.buffers[part];
+        let before = buf.len();
+        buf.extend_from_slice(&hash.to_le_bytes());
+        buf.extend_from_slice(&row.to_le_bytes());
+        if self.with_values {
+            let len = u32::try_from(value.len()).unwrap_or(u32::MAX);
+            buf.extend_from_slice(&len.to_le_bytes());
+            buf.extend_from_slice(&value[..len as usize]);
         }
-        let with_values = self.with_values;
-        if let Some(w) = self.parts[part].as_mut() {
-            w.write_all(&hash.to_le_bytes())?;
-            w.write_all(&row.to_le_bytes())?;
-            if with_values {
-                let len = u32::try_from(value.len()).unwrap_or(u32::MAX);
-                w.write_all(&len.to_le_bytes())?;
-                w.write_all(&value[..len as usize])?;
-            }
-        }
+        self.buffered += buf.len() - before;
         self.items += 1;
+        if self.buffered > MEMORY_BUDGET {
+            self.spill()?;
+        }
+        Ok(())
+    }
+
+    /// Appends every partition's buffer to its file and empties the buffers.
+    fn spill(&mut self) -> std::io::Result<()> {
+        if self.dir.is_none() {
+            self.dir = Some(tempfile::tempdir()?);
+        }
+        let dir = self
+            .dir
+            .as_ref()
+            .map(|d| d.path().to_owned())
+            .unwrap_or_default();
+        for (part, buf) in self.buffers.iter_mut().enumerate() {
+            if buf.is_empty() {
+                continue;
+            }
+            let file = match &mut self.files[part] {
+                Some(f) => f,
+                slot => slot.insert(File::create(dir.join(format!("part-{part:02}")))?),
+            };
+            file.write_all(buf)?;
+            buf.clear();
+        }
+        self.buffered = 0;
         Ok(())
     }
 
@@ -73,96 +105,219 @@ impl RepeatFinder {
         self.items
     }
 
-    /// Calls `on_repeat` for every group of two or more items with the same hash.
-    pub fn finish(mut self, mut on_repeat: impl FnMut(Repeat<'_>)) -> std::io::Result<()> {
-        let mut entries: Vec<(u128, u64, u32, u32)> = Vec::new();
-        let mut values: Vec<u8> = Vec::new();
-        let mut rows: Vec<u64> = Vec::new();
-        for part in 0..PARTITIONS {
-            let Some(writer) = self.parts[part].take() else {
-                continue;
-            };
-            writer
-                .into_inner()
-                .map_err(std::io::IntoInnerError::into_error)?;
-            let mut reader = BufReader::with_capacity(BUFFER, File::open(self.path(part))?);
-            entries.clear();
-            values.clear();
-            let mut head = [0u8; 24];
-            loop {
-                match reader.read_exact(&mut head) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-                    Err(e) => return Err(e),
+    /// Calls `on_repeat` for every group of two or more items with the same hash, partition
+    /// by partition, each group's rows ascending.
+    pub fn finish(self, mut on_repeat: impl FnMut(Repeat<'_>)) -> std::io::Result<()> {
+        let with_values = self.with_values;
+        let dir: Option<PathBuf> = self.dir.as_ref().map(|d| d.path().to_owned());
+        let mut sources: Vec<(Option<File>, Vec<u8>)> =
+            self.files.into_iter().zip(self.buffers).collect();
+        if let Some(dir) = &dir {
+            // Reopen for reading from the start; the write handles are dropped here.
+            for (part, (file, _)) in sources.iter_mut().enumerate() {
+                if file.take().is_some() {
+                    *file = Some(File::open(dir.join(format!("part-{part:02}")))?);
                 }
-                let mut hash = [0u8; 16];
-                hash.copy_from_slice(&head[..16]);
-                let mut row = [0u8; 8];
-                row.copy_from_slice(&head[16..]);
-                let (start, len) = if self.with_values {
-                    let mut len = [0u8; 4];
-                    reader.read_exact(&mut len)?;
-                    let len = u32::from_le_bytes(len);
-                    let start = values.len();
-                    values.resize(start + len as usize, 0);
-                    reader.read_exact(&mut values[start..])?;
-                    (u32::try_from(start).unwrap_or(u32::MAX), len)
-                } else {
-                    (0, 0)
-                };
-                entries.push((
-                    u128::from_le_bytes(hash),
-                    u64::from_le_bytes(row),
-                    start,
-                    len,
-                ));
-            }
-            entries.sort_unstable_by_key(|e| (e.0, e.1));
-            let mut i = 0;
-            while i < entries.len() {
-                let mut j = i + 1;
-                while j < entries.len() && entries[j].0 == entries[i].0 {
-                    j += 1;
-                }
-                if j - i > 1 {
-                    rows.clear();
-                    rows.extend(entries[i..j].iter().map(|e| e.1));
-                    let (start, len) = (entries[i].2 as usize, entries[i].3 as usize);
-                    on_repeat(Repeat {
-                        rows: &rows,
-                        value: self.with_values.then(|| &values[start..start + len]),
-                    });
-                }
-                i = j;
             }
         }
-        Ok(())
+        let (tx_even, rx_even) = std::sync::mpsc::sync_channel(1);
+        let (tx_odd, rx_odd) = std::sync::mpsc::sync_channel(1);
+        let mut odd = Vec::new();
+        let mut even = Vec::new();
+        for (part, source) in sources.into_iter().enumerate() {
+            if part % 2 == 0 {
+                even.push(source);
+            } else {
+                odd.push(source);
+            }
+        }
+        std::thread::scope(|scope| {
+            for (sources, tx) in [(even, tx_even), (odd, tx_odd)] {
+                scope.spawn(move || {
+                    for (file, tail) in sources {
+                        let grouped =
+                            read_partition(file, tail).and_then(|bytes| group(&bytes, with_values));
+                        let failed = grouped.is_err();
+                        if tx.send(grouped).is_err() || failed {
+                            break;
+                        }
+                    }
+                });
+            }
+            for part in 0..PARTITIONS {
+                let rx = if part % 2 == 0 { &rx_even } else { &rx_odd };
+                let grouped = rx
+                    .recv()
+                    .map_err(|_| std::io::Error::other("a repeat-finding thread stopped"))??;
+                grouped.report(&mut on_repeat);
+            }
+            Ok(())
+        })
     }
+}
+
+/// A partition's items: what was spilled to its file, then what is still in memory.
+fn read_partition(file: Option<File>, tail: Vec<u8>) -> std::io::Result<Vec<u8>> {
+    let Some(mut file) = file else {
+        return Ok(tail);
+    };
+    let mut bytes =
+        Vec::with_capacity(usize::try_from(file.metadata()?.len()).unwrap_or(0) + tail.len());
+    file.read_to_end(&mut bytes)?;
+    bytes.extend_from_slice(&tail);
+    Ok(bytes)
+}
+
+/// The repeated items of one partition.
+#[derive(Default)]
+struct Grouped {
+    /// Rows of every group, group after group.
+    rows: Vec<u64>,
+    /// Per group: its end in `rows` and its value's range in `values`.
+    groups: Vec<(usize, usize, usize)>,
+    values: Vec<u8>,
+    with_values: bool,
+}
+
+impl Grouped {
+    fn report(&self, on_repeat: &mut impl FnMut(Repeat<'_>)) {
+        let mut start = 0;
+        for &(end, v_start, v_end) in &self.groups {
+            on_repeat(Repeat {
+                rows: &self.rows[start..end],
+                value: self.with_values.then(|| &self.values[v_start..v_end]),
+            });
+            start = end;
+        }
+    }
+}
+
+/// A hasher for keys that are already uniform hashes: it keeps their low 64 bits.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(word);
+        }
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
+    }
+}
+
+type HashIndex<V> = HashMap<u128, V, BuildHasherDefault<Prehashed>>;
+
+/// Parses one partition and collects the groups of items sharing a hash, in the order their
+/// first items were added. Items are counted first: repeats are rare, so the second pass
+/// usually has nothing to do.
+fn group(bytes: &[u8], with_values: bool) -> std::io::Result<Grouped> {
+    let truncated = || std::io::Error::other("a repeat partition file is truncated");
+    let mut items: Vec<(u128, u64, usize, usize)> = Vec::with_capacity(bytes.len() / HEAD);
+    let mut at = 0;
+    while at < bytes.len() {
+        let head = bytes.get(at..at + HEAD).ok_or_else(truncated)?;
+        let hash = u128::from_le_bytes(head[..16].try_into().map_err(|_| truncated())?);
+        let row = u64::from_le_bytes(head[16..].try_into().map_err(|_| truncated())?);
+        at += HEAD;
+        let (v_start, v_end) = if with_values {
+            let len = bytes.get(at..at + 4).ok_or_else(truncated)?;
+            let len = u32::from_le_bytes(len.try_into().map_err(|_| truncated())?) as usize;
+            at += 4;
+            if at + len > bytes.len() {
+                return Err(truncated());
+            }
+            at += len;
+            (at - len, at)
+        } else {
+            (at, at)
+        };
+        items.push((hash, row, v_start, v_end));
+    }
+    let mut counts: HashIndex<u32> =
+        HashIndex::with_capacity_and_hasher(items.len(), <_>::default());
+    let mut repeated = 0usize;
+    for item in &items {
+        let n = counts.entry(item.0).or_insert(0);
+        *n += 1;
+        if *n == 2 {
+            repeated += 1;
+        }
+    }
+    let mut grouped = Grouped {
+        with_values,
+        ..Grouped::default()
+    };
+    if repeated == 0 {
+        return Ok(grouped);
+    }
+    // Each repeated hash's rows, in the order the items came.
+    let mut members: HashIndex<usize> =
+        HashIndex::with_capacity_and_hasher(repeated, <_>::default());
+    let mut lists: Vec<(usize, Vec<u64>)> = Vec::with_capacity(repeated);
+    for (i, item) in items.iter().enumerate() {
+        if counts.get(&item.0).copied().unwrap_or(0) < 2 {
+            continue;
+        }
+        let slot = *members.entry(item.0).or_insert_with(|| {
+            lists.push((i, Vec::new()));
+            lists.len() - 1
+        });
+        lists[slot].1.push(item.1);
+    }
+    for (first, mut rows) in lists {
+        rows.sort_unstable();
+        grouped.rows.extend_from_slice(&rows);
+        let (v_start, v_end) = (items[first].2, items[first].3);
+        let start = grouped.values.len();
+        grouped.values.extend_from_slice(&bytes[v_start..v_end]);
+        grouped
+            .groups
+            .push((grouped.rows.len(), start, grouped.values.len()));
+    }
+    Ok(grouped)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn groups_of_equal_hashes_are_reported_with_all_their_rows() {
-        let mut f = RepeatFinder::new(true).unwrap();
-        for row in 0..10_000u64 {
-            let hash =
-                u128::from(row % 4_999).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
-            f.add(hash, row, format!("v{}", row % 4_999).as_bytes())
-                .unwrap();
-        }
-        assert_eq!(f.items(), 10_000);
+    fn groups_of(f: RepeatFinder) -> Vec<(Vec<u64>, String)> {
         let mut groups = Vec::new();
         f.finish(|r| {
             groups.push((
                 r.rows.to_vec(),
-                String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
+                String::from_utf8(r.value.unwrap_or_default().to_vec()).unwrap(),
             ));
         })
         .unwrap();
         groups.sort();
+        groups
+    }
+
+    fn every_value_repeats(rows: u64, distinct: u64) -> RepeatFinder {
+        let mut f = RepeatFinder::new(true);
+        for row in 0..rows {
+            let hash =
+                u128::from(row % distinct).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
+            f.add(hash, row, format!("v{}", row % distinct).as_bytes())
+                .unwrap();
+        }
+        f
+    }
+
+    #[test]
+    fn groups_of_equal_hashes_are_reported_with_all_their_rows() {
+        let f = every_value_repeats(10_000, 4_999);
+        assert_eq!(f.items(), 10_000);
+        assert!(f.dir.is_none(), "a small finder stays in memory");
+        let groups = groups_of(f);
         // Every value repeats: rows r, r + 4999 (and r + 9998 for r < 2) share a value.
         assert_eq!(groups.len(), 4_999);
         assert_eq!(groups[0], (vec![0, 4_999, 9_998], "v0".to_owned()));
@@ -171,8 +326,27 @@ mod tests {
     }
 
     #[test]
+    fn spilled_and_buffered_items_are_grouped_together() {
+        // About 40 bytes an item: 600,000 items pass the memory budget many times, so each
+        // group has members on disk and, for the last rows, in memory.
+        let f = every_value_repeats(600_000, 250_000);
+        assert!(f.dir.is_some(), "a large finder spills");
+        let groups = groups_of(f);
+        assert_eq!(groups.len(), 250_000);
+        assert_eq!(groups[0], (vec![0, 250_000, 500_000], "v0".to_owned()));
+        assert_eq!(
+            groups[99_999],
+            (vec![99_999, 349_999, 599_999], "v99999".to_owned())
+        );
+        assert_eq!(
+            groups[100_000],
+            (vec![100_000, 350_000], "v100000".to_owned())
+        );
+    }
+
+    #[test]
     fn no_repeats_no_groups() {
-        let mut f = RepeatFinder::new(false).unwrap();
+        let mut f = RepeatFinder::new(false);
         for row in 0..1000u64 {
             f.add(u128::from(row) << 64 | u128::from(row), row, b"")
                 .unwrap();
@@ -180,5 +354,16 @@ mod tests {
         let mut n = 0;
         f.finish(|_| n += 1).unwrap();
         assert_eq!(n, 0);
+    }
+
+    #[test]
+    fn a_truncated_partition_is_an_error_not_a_panic() {
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&7u128.to_le_bytes());
+        bytes.extend_from_slice(&3u64.to_le_bytes());
+        bytes.extend_from_slice(&10u32.to_le_bytes());
+        bytes.extend_from_slice(b"abc");
+        assert!(group(&bytes, true).is_err());
+        assert!(group(&bytes[..20], false).is_err());
     }
 }

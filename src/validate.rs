@@ -580,13 +580,11 @@ impl<'p> Checker<'p> {
     ) -> Result<Self, String> {
         let schema = &pipeline.schema;
         let n = schema.properties.len();
-        let spill_error = |e: std::io::Error| format!("failed to create temporary files: {e}");
         let unique = schema
             .properties
             .iter()
-            .map(|p| p.unique.then(|| RepeatFinder::new(true)).transpose())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(spill_error)?;
+            .map(|p| p.unique.then(|| RepeatFinder::new(true)))
+            .collect();
         Ok(Checker {
             pipeline,
             plan: Plan::compile(schema)?,
@@ -596,7 +594,7 @@ impl<'p> Checker<'p> {
             cell_errors: vec![0; n],
             rows_checked: 0,
             error_rows: Bitset::default(),
-            repeated_rows: RepeatFinder::new(false).map_err(spill_error)?,
+            repeated_rows: RepeatFinder::new(false),
             unique,
             hashers: [
                 foldhash::fast::FixedState::with_seed(0x243F_6A88_85A3_08D3),
@@ -887,7 +885,7 @@ impl<'p> Checker<'p> {
 
     /// Reports repeated rows and repeated values of `x-unique` columns, found in bounded memory.
     fn report_repeats(&mut self, log: &mut FindingLog<'_>) -> std::io::Result<()> {
-        let repeated_rows = std::mem::replace(&mut self.repeated_rows, RepeatFinder::new(false)?);
+        let repeated_rows = std::mem::replace(&mut self.repeated_rows, RepeatFinder::new(false));
         let row_is_error = log.severity_of(Code::DuplicateRow) == Severity::Error;
         repeated_rows.finish(|repeat| {
             let first = repeat.rows[0];
