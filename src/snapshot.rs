@@ -28,7 +28,7 @@ use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
@@ -96,10 +96,21 @@ fn dict_type() -> DataType {
 /// Zstd, bounded row groups, and dictionary encoding only for the named columns: codes repeat
 /// and compress well as dictionaries, while identifiers, times and coordinates only fill the
 /// dictionary up before the writer falls back, costing time and memory for nothing.
+///
+/// The dictionary-encoded columns carry no min/max statistics: a code column's range in a row
+/// group is nearly always its whole code list, so the statistics would prune nothing, and the
+/// writer computes them with two string comparisons a value. Identifiers, times and numbers
+/// keep theirs (a reader looking up a record id or a date range skips row groups with them).
 fn writer_props(kv: Vec<KeyValue>, dictionary_columns: &[String]) -> WriterProperties {
     let builder = dictionary_columns.iter().fold(
         WriterProperties::builder().set_dictionary_enabled(false),
-        |b, c| b.set_column_dictionary_enabled(ColumnPath::from(c.as_str()), true),
+        |b, c| {
+            b.set_column_dictionary_enabled(ColumnPath::from(c.as_str()), true)
+                .set_column_statistics_enabled(
+                    ColumnPath::from(c.as_str()),
+                    EnabledStatistics::None,
+                )
+        },
     );
     builder
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
