@@ -12,14 +12,15 @@
 //!    of generation objects; a claim past the claim TTL is taken over by the next generation,
 //!    its worker having died), then look for the done-marker again: another worker may have
 //!    finished the upload since discovery;
-//! 3. **archive**: the bytes processed are copied to `archive/...` with their SHA-256 before any
-//!    decision;
-//! 4. **check** off the async runtime, writing the snapshot, the findings CSV and the
-//!    findings table to local temporary files;
+//! 3. **download and check** together: the store writes the upload to a local file, hashing
+//!    it, and feeds each chunk to the check, which runs off the async runtime and writes the
+//!    snapshot, the findings CSV and the findings table to local temporary files;
+//! 4. **archive**: once downloaded, the bytes processed go to `archive/...` with their SHA-256;
+//!    archive and check both finish before anything is written or decided;
 //! 5. **write** snapshot, quality tables and feedback, then commit the manifest (accepted
 //!    uploads only) under the manifest lock, then the done-marker, then clear the claim.
 //!
-//! Every output key derives from the upload's key and content hash, so a retry after a crash at
+//! Every output key derives from the upload's key and etag, so a retry after a crash at
 //! any step rewrites the same objects and the manifest ignores a submission it already holds.
 //!
 //! The scheduled worker (`scheduler`) drives the same steps upload by upload through
@@ -51,7 +52,7 @@ use crate::snapshot::{
     Lineage, Manifest, ManifestEntry, QualityFindingSink, SnapshotWriter, SubmissionRecord, Tee,
     submissions_parquet,
 };
-use crate::store::{ObjectMeta, ObjectStore, PutMode, StoreError, hex};
+use crate::store::{FeedReader, ObjectMeta, ObjectStore, PutMode, StoreError, hex};
 use crate::validate::{Checker, ColumnStats, Decision, UploadScope, Verdict};
 
 pub use analysis::{anomalies_key, metrics_key, receipts_key, status_key, summary_key};
@@ -419,9 +420,9 @@ pub fn marker_name(key: &str, etag: &str) -> String {
     hex(&digest[..16])
 }
 
-/// The submission id: a hash of the upload key and its content hash.
-pub fn submission_id(key: &str, sha256: &str) -> String {
-    let digest = Sha256::digest(format!("{key}\n{sha256}").as_bytes());
+/// The submission id: a hash of the upload key and the store's etag for its content.
+pub fn submission_id(key: &str, etag: &str) -> String {
+    let digest = Sha256::digest(format!("{key}\n{etag}").as_bytes());
     hex(&digest[..12])
 }
 
@@ -628,17 +629,10 @@ impl Service {
             .unwrap_or_default();
         let file_name = object.key.rsplit('/').next().unwrap_or("upload").to_owned();
         let too_large = object.size > limits.max_file_bytes;
-        let sha256 = if too_large {
-            String::new()
-        } else {
-            self.store.download(&object.key, &local).await?.sha256
-        };
-        let id_basis = if too_large {
-            object.etag.clone()
-        } else {
-            sha256.clone()
-        };
-        let sid = submission_id(&object.key, &id_basis);
+        // The id comes from the key and the etag the listing gave, so that checking can start
+        // before the upload is fully read: the same object always gets the same id, and a
+        // download that finds different content fails instead of being filed under it.
+        let sid = submission_id(&object.key, &object.etag);
         tracing::Span::current().record("submission", sid.as_str());
         let now = self.clock.now();
         let processed_at = rfc3339(now);
@@ -667,13 +661,13 @@ impl Service {
             )),
             Err(_) => None,
         };
-        let lineage = Lineage {
+        let mut lineage = Lineage {
             dataset: dataset.clone(),
             force_id: force_id.clone().unwrap_or_default(),
             period: period.map(|p| p.to_string()).unwrap_or_default(),
             submission_id: sid.clone(),
             source_key: object.key.clone(),
-            sha256: sha256.clone(),
+            sha256: String::new(),
             schema_id: pipeline
                 .as_ref()
                 .map(|p| p.schema.id.clone())
@@ -689,25 +683,47 @@ impl Service {
             (Ok(l), Some(p)) => self.analysis_job(p, l).await?,
             _ => None,
         };
-        // The raw upload is archived while it is checked; both finish before any output is
-        // written, so it is kept before anything is decided.
+        // The upload is checked as it downloads: the store writes it to a local file, hashes
+        // it and passes each chunk on to the checks. Once it is all in, the file is archived
+        // (with its SHA-256); the snapshot is finished with that hash in its lineage. Archive
+        // and check both finish before any output is written, so the upload is kept before
+        // anything is decided.
+        let (feed, input) = if too_large {
+            (None, None)
+        } else {
+            let (feed, input) = crate::store::feed(4);
+            (Some(feed), Some(input))
+        };
+        let (hashed, sha256_for_snapshot) = std::sync::mpsc::channel::<String>();
         let archive = async {
+            // Owned here, so that a failed download drops it and the snapshot writer stops
+            // waiting for the hash.
+            let hashed = hashed;
             if too_large {
+                let _ = hashed.send(String::new());
                 self.store.copy(&object.key, &archive_key).await?;
-            } else {
-                // The download is this worker's own file and is only read from here on.
-                self.store
-                    .put_sealed_file(&archive_key, &local, PutMode::Overwrite)
-                    .await?;
-                self.store
-                    .put(
-                        &format!("{archive_key}.sha256"),
-                        format!("{sha256}  {file_name}\n").into_bytes(),
-                        PutMode::Overwrite,
-                    )
-                    .await?;
+                return Ok::<String, PipelineError>(String::new());
             }
-            Ok::<(), PipelineError>(())
+            let got = self.store.download(&object.key, &local, feed).await?;
+            if got.meta.etag != object.etag {
+                return Err(StoreError::Changed {
+                    location: self.store.location(&object.key),
+                }
+                .into());
+            }
+            let _ = hashed.send(got.sha256.clone());
+            // The download is this worker's own file and is only read from here on.
+            self.store
+                .put_sealed_file(&archive_key, &local, PutMode::Overwrite)
+                .await?;
+            self.store
+                .put(
+                    &format!("{archive_key}.sha256"),
+                    format!("{}  {file_name}\n", got.sha256).into_bytes(),
+                    PutMode::Overwrite,
+                )
+                .await?;
+            Ok(got.sha256)
         };
         let check = {
             let work_dir = work.path().to_owned();
@@ -720,7 +736,11 @@ impl Service {
                 let _entered = span.enter();
                 check_to_files(
                     &work_dir,
-                    size,
+                    Upload {
+                        input,
+                        size,
+                        sha256: sha256_for_snapshot,
+                    },
                     pipeline.as_ref(),
                     limits,
                     location_error,
@@ -730,7 +750,8 @@ impl Service {
             })
         };
         let (archived, checked) = tokio::join!(archive, check);
-        archived?;
+        let sha256 = archived?;
+        lineage.sha256.clone_from(&sha256);
         let checked = checked.map_err(|e| PipelineError::Task(e.to_string()))??;
 
         let decision = checked.outcome.verdict.decision;
@@ -741,7 +762,7 @@ impl Service {
         };
         if accepted && let Some(key) = &snapshot_key {
             self.store
-                .put_file(key, &checked.snapshot_path, PutMode::Overwrite)
+                .put_sealed_file(key, &checked.snapshot_path, PutMode::Overwrite)
                 .await?;
             outputs.snapshot = Some(key.clone());
         }
@@ -802,8 +823,9 @@ impl Service {
             infos: report.count(Severity::Info),
             snapshot_key: outputs.snapshot.clone(),
         };
+        // The files the check wrote are finished: the store may link rather than copy them.
         self.store
-            .put_file(
+            .put_sealed_file(
                 &format!("quality/findings/dataset={dataset}/{sid}.parquet"),
                 &checked.quality_path,
                 PutMode::Overwrite,
@@ -818,7 +840,7 @@ impl Service {
             .await?;
         if let Some(base) = &feedback_base {
             self.store
-                .put_file(
+                .put_sealed_file(
                     &format!("{base}.csv"),
                     &checked.csv_path,
                     PutMode::Overwrite,
@@ -1046,9 +1068,19 @@ struct Checked {
 
 /// Runs the check of a downloaded upload, writing snapshot, findings CSV and findings table
 /// into `dir`.
+/// The upload as the checks see it.
+struct Upload {
+    /// Its bytes as they download; `None` when it is too large to read.
+    input: Option<FeedReader>,
+    /// Its size as listed.
+    size: u64,
+    /// Its SHA-256, sent once it is fully downloaded (for the snapshot's lineage).
+    sha256: std::sync::mpsc::Receiver<String>,
+}
+
 fn check_to_files(
     dir: &Path,
-    size: u64,
+    upload: Upload,
     pipeline: Option<&Pipeline>,
     limits: Limits,
     location_error: Option<String>,
@@ -1086,9 +1118,11 @@ fn check_to_files(
                 lineage.clone(),
                 std::fs::File::create(&snapshot_path)?,
             )?;
-            let input = (size <= limits.max_file_bytes)
-                .then(|| std::fs::File::open(dir.join("upload")))
-                .transpose()?;
+            let Upload {
+                input,
+                size,
+                sha256,
+            } = upload;
             let mut tee = Tee(&mut csv, &mut quality);
             let mut counts = analysis::builder(
                 pipeline,
@@ -1105,7 +1139,10 @@ fn check_to_files(
                         for (batch, valid) in rx {
                             writer.write(&batch, &valid)?;
                         }
-                        Ok(writer.finish()?.0)
+                        let sha256 = sha256.recv().map_err(|_| {
+                            PipelineError::Task("the upload was not downloaded in full".into())
+                        })?;
+                        Ok(writer.finish(&sha256)?.0)
                     });
                     let outcome = check_upload(
                         BufReader::new(input.map_or_else(

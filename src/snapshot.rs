@@ -26,7 +26,7 @@ use arrow::compute::filter;
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
@@ -101,7 +101,7 @@ fn dict_type() -> DataType {
 /// group is nearly always its whole code list, so the statistics would prune nothing, and the
 /// writer computes them with two string comparisons a value. Identifiers, times and numbers
 /// keep theirs (a reader looking up a record id or a date range skips row groups with them).
-fn writer_props(kv: Vec<KeyValue>, dictionary_columns: &[String]) -> WriterProperties {
+fn writer_props(dictionary_columns: &[String]) -> WriterProperties {
     let builder = dictionary_columns.iter().fold(
         WriterProperties::builder().set_dictionary_enabled(false),
         |b, c| {
@@ -113,9 +113,13 @@ fn writer_props(kv: Vec<KeyValue>, dictionary_columns: &[String]) -> WriterPrope
         },
     );
     builder
+        // Row numbers only ever go up by one or a few: delta encoding makes them nearly free.
+        .set_column_encoding(
+            ColumnPath::from("source_row"),
+            Encoding::DELTA_BINARY_PACKED,
+        )
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
         .set_max_row_group_row_count(Some(64 * 1024))
-        .set_key_value_metadata(Some(kv))
         .build()
 }
 
@@ -192,10 +196,7 @@ impl<W: Write + Send> SnapshotWriter<W> {
         let writer = ArrowWriter::try_new(
             out,
             Arc::clone(&arrow_schema),
-            Some(writer_props(
-                lineage.key_values(),
-                &dictionary_columns(&arrow_schema, &schema),
-            )),
+            Some(writer_props(&dictionary_columns(&arrow_schema, &schema))),
         )?;
         let dictionaries = schema
             .properties
@@ -358,8 +359,13 @@ impl<W: Write + Send> SnapshotWriter<W> {
         Ok(())
     }
 
-    /// Finishes the file; returns the rows written and the writer.
-    pub fn finish(self) -> Result<(u64, W), SnapshotError> {
+    /// Finishes the file with the upload's SHA-256 in its lineage (known only once the whole
+    /// upload has been read); returns the rows written and the writer.
+    pub fn finish(mut self, sha256: &str) -> Result<(u64, W), SnapshotError> {
+        sha256.clone_into(&mut self.lineage.sha256);
+        for kv in self.lineage.key_values() {
+            self.writer.append_key_value_metadata(kv);
+        }
         let rows = self.rows;
         let out = self.writer.into_inner()?;
         Ok((rows, out))
@@ -525,7 +531,7 @@ pub fn submissions_parquet(record: &SubmissionRecord) -> Result<Vec<u8>, Snapsho
         ],
     )?;
     let mut out = Vec::new();
-    let mut w = ArrowWriter::try_new(&mut out, schema, Some(writer_props(Vec::new(), &[])))?;
+    let mut w = ArrowWriter::try_new(&mut out, schema, Some(writer_props(&[])))?;
     w.write(&batch)?;
     w.close()?;
     Ok(out)
@@ -565,7 +571,6 @@ impl<W: Write + Send> QualityFindingSink<W> {
             out,
             Arc::clone(&schema),
             Some(writer_props(
-                Vec::new(),
                 &["column", "rule", "schema_path"].map(String::from),
             )),
         )?;

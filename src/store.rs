@@ -1,9 +1,10 @@
 //! Object storage: the only code that reads or writes the bucket.
 //!
-//! [`ObjectStore`] is a small trait: list, get, download to a file (hashing it on the way),
-//! put (with a mode for create-only and compare-and-swap writes), copy and delete. [`LocalStore`] keeps a bucket in
-//! a local directory and is the embedded default; [`S3Store`] (in `store/s3.rs`) talks to S3
-//! and S3-compatible stores. [`open`] picks the backend from a URL.
+//! [`ObjectStore`] is a small trait: list, get, download to a file (hashing it, and feeding it
+//! to a reader as it arrives), put (with a mode for create-only and compare-and-swap writes),
+//! copy and delete. [`LocalStore`] keeps a bucket in a local directory and is the embedded
+//! default; [`S3Store`] (in `store/s3.rs`) talks to S3 and S3-compatible stores. [`open`]
+//! picks the backend from a URL.
 //!
 //! Rules every backend keeps:
 //! - a put is atomic: readers see the old object or the new one, never part of one;
@@ -109,26 +110,96 @@ pub fn hex(bytes: &[u8]) -> String {
         })
 }
 
-/// Copies `input` into a new file at `dest` and returns the bytes copied and their SHA-256:
-/// one read of the data, hashed on this thread while a second thread writes it out.
-fn copy_hashing(mut input: impl Read, dest: &Path) -> std::io::Result<(u64, String)> {
+/// One message of a [`Feed`].
+#[derive(Debug)]
+pub enum FeedItem {
+    /// The next bytes of the object.
+    Bytes(Vec<u8>),
+    /// Every byte was sent and the download is complete.
+    End,
+}
+
+/// Where a download sends the object's bytes as they arrive, so that a reader can check the
+/// object while it is still downloading. A closed feed is not an error: the download goes on.
+pub type Feed = tokio::sync::mpsc::Sender<FeedItem>;
+
+/// A feed and the blocking reader at its other end, holding at most `chunks` chunks between
+/// them.
+pub fn feed(chunks: usize) -> (Feed, FeedReader) {
+    let (tx, rx) = tokio::sync::mpsc::channel(chunks.max(1));
+    (
+        tx,
+        FeedReader {
+            rx,
+            chunk: Vec::new(),
+            at: 0,
+            ended: false,
+        },
+    )
+}
+
+/// Reads a download's bytes from its [`Feed`] (blocking: use it off the async runtime). A feed
+/// that closes without [`FeedItem::End`] is a read error, never a short file.
+#[derive(Debug)]
+pub struct FeedReader {
+    rx: tokio::sync::mpsc::Receiver<FeedItem>,
+    chunk: Vec<u8>,
+    at: usize,
+    ended: bool,
+}
+
+impl Read for FeedReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.chunk.len() {
+            if self.ended {
+                return Ok(0);
+            }
+            match self.rx.blocking_recv() {
+                Some(FeedItem::Bytes(bytes)) => {
+                    self.chunk = bytes;
+                    self.at = 0;
+                }
+                Some(FeedItem::End) => self.ended = true,
+                None => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the download stopped before the end of the object",
+                    ));
+                }
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Copies `input` into a new file at `dest`, forwarding each chunk to `feed`, and returns the
+/// SHA-256 of the bytes: one read of the data, hashed on this thread while a second thread
+/// writes it out and feeds it on.
+fn copy_hashing(mut input: impl Read, dest: &Path, feed: Option<Feed>) -> std::io::Result<String> {
     const CHUNK: usize = 1 << 20;
     let mut out = std::fs::File::create(dest)?;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
-    let (back, spare) = std::sync::mpsc::channel::<Vec<u8>>();
     std::thread::scope(|scope| {
-        let writer = scope.spawn(move || -> std::io::Result<()> {
+        let writer = scope.spawn(move || -> std::io::Result<Option<Feed>> {
+            let mut feed = feed;
             for chunk in rx {
                 out.write_all(&chunk)?;
-                let _ = back.send(chunk);
+                if feed
+                    .as_ref()
+                    .is_some_and(|f| f.blocking_send(FeedItem::Bytes(chunk)).is_err())
+                {
+                    feed = None;
+                }
             }
-            out.flush()
+            out.flush()?;
+            Ok(feed)
         });
         let mut hasher = Sha256::new();
-        let mut total = 0u64;
         let read = loop {
-            let mut buf = spare.try_recv().unwrap_or_default();
-            buf.resize(CHUNK, 0);
+            let mut buf = vec![0; CHUNK];
             let n = match input.read(&mut buf) {
                 Ok(0) => break Ok(()),
                 Ok(n) => n,
@@ -137,17 +208,19 @@ fn copy_hashing(mut input: impl Read, dest: &Path) -> std::io::Result<(u64, Stri
             };
             buf.truncate(n);
             hasher.update(&buf);
-            total += n as u64;
             if tx.send(buf).is_err() {
                 break Ok(());
             }
         };
         drop(tx);
-        let written = writer
+        let feed = writer
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("the file writer panicked")));
-        read.and(written)?;
-        Ok((total, hex(&hasher.finalize())))
+        read?;
+        if let Some(feed) = feed? {
+            let _ = feed.blocking_send(FeedItem::End);
+        }
+        Ok(hex(&hasher.finalize()))
     })
 }
 
@@ -171,8 +244,10 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
     /// A small object's bytes and metadata.
     async fn get(&self, key: &str) -> Result<(Vec<u8>, ObjectMeta)>;
-    /// Copies an object into a local file, streaming, and hashes the bytes written.
-    async fn download(&self, key: &str, dest: &Path) -> Result<Downloaded>;
+    /// Copies an object into a local file, streaming, and hashes the bytes written. With a
+    /// `feed`, each chunk is also sent there once written, then [`FeedItem::End`] once the
+    /// whole object is in the file.
+    async fn download(&self, key: &str, dest: &Path, feed: Option<Feed>) -> Result<Downloaded>;
     /// Writes bytes. The metadata returned carries the new etag; its `last_modified` is the
     /// store's where the store reports it on a write, otherwise the writer's clock.
     async fn put(&self, key: &str, bytes: Vec<u8>, mode: PutMode) -> Result<ObjectMeta>;
@@ -454,7 +529,7 @@ impl ObjectStore for LocalStore {
         .await
     }
 
-    async fn download(&self, key: &str, dest: &Path) -> Result<Downloaded> {
+    async fn download(&self, key: &str, dest: &Path, feed: Option<Feed>) -> Result<Downloaded> {
         let this = self.clone();
         let key = key.to_owned();
         let dest = dest.to_owned();
@@ -463,8 +538,8 @@ impl ObjectStore for LocalStore {
             let file = std::fs::File::open(&path).map_err(|e| this.io_err("read", &key, &e))?;
             let stat = file.metadata().map_err(|e| this.io_err("stat", &key, &e))?;
             let meta = Self::meta_of(&key, &stat);
-            let (_, sha256) =
-                copy_hashing(file, &dest).map_err(|e| this.io_err("read", &key, &e))?;
+            let sha256 =
+                copy_hashing(file, &dest, feed).map_err(|e| this.io_err("read", &key, &e))?;
             Ok(Downloaded { meta, sha256 })
         })
         .await
@@ -722,14 +797,24 @@ pub mod conformance {
             let copied = store.copy(&key, &copy_key).await.unwrap();
             assert_eq!(copied.size, len as u64);
             let dest = dir.path().join(format!("{name}.out"));
-            let got = store.download(&copy_key, &dest).await.unwrap();
+            let got = store.download(&copy_key, &dest, None).await.unwrap();
             assert_eq!(got.meta.size, len as u64);
             assert_eq!(got.sha256, hex(&Sha256::digest(&data)), "{name}");
             assert!(
                 std::fs::read(&dest).unwrap() == data,
                 "{name}: the copy differs"
             );
-            let got = store.download(&key, &dest).await.unwrap();
+            // A fed download: the reader sees every byte, in order, while the file is written.
+            let (tx, mut rx) = feed(2);
+            let reading = tokio::task::spawn_blocking(move || {
+                let mut seen = Vec::new();
+                rx.read_to_end(&mut seen).map(|_| seen)
+            });
+            let got = store.download(&key, &dest, Some(tx)).await.unwrap();
+            assert!(
+                reading.await.unwrap().unwrap() == data,
+                "{name}: the feed differs"
+            );
             assert_eq!(got.meta.etag, replaced.etag);
             assert!(
                 std::fs::read(&dest).unwrap() == data,
@@ -748,10 +833,15 @@ pub mod conformance {
                 Err(StoreError::AlreadyExists { .. })
             ));
             std::fs::remove_file(&dest).unwrap();
-            let got = store.download(&sealed_key, &dest).await.unwrap();
+            // A reader that gives up early does not stop the download.
+            let (tx, rx) = feed(1);
+            drop(rx);
+            let got = store.download(&sealed_key, &dest, Some(tx)).await.unwrap();
             assert_eq!(got.sha256, hex(&Sha256::digest(&data)), "{name}: sealed");
         }
-        let missing = store.download("big/none", &dir.path().join("none")).await;
+        let missing = store
+            .download("big/none", &dir.path().join("none"), None)
+            .await;
         assert!(
             matches!(missing, Err(StoreError::NotFound { .. })),
             "{missing:?}"
@@ -830,5 +920,23 @@ mod tests {
         // Removing the worker's own name for it leaves the stored object whole.
         std::fs::remove_file(&src).unwrap();
         assert_eq!(std::fs::read(&kept).unwrap(), b"a,b\n1,2\n");
+    }
+
+    #[test]
+    fn a_feed_closed_without_its_end_is_a_read_error() {
+        let (tx, mut rx) = feed(4);
+        tx.try_send(FeedItem::Bytes(b"a,b\n1,".to_vec())).unwrap();
+        drop(tx);
+        let mut seen = Vec::new();
+        let err = rx.read_to_end(&mut seen).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+        assert_eq!(seen, b"a,b\n1,");
+
+        let (tx, mut rx) = feed(4);
+        tx.try_send(FeedItem::Bytes(b"a,b\n".to_vec())).unwrap();
+        tx.try_send(FeedItem::End).unwrap();
+        let mut seen = Vec::new();
+        rx.read_to_end(&mut seen).unwrap();
+        assert_eq!(seen, b"a,b\n");
     }
 }

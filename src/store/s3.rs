@@ -34,7 +34,10 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::{Downloaded, ObjectMeta, ObjectStore, PutMode, Result, StoreError, check_key, hex};
+use super::{
+    Downloaded, Feed, FeedItem, ObjectMeta, ObjectStore, PutMode, Result, StoreError, check_key,
+    hex,
+};
 
 /// Environment variable naming a custom endpoint (an S3-compatible store).
 pub const ENDPOINT_ENV: &str = "FORCE_RETURNS_S3_ENDPOINT";
@@ -567,6 +570,14 @@ fn chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// Sends to a feed; a closed feed is dropped, and the download goes on without it.
+async fn pass_on(feed: Option<Feed>, item: FeedItem) -> Option<Feed> {
+    match feed {
+        Some(f) if f.send(item).await.is_ok() => Some(f),
+        _ => None,
+    }
+}
+
 fn to_chrono(t: Option<&aws_sdk_s3::primitives::DateTime>) -> DateTime<Utc> {
     t.and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
         .unwrap_or_default()
@@ -654,7 +665,9 @@ impl ObjectStore for S3Store {
         Ok((bytes, meta))
     }
 
-    async fn download(&self, key: &str, dest: &Path) -> Result<Downloaded> {
+    async fn download(&self, key: &str, dest: &Path, feed: Option<Feed>) -> Result<Downloaded> {
+        /// Bytes gathered before they are passed to the feed.
+        const FEED_CHUNK: usize = 1 << 20;
         let (out, meta) = self.get_object(key).await?;
         let mut hasher = Sha256::new();
         let local =
@@ -662,6 +675,8 @@ impl ObjectStore for S3Store {
         let mut file = tokio::fs::File::create(dest).await.map_err(local)?;
         let mut body = out.body;
         let mut written = 0u64;
+        let mut feed = feed;
+        let mut pending = Vec::new();
         while let Some(chunk) = body
             .try_next()
             .await
@@ -670,6 +685,12 @@ impl ObjectStore for S3Store {
             hasher.update(&chunk);
             file.write_all(&chunk).await.map_err(local)?;
             written += chunk.len() as u64;
+            if feed.is_some() {
+                pending.extend_from_slice(&chunk);
+                if pending.len() >= FEED_CHUNK {
+                    feed = pass_on(feed, FeedItem::Bytes(std::mem::take(&mut pending))).await;
+                }
+            }
         }
         file.flush().await.map_err(local)?;
         if written != meta.size {
@@ -679,6 +700,10 @@ impl ObjectStore for S3Store {
                 &format!("got {written} bytes of {}", meta.size),
             ));
         }
+        if !pending.is_empty() {
+            feed = pass_on(feed, FeedItem::Bytes(pending)).await;
+        }
+        pass_on(feed, FeedItem::End).await;
         Ok(Downloaded {
             meta,
             sha256: hex(&hasher.finalize()),

@@ -142,7 +142,7 @@ pub async fn mirror(store: &dyn ObjectStore, prefix: &str, dir: &Path) {
     for meta in store.list(prefix).await.unwrap() {
         let dest = dir.join(&meta.key);
         std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        store.download(&meta.key, &dest).await.unwrap();
+        store.download(&meta.key, &dest, None).await.unwrap();
     }
 }
 

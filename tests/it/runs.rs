@@ -363,8 +363,13 @@ impl ObjectStore for RacyCompareAndSwap {
     async fn get(&self, key: &str) -> store::Result<(Vec<u8>, ObjectMeta)> {
         self.0.get(key).await
     }
-    async fn download(&self, key: &str, dest: &Path) -> store::Result<store::Downloaded> {
-        self.0.download(key, dest).await
+    async fn download(
+        &self,
+        key: &str,
+        dest: &Path,
+        feed: Option<store::Feed>,
+    ) -> store::Result<store::Downloaded> {
+        self.0.download(key, dest, feed).await
     }
     async fn put(&self, key: &str, bytes: Vec<u8>, mode: PutMode) -> store::Result<ObjectMeta> {
         if let PutMode::Update(etag) = &mode {

@@ -5,12 +5,18 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arrow::compute::cast;
+use arrow::datatypes::DataType;
+use arrow::record_batch::RecordBatch;
+use arrow::util::pretty::pretty_format_batches;
 use force_returns::demo::{DemoConfig, demo_limits, uploads};
 use force_returns::lease;
 use force_returns::pipeline::{RunOptions, marker_name};
 use force_returns::store::{ObjectStore, PutMode, S3Store};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use serde_json::Value;
 
@@ -64,6 +70,64 @@ fn upload_times(v: &Value, out: &mut Vec<String>) {
     }
 }
 
+/// Each upload's submission id on one backend, with the token that stands for it in both.
+fn id_tokens(o: &force_returns::pipeline::RunOutcome) -> Vec<(String, String)> {
+    o.processed
+        .iter()
+        .map(|s| (s.submission_id.clone(), format!("<id of {}>", s.source_key)))
+        .collect()
+}
+
+fn canon(text: &str, ids: &[(String, String)]) -> String {
+    ids.iter().fold(text.to_owned(), |t, (id, token)| {
+        t.replace(id.as_str(), token)
+    })
+}
+
+/// An object's content with submission ids replaced by tokens: text as it is, a Parquet file
+/// as its key-value metadata and rows printed (its bytes hold ids compressed).
+fn content(key: &str, bytes: Vec<u8>, ids: &[(String, String)]) -> Vec<u8> {
+    if extension(key) == Some("parquet") {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes)).unwrap();
+        let mut text = String::new();
+        for kv in reader
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .into_iter()
+            .flatten()
+        {
+            let _ = writeln!(text, "{} = {:?}", kv.key, kv.value);
+        }
+        // Printed without time zones (arrow prints named zones only with chrono-tz): every
+        // snapshot time is UTC, so the instant printed is the same.
+        let batches: Vec<RecordBatch> = reader
+            .build()
+            .unwrap()
+            .map(|batch| {
+                let batch = batch.unwrap();
+                let schema = batch.schema();
+                let columns = schema.fields().iter().zip(batch.columns()).map(|(f, c)| {
+                    let c = match f.data_type() {
+                        DataType::Timestamp(unit, Some(_)) => {
+                            cast(c, &DataType::Timestamp(*unit, None)).unwrap()
+                        }
+                        _ => Arc::clone(c),
+                    };
+                    (f.name().clone(), c)
+                });
+                RecordBatch::try_from_iter(columns.collect::<Vec<_>>()).unwrap()
+            })
+            .collect();
+        let _ = write!(text, "{}", pretty_format_batches(&batches).unwrap());
+        return canon(&text, ids).into_bytes();
+    }
+    match String::from_utf8(bytes) {
+        Ok(text) => canon(&text, ids).into_bytes(),
+        Err(e) => e.into_bytes(),
+    }
+}
+
 fn extension(key: &str) -> Option<&str> {
     std::path::Path::new(key)
         .extension()
@@ -108,57 +172,39 @@ async fn the_demo_gives_the_same_outputs_from_s3_as_from_a_local_bucket() {
     assert!(on_s3.failed.is_empty(), "{:?}", on_s3.failed);
     assert_eq!(on_s3.processed.len(), demo.len());
     assert_eq!(on_local.processed.len(), demo.len());
-    // An upload above the size limit is rejected unread, so its submission id comes from the
-    // store's etag rather than a hash of the content: it differs between backends.
-    let limit = demo_limits().max_file_bytes;
-    let unread: BTreeSet<&str> = demo
-        .iter()
-        .filter(|u| u.bytes.len() as u64 > limit)
-        .map(|u| u.key.as_str())
-        .collect();
+    // Submission ids come from each store's etags, which differ between backends: each id is
+    // read as a token naming its upload, in keys and in contents.
+    let (ids_local, ids_s3) = (id_tokens(&on_local), id_tokens(&on_s3));
     let decisions = |o: &force_returns::pipeline::RunOutcome| {
         o.processed
             .iter()
-            .map(|s| {
-                let sid =
-                    (!unread.contains(s.source_key.as_str())).then(|| s.submission_id.clone());
-                (s.source_key.clone(), (sid, s.decision))
-            })
+            .map(|s| (s.source_key.clone(), s.decision))
             .collect::<BTreeMap<_, _>>()
     };
     assert_eq!(decisions(&on_s3), decisions(&on_local));
-    let unread_ids = |o: &force_returns::pipeline::RunOutcome| -> Vec<String> {
-        o.processed
-            .iter()
-            .filter(|s| unread.contains(s.source_key.as_str()))
-            .map(|s| s.submission_id.clone())
-            .collect()
-    };
-    let outputs = |keys: Vec<String>, unread_ids: Vec<String>| -> BTreeSet<String> {
+    let outputs = |keys: Vec<String>, ids: &[(String, String)]| -> BTreeMap<String, String> {
         keys.into_iter()
             .filter(|k| OUTPUT_PREFIXES.iter().any(|p| k.starts_with(p)))
-            .map(|k| {
-                unread_ids
-                    .iter()
-                    .fold(k, |k, id| k.replace(id.as_str(), "<unread>"))
-            })
+            .map(|k| (canon(&k, ids), k))
             .collect()
     };
-    let keys = outputs(local.keys("").await, unread_ids(&on_local));
+    let keys_local = outputs(local.keys("").await, &ids_local);
+    let keys_s3 = outputs(s3.keys("").await, &ids_s3);
     assert_eq!(
-        outputs(s3.keys("").await, unread_ids(&on_s3)),
-        keys,
+        keys_s3.keys().collect::<Vec<_>>(),
+        keys_local.keys().collect::<Vec<_>>(),
         "the same objects"
     );
-    assert!(keys.iter().any(|k| k.starts_with("snapshots/")));
+    assert!(keys_local.keys().any(|k| k.starts_with("snapshots/")));
     let mut compared = BTreeMap::<&str, usize>::new();
-    for key in &keys {
-        if key.contains("<unread>") {
-            *compared.entry("unread upload, by key").or_default() += 1;
-            continue;
-        }
-        let (a, _) = local.store.get(key).await.unwrap();
-        let (b, _) = s3.store.get(key).await.unwrap();
+    for (key, real_local) in &keys_local {
+        let real_s3 = &keys_s3[key];
+        let a = content(
+            key,
+            local.store.get(real_local).await.unwrap().0,
+            &ids_local,
+        );
+        let b = content(key, s3.store.get(real_s3).await.unwrap().0, &ids_s3);
         let kind = if key.ends_with("_manifest.json") {
             let (a, b): (Value, Value) = (
                 serde_json::from_slice(&a).unwrap(),
@@ -185,16 +231,13 @@ async fn the_demo_gives_the_same_outputs_from_s3_as_from_a_local_bucket() {
             assert_eq!(without_upload_time(a), without_upload_time(b), "{key}");
             "feedback json"
         } else if extension(key) == Some("html") {
-            let base = key.trim_end_matches(".html");
+            let report = |real: &str| format!("{}.json", real.trim_end_matches(".html"));
             let (mut a_at, mut b_at) = (Vec::new(), Vec::new());
             upload_times(
-                &json(local.store.as_ref(), &format!("{base}.json")).await,
+                &json(local.store.as_ref(), &report(real_local)).await,
                 &mut a_at,
             );
-            upload_times(
-                &json(s3.store.as_ref(), &format!("{base}.json")).await,
-                &mut b_at,
-            );
+            upload_times(&json(s3.store.as_ref(), &report(real_s3)).await, &mut b_at);
             let blank = |html: Vec<u8>, times: &[String]| {
                 times.iter().fold(String::from_utf8(html).unwrap(), |h, t| {
                     h.replace(t.as_str(), "")
@@ -212,6 +255,9 @@ async fn the_demo_gives_the_same_outputs_from_s3_as_from_a_local_bucket() {
         } else if key.starts_with("quality/submissions/") {
             // One row that records the upload time; read back below.
             "submissions table"
+        } else if extension(key) == Some("parquet") {
+            assert!(a == b, "{key} differs");
+            "parquet, row for row"
         } else {
             assert!(a == b, "{key} differs");
             "byte for byte"
@@ -223,7 +269,19 @@ async fn the_demo_gives_the_same_outputs_from_s3_as_from_a_local_bucket() {
     let local_facts = read_bucket(&local.local_dir().await, "stop_search");
     let s3_facts = read_bucket(&s3.local_dir().await, "stop_search");
     if let (Some(a), Some(b)) = (local_facts, s3_facts) {
-        assert_eq!(a["snapshots"], b["snapshots"], "snapshots read back");
+        let snapshots = |facts: &Value, ids: &[(String, String)]| -> BTreeSet<String> {
+            facts["snapshots"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| canon(&s.to_string(), ids))
+                .collect()
+        };
+        assert_eq!(
+            snapshots(&a, &ids_local),
+            snapshots(&b, &ids_s3),
+            "snapshots read back"
+        );
         assert_eq!(a["current_rows"], b["current_rows"], "current rows");
         assert!(!a["current_rows"].as_array().unwrap().is_empty());
         // The quality tables are read file by file in key order, and keys hold submission
@@ -399,7 +457,7 @@ async fn check_processed_exactly_once(store: &S3Store) -> u64 {
     for e in in_manifest.values() {
         let key = e["snapshot_key"].as_str().unwrap();
         let path = dir.path().join("s.parquet");
-        store.download(key, &path).await.unwrap();
+        store.download(key, &path, None).await.unwrap();
         let rows = SerializedFileReader::new(std::fs::File::open(&path).unwrap())
             .unwrap()
             .metadata()

@@ -87,9 +87,14 @@ impl ObjectStore for Gate {
     async fn get(&self, key: &str) -> store::Result<(Vec<u8>, ObjectMeta)> {
         self.inner.get(key).await
     }
-    async fn download(&self, key: &str, dest: &Path) -> store::Result<store::Downloaded> {
+    async fn download(
+        &self,
+        key: &str,
+        dest: &Path,
+        feed: Option<store::Feed>,
+    ) -> store::Result<store::Downloaded> {
         tokio::time::sleep(self.download_delay).await;
-        self.inner.download(key, dest).await
+        self.inner.download(key, dest, feed).await
     }
     async fn put(&self, key: &str, bytes: Vec<u8>, mode: PutMode) -> store::Result<ObjectMeta> {
         let claim = key.starts_with("_state/claims/") && mode == PutMode::Create;
