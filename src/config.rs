@@ -483,6 +483,17 @@ fn load_pipeline(
         if let Err(e) = schema.compile_reference() {
             problems.push(problem(line_of_key(&text, "schema"), e));
         }
+        for column in crate::snapshot::clashing_columns(schema) {
+            problems.push(problem(
+                line_of_key(&text, "schema"),
+                format!(
+                    "schema `{}` would give the snapshot two `{column}` columns (lineage or \
+                     code attributes use that name): rename the property and keep the file's \
+                     header in its `x-aliases`",
+                    parsed.schema
+                ),
+            ));
+        }
     }
     for (column, threshold) in &parsed.blank_rates {
         if let Some(schema) = &schema
@@ -608,7 +619,17 @@ fn load_population(
 mod tests {
     use super::*;
 
+    const THINGS: &str =
+        r#"{"x-dataset":"things","type":"object","properties":{"a":{"type":"string"}}}"#;
+
     fn project_with(pipeline: &str) -> (tempfile::TempDir, Result<Project, ConfigErrors>) {
+        project_with_schema(pipeline, THINGS)
+    }
+
+    fn project_with_schema(
+        pipeline: &str,
+        schema: &str,
+    ) -> (tempfile::TempDir, Result<Project, ConfigErrors>) {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         std::fs::create_dir_all(root.join("pipelines")).unwrap();
@@ -619,11 +640,7 @@ mod tests {
             r#"{"id":"forces","title":"F","codes":[{"code":"kent","label":"Kent Police"}]}"#,
         )
         .unwrap();
-        std::fs::write(
-            root.join("schemas/things/v1.json"),
-            r#"{"x-dataset":"things","type":"object","properties":{"a":{"type":"string"}}}"#,
-        )
-        .unwrap();
+        std::fs::write(root.join("schemas/things/v1.json"), schema).unwrap();
         std::fs::write(root.join("pipelines/things.toml"), pipeline).unwrap();
         let p = Project::load(root);
         (dir, p)
@@ -684,5 +701,20 @@ deadline_days = 20
         let (_d, p) = project_with("dataset = \"things\"\ntitle = \n");
         let errs = p.unwrap_err().0;
         assert_eq!(errs[0].line, Some(2), "{errs:?}");
+    }
+
+    #[test]
+    fn a_property_named_like_a_lineage_column_is_a_problem() {
+        let clash = r#"{"x-dataset":"things","type":"object","properties":{
+            "period":{"type":"string"},"a":{"type":"string"}}}"#;
+        let (_d, p) = project_with_schema(GOOD, clash);
+        let errs = p.unwrap_err().0;
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].line, Some(3));
+        assert!(errs[0].message.contains("two `period` columns"), "{errs:?}");
+        let renamed = r#"{"x-dataset":"things","type":"object","properties":{
+            "reported_period":{"type":"string","x-aliases":["period"]}}}"#;
+        let (_d, p) = project_with_schema(GOOD, renamed);
+        assert!(p.is_ok(), "{:?}", p.err());
     }
 }

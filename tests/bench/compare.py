@@ -135,6 +135,12 @@ def make_project(work, schema_path):
                     dirs_exist_ok=True)
     schema = json.load(open(schema_path))
     schema["x-dataset"], schema["x-version"] = "peer_bench", "1"
+    # The snapshot has its own force_id and period (lineage): the file's columns of those names
+    # are kept as reported_force_id and reported_period, matched to the header by alias.
+    props = schema["properties"]
+    for name in ("force_id", "period"):
+        props[f"reported_{name}"] = dict(props.pop(name), **{"x-aliases": [name]})
+    schema["required"] = [f"reported_{n}" if n in ("force_id", "period") else n for n in schema["required"]]
     schema["properties"]["date"]["x-snapshot"] = {"type": "timestamp"}
     for k in ("latitude", "longitude"):
         schema["properties"][k]["x-snapshot"] = {"type": "float64"}
