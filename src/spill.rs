@@ -6,12 +6,13 @@
 //! partitions chosen by the hash. Partitions stay in memory while they are small together
 //! (under [`MEMORY_BUDGET`]); past that every partition is appended to its own file and its
 //! buffer emptied. At the end the partitions are grouped two at a time on two threads, each
-//! read whole, its items counted by hash and every group of equal hashes reported in the order
-//! the items were added. Memory is the budget plus two partitions; disk is about 24 bytes a row
+//! read whole in one pass that remembers each hash's first item and opens a group when a
+//! second comes. Memory is the budget plus two partitions; disk is about 24 bytes a row
 //! (plus values) for a large file and nothing for a small one. Two different items share a
 //! 128-bit hash with a probability far below one in 10^20 for any file this service will see.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fs::File;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{Read, Write};
@@ -214,19 +215,29 @@ impl Hasher for Prehashed {
 
 type HashIndex<V> = HashMap<u128, V, BuildHasherDefault<Prehashed>>;
 
+/// The first item seen with a hash, and the group it leads once a second one comes.
+struct First {
+    row: u64,
+    value: (usize, usize),
+    group: Option<usize>,
+}
+
 /// Parses one partition and collects the groups of items sharing a hash, in the order their
-/// first items were added. Items are counted first: repeats are rare, so the second pass
-/// usually has nothing to do.
+/// second items were added, in one pass: each hash's first item is remembered, and a group is
+/// opened when a second item with that hash comes.
 fn group(bytes: &[u8], with_values: bool) -> std::io::Result<Grouped> {
     let truncated = || std::io::Error::other("a repeat partition file is truncated");
-    let mut items: Vec<(u128, u64, usize, usize)> = Vec::with_capacity(bytes.len() / HEAD);
+    let per_item = if with_values { HEAD + 4 } else { HEAD };
+    let mut firsts: HashIndex<First> =
+        HashIndex::with_capacity_and_hasher(bytes.len() / per_item, <_>::default());
+    let mut lists: Vec<(u128, Vec<u64>)> = Vec::new();
     let mut at = 0;
     while at < bytes.len() {
         let head = bytes.get(at..at + HEAD).ok_or_else(truncated)?;
         let hash = u128::from_le_bytes(head[..16].try_into().map_err(|_| truncated())?);
         let row = u64::from_le_bytes(head[16..].try_into().map_err(|_| truncated())?);
         at += HEAD;
-        let (v_start, v_end) = if with_values {
+        let value = if with_values {
             let len = bytes.get(at..at + 4).ok_or_else(truncated)?;
             let len = u32::from_le_bytes(len.try_into().map_err(|_| truncated())?) as usize;
             at += 4;
@@ -238,43 +249,33 @@ fn group(bytes: &[u8], with_values: bool) -> std::io::Result<Grouped> {
         } else {
             (at, at)
         };
-        items.push((hash, row, v_start, v_end));
-    }
-    let mut counts: HashIndex<u32> =
-        HashIndex::with_capacity_and_hasher(items.len(), <_>::default());
-    let mut repeated = 0usize;
-    for item in &items {
-        let n = counts.entry(item.0).or_insert(0);
-        *n += 1;
-        if *n == 2 {
-            repeated += 1;
+        match firsts.entry(hash) {
+            Entry::Vacant(slot) => {
+                slot.insert(First {
+                    row,
+                    value,
+                    group: None,
+                });
+            }
+            Entry::Occupied(mut seen) => {
+                let first = seen.get_mut();
+                if let Some(g) = first.group {
+                    lists[g].1.push(row);
+                } else {
+                    first.group = Some(lists.len());
+                    lists.push((hash, vec![first.row, row]));
+                }
+            }
         }
     }
     let mut grouped = Grouped {
         with_values,
         ..Grouped::default()
     };
-    if repeated == 0 {
-        return Ok(grouped);
-    }
-    // Each repeated hash's rows, in the order the items came.
-    let mut members: HashIndex<usize> =
-        HashIndex::with_capacity_and_hasher(repeated, <_>::default());
-    let mut lists: Vec<(usize, Vec<u64>)> = Vec::with_capacity(repeated);
-    for (i, item) in items.iter().enumerate() {
-        if counts.get(&item.0).copied().unwrap_or(0) < 2 {
-            continue;
-        }
-        let slot = *members.entry(item.0).or_insert_with(|| {
-            lists.push((i, Vec::new()));
-            lists.len() - 1
-        });
-        lists[slot].1.push(item.1);
-    }
-    for (first, mut rows) in lists {
+    for (hash, mut rows) in lists {
         rows.sort_unstable();
         grouped.rows.extend_from_slice(&rows);
-        let (v_start, v_end) = (items[first].2, items[first].3);
+        let (v_start, v_end) = firsts.get(&hash).map_or((0, 0), |f| f.value);
         let start = grouped.values.len();
         grouped.values.extend_from_slice(&bytes[v_start..v_end]);
         grouped
