@@ -6,16 +6,18 @@
 //! partitions chosen by the hash. Partitions stay in memory while they are small together
 //! (under [`MEMORY_BUDGET`]); past that every partition is appended to its own file and its
 //! buffer emptied. At the end the partitions are grouped two at a time on two threads, each
-//! read whole in one pass that remembers each hash's first item and opens a group when a
-//! second comes. Memory is the budget plus two partitions; disk is about 24 bytes a row
-//! (plus values) for a large file and nothing for a small one. Two different items share a
+//! in one streaming pass that remembers each hash's first item and opens a group when a
+//! second comes; a partition above 2 MiB is first split on disk by further bits of the hash,
+//! so the memory of a pass stays bounded whatever the file size. Memory is the budget plus two
+//! bounded passes (and the row numbers of repeated items); disk is about 24 bytes a row (plus
+//! values) for a large file and nothing for a small one. Two different items share a
 //! 128-bit hash with a probability far below one in 10^20 for any file this service will see.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fs::File;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
 
 const PARTITIONS: usize = 64;
@@ -136,8 +138,7 @@ impl RepeatFinder {
             for (sources, tx) in [(even, tx_even), (odd, tx_odd)] {
                 scope.spawn(move || {
                     for (file, tail) in sources {
-                        let grouped =
-                            read_partition(file, tail).and_then(|bytes| group(&bytes, with_values));
+                        let grouped = group_source(file, &tail, with_values, 0);
                         let failed = grouped.is_err();
                         if tx.send(grouped).is_err() || failed {
                             break;
@@ -150,23 +151,109 @@ impl RepeatFinder {
                 let grouped = rx
                     .recv()
                     .map_err(|_| std::io::Error::other("a repeat-finding thread stopped"))??;
-                grouped.report(&mut on_repeat);
+                for g in grouped {
+                    g.report(&mut on_repeat);
+                }
             }
             Ok(())
         })
     }
 }
 
-/// A partition's items: what was spilled to its file, then what is still in memory.
-fn read_partition(file: Option<File>, tail: Vec<u8>) -> std::io::Result<Vec<u8>> {
-    let Some(mut file) = file else {
-        return Ok(tail);
+/// Bytes of one partition grouped at once; a larger partition is first split by further
+/// bits of the hash into [`SPLIT`] files, each grouped in turn.
+const GROUP_LIMIT: u64 = 2 * 1024 * 1024;
+const SPLIT: u32 = 16;
+/// Splits at most; past them a partition is one hash repeated, grouped as it streams.
+const MAX_SPLITS: u32 = 4;
+
+/// Groups one partition: what was spilled to its file, then what is still in memory.
+fn group_source(
+    file: Option<File>,
+    tail: &[u8],
+    with_values: bool,
+    level: u32,
+) -> std::io::Result<Vec<Grouped>> {
+    let spilled = match &file {
+        Some(f) => f.metadata()?.len(),
+        None => 0,
     };
-    let mut bytes =
-        Vec::with_capacity(usize::try_from(file.metadata()?.len()).unwrap_or(0) + tail.len());
-    file.read_to_end(&mut bytes)?;
-    bytes.extend_from_slice(&tail);
-    Ok(bytes)
+    let size = spilled + tail.len() as u64;
+    if size <= GROUP_LIMIT {
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        if let Some(mut f) = file {
+            f.read_to_end(&mut bytes)?;
+        }
+        bytes.extend_from_slice(tail);
+        return group_bytes(&bytes, with_values).map(|g| vec![g]);
+    }
+    let mut items = BufReader::with_capacity(
+        256 * 1024,
+        file.map_or_else(
+            || Box::new(std::io::empty()) as Box<dyn Read>,
+            |f| Box::new(f) as Box<dyn Read>,
+        )
+        .chain(tail),
+    );
+    if level >= MAX_SPLITS {
+        return group_stream(&mut items, with_values).map(|g| vec![g]);
+    }
+    let dir = tempfile::tempdir()?;
+    let path = |i: u32| dir.path().join(format!("split-{i:02}"));
+    let mut parts = (0..SPLIT)
+        .map(|i| File::create(path(i)).map(|f| BufWriter::with_capacity(64 * 1024, f)))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let shift = 118 - 4 * level;
+    let mut item = Vec::new();
+    while let Some(hash) = next_item(&mut items, with_values, &mut item)? {
+        parts[((hash >> shift) & u128::from(SPLIT - 1)) as usize].write_all(&item)?;
+    }
+    for part in parts {
+        part.into_inner()
+            .map_err(std::io::IntoInnerError::into_error)?;
+    }
+    let mut out = Vec::new();
+    for i in 0..SPLIT {
+        out.extend(group_source(
+            Some(File::open(path(i))?),
+            &[],
+            with_values,
+            level + 1,
+        )?);
+    }
+    Ok(out)
+}
+
+/// Reads the next item's bytes into `item` and returns its hash; `None` at a clean end.
+fn next_item(
+    input: &mut impl BufRead,
+    with_values: bool,
+    item: &mut Vec<u8>,
+) -> std::io::Result<Option<u128>> {
+    if input.fill_buf()?.is_empty() {
+        return Ok(None);
+    }
+    let truncated = |e: std::io::Error| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            std::io::Error::other("a repeat partition file is truncated")
+        } else {
+            e
+        }
+    };
+    item.clear();
+    item.resize(HEAD, 0);
+    input.read_exact(item).map_err(truncated)?;
+    if with_values {
+        let mut len = [0u8; 4];
+        input.read_exact(&mut len).map_err(truncated)?;
+        item.extend_from_slice(&len);
+        let start = item.len();
+        item.resize(start + u32::from_le_bytes(len) as usize, 0);
+        input.read_exact(&mut item[start..]).map_err(truncated)?;
+    }
+    let mut hash = [0u8; 16];
+    hash.copy_from_slice(&item[..16]);
+    Ok(Some(u128::from_le_bytes(hash)))
 }
 
 /// The repeated items of one partition.
@@ -218,19 +305,88 @@ type HashIndex<V> = HashMap<u128, V, BuildHasherDefault<Prehashed>>;
 /// The first item seen with a hash, and the group it leads once a second one comes.
 struct First {
     row: u64,
-    value: (usize, usize),
-    group: Option<usize>,
+    /// Where its value is in the values kept.
+    value_start: usize,
+    value_len: u32,
+    /// Index of its group, or `NO_GROUP`.
+    group: u32,
 }
 
-/// Parses one partition and collects the groups of items sharing a hash, in the order their
-/// second items were added, in one pass: each hash's first item is remembered, and a group is
-/// opened when a second item with that hash comes.
-fn group(bytes: &[u8], with_values: bool) -> std::io::Result<Grouped> {
+const NO_GROUP: u32 = u32::MAX;
+
+/// Collects the groups of items sharing a hash, in the order their second items come: each
+/// hash's first item is remembered (with its value) and a group is opened when a second item
+/// with that hash comes.
+struct Grouper {
+    with_values: bool,
+    firsts: HashIndex<First>,
+    values: Vec<u8>,
+    lists: Vec<(u128, Vec<u64>)>,
+}
+
+impl Grouper {
+    fn new(with_values: bool, items: usize) -> Grouper {
+        Grouper {
+            with_values,
+            firsts: HashIndex::with_capacity_and_hasher(items, <_>::default()),
+            values: Vec::new(),
+            lists: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, hash: u128, row: u64, value: &[u8]) -> std::io::Result<()> {
+        match self.firsts.entry(hash) {
+            Entry::Vacant(slot) => {
+                slot.insert(First {
+                    row,
+                    value_start: self.values.len(),
+                    value_len: u32::try_from(value.len()).unwrap_or(u32::MAX),
+                    group: NO_GROUP,
+                });
+                self.values.extend_from_slice(value);
+            }
+            Entry::Occupied(mut seen) => {
+                let first = seen.get_mut();
+                if first.group == NO_GROUP {
+                    first.group = u32::try_from(self.lists.len())
+                        .map_err(|_| std::io::Error::other("too many repeats in one partition"))?;
+                    self.lists.push((hash, vec![first.row, row]));
+                } else {
+                    self.lists[first.group as usize].1.push(row);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Grouped {
+        let mut grouped = Grouped {
+            with_values: self.with_values,
+            ..Grouped::default()
+        };
+        for (hash, mut rows) in self.lists {
+            rows.sort_unstable();
+            grouped.rows.extend_from_slice(&rows);
+            let (v_start, v_end) = self.firsts.get(&hash).map_or((0, 0), |f| {
+                (f.value_start, f.value_start + f.value_len as usize)
+            });
+            let start = grouped.values.len();
+            grouped
+                .values
+                .extend_from_slice(&self.values[v_start..v_end]);
+            grouped
+                .groups
+                .push((grouped.rows.len(), start, grouped.values.len()));
+        }
+        grouped
+    }
+}
+
+/// Groups a partition held in memory.
+fn group_bytes(bytes: &[u8], with_values: bool) -> std::io::Result<Grouped> {
     let truncated = || std::io::Error::other("a repeat partition file is truncated");
     let per_item = if with_values { HEAD + 4 } else { HEAD };
-    let mut firsts: HashIndex<First> =
-        HashIndex::with_capacity_and_hasher(bytes.len() / per_item, <_>::default());
-    let mut lists: Vec<(u128, Vec<u64>)> = Vec::new();
+    let mut grouper = Grouper::new(with_values, bytes.len() / per_item);
     let mut at = 0;
     while at < bytes.len() {
         let head = bytes.get(at..at + HEAD).ok_or_else(truncated)?;
@@ -241,48 +397,31 @@ fn group(bytes: &[u8], with_values: bool) -> std::io::Result<Grouped> {
             let len = bytes.get(at..at + 4).ok_or_else(truncated)?;
             let len = u32::from_le_bytes(len.try_into().map_err(|_| truncated())?) as usize;
             at += 4;
-            if at + len > bytes.len() {
-                return Err(truncated());
-            }
+            let value = bytes.get(at..at + len).ok_or_else(truncated)?;
             at += len;
-            (at - len, at)
+            value
         } else {
-            (at, at)
+            &[]
         };
-        match firsts.entry(hash) {
-            Entry::Vacant(slot) => {
-                slot.insert(First {
-                    row,
-                    value,
-                    group: None,
-                });
-            }
-            Entry::Occupied(mut seen) => {
-                let first = seen.get_mut();
-                if let Some(g) = first.group {
-                    lists[g].1.push(row);
-                } else {
-                    first.group = Some(lists.len());
-                    lists.push((hash, vec![first.row, row]));
-                }
-            }
-        }
+        grouper.add(hash, row, value)?;
     }
-    let mut grouped = Grouped {
-        with_values,
-        ..Grouped::default()
-    };
-    for (hash, mut rows) in lists {
-        rows.sort_unstable();
-        grouped.rows.extend_from_slice(&rows);
-        let (v_start, v_end) = firsts.get(&hash).map_or((0, 0), |f| f.value);
-        let start = grouped.values.len();
-        grouped.values.extend_from_slice(&bytes[v_start..v_end]);
-        grouped
-            .groups
-            .push((grouped.rows.len(), start, grouped.values.len()));
+    Ok(grouper.finish())
+}
+
+/// Groups a partition as it streams by, for one too large to hold.
+fn group_stream(items: &mut impl BufRead, with_values: bool) -> std::io::Result<Grouped> {
+    let mut grouper = Grouper::new(with_values, 0);
+    let mut item = Vec::new();
+    while let Some(hash) = next_item(items, with_values, &mut item)? {
+        let mut row = [0u8; 8];
+        row.copy_from_slice(&item[16..HEAD]);
+        grouper.add(
+            hash,
+            u64::from_le_bytes(row),
+            item.get(HEAD + 4..).unwrap_or_default(),
+        )?;
     }
-    Ok(grouped)
+    Ok(grouper.finish())
 }
 
 #[cfg(test)]
@@ -364,7 +503,55 @@ mod tests {
         bytes.extend_from_slice(&3u64.to_le_bytes());
         bytes.extend_from_slice(&10u32.to_le_bytes());
         bytes.extend_from_slice(b"abc");
-        assert!(group(&bytes, true).is_err());
-        assert!(group(&bytes[..20], false).is_err());
+        assert!(group_bytes(&bytes, true).is_err());
+        assert!(group_bytes(&bytes[..20], false).is_err());
+        assert!(group_stream(&mut &bytes[..], true).is_err());
+        assert!(group_stream(&mut &bytes[..20], false).is_err());
+    }
+
+    /// `count` hash-only items whose hash repeats every `distinct` rows, as a partition's bytes.
+    fn partition_bytes(count: u64, distinct: u64) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for row in 0..count {
+            let hash =
+                u128::from(row % distinct).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
+            bytes.extend_from_slice(&hash.to_le_bytes());
+            bytes.extend_from_slice(&row.to_le_bytes());
+        }
+        bytes
+    }
+
+    fn rows_of(grouped: &[Grouped]) -> Vec<Vec<u64>> {
+        let mut groups = Vec::new();
+        for g in grouped {
+            g.report(&mut |r: Repeat<'_>| groups.push(r.rows.to_vec()));
+        }
+        groups.sort();
+        groups
+    }
+
+    #[test]
+    fn a_large_partition_is_split_and_still_grouped_exactly() {
+        // 4.8 MB: above the limit, so it is split by further hash bits before grouping.
+        let bytes = partition_bytes(200_000, 90_000);
+        assert!(bytes.len() as u64 > GROUP_LIMIT);
+        let grouped = group_source(None, &bytes, false, 0).unwrap();
+        assert_eq!(grouped.len(), SPLIT as usize);
+        let groups = rows_of(&grouped);
+        assert_eq!(groups.len(), 90_000);
+        assert_eq!(groups[0], vec![0, 90_000, 180_000]);
+        assert_eq!(groups[89_999], vec![89_999, 179_999]);
+        assert_eq!(groups, rows_of(&[group_bytes(&bytes, false).unwrap()]));
+        assert_eq!(
+            groups,
+            rows_of(&[group_stream(&mut &bytes[..], false).unwrap()])
+        );
+    }
+
+    #[test]
+    fn one_hash_repeated_past_every_split_is_grouped_as_it_streams() {
+        let bytes = partition_bytes(120_000, 1);
+        let groups = rows_of(&group_source(None, &bytes, false, 0).unwrap());
+        assert_eq!(groups, vec![(0..120_000).collect::<Vec<u64>>()]);
     }
 }
