@@ -110,6 +110,8 @@ pub struct CsvDecoder<R> {
     hashers: [foldhash::fast::FixedState; 2],
     /// Text bytes of each mapped column in the last batch.
     value_bytes: Vec<usize>,
+    /// Whether the header is read: csv-core reads it (and drops a byte-order mark).
+    past_header: bool,
 }
 
 enum RawRecord {
@@ -183,6 +185,7 @@ impl<R: Read> CsvDecoder<R> {
                 foldhash::fast::FixedState::with_seed(0x1319_8A2E_0370_7344),
             ],
             value_bytes: Vec::new(),
+            past_header: false,
         };
         let headers = match decoder.read_raw()? {
             Some(RawRecord::Complete { out_len, fields }) => {
@@ -499,6 +502,20 @@ impl<R: Read> CsvDecoder<R> {
     /// Reads one raw record into `out`/`ends`, keeping no cell longer than the limit.
     fn read_raw(&mut self) -> std::io::Result<Option<RawRecord>> {
         use csv_core::ReadRecordResult as R;
+        if self.pos == self.len && !self.eof {
+            self.refill()?;
+        }
+        if !self.past_header {
+            self.past_header = true;
+        } else if let Some((used, record)) = plain_line(
+            &self.buf[self.pos..self.len],
+            self.limits.max_cell_bytes,
+            &mut self.out,
+            &mut self.ends,
+        ) {
+            self.pos += used;
+            return Ok(Some(record));
+        }
         let mut out_len = 0;
         let mut nends = 0;
         let mut too_long: Option<usize> = None;
@@ -575,6 +592,45 @@ impl<R: Read> CsvDecoder<R> {
             }
         }
     }
+}
+
+/// The plain line at the start of `input` as one record, without csv-core: a whole line, not
+/// empty, with no quote and no carriage return but a final one, and no cell over `max_cell`.
+/// Split at commas into `out`/`ends`, it is exactly what csv-core gives (a property test says
+/// so); anything else, and a last line without its newline, is left to csv-core. Returns the
+/// bytes used, newline included.
+fn plain_line(
+    input: &[u8],
+    max_cell: usize,
+    out: &mut Vec<u8>,
+    ends: &mut Vec<usize>,
+) -> Option<(usize, RawRecord)> {
+    let newline = memchr::memchr(b'\n', input)?;
+    let line = input[..newline]
+        .strip_suffix(b"\r")
+        .unwrap_or(&input[..newline]);
+    if line.is_empty() || memchr::memchr2(b'"', b'\r', line).is_some() {
+        return None;
+    }
+    if out.len() < line.len() {
+        out.resize(line.len(), 0);
+    }
+    let (mut out_len, mut fields, mut start) = (0, 0, 0);
+    for end in memchr::memchr_iter(b',', line).chain(std::iter::once(line.len())) {
+        let cell = &line[start..end];
+        if cell.len() > max_cell {
+            return None;
+        }
+        out[out_len..out_len + cell.len()].copy_from_slice(cell);
+        out_len += cell.len();
+        if fields == ends.len() {
+            ends.resize(fields * 2 + 1, 0);
+        }
+        ends[fields] = out_len;
+        fields += 1;
+        start = end + 1;
+    }
+    Some((newline + 1, RawRecord::Complete { out_len, fields }))
 }
 
 /// Fills `buf` as far as the input allows; returns how much was read (less only at the end).
@@ -741,5 +797,94 @@ mod tests {
         let (b, f) = decode(b"a,b\n1,2\n3,4\n5,6\n", limits, 10);
         assert_eq!(codes(&f), ["too_many_rows"]);
         assert_eq!(b[0].len(), 2);
+    }
+
+    /// Every record of `input` as cells, read by csv-core alone or, with `plain`, by
+    /// `plain_line` wherever it takes a line and csv-core elsewhere, as `read_raw` does.
+    fn records(input: &[u8], plain: bool) -> Vec<Vec<Vec<u8>>> {
+        use csv_core::ReadRecordResult as R;
+        let mut core = csv_core::Reader::new();
+        let (mut out, mut ends) = (vec![0u8; 1024], vec![0usize; 256]);
+        let (mut pos, mut out_len, mut nends) = (0, 0, 0);
+        let mut found = Vec::new();
+        let cells = |out: &[u8], ends: &[usize]| {
+            let mut start = 0;
+            ends.iter()
+                .map(|&e| {
+                    let cell = out[start..e].to_vec();
+                    start = e;
+                    cell
+                })
+                .collect::<Vec<_>>()
+        };
+        loop {
+            if plain
+                && out_len == 0
+                && nends == 0
+                && let Some((used, RawRecord::Complete { out_len, fields })) =
+                    plain_line(&input[pos..], usize::MAX, &mut out, &mut ends)
+            {
+                found.push(cells(&out[..out_len], &ends[..fields]));
+                pos += used;
+                continue;
+            }
+            let (res, nin, nout, nend) =
+                core.read_record(&input[pos..], &mut out[out_len..], &mut ends[nends..]);
+            pos += nin;
+            out_len += nout;
+            nends += nend;
+            match res {
+                R::InputEmpty => {}
+                R::Record => {
+                    found.push(cells(&out[..out_len], &ends[..nends]));
+                    (out_len, nends) = (0, 0);
+                }
+                R::End => return found,
+                R::OutputFull | R::OutputEndsFull => panic!("test buffers too small"),
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 5000, ..Default::default() })]
+
+        #[test]
+        fn plain_lines_split_exactly_as_csv_core_reads_them(
+            input in proptest::collection::vec(
+                proptest::sample::select(vec![b'a', b'b', b',', b'"', b'\r', b'\n', b' ', 0xC3, 0xA9]),
+                0..80,
+            )
+        ) {
+            proptest::prop_assert_eq!(records(&input, true), records(&input, false));
+        }
+    }
+
+    #[test]
+    fn a_plain_line_is_split_without_csv_core_and_others_are_left_to_it() {
+        let (mut out, mut ends) = (Vec::new(), Vec::new());
+        let taken = plain_line(b"a,,bc\r\nnext", 10, &mut out, &mut ends);
+        assert!(matches!(
+            taken,
+            Some((
+                7,
+                RawRecord::Complete {
+                    out_len: 3,
+                    fields: 3
+                }
+            ))
+        ));
+        assert_eq!((&out[..3], &ends[..3]), (&b"abc"[..], &[1, 1, 3][..]));
+        for left in [
+            &b"a,\"b\"\n"[..],
+            b"a,b",
+            b"\n",
+            b"a\rb\n",
+            b"abcdefghijk,b\n",
+        ] {
+            assert!(
+                plain_line(left, 10, &mut out, &mut ends).is_none(),
+                "{left:?}"
+            );
+        }
     }
 }
