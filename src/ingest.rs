@@ -1,7 +1,9 @@
 //! Decoding: uploaded bytes → Arrow batches of text columns, plus decode findings.
 //!
-//! The decoder streams: it reads the input in fixed-size chunks with `csv-core` and hands out
-//! batches of at most `batch_rows` records, so memory stays bounded whatever the file size.
+//! The decoder streams: it reads the input in fixed-size chunks and hands out batches of at
+//! most `batch_rows` records, so memory stays bounded whatever the file size. A plain line (no
+//! quotes) is split at its commas directly; the header and any quoted line go through
+//! `csv-core`, and a property test keeps the two readings identical.
 //! It never fails on bad data. Binary content, an empty file, an unusable header, rows with
 //! the wrong number of cells, bytes that are not UTF-8 and over-long cells each become
 //! [`Finding`]s with row and column; a row with such a problem is left out of the batch (it is
