@@ -142,6 +142,9 @@ def make_project(work, schema_path):
         props[f"reported_{name}"] = dict(props.pop(name), **{"x-aliases": [name]})
     schema["required"] = [f"reported_{n}" if n in ("force_id", "period") else n for n in schema["required"]]
     schema["properties"]["date"]["x-snapshot"] = {"type": "timestamp"}
+    # Typed as schemas/stop_search/v1.json types them.
+    for k in ("outcome_linked", "removal_of_more_than_outer_clothing"):
+        schema["properties"][k]["x-snapshot"] = {"type": "boolean"}
     for k in ("latitude", "longitude"):
         schema["properties"][k]["x-snapshot"] = {"type": "float64"}
     json.dump(schema, open(os.path.join(project, "schemas", "peer_bench", "v1.json"), "w"), indent=1)
