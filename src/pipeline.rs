@@ -1066,8 +1066,6 @@ struct Checked {
     quality_path: std::path::PathBuf,
 }
 
-/// Runs the check of a downloaded upload, writing snapshot, findings CSV and findings table
-/// into `dir`.
 /// The upload as the checks see it.
 struct Upload {
     /// Its bytes as they download; `None` when it is too large to read.
@@ -1078,6 +1076,8 @@ struct Upload {
     sha256: std::sync::mpsc::Receiver<String>,
 }
 
+/// Runs the check of an upload as it downloads, writing snapshot, findings CSV and findings
+/// table into `dir`.
 fn check_to_files(
     dir: &Path,
     upload: Upload,
