@@ -199,14 +199,13 @@ fn copy_hashing(mut input: impl Read, dest: &Path, feed: Option<Feed>) -> std::i
         });
         let mut hasher = Sha256::new();
         let read = loop {
-            let mut buf = vec![0; CHUNK];
-            let n = match input.read(&mut buf) {
+            // Filled without zeroing first; `read_to_end` retries interrupted reads.
+            let mut buf = Vec::with_capacity(CHUNK);
+            match (&mut input).take(CHUNK as u64).read_to_end(&mut buf) {
                 Ok(0) => break Ok(()),
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Ok(_) => {}
                 Err(e) => break Err(e),
-            };
-            buf.truncate(n);
+            }
             hasher.update(&buf);
             if tx.send(buf).is_err() {
                 break Ok(());
