@@ -2,8 +2,8 @@
 //!
 //! The decoder streams: it reads the input in fixed-size chunks and hands out batches of at
 //! most `batch_rows` records, so memory stays bounded whatever the file size. A plain line (no
-//! quotes) is split at its commas directly; the header and any quoted line go through
-//! `csv-core`, and a property test keeps the two readings identical.
+//! quotes) is split where it lies, its commas found sixteen bytes at a time; the header and any
+//! quoted line go through `csv-core`, and a property test keeps the two readings identical.
 //! It never fails on bad data. Binary content, an empty file, an unusable header, rows with
 //! the wrong number of cells, bytes that are not UTF-8 and over-long cells each become
 //! [`Finding`]s with row and column; a row with such a problem is left out of the batch (it is
@@ -114,11 +114,24 @@ pub struct CsvDecoder<R> {
     value_bytes: Vec<usize>,
     /// Whether the header is read: csv-core reads it (and drops a byte-order mark).
     past_header: bool,
+    /// A csv-core record's cells joined by commas, and where they end, for the row hash.
+    joined: Vec<u8>,
+    joined_ends: Vec<usize>,
 }
 
 enum RawRecord {
-    Complete { out_len: usize, fields: usize },
-    CellTooLong { field: usize, fields: usize },
+    /// A record of `len` bytes whose cells end at `ends`: split by csv-core into `out` with
+    /// nothing between cells (`at` is `None`), or a plain line of `buf` starting at `at`, its
+    /// cells separated by one comma.
+    Complete {
+        at: Option<usize>,
+        len: usize,
+        fields: usize,
+    },
+    CellTooLong {
+        field: usize,
+        fields: usize,
+    },
 }
 
 /// What starting to decode gave.
@@ -188,17 +201,15 @@ impl<R: Read> CsvDecoder<R> {
             ],
             value_bytes: Vec::new(),
             past_header: false,
+            joined: Vec::new(),
+            joined_ends: Vec::new(),
         };
         let headers = match decoder.read_raw()? {
-            Some(RawRecord::Complete { out_len, fields }) => {
-                let mut cells = Vec::with_capacity(fields);
-                let mut start = 0;
-                for &end in &decoder.ends[..fields] {
-                    cells.push(String::from_utf8_lossy(&decoder.out[start..end]).into_owned());
-                    start = end;
-                }
-                debug_assert!(start <= out_len);
-                cells
+            Some(RawRecord::Complete { at, len, fields }) => {
+                let (bytes, sep) = record(&decoder.buf, &decoder.out, at, len);
+                cell_ranges(&decoder.ends[..fields], sep)
+                    .map(|r| String::from_utf8_lossy(&bytes[r]).into_owned())
+                    .collect()
             }
             Some(RawRecord::CellTooLong { .. }) => {
                 log.push(
@@ -400,7 +411,8 @@ impl<R: Read> CsvDecoder<R> {
                         .in_column(column),
                     );
                 }
-                RawRecord::Complete { out_len, fields } => {
+                RawRecord::Complete { at, len, fields } => {
+                    let (bytes, sep) = record(&self.buf, &self.out, at, len);
                     if fields != width {
                         self.stats.rejected_rows += 1;
                         let (code, words) = if fields < width {
@@ -408,8 +420,7 @@ impl<R: Read> CsvDecoder<R> {
                         } else {
                             (Code::RowTooManyFields, "more")
                         };
-                        let preview =
-                            String::from_utf8_lossy(&self.out[..out_len.min(120)]).into_owned();
+                        let preview = String::from_utf8_lossy(&bytes[..len.min(120)]).into_owned();
                         found.push(
                             Finding::new(
                                 code,
@@ -423,28 +434,24 @@ impl<R: Read> CsvDecoder<R> {
                         );
                         continue;
                     }
-                    let Ok(record) = simdutf8::basic::from_utf8(&self.out[..out_len]) else {
+                    let Ok(record) = simdutf8::basic::from_utf8(bytes) else {
                         self.stats.rejected_rows += 1;
-                        self.report_bad_utf8(row, fields, found);
+                        self.report_bad_utf8(at, len, row, fields, found);
                         continue;
                     };
                     // The record is valid UTF-8 as a whole, and cells end at ASCII delimiters,
                     // so every cell is a char-boundary slice of it: no second check per cell.
-                    let mut start = 0;
-                    for (col, &end) in self.ends[..fields].iter().enumerate() {
+                    for (col, range) in cell_ranges(&self.ends[..fields], sep).enumerate() {
                         if let Some(s) = slot[col] {
-                            if end == start {
+                            if range.is_empty() {
                                 builders[s].append_null();
                             } else {
-                                builders[s].append_value(&record[start..end]);
+                                builders[s].append_value(&record[range]);
                             }
                         }
-                        start = end;
                     }
                     rows.push(row);
-                    let record = (&self.out[..out_len], &self.ends[..fields]);
-                    let [a, b] = self.hashers.each_ref().map(|h| h.hash_one(record));
-                    row_hashes.push((u128::from(a) << 64) | u128::from(b));
+                    row_hashes.push(self.row_hash(at, len, fields));
                 }
             }
         }
@@ -467,10 +474,41 @@ impl<R: Read> CsvDecoder<R> {
         }))
     }
 
-    fn report_bad_utf8(&self, row: u64, fields: usize, found: &mut Vec<Finding>) {
-        let mut start = 0;
-        for (col, &end) in self.ends[..fields].iter().enumerate() {
-            let cell = &self.out[start..end];
+    /// A 128-bit hash of a record's cells: of the cells joined by commas and where each ends,
+    /// so a plain line and the same cells read by csv-core hash alike.
+    fn row_hash(&mut self, at: Option<usize>, len: usize, fields: usize) -> u128 {
+        let record = if at.is_some() {
+            (
+                record(&self.buf, &self.out, at, len).0,
+                &self.ends[..fields],
+            )
+        } else {
+            self.joined.clear();
+            self.joined_ends.clear();
+            for range in cell_ranges(&self.ends[..fields], 0) {
+                if !self.joined_ends.is_empty() {
+                    self.joined.push(b',');
+                }
+                self.joined.extend_from_slice(&self.out[range]);
+                self.joined_ends.push(self.joined.len());
+            }
+            (&self.joined[..], &self.joined_ends[..])
+        };
+        let [a, b] = self.hashers.each_ref().map(|h| h.hash_one(record));
+        (u128::from(a) << 64) | u128::from(b)
+    }
+
+    fn report_bad_utf8(
+        &self,
+        at: Option<usize>,
+        len: usize,
+        row: u64,
+        fields: usize,
+        found: &mut Vec<Finding>,
+    ) {
+        let (bytes, sep) = record(&self.buf, &self.out, at, len);
+        for (col, range) in cell_ranges(&self.ends[..fields], sep).enumerate() {
+            let cell = &bytes[range];
             if let Err(e) = std::str::from_utf8(cell) {
                 let bad = cell[e.valid_up_to()];
                 found.push(
@@ -487,7 +525,6 @@ impl<R: Read> CsvDecoder<R> {
                     .with_value(String::from_utf8_lossy(cell).into_owned()),
                 );
             }
-            start = end;
         }
     }
 
@@ -509,14 +546,14 @@ impl<R: Read> CsvDecoder<R> {
         }
         if !self.past_header {
             self.past_header = true;
-        } else if let Some((used, record)) = plain_line(
+        } else if let Some((used, len, fields)) = plain_line(
             &self.buf[self.pos..self.len],
             self.limits.max_cell_bytes,
-            &mut self.out,
             &mut self.ends,
         ) {
+            let at = Some(self.pos);
             self.pos += used;
-            return Ok(Some(record));
+            return Ok(Some(RawRecord::Complete { at, len, fields }));
         }
         let mut out_len = 0;
         let mut nends = 0;
@@ -586,7 +623,8 @@ impl<R: Read> CsvDecoder<R> {
                         }));
                     }
                     return Ok(Some(RawRecord::Complete {
-                        out_len,
+                        at: None,
+                        len: out_len,
                         fields: nends,
                     }));
                 }
@@ -596,43 +634,101 @@ impl<R: Read> CsvDecoder<R> {
     }
 }
 
+/// The bytes of a complete record (in `buf` when it is a plain line at `at`, else in `out`) and
+/// the number of bytes between its cells.
+fn record<'a>(buf: &'a [u8], out: &'a [u8], at: Option<usize>, len: usize) -> (&'a [u8], usize) {
+    match at {
+        Some(start) => (&buf[start..start + len], 1),
+        None => (&out[..len], 0),
+    }
+}
+
+/// The byte ranges of a record's cells, given where each ends and the bytes between them.
+fn cell_ranges(ends: &[usize], sep: usize) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+    ends.iter().scan(0, move |start, &end| {
+        let range = *start..end;
+        *start = end + sep;
+        Some(range)
+    })
+}
+
+/// Bytes looked at together when splitting plain lines.
+const LANES: usize = 16;
+
+/// Which bytes of a block a plain line stops at (comma, line feed, quote, carriage return):
+/// bit `i` for byte `i`. SSE2 is part of every x86-64 processor.
+#[cfg(target_arch = "x86_64")]
+fn stops(block: &[u8; LANES]) -> u32 {
+    use safe_arch::{
+        cmp_eq_mask_i8_m128i, load_unaligned_m128i, move_mask_i8_m128i, set_splat_i8_m128i,
+    };
+    let v = load_unaligned_m128i(block);
+    let at = |b: u8| cmp_eq_mask_i8_m128i(v, set_splat_i8_m128i(b.cast_signed()));
+    move_mask_i8_m128i(at(b',') | at(b'\n') | at(b'"') | at(b'\r')).cast_unsigned()
+}
+
+/// [`stops`] a byte at a time, for other processors (and to test the vector version).
+#[cfg(any(test, not(target_arch = "x86_64")))]
+fn stops_bytewise(block: &[u8; LANES]) -> u32 {
+    block.iter().enumerate().fold(0, |mask, (i, b)| {
+        mask | (u32::from(matches!(b, b',' | b'\n' | b'"' | b'\r')) << i)
+    })
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+use stops_bytewise as stops;
+
 /// The plain line at the start of `input` as one record, without csv-core: a whole line, not
 /// empty, with no quote and no carriage return but a final one, and no cell over `max_cell`.
-/// Split at commas into `out`/`ends`, it is exactly what csv-core gives (a property test says
-/// so); anything else, and a last line without its newline, is left to csv-core. Returns the
-/// bytes used, newline included.
+/// Its cells are separated by single commas and end at `ends`; that is exactly what csv-core
+/// reads (a property test says so). Anything else, and a last line without its newline, is
+/// left to csv-core. Returns the bytes used (newline included), the line's length without its
+/// line end, and the number of cells.
 fn plain_line(
     input: &[u8],
     max_cell: usize,
-    out: &mut Vec<u8>,
     ends: &mut Vec<usize>,
-) -> Option<(usize, RawRecord)> {
-    let newline = memchr::memchr(b'\n', input)?;
-    let line = input[..newline]
-        .strip_suffix(b"\r")
-        .unwrap_or(&input[..newline]);
-    if line.is_empty() || memchr::memchr2(b'"', b'\r', line).is_some() {
-        return None;
-    }
-    if out.len() < line.len() {
-        out.resize(line.len(), 0);
-    }
-    let (mut out_len, mut fields, mut start) = (0, 0, 0);
-    for end in memchr::memchr_iter(b',', line).chain(std::iter::once(line.len())) {
-        let cell = &line[start..end];
-        if cell.len() > max_cell {
+) -> Option<(usize, usize, usize)> {
+    let (mut fields, mut cell_start, mut base) = (0, 0, 0);
+    let mut end_cell = |end: usize, fields: &mut usize| -> Option<()> {
+        if end - cell_start > max_cell {
             return None;
         }
-        out[out_len..out_len + cell.len()].copy_from_slice(cell);
-        out_len += cell.len();
-        if fields == ends.len() {
-            ends.resize(fields * 2 + 1, 0);
+        if *fields == ends.len() {
+            ends.resize(*fields * 2 + 1, 0);
         }
-        ends[fields] = out_len;
-        fields += 1;
-        start = end + 1;
+        ends[*fields] = end;
+        *fields += 1;
+        cell_start = end + 1;
+        Some(())
+    };
+    while base < input.len() {
+        let rest = &input[base..];
+        let mut tail = [0; LANES];
+        let block = rest.first_chunk::<LANES>().unwrap_or_else(|| {
+            tail[..rest.len()].copy_from_slice(rest);
+            &tail
+        });
+        let mut mask = stops(block);
+        while mask != 0 {
+            let at = base + mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            match input[at] {
+                b',' => end_cell(at, &mut fields)?,
+                b'\n' if at > 0 => {
+                    end_cell(at, &mut fields)?;
+                    return Some((at + 1, at, fields));
+                }
+                b'\r' if at > 0 && input.get(at + 1) == Some(&b'\n') => {
+                    end_cell(at, &mut fields)?;
+                    return Some((at + 2, at, fields));
+                }
+                _ => return None,
+            }
+        }
+        base += LANES;
     }
-    Some((newline + 1, RawRecord::Complete { out_len, fields }))
+    None
 }
 
 /// Fills `buf` as far as the input allows; returns how much was read (less only at the end).
@@ -705,6 +801,18 @@ mod tests {
 
     fn codes(s: &[CodeSummary]) -> Vec<&str> {
         s.iter().map(|c| c.code.as_str()).collect()
+    }
+
+    #[test]
+    fn equal_cells_hash_alike_however_they_are_quoted() {
+        let input = b"a,b\nx,y\n\"x\",y\r\n\"x,y\",z\nx,\"y,z\"\nx,y,\n";
+        let (b, f) = decode(input, Limits::default(), 100);
+        assert_eq!(codes(&f), ["row_too_many_fields"]);
+        let h = &b[0].row_hashes;
+        assert_eq!(b[0].rows, [2, 3, 4, 5]);
+        assert_eq!(h[0], h[1], "x,y and \"x\",y are the same row");
+        assert_ne!(h[2], h[3], "[x,y | z] and [x | y,z] are different rows");
+        assert_ne!(h[0], h[2]);
     }
 
     #[test]
@@ -823,10 +931,14 @@ mod tests {
             if plain
                 && out_len == 0
                 && nends == 0
-                && let Some((used, RawRecord::Complete { out_len, fields })) =
-                    plain_line(&input[pos..], usize::MAX, &mut out, &mut ends)
+                && let Some((used, len, fields)) = plain_line(&input[pos..], usize::MAX, &mut ends)
             {
-                found.push(cells(&out[..out_len], &ends[..fields]));
+                let line = &input[pos..pos + len];
+                found.push(
+                    cell_ranges(&ends[..fields], 1)
+                        .map(|r| line[r].to_vec())
+                        .collect(),
+                );
                 pos += used;
                 continue;
             }
@@ -854,28 +966,31 @@ mod tests {
         fn plain_lines_split_exactly_as_csv_core_reads_them(
             input in proptest::collection::vec(
                 proptest::sample::select(vec![b'a', b'b', b',', b'"', b'\r', b'\n', b' ', 0xC3, 0xA9]),
-                0..80,
+                0..200,
             )
         ) {
             proptest::prop_assert_eq!(records(&input, true), records(&input, false));
+        }
+
+        #[test]
+        fn plain_line_stops_are_found_alike_a_block_or_a_byte_at_a_time(
+            block in proptest::array::uniform16(proptest::sample::select(vec![b'a', b',', b'"', b'\r', b'\n', 0, 0x80, 0xFF]))
+        ) {
+            proptest::prop_assert_eq!(stops(&block), stops_bytewise(&block));
         }
     }
 
     #[test]
     fn a_plain_line_is_split_without_csv_core_and_others_are_left_to_it() {
-        let (mut out, mut ends) = (Vec::new(), Vec::new());
-        let taken = plain_line(b"a,,bc\r\nnext", 10, &mut out, &mut ends);
-        assert!(matches!(
-            taken,
-            Some((
-                7,
-                RawRecord::Complete {
-                    out_len: 3,
-                    fields: 3
-                }
-            ))
-        ));
-        assert_eq!((&out[..3], &ends[..3]), (&b"abc"[..], &[1, 1, 3][..]));
+        let mut ends = Vec::new();
+        assert_eq!(plain_line(b"a,,bc\r\nnext", 10, &mut ends), Some((7, 5, 3)));
+        assert_eq!(&ends[..3], &[1, 2, 5]);
+        let long = b"0123456789,0123456789,0123456789,0123456789\n";
+        assert_eq!(
+            plain_line(long, 10, &mut ends),
+            Some((long.len(), long.len() - 1, 4))
+        );
+        assert_eq!(&ends[..4], &[10, 21, 32, 43]);
         for left in [
             &b"a,\"b\"\n"[..],
             b"a,b",
@@ -883,10 +998,7 @@ mod tests {
             b"a\rb\n",
             b"abcdefghijk,b\n",
         ] {
-            assert!(
-                plain_line(left, 10, &mut out, &mut ends).is_none(),
-                "{left:?}"
-            );
+            assert!(plain_line(left, 10, &mut ends).is_none(), "{left:?}");
         }
     }
 }
