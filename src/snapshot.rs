@@ -14,6 +14,7 @@
 //! This module writes to local files (`std::io::Write`); moving them to the bucket is `store`'s
 //! job.
 
+use std::collections::HashMap;
 use std::collections::HashSet;
 use std::io::Write;
 use std::sync::Arc;
@@ -216,6 +217,9 @@ pub struct SnapshotWriter<W: Write + Send> {
     writer: ArrowWriter<W>,
     /// Per code-list property: the dictionary of codes and of each attribute.
     dictionaries: Vec<Option<Dictionaries>>,
+    /// The constant lineage columns (force, period, submission), built once for the longest
+    /// batch so far and sliced to each batch.
+    constants: [ArrayRef; 3],
     rows: u64,
 }
 
@@ -258,12 +262,14 @@ impl<W: Write + Send> SnapshotWriter<W> {
                 _ => None,
             })
             .collect();
+        let constants = constant_columns(&lineage, 0)?;
         Ok(SnapshotWriter {
             schema,
             arrow_schema,
             lineage,
             writer,
             dictionaries,
+            constants,
             rows: 0,
         })
     }
@@ -274,67 +280,63 @@ impl<W: Write + Send> SnapshotWriter<W> {
         if kept == 0 {
             return Ok(());
         }
+        if self.constants[0].len() < kept {
+            self.constants = constant_columns(&self.lineage, kept)?;
+        }
+        let rows: Vec<usize> = (0..batch.len()).filter(|&i| keep.value(i)).collect();
+        let [force, period, submission] = self.constants.each_ref().map(|c| c.slice(0, kept));
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.arrow_schema.fields().len());
-        let force = DictionaryArray::<Int32Type>::try_new(
-            Int32Array::from(vec![0; kept]),
-            Arc::new(StringArray::from(vec![self.lineage.force_id.as_str()])),
-        )?;
-        columns.push(Arc::new(force));
-        columns.push(Arc::new(StringArray::from(vec![
-            self.lineage
-                .period
-                .as_str();
-            kept
-        ])));
+        columns.extend([force, period]);
         for (p, prop) in self.schema.properties.iter().enumerate() {
             if prop.snapshot == SnapshotType::Omit {
                 continue;
             }
-            let text = match batch.column(p) {
-                Some(c) => filter(c, keep)?,
-                None => arrow::array::new_null_array(&DataType::Utf8, kept),
-            };
-            let text = text.as_any().downcast_ref::<StringArray>().ok_or_else(|| {
-                arrow::error::ArrowError::CastError("text column expected".into())
-            })?;
-            self.typed(p, prop, text, &mut columns)?;
+            if let Some(text) = batch.column(p) {
+                self.typed(p, prop, text, keep, &rows, &mut columns)?;
+            } else {
+                let blank = StringArray::new_null(kept);
+                let every = BooleanArray::from(vec![true; kept]);
+                let all: Vec<usize> = (0..kept).collect();
+                self.typed(p, prop, &blank, &every, &all, &mut columns)?;
+            }
         }
-        columns.push(Arc::new(StringArray::from(vec![
-            self.lineage
-                .submission_id
-                .as_str();
-            kept
-        ])));
-        let rows = UInt64Array::from(batch.rows.clone());
-        columns.push(filter(&rows, keep)?);
+        columns.push(submission);
+        columns.push(Arc::new(UInt64Array::from_iter_values(
+            rows.iter().map(|&i| batch.rows[i]),
+        )));
         let out = RecordBatch::try_new(Arc::clone(&self.arrow_schema), columns)?;
         self.writer.write(&out)?;
         self.rows += kept as u64;
         Ok(())
     }
 
+    /// Types the kept `rows` of a text column (`keep` marks them) as the property's snapshot
+    /// column (or columns, for a code and its attributes).
     fn typed(
         &self,
         p: usize,
         prop: &Property,
         text: &StringArray,
+        keep: &BooleanArray,
+        rows: &[usize],
         columns: &mut Vec<ArrayRef>,
     ) -> Result<(), SnapshotError> {
-        let n = text.len();
+        let n = rows.len();
+        let cells = || rows.iter().map(|&i| cell(text, i));
         match &prop.snapshot {
             SnapshotType::Omit => {}
-            SnapshotType::String => columns.push(Arc::new(text.clone())),
+            SnapshotType::String => columns.push(filter(text, keep)?),
             SnapshotType::Timestamp => {
                 let mut b = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
-                for i in 0..n {
-                    b.append_option(cell(text, i).and_then(parse_timestamp_micros));
+                for t in cells() {
+                    b.append_option(t.and_then(parse_timestamp_micros));
                 }
                 columns.push(Arc::new(b.finish()));
             }
             SnapshotType::Boolean => {
                 let mut b = BooleanBuilder::with_capacity(n);
-                for i in 0..n {
-                    b.append_option(cell(text, i).and_then(|t| {
+                for t in cells() {
+                    b.append_option(t.and_then(|t| {
                         if t.eq_ignore_ascii_case("true") {
                             Some(true)
                         } else if t.eq_ignore_ascii_case("false") {
@@ -348,10 +350,9 @@ impl<W: Write + Send> SnapshotWriter<W> {
             }
             SnapshotType::Float64 => {
                 let mut b = Float64Builder::with_capacity(n);
-                for i in 0..n {
+                for t in cells() {
                     b.append_option(
-                        cell(text, i)
-                            .and_then(|t| t.parse::<f64>().ok())
+                        t.and_then(|t| t.parse::<f64>().ok())
                             .filter(|f| f.is_finite()),
                     );
                 }
@@ -359,8 +360,8 @@ impl<W: Write + Send> SnapshotWriter<W> {
             }
             SnapshotType::Int64 => {
                 let mut b = Int64Builder::with_capacity(n);
-                for i in 0..n {
-                    b.append_option(cell(text, i).and_then(|t| t.parse::<i64>().ok()));
+                for t in cells() {
+                    b.append_option(t.and_then(|t| t.parse::<i64>().ok()));
                 }
                 columns.push(Arc::new(b.finish()));
             }
@@ -372,11 +373,11 @@ impl<W: Write + Send> SnapshotWriter<W> {
                     ))
                     .into());
                 };
-                let mut memo: std::collections::HashMap<&str, Option<i32>> =
-                    std::collections::HashMap::new();
-                let keys: Int32Array = (0..n)
-                    .map(|i| {
-                        cell(text, i).and_then(|t| {
+                let mut memo: HashMap<&str, Option<i32>, foldhash::fast::FixedState> =
+                    HashMap::default();
+                let keys: Int32Array = cells()
+                    .map(|t| {
+                        t.and_then(|t| {
                             *memo.entry(t).or_insert_with(|| {
                                 d.list.lookup(t).and_then(|(k, _)| i32::try_from(k).ok())
                             })
@@ -409,6 +410,22 @@ impl<W: Write + Send> SnapshotWriter<W> {
         let out = self.writer.into_inner()?;
         Ok((rows, out))
     }
+}
+
+/// The constant lineage columns (force, period, submission) for `rows` rows.
+fn constant_columns(lineage: &Lineage, rows: usize) -> Result<[ArrayRef; 3], SnapshotError> {
+    let force = DictionaryArray::<Int32Type>::try_new(
+        Int32Array::from(vec![0; rows]),
+        Arc::new(StringArray::from(vec![lineage.force_id.as_str()])),
+    )?;
+    Ok([
+        Arc::new(force),
+        Arc::new(StringArray::from(vec![lineage.period.as_str(); rows])),
+        Arc::new(StringArray::from(vec![
+            lineage.submission_id.as_str();
+            rows
+        ])),
+    ])
 }
 
 /// Microseconds since the epoch of an RFC 3339 date-time or a plain date (midnight UTC).
