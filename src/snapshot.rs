@@ -352,7 +352,7 @@ impl<W: Write + Send> SnapshotWriter<W> {
                 let mut b = Float64Builder::with_capacity(n);
                 for t in cells() {
                     b.append_option(
-                        t.and_then(|t| t.parse::<f64>().ok())
+                        t.and_then(crate::validate::parse_f64)
                             .filter(|f| f.is_finite()),
                     );
                 }

@@ -63,6 +63,9 @@ pub fn read_cell(types: TypeSet, text: Option<&str>) -> Cell<'_> {
 
 fn parse_number(text: &str) -> Option<f64> {
     let b = text.as_bytes();
+    if let Some(n) = short_decimal(b) {
+        return Some(n);
+    }
     // Only plain decimal notation: Rust also parses "inf", "NaN" and "infinity".
     if b.is_empty()
         || !b
@@ -72,6 +75,49 @@ fn parse_number(text: &str) -> Option<f64> {
         return None;
     }
     text.parse::<f64>().ok().filter(|n| n.is_finite())
+}
+
+/// `text.parse::<f64>()`, taking a shortcut for the usual short decimals.
+pub fn parse_f64(text: &str) -> Option<f64> {
+    short_decimal(text.as_bytes()).or_else(|| text.parse().ok())
+}
+
+/// Powers of ten that are exact in `f64`.
+const EXACT_POWERS_OF_TEN: [f64; 16] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+
+/// A decimal of at most 15 digits with an optional sign and point (`-3.292147`), read exactly
+/// as `str::parse::<f64>` reads it: its digits as a whole number and a power of ten are both
+/// exact in `f64`, and one division rounds correctly. Anything else is `None`.
+fn short_decimal(b: &[u8]) -> Option<f64> {
+    let (negative, digits) = match b.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, b),
+    };
+    if digits.len() > 16 {
+        return None;
+    }
+    let (mut whole, mut count, mut scale, mut point) = (0u64, 0, 0, false);
+    for &c in digits {
+        match c {
+            b'0'..=b'9' => {
+                whole = whole * 10 + u64::from(c - b'0');
+                count += 1;
+                scale += usize::from(point);
+            }
+            b'.' if !point => point = true,
+            _ => return None,
+        }
+    }
+    if count == 0 || count > 15 {
+        return None;
+    }
+    // Below 10^15, so exact.
+    #[allow(clippy::cast_precision_loss)]
+    let value = whole as f64 / EXACT_POWERS_OF_TEN[scale];
+    Some(if negative { -value } else { value })
 }
 
 /// The JSON value of a cell (what `jsonschema` is given).
@@ -1312,6 +1358,19 @@ mod tests {
         )
         .unwrap();
         assert!(Plan::compile(&schema).unwrap().uses_fallback());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn short_decimals_read_as_str_parse_reads_them(
+            text in "[-+]?[0-9]{0,17}(\\.[0-9]{0,17})?",
+            x in proptest::num::f64::ANY,
+        ) {
+            for text in [text, x.to_string(), format!("{x:.6}")] {
+                let expected = text.parse::<f64>().ok();
+                proptest::prop_assert_eq!(parse_f64(&text).map(f64::to_bits), expected.map(f64::to_bits), "{}", text);
+            }
+        }
     }
 
     #[test]
