@@ -14,11 +14,11 @@
 //! hold commas, quotes and line breaks). Rows are numbered as a spreadsheet counts them: the
 //! header is row 1.
 
-use std::hash::BuildHasher;
 use std::io::Read;
 use std::sync::Arc;
 
 use arrow::array::{Array, StringArray, StringBuilder};
+use twox_hash::XxHash3_128;
 
 use crate::config::Limits;
 use crate::finding::{Code, Finding, FindingLog};
@@ -109,14 +109,12 @@ pub struct CsvDecoder<R> {
     batch_rows: usize,
     stats: DecodeStats,
     finished: bool,
-    hashers: [foldhash::fast::FixedState; 2],
     /// Text bytes of each mapped column in the last batch.
     value_bytes: Vec<usize>,
     /// Whether the header is read: csv-core reads it (and drops a byte-order mark).
     past_header: bool,
-    /// A csv-core record's cells joined by commas, and where they end, for the row hash.
+    /// A csv-core record written back as plain as CSV allows, for the row hash.
     joined: Vec<u8>,
-    joined_ends: Vec<usize>,
 }
 
 enum RawRecord {
@@ -195,14 +193,9 @@ impl<R: Read> CsvDecoder<R> {
             batch_rows: batch_rows.max(1),
             stats,
             finished: false,
-            hashers: [
-                foldhash::fast::FixedState::with_seed(0x243F_6A88_85A3_08D3),
-                foldhash::fast::FixedState::with_seed(0x1319_8A2E_0370_7344),
-            ],
             value_bytes: Vec::new(),
             past_header: false,
             joined: Vec::new(),
-            joined_ends: Vec::new(),
         };
         let headers = match decoder.read_raw()? {
             Some(RawRecord::Complete { at, len, fields }) => {
@@ -474,28 +467,37 @@ impl<R: Read> CsvDecoder<R> {
         }))
     }
 
-    /// A 128-bit hash of a record's cells: of the cells joined by commas and where each ends,
-    /// so a plain line and the same cells read by csv-core hash alike.
+    /// A 128-bit hash of a record's cells: of the cells written as CSV with quotes only where
+    /// a cell needs them, which is how a plain line is written already. That writing can be
+    /// read back, so different cells give different bytes, and equal cells hash alike however
+    /// the upload quoted them.
     fn row_hash(&mut self, at: Option<usize>, len: usize, fields: usize) -> u128 {
-        let record = if at.is_some() {
-            (
-                record(&self.buf, &self.out, at, len).0,
-                &self.ends[..fields],
-            )
-        } else {
-            self.joined.clear();
-            self.joined_ends.clear();
-            for range in cell_ranges(&self.ends[..fields], 0) {
-                if !self.joined_ends.is_empty() {
-                    self.joined.push(b',');
-                }
-                self.joined.extend_from_slice(&self.out[range]);
-                self.joined_ends.push(self.joined.len());
+        if at.is_some() {
+            return XxHash3_128::oneshot(record(&self.buf, &self.out, at, len).0);
+        }
+        self.joined.clear();
+        for (i, range) in cell_ranges(&self.ends[..fields], 0).enumerate() {
+            if i > 0 {
+                self.joined.push(b',');
             }
-            (&self.joined[..], &self.joined_ends[..])
-        };
-        let [a, b] = self.hashers.each_ref().map(|h| h.hash_one(record));
-        (u128::from(a) << 64) | u128::from(b)
+            let cell = &self.out[range];
+            if cell
+                .iter()
+                .any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n'))
+            {
+                self.joined.push(b'"');
+                for &b in cell {
+                    if b == b'"' {
+                        self.joined.push(b'"');
+                    }
+                    self.joined.push(b);
+                }
+                self.joined.push(b'"');
+            } else {
+                self.joined.extend_from_slice(cell);
+            }
+        }
+        XxHash3_128::oneshot(&self.joined)
     }
 
     fn report_bad_utf8(
@@ -805,14 +807,17 @@ mod tests {
 
     #[test]
     fn equal_cells_hash_alike_however_they_are_quoted() {
-        let input = b"a,b\nx,y\n\"x\",y\r\n\"x,y\",z\nx,\"y,z\"\nx,y,\n";
+        let input =
+            b"a,b\nx,y\n\"x\",y\r\n\"x,y\",z\nx,\"y,z\"\nx,y,\n\"\"\"x,y\"\"\",z\n\"\"\"x\"\"\",y\n";
         let (b, f) = decode(input, Limits::default(), 100);
         assert_eq!(codes(&f), ["row_too_many_fields"]);
         let h = &b[0].row_hashes;
-        assert_eq!(b[0].rows, [2, 3, 4, 5]);
+        assert_eq!(b[0].rows, [2, 3, 4, 5, 7, 8]);
         assert_eq!(h[0], h[1], "x,y and \"x\",y are the same row");
         assert_ne!(h[2], h[3], "[x,y | z] and [x | y,z] are different rows");
-        assert_ne!(h[0], h[2]);
+        assert_ne!(h[0], h[5], "[x | y] and [\"x\" | y] are different rows");
+        let distinct: std::collections::HashSet<_> = [h[0], h[2], h[3], h[4], h[5]].into();
+        assert_eq!(distinct.len(), 5);
     }
 
     #[test]

@@ -17,7 +17,6 @@
 //! found through [`crate::spill`], which keeps memory bounded with local temporary files.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, Hash, Hasher};
 
 use arrow::array::{Array, BooleanArray, StringArray};
 use serde_json::Value;
@@ -597,7 +596,6 @@ pub struct Checker<'p> {
     error_rows: Bitset,
     repeated_rows: RepeatFinder,
     unique: Vec<Option<RepeatFinder>>,
-    hashers: [foldhash::fast::FixedState; 2],
 }
 
 /// Distinct values remembered per column and batch before the memo gives up on that column
@@ -642,20 +640,7 @@ impl<'p> Checker<'p> {
             error_rows: Bitset::default(),
             repeated_rows: RepeatFinder::new(false),
             unique,
-            hashers: [
-                foldhash::fast::FixedState::with_seed(0x243F_6A88_85A3_08D3),
-                foldhash::fast::FixedState::with_seed(0x1319_8A2E_0370_7344),
-            ],
         })
-    }
-
-    fn hash128(&self, parts: impl Fn(&mut foldhash::fast::FoldHasher)) -> u128 {
-        let [a, b] = self.hashers.each_ref().map(|s| {
-            let mut h = s.build_hasher();
-            parts(&mut h);
-            h.finish()
-        });
-        (u128::from(a) << 64) | u128::from(b)
     }
 
     /// Checks a batch; returns which of its rows are free of errors. Fails only when the local
@@ -729,7 +714,7 @@ impl<'p> Checker<'p> {
                 log.push(finding);
             }
             if let (Some(t), true) = (text, prop.unique) {
-                let key = self.hash128(|h| t.hash(h));
+                let key = twox_hash::XxHash3_128::oneshot(t.as_bytes());
                 if let Some(finder) = self.unique[p].as_mut() {
                     finder.add(key, row, t.as_bytes())?;
                 }
