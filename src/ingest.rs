@@ -1,7 +1,8 @@
 //! Decoding: uploaded bytes → Arrow batches of text columns, plus decode findings.
 //!
 //! The decoder streams: it reads the input in fixed-size chunks and hands out batches of at
-//! most `batch_rows` records, so memory stays bounded whatever the file size. A plain line (no
+//! most `batch_rows` records or 16 MiB of text, so memory stays bounded whatever the file size
+//! and however long its rows. A plain line (no
 //! quotes) is split where it lies, its commas found sixteen bytes at a time; the header and any
 //! quoted line go through `csv-core`, and a property test keeps the two readings identical.
 //! It never fails on bad data. Binary content, an empty file, an unusable header, rows with
@@ -26,6 +27,10 @@ use crate::schema::RecordSchema;
 
 /// How many records a batch holds at most.
 pub const DEFAULT_BATCH_ROWS: usize = 16 * 1024;
+
+/// A batch also ends once its records hold this many bytes, so that long rows (up to the cell
+/// limit in every column) keep memory bounded too.
+const BATCH_TEXT_BYTES: usize = 16 << 20;
 
 const CHUNK: usize = 256 * 1024;
 
@@ -343,7 +348,8 @@ impl<R: Read> CsvDecoder<R> {
             .collect();
         let mut rows = Vec::with_capacity(self.batch_rows);
         let mut row_hashes = Vec::with_capacity(self.batch_rows);
-        while rows.len() < self.batch_rows {
+        let mut text_bytes = 0;
+        while rows.len() < self.batch_rows && text_bytes < BATCH_TEXT_BYTES {
             if self.stats.records >= self.limits.max_rows {
                 if self.read_raw()?.is_some() {
                     found.push(Finding::new(
@@ -443,6 +449,7 @@ impl<R: Read> CsvDecoder<R> {
                             }
                         }
                     }
+                    text_bytes += len;
                     rows.push(row);
                     row_hashes.push(self.row_hash(at, len, fields));
                 }
@@ -901,6 +908,24 @@ mod tests {
             ]
         );
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn long_rows_make_short_batches() {
+        let cell = "x".repeat(1 << 20);
+        let input = format!("a,b\n{}", format!("{cell},{cell}\n").repeat(40));
+        let limits = Limits {
+            max_cell_bytes: 2 << 20,
+            ..Limits::default()
+        };
+        let (b, f) = decode(input.as_bytes(), limits, 1000);
+        assert!(f.is_empty());
+        let sizes: Vec<usize> = b.iter().map(Batch::len).collect();
+        assert_eq!(
+            sizes,
+            [8, 8, 8, 8, 8],
+            "16 MiB of text a batch, at 2 MiB a row"
+        );
     }
 
     #[test]
