@@ -2,9 +2,9 @@
 //!
 //! The decoder streams: it reads the input in fixed-size chunks and hands out batches of at
 //! most `batch_rows` records or 16 MiB of text, so memory stays bounded whatever the file size
-//! and however long its rows. A plain line (no
-//! quotes) is split where it lies, its commas found sixteen bytes at a time; the header and any
-//! quoted line go through `csv-core`, and a property test keeps the two readings identical.
+//! and however long its rows. A plain line (no quotes) is split where it lies, its commas found
+//! sixteen bytes at a time; the header and any quoted line go through `csv-core`, and a
+//! property test keeps the two readings identical.
 //! It never fails on bad data. Binary content, an empty file, an unusable header, rows with
 //! the wrong number of cells, bytes that are not UTF-8 and over-long cells each become
 //! [`Finding`]s with row and column; a row with such a problem is left out of the batch (it is
