@@ -1,24 +1,25 @@
 //! Exact repeat detection in bounded memory: hash partitions, spilled to local disk when large.
 //!
-//! Finding repeated rows (or repeated values of an `x-unique` column) needs to remember every
-//! row seen, which in memory grows with the file. [`RepeatFinder`] instead appends a 128-bit
-//! hash and the row number of each item (and, when asked, its value) to one of several
-//! partitions chosen by the hash. Partitions stay in memory while they are small together
-//! (under [`MEMORY_BUDGET`]); past that every partition is appended to its own file and its
-//! buffer emptied. At the end the partitions are grouped two at a time on two threads, each
-//! in one streaming pass that remembers each hash's first item and opens a group when a
-//! second comes; a partition above 2 MiB is first split on disk by further bits of the hash,
-//! so the memory of a pass stays bounded whatever the file size. Memory is the budget plus two
-//! bounded passes (and the row numbers of repeated items); disk is about 24 bytes a row (plus
-//! values) for a large file and nothing for a small one. Two different items share a
-//! 128-bit hash with a probability far below one in 10^20 for any file this service will see.
+//! Finding repeated rows (or repeated values of an `x-unique` column) needs to remember every row
+//! seen, which in memory grows with the file. [`RepeatFinder`] instead appends a 128-bit hash and
+//! the row number of each item (and, when asked, its value) to one of several partitions chosen by
+//! the hash. Partitions stay in memory while they are small together (under [`MEMORY_BUDGET`]);
+//! past that every partition is appended to its own file and its buffer emptied. The files are
+//! unnamed temporary files (never linked into a directory, or unlinked as soon as made): nothing is
+//! left on disk if the worker is killed, and each is freed by the thread that groups it, not in one
+//! directory removal at the end. At the end the partitions are grouped two at a time on two
+//! threads, each in one streaming pass that remembers each hash's first item and opens a group when
+//! a second comes; a partition above 2 MiB is first split on disk by further bits of the hash, so
+//! the memory of a pass stays bounded whatever the file size. Memory is the budget plus two bounded
+//! passes (and the row numbers of repeated items); disk is about 24 bytes a row (plus values) for a
+//! large file and nothing for a small one. Two different items share a 128-bit hash with a
+//! probability far below one in 10^20 for any file this service will see.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fs::File;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader, BufWriter, Read, Seek, Write};
 
 const PARTITIONS: usize = 64;
 /// Bytes of items kept in memory before the partitions are written to disk.
@@ -28,7 +29,6 @@ const HEAD: usize = 24;
 
 /// Collects (hash, row, value) items and reports the groups that share a hash.
 pub struct RepeatFinder {
-    dir: Option<tempfile::TempDir>,
     buffers: Vec<Vec<u8>>,
     files: Vec<Option<File>>,
     buffered: usize,
@@ -49,7 +49,6 @@ impl RepeatFinder {
     /// item's bytes so a report can quote them.
     pub fn new(with_values: bool) -> RepeatFinder {
         RepeatFinder {
-            dir: None,
             buffers: vec![Vec::new(); PARTITIONS],
             files: (0..PARTITIONS).map(|_| None).collect(),
             buffered: 0,
@@ -80,21 +79,13 @@ impl RepeatFinder {
 
     /// Appends every partition's buffer to its file and empties the buffers.
     fn spill(&mut self) -> std::io::Result<()> {
-        if self.dir.is_none() {
-            self.dir = Some(tempfile::tempdir()?);
-        }
-        let dir = self
-            .dir
-            .as_ref()
-            .map(|d| d.path().to_owned())
-            .unwrap_or_default();
         for (part, buf) in self.buffers.iter_mut().enumerate() {
             if buf.is_empty() {
                 continue;
             }
             let file = match &mut self.files[part] {
                 Some(f) => f,
-                slot => slot.insert(File::create(dir.join(format!("part-{part:02}")))?),
+                slot => slot.insert(tempfile::tempfile()?),
             };
             file.write_all(buf)?;
             buf.clear();
@@ -112,16 +103,10 @@ impl RepeatFinder {
     /// by partition, each group's rows ascending.
     pub fn finish(self, mut on_repeat: impl FnMut(Repeat<'_>)) -> std::io::Result<()> {
         let with_values = self.with_values;
-        let dir: Option<PathBuf> = self.dir.as_ref().map(|d| d.path().to_owned());
         let mut sources: Vec<(Option<File>, Vec<u8>)> =
             self.files.into_iter().zip(self.buffers).collect();
-        if let Some(dir) = &dir {
-            // Reopen for reading from the start; the write handles are dropped here.
-            for (part, (file, _)) in sources.iter_mut().enumerate() {
-                if file.take().is_some() {
-                    *file = Some(File::open(dir.join(format!("part-{part:02}")))?);
-                }
-            }
+        for file in sources.iter_mut().filter_map(|(file, _)| file.as_mut()) {
+            file.rewind()?;
         }
         let (tx_even, rx_even) = std::sync::mpsc::sync_channel(1);
         let (tx_odd, rx_odd) = std::sync::mpsc::sync_channel(1);
@@ -198,28 +183,21 @@ fn group_source(
     if level >= MAX_SPLITS {
         return group_stream(&mut items, with_values).map(|g| vec![g]);
     }
-    let dir = tempfile::tempdir()?;
-    let path = |i: u32| dir.path().join(format!("split-{i:02}"));
     let mut parts = (0..SPLIT)
-        .map(|i| File::create(path(i)).map(|f| BufWriter::with_capacity(64 * 1024, f)))
+        .map(|_| tempfile::tempfile().map(|f| BufWriter::with_capacity(64 * 1024, f)))
         .collect::<std::io::Result<Vec<_>>>()?;
     let shift = 118 - 4 * level;
     let mut item = Vec::new();
     while let Some(hash) = next_item(&mut items, with_values, &mut item)? {
         parts[((hash >> shift) & u128::from(SPLIT - 1)) as usize].write_all(&item)?;
     }
-    for part in parts {
-        part.into_inner()
-            .map_err(std::io::IntoInnerError::into_error)?;
-    }
     let mut out = Vec::new();
-    for i in 0..SPLIT {
-        out.extend(group_source(
-            Some(File::open(path(i))?),
-            &[],
-            with_values,
-            level + 1,
-        )?);
+    for part in parts {
+        let mut file = part
+            .into_inner()
+            .map_err(std::io::IntoInnerError::into_error)?;
+        file.rewind()?;
+        out.extend(group_source(Some(file), &[], with_values, level + 1)?);
     }
     Ok(out)
 }
@@ -456,7 +434,10 @@ mod tests {
     fn groups_of_equal_hashes_are_reported_with_all_their_rows() {
         let f = every_value_repeats(10_000, 4_999);
         assert_eq!(f.items(), 10_000);
-        assert!(f.dir.is_none(), "a small finder stays in memory");
+        assert!(
+            f.files.iter().all(Option::is_none),
+            "a small finder stays in memory"
+        );
         let groups = groups_of(f);
         // Every value repeats: rows r, r + 4999 (and r + 9998 for r < 2) share a value.
         assert_eq!(groups.len(), 4_999);
@@ -470,7 +451,7 @@ mod tests {
         // About 40 bytes an item: 600,000 items pass the memory budget many times, so each
         // group has members on disk and, for the last rows, in memory.
         let f = every_value_repeats(600_000, 250_000);
-        assert!(f.dir.is_some(), "a large finder spills");
+        assert!(f.files.iter().any(Option::is_some), "a large finder spills");
         let groups = groups_of(f);
         assert_eq!(groups.len(), 250_000);
         assert_eq!(groups[0], (vec![0, 250_000, 500_000], "v0".to_owned()));
