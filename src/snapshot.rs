@@ -4,7 +4,8 @@
 //! annotations say: timestamps in UTC, booleans, floats, and codes as dictionary-encoded
 //! canonical values with their attributes (for example self-defined ethnicity `W1` with group
 //! `White`). Every file's key-value metadata carries its lineage: submission id, source key,
-//! SHA-256, schema id and version, and when it was ingested. Files are written with zstd.
+//! SHA-256, schema id and version, and when it was ingested. Files are Snappy-compressed
+//! ([`COMPRESSION`]).
 //!
 //! Readers find the current file of each force × period through the dataset's manifest
 //! (`snapshots/<dataset>/_manifest.json`), which is written last: a reader never sees a
@@ -27,7 +28,7 @@ use arrow::compute::filter;
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::basic::{Compression, Encoding};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
@@ -94,7 +95,14 @@ fn dict_type() -> DataType {
     DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
 }
 
-/// Zstd (level 1), bounded row groups, and dictionary encoding only for the named columns:
+/// The codec of every Parquet file the service writes: Snappy, the one codec every reader the
+/// snapshots are for opens (`DuckDB`, pandas, Polars, Spark, Power BI), and the fastest to write.
+/// Zstd level 1 made the 1M-row benchmark snapshot 17% smaller (23.1 against 28.0 MB) but
+/// cost 0.05 s more CPU, 5% of the whole run (BENCHMARKS.md). Files written with zstd by
+/// earlier versions are still read.
+pub const COMPRESSION: Compression = Compression::SNAPPY;
+
+/// [`COMPRESSION`], bounded row groups, and dictionary encoding only for the named columns:
 /// codes repeat and compress well as dictionaries, while identifiers, times and coordinates
 /// only fill the dictionary up before the writer falls back, costing time and memory for
 /// nothing.
@@ -105,9 +113,8 @@ fn dict_type() -> DataType {
 /// keep theirs (a reader looking up a record id or a date range skips row groups with them).
 ///
 /// Floating-point columns are byte-stream split: their sign and exponent bytes, alike across
-/// coordinates, end up together, which zstd compresses quickly, where interleaved they cost
-/// time for a ratio near 1. On the 1M-row benchmark file level 1 with the split is 8% less
-/// CPU than level 3 without it, for a file 1% larger (BENCHMARKS.md).
+/// coordinates, end up together, where the compressor finds them, while interleaved they
+/// compress hardly at all (BENCHMARKS.md).
 fn writer_props(dictionary_columns: &[String], float_columns: &[String]) -> WriterProperties {
     let builder = float_columns
         .iter()
@@ -129,7 +136,7 @@ fn writer_props(dictionary_columns: &[String], float_columns: &[String]) -> Writ
             ColumnPath::from("source_row"),
             Encoding::DELTA_BINARY_PACKED,
         )
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
+        .set_compression(COMPRESSION)
         .set_max_row_group_row_count(Some(64 * 1024))
         .build()
 }

@@ -15,7 +15,6 @@ use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, Utc};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
@@ -41,7 +40,7 @@ pub enum TableError {
 
 fn props(metadata: Vec<KeyValue>) -> WriterProperties {
     WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+        .set_compression(crate::snapshot::COMPRESSION)
         .set_key_value_metadata(Some(metadata))
         .build()
 }
@@ -432,8 +431,7 @@ mod tests {
     use super::*;
     use crate::analyze::metrics::metric_rows;
 
-    #[test]
-    fn metrics_and_anomalies_read_back_as_written() {
+    fn some_metrics() -> (MetricsHeader, Vec<MetricRow>) {
         let counts = crate::analyze::counts::MonthlyCounts {
             force_id: "kent".into(),
             period: Some("2020-01".parse().unwrap()),
@@ -444,7 +442,6 @@ mod tests {
             midnight: 1,
             ..Default::default()
         };
-        let rows = metric_rows(&counts, None);
         let header = MetricsHeader {
             dataset: "stop_search".into(),
             force_id: "kent".into(),
@@ -452,6 +449,37 @@ mod tests {
             submission_id: "s".into(),
             population_source: None,
         };
+        (header, metric_rows(&counts, None))
+    }
+
+    #[test]
+    fn tables_written_with_zstd_by_earlier_versions_still_read() {
+        use parquet::basic::{Compression, ZstdLevel};
+        let (header, rows) = some_metrics();
+        let batches = read(metrics_parquet(&header, &rows).unwrap()).unwrap();
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap()))
+            .build();
+        let mut zstd = Vec::new();
+        let mut w = ArrowWriter::try_new(&mut zstd, batches[0].schema(), Some(props)).unwrap();
+        for b in &batches {
+            w.write(b).unwrap();
+        }
+        w.close().unwrap();
+        let meta = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(zstd.clone()))
+            .unwrap()
+            .metadata()
+            .clone();
+        assert!(matches!(
+            meta.row_group(0).column(0).compression(),
+            Compression::ZSTD(_)
+        ));
+        assert_eq!(read_metrics(zstd).unwrap(), rows);
+    }
+
+    #[test]
+    fn metrics_and_anomalies_read_back_as_written() {
+        let (header, rows) = some_metrics();
         let bytes = metrics_parquet(&header, &rows).unwrap();
         assert_eq!(read_metrics(bytes).unwrap(), rows);
 

@@ -132,7 +132,7 @@ async fn real_extracts_are_all_accepted_and_read_back_by_pyarrow_and_duckdb(buck
             types["self_defined_ethnicity_group"],
             "dictionary<values=string, indices=int32, ordered=0>"
         );
-        assert_eq!(snap["compression"], "ZSTD");
+        assert_eq!(snap["compression"], "SNAPPY");
         let meta = &snap["metadata"];
         let s = outcome
             .processed
