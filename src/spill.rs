@@ -8,12 +8,14 @@
 //! unnamed temporary files (never linked into a directory, or unlinked as soon as made): nothing is
 //! left on disk if the worker is killed, and each is freed by the thread that groups it, not in one
 //! directory removal at the end. At the end the partitions are grouped two at a time on two
-//! threads, each in one streaming pass that remembers each hash's first item and opens a group when
-//! a second comes; a partition above 2 MiB is first split on disk by further bits of the hash, so
-//! the memory of a pass stays bounded whatever the file size. Memory is the budget plus two bounded
-//! passes (and the row numbers of repeated items); disk is about 24 bytes a row (plus values) for a
-//! large file and nothing for a small one. Two different items share a 128-bit hash with a
-//! probability far below one in 10^20 for any file this service will see.
+//! threads: a sieve of two small bitmaps first marks the hashes that may repeat (all that do, and
+//! about one in sixteen that do not), and only their items go to the exact pass that remembers each
+//! hash's first item and opens a group when a second comes; a partition above 2 MiB is first split
+//! on disk by further bits of the hash, so the memory of a pass stays bounded whatever the file
+//! size. Memory is the budget plus two bounded passes (and the row numbers of repeated items); disk
+//! is about 24 bytes a row (plus values) for a large file and nothing for a small one. Two
+//! different items share a 128-bit hash with a probability far below one in 10^20 for any file this
+//! service will see.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -122,8 +124,9 @@ impl RepeatFinder {
         std::thread::scope(|scope| {
             for (sources, tx) in [(even, tx_even), (odd, tx_odd)] {
                 scope.spawn(move || {
+                    let mut scratch = Scratch::default();
                     for (file, tail) in sources {
-                        let grouped = group_source(file, &tail, with_values, 0);
+                        let grouped = group_source(file, &tail, with_values, 0, &mut scratch);
                         let failed = grouped.is_err();
                         if tx.send(grouped).is_err() || failed {
                             break;
@@ -152,12 +155,20 @@ const SPLIT: u32 = 16;
 /// Splits at most; past them a partition is one hash repeated, grouped as it streams.
 const MAX_SPLITS: u32 = 4;
 
+/// What a grouping thread reuses from one partition to the next: the bytes read and the sieve.
+#[derive(Default)]
+struct Scratch {
+    bytes: Vec<u8>,
+    sieve: Sieve,
+}
+
 /// Groups one partition: what was spilled to its file, then what is still in memory.
 fn group_source(
     file: Option<File>,
     tail: &[u8],
     with_values: bool,
     level: u32,
+    scratch: &mut Scratch,
 ) -> std::io::Result<Vec<Grouped>> {
     let spilled = match &file {
         Some(f) => f.metadata()?.len(),
@@ -165,12 +176,13 @@ fn group_source(
     };
     let size = spilled + tail.len() as u64;
     if size <= GROUP_LIMIT {
-        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        let bytes = &mut scratch.bytes;
+        bytes.clear();
         if let Some(mut f) = file {
-            f.read_to_end(&mut bytes)?;
+            f.read_to_end(bytes)?;
         }
         bytes.extend_from_slice(tail);
-        return group_bytes(&bytes, with_values).map(|g| vec![g]);
+        return group_bytes(bytes, with_values, &mut scratch.sieve).map(|g| vec![g]);
     }
     let mut items = BufReader::with_capacity(
         256 * 1024,
@@ -197,7 +209,13 @@ fn group_source(
             .into_inner()
             .map_err(std::io::IntoInnerError::into_error)?;
         file.rewind()?;
-        out.extend(group_source(Some(file), &[], with_values, level + 1)?);
+        out.extend(group_source(
+            Some(file),
+            &[],
+            with_values,
+            level + 1,
+            scratch,
+        )?);
     }
     Ok(out)
 }
@@ -360,28 +378,102 @@ impl Grouper {
     }
 }
 
-/// Groups a partition held in memory.
-fn group_bytes(bytes: &[u8], with_values: bool) -> std::io::Result<Grouped> {
+/// The items of a partition held in memory: (hash, row, value), or an error where the bytes
+/// end inside an item.
+fn items(bytes: &[u8], with_values: bool) -> impl Iterator<Item = std::io::Result<Item<'_>>> {
     let truncated = || std::io::Error::other("a repeat partition file is truncated");
-    let per_item = if with_values { HEAD + 4 } else { HEAD };
-    let mut grouper = Grouper::new(with_values, bytes.len() / per_item);
     let mut at = 0;
-    while at < bytes.len() {
-        let head = bytes.get(at..at + HEAD).ok_or_else(truncated)?;
-        let hash = u128::from_le_bytes(head[..16].try_into().map_err(|_| truncated())?);
-        let row = u64::from_le_bytes(head[16..].try_into().map_err(|_| truncated())?);
-        at += HEAD;
-        let value = if with_values {
-            let len = bytes.get(at..at + 4).ok_or_else(truncated)?;
-            let len = u32::from_le_bytes(len.try_into().map_err(|_| truncated())?) as usize;
-            at += 4;
-            let value = bytes.get(at..at + len).ok_or_else(truncated)?;
-            at += len;
-            value
-        } else {
-            &[]
+    std::iter::from_fn(move || {
+        if at >= bytes.len() {
+            return None;
+        }
+        let mut next = || -> std::io::Result<Item<'_>> {
+            let head = bytes.get(at..at + HEAD).ok_or_else(truncated)?;
+            let hash = u128::from_le_bytes(head[..16].try_into().map_err(|_| truncated())?);
+            let row = u64::from_le_bytes(head[16..].try_into().map_err(|_| truncated())?);
+            at += HEAD;
+            let value = if with_values {
+                let len = bytes.get(at..at + 4).ok_or_else(truncated)?;
+                let len = u32::from_le_bytes(len.try_into().map_err(|_| truncated())?) as usize;
+                at += 4;
+                let value = bytes.get(at..at + len).ok_or_else(truncated)?;
+                at += len;
+                value
+            } else {
+                &[]
+            };
+            Ok((hash, row, value))
         };
-        grouper.add(hash, row, value)?;
+        let item = next();
+        if item.is_err() {
+            at = bytes.len();
+        }
+        Some(item)
+    })
+}
+
+type Item<'a> = (u128, u64, &'a [u8]);
+
+/// Which hashes of a partition may occur more than once, from one pass over its items: each
+/// item sets its bit in `seen`, or in `twice` when it was already set. Every repeated hash
+/// ends with its bit in `twice`, and so does a distinct one whose bit another shares, about
+/// one in [`SIEVE_BITS`]. Only the items whose bit is in `twice` are then grouped exactly, so
+/// a partition of distinct items (the usual case) costs two bit tests an item, not a hash-map
+/// insert; the bitmaps (a few dozen KiB) stay in the processor's caches.
+#[derive(Default)]
+struct Sieve {
+    seen: Vec<u64>,
+    twice: Vec<u64>,
+    mask: usize,
+}
+
+/// Bits of each sieve bitmap per item.
+const SIEVE_BITS: usize = 16;
+
+impl Sieve {
+    fn reset(&mut self, items: usize) {
+        let bits = (items.max(1) * SIEVE_BITS).next_power_of_two().max(64);
+        for map in [&mut self.seen, &mut self.twice] {
+            map.clear();
+            map.resize(bits / 64, 0);
+        }
+        self.mask = bits - 1;
+    }
+
+    fn bit(&self, hash: u128) -> (usize, u64) {
+        // The low bits: the partition was chosen by the high ones.
+        let at = (hash as usize) & self.mask;
+        (at / 64, 1 << (at % 64))
+    }
+
+    fn add(&mut self, hash: u128) {
+        let (word, bit) = self.bit(hash);
+        if self.seen[word] & bit == 0 {
+            self.seen[word] |= bit;
+        } else {
+            self.twice[word] |= bit;
+        }
+    }
+
+    fn may_repeat(&self, hash: u128) -> bool {
+        let (word, bit) = self.bit(hash);
+        self.twice[word] & bit != 0
+    }
+}
+
+/// Groups a partition held in memory: the sieve first, then the items it lets through.
+fn group_bytes(bytes: &[u8], with_values: bool, sieve: &mut Sieve) -> std::io::Result<Grouped> {
+    let per_item = if with_values { HEAD + 4 } else { HEAD };
+    sieve.reset(bytes.len() / per_item);
+    for item in items(bytes, with_values) {
+        sieve.add(item?.0);
+    }
+    let mut grouper = Grouper::new(with_values, 0);
+    for item in items(bytes, with_values) {
+        let (hash, row, value) = item?;
+        if sieve.may_repeat(hash) {
+            grouper.add(hash, row, value)?;
+        }
     }
     Ok(grouper.finish())
 }
@@ -484,8 +576,8 @@ mod tests {
         bytes.extend_from_slice(&3u64.to_le_bytes());
         bytes.extend_from_slice(&10u32.to_le_bytes());
         bytes.extend_from_slice(b"abc");
-        assert!(group_bytes(&bytes, true).is_err());
-        assert!(group_bytes(&bytes[..20], false).is_err());
+        assert!(group_bytes(&bytes, true, &mut Sieve::default()).is_err());
+        assert!(group_bytes(&bytes[..20], false, &mut Sieve::default()).is_err());
         assert!(group_stream(&mut &bytes[..], true).is_err());
         assert!(group_stream(&mut &bytes[..20], false).is_err());
     }
@@ -516,23 +608,64 @@ mod tests {
         // 4.8 MB: above the limit, so it is split by further hash bits before grouping.
         let bytes = partition_bytes(200_000, 90_000);
         assert!(bytes.len() as u64 > GROUP_LIMIT);
-        let grouped = group_source(None, &bytes, false, 0).unwrap();
+        let grouped = group_source(None, &bytes, false, 0, &mut Scratch::default()).unwrap();
         assert_eq!(grouped.len(), SPLIT as usize);
         let groups = rows_of(&grouped);
         assert_eq!(groups.len(), 90_000);
         assert_eq!(groups[0], vec![0, 90_000, 180_000]);
         assert_eq!(groups[89_999], vec![89_999, 179_999]);
-        assert_eq!(groups, rows_of(&[group_bytes(&bytes, false).unwrap()]));
+        assert_eq!(
+            groups,
+            rows_of(&[group_bytes(&bytes, false, &mut Sieve::default()).unwrap()])
+        );
         assert_eq!(
             groups,
             rows_of(&[group_stream(&mut &bytes[..], false).unwrap()])
         );
     }
 
+    fn reported(grouped: &Grouped) -> Vec<(Vec<u64>, Option<Vec<u8>>)> {
+        let mut out = Vec::new();
+        grouped
+            .report(&mut |r: Repeat<'_>| out.push((r.rows.to_vec(), r.value.map(<[u8]>::to_vec))));
+        out
+    }
+
+    proptest::proptest! {
+        /// The sieve only skips work: with hashes whose low bits collide far more often than
+        /// real ones do, the groups, their order and their values are those of grouping every
+        /// item, also when one sieve serves partition after partition.
+        #[test]
+        fn the_sieve_changes_no_group(
+            partitions in proptest::collection::vec(
+                proptest::collection::vec((0u8..40, 0u8..4), 0..300),
+                1..4,
+            ),
+        ) {
+            let mut sieve = Sieve::default();
+            for ids in partitions {
+                let mut bytes = Vec::new();
+                for (row, &(id, low)) in ids.iter().enumerate() {
+                    // Distinct ids share low bits in fours: the sieve lets many through.
+                    let hash = u128::from(id) << 64 | u128::from(low);
+                    let value = format!("v{id}-{low}");
+                    bytes.extend_from_slice(&hash.to_le_bytes());
+                    bytes.extend_from_slice(&(row as u64).to_le_bytes());
+                    bytes.extend_from_slice(&(value.len() as u32).to_le_bytes());
+                    bytes.extend_from_slice(value.as_bytes());
+                }
+                let sieved = group_bytes(&bytes, true, &mut sieve).unwrap();
+                let every = group_stream(&mut &bytes[..], true).unwrap();
+                proptest::prop_assert_eq!(reported(&sieved), reported(&every));
+            }
+        }
+    }
+
     #[test]
     fn one_hash_repeated_past_every_split_is_grouped_as_it_streams() {
         let bytes = partition_bytes(120_000, 1);
-        let groups = rows_of(&group_source(None, &bytes, false, 0).unwrap());
+        let groups =
+            rows_of(&group_source(None, &bytes, false, 0, &mut Scratch::default()).unwrap());
         assert_eq!(groups, vec![(0..120_000).collect::<Vec<u64>>()]);
     }
 }
