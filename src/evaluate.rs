@@ -227,6 +227,7 @@ fn batch_of(bytes: &[u8], schema: &RecordSchema) -> Batch {
         columns,
         rows,
         row_hashes,
+        distinct: Vec::new(),
     }
 }
 

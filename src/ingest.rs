@@ -65,6 +65,24 @@ pub struct Batch {
     pub rows: Vec<u64>,
     /// A 128-bit hash of each row's decoded cells (equal rows, equal hashes).
     pub row_hashes: Vec<u128>,
+    /// Per column, its values numbered, when the checks numbered them (columns of few distinct
+    /// values): the snapshot writer then looks each value up once, not once a row. Empty until
+    /// the checks have seen the batch.
+    pub distinct: Vec<Option<Distinct>>,
+}
+
+/// One column's distinct values in a batch, numbered in the order they first appear.
+#[derive(Debug, Clone, Default)]
+pub struct Distinct {
+    /// Per row, the number of its value, or [`Distinct::BLANK`] for an empty cell.
+    pub of_row: Vec<u32>,
+    /// Per number, the first row holding that value.
+    pub first: Vec<u32>,
+}
+
+impl Distinct {
+    /// The number of an empty cell.
+    pub const BLANK: u32 = u32::MAX;
 }
 
 impl Batch {
@@ -471,6 +489,7 @@ impl<R: Read> CsvDecoder<R> {
             columns,
             rows,
             row_hashes,
+            distinct: Vec::new(),
         }))
     }
 

@@ -242,11 +242,11 @@ pub fn check_upload<R: Read + Send>(
             let mut result = Err(PipelineError::Task("the decoder stopped early".into()));
             for message in &rx {
                 match message {
-                    Decoded::Batch(batch, found) => {
+                    Decoded::Batch(mut batch, found) => {
                         for f in found {
                             log.push(f);
                         }
-                        let valid = checker.check_batch(&batch, &mut log)?;
+                        let valid = checker.check_batch(&mut batch, &mut log)?;
                         on_valid(batch, valid)?;
                     }
                     Decoded::End(found, stats) => {

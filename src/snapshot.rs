@@ -15,27 +15,33 @@
 //! This module writes to local files (`std::io::Write`); moving them to the bucket is `store`'s
 //! job.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::collections::HashSet;
 use std::io::Write;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, BooleanBuilder, DictionaryArray, Float64Builder, Int32Array,
-    Int64Builder, StringArray, StringBuilder, TimestampMicrosecondBuilder, UInt64Array,
+    Array, ArrayRef, BooleanArray, BooleanBuilder, DictionaryArray, Float64Builder, Int64Builder,
+    StringArray, StringBuilder, TimestampMicrosecondBuilder, UInt64Array,
 };
 use arrow::compute::filter;
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::{ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::basic::{Compression, Encoding};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
 use crate::finding::{Finding, FindingSink};
-use crate::ingest::{Batch, cell};
+use dictionary::DictColumn;
+
+mod dictionary;
+use crate::ingest::{Batch, Distinct, cell};
 use crate::schema::{CodeList, Property, RecordSchema, SnapshotType};
 
 /// Lineage written into every snapshot file.
@@ -102,10 +108,11 @@ fn dict_type() -> DataType {
 /// earlier versions are still read.
 pub const COMPRESSION: Compression = Compression::SNAPPY;
 
-/// [`COMPRESSION`], bounded row groups, and dictionary encoding only for the named columns:
-/// codes repeat and compress well as dictionaries, while identifiers, times and coordinates
-/// only fill the dictionary up before the writer falls back, costing time and memory for
-/// nothing.
+/// [`COMPRESSION`], bounded row groups, and dictionary encoding by the Arrow writer only for
+/// the named columns: codes repeat and compress well as dictionaries, while identifiers, times
+/// and coordinates only fill the dictionary up before the writer falls back, costing time and
+/// memory for nothing. (The snapshot names none: it encodes its dictionary columns itself,
+/// [`dictionary`].)
 ///
 /// The dictionary-encoded columns carry no min/max statistics: a code column's range in a row
 /// group is nearly always its whole code list, so the statistics would prune nothing, and the
@@ -216,67 +223,87 @@ fn float_columns(arrow: &Schema) -> Vec<String> {
         .collect()
 }
 
+/// Rows in one row group.
+const ROW_GROUP_ROWS: usize = 64 * 1024;
+
 /// Streams accepted rows of one submission into a Parquet file.
+///
+/// Dictionary columns (codes and their attributes, the constant lineage columns and text that is
+/// not unique) are encoded here ([`dictionary`]) from the value numbers the checks leave in the
+/// batch; every other column goes through the Arrow writer's column writers. Each row group's
+/// chunks are spliced into the file in schema order.
 pub struct SnapshotWriter<W: Write + Send> {
     schema: Arc<RecordSchema>,
     arrow_schema: SchemaRef,
     lineage: Lineage,
-    writer: ArrowWriter<W>,
-    /// Per code-list property: the dictionary of codes and of each attribute.
-    dictionaries: Vec<Option<Dictionaries>>,
-    /// The constant lineage columns (force, period, submission), built once for the longest
-    /// batch so far and sliced to each batch.
-    constants: [ArrayRef; 3],
+    file: SerializedFileWriter<W>,
+    factory: ArrowRowGroupWriterFactory,
+    /// Whether each snapshot column is dictionary-encoded here.
+    dictionary: Vec<bool>,
+    /// Per code-list property, its list.
+    lists: Vec<Option<Arc<CodeList>>>,
+    /// The row group being filled, and how many were written before it.
+    group: Option<RowGroup>,
+    groups: usize,
     rows: u64,
 }
 
-struct Dictionaries {
-    codes: ArrayRef,
-    attributes: Vec<ArrayRef>,
-    list: Arc<CodeList>,
+/// The chunks of one row group, one per snapshot column.
+struct RowGroup {
+    columns: Vec<Chunk>,
+    rows: usize,
+}
+
+enum Chunk {
+    Arrow(Box<ArrowColumnWriter>),
+    Dictionary(DictColumn),
+}
+
+/// One batch's kept rows of a snapshot column: an Arrow array, one value for every row, or
+/// numbered values (each batch row's number is in the batch's numberings, at `slots`).
+enum Column<'a> {
+    Array(ArrayRef),
+    Constant(&'a [u8]),
+    Numbered {
+        slots: usize,
+        values: Vec<Option<&'a [u8]>>,
+    },
 }
 
 impl<W: Write + Send> SnapshotWriter<W> {
     /// A writer for one submission's snapshot.
     pub fn new(schema: Arc<RecordSchema>, lineage: Lineage, out: W) -> Result<Self, SnapshotError> {
         let arrow_schema = snapshot_schema(&schema);
-        let writer = ArrowWriter::try_new(
+        let dictionary_names = dictionary_columns(&arrow_schema, &schema);
+        let dictionary = arrow_schema
+            .fields()
+            .iter()
+            .map(|f| dictionary_names.contains(f.name()))
+            .collect();
+        let (file, factory) = ArrowWriter::try_new(
             out,
             Arc::clone(&arrow_schema),
-            Some(writer_props(
-                &dictionary_columns(&arrow_schema, &schema),
-                &float_columns(&arrow_schema),
-            )),
-        )?;
-        let dictionaries = schema
+            Some(writer_props(&[], &float_columns(&arrow_schema))),
+        )?
+        .into_serialized_writer()?;
+        let lists = schema
             .properties
             .iter()
             .map(|p| match (&p.snapshot, &p.codelist) {
-                (SnapshotType::Code { attributes }, Some(list)) => Some(Dictionaries {
-                    codes: Arc::new(StringArray::from_iter_values(
-                        list.codes.iter().map(|c| c.code.as_str()),
-                    )),
-                    attributes: attributes
-                        .iter()
-                        .map(|a| {
-                            Arc::new(StringArray::from_iter_values(
-                                (0..list.codes.len()).map(|i| list.attribute(i as u32, a)),
-                            )) as ArrayRef
-                        })
-                        .collect(),
-                    list: Arc::clone(list),
-                }),
+                (SnapshotType::Code { .. }, Some(list)) => Some(Arc::clone(list)),
                 _ => None,
             })
             .collect();
-        let constants = constant_columns(&lineage, 0)?;
         Ok(SnapshotWriter {
             schema,
             arrow_schema,
             lineage,
-            writer,
-            dictionaries,
-            constants,
+            file,
+            factory,
+            dictionary,
+            lists,
+            group: None,
+            groups: 0,
             rows: 0,
         })
     }
@@ -287,58 +314,158 @@ impl<W: Write + Send> SnapshotWriter<W> {
         if kept == 0 {
             return Ok(());
         }
-        if self.constants[0].len() < kept {
-            self.constants = constant_columns(&self.lineage, kept)?;
-        }
         let rows: Vec<usize> = (0..batch.len()).filter(|&i| keep.value(i)).collect();
-        let [force, period, submission] = self.constants.each_ref().map(|c| c.slice(0, kept));
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.arrow_schema.fields().len());
-        columns.extend([force, period]);
+        let lineage = self.lineage.clone();
+        let lists = self.lists.clone();
+        let blank = StringArray::new_null(batch.len());
+        // The value number of each batch row, per dictionary text column.
+        let mut numberings: Vec<Cow<'_, [u32]>> = Vec::new();
+        let mut columns: Vec<Column<'_>> = Vec::with_capacity(self.arrow_schema.fields().len());
+        columns.push(Column::Constant(lineage.force_id.as_bytes()));
+        columns.push(Column::Constant(lineage.period.as_bytes()));
         for (p, prop) in self.schema.properties.iter().enumerate() {
             if prop.snapshot == SnapshotType::Omit {
                 continue;
             }
-            if let Some(text) = batch.column(p) {
-                self.typed(p, prop, text, keep, &rows, &mut columns)?;
-            } else {
-                let blank = StringArray::new_null(kept);
-                let every = BooleanArray::from(vec![true; kept]);
-                let all: Vec<usize> = (0..kept).collect();
-                self.typed(p, prop, &blank, &every, &all, &mut columns)?;
+            let (text, distinct) = match batch.properties.iter().position(|&q| q == p) {
+                Some(slot) => (
+                    &batch.columns[slot],
+                    batch.distinct.get(slot).and_then(Option::as_ref),
+                ),
+                None => (&blank, None),
+            };
+            let dictionary = self.dictionary[columns.len()];
+            Self::typed(
+                prop,
+                lists[p].as_deref(),
+                text,
+                distinct,
+                (keep, &rows),
+                dictionary,
+                (&mut columns, &mut numberings),
+            )?;
+        }
+        columns.push(Column::Constant(lineage.submission_id.as_bytes()));
+        columns.push(Column::Array(Arc::new(UInt64Array::from_iter_values(
+            rows.iter().map(|&i| batch.rows[i]),
+        ))));
+
+        let mut start = 0;
+        while start < kept {
+            if self.group.is_none() {
+                self.group = Some(self.new_group()?);
+            }
+            let Some(group) = self.group.as_mut() else {
+                break;
+            };
+            let n = (ROW_GROUP_ROWS - group.rows).min(kept - start);
+            for ((chunk, column), field) in group
+                .columns
+                .iter_mut()
+                .zip(&columns)
+                .zip(self.arrow_schema.fields())
+            {
+                match (chunk, column) {
+                    (Chunk::Arrow(w), Column::Array(array)) => {
+                        for leaf in compute_leaves(field, &array.slice(start, n))? {
+                            w.write(&leaf)?;
+                        }
+                    }
+                    (Chunk::Dictionary(d), Column::Numbered { slots, values }) => {
+                        d.push(&rows[start..start + n], &numberings[*slots], values)?;
+                    }
+                    (Chunk::Dictionary(d), Column::Constant(value)) => d.push_constant(value, n),
+                    _ => {
+                        return Err(parquet::errors::ParquetError::General(format!(
+                            "column {} was built for the other writer",
+                            field.name()
+                        ))
+                        .into());
+                    }
+                }
+            }
+            group.rows += n;
+            start += n;
+            if group.rows == ROW_GROUP_ROWS {
+                self.flush_group()?;
             }
         }
-        columns.push(submission);
-        columns.push(Arc::new(UInt64Array::from_iter_values(
-            rows.iter().map(|&i| batch.rows[i]),
-        )));
-        let out = RecordBatch::try_new(Arc::clone(&self.arrow_schema), columns)?;
-        self.writer.write(&out)?;
         self.rows += kept as u64;
         Ok(())
     }
 
-    /// Types the kept `rows` of a text column (`keep` marks them) as the property's snapshot
-    /// column (or columns, for a code and its attributes).
-    fn typed(
-        &self,
-        p: usize,
+    fn new_group(&self) -> Result<RowGroup, SnapshotError> {
+        let writers = self.factory.create_column_writers(self.groups)?;
+        let descr = self.file.schema_descr();
+        let columns = writers
+            .into_iter()
+            .zip(&self.dictionary)
+            .enumerate()
+            .map(|(i, (w, &dictionary))| {
+                if dictionary {
+                    Chunk::Dictionary(DictColumn::new(descr.column(i)))
+                } else {
+                    Chunk::Arrow(Box::new(w))
+                }
+            })
+            .collect();
+        Ok(RowGroup { columns, rows: 0 })
+    }
+
+    /// Writes the row group being filled, if any.
+    fn flush_group(&mut self) -> Result<(), SnapshotError> {
+        let Some(group) = self.group.take() else {
+            return Ok(());
+        };
+        let mut out = self.file.next_row_group()?;
+        for chunk in group.columns {
+            match chunk {
+                Chunk::Arrow(w) => w.close()?.append_to_row_group(&mut out)?,
+                Chunk::Dictionary(mut d) => {
+                    let (bytes, close) = d.finish()?;
+                    out.append_column(&bytes, close)?;
+                }
+            }
+        }
+        out.close()?;
+        self.groups += 1;
+        Ok(())
+    }
+
+    /// Types the kept rows of a text column (`kept` holds the mask and the row numbers) as
+    /// the property's snapshot column (or columns, for a code and its attributes): an Arrow
+    /// array, or, for a dictionary column, the rows' value numbers and each number's value.
+    fn typed<'a>(
         prop: &Property,
-        text: &StringArray,
-        keep: &BooleanArray,
-        rows: &[usize],
-        columns: &mut Vec<ArrayRef>,
+        list: Option<&'a CodeList>,
+        text: &'a StringArray,
+        distinct: Option<&'a Distinct>,
+        (keep, rows): (&BooleanArray, &[usize]),
+        dictionary: bool,
+        (columns, numberings): (&mut Vec<Column<'a>>, &mut Vec<Cow<'a, [u32]>>),
     ) -> Result<(), SnapshotError> {
         let n = rows.len();
         let cells = || rows.iter().map(|&i| cell(text, i));
         match &prop.snapshot {
             SnapshotType::Omit => {}
-            SnapshotType::String => columns.push(filter(text, keep)?),
+            SnapshotType::String if dictionary => {
+                let (slots, firsts) = numbered(text, distinct);
+                numberings.push(slots);
+                columns.push(Column::Numbered {
+                    slots: numberings.len() - 1,
+                    values: firsts
+                        .iter()
+                        .map(|&r| Some(text.value(r as usize).as_bytes()))
+                        .collect(),
+                });
+            }
+            SnapshotType::String => columns.push(Column::Array(filter(text, keep)?)),
             SnapshotType::Timestamp => {
                 let mut b = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
                 for t in cells() {
                     b.append_option(t.and_then(parse_timestamp_micros));
                 }
-                columns.push(Arc::new(b.finish()));
+                columns.push(Column::Array(Arc::new(b.finish())));
             }
             SnapshotType::Boolean => {
                 let mut b = BooleanBuilder::with_capacity(n);
@@ -353,7 +480,7 @@ impl<W: Write + Send> SnapshotWriter<W> {
                         }
                     }));
                 }
-                columns.push(Arc::new(b.finish()));
+                columns.push(Column::Array(Arc::new(b.finish())));
             }
             SnapshotType::Float64 => {
                 let mut b = Float64Builder::with_capacity(n);
@@ -363,43 +490,46 @@ impl<W: Write + Send> SnapshotWriter<W> {
                             .filter(|f| f.is_finite()),
                     );
                 }
-                columns.push(Arc::new(b.finish()));
+                columns.push(Column::Array(Arc::new(b.finish())));
             }
             SnapshotType::Int64 => {
                 let mut b = Int64Builder::with_capacity(n);
                 for t in cells() {
                     b.append_option(t.and_then(|t| t.parse::<i64>().ok()));
                 }
-                columns.push(Arc::new(b.finish()));
+                columns.push(Column::Array(Arc::new(b.finish())));
             }
-            SnapshotType::Code { .. } => {
-                let Some(d) = &self.dictionaries[p] else {
+            SnapshotType::Code { attributes } => {
+                let Some(list) = list else {
                     return Err(arrow::error::ArrowError::SchemaError(format!(
                         "{} has no code list",
                         prop.name
                     ))
                     .into());
                 };
-                let mut memo: HashMap<&str, Option<i32>, foldhash::fast::FixedState> =
-                    HashMap::default();
-                let keys: Int32Array = cells()
-                    .map(|t| {
-                        t.and_then(|t| {
-                            *memo.entry(t).or_insert_with(|| {
-                                d.list.lookup(t).and_then(|(k, _)| i32::try_from(k).ok())
-                            })
-                        })
-                    })
+                // Each value number's code, by its canonical spelling (None when not listed).
+                let (slots, firsts) = numbered(text, distinct);
+                let codes: Vec<Option<u32>> = firsts
+                    .iter()
+                    .map(|&r| list.lookup(text.value(r as usize)).map(|(k, _)| k))
                     .collect();
-                columns.push(Arc::new(DictionaryArray::<Int32Type>::try_new(
-                    keys.clone(),
-                    Arc::clone(&d.codes),
-                )?));
-                for values in &d.attributes {
-                    columns.push(Arc::new(DictionaryArray::<Int32Type>::try_new(
-                        keys.clone(),
-                        Arc::clone(values),
-                    )?));
+                numberings.push(slots);
+                let slots = numberings.len() - 1;
+                columns.push(Column::Numbered {
+                    slots,
+                    values: codes
+                        .iter()
+                        .map(|k| k.map(|k| list.codes[k as usize].code.as_bytes()))
+                        .collect(),
+                });
+                for a in attributes {
+                    columns.push(Column::Numbered {
+                        slots,
+                        values: codes
+                            .iter()
+                            .map(|k| k.map(|k| list.attribute(k, a).as_bytes()))
+                            .collect(),
+                    });
                 }
             }
         }
@@ -409,30 +539,36 @@ impl<W: Write + Send> SnapshotWriter<W> {
     /// Finishes the file with the upload's SHA-256 in its lineage (known only once the whole
     /// upload has been read); returns the rows written and the writer.
     pub fn finish(mut self, sha256: &str) -> Result<(u64, W), SnapshotError> {
+        self.flush_group()?;
         sha256.clone_into(&mut self.lineage.sha256);
         for kv in self.lineage.key_values() {
-            self.writer.append_key_value_metadata(kv);
+            self.file.append_key_value_metadata(kv);
         }
         let rows = self.rows;
-        let out = self.writer.into_inner()?;
+        let out = self.file.into_inner()?;
         Ok((rows, out))
     }
 }
 
-/// The constant lineage columns (force, period, submission) for `rows` rows.
-fn constant_columns(lineage: &Lineage, rows: usize) -> Result<[ArrayRef; 3], SnapshotError> {
-    let force = DictionaryArray::<Int32Type>::try_new(
-        Int32Array::from(vec![0; rows]),
-        Arc::new(StringArray::from(vec![lineage.force_id.as_str()])),
-    )?;
-    Ok([
-        Arc::new(force),
-        Arc::new(StringArray::from(vec![lineage.period.as_str(); rows])),
-        Arc::new(StringArray::from(vec![
-            lineage.submission_id.as_str();
-            rows
-        ])),
-    ])
+/// A text column's rows numbered by value: per row its number (or [`dictionary::BLANK`]),
+/// and per number the row holding its value. The checks' numbering is used when they made one;
+/// otherwise the values are numbered here.
+fn numbered<'a>(text: &StringArray, distinct: Option<&'a Distinct>) -> (Cow<'a, [u32]>, Vec<u32>) {
+    if let Some(d) = distinct {
+        return (Cow::Borrowed(&d.of_row), d.first.clone());
+    }
+    let mut seen: HashMap<&str, u32, foldhash::fast::FixedState> = HashMap::default();
+    let mut firsts = Vec::new();
+    let slots = (0..text.len())
+        .map(|i| match cell(text, i) {
+            None => dictionary::BLANK,
+            Some(t) => *seen.entry(t).or_insert_with(|| {
+                firsts.push(i as u32);
+                (firsts.len() - 1) as u32
+            }),
+        })
+        .collect();
+    (Cow::Owned(slots), firsts)
 }
 
 /// Microseconds since the epoch of an RFC 3339 date-time or a plain date (midnight UTC).

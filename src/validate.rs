@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use crate::config::Pipeline;
 use crate::finding::{Code, Finding, FindingLog, Severity};
-use crate::ingest::{Batch, HeaderMap};
+use crate::ingest::{Batch, Distinct, HeaderMap};
 use crate::period::Period;
 use crate::schema::{Property, RecordSchema, Spelling, TypeSet, UploadContext};
 use crate::spill::RepeatFinder;
@@ -599,8 +599,9 @@ pub struct Checker<'p> {
 }
 
 /// Distinct values remembered per column and batch before the memo gives up on that column
-/// (an identifier or a timestamp never repeats; a code list always does).
-const MEMO_LIMIT: usize = 256;
+/// (an identifier or a timestamp never repeats; a code list always does, and a year of dates
+/// within a batch does too).
+const MEMO_LIMIT: usize = 1024;
 
 /// What the checker concluded.
 #[derive(Debug, Clone)]
@@ -647,16 +648,18 @@ impl<'p> Checker<'p> {
     /// temporary files used to find repeats cannot be written.
     pub fn check_batch(
         &mut self,
-        batch: &Batch,
+        batch: &mut Batch,
         log: &mut FindingLog<'_>,
     ) -> std::io::Result<BooleanArray> {
         let mut row_ok = vec![true; batch.len()];
         self.rows_checked += batch.len() as u64;
+        let mut distinct = Vec::with_capacity(batch.columns.len());
         for (slot, &p) in batch.properties.iter().enumerate() {
             let column = &batch.columns[slot];
             self.blanks[p] += column.null_count() as u64;
-            self.check_column(p, column, batch, &mut row_ok, log)?;
+            distinct.push(self.check_column(p, column, batch, &mut row_ok, log)?);
         }
+        batch.distinct = distinct;
         if let Some(fallback) = self.plan.fallback.take() {
             self.check_with_reference(&fallback, batch, &mut row_ok, log);
             self.plan.fallback = Some(fallback);
@@ -677,33 +680,48 @@ impl<'p> Checker<'p> {
         batch: &Batch,
         row_ok: &mut [bool],
         log: &mut FindingLog<'_>,
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<Option<Distinct>> {
         let prop = &self.pipeline.schema.properties[p];
         let header = self.header.column_name(&self.pipeline.schema, p).to_owned();
         // Each distinct value is judged once per batch while the column keeps repeating itself
-        // (code lists do); a column of distinct values (ids, times) skips the memo.
-        let mut memo: HashMap<&str, Option<(Code, Violation)>, foldhash::fast::FixedState> =
+        // (code lists do); a column of distinct values (ids, times) skips the memo. The values
+        // are numbered as they come, which the snapshot writer uses (`Batch::distinct`).
+        let mut memo: HashMap<&str, u32, foldhash::fast::FixedState> =
             HashMap::with_capacity_and_hasher(MEMO_LIMIT, foldhash::fast::FixedState::default());
-        let mut memo_on = true;
+        let mut outcomes: Vec<Option<(Code, Violation)>> = Vec::new();
+        let mut distinct = Some(Distinct {
+            of_row: Vec::with_capacity(batch.len()),
+            first: Vec::new(),
+        });
         let blank = self.judge(p, prop, None);
         for (i, (ok, &row)) in row_ok.iter_mut().zip(&batch.rows).enumerate() {
             let text = crate::ingest::cell(column, i);
-            let outcome = match text {
-                None => blank.clone(),
-                Some(t) if memo_on => {
-                    if let Some(o) = memo.get(t) {
-                        o.clone()
+            let outcome = match (text, distinct.as_mut()) {
+                (None, numbering) => {
+                    if let Some(numbering) = numbering {
+                        numbering.of_row.push(Distinct::BLANK);
+                    }
+                    blank.clone()
+                }
+                (Some(t), Some(numbering)) => {
+                    if let Some(&number) = memo.get(t) {
+                        numbering.of_row.push(number);
+                        outcomes[number as usize].clone()
                     } else {
                         let o = self.judge(p, prop, text);
                         if memo.len() < MEMO_LIMIT {
-                            memo.insert(t, o.clone());
+                            let number = memo.len() as u32;
+                            memo.insert(t, number);
+                            outcomes.push(o.clone());
+                            numbering.of_row.push(number);
+                            numbering.first.push(i as u32);
                         } else {
-                            memo_on = false;
+                            distinct = None;
                         }
                         o
                     }
                 }
-                Some(_) => self.judge(p, prop, text),
+                (Some(_), None) => self.judge(p, prop, text),
             };
             if let Some((code, v)) = outcome {
                 let finding = self.describe(prop, &header, text, code, &v).at_row(row);
@@ -720,7 +738,7 @@ impl<'p> Checker<'p> {
                 }
             }
         }
-        Ok(())
+        Ok(distinct)
     }
 
     /// The finding code and violation for one cell value, or `None` when it is fine.
