@@ -445,7 +445,6 @@ impl<W: Write + Send> SnapshotWriter<W> {
         (columns, numberings): (&mut Vec<Column<'a>>, &mut Vec<Cow<'a, [u32]>>),
     ) -> Result<(), SnapshotError> {
         let n = rows.len();
-        let cells = || rows.iter().map(|&i| cell(text, i));
         match &prop.snapshot {
             SnapshotType::Omit => {}
             SnapshotType::String if dictionary => {
@@ -462,40 +461,39 @@ impl<W: Write + Send> SnapshotWriter<W> {
             SnapshotType::String => columns.push(Column::Array(filter(text, keep)?)),
             SnapshotType::Timestamp => {
                 let mut b = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
-                for t in cells() {
-                    b.append_option(t.and_then(parse_timestamp_micros));
+                for v in parsed(text, distinct, rows, parse_timestamp_micros) {
+                    b.append_option(v);
                 }
                 columns.push(Column::Array(Arc::new(b.finish())));
             }
             SnapshotType::Boolean => {
                 let mut b = BooleanBuilder::with_capacity(n);
-                for t in cells() {
-                    b.append_option(t.and_then(|t| {
-                        if t.eq_ignore_ascii_case("true") {
-                            Some(true)
-                        } else if t.eq_ignore_ascii_case("false") {
-                            Some(false)
-                        } else {
-                            None
-                        }
-                    }));
+                let boolean = |t: &str| {
+                    if t.eq_ignore_ascii_case("true") {
+                        Some(true)
+                    } else if t.eq_ignore_ascii_case("false") {
+                        Some(false)
+                    } else {
+                        None
+                    }
+                };
+                for v in parsed(text, distinct, rows, boolean) {
+                    b.append_option(v);
                 }
                 columns.push(Column::Array(Arc::new(b.finish())));
             }
             SnapshotType::Float64 => {
                 let mut b = Float64Builder::with_capacity(n);
-                for t in cells() {
-                    b.append_option(
-                        t.and_then(crate::validate::parse_f64)
-                            .filter(|f| f.is_finite()),
-                    );
+                let finite = |t: &str| crate::validate::parse_f64(t).filter(|f| f.is_finite());
+                for v in parsed(text, distinct, rows, finite) {
+                    b.append_option(v);
                 }
                 columns.push(Column::Array(Arc::new(b.finish())));
             }
             SnapshotType::Int64 => {
                 let mut b = Int64Builder::with_capacity(n);
-                for t in cells() {
-                    b.append_option(t.and_then(|t| t.parse::<i64>().ok()));
+                for v in parsed(text, distinct, rows, |t| t.parse::<i64>().ok()) {
+                    b.append_option(v);
                 }
                 columns.push(Column::Array(Arc::new(b.finish())));
             }
@@ -547,6 +545,30 @@ impl<W: Write + Send> SnapshotWriter<W> {
         let rows = self.rows;
         let out = self.file.into_inner()?;
         Ok((rows, out))
+    }
+}
+
+/// The kept `rows` of a text column read by `parse` (`None` for an empty cell or one `parse`
+/// refuses): each distinct value once when the checks numbered them, else each row.
+fn parsed<'a, T: Copy + 'a>(
+    text: &'a StringArray,
+    distinct: Option<&'a Distinct>,
+    rows: &'a [usize],
+    parse: impl Fn(&str) -> Option<T> + 'a,
+) -> Box<dyn Iterator<Item = Option<T>> + 'a> {
+    match distinct {
+        Some(d) => {
+            let values: Vec<Option<T>> = d
+                .first
+                .iter()
+                .map(|&r| parse(text.value(r as usize)))
+                .collect();
+            Box::new(
+                rows.iter()
+                    .map(move |&i| values.get(d.of_row[i] as usize).copied().flatten()),
+            )
+        }
+        None => Box::new(rows.iter().map(move |&i| cell(text, i).and_then(&parse))),
     }
 }
 
@@ -990,6 +1012,115 @@ impl Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Writes `batch` (keeping every row but each fifth) as a stop-and-search snapshot and
+    /// reads it back.
+    fn written(schema: &Arc<RecordSchema>, batch: &Batch) -> Vec<RecordBatch> {
+        let lineage = Lineage {
+            dataset: "stop_search".into(),
+            force_id: "kent".into(),
+            period: "2024-03".into(),
+            submission_id: "s1".into(),
+            source_key: "incoming/kent/stop_search/2024-03/a.csv".into(),
+            sha256: String::new(),
+            schema_id: "stop_search/v1".into(),
+            schema_version: "1".into(),
+            ingested_at: "2024-04-01T00:00:00Z".into(),
+        };
+        let keep = BooleanArray::from((0..batch.len()).map(|i| i % 5 != 3).collect::<Vec<_>>());
+        let mut writer = SnapshotWriter::new(Arc::clone(schema), lineage, Vec::new()).unwrap();
+        // Twice, so that a row group ends inside the second batch.
+        writer.write(batch, &keep).unwrap();
+        writer.write(batch, &keep).unwrap();
+        let (rows, bytes) = writer.finish("abc").unwrap();
+        assert_eq!(rows, 2 * keep.true_count() as u64);
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(
+            bytes,
+        ))
+        .unwrap()
+        .build()
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+    }
+
+    #[test]
+    fn values_numbered_by_the_checks_or_here_are_written_alike() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let project = crate::config::Project::load(root).unwrap();
+        let schema = Arc::clone(&project.pipeline("stop_search").unwrap().schema);
+        let n = 40_000;
+        let mut properties = Vec::new();
+        let mut columns = Vec::new();
+        for (p, prop) in schema.properties.iter().enumerate() {
+            let cell = |i: usize| -> Option<String> {
+                if i.is_multiple_of(7) {
+                    return None;
+                }
+                Some(match (&prop.codelist, &prop.snapshot) {
+                    (Some(_), _) if i.is_multiple_of(11) => "not listed".to_owned(),
+                    (Some(list), _) => list.codes[i % list.codes.len()].code.clone(),
+                    (None, SnapshotType::Timestamp) => format!("2024-03-{:02}", 1 + i % 28),
+                    (None, SnapshotType::Boolean) => ["true", "FALSE", "maybe"][i % 3].to_owned(),
+                    (None, SnapshotType::Float64) => format!("51.{}", i % 90),
+                    (None, SnapshotType::Int64) => (i % 13).to_string(),
+                    _ if prop.unique => format!("id{i}"),
+                    _ => format!("text {}", i % 6),
+                })
+            };
+            properties.push(p);
+            columns.push((0..n).map(cell).collect::<StringArray>());
+        }
+        // The checks' numbering: each column's values in the order they first appear.
+        let distinct = columns
+            .iter()
+            .map(|c| {
+                let mut numbers: HashMap<&str, u32> = HashMap::new();
+                let mut d = Distinct::default();
+                for i in 0..c.len() {
+                    d.of_row.push(cell(c, i).map_or(Distinct::BLANK, |t| {
+                        *numbers.entry(t).or_insert_with(|| {
+                            d.first.push(i as u32);
+                            d.first.len() as u32 - 1
+                        })
+                    }));
+                }
+                Some(d)
+            })
+            .collect();
+        let mut batch = Batch {
+            properties: Arc::from(properties),
+            columns,
+            rows: (2..n as u64 + 2).collect(),
+            row_hashes: vec![0; n],
+            distinct: Vec::new(),
+        };
+        let plain = written(&schema, &batch);
+        batch.distinct = distinct;
+        let numbered = written(&schema, &batch);
+        assert_eq!(plain, numbered);
+        let rows: usize = numbered.iter().map(RecordBatch::num_rows).sum();
+        assert_eq!(rows, 2 * (n - n / 5));
+        assert!(numbered.len() > 1, "more than one row group");
+        // A listed code is written as itself, an unlisted one (and a blank) as null.
+        let sde = numbered[0]
+            .column_by_name("self_defined_ethnicity")
+            .unwrap();
+        let sde = arrow::compute::cast(sde, &DataType::Utf8).unwrap();
+        let sde = sde.as_any().downcast_ref::<StringArray>().unwrap();
+        let list = schema
+            .properties
+            .iter()
+            .find(|p| p.name == "self_defined_ethnicity")
+            .and_then(|p| p.codelist.clone())
+            .unwrap();
+        let kept = (0..n).filter(|i| i % 5 != 3);
+        for (j, i) in kept.take(200).enumerate() {
+            let want =
+                (i % 7 != 0 && i % 11 != 0).then(|| list.codes[i % list.codes.len()].code.as_str());
+            assert_eq!(sde.is_valid(j).then(|| sde.value(j)), want, "row {i}");
+        }
+    }
 
     fn entry(id: &str, at: &str) -> ManifestEntry {
         ManifestEntry {
