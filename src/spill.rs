@@ -64,12 +64,16 @@ impl RepeatFinder {
         let part = (hash >> 122) as usize % PARTITIONS;
         let buf = &mut self.buffers[part];
         let before = buf.len();
-        buf.extend_from_slice(&hash.to_le_bytes());
-        buf.extend_from_slice(&row.to_le_bytes());
+        let mut head = [0u8; HEAD + 4];
+        head[..16].copy_from_slice(&hash.to_le_bytes());
+        head[16..HEAD].copy_from_slice(&row.to_le_bytes());
         if self.with_values {
             let len = u32::try_from(value.len()).unwrap_or(u32::MAX);
-            buf.extend_from_slice(&len.to_le_bytes());
+            head[HEAD..].copy_from_slice(&len.to_le_bytes());
+            buf.extend_from_slice(&head);
             buf.extend_from_slice(&value[..len as usize]);
+        } else {
+            buf.extend_from_slice(&head[..HEAD]);
         }
         self.buffered += buf.len() - before;
         self.items += 1;

@@ -323,14 +323,18 @@ impl Node {
                 {
                     return Some(self.fail(Code::ValuePattern, "pattern"));
                 }
-                if self.min_length.is_some() || self.max_length.is_some() {
-                    let n = s.chars().count() as u64;
-                    if self.min_length.is_some_and(|m| n < m) {
-                        return Some(self.fail(Code::ValueLength, "minLength"));
-                    }
-                    if self.max_length.is_some_and(|m| n > m) {
-                        return Some(self.fail(Code::ValueLength, "maxLength"));
-                    }
+                // A string of b bytes has between b/4 (rounded up) and b code points: they are
+                // counted only when the bytes leave a bound undecided.
+                let bytes = s.len() as u64;
+                let count = || s.chars().count() as u64;
+                if self
+                    .min_length
+                    .is_some_and(|m| bytes < m || (bytes.div_ceil(4) < m && count() < m))
+                {
+                    return Some(self.fail(Code::ValueLength, "minLength"));
+                }
+                if self.max_length.is_some_and(|m| bytes > m && count() > m) {
+                    return Some(self.fail(Code::ValueLength, "maxLength"));
                 }
             }
             Cell::Num(n, exact) => {
