@@ -152,7 +152,7 @@ impl DictColumn {
                 num_values: u32::try_from(entries).unwrap_or(u32::MAX),
                 encoding: Encoding::PLAIN,
                 is_sorted: false,
-            }))?;
+            })?)?;
 
         let mut body = Vec::new();
         if self.descr.max_def_level() > 0 {
@@ -177,7 +177,7 @@ impl DictColumn {
             def_level_encoding: Encoding::RLE,
             rep_level_encoding: Encoding::RLE,
             statistics: None,
-        }))?;
+        })?)?;
 
         let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         let metadata = ColumnChunkMetaData::builder(self.descr.clone())
@@ -233,14 +233,18 @@ impl DictColumn {
     }
 }
 
+// The pages are compressed here with Snappy: a change of the snapshot's codec must change this.
+const _: () = assert!(matches!(super::COMPRESSION, Compression::SNAPPY));
+
 /// A page whose body is `body` compressed with the snapshot's codec.
-fn compressed(body: &[u8], page: impl FnOnce(Bytes) -> Page) -> CompressedPage {
-    debug_assert_eq!(super::COMPRESSION, Compression::SNAPPY);
-    // Snappy fails only on inputs above 4 GiB; a row group holds far less.
+fn compressed(
+    body: &[u8],
+    page: impl FnOnce(Bytes) -> Page,
+) -> Result<CompressedPage, ParquetError> {
     let buf = snap::raw::Encoder::new()
         .compress_vec(body)
-        .unwrap_or_else(|_| Vec::new());
-    CompressedPage::new(page(Bytes::from(buf)), body.len())
+        .map_err(|e| ParquetError::General(format!("could not compress a page: {e}")))?;
+    Ok(CompressedPage::new(page(Bytes::from(buf)), body.len()))
 }
 
 /// Bits needed for values up to `max`, at least one.
