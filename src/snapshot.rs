@@ -352,11 +352,9 @@ impl<W: Write + Send> SnapshotWriter<W> {
 
         let mut start = 0;
         while start < kept {
-            if self.group.is_none() {
-                self.group = Some(self.new_group()?);
-            }
-            let Some(group) = self.group.as_mut() else {
-                break;
+            let mut group = match self.group.take() {
+                Some(group) => group,
+                None => self.new_group()?,
             };
             let n = (ROW_GROUP_ROWS - group.rows).min(kept - start);
             for ((chunk, column), field) in group
@@ -387,7 +385,9 @@ impl<W: Write + Send> SnapshotWriter<W> {
             group.rows += n;
             start += n;
             if group.rows == ROW_GROUP_ROWS {
-                self.flush_group()?;
+                self.write_group(group)?;
+            } else {
+                self.group = Some(group);
             }
         }
         self.rows += kept as u64;
@@ -412,11 +412,8 @@ impl<W: Write + Send> SnapshotWriter<W> {
         Ok(RowGroup { columns, rows: 0 })
     }
 
-    /// Writes the row group being filled, if any.
-    fn flush_group(&mut self) -> Result<(), SnapshotError> {
-        let Some(group) = self.group.take() else {
-            return Ok(());
-        };
+    /// Writes a filled row group to the file.
+    fn write_group(&mut self, group: RowGroup) -> Result<(), SnapshotError> {
         let mut out = self.file.next_row_group()?;
         for chunk in group.columns {
             match chunk {
@@ -537,7 +534,9 @@ impl<W: Write + Send> SnapshotWriter<W> {
     /// Finishes the file with the upload's SHA-256 in its lineage (known only once the whole
     /// upload has been read); returns the rows written and the writer.
     pub fn finish(mut self, sha256: &str) -> Result<(u64, W), SnapshotError> {
-        self.flush_group()?;
+        if let Some(group) = self.group.take() {
+            self.write_group(group)?;
+        }
         sha256.clone_into(&mut self.lineage.sha256);
         for kv in self.lineage.key_values() {
             self.file.append_key_value_metadata(kv);
