@@ -21,15 +21,14 @@
 //! - [`scheduler`] follows each pipeline's cron schedule with bounded concurrency and a
 //!   graceful [`shutdown`]; [`metrics`] counts what it does and [`api`] serves health and
 //!   metrics over HTTP;
-//! - [`demo`] generates realistic synthetic returns for the demo and tests;
-//! - [`evaluate`] measures the analysis on the demo's planted incidents.
+//!
+//! The demo, the evaluation and the data generators live in the `force-returns-dev` crate
+//! (`dev-tools/`), which tests and benchmarks use and the service binary never links.
 
 pub mod analyze;
 pub mod api;
 pub mod clock;
 pub mod config;
-pub mod demo;
-pub mod evaluate;
 pub mod feedback;
 pub mod finding;
 pub mod ingest;

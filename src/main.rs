@@ -2,7 +2,7 @@
 //! and calls the library. Exit status: 0 success (for `validate`: the file would be accepted),
 //! 1 failure (for `validate`: the file would be rejected), 2 usage, configuration or IO error.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,20 +11,17 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use force_returns::analyze::status::{Status, StatusRow, render_text};
+use force_returns::analyze::status::render_text;
 use force_returns::api;
 use force_returns::clock::{Clock, FixedClock, SystemClock};
 use force_returns::config::{Pipeline, Project};
-use force_returns::demo::{DemoConfig, Detection, INCIDENTS, PLANTED, demo_limits, uploads};
 use force_returns::metrics::Metrics;
 use force_returns::period::Period;
-use force_returns::pipeline::{
-    CheckOutcome, RunOptions, Service, SubmissionSummary, validate_local,
-};
+use force_returns::pipeline::{CheckOutcome, RunOptions, Service, validate_local};
 use force_returns::scheduler::{self, PipelineRunner, Stopped, Worker};
 use force_returns::schema::{Catalog, RecordSchema};
 use force_returns::shutdown::ShutdownController;
-use force_returns::store::{self, ObjectStore, PutMode, S3Location, S3Options, S3Store};
+use force_returns::store::{self, S3Location, S3Options, S3Store};
 use force_returns::validate::{Decision, UploadScope};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
@@ -123,31 +120,6 @@ enum Command {
     },
     /// Run every pipeline on its schedule until SIGTERM or SIGINT, serving health and metrics.
     Worker(WorkerArgs),
-    /// Generate realistic sample returns for all forces into a local bucket and process them.
-    Demo {
-        /// The local bucket directory.
-        #[arg(long, env = "FORCE_RETURNS_BUCKET", default_value = "data/bucket")]
-        bucket: PathBuf,
-        /// Last month generated (default: last complete month).
-        #[arg(long)]
-        end: Option<String>,
-        /// Months per force.
-        #[arg(long, default_value_t = 24)]
-        months: usize,
-        /// Volume: 1.0 is the real national volume (about 45,000 searches a month).
-        #[arg(long, default_value_t = 1.0)]
-        scale: f64,
-        /// Random seed.
-        #[arg(long, default_value_t = 2026)]
-        seed: u64,
-        /// Plant the data-quality incidents of docs/demo.md (use --months 36 for the history
-        /// they are evaluated on).
-        #[arg(long)]
-        incidents: bool,
-        /// Leave out the planted file defects.
-        #[arg(long)]
-        no_defects: bool,
-    },
     /// Print the status of every expected return: who is late, missing or rejected.
     Status {
         /// The bucket: a local directory.
@@ -159,26 +131,6 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         format: OutputFormat,
-    },
-    /// Measure gap and anomaly detection on the demo's planted incidents (recall, false
-    /// alarms); exit status 1 when below the targets (recall 95%, one false alarm per
-    /// force-year).
-    Evaluate {
-        /// Last month generated.
-        #[arg(long, default_value = "2025-03")]
-        end: String,
-        /// Months per force.
-        #[arg(long, default_value_t = 36)]
-        months: usize,
-        /// Volume: 1.0 is the real national volume.
-        #[arg(long, default_value_t = 1.0)]
-        scale: f64,
-        /// Random seed.
-        #[arg(long, default_value_t = 20_250_331)]
-        seed: u64,
-        /// Use this `[anomalies] probability` instead of the pipeline's (sensitivity analysis).
-        #[arg(long)]
-        probability: Option<f64>,
     },
 }
 
@@ -359,66 +311,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             bucket,
             expires_minutes,
         ),
-        Command::Demo {
-            bucket,
-            end,
-            months,
-            scale,
-            seed,
-            incidents,
-            no_defects,
-        } => {
-            let end: Period = match end {
-                Some(e) => e.parse()?,
-                None => Period::of(chrono::Utc::now().date_naive()).prev(),
-            };
-            let config = DemoConfig {
-                seed,
-                end,
-                months,
-                scale,
-                defects: !no_defects,
-                incidents,
-            };
-            demo_command(&root, &bucket, &config)
-        }
         Command::Status {
             bucket,
             as_of,
             format,
         } => status_command(&root, &bucket, as_of.as_deref(), format),
-        Command::Evaluate {
-            end,
-            months,
-            scale,
-            seed,
-            probability,
-        } => {
-            let mut project = load_project(&root)?;
-            if let (Some(p), Some(pipeline)) =
-                (probability, project.pipelines.get_mut("stop_search"))
-            {
-                pipeline.anomalies.probability = p;
-            }
-            let config = DemoConfig {
-                seed,
-                end: end.parse()?,
-                months,
-                scale,
-                defects: false,
-                incidents: true,
-            };
-            let evaluation =
-                force_returns::evaluate::run(&project, &config).map_err(anyhow::Error::msg)?;
-            print!("{}", evaluation.markdown());
-            Ok(
-                if evaluation.recall() >= 0.95 && evaluation.false_alarms_per_force_year() <= 1.0 {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::FAILURE
-                },
-            )
-        }
     }
 }
 
@@ -738,201 +635,4 @@ fn status_command(
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn demo_command(root: &Path, bucket: &Path, config: &DemoConfig) -> Result<ExitCode> {
-    let project = Arc::new(load_project(root)?);
-    let (seed, end, months, scale) = (config.seed, config.end, config.months, config.scale);
-    let store: Arc<dyn ObjectStore> = Arc::new(store::LocalStore::new(bucket)?);
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async {
-        let existing: HashSet<String> = store.list("incoming/").await?.into_iter().map(|m| m.key).collect();
-        eprintln!(
-            "generating {months} months of stop-and-search returns for 43 forces ending {end} (seed {seed}, scale {scale}) into {}",
-            bucket.display()
-        );
-        let (mut written, mut bytes, mut planted) = (0usize, 0usize, BTreeMap::new());
-        let started_at = std::time::SystemTime::now();
-        for upload in uploads(&project.catalog, config) {
-            if let Some(d) = upload.defect {
-                planted.insert(upload.key.clone(), d);
-            }
-            if existing.contains(&upload.key) {
-                continue;
-            }
-            bytes += upload.bytes.len();
-            store.put(&upload.key, upload.bytes, PutMode::Overwrite).await?;
-            // The local bucket dates an object by its file time: give each upload the time a
-            // force would have sent it, so that the status table sees returns on time.
-            let uploaded = std::time::SystemTime::from(upload.uploaded_at).min(started_at);
-            std::fs::File::options()
-                .write(true)
-                .open(bucket.join(&upload.key))
-                .and_then(|f| f.set_modified(uploaded))
-                .with_context(|| format!("failed to date {}", upload.key))?;
-            written += 1;
-            if written % 100 == 0 {
-                eprintln!("  uploaded {written} returns ({:.1} MB)", bytes as f64 / 1e6);
-            }
-        }
-        eprintln!("uploaded {written} new returns ({:.1} MB); {} were already there", bytes as f64 / 1e6, existing.len());
-        let options = RunOptions { limits_override: Some(demo_limits()), ..RunOptions::default() };
-        let service = Service::new(Arc::clone(&project), Arc::clone(&store), Arc::new(SystemClock), options);
-        let started = std::time::Instant::now();
-        let outcome = service
-            .run_once_with(&mut |p| {
-                if p.done % 100 == 0 || p.done == p.total {
-                    eprintln!("  processed {}/{} uploads", p.done, p.total);
-                }
-            })
-            .await?;
-        let elapsed = started.elapsed();
-        let mut by_decision: BTreeMap<&str, usize> = BTreeMap::new();
-        let mut accepted_rows = 0;
-        for s in &outcome.processed {
-            *by_decision.entry(s.decision.as_str()).or_default() += 1;
-            accepted_rows += s.rows_accepted;
-        }
-        println!();
-        println!(
-            "processed {} uploads in {:.1}s: {:?}; {accepted_rows} rows accepted into snapshots",
-            outcome.processed.len(),
-            elapsed.as_secs_f64(),
-            by_decision
-        );
-        if !outcome.processed.is_empty() {
-            println!("\nplanted defects (expected codes → what the service found):");
-            for s in &outcome.processed {
-                if let Some(d) = planted.get(&s.source_key) {
-                    // Gaps and anomalies come on top of the file's own findings (a warning
-                    // among them turns `accepted` into `accepted_with_warnings`).
-                    let (analysis, found): (Vec<&str>, Vec<&str>) = s.codes.keys().map(String::as_str).partition(|c| is_analysis(c));
-                    let mut expected: Vec<&str> = d.expected.iter().map(|c| c.as_str()).collect();
-                    expected.sort_unstable();
-                    let decision_ok = s.decision.as_str() == d.decision
-                        || (!analysis.is_empty() && d.decision == "accepted" && s.decision == Decision::AcceptedWithWarnings);
-                    let mark = if found == expected && decision_ok { "ok " } else { "!! " };
-                    let extra = if analysis.is_empty() { String::new() } else { format!("  (+ {})", analysis.join(", ")) };
-                    println!("  {mark}{:<28} {:<24} {}{extra}", d.id, s.decision.as_str(), found.join(", "));
-                }
-            }
-        }
-        if config.incidents {
-            println!("\nplanted incidents (expected detection → what the service found):");
-            let statuses = service.status_tables(SystemClock.now()).await?;
-            for line in incident_report(config, &outcome.processed, &statuses) {
-                println!("  {line}");
-            }
-        }
-        let mut anomalies: BTreeMap<&str, usize> = BTreeMap::new();
-        for s in &outcome.processed {
-            for (code, n) in &s.codes {
-                if is_analysis(code) {
-                    *anomalies.entry(code.as_str()).or_default() += usize::try_from(*n).unwrap_or(0);
-                }
-            }
-        }
-        println!("\ngaps and anomalies reported: {anomalies:?}");
-        for (dataset, periods, rows) in service.status_tables(SystemClock.now()).await? {
-            println!();
-            print!("{}", render_text(&dataset, &periods, &rows));
-        }
-        let root = store_root(bucket);
-        println!("\nwhere things are (bucket {root}):");
-        println!("  snapshots      {root}/snapshots/stop_search/period=YYYY-MM/force=<force>/<submission>.parquet");
-        println!("  manifest       {root}/snapshots/stop_search/_manifest.json  (which file is current per force and month)");
-        println!("  force reports  {root}/feedback/<force>/stop_search/<YYYY-MM>/<submission>.html (.json, .csv)");
-        println!("  quality tables {root}/quality/submissions/  {root}/quality/findings/  {root}/quality/anomalies/  {root}/quality/status/");
-        println!("  metrics        {root}/snapshots/stop_search_metrics/period=YYYY-MM/force=<force>/<submission>.parquet");
-        println!("  force summary  {root}/feedback/<force>/summary-<YYYY-MM>.html (.json)");
-        println!("  status         force-returns status --bucket {root}");
-        println!("\nquery the current snapshots with DuckDB:");
-        println!("  {}", duckdb_query(&root));
-        if PLANTED.is_empty() {
-            println!("(no planted defects in this build)");
-        }
-        Ok::<_, anyhow::Error>(())
-    })?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// One line per planted incident: whether the run found it as `docs/demo.md` expects.
-fn incident_report(
-    config: &DemoConfig,
-    processed: &[SubmissionSummary],
-    statuses: &[(String, Vec<Period>, Vec<StatusRow>)],
-) -> Vec<String> {
-    let months_apart = |a: Period, b: Period| {
-        (i64::from(a.year - b.year) * 12 + i64::from(a.month) - i64::from(b.month)).abs()
-    };
-    INCIDENTS
-        .iter()
-        .map(|incident| {
-            let (ok, found) = match incident.expected {
-                Detection::Overdue => {
-                    let months = incident.periods(config);
-                    let overdue = statuses
-                        .iter()
-                        .flat_map(|(_, _, rows)| rows)
-                        .filter(|r| r.force_id == incident.force && months.contains(&r.period))
-                        .filter(|r| r.status == Status::Overdue)
-                        .count();
-                    (
-                        overdue == months.len(),
-                        format!("{overdue} of {} months overdue", months.len()),
-                    )
-                }
-                Detection::Codes {
-                    codes,
-                    months_back,
-                    tolerance,
-                } => {
-                    let at = (0..months_back).fold(config.end, |p, _| p.prev());
-                    // A level shift is reported up to two months after the step it dates.
-                    let reach = i64::try_from(tolerance).unwrap_or(0) + 2;
-                    let found: Vec<String> = processed
-                        .iter()
-                        .filter(|s| s.force_id.as_deref() == Some(incident.force))
-                        .filter_map(|s| Some((s, s.period.as_deref()?.parse::<Period>().ok()?)))
-                        .filter(|(_, p)| months_apart(*p, at) <= reach)
-                        .flat_map(|(s, p)| {
-                            s.codes
-                                .keys()
-                                .filter(|c| codes.iter().any(|k| k.as_str() == c.as_str()))
-                                .map(move |c| format!("{c} {p}"))
-                        })
-                        .collect();
-                    (!found.is_empty(), found.join(", "))
-                }
-            };
-            format!(
-                "{}{:<38} {:<20} {found}",
-                if ok { "ok " } else { "!! " },
-                incident.id,
-                incident.force
-            )
-        })
-        .collect()
-}
-
-/// Whether a finding code comes from the gap and anomaly analysis.
-fn is_analysis(code: &str) -> bool {
-    force_returns::analyze::CODES
-        .iter()
-        .any(|c| c.as_str() == code)
-}
-
-fn store_root(bucket: &Path) -> String {
-    bucket
-        .display()
-        .to_string()
-        .trim_end_matches('/')
-        .to_owned()
-}
-
-/// The one-line query a consumer runs over the current snapshots.
-fn duckdb_query(root: &str) -> String {
-    format!(
-        "duckdb -c \"SELECT force_id, count(*) AS searches, round(avg((outcome = 'Arrest')::INT), 3) AS arrest_rate FROM read_parquet('{root}/snapshots/stop_search/*/*/*.parquet', hive_partitioning = false) WHERE submission_id IN (SELECT unnest(current).submission_id FROM read_json('{root}/snapshots/stop_search/_manifest.json')) GROUP BY ALL ORDER BY searches DESC LIMIT 10\""
-    )
 }

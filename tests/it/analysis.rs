@@ -10,12 +10,12 @@ use force_returns::analyze::Status;
 use force_returns::analyze::tables::{read_anomalies, read_metrics};
 use force_returns::clock::Clock;
 use force_returns::config::Project;
-use force_returns::demo::{DemoConfig, uploads};
 use force_returns::finding::{Code, Severity};
 use force_returns::pipeline::{
     RunOptions, Service, anomalies_key, metrics_key, status_key, summary_key,
 };
 use force_returns::validate::Decision;
+use force_returns_dev::demo::{DemoConfig, uploads};
 
 use crate::common::{TestBucket, project, shared_fixtures};
 

@@ -26,10 +26,10 @@ use std::collections::VecDeque;
 
 use chrono::{DateTime, Datelike, Utc};
 
-use crate::config::Limits;
-use crate::finding::Code;
-use crate::period::Period;
-use crate::schema::{Catalog, CodeList};
+use force_returns::config::Limits;
+use force_returns::finding::Code;
+use force_returns::period::Period;
+use force_returns::schema::{Catalog, CodeList};
 
 /// What to generate.
 #[derive(Debug, Clone, PartialEq)]
@@ -2437,13 +2437,13 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::config::Project;
-    use crate::finding::NoSink;
-    use crate::pipeline::{check_upload, parse_upload_key};
-    use crate::validate::UploadScope;
+    use force_returns::config::Project;
+    use force_returns::finding::NoSink;
+    use force_returns::pipeline::{check_upload, parse_upload_key};
+    use force_returns::validate::UploadScope;
 
     fn catalog() -> Catalog {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/reference");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/reference");
         let mut catalog = Catalog::default();
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
@@ -2633,7 +2633,7 @@ mod tests {
                 "{code}: planted (as a defect or an incident) and not applicable must be exclusive and cover every code"
             );
         }
-        let doc = include_str!("../docs/demo.md");
+        let doc = include_str!("../../docs/demo.md");
         for d in PLANTED {
             assert!(
                 doc.contains(&format!("`{}`", d.id)),
@@ -2818,7 +2818,7 @@ mod tests {
     /// codes and decision with what `PLANTED` documents (clean returns: accepted, no findings).
     #[test]
     fn planted_uploads_give_exactly_their_documented_findings() {
-        let project = Project::load(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let project = Project::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("..")).unwrap();
         let pipeline = project.pipeline("stop_search").unwrap();
         let config = small(DemoConfig::default().seed, 12);
         let limits = demo_limits();

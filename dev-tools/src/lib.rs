@@ -1,0 +1,9 @@
+//! Developer tools for force-returns, kept out of the service: the tests, the benchmarks and the
+//! README's demo command use them; the `force-returns` binary never links them.
+//!
+//! - [`demo`] generates realistic synthetic returns for 43 forces, with planted file defects
+//!   and, on request, planted data-quality incidents;
+//! - [`evaluate`] measures the gap and anomaly analysis on the demo's planted incidents.
+
+pub mod demo;
+pub mod evaluate;
