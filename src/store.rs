@@ -10,6 +10,9 @@
 //! - a put is atomic: readers see the old object or the new one, never part of one;
 //! - [`PutMode::Create`] succeeds for exactly one of several racing writers;
 //! - [`PutMode::Update`] succeeds only if the object still has the etag the caller read;
+//! - an etag names one write: `get` and `download` return the bytes and the etag of the same
+//!   write, and two writes never share an etag (the local store tells its files apart by inode
+//!   and a modification time it stamps to the nanosecond);
 //! - errors name the bucket and key.
 
 use std::fmt;
@@ -342,7 +345,11 @@ impl LocalStore {
         Ok(Self::meta_of(key, &m))
     }
 
+    /// The metadata of a file as a store object. The etag names one write: every write makes
+    /// a new file (a new inode) and stamps it with a time of its own ([`write_stamp`]), so two
+    /// writes of equal length within one tick of the file system's clock differ too.
     fn meta_of(key: &str, m: &std::fs::Metadata) -> ObjectMeta {
+        use std::os::unix::fs::MetadataExt;
         let modified = m.modified().unwrap_or(SystemTime::UNIX_EPOCH);
         let nanos = modified
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -350,7 +357,7 @@ impl LocalStore {
         ObjectMeta {
             key: key.to_owned(),
             size: m.len(),
-            etag: format!("{:x}-{nanos:x}", m.len()),
+            etag: format!("{:x}-{nanos:x}-{:x}", m.len(), m.ino()),
             last_modified: DateTime::<Utc>::from(modified),
         }
     }
@@ -371,6 +378,15 @@ impl LocalStore {
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent).map_err(|e| self.io_err("write", key, &e))?;
         }
+        // The object's metadata is the new file's, taken before it is in place: once it is,
+        // another writer may already have replaced it.
+        let written = std::fs::File::open(tmp.path())
+            .and_then(|f| {
+                f.set_modified(write_stamp())?;
+                f.metadata()
+            })
+            .map_err(|e| self.io_err("write", key, &e))?;
+        let meta = Self::meta_of(key, &written);
         match mode {
             PutMode::Overwrite => {
                 tmp.persist(&dest)
@@ -389,7 +405,8 @@ impl LocalStore {
                 })?;
             }
             PutMode::Update(etag) => {
-                let _lock = KeyLock::acquire(&dest).map_err(|e| self.io_err("lock", key, &e))?;
+                let _lock = KeyLock::acquire(&self.root.join(TMP_DIR), key)
+                    .map_err(|e| self.io_err("lock", key, &e))?;
                 let current = match self.meta(key, &dest) {
                     Err(StoreError::NotFound { .. }) => None,
                     other => Some(other?),
@@ -403,7 +420,7 @@ impl LocalStore {
                     .map_err(|e| self.io_err("write", key, &e.error))?;
             }
         }
-        self.meta(key, &dest)
+        Ok(meta)
     }
 
     fn list_sync(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
@@ -428,11 +445,10 @@ impl LocalStore {
                 let Ok(rel) = path.strip_prefix(&self.root) else {
                     continue;
                 };
-                let key = rel.to_string_lossy().replace('\\', "/");
-                let is_lock = path
-                    .extension()
-                    .is_some_and(|e| e.eq_ignore_ascii_case("lock"));
-                if key.starts_with('.') || is_lock {
+                // On Unix a backslash is an ordinary character of a name, as it is in an S3
+                // key: the key is the path as it is.
+                let key = rel.to_string_lossy().into_owned();
+                if key.starts_with('.') {
                     continue;
                 }
                 let file_type = entry
@@ -450,14 +466,35 @@ impl LocalStore {
     }
 }
 
-/// An exclusive lock on one key for a compare-and-swap, held by a lock file.
+/// A modification time for a new file: now, to the nanosecond, and later than every stamp
+/// this process gave before. The file system's own times move in ticks of a few milliseconds,
+/// too coarse to tell two quick writes apart.
+fn write_stamp() -> SystemTime {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last + 1);
+        match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return SystemTime::UNIX_EPOCH + Duration::from_nanos(next),
+            Err(seen) => last = seen,
+        }
+    }
+}
+
+/// An exclusive lock on one key for a compare-and-swap, held by a lock file in the store's
+/// own hidden folder (so that no object name is taken for it).
 struct KeyLock(PathBuf);
 
 impl KeyLock {
-    fn acquire(dest: &Path) -> std::io::Result<KeyLock> {
-        let mut path = dest.as_os_str().to_owned();
-        path.push(".lock");
-        let path = PathBuf::from(path);
+    fn acquire(tmp: &Path, key: &str) -> std::io::Result<KeyLock> {
+        let path = tmp.join(format!(
+            "{}.lock",
+            hex(&Sha256::digest(key.as_bytes())[..16])
+        ));
         let deadline = std::time::Instant::now() + LOCK_STALE * 2;
         loop {
             match std::fs::OpenOptions::new()
@@ -520,10 +557,15 @@ impl ObjectStore for LocalStore {
         let this = self.clone();
         let key = key.to_owned();
         blocking(move || {
-            let path = this.path(&key)?;
-            let bytes = std::fs::read(&path).map_err(|e| this.io_err("read", &key, &e))?;
-            let meta = this.meta(&key, &path)?;
-            Ok((bytes, meta))
+            // The metadata comes from the file read, not from a second look at its name: a
+            // write in between would give these bytes the etag of other content.
+            let mut file =
+                std::fs::File::open(this.path(&key)?).map_err(|e| this.io_err("read", &key, &e))?;
+            let stat = file.metadata().map_err(|e| this.io_err("stat", &key, &e))?;
+            let mut bytes = Vec::with_capacity(usize::try_from(stat.len()).unwrap_or(0));
+            file.read_to_end(&mut bytes)
+                .map_err(|e| this.io_err("read", &key, &e))?;
+            Ok((bytes, Self::meta_of(&key, &stat)))
         })
         .await
     }
@@ -919,6 +961,108 @@ mod tests {
         // Removing the worker's own name for it leaves the stored object whole.
         std::fs::remove_file(&src).unwrap();
         assert_eq!(std::fs::read(&kept).unwrap(), b"a,b\n1,2\n");
+    }
+
+    /// Increments a counter object `rounds` times by compare-and-swap, from `tasks` tasks at once.
+    async fn count_by_compare_and_swap(
+        store: &std::sync::Arc<LocalStore>,
+        tasks: usize,
+        rounds: usize,
+    ) {
+        store
+            .put("counter", b"0".to_vec(), PutMode::Create)
+            .await
+            .unwrap();
+        let mut running = Vec::new();
+        for _ in 0..tasks {
+            let store = std::sync::Arc::clone(store);
+            running.push(tokio::spawn(async move {
+                for _ in 0..rounds {
+                    loop {
+                        let (bytes, meta) = store.get("counter").await.unwrap();
+                        let n: u64 = String::from_utf8(bytes).unwrap().parse().unwrap();
+                        let next = (n + 1).to_string().into_bytes();
+                        match store.put("counter", next, PutMode::Update(meta.etag)).await {
+                            Ok(_) => break,
+                            Err(StoreError::Changed { .. }) => {}
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                }
+            }));
+        }
+        for task in running {
+            task.await.unwrap();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_receipt_is_never_lost_to_a_get_whose_etag_belongs_to_a_newer_write() {
+        // The lost receipt: `get` read the bytes, then looked the file up again for its etag;
+        // a write in between gave old bytes the new etag, and the compare-and-swap that
+        // followed overwrote the other writer's change.
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(LocalStore::new(dir.path()).unwrap());
+        count_by_compare_and_swap(&store, 4, 150).await;
+        let (bytes, _) = store.get("counter").await.unwrap();
+        assert_eq!(
+            String::from_utf8(bytes).unwrap(),
+            "600",
+            "an update was lost"
+        );
+    }
+
+    #[tokio::test]
+    async fn writes_of_equal_length_in_quick_succession_get_different_etags() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path()).unwrap();
+        let mut etags = std::collections::BTreeSet::new();
+        for i in 0..50u8 {
+            let meta = store
+                .put("r.json", vec![b'a' + i % 26; 8], PutMode::Overwrite)
+                .await
+                .unwrap();
+            assert!(
+                etags.insert(meta.etag.clone()),
+                "write {i} repeated {}",
+                meta.etag
+            );
+            assert_eq!(store.get("r.json").await.unwrap().1.etag, meta.etag);
+        }
+    }
+
+    #[tokio::test]
+    async fn names_with_backslashes_and_lock_suffixes_are_listed_as_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path()).unwrap();
+        let folder = dir.path().join("incoming/kent/stop_search/2020-01");
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("a\\b.csv"), b"x").unwrap();
+        std::fs::write(folder.join("return.lock"), b"y").unwrap();
+        store
+            .put("m.json", b"v1".to_vec(), PutMode::Create)
+            .await
+            .unwrap();
+        let (_, meta) = store.get("m.json").await.unwrap();
+        store
+            .put("m.json", b"v2".to_vec(), PutMode::Update(meta.etag))
+            .await
+            .unwrap();
+        let keys: Vec<String> = store
+            .list("")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "incoming/kent/stop_search/2020-01/a\\b.csv",
+                "incoming/kent/stop_search/2020-01/return.lock",
+                "m.json"
+            ]
+        );
     }
 
     #[test]
