@@ -6,6 +6,7 @@
 //! calls back up (see `ARCHITECTURE.md`):
 //!
 //! - [`config`] loads pipelines, schemas and settings;
+//! - [`layout`] builds and parses every bucket key (pure);
 //! - [`store`] is the only code that talks to object storage;
 //! - [`ingest`] turns uploaded bytes into Arrow batches and decode findings;
 //! - [`schema`] parses record schemas and reference code lists;
@@ -32,6 +33,7 @@ pub mod config;
 pub mod feedback;
 pub mod finding;
 pub mod ingest;
+pub mod layout;
 pub mod lease;
 pub mod metrics;
 pub mod period;
