@@ -250,6 +250,25 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     /// `feed`, each chunk is also sent there once written, then [`FeedItem::End`] once the
     /// whole object is in the file.
     async fn download(&self, key: &str, dest: &Path, feed: Option<Feed>) -> Result<Downloaded>;
+    /// [`ObjectStore::download`] of the version with `etag` only: [`StoreError::Changed`]
+    /// when the object now has another, so that bytes of a replaced object are never taken for
+    /// the version listed. A backend that can (S3, with `If-Match`) refuses before reading;
+    /// the default compares the etag of the bytes read, which every backend returns with them.
+    async fn download_version(
+        &self,
+        key: &str,
+        etag: &str,
+        dest: &Path,
+        feed: Option<Feed>,
+    ) -> Result<Downloaded> {
+        let got = self.download(key, dest, feed).await?;
+        if got.meta.etag != etag {
+            return Err(StoreError::Changed {
+                location: self.location(key),
+            });
+        }
+        Ok(got)
+    }
     /// Writes bytes. The metadata returned carries the new etag; its `last_modified` is the
     /// store's where the store reports it on a write, otherwise the writer's clock.
     async fn put(&self, key: &str, bytes: Vec<u8>, mode: PutMode) -> Result<ObjectMeta>;

@@ -588,10 +588,12 @@ fn size_of(len: Option<i64>) -> u64 {
 }
 
 impl S3Store {
-    /// Starts reading an object: the response (whose body streams) and its metadata.
+    /// Starts reading an object (only the version with `etag`, if given): the response
+    /// (whose body streams) and its metadata.
     async fn get_object(
         &self,
         key: &str,
+        etag: Option<&str>,
     ) -> Result<(
         aws_sdk_s3::operation::get_object::GetObjectOutput,
         ObjectMeta,
@@ -602,9 +604,15 @@ impl S3Store {
             .get_object()
             .bucket(&self.location.bucket)
             .key(full)
+            .set_if_match(etag.map(str::to_owned))
             .send()
             .await
-            .map_err(|e| self.read_error("read", key, &e))?;
+            .map_err(|e| match (etag, self.error("read", key, &e)) {
+                (Some(_), (Failure::Precondition, _)) => StoreError::Changed {
+                    location: self.location(key),
+                },
+                _ => self.read_error("read", key, &e),
+            })?;
         let meta = ObjectMeta {
             key: key.to_owned(),
             size: size_of(out.content_length()),
@@ -612,6 +620,60 @@ impl S3Store {
             last_modified: to_chrono(out.last_modified()),
         };
         Ok((out, meta))
+    }
+
+    /// Streams an object (only the version with `etag`, if given) into `dest`, hashing it
+    /// and feeding it on.
+    async fn download_from(
+        &self,
+        key: &str,
+        etag: Option<&str>,
+        dest: &Path,
+        feed: Option<Feed>,
+    ) -> Result<Downloaded> {
+        /// Bytes gathered before they are passed to the feed.
+        const FEED_CHUNK: usize = 1 << 20;
+        let (out, meta) = self.get_object(key, etag).await?;
+
+        let mut hasher = Sha256::new();
+        let local =
+            |e: std::io::Error| self.io_error("read", key, &format!("{}: {e}", dest.display()));
+        let mut file = tokio::fs::File::create(dest).await.map_err(local)?;
+        let mut body = out.body;
+        let mut written = 0u64;
+        let mut feed = feed;
+        let mut pending = Vec::new();
+        while let Some(chunk) = body
+            .try_next()
+            .await
+            .map_err(|e| self.io_error("read", key, &chain(&e)))?
+        {
+            hasher.update(&chunk);
+            file.write_all(&chunk).await.map_err(local)?;
+            written += chunk.len() as u64;
+            if feed.is_some() {
+                pending.extend_from_slice(&chunk);
+                if pending.len() >= FEED_CHUNK {
+                    feed = pass_on(feed, FeedItem::Bytes(std::mem::take(&mut pending))).await;
+                }
+            }
+        }
+        file.flush().await.map_err(local)?;
+        if written != meta.size {
+            return Err(self.io_error(
+                "read",
+                key,
+                &format!("got {written} bytes of {}", meta.size),
+            ));
+        }
+        if !pending.is_empty() {
+            feed = pass_on(feed, FeedItem::Bytes(pending)).await;
+        }
+        pass_on(feed, FeedItem::End).await;
+        Ok(Downloaded {
+            meta,
+            sha256: hex(&hasher.finalize()),
+        })
     }
 }
 
@@ -655,7 +717,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn get(&self, key: &str) -> Result<(Vec<u8>, ObjectMeta)> {
-        let (out, meta) = self.get_object(key).await?;
+        let (out, meta) = self.get_object(key, None).await?;
         let bytes = out
             .body
             .collect()
@@ -666,48 +728,17 @@ impl ObjectStore for S3Store {
     }
 
     async fn download(&self, key: &str, dest: &Path, feed: Option<Feed>) -> Result<Downloaded> {
-        /// Bytes gathered before they are passed to the feed.
-        const FEED_CHUNK: usize = 1 << 20;
-        let (out, meta) = self.get_object(key).await?;
-        let mut hasher = Sha256::new();
-        let local =
-            |e: std::io::Error| self.io_error("read", key, &format!("{}: {e}", dest.display()));
-        let mut file = tokio::fs::File::create(dest).await.map_err(local)?;
-        let mut body = out.body;
-        let mut written = 0u64;
-        let mut feed = feed;
-        let mut pending = Vec::new();
-        while let Some(chunk) = body
-            .try_next()
-            .await
-            .map_err(|e| self.io_error("read", key, &chain(&e)))?
-        {
-            hasher.update(&chunk);
-            file.write_all(&chunk).await.map_err(local)?;
-            written += chunk.len() as u64;
-            if feed.is_some() {
-                pending.extend_from_slice(&chunk);
-                if pending.len() >= FEED_CHUNK {
-                    feed = pass_on(feed, FeedItem::Bytes(std::mem::take(&mut pending))).await;
-                }
-            }
-        }
-        file.flush().await.map_err(local)?;
-        if written != meta.size {
-            return Err(self.io_error(
-                "read",
-                key,
-                &format!("got {written} bytes of {}", meta.size),
-            ));
-        }
-        if !pending.is_empty() {
-            feed = pass_on(feed, FeedItem::Bytes(pending)).await;
-        }
-        pass_on(feed, FeedItem::End).await;
-        Ok(Downloaded {
-            meta,
-            sha256: hex(&hasher.finalize()),
-        })
+        self.download_from(key, None, dest, feed).await
+    }
+
+    async fn download_version(
+        &self,
+        key: &str,
+        etag: &str,
+        dest: &Path,
+        feed: Option<Feed>,
+    ) -> Result<Downloaded> {
+        self.download_from(key, Some(etag), dest, feed).await
     }
 
     async fn put(&self, key: &str, bytes: Vec<u8>, mode: PutMode) -> Result<ObjectMeta> {
