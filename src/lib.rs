@@ -8,6 +8,8 @@
 //! - [`config`] loads pipelines, schemas and settings;
 //! - [`layout`] builds and parses every bucket key (pure);
 //! - [`store`] is the only code that talks to object storage;
+//! - [`state`] is the commit protocol over the store: claims and locks (leases from
+//!   create-only writes), the ledger of finished uploads, manifests and receipts;
 //! - [`ingest`] turns uploaded bytes into Arrow batches and decode findings;
 //! - [`schema`] parses record schemas and reference code lists;
 //! - [`validate`] checks batches column by column and decides;
@@ -16,8 +18,6 @@
 //! - [`analyze`] finds gaps and anomalies, derives monthly metrics and the status of expected
 //!   returns;
 //! - [`feedback`] renders the report back to the force;
-//! - [`lease`] gives workers expiring, exclusive holds (claims, the manifest lock) from
-//!   create-only writes;
 //! - [`pipeline`] runs discover → claim → decode → validate → write → report;
 //! - [`scheduler`] follows each pipeline's cron schedule with bounded concurrency and a
 //!   graceful [`shutdown`]; [`metrics`] counts what it does and [`api`] serves health and
@@ -34,7 +34,6 @@ pub mod feedback;
 pub mod finding;
 pub mod ingest;
 pub mod layout;
-pub mod lease;
 pub mod metrics;
 pub mod period;
 pub mod pipeline;
@@ -43,5 +42,6 @@ pub mod schema;
 pub mod shutdown;
 pub mod snapshot;
 pub mod spill;
+pub mod state;
 pub mod store;
 pub mod validate;

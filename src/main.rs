@@ -64,10 +64,8 @@ enum Command {
         /// The bucket: `s3://bucket/prefix` or a local directory (the embedded default).
         #[arg(long, env = "FORCE_RETURNS_BUCKET", default_value = "data/bucket")]
         bucket: String,
-        /// Seconds a claim on an upload holds before another run may take the upload over.
-        #[arg(long, env = "FORCE_RETURNS_CLAIM_TTL_SECONDS", default_value_t = 900,
-              value_parser = clap::value_parser!(u64).range(1..))]
-        claim_ttl_seconds: u64,
+        #[command(flatten)]
+        state: StateArgs,
     },
     /// Print a presigned URL a force can upload one file to with `curl -T FILE URL`.
     UploadUrl {
@@ -134,6 +132,32 @@ enum Command {
     },
 }
 
+/// How a process shares the bucket's state with others, for `run` and `worker` alike.
+#[derive(clap::Args)]
+struct StateArgs {
+    /// Seconds a claim on an upload holds unless renewed. The process working on the upload
+    /// renews it every third of that, so the upload of a process that died is taken over by
+    /// another about this long after.
+    #[arg(long, env = "FORCE_RETURNS_CLAIM_TTL_SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(3..))]
+    claim_ttl_seconds: u64,
+    /// Local folder in which uploads are downloaded and checked (default: force-returns-work
+    /// in the temporary folder). What a killed process left there is removed at start.
+    #[arg(long, env = "FORCE_RETURNS_WORK_DIR")]
+    work_dir: Option<PathBuf>,
+}
+
+impl StateArgs {
+    fn options(&self) -> RunOptions {
+        let defaults = RunOptions::default();
+        RunOptions {
+            claim_ttl: Duration::from_secs(self.claim_ttl_seconds),
+            work_root: self.work_dir.clone().unwrap_or(defaults.work_root.clone()),
+            ..defaults
+        }
+    }
+}
+
 #[derive(clap::Args)]
 struct WorkerArgs {
     /// The bucket: a local directory (the embedded default).
@@ -149,6 +173,8 @@ struct WorkerArgs {
     /// dropped and their claims released (`30s`, `2m`, `500ms`).
     #[arg(long, env = "FORCE_RETURNS_SHUTDOWN_DEADLINE", default_value = "30s", value_parser = scheduler::parse_duration)]
     shutdown_deadline: Duration,
+    #[command(flatten)]
+    state: StateArgs,
 }
 
 fn main() -> ExitCode {
@@ -248,7 +274,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Run {
             once,
             bucket,
-            claim_ttl_seconds,
+            state,
         } => {
             if !once {
                 bail!(
@@ -256,10 +282,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 );
             }
             let project = Arc::new(load_project(&root)?);
-            let options = RunOptions {
-                claim_ttl: std::time::Duration::from_secs(claim_ttl_seconds),
-                ..RunOptions::default()
-            };
+            let options = state.options();
             let runtime = tokio::runtime::Runtime::new()?;
             let outcome = runtime.block_on(async {
                 let store = store::open(&bucket).await?;
@@ -279,7 +302,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 );
             }
             println!(
-                "processed {} upload(s) {:?}; {} held by another worker; {} failed",
+                "processed {} upload(s) {:?}; {} skipped (held or finished by another worker, or replaced since listed); {} failed",
                 outcome.processed.len(),
                 by_decision,
                 outcome.skipped,
@@ -330,8 +353,10 @@ fn worker_command(root: &Path, args: &WorkerArgs) -> Result<ExitCode> {
             Arc::clone(&project),
             Arc::clone(&store),
             Arc::clone(&clock),
-            RunOptions::default(),
+            args.state.options(),
         ));
+        // Clears what a killed worker left in the work root before anything else starts.
+        service.work().await?;
         let runner = PipelineRunner::new(
             service,
             &project,
@@ -441,7 +466,7 @@ fn upload_url_command(
     if !bucket.starts_with("s3://") {
         bail!("`{bucket}` is not an S3 bucket (s3://bucket/prefix): presigned URLs need S3");
     }
-    let key = format!("incoming/{}/{dataset}/{period}/{file}", force.code);
+    let key = force_returns::layout::incoming_key(&force.code, dataset, period, file);
     let runtime = tokio::runtime::Runtime::new()?;
     let url = runtime.block_on(async {
         let store = S3Store::connect(S3Location::parse(&bucket)?, S3Options::from_env()?).await?;

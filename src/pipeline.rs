@@ -6,56 +6,66 @@
 //!
 //! [`Service::run_once`] processes every new upload under `incoming/`:
 //!
-//! 1. **discover**: list `incoming/` and `_state/done/`; an upload is new when no done-marker
-//!    exists for its key and etag (a replaced object is new again);
-//! 2. **claim**: take the lease `_state/claims/<marker>` ([`crate::lease`]: create-only writes
-//!    of generation objects; a claim past the claim TTL is taken over by the next generation,
-//!    its worker having died), then look for the done-marker again: another worker may have
-//!    finished the upload since discovery;
-//! 3. **download and check** together: the store writes the upload to a local file, hashing
-//!    it, and feeds each chunk to the check, which runs off the async runtime and writes the
-//!    snapshot, the findings CSV and the findings table to local temporary files;
-//! 4. **archive**: once downloaded, the bytes processed go to `archive/...` with their SHA-256;
+//! 1. **discover**: list `incoming/` and ask the ledger ([`crate::state`]) which uploads are
+//!    finished; an upload is new when no done-marker exists for its key and etag (a replaced
+//!    object is new again). Discovery also deletes claims left beside finished uploads and
+//!    compacts the ledger when enough done-markers wait;
+//! 2. **claim**: take the upload's claim (a lease; one past its time to live is taken over),
+//!    then ask the ledger again: another worker may have finished the upload since discovery.
+//!    The claim is renewed for as long as the upload is processed;
+//! 3. **read the key** ([`crate::layout`]): a key with no place in the layout (an unknown
+//!    force, dataset or period, extra folders, `..`, a folder marker...) is judged from the key
+//!    alone: its report goes to the force the key names or nearly names, and to the quality
+//!    tables, and it is marked done like any other, so it is judged once and never fails a run;
+//! 4. **download and check** together: the store writes the upload to a local file in this
+//!    process's work folder, hashing it, and feeds each chunk to the check, which runs off the
+//!    async runtime and writes the snapshot, the findings CSV and the findings table to local
+//!    files. The download is of the version listed (S3 `If-Match`): an upload replaced since
+//!    listing is left for the next run, which sees its new etag;
+//! 5. **archive**: once downloaded, the bytes processed go to `archive/...` with their SHA-256;
 //!    archive and check both finish before anything is written or decided;
-//! 5. **write** snapshot, quality tables and feedback, then commit the manifest (accepted
-//!    uploads only) under the manifest lock, then the done-marker, then clear the claim.
+//! 6. **write** snapshot, quality tables and feedback, then commit the manifest entry
+//!    (accepted uploads only) and the receipt under the dataset's commit lock, write the
+//!    force's summary, then the done-marker, then clear the claim.
 //!
-//! Every output key derives from the upload's key and etag, so a retry after a crash at
-//! any step rewrites the same objects and the manifest ignores a submission it already holds.
+//! Every output key derives from the upload's key and etag, so a retry after a crash at any
+//! step rewrites the same objects, and manifest and receipts ignore a submission they hold.
+//! Each step logs one event with a `step` field (at debug level), so a log shows where the
+//! processing of an upload stopped.
 //!
 //! The scheduled worker (`scheduler`) drives the same steps upload by upload through
 //! [`Service::try_claim`], [`Service::process_claim`] and [`Service::release`], so it can run
 //! several at once and give claims back at shutdown.
 
 mod analysis;
+mod work;
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufReader, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::BooleanArray;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::analyze::status::Receipt;
 use crate::clock::Clock;
 use crate::config::{Limits, Pipeline, Project};
 use crate::feedback::{CsvFindingSink, Outputs, Report, render_html, render_json};
 use crate::finding::{Code, CodeSummary, Finding, FindingLog, FindingSink, NoSink, Severity};
 use crate::ingest::{Batch, CsvDecoder, DEFAULT_BATCH_ROWS, DecodeStats, HeaderMap, Start};
-use crate::lease::{self, Lease, Taken};
-use crate::period::Period;
+use crate::layout::{self, INCOMING, Location, Names, Route, Submission};
 use crate::snapshot::{
-    Lineage, Manifest, ManifestEntry, QualityFindingSink, SnapshotWriter, SubmissionRecord, Tee,
+    Lineage, ManifestEntry, QualityFindingSink, SnapshotWriter, SubmissionRecord, Tee,
     submissions_parquet,
 };
-use crate::store::{FeedReader, ObjectMeta, ObjectStore, PutMode, StoreError, hex};
+use crate::state::{Claim, DoneRecord, State, StateError, StateOptions};
+use crate::store::{FeedReader, ObjectMeta, ObjectStore, PutMode, StoreError};
 use crate::validate::{Checker, ColumnStats, Decision, UploadScope, Verdict};
-
-pub use analysis::{anomalies_key, metrics_key, receipts_key, status_key, summary_key};
+pub use work::WorkRoot;
 
 /// A failure of the run itself (not of the data: bad data is findings).
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +73,9 @@ pub enum PipelineError {
     /// Object storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The shared state failed (a lock held too long, a claim lost, a state file unreadable).
+    #[error(transparent)]
+    State(#[from] StateError),
     /// Local temporary files failed.
     #[error("failed to use a temporary file: {0}")]
     Io(#[from] std::io::Error),
@@ -72,22 +85,6 @@ pub enum PipelineError {
     /// The schema could not be compiled.
     #[error("schema problem: {0}")]
     Schema(String),
-    /// The manifest in the bucket is not readable.
-    #[error("the manifest {key} is not valid JSON: {message}")]
-    Manifest {
-        /// Its key.
-        key: String,
-        /// The parse error.
-        message: String,
-    },
-    /// Another worker held a lock for longer than its time to live allows.
-    #[error("{lock} is still held by {holder}")]
-    Locked {
-        /// The lock's location.
-        lock: String,
-        /// Its holder.
-        holder: String,
-    },
     /// A background task panicked or was cancelled.
     #[error("a processing task failed: {0}")]
     Task(String),
@@ -96,51 +93,29 @@ pub enum PipelineError {
     Table(#[from] crate::analyze::tables::TableError),
 }
 
-/// Where an upload sits: `incoming/<force>/<dataset>/<YYYY-MM>/<file>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UploadLocation {
-    /// Canonical force id (the folder name).
-    pub force_id: String,
-    /// Dataset id.
-    pub dataset: String,
-    /// Period.
-    pub period: Period,
-    /// File name.
-    pub file_name: String,
+/// The names an upload key is read against: the project's force ids (with their other
+/// spellings, to name the nearest id) and dataset ids.
+pub fn key_names(project: &Project) -> Names {
+    let forces = project.catalog.forces().map_or_else(Vec::new, |list| {
+        list.codes
+            .iter()
+            .map(|c| {
+                let spellings = std::iter::once(c.label.as_str())
+                    .chain(c.aliases.iter().map(String::as_str))
+                    .collect();
+                (c.code.as_str(), spellings)
+            })
+            .collect()
+    });
+    Names::new(forces, project.pipelines.keys().map(String::as_str))
 }
 
-/// Reads an upload key. The force folder must be a force's canonical id: it is what the
-/// force's credentials allow it to write.
-pub fn parse_upload_key(key: &str, project: &Project) -> Result<UploadLocation, String> {
-    let parts: Vec<&str> = key.split('/').collect();
-    let [_incoming, force, dataset, period, file] = parts.as_slice() else {
-        return Err(format!(
-            "`{key}` is not at incoming/<force>/<dataset>/<YYYY-MM>/<file> ({} folder levels instead of 5)",
-            parts.len()
-        ));
-    };
-    let known_force = project
-        .catalog
-        .forces()
-        .is_some_and(|f| f.codes.iter().any(|c| c.code == *force));
-    if !known_force {
-        return Err(format!(
-            "`{force}` is not a force id (see schemas/reference/forces.json)"
-        ));
+/// Reads an upload key against the project: its place in the layout, or why it has none.
+pub fn parse_upload_key(key: &str, project: &Project) -> Result<Location, String> {
+    match layout::route(key, &key_names(project)) {
+        Route::Routed(location) => Ok(location),
+        Route::Odd(odd) => Err(odd.message(key)),
     }
-    if project.pipeline(dataset).is_none() {
-        let known: Vec<&String> = project.pipelines.keys().collect();
-        return Err(format!(
-            "`{dataset}` is not a dataset; expected one of {known:?}"
-        ));
-    }
-    let period: Period = period.parse().map_err(|e| format!("{e}"))?;
-    Ok(UploadLocation {
-        force_id: (*force).to_owned(),
-        dataset: (*dataset).to_owned(),
-        period,
-        file_name: (*file).to_owned(),
-    })
 }
 
 /// The result of checking one file.
@@ -302,21 +277,33 @@ fn order_findings(mut findings: Vec<CodeSummary>) -> Vec<CodeSummary> {
 pub struct RunOptions {
     /// Limits used instead of each pipeline's own (the demo lowers them).
     pub limits_override: Option<Limits>,
-    /// How long a claim holds before another worker may take the upload over.
+    /// How long a claim holds unless renewed; it is renewed every third of that while the
+    /// upload is processed, so a killed worker's uploads are taken over soon after it dies.
     pub claim_ttl: Duration,
-    /// How long the manifest lock holds before another worker may take it over.
+    /// How long a lock on shared state (a dataset's manifest and receipts, the ledger) holds
+    /// before another worker may take it over.
     pub lock_ttl: Duration,
     /// This worker's name, written into claims.
     pub worker_id: String,
+    /// The local folder under which uploads are downloaded and checked; what a process that
+    /// died left there is removed when the next one starts.
+    pub work_root: PathBuf,
+    /// Done-markers waiting before a run folds them into the ledger's index.
+    pub compact_after: usize,
 }
+
+/// The default claim time to live.
+pub const DEFAULT_CLAIM_TTL: Duration = Duration::from_mins(1);
 
 impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             limits_override: None,
-            claim_ttl: Duration::from_mins(15),
+            claim_ttl: DEFAULT_CLAIM_TTL,
             lock_ttl: Duration::from_mins(1),
             worker_id: format!("{}-{}", hostname(), std::process::id()),
+            work_root: std::env::temp_dir().join("force-returns-work"),
+            compact_after: 256,
         }
     }
 }
@@ -332,7 +319,8 @@ pub struct SubmissionSummary {
     pub source_key: String,
     /// Submission id.
     pub submission_id: String,
-    /// Force id, when the location was valid.
+    /// Force id, when the location was valid (or, for a key with no place, the force its
+    /// folder names, which the report went to).
     pub force_id: Option<String>,
     /// Dataset, when the location was valid.
     pub dataset: Option<String>,
@@ -360,7 +348,8 @@ pub struct SubmissionSummary {
 pub struct RunOutcome {
     /// Uploads processed by this run.
     pub processed: Vec<SubmissionSummary>,
-    /// Uploads another worker held a live claim on.
+    /// Uploads another worker held a live claim on, had finished, or that were replaced
+    /// since they were listed (the new version is processed by the next run).
     pub skipped: usize,
     /// Uploads that failed for a reason outside the data (store down...); retried next run.
     pub failed: Vec<(String, String)>,
@@ -376,11 +365,23 @@ pub struct Progress {
 }
 
 /// An upload this worker holds the claim on (from [`Service::try_claim`]).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Claimed {
     object: ObjectMeta,
-    marker: String,
-    lease: Lease,
+    submission: Submission,
+    claim: Claim,
+}
+
+impl Claimed {
+    /// The upload.
+    pub fn submission(&self) -> &Submission {
+        &self.submission
+    }
+
+    /// Whether its claim was taken over from a worker whose claim had expired.
+    pub fn took_over(&self) -> bool {
+        self.claim.took_over()
+    }
 }
 
 /// The span an upload is processed in; dataset, force, period and submission are filled in as
@@ -396,38 +397,33 @@ pub fn upload_span(object: &ObjectMeta) -> tracing::Span {
     )
 }
 
+/// Logs that a step of processing an upload is done: one event per step, its `step` field
+/// naming it, so that a log shows where the processing of an upload stopped.
+fn step(name: &'static str) {
+    debug!(step = name, "{name}");
+}
+
 /// The service: a project's pipelines over one bucket.
 pub struct Service {
     project: Arc<Project>,
     store: Arc<dyn ObjectStore>,
     clock: Arc<dyn Clock>,
     options: RunOptions,
-    analysis: analysis::State,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct DoneMarker {
-    key: String,
-    etag: String,
-    submission_id: String,
-    decision: Decision,
-    processed_at: String,
-}
-
-/// The name of an upload's claim and done-marker: a hash of its key and etag.
-pub fn marker_name(key: &str, etag: &str) -> String {
-    let digest = Sha256::digest(format!("{key}\n{etag}").as_bytes());
-    hex(&digest[..16])
-}
-
-/// The submission id: a hash of the upload key and the store's etag for its content.
-pub fn submission_id(key: &str, etag: &str) -> String {
-    let digest = Sha256::digest(format!("{key}\n{etag}").as_bytes());
-    hex(&digest[..12])
+    names: Names,
+    state: State,
+    work: tokio::sync::OnceCell<WorkRoot>,
+    analysis: analysis::Cache,
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// What the outputs of an upload came to.
+struct Written {
+    decision: Decision,
+    report: Report,
+    outputs: Outputs,
 }
 
 impl Service {
@@ -438,37 +434,68 @@ impl Service {
         clock: Arc<dyn Clock>,
         options: RunOptions,
     ) -> Self {
+        let state = State::new(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            StateOptions {
+                holder: options.worker_id.clone(),
+                claim_ttl: options.claim_ttl,
+                lock_ttl: options.lock_ttl,
+                compact_after: options.compact_after,
+            },
+        );
         Service {
+            names: key_names(&project),
             project,
             store,
             clock,
             options,
-            analysis: analysis::State::default(),
+            state,
+            work: tokio::sync::OnceCell::new(),
+            analysis: analysis::Cache::default(),
         }
     }
 
-    /// Uploads not yet processed, oldest first.
-    pub async fn discover(&self) -> Result<Vec<ObjectMeta>, PipelineError> {
-        let done: HashSet<String> = self
-            .store
-            .list("_state/done/")
-            .await?
-            .into_iter()
-            .filter_map(|m| {
-                m.key
-                    .strip_prefix("_state/done/")
-                    .and_then(|k| k.strip_suffix(".json"))
-                    .map(str::to_owned)
+    /// The shared state of the bucket.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// This process's work folder, made (and the work root cleared of what dead processes
+    /// left) on first use. Call it at start so that clearing does not wait for an upload.
+    pub async fn work(&self) -> Result<&WorkRoot, PipelineError> {
+        let root = self.options.work_root.clone();
+        self.work
+            .get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || WorkRoot::open(&root))
+                    .await
+                    .map_err(|e| PipelineError::Task(e.to_string()))?
+                    .map_err(PipelineError::Io)
             })
-            .collect();
+            .await
+    }
+
+    /// Uploads not yet processed, oldest first. Also deletes claims left beside finished
+    /// uploads and compacts the ledger when enough done-markers wait (failures there are
+    /// logged: the next run tries again).
+    pub async fn discover(&self) -> Result<Vec<ObjectMeta>, PipelineError> {
+        let done = self.state.done().await?;
         let mut pending: Vec<ObjectMeta> = self
             .store
-            .list("incoming/")
+            .list(INCOMING)
             .await?
             .into_iter()
-            .filter(|m| !done.contains(&marker_name(&m.key, &m.etag)))
+            .filter(|m| !done.markers.contains(&layout::names_of(&m.key, &m.etag).1))
             .collect();
         pending.sort_by(|a, b| (a.last_modified, &a.key).cmp(&(b.last_modified, &b.key)));
+        if let Err(e) = self.state.sweep_claims(&done.markers).await {
+            warn!(error = %e, "failed to delete claims left beside finished uploads");
+        }
+        if done.unfolded >= self.options.compact_after
+            && let Err(e) = self.state.compact().await
+        {
+            warn!(error = %e, "failed to compact the ledger; the next run tries again");
+        }
         Ok(pending)
     }
 
@@ -482,6 +509,7 @@ impl Service {
         &self,
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<RunOutcome, PipelineError> {
+        self.work().await?;
         let pending = self.discover().await?;
         let total = pending.len();
         info!(pending = total, "run started");
@@ -507,63 +535,12 @@ impl Service {
         Ok(outcome)
     }
 
-    /// The lease name of an upload's claim.
-    fn claim_base(marker: &str) -> String {
-        format!("_state/claims/{marker}")
-    }
-
-    /// Claims an upload; `None` when another worker holds a live claim or has finished it.
-    async fn claim(
-        &self,
-        object: &ObjectMeta,
-        marker: &str,
-    ) -> Result<Option<Lease>, PipelineError> {
-        let ttl = chrono::Duration::from_std(self.options.claim_ttl)
-            .unwrap_or(chrono::Duration::minutes(15));
-        let taken = lease::take(
-            self.store.as_ref(),
-            &Self::claim_base(marker),
-            &object.key,
-            &self.options.worker_id,
-            self.clock.now(),
-            ttl,
-        )
-        .await?;
-        let claim = match taken {
-            Taken::Held(claim) => claim,
-            Taken::Busy { holder } => {
-                info!(
-                    holder = holder.as_deref().unwrap_or("unknown"),
-                    "another worker holds the claim; skipped"
-                );
-                return Ok(None);
-            }
-        };
-        if claim.generation > 0 {
-            warn!(claim = %claim.key, "took over an expired claim");
-        }
-        // Discovery listed the done-markers before this claim: the upload may have been
-        // finished, and its claim cleared, since.
-        match self.store.get(&format!("_state/done/{marker}.json")).await {
-            Ok(_) => {
-                claim.release(self.store.as_ref()).await?;
-                info!("another worker has finished this upload; skipped");
-                Ok(None)
-            }
-            Err(StoreError::NotFound { .. }) => Ok(Some(claim)),
-            Err(e) => {
-                let _ = claim.release(self.store.as_ref()).await;
-                Err(e.into())
-            }
-        }
-    }
-
     async fn process(
         &self,
         object: &ObjectMeta,
     ) -> Result<Option<SubmissionSummary>, PipelineError> {
         match self.try_claim(object).await? {
-            Some(claimed) => self.process_claim(&claimed).await.map(Some),
+            Some(claimed) => self.process_claim(&claimed).await,
             None => Ok(None),
         }
     }
@@ -571,26 +548,52 @@ impl Service {
     /// Claims an upload for this worker. `None` when another worker holds a live claim on it
     /// or has already finished it (between this worker's listing and its claim).
     pub async fn try_claim(&self, object: &ObjectMeta) -> Result<Option<Claimed>, PipelineError> {
-        let marker = marker_name(&object.key, &object.etag);
-        let Some(claim) = self.claim(object, &marker).await? else {
+        let submission = Submission::new(&object.key, &object.etag, &self.names);
+        let Some(claim) = self
+            .state
+            .claim(&submission.claim_base(), &object.key)
+            .await?
+        else {
             return Ok(None);
         };
-        Ok(Some(Claimed {
-            object: object.clone(),
-            marker,
-            lease: claim,
-        }))
+        if claim.took_over() {
+            warn!(claim = %submission.claim_base(), "took over an expired claim");
+        }
+        step("claimed");
+        // Discovery read the ledger before this claim: the upload may have been finished, and
+        // its claim cleared, since.
+        match self.state.is_done(&submission.marker).await {
+            Ok(false) => Ok(Some(Claimed {
+                object: object.clone(),
+                submission,
+                claim,
+            })),
+            Ok(true) => {
+                self.state.release(&claim).await?;
+                info!("another worker has finished this upload; skipped");
+                Ok(None)
+            }
+            Err(e) => {
+                let _ = self.state.release(&claim).await;
+                Err(e.into())
+            }
+        }
     }
 
-    /// Processes a claimed upload: archive, check, outputs, manifest, done-marker, and the
-    /// claim released. On failure the claim is released too, so the next run retries at once
-    /// rather than after the claim expires.
+    /// Processes a claimed upload: archive, check, outputs, manifest and receipt, done-marker,
+    /// and the claim cleared, renewing the claim all along. `None` when the upload was
+    /// replaced since it was listed: the next run processes the new one. Unless processed, the
+    /// claim is released, so the next run retries at once rather than after it expires.
     pub async fn process_claim(
         &self,
         claimed: &Claimed,
-    ) -> Result<SubmissionSummary, PipelineError> {
-        let result = self.process_claimed(&claimed.object, &claimed.marker).await;
-        if result.is_err() {
+    ) -> Result<Option<SubmissionSummary>, PipelineError> {
+        let result = tokio::select! {
+            biased;
+            result = self.process_claimed(claimed) => result,
+            lost = self.state.keep_alive(&claimed.claim) => Err(lost.into()),
+        };
+        if !matches!(result, Ok(Some(_))) {
             let _ = self.release(claimed).await;
         }
         result
@@ -599,90 +602,133 @@ impl Service {
     /// Gives a claim back without finishing the upload (shutdown, failure), so any worker may
     /// take it at once.
     pub async fn release(&self, claimed: &Claimed) -> Result<(), PipelineError> {
-        claimed.lease.release(self.store.as_ref()).await?;
+        self.state.release(&claimed.claim).await?;
         Ok(())
     }
 
     async fn process_claimed(
         &self,
-        object: &ObjectMeta,
-        marker: &str,
-    ) -> Result<SubmissionSummary, PipelineError> {
-        let work = tempfile::tempdir()?;
-        let local = work.path().join("upload");
-        let location = parse_upload_key(&object.key, &self.project);
-        if let Ok(l) = &location {
-            let span = tracing::Span::current();
+        claimed: &Claimed,
+    ) -> Result<Option<SubmissionSummary>, PipelineError> {
+        let object = &claimed.object;
+        let mut sub = claimed.submission.clone();
+        let span = tracing::Span::current();
+        span.record("submission", sub.id.as_str());
+        if let Some(l) = sub.location() {
             span.record("dataset", l.dataset.as_str());
             span.record("force", l.force_id.as_str());
             span.record("period", l.period.to_string().as_str());
         }
-        let pipeline = location
-            .as_ref()
-            .ok()
+        let pipeline = sub
+            .location()
             .and_then(|l| self.project.pipeline(&l.dataset))
             .cloned();
+        let processed_at = rfc3339(self.clock.now());
+        let work = self.work().await?.job()?;
+        let Some(checked) = self
+            .receive(
+                &mut sub,
+                object,
+                pipeline.as_ref(),
+                &processed_at,
+                work.path(),
+            )
+            .await?
+        else {
+            info!(
+                "the upload was replaced since it was listed; the next run processes the new one"
+            );
+            return Ok(None);
+        };
+        let written = self
+            .write_outputs(&sub, object, pipeline.as_ref(), &checked, &processed_at)
+            .await?;
+        drop(work);
+        self.state.ensure_held(&claimed.claim).await?;
+        let receipt = sub.location().map(|l| Receipt {
+            force_id: l.force_id.clone(),
+            period: l.period,
+            submission_id: sub.id.clone(),
+            source_key: sub.key.clone(),
+            decision: written.decision,
+            uploaded_at: object.last_modified,
+            rows: written.report.rows_read,
+        });
+        let superseded = self
+            .commit(&sub, object, &written, receipt.as_ref(), &processed_at)
+            .await?;
+        if let Some(l) = sub.location() {
+            self.write_summary(&l.force_id, l.period).await?;
+            step("summary written");
+        }
+        let record = DoneRecord {
+            key: sub.key.clone(),
+            etag: sub.etag.clone(),
+            submission_id: sub.id.clone(),
+            decision: written.decision,
+            processed_at,
+            dataset: sub.location().map(|l| l.dataset.clone()),
+            receipt,
+        };
+        if !self.state.mark_done(&sub.marker, &record).await? {
+            // Only when this worker outlived its claim and another took the upload over: the
+            // outputs are the same keys, and manifest and receipts hold the submission once.
+            warn!("another worker also processed this upload (a claim outlived its time to live)");
+        }
+        step("marked done");
+        self.state.finish(&claimed.claim).await?;
+        step("claim cleared");
+        info!(
+            decision = written.decision.as_str(),
+            rows = written.report.rows_accepted,
+            "upload processed"
+        );
+        Ok(Some(summary_of(&sub, written, superseded)))
+    }
+
+    /// Downloads, archives and checks a routed upload, or judges an odd key from the key
+    /// alone. `None` when the upload was replaced since it was listed.
+    async fn receive(
+        &self,
+        sub: &mut Submission,
+        object: &ObjectMeta,
+        pipeline: Option<&Pipeline>,
+        processed_at: &str,
+        dir: &Path,
+    ) -> Result<Option<Checked>, PipelineError> {
         let limits = self
             .options
             .limits_override
-            .or_else(|| pipeline.as_ref().map(|p| p.limits))
+            .or_else(|| pipeline.map(|p| p.limits))
             .unwrap_or_default();
-        let file_name = object.key.rsplit('/').next().unwrap_or("upload").to_owned();
+        let mut lineage = lineage_of(sub, pipeline, processed_at);
+        let (Some(location), Some(archive_key)) = (sub.location().cloned(), sub.archive_key())
+        else {
+            let message = sub.odd().map(|o| o.message(&sub.key)).unwrap_or_default();
+            warn!(reason = %message, "an upload's key has no place in the layout: judged from the key alone");
+            let dir = dir.to_owned();
+            let checked = tokio::task::spawn_blocking(move || {
+                check_to_files(
+                    &dir,
+                    Upload::absent(),
+                    None,
+                    limits,
+                    Some(message),
+                    &lineage,
+                    None,
+                )
+            })
+            .await
+            .map_err(|e| PipelineError::Task(e.to_string()))??;
+            step("judged");
+            return Ok(Some(checked));
+        };
+        let job = match pipeline {
+            Some(p) => self.analysis_job(p, &location).await?,
+            None => None,
+        };
         let too_large = object.size > limits.max_file_bytes;
-        // The id comes from the key and the etag the listing gave, so that checking can start
-        // before the upload is fully read: the same object always gets the same id, and a
-        // download that finds different content fails instead of being filed under it.
-        let sid = submission_id(&object.key, &object.etag);
-        tracing::Span::current().record("submission", sid.as_str());
-        let now = self.clock.now();
-        let processed_at = rfc3339(now);
-
-        let archive_key = match &location {
-            Ok(l) => format!(
-                "archive/{}/{}/{}/{sid}/{file_name}",
-                l.dataset, l.force_id, l.period
-            ),
-            Err(_) => format!("archive/_unrouted/{sid}/{file_name}"),
-        };
-
-        let (dataset, force_id, period) = match &location {
-            Ok(l) => (l.dataset.clone(), Some(l.force_id.clone()), Some(l.period)),
-            Err(_) => ("_unrouted".to_owned(), self.force_folder(&object.key), None),
-        };
-        let feedback_base = match (&location, &force_id) {
-            (Ok(l), Some(f)) => Some(format!("feedback/{f}/{}/{}/{sid}", l.dataset, l.period)),
-            (Err(_), Some(f)) => Some(format!("feedback/{f}/_unrouted/{sid}")),
-            _ => None,
-        };
-        let snapshot_key = match &location {
-            Ok(l) => Some(format!(
-                "snapshots/{}/period={}/force={}/{sid}.parquet",
-                l.dataset, l.period, l.force_id
-            )),
-            Err(_) => None,
-        };
-        let mut lineage = Lineage {
-            dataset: dataset.clone(),
-            force_id: force_id.clone().unwrap_or_default(),
-            period: period.map(|p| p.to_string()).unwrap_or_default(),
-            submission_id: sid.clone(),
-            source_key: object.key.clone(),
-            sha256: String::new(),
-            schema_id: pipeline
-                .as_ref()
-                .map(|p| p.schema.id.clone())
-                .unwrap_or_default(),
-            schema_version: pipeline
-                .as_ref()
-                .and_then(|p| p.schema.version.clone())
-                .unwrap_or_default(),
-            ingested_at: processed_at.clone(),
-        };
-
-        let job = match (&location, &pipeline) {
-            (Ok(l), Some(p)) => self.analysis_job(p, l).await?,
-            _ => None,
-        };
+        let local = dir.join("upload");
         // The upload is checked as it downloads: the store writes it to a local file, hashes
         // it and passes each chunk on to the checks. Once it is all in, the file is archived
         // (with its SHA-256); the snapshot is finished with that hash in its lineage. Archive
@@ -702,16 +748,28 @@ impl Service {
             if too_large {
                 let _ = hashed.send(String::new());
                 self.store.copy(&object.key, &archive_key).await?;
-                return Ok::<String, PipelineError>(String::new());
+                // Not read, so not tied to the etag by the download: compare after the copy.
+                let still = self
+                    .store
+                    .list(&object.key)
+                    .await?
+                    .iter()
+                    .any(|m| m.key == object.key && m.etag == object.etag);
+                step("archived");
+                return Ok::<Option<String>, PipelineError>(still.then(String::new));
             }
-            let got = self.store.download(&object.key, &local, feed).await?;
-            if got.meta.etag != object.etag {
-                return Err(StoreError::Changed {
-                    location: self.store.location(&object.key),
-                }
-                .into());
-            }
+            let got = match self
+                .store
+                .download_version(&object.key, &object.etag, &local, feed)
+                .await
+            {
+                Ok(got) => got,
+                Err(StoreError::Changed { .. }) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            step("downloaded");
             let _ = hashed.send(got.sha256.clone());
+            let file_name = sub.file_name().to_owned();
             // The download is this worker's own file and is only read from here on.
             self.store
                 .put_sealed_file(&archive_key, &local, PutMode::Overwrite)
@@ -723,12 +781,12 @@ impl Service {
                     PutMode::Overwrite,
                 )
                 .await?;
-            Ok(got.sha256)
+            step("archived");
+            Ok(Some(got.sha256))
         };
         let check = {
-            let work_dir = work.path().to_owned();
-            let location_error = location.as_ref().err().cloned();
-            let pipeline = pipeline.clone();
+            let work_dir = dir.to_owned();
+            let pipeline = pipeline.cloned();
             let lineage = lineage.clone();
             let size = object.size;
             let span = tracing::Span::current();
@@ -743,77 +801,66 @@ impl Service {
                     },
                     pipeline.as_ref(),
                     limits,
-                    location_error,
+                    None,
                     &lineage,
                     job.as_ref(),
                 )
             })
         };
         let (archived, checked) = tokio::join!(archive, check);
-        let sha256 = archived?;
-        lineage.sha256.clone_from(&sha256);
+        // A replaced upload: what the check read (if anything) is not the upload listed.
+        let Some(sha256) = archived? else {
+            return Ok(None);
+        };
         let checked = checked.map_err(|e| PipelineError::Task(e.to_string()))??;
+        step("checked");
+        lineage.sha256.clone_from(&sha256);
+        sub.sha256 = Some(sha256);
+        Ok(Some(checked))
+    }
 
+    /// Writes the snapshot (accepted uploads), the quality tables, the report and the
+    /// analysis tables of a checked upload.
+    async fn write_outputs(
+        &self,
+        sub: &Submission,
+        object: &ObjectMeta,
+        pipeline: Option<&Pipeline>,
+        checked: &Checked,
+        processed_at: &str,
+    ) -> Result<Written, PipelineError> {
         let decision = checked.outcome.verdict.decision;
         let accepted = decision != Decision::Rejected;
+        let feedback_base = sub.feedback_base();
         let mut outputs = Outputs {
-            archive: Some(archive_key),
+            archive: sub.archive_key(),
             ..Outputs::default()
         };
-        if accepted && let Some(key) = &snapshot_key {
+        if accepted && let Some(key) = sub.snapshot_key() {
             self.store
-                .put_sealed_file(key, &checked.snapshot_path, PutMode::Overwrite)
+                .put_sealed_file(&key, &checked.snapshot_path, PutMode::Overwrite)
                 .await?;
-            outputs.snapshot = Some(key.clone());
+            outputs.snapshot = Some(key);
+            step("snapshot written");
         }
         if let Some(base) = &feedback_base {
             outputs.report_json = Some(format!("{base}.json"));
             outputs.report_html = Some(format!("{base}.html"));
             outputs.findings_csv = Some(format!("{base}.csv"));
         }
-        let force_name = force_id.as_ref().and_then(|f| {
-            self.project
-                .catalog
-                .forces()
-                .and_then(|l| l.codes.iter().find(|c| &c.code == f))
-                .map(|c| c.label.clone())
-        });
-        let report = Report {
-            report_version: 1,
-            dataset: dataset.clone(),
-            dataset_title: pipeline
-                .as_ref()
-                .map_or_else(|| "Unrecognised upload".to_owned(), |p| p.title.clone()),
-            force_id: force_id.clone(),
-            force_name,
-            period: period.map(|p| p.to_string()),
-            submission_id: sid.clone(),
-            source_key: object.key.clone(),
-            file_name,
-            sha256: sha256.clone(),
-            bytes: object.size,
-            uploaded_at: Some(rfc3339(object.last_modified)),
-            processed_at: processed_at.clone(),
-            schema_id: lineage.schema_id.clone(),
-            decision,
-            rows_read: checked.outcome.decode.records,
-            rows_accepted: if accepted { checked.rows_written } else { 0 },
-            error_rows: checked.outcome.verdict.error_rows,
-            findings: checked.outcome.findings.clone(),
-            columns: checked.outcome.verdict.columns.clone(),
-            outputs: outputs.clone(),
-        };
+        let report = self.report(sub, object, pipeline, checked, processed_at, &outputs);
+        let schema_id = pipeline.map(|p| p.schema.id.clone()).unwrap_or_default();
         let record = SubmissionRecord {
-            submission_id: sid.clone(),
-            dataset: dataset.clone(),
-            force_id: force_id.clone(),
-            period: period.map(|p| p.to_string()),
-            source_key: object.key.clone(),
-            sha256: sha256.clone(),
+            submission_id: sub.id.clone(),
+            dataset: sub.dataset_label().to_owned(),
+            force_id: sub.force().map(str::to_owned),
+            period: sub.location().map(|l| l.period.to_string()),
+            source_key: sub.key.clone(),
+            sha256: sub.sha256.clone().unwrap_or_default(),
             bytes: object.size,
             uploaded_at: rfc3339(object.last_modified),
-            processed_at: processed_at.clone(),
-            schema_id: lineage.schema_id.clone(),
+            processed_at: processed_at.to_owned(),
+            schema_id,
             decision: decision.as_str().to_owned(),
             rows_read: report.rows_read,
             rows_accepted: report.rows_accepted,
@@ -826,18 +873,19 @@ impl Service {
         // The files the check wrote are finished: the store may link rather than copy them.
         self.store
             .put_sealed_file(
-                &format!("quality/findings/dataset={dataset}/{sid}.parquet"),
+                &sub.quality_key("findings"),
                 &checked.quality_path,
                 PutMode::Overwrite,
             )
             .await?;
         self.store
             .put(
-                &format!("quality/submissions/dataset={dataset}/{sid}.parquet"),
+                &sub.quality_key("submissions"),
                 submissions_parquet(&record)?,
                 PutMode::Overwrite,
             )
             .await?;
+        step("quality tables written");
         if let Some(base) = &feedback_base {
             self.store
                 .put_sealed_file(
@@ -860,200 +908,154 @@ impl Service {
                     PutMode::Overwrite,
                 )
                 .await?;
+            step("feedback written");
         }
-        if let (Ok(l), Some(p), Some(a)) = (&location, &pipeline, &checked.analysed) {
-            self.write_analysis(p, l, &sid, a, accepted).await?;
+        if let (Some(l), Some(p), Some(a)) = (sub.location(), pipeline, &checked.analysed) {
+            self.write_analysis(p, l, &sub.id, a, accepted).await?;
+            step("analysis written");
         }
-        let mut superseded = None;
-        if accepted && let (Ok(l), Some(key)) = (&location, &snapshot_key) {
-            let entry = ManifestEntry {
-                force_id: l.force_id.clone(),
-                period: l.period.to_string(),
-                submission_id: sid.clone(),
-                snapshot_key: key.clone(),
-                source_key: object.key.clone(),
-                sha256: sha256.clone(),
-                rows: report.rows_accepted,
-                schema_id: lineage.schema_id.clone(),
-                uploaded_at: rfc3339(object.last_modified),
-                accepted_at: processed_at.clone(),
-                superseded_by: None,
-            };
-            superseded = self.commit_manifest(&l.dataset, entry).await?;
-        }
-        if let (Ok(l), Some(_)) = (&location, &pipeline) {
-            let receipt = crate::analyze::Receipt {
-                force_id: l.force_id.clone(),
-                period: l.period,
-                submission_id: sid.clone(),
-                source_key: object.key.clone(),
-                decision,
-                uploaded_at: object.last_modified,
-                rows: report.rows_read,
-            };
-            self.record_receipt(&l.dataset, receipt).await?;
-            self.write_summary(&l.force_id, l.period).await?;
-        }
-        let done = DoneMarker {
-            key: object.key.clone(),
-            etag: object.etag.clone(),
-            submission_id: sid.clone(),
+        Ok(Written {
             decision,
-            processed_at,
-        };
-        match self
-            .store
-            .put(
-                &format!("_state/done/{marker}.json"),
-                serde_json::to_vec_pretty(&done).unwrap_or_default(),
-                PutMode::Create,
-            )
-            .await
-        {
-            Ok(_) => {}
-            // Only when this worker outlived its claim and another took the upload over: the
-            // outputs are the same keys, and the manifest holds the submission once.
-            Err(StoreError::AlreadyExists { .. }) => {
-                warn!(
-                    "another worker also processed this upload (a claim outlived its time to live)"
-                );
-            }
-            Err(e) => return Err(e.into()),
-        }
-        lease::clear(self.store.as_ref(), &Self::claim_base(marker)).await?;
-        info!(
-            decision = decision.as_str(),
-            rows = report.rows_accepted,
-            "upload processed"
-        );
-        Ok(SubmissionSummary {
-            source_key: object.key.clone(),
-            submission_id: sid,
-            force_id,
-            dataset: location.as_ref().ok().map(|l| l.dataset.clone()),
-            period: period.map(|p| p.to_string()),
-            decision,
-            rows_read: report.rows_read,
-            rows_accepted: report.rows_accepted,
-            codes: report
-                .findings
-                .iter()
-                .map(|s| (s.code.as_str().to_owned(), s.count))
-                .collect(),
-            severities: report
-                .findings
-                .iter()
-                .map(|s| (s.code.as_str().to_owned(), s.severity))
-                .collect(),
+            report,
             outputs,
-            superseded,
         })
     }
 
-    fn force_folder(&self, key: &str) -> Option<String> {
-        let folder = key.split('/').nth(1)?;
-        let forces = self.project.catalog.forces()?;
-        forces
-            .codes
-            .iter()
-            .any(|c| c.code == folder)
-            .then(|| folder.to_owned())
-    }
-
-    /// Records an accepted submission in the dataset manifest: under the manifest lock, read,
-    /// apply, and write back with a compare-and-swap (`If-Match`) that refuses the write should
-    /// the lock have expired and another worker have written meanwhile.
-    async fn commit_manifest(
+    /// The report back to the force.
+    fn report(
         &self,
-        dataset: &str,
-        entry: ManifestEntry,
-    ) -> Result<Option<String>, PipelineError> {
-        let lock = self.lock_manifest(dataset).await?;
-        let result = self.update_manifest(dataset, entry).await;
-        if let Err(e) = lock.release(self.store.as_ref()).await {
-            warn!(lock = %lock.key, error = %e, "failed to release the manifest lock; it will expire");
+        sub: &Submission,
+        object: &ObjectMeta,
+        pipeline: Option<&Pipeline>,
+        checked: &Checked,
+        processed_at: &str,
+        outputs: &Outputs,
+    ) -> Report {
+        let decision = checked.outcome.verdict.decision;
+        let force_id = sub.force().map(str::to_owned);
+        let force_name = force_id.as_ref().and_then(|f| {
+            self.project
+                .catalog
+                .forces()
+                .and_then(|l| l.codes.iter().find(|c| &c.code == f))
+                .map(|c| c.label.clone())
+        });
+        Report {
+            report_version: 1,
+            dataset: sub.dataset_label().to_owned(),
+            dataset_title: pipeline
+                .map_or_else(|| "Unrecognised upload".to_owned(), |p| p.title.clone()),
+            force_id,
+            force_name,
+            period: sub.location().map(|l| l.period.to_string()),
+            submission_id: sub.id.clone(),
+            source_key: sub.key.clone(),
+            file_name: sub.file_name().to_owned(),
+            sha256: sub.sha256.clone().unwrap_or_default(),
+            bytes: object.size,
+            uploaded_at: Some(rfc3339(object.last_modified)),
+            processed_at: processed_at.to_owned(),
+            schema_id: pipeline.map(|p| p.schema.id.clone()).unwrap_or_default(),
+            decision,
+            rows_read: checked.outcome.decode.records,
+            rows_accepted: if decision == Decision::Rejected {
+                0
+            } else {
+                checked.rows_written
+            },
+            error_rows: checked.outcome.verdict.error_rows,
+            findings: checked.outcome.findings.clone(),
+            columns: checked.outcome.verdict.columns.clone(),
+            outputs: outputs.clone(),
         }
-        result
     }
 
-    /// Takes `_state/locks/manifest-<dataset>`, waiting while another worker holds it (a lock
-    /// left by a dead worker expires after the lock TTL).
-    async fn lock_manifest(&self, dataset: &str) -> Result<Lease, PipelineError> {
-        let base = format!("_state/locks/manifest-{dataset}");
-        let ttl = chrono::Duration::from_std(self.options.lock_ttl)
-            .unwrap_or(chrono::Duration::minutes(1));
-        let give_up = tokio::time::Instant::now() + self.options.lock_ttl * 3;
-        let mut wait = Duration::from_millis(10);
-        loop {
-            let taken = lease::take(
-                self.store.as_ref(),
-                &base,
-                &Manifest::key(dataset),
-                &self.options.worker_id,
-                self.clock.now(),
-                ttl,
-            )
+    /// Records the upload in its dataset's state: the manifest entry of an accepted upload and
+    /// the receipt of every routed one, under the dataset's commit lock. Returns the
+    /// submission the upload superseded, if any.
+    async fn commit(
+        &self,
+        sub: &Submission,
+        object: &ObjectMeta,
+        written: &Written,
+        receipt: Option<&Receipt>,
+        processed_at: &str,
+    ) -> Result<Option<String>, PipelineError> {
+        let Some(l) = sub.location() else {
+            return Ok(None);
+        };
+        let entry = match &written.outputs.snapshot {
+            Some(key) if written.decision != Decision::Rejected => Some(ManifestEntry {
+                force_id: l.force_id.clone(),
+                period: l.period.to_string(),
+                submission_id: sub.id.clone(),
+                snapshot_key: key.clone(),
+                source_key: sub.key.clone(),
+                sha256: sub.sha256.clone().unwrap_or_default(),
+                rows: written.report.rows_accepted,
+                schema_id: written.report.schema_id.clone(),
+                uploaded_at: rfc3339(object.last_modified),
+                accepted_at: processed_at.to_owned(),
+                superseded_by: None,
+            }),
+            _ => None,
+        };
+        let committed = self
+            .state
+            .commit(&l.dataset, entry.as_ref(), receipt.cloned().as_slice())
             .await?;
-            match taken {
-                Taken::Held(lock) => return Ok(lock),
-                Taken::Busy { .. } if tokio::time::Instant::now() < give_up => {
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_millis(500));
-                }
-                Taken::Busy { holder } => {
-                    return Err(PipelineError::Locked {
-                        lock: self.store.location(&base),
-                        holder: holder.unwrap_or_else(|| "unknown".into()),
-                    });
-                }
-            }
-        }
+        Ok(committed.superseded)
     }
+}
 
-    async fn update_manifest(
-        &self,
-        dataset: &str,
-        entry: ManifestEntry,
-    ) -> Result<Option<String>, PipelineError> {
-        let key = Manifest::key(dataset);
-        for attempt in 0..5u32 {
-            let (mut manifest, mode) = match self.store.get(&key).await {
-                Ok((bytes, meta)) => {
-                    let m: Manifest =
-                        serde_json::from_slice(&bytes).map_err(|e| PipelineError::Manifest {
-                            key: key.clone(),
-                            message: e.to_string(),
-                        })?;
-                    (m, PutMode::Update(meta.etag))
-                }
-                Err(StoreError::NotFound { .. }) => (
-                    Manifest {
-                        dataset: dataset.to_owned(),
-                        ..Manifest::default()
-                    },
-                    PutMode::Create,
-                ),
-                Err(e) => return Err(e.into()),
-            };
-            let change = manifest.apply(entry.clone(), &rfc3339(self.clock.now()));
-            let superseded = match &change {
-                crate::snapshot::ManifestChange::AlreadyRecorded => return Ok(None),
-                crate::snapshot::ManifestChange::Current { superseded } => superseded.clone(),
-                crate::snapshot::ManifestChange::AlreadySuperseded { .. } => None,
-            };
-            let body = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
-            match self.store.put(&key, body, mode).await {
-                Ok(_) => return Ok(superseded),
-                Err(StoreError::Changed { .. } | StoreError::AlreadyExists { .. }) => {
-                    warn!(manifest = %key, "the manifest changed under the lock; reading it again");
-                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt + 1))).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(PipelineError::Store(StoreError::Changed {
-            location: self.store.location(&key),
-        }))
+/// What happened to one upload, from its submission and outputs.
+fn summary_of(sub: &Submission, written: Written, superseded: Option<String>) -> SubmissionSummary {
+    let Written {
+        decision,
+        report,
+        outputs,
+    } = written;
+    SubmissionSummary {
+        source_key: sub.key.clone(),
+        submission_id: sub.id.clone(),
+        force_id: sub.force().map(str::to_owned),
+        dataset: sub.location().map(|l| l.dataset.clone()),
+        period: sub.location().map(|l| l.period.to_string()),
+        decision,
+        rows_read: report.rows_read,
+        rows_accepted: report.rows_accepted,
+        codes: report
+            .findings
+            .iter()
+            .map(|s| (s.code.as_str().to_owned(), s.count))
+            .collect(),
+        severities: report
+            .findings
+            .iter()
+            .map(|s| (s.code.as_str().to_owned(), s.severity))
+            .collect(),
+        outputs,
+        superseded,
+    }
+}
+
+/// The lineage a submission's snapshot carries (its SHA-256 is added once downloaded).
+fn lineage_of(sub: &Submission, pipeline: Option<&Pipeline>, processed_at: &str) -> Lineage {
+    Lineage {
+        dataset: sub.dataset_label().to_owned(),
+        force_id: sub.force().unwrap_or_default().to_owned(),
+        period: sub
+            .location()
+            .map(|l| l.period.to_string())
+            .unwrap_or_default(),
+        submission_id: sub.id.clone(),
+        source_key: sub.key.clone(),
+        sha256: sub.sha256.clone().unwrap_or_default(),
+        schema_id: pipeline.map(|p| p.schema.id.clone()).unwrap_or_default(),
+        schema_version: pipeline
+            .and_then(|p| p.schema.version.clone())
+            .unwrap_or_default(),
+        ingested_at: processed_at.to_owned(),
     }
 }
 
@@ -1061,9 +1063,9 @@ struct Checked {
     outcome: CheckOutcome,
     analysed: Option<analysis::Analysed>,
     rows_written: u64,
-    snapshot_path: std::path::PathBuf,
-    csv_path: std::path::PathBuf,
-    quality_path: std::path::PathBuf,
+    snapshot_path: PathBuf,
+    csv_path: PathBuf,
+    quality_path: PathBuf,
 }
 
 /// The upload as the checks see it.
@@ -1074,6 +1076,17 @@ struct Upload {
     size: u64,
     /// Its SHA-256, sent once it is fully downloaded (for the snapshot's lineage).
     sha256: std::sync::mpsc::Receiver<String>,
+}
+
+impl Upload {
+    /// No upload to read: its key is judged alone.
+    fn absent() -> Upload {
+        Upload {
+            input: None,
+            size: 0,
+            sha256: std::sync::mpsc::channel().1,
+        }
+    }
 }
 
 /// Runs the check of an upload as it downloads, writing snapshot, findings CSV and findings

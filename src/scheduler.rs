@@ -341,7 +341,7 @@ impl PipelineRunner {
     /// the dataset itself, or [`UNROUTED`] when the key's dataset folder names no pipeline.
     /// `None` when another pipeline's runs take it.
     fn label_for(&self, key: &str, dataset: &str) -> Option<String> {
-        match key.split('/').nth(2) {
+        match crate::layout::dataset_folder(key) {
             Some(d) if d == dataset => Some(dataset.to_owned()),
             Some(d) if self.datasets.contains(d) => None,
             _ => Some(UNROUTED.to_owned()),
@@ -463,11 +463,13 @@ impl PipelineRunner {
         tokio::select! {
             biased;
             result = self.service.process_claim(&claimed) => match result {
-                Ok(summary) => {
+                Ok(Some(summary)) => {
                     self.metrics
                         .upload_processed(&summary, started.elapsed().as_secs_f64());
                     UploadResult::Processed(Box::new(summary))
                 }
+                // Replaced since it was listed: the next run processes the new version.
+                Ok(None) => UploadResult::Skipped,
                 Err(e) => {
                     error!(error = %e, "upload not processed; it will be retried");
                     UploadResult::Failed(e.to_string())

@@ -957,11 +957,6 @@ pub enum ManifestChange {
 }
 
 impl Manifest {
-    /// The manifest key of a dataset.
-    pub fn key(dataset: &str) -> String {
-        format!("snapshots/{dataset}/_manifest.json")
-    }
-
     /// Records an accepted submission. The later upload (by `uploaded_at`, then source key) of
     /// a force × period is current; the other is superseded. Applying the same entry twice
     /// changes nothing.

@@ -14,23 +14,23 @@
 //! - `snapshots/<dataset>_metrics/period=<p>/force=<f>/<submission>.parquet`: the derived
 //!   metrics of an accepted submission (current ones are listed by the dataset's manifest);
 //! - `quality/anomalies/dataset=<d>/<submission>.parquet`: its gaps and anomalies;
-//! - `_state/receipts/<dataset>.json`: every processed upload's force, period, decision and
-//!   arrival time (compare-and-swap), from which the status table is computed;
+//! - (through [`crate::state`], under the dataset's commit lock) `_state/receipts/<dataset>.json`:
+//!   every processed upload's force, period, decision and arrival time, from which the status
+//!   table is computed;
 //! - `feedback/<force>/summary-<YYYY-MM>.{json,html}`: the force's monthly summary;
 //! - `quality/status/dataset=<d>/status.parquet`: the status of every expected return, after
 //!   each run.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tracing::{error, info};
 
-use super::{CheckOutcome, PipelineError, Service, UploadLocation, order_findings, rfc3339};
+use super::{CheckOutcome, PipelineError, Service, order_findings, rfc3339};
 use crate::analyze::counts::CountsBuilder;
 use crate::analyze::metrics::{counts_from_rows, metric_rows};
-use crate::analyze::status::{self, Receipt, Receipts, StatusRow};
+use crate::analyze::status::{self, StatusRow};
 use crate::analyze::summary::{self, DatasetSummary, ForceSummary};
 use crate::analyze::tables::{
     MetricsHeader, anomalies_parquet, metrics_parquet, read_anomalies, read_metrics, status_parquet,
@@ -38,8 +38,9 @@ use crate::analyze::tables::{
 use crate::analyze::{Anomaly, Input, Labels, MetricRow, MonthlyCounts, detect};
 use crate::config::Pipeline;
 use crate::finding::{FindingLog, FindingSink, Severity};
+use crate::layout::{Location, anomalies_key, feedback_base, metrics_key, status_key, summary_key};
 use crate::period::Period;
-use crate::snapshot::{Manifest, ManifestEntry};
+use crate::snapshot::ManifestEntry;
 use crate::store::{PutMode, StoreError};
 use crate::validate::Decision;
 
@@ -48,10 +49,10 @@ const HISTORY_MONTHS: usize = 48;
 /// Metrics kept in memory; past this the cache starts again.
 const CACHE_ENTRIES: usize = 8192;
 
-/// What the service keeps between uploads.
+/// What the service keeps between uploads: the counts of metrics files read.
 #[derive(Default)]
-pub(super) struct State {
-    cache: Mutex<HashMap<String, Arc<MonthlyCounts>>>,
+pub(super) struct Cache {
+    counts: Mutex<HashMap<String, Arc<MonthlyCounts>>>,
 }
 
 /// The history and peers an upload is analysed against.
@@ -66,31 +67,6 @@ pub(super) struct Analysed {
     pub(super) counts: MonthlyCounts,
     /// Its gaps and anomalies, with the pipeline's severities.
     pub(super) anomalies: Vec<Anomaly>,
-}
-
-/// The derived metrics file of a submission.
-pub fn metrics_key(dataset: &str, period: &str, force: &str, submission: &str) -> String {
-    format!("snapshots/{dataset}_metrics/period={period}/force={force}/{submission}.parquet")
-}
-
-/// The anomalies table file of a submission.
-pub fn anomalies_key(dataset: &str, submission: &str) -> String {
-    format!("quality/anomalies/dataset={dataset}/{submission}.parquet")
-}
-
-/// The status table of a dataset.
-pub fn status_key(dataset: &str) -> String {
-    format!("quality/status/dataset={dataset}/status.parquet")
-}
-
-/// The receipts ledger of a dataset.
-pub fn receipts_key(dataset: &str) -> String {
-    format!("_state/receipts/{dataset}.json")
-}
-
-/// A force's monthly summary.
-pub fn summary_key(force: &str, period: Period, extension: &str) -> String {
-    format!("feedback/{force}/summary-{period}.{extension}")
 }
 
 /// A counts builder for an upload with a valid location.
@@ -180,22 +156,6 @@ fn months_before(p: Period, n: usize) -> Period {
 }
 
 impl Service {
-    async fn read_manifest(&self, dataset: &str) -> Result<Option<Manifest>, PipelineError> {
-        let key = Manifest::key(dataset);
-        match self.store.get(&key).await {
-            Ok((bytes, _)) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| PipelineError::Manifest {
-                        key,
-                        message: e.to_string(),
-                    })
-            }
-            Err(StoreError::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-
     /// The counts of a current submission, from its metrics file (`None` when it has none,
     /// as in a bucket processed before metrics were written).
     async fn counts_of(
@@ -211,7 +171,7 @@ impl Service {
         );
         if let Some(hit) = self
             .analysis
-            .cache
+            .counts
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&key)
@@ -234,7 +194,7 @@ impl Service {
         ));
         let mut cache = self
             .analysis
-            .cache
+            .counts
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if cache.len() >= CACHE_ENTRIES {
@@ -248,12 +208,12 @@ impl Service {
     pub(super) async fn analysis_job(
         &self,
         pipeline: &Pipeline,
-        location: &UploadLocation,
+        location: &Location,
     ) -> Result<Option<Job>, PipelineError> {
         if !pipeline.anomalies.enabled {
             return Ok(None);
         }
-        let Some(manifest) = self.read_manifest(&pipeline.dataset).await? else {
+        let Some(manifest) = self.state.manifest(&pipeline.dataset).await? else {
             return Ok(Some(Job {
                 history: Vec::new(),
                 peers: Vec::new(),
@@ -300,7 +260,7 @@ impl Service {
     pub(super) async fn write_analysis(
         &self,
         pipeline: &Pipeline,
-        location: &UploadLocation,
+        location: &Location,
         submission: &str,
         analysed: &Analysed,
         accepted: bool,
@@ -340,58 +300,11 @@ impl Service {
             .put(&key, metrics_parquet(&header, &rows)?, PutMode::Overwrite)
             .await?;
         self.analysis
-            .cache
+            .counts
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(key.clone(), Arc::new(analysed.counts.clone()));
         Ok(Some(key))
-    }
-
-    async fn read_receipts(&self, dataset: &str) -> Result<(Receipts, PutMode), PipelineError> {
-        let key = receipts_key(dataset);
-        match self.store.get(&key).await {
-            Ok((bytes, meta)) => {
-                let r = serde_json::from_slice(&bytes).map_err(|e| PipelineError::Manifest {
-                    key: key.clone(),
-                    message: e.to_string(),
-                })?;
-                Ok((r, PutMode::Update(meta.etag)))
-            }
-            Err(StoreError::NotFound { .. }) => Ok((
-                Receipts {
-                    dataset: dataset.to_owned(),
-                    receipts: Vec::new(),
-                },
-                PutMode::Create,
-            )),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Records a processed upload in the dataset's receipts (compare-and-swap).
-    pub(super) async fn record_receipt(
-        &self,
-        dataset: &str,
-        receipt: Receipt,
-    ) -> Result<(), PipelineError> {
-        let key = receipts_key(dataset);
-        for attempt in 0..50u32 {
-            let (mut receipts, mode) = self.read_receipts(dataset).await?;
-            if !receipts.add(receipt.clone()) {
-                return Ok(());
-            }
-            let body = serde_json::to_vec_pretty(&receipts).unwrap_or_default();
-            match self.store.put(&key, body, mode).await {
-                Ok(_) => return Ok(()),
-                Err(StoreError::Changed { .. } | StoreError::AlreadyExists { .. }) => {
-                    tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt + 1))).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(PipelineError::Store(StoreError::Changed {
-            location: self.store.location(&key),
-        }))
     }
 
     /// The status of every expected return of every dataset at `now`: per dataset, its
@@ -402,7 +315,7 @@ impl Service {
     ) -> Result<Vec<(String, Vec<Period>, Vec<StatusRow>)>, PipelineError> {
         let mut out = Vec::new();
         for pipeline in self.project.pipelines.values() {
-            let (receipts, _) = self.read_receipts(&pipeline.dataset).await?;
+            let receipts = self.state.receipts(&pipeline.dataset).await?;
             let first = pipeline
                 .period
                 .first
@@ -454,7 +367,7 @@ impl Service {
         let now = self.clock.now();
         let mut datasets = Vec::new();
         for pipeline in self.project.pipelines.values() {
-            let (receipts, _) = self.read_receipts(&pipeline.dataset).await?;
+            let receipts = self.state.receipts(&pipeline.dataset).await?;
             if !receipts.receipts.iter().any(|r| r.force_id == force) {
                 continue;
             }
@@ -479,7 +392,7 @@ impl Service {
                 now,
             );
             let this = recent.iter().find(|r| r.period == period).cloned();
-            let current = self.read_manifest(&pipeline.dataset).await?.and_then(|m| {
+            let current = self.state.manifest(&pipeline.dataset).await?.and_then(|m| {
                 m.current
                     .into_iter()
                     .find(|e| e.force_id == force && e.period == period.to_string())
@@ -490,8 +403,8 @@ impl Service {
                         .await?,
                     self.metric_rows_of(&pipeline.dataset, e).await?,
                     Some(format!(
-                        "feedback/{force}/{}/{period}/{}.html",
-                        pipeline.dataset, e.submission_id
+                        "{}.html",
+                        feedback_base(force, &pipeline.dataset, period, &e.submission_id)
                     )),
                 ),
                 None => (Vec::new(), Vec::new(), None),

@@ -11,9 +11,8 @@ use force_returns::analyze::tables::{read_anomalies, read_metrics};
 use force_returns::clock::Clock;
 use force_returns::config::Project;
 use force_returns::finding::{Code, Severity};
-use force_returns::pipeline::{
-    RunOptions, Service, anomalies_key, metrics_key, status_key, summary_key,
-};
+use force_returns::layout::{anomalies_key, metrics_key, status_key, summary_key};
+use force_returns::pipeline::{RunOptions, Service};
 use force_returns::validate::Decision;
 use force_returns_dev::demo::{DemoConfig, uploads};
 

@@ -1,15 +1,20 @@
 //! Shared helpers: a fresh bucket per test (local or on the S3 test server), the project, the
 //! independent readers.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-use force_returns::clock::FixedClock;
+use force_returns::clock::{FixedClock, SystemClock};
 use force_returns::config::Project;
-use force_returns::pipeline::{RunOptions, RunOutcome, Service};
+use force_returns::layout::{self, feedback_base, receipts_key};
+use force_returns::pipeline::{RunOptions, RunOutcome, Service, parse_upload_key};
+use force_returns::state::{DoneRecord, State, StateOptions};
 use force_returns::store::{LocalStore, ObjectStore, PutMode, S3Location, S3Options, S3Store};
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use serde_json::Value;
 
 pub fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -251,4 +256,182 @@ impl TestBucket {
             .map(|m| m.key)
             .collect()
     }
+}
+
+/// The shared state of `store`, to read it as operators would.
+pub fn state_of(store: &Arc<dyn ObjectStore>) -> State {
+    State::new(
+        Arc::clone(store),
+        Arc::new(SystemClock),
+        StateOptions {
+            holder: "test-reader".into(),
+            claim_ttl: std::time::Duration::from_mins(1),
+            lock_ttl: std::time::Duration::from_mins(1),
+            compact_after: usize::MAX,
+        },
+    )
+}
+
+/// Every finished upload's ledger record, by marker.
+pub async fn done_records(store: &Arc<dyn ObjectStore>) -> BTreeMap<String, DoneRecord> {
+    state_of(store).done_records().await.unwrap()
+}
+
+async fn json_of(store: &dyn ObjectStore, key: &str) -> Value {
+    serde_json::from_slice(&store.get(key).await.unwrap().0).unwrap()
+}
+
+/// Every fact of a finished bucket that "each upload exactly once" implies, checked from the
+/// bucket itself: one ledger record per upload and nothing left claimed or locked; one receipt
+/// and one report per upload; one current snapshot per force and period, the manifest holding
+/// every accepted submission once, each snapshot with the rows the manifest says. Returns the
+/// number of snapshot rows.
+pub async fn check_processed_exactly_once(store: &Arc<dyn ObjectStore>) -> u64 {
+    let project = project();
+    let incoming = store.list(layout::INCOMING).await.unwrap();
+    let done = done_records(store).await;
+    let expected: BTreeSet<String> = incoming
+        .iter()
+        .map(|m| layout::names_of(&m.key, &m.etag).1)
+        .collect();
+    assert_eq!(
+        done.keys().cloned().collect::<BTreeSet<_>>(),
+        expected,
+        "one ledger record per upload"
+    );
+    let left: Vec<String> = store
+        .list("_state/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key)
+        .filter(|k| {
+            !["_state/done/", "_state/done-index/", "_state/receipts/"]
+                .iter()
+                .any(|p| k.starts_with(p))
+        })
+        .collect();
+    assert!(left.is_empty(), "claims or locks left behind: {left:?}");
+
+    // Receipts and reports: exactly one of each per upload whose key has a place.
+    let mut receipts: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut reports = BTreeSet::new();
+    let mut accepted: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for record in done.values() {
+        let Ok(location) = parse_upload_key(&record.key, &project) else {
+            continue;
+        };
+        receipts
+            .entry(location.dataset.clone())
+            .or_default()
+            .push(record.submission_id.clone());
+        reports.insert(format!(
+            "{}.json",
+            feedback_base(
+                &location.force_id,
+                &location.dataset,
+                location.period,
+                &record.submission_id
+            )
+        ));
+        if record.decision.as_str() != "rejected" {
+            accepted
+                .entry((location.force_id.clone(), location.period.to_string()))
+                .or_default()
+                .insert(record.submission_id.clone());
+        }
+    }
+    for (dataset, mut expected) in receipts {
+        let held = json_of(store.as_ref(), &receipts_key(&dataset)).await;
+        let mut ids: Vec<String> = held["receipts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["submission_id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        expected.sort();
+        assert_eq!(ids, expected, "one receipt per upload of {dataset}");
+    }
+    let written: BTreeSet<String> = store
+        .list("feedback/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key)
+        // feedback/<force>/<dataset>/<period>/<submission>.json: not summaries, not reports
+        // on keys with no place (feedback/<force>/_unrouted/<submission>.json).
+        .filter(|k| {
+            k.split('/').count() == 5 && Path::new(k).extension().is_some_and(|e| e == "json")
+        })
+        .collect();
+    assert_eq!(written, reports, "one report per upload");
+
+    let manifest = json_of(store.as_ref(), &layout::manifest_key("stop_search")).await;
+    let current = manifest["current"].as_array().unwrap();
+    let superseded = manifest["superseded"].as_array().unwrap();
+    let current_cells: BTreeSet<(String, String)> = current
+        .iter()
+        .map(|e| {
+            (
+                e["force_id"].as_str().unwrap().to_owned(),
+                e["period"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        current_cells.len(),
+        current.len(),
+        "one current submission per force and period"
+    );
+    assert_eq!(
+        current_cells,
+        accepted.keys().cloned().collect(),
+        "every accepted force and period is current"
+    );
+    let mut in_manifest = BTreeMap::new();
+    for e in current.iter().chain(superseded) {
+        let sid = e["submission_id"].as_str().unwrap().to_owned();
+        let previous = in_manifest.insert(sid.clone(), e.clone());
+        assert!(previous.is_none(), "{sid} is in the manifest twice");
+    }
+    let accepted_ids: BTreeSet<String> = accepted.values().flatten().cloned().collect();
+    assert_eq!(
+        in_manifest.keys().cloned().collect::<BTreeSet<_>>(),
+        accepted_ids,
+        "the manifest holds every accepted submission once"
+    );
+
+    // Each snapshot once, holding exactly the rows the manifest says.
+    let snapshots: BTreeSet<String> = store
+        .list("snapshots/stop_search/period=")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
+    let named: BTreeSet<String> = in_manifest
+        .values()
+        .map(|e| e["snapshot_key"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(snapshots, named, "no snapshot outside the manifest");
+    let dir = tempfile::tempdir().unwrap();
+    let mut total = 0;
+    for e in in_manifest.values() {
+        let key = e["snapshot_key"].as_str().unwrap();
+        let path = dir.path().join("s.parquet");
+        store.download(key, &path, None).await.unwrap();
+        let rows = SerializedFileReader::new(std::fs::File::open(&path).unwrap())
+            .unwrap()
+            .metadata()
+            .file_metadata()
+            .num_rows();
+        assert_eq!(
+            u64::try_from(rows).unwrap(),
+            e["rows"].as_u64().unwrap(),
+            "{key}"
+        );
+        total += e["rows"].as_u64().unwrap();
+    }
+    total
 }

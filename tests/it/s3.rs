@@ -12,16 +12,18 @@ use arrow::compute::cast;
 use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 use arrow::util::pretty::pretty_format_batches;
-use force_returns::lease;
-use force_returns::pipeline::{RunOptions, marker_name};
-use force_returns::store::{ObjectStore, PutMode, S3Store};
+use force_returns::clock::FixedClock;
+use force_returns::layout::{CLAIMS, claim_base, names_of};
+use force_returns::pipeline::{RunOptions, Service};
+use force_returns::state::lease;
+use force_returns::store::{ObjectStore, PutMode};
 use force_returns_dev::demo::{DemoConfig, demo_limits, uploads};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::file::reader::{FileReader, SerializedFileReader};
 use serde_json::Value;
 
 use crate::common::{
-    TestBucket, missing, new_s3_bucket, project, read_bucket, s3_endpoint, s3_env,
+    TestBucket, check_processed_exactly_once, done_records, missing, new_s3_bucket, project,
+    read_bucket, s3_endpoint, s3_env,
 };
 
 const OUTPUT_PREFIXES: [&str; 4] = ["snapshots/", "feedback/", "quality/", "archive/"];
@@ -358,121 +360,6 @@ impl Worker {
     }
 }
 
-/// Every fact of a finished bucket that "each upload exactly once" implies, checked from the
-/// bucket itself. Returns the number of snapshot rows.
-async fn check_processed_exactly_once(store: &S3Store) -> u64 {
-    let incoming = store.list("incoming/").await.unwrap();
-    let done: Vec<_> = store.list("_state/done/").await.unwrap();
-    let done_names: BTreeSet<String> = done
-        .iter()
-        .map(|m| {
-            m.key
-                .trim_start_matches("_state/done/")
-                .trim_end_matches(".json")
-                .to_owned()
-        })
-        .collect();
-    let expected: BTreeSet<String> = incoming
-        .iter()
-        .map(|m| marker_name(&m.key, &m.etag))
-        .collect();
-    assert_eq!(done.len(), incoming.len(), "one done-marker per upload");
-    assert_eq!(done_names, expected, "every upload has its done-marker");
-    let left: Vec<String> = store
-        .list("_state/")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.key)
-        .filter(|k| !k.starts_with("_state/done/") && !k.starts_with("_state/receipts/"))
-        .collect();
-    assert!(left.is_empty(), "claims or locks left behind: {left:?}");
-
-    // Accepted submissions from the ledger, by force and period.
-    let mut accepted: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
-    for m in &done {
-        let marker = json(store, &m.key).await;
-        if marker["decision"] != "rejected" {
-            let parts: Vec<&str> = marker["key"].as_str().unwrap().split('/').collect();
-            accepted
-                .entry((parts[1].to_owned(), parts[3].to_owned()))
-                .or_default()
-                .insert(marker["submission_id"].as_str().unwrap().to_owned());
-        }
-    }
-    let manifest = json(store, "snapshots/stop_search/_manifest.json").await;
-    let current = manifest["current"].as_array().unwrap();
-    let superseded = manifest["superseded"].as_array().unwrap();
-    let current_cells: BTreeSet<(String, String)> = current
-        .iter()
-        .map(|e| {
-            (
-                e["force_id"].as_str().unwrap().to_owned(),
-                e["period"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        current_cells.len(),
-        current.len(),
-        "one current submission per force and period"
-    );
-    assert_eq!(
-        current_cells,
-        accepted.keys().cloned().collect(),
-        "every accepted force and period is current"
-    );
-    let mut in_manifest = BTreeMap::new();
-    for e in current.iter().chain(superseded) {
-        let sid = e["submission_id"].as_str().unwrap().to_owned();
-        let previous = in_manifest.insert(sid.clone(), e.clone());
-        assert!(previous.is_none(), "{sid} is in the manifest twice");
-    }
-    let accepted_ids: BTreeSet<String> = accepted.values().flatten().cloned().collect();
-    assert_eq!(
-        in_manifest.keys().cloned().collect::<BTreeSet<_>>(),
-        accepted_ids,
-        "the manifest holds every accepted submission once"
-    );
-
-    // Each snapshot once, holding exactly the rows the manifest says.
-    let snapshots: Vec<String> = store
-        .list("snapshots/stop_search/period=")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.key)
-        .collect();
-    let named: BTreeSet<String> = in_manifest
-        .values()
-        .map(|e| e["snapshot_key"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(
-        snapshots.iter().cloned().collect::<BTreeSet<_>>(),
-        named,
-        "no snapshot outside the manifest"
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let mut total = 0;
-    for e in in_manifest.values() {
-        let key = e["snapshot_key"].as_str().unwrap();
-        let path = dir.path().join("s.parquet");
-        store.download(key, &path, None).await.unwrap();
-        let rows = SerializedFileReader::new(std::fs::File::open(&path).unwrap())
-            .unwrap()
-            .metadata()
-            .file_metadata()
-            .num_rows();
-        assert_eq!(
-            u64::try_from(rows).unwrap(),
-            e["rows"].as_u64().unwrap(),
-            "{key}"
-        );
-        total += e["rows"].as_u64().unwrap();
-    }
-    total
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_worker_processes_process_every_upload_exactly_once() {
     const WORKERS: usize = 4;
@@ -521,6 +408,7 @@ async fn racing_worker_processes_process_every_upload_exactly_once() {
     let twice: Vec<_> = times.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "processed more than once: {twice:?}");
     assert_eq!(times.len(), n, "every upload processed: {per_worker:?}");
+    let store: Arc<dyn ObjectStore> = store;
     let rows = check_processed_exactly_once(&store).await;
     eprintln!(
         "race: {n} uploads, {WORKERS} worker processes, {:.1}s; processed per worker {per_worker:?}; {rows} snapshot rows",
@@ -562,20 +450,16 @@ async fn a_worker_killed_mid_upload_leaves_it_to_the_next_run_which_completes_it
     let size = bytes.len();
     store.put(key, bytes, PutMode::Overwrite).await.unwrap();
     let meta = store.list(key).await.unwrap().remove(0);
-    let marker = marker_name(key, &meta.etag);
+    let marker = names_of(key, &meta.etag).1;
     let env = s3_env(&endpoint, &store);
 
-    // The first worker claims with a short time to live and is killed while it works: after
+    // The first worker, with the default claim time to live, is killed while it works: after
     // it has archived the upload (the step before checking it) and before it is done.
-    let mut first = Worker::start(
-        &env,
-        &[("FORCE_RETURNS_CLAIM_TTL_SECONDS", "20")],
-        &["run", "--once"],
-    );
+    let mut first = Worker::start(&env, &[], &["run", "--once"]);
     let deadline = Instant::now() + Duration::from_mins(2);
     loop {
         let claimed = !store
-            .list(&format!("_state/claims/{marker}."))
+            .list(&format!("{}.", claim_base(&marker)))
             .await
             .unwrap()
             .is_empty();
@@ -594,38 +478,48 @@ async fn a_worker_killed_mid_upload_leaves_it_to_the_next_run_which_completes_it
     first.child.kill().unwrap(); // SIGKILL
     let status = first.wait();
     assert!(!status.success());
+    let store: Arc<dyn ObjectStore> = store;
     assert!(
-        store.list("_state/done/").await.unwrap().is_empty(),
+        done_records(&store).await.is_empty(),
         "killed before it was done"
     );
     assert!(first.processed().is_empty());
-    let claims = lease::records(store.as_ref(), "_state/claims/")
-        .await
-        .unwrap();
+    let claims = lease::records(store.as_ref(), CLAIMS).await.unwrap();
     assert_eq!(claims.len(), 1, "the dead worker's claim stays: {claims:?}");
+    let taken: chrono::DateTime<chrono::Utc> = claims[0].1.taken_at.parse().unwrap();
     let expires: chrono::DateTime<chrono::Utc> = claims[0].1.expires_at.parse().unwrap();
-
-    // A run while the claim is live leaves the upload alone.
-    assert!(
-        chrono::Utc::now() + chrono::Duration::seconds(5) < expires,
-        "the claim expires too soon to show a run leaving it alone: {expires}"
+    assert_eq!(
+        expires - taken,
+        chrono::Duration::minutes(1),
+        "a short claim, renewed while its worker lives"
     );
-    let early = Worker::run(&env, &[]);
-    assert!(early.processed().is_empty(), "{}", early.stdout());
-    assert!(early.stdout().contains("1 held by another worker"));
+
+    // The next runs read the time from a clock the test sets, instead of waiting for it.
+    let clock = Arc::new(FixedClock::new(taken + chrono::Duration::seconds(30)));
+    let service = Service::new(
+        project(),
+        Arc::clone(&store),
+        clock.clone(),
+        RunOptions::default(),
+    );
+    // A run while the claim is live leaves the upload alone.
+    let early = service.run_once().await.unwrap();
+    assert!(early.processed.is_empty(), "{:?}", early.processed);
+    assert_eq!((early.skipped, early.failed.len()), (1, 0));
 
     // Once the claim has expired the next run takes it over and completes the upload.
-    let wait = expires - chrono::Utc::now() + chrono::Duration::milliseconds(500);
-    tokio::time::sleep(wait.to_std().unwrap_or_default()).await;
+    clock.set(expires + chrono::Duration::seconds(1));
     let started = Instant::now();
-    let second = Worker::run(&env, &[]);
-    let elapsed = started.elapsed();
-    assert_eq!(second.processed(), [key], "{}", second.stderr());
+    let listed = service.discover().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    let claimed = service.try_claim(&listed[0]).await.unwrap().unwrap();
     assert!(
-        second.stderr().contains("took over an expired claim"),
-        "{}",
-        second.stderr()
+        claimed.took_over(),
+        "the dead worker's claim was taken over"
     );
+    let second = service.process_claim(&claimed).await.unwrap().unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(second.source_key, key);
     let rows = check_processed_exactly_once(&store).await;
     assert_eq!(rows, ROWS as u64);
     eprintln!(

@@ -1,0 +1,756 @@
+//! The commit protocol over the store: every object several workers share, and the only code
+//! that writes one.
+//!
+//! - **Claims** (`_state/claims/<marker>.<n>.json`): a worker processes an upload only while it
+//!   holds the upload's claim, a [`lease`]. The claim is renewed while the upload is processed
+//!   ([`State::keep_alive`]), so its time to live can be short: a killed worker's uploads are
+//!   taken over soon after, and a slow upload is not.
+//! - **The ledger** of finished uploads: a done-marker `_state/done/<marker>.json`, created
+//!   (create-only) as an upload's last step, says it is finished. Compaction
+//!   ([`State::compact`]) folds done-markers into the next generation of an index,
+//!   `_state/done-index/<n>.json`, created create-only under the `ledger` lock, then deletes
+//!   them; the newest generation holds every upload ever finished. A tick reads the few
+//!   markers not yet folded and, only when a new generation has appeared, the index: its
+//!   requests do not grow with the uploads processed. Before folding, compaction checks that
+//!   each upload's receipt is recorded and repairs any that is missing from its done-marker.
+//! - **Per dataset, the manifest and the receipts**: read, changed and written back only under
+//!   the dataset's commit lock `_state/locks/commit-<dataset>` (a lease), with `If-Match` as a
+//!   second guard should the lock have expired under a stalled holder.
+//!
+//! Rules:
+//! - every write of shared state is create-only, or made under the lease that owns it; no
+//!   state object is overwritten by whoever writes last;
+//! - an index generation and a marker are deleted only once a newer generation holds what they
+//!   held, so a reader that lists markers and then the index sees every finished upload;
+//! - locks are taken in one order (`ledger`, then `commit-<dataset>`), so two workers never
+//!   wait on each other.
+
+pub mod lease;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tracing::{debug, info, warn};
+
+use crate::analyze::status::{Receipt, Receipts};
+use crate::clock::Clock;
+use crate::layout::{
+    CLAIMS, DONE, DONE_INDEX, done_index_key, done_key, lock_base, manifest_key,
+    parse_done_index_key, parse_done_key, parse_generation_key, receipts_key,
+};
+use crate::snapshot::{Manifest, ManifestChange, ManifestEntry};
+use crate::store::{ObjectStore, PutMode, StoreError};
+use crate::validate::Decision;
+use lease::{Lease, Taken};
+
+/// A failure of the shared state.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Object storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A state object does not parse.
+    #[error("{location} is not valid state: {message}")]
+    Corrupt {
+        /// Where.
+        location: String,
+        /// The parse error.
+        message: String,
+    },
+    /// Another worker held a lock for longer than its time to live allows.
+    #[error("{lock} is still held by {holder}")]
+    Locked {
+        /// The lock's location.
+        lock: String,
+        /// Its holder.
+        holder: String,
+    },
+    /// A claim expired and another worker took the upload over.
+    #[error("the claim {claim} was lost: it expired and another worker took the upload over")]
+    ClaimLost {
+        /// The claim's location.
+        claim: String,
+    },
+    /// An object kept changing while it was read and written.
+    #[error("{location} kept changing under the lock; the next run tries again")]
+    Unsettled {
+        /// Where.
+        location: String,
+    },
+}
+
+/// Settings of the shared state.
+#[derive(Debug, Clone)]
+pub struct StateOptions {
+    /// This worker's name, written into claims and locks.
+    pub holder: String,
+    /// How long a claim holds unless renewed; it is renewed every third of that.
+    pub claim_ttl: Duration,
+    /// How long a lock on shared state holds.
+    pub lock_ttl: Duration,
+    /// Done-markers waiting before a tick folds them into the ledger's index.
+    pub compact_after: usize,
+}
+
+/// What the ledger records of a finished upload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DoneRecord {
+    /// The upload's key.
+    pub key: String,
+    /// Its etag.
+    pub etag: String,
+    /// Its submission id.
+    pub submission_id: String,
+    /// The decision.
+    pub decision: Decision,
+    /// When it was processed (RFC 3339).
+    pub processed_at: String,
+    /// Its dataset, for an upload whose key had a place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<String>,
+    /// Its receipt, kept in the done-marker until compaction has checked that the dataset's
+    /// receipts hold it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<Receipt>,
+}
+
+/// One generation of the ledger's index: every upload finished when it was made.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Index {
+    generation: u64,
+    /// By marker.
+    records: BTreeMap<String, DoneRecord>,
+}
+
+/// The uploads the ledger knows are finished.
+#[derive(Debug, Default)]
+pub struct Done {
+    /// Their markers.
+    pub markers: HashSet<String>,
+    /// How many of them are done-markers not yet folded into the index.
+    pub unfolded: usize,
+}
+
+/// A claim this worker holds on an upload.
+#[derive(Debug)]
+pub struct Claim {
+    subject: String,
+    took_over: bool,
+    held: tokio::sync::Mutex<Held>,
+}
+
+#[derive(Debug)]
+struct Held {
+    lease: Lease,
+    /// Released or cleared: nothing renews it any more.
+    finished: bool,
+}
+
+impl Claim {
+    /// Whether the claim was taken over from a worker whose claim had expired.
+    pub fn took_over(&self) -> bool {
+        self.took_over
+    }
+}
+
+/// What [`State::commit`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// The submission the manifest entry superseded, if any.
+    pub superseded: Option<String>,
+}
+
+/// The shared state of one bucket, as one worker sees it.
+pub struct State {
+    store: Arc<dyn ObjectStore>,
+    clock: Arc<dyn Clock>,
+    options: StateOptions,
+    /// The newest index generation read.
+    index: tokio::sync::Mutex<Arc<Index>>,
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn chrono_of(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+impl State {
+    /// The state of the bucket `store`.
+    pub fn new(store: Arc<dyn ObjectStore>, clock: Arc<dyn Clock>, options: StateOptions) -> State {
+        State {
+            store,
+            clock,
+            options,
+            index: tokio::sync::Mutex::new(Arc::new(Index::default())),
+        }
+    }
+
+    async fn read_json<T: DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<(T, String)>, StateError> {
+        match self.store.get(key).await {
+            Ok((bytes, meta)) => serde_json::from_slice(&bytes)
+                .map(|v| Some((v, meta.etag)))
+                .map_err(|e| StateError::Corrupt {
+                    location: self.store.location(key),
+                    message: e.to_string(),
+                }),
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Claims
+
+    /// Claims the upload whose claim is `base` (`subject` names it in the claim); `None` when
+    /// another worker holds a live claim.
+    pub async fn claim(&self, base: &str, subject: &str) -> Result<Option<Claim>, StateError> {
+        let taken = lease::take(
+            self.store.as_ref(),
+            base,
+            subject,
+            &self.options.holder,
+            self.clock.now(),
+            chrono_of(self.options.claim_ttl),
+        )
+        .await?;
+        match taken {
+            Taken::Held(lease) => Ok(Some(Claim {
+                subject: subject.to_owned(),
+                took_over: lease.generation > 0,
+                held: tokio::sync::Mutex::new(Held {
+                    lease,
+                    finished: false,
+                }),
+            })),
+            Taken::Busy { holder } => {
+                info!(
+                    holder = holder.as_deref().unwrap_or("unknown"),
+                    "another worker holds the claim; skipped"
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    /// Renews `claim` now; `false` when it was lost.
+    async fn renew(&self, claim: &Claim) -> Result<bool, StateError> {
+        let mut held = claim.held.lock().await;
+        if held.finished {
+            return Ok(true);
+        }
+        let renewed = held
+            .lease
+            .renew(
+                self.store.as_ref(),
+                &claim.subject,
+                &self.options.holder,
+                self.clock.now(),
+                chrono_of(self.options.claim_ttl),
+            )
+            .await?;
+        if !renewed {
+            return Ok(false);
+        }
+        // A generation above ours means the claim was taken over, then renewed by its new
+        // holder, before ours was created in the gap its renewal left.
+        let newest = lease::generations(self.store.as_ref(), &held.lease.base)
+            .await?
+            .last()
+            .copied();
+        if newest.is_some_and(|n| n > held.lease.generation) {
+            held.lease.release(self.store.as_ref()).await?;
+            return Ok(false);
+        }
+        debug!(
+            step = "claim renewed",
+            generation = held.lease.generation,
+            "claim renewed"
+        );
+        Ok(true)
+    }
+
+    fn lost(&self, claim: &Held) -> StateError {
+        StateError::ClaimLost {
+            claim: self.store.location(&claim.lease.base),
+        }
+    }
+
+    /// Renews `claim` every third of its time to live, for as long as it is polled (run it
+    /// beside the work it guards). Returns only when the claim is lost: taken over by another
+    /// worker after it expired, or past its expiry with every renewal failing.
+    pub async fn keep_alive(&self, claim: &Claim) -> StateError {
+        let every = self.options.claim_ttl / 3;
+        let mut wait = every;
+        loop {
+            tokio::time::sleep(wait).await;
+            match self.renew(claim).await {
+                Ok(true) => wait = every,
+                Ok(false) => return self.lost(&*claim.held.lock().await),
+                Err(e) => {
+                    let held = claim.held.lock().await;
+                    if self.clock.now() >= held.lease.expires_at {
+                        return self.lost(&held);
+                    }
+                    warn!(error = %e, "failed to renew a claim; trying again");
+                    wait = (every / 4).max(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+
+    /// Makes sure `claim` is held for at least half its time to live before a step that
+    /// commits: renewed now if less is left, an error if it was lost.
+    pub async fn ensure_held(&self, claim: &Claim) -> Result<(), StateError> {
+        let left = claim.held.lock().await.lease.expires_at - self.clock.now();
+        if left >= chrono_of(self.options.claim_ttl / 2) {
+            return Ok(());
+        }
+        if self.renew(claim).await? {
+            Ok(())
+        } else {
+            Err(self.lost(&*claim.held.lock().await))
+        }
+    }
+
+    /// Gives `claim` back without finishing the upload, so any worker may take it at once.
+    pub async fn release(&self, claim: &Claim) -> Result<(), StateError> {
+        let mut held = claim.held.lock().await;
+        held.finished = true;
+        held.lease.release(self.store.as_ref()).await?;
+        Ok(())
+    }
+
+    /// Clears every generation of `claim`: the upload is finished and its done-marker written.
+    pub async fn finish(&self, claim: &Claim) -> Result<(), StateError> {
+        let mut held = claim.held.lock().await;
+        held.finished = true;
+        lease::clear(self.store.as_ref(), &held.lease.base).await?;
+        Ok(())
+    }
+
+    /// Deletes the claims of uploads in `done`: left by a worker killed between its
+    /// done-marker and clearing its claim, or by one that outlived its claim. Returns how many.
+    pub async fn sweep_claims(&self, done: &HashSet<String>) -> Result<usize, StateError> {
+        let mut swept = 0;
+        for meta in self.store.list(CLAIMS).await? {
+            let finished = parse_generation_key(&meta.key)
+                .and_then(|(base, _)| base.strip_prefix(CLAIMS))
+                .is_some_and(|marker| done.contains(marker));
+            if finished {
+                self.store.delete(&meta.key).await?;
+                swept += 1;
+            }
+        }
+        if swept > 0 {
+            info!(
+                claims = swept,
+                "deleted claims left beside finished uploads"
+            );
+        }
+        Ok(swept)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Locks
+
+    /// Takes the lock `name`, waiting while another worker holds it (a lock left by a dead
+    /// worker expires after the lock time to live).
+    async fn lock(&self, name: &str) -> Result<Lease, StateError> {
+        let base = lock_base(name);
+        let give_up = tokio::time::Instant::now() + self.options.lock_ttl * 3;
+        let mut wait = Duration::from_millis(10);
+        loop {
+            match self.try_lock(&base).await? {
+                Taken::Held(lock) => return Ok(lock),
+                Taken::Busy { .. } if tokio::time::Instant::now() < give_up => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_millis(500));
+                }
+                Taken::Busy { holder } => {
+                    return Err(StateError::Locked {
+                        lock: self.store.location(&base),
+                        holder: holder.unwrap_or_else(|| "unknown".into()),
+                    });
+                }
+            }
+        }
+    }
+
+    async fn try_lock(&self, base: &str) -> Result<Taken, StateError> {
+        Ok(lease::take(
+            self.store.as_ref(),
+            base,
+            base,
+            &self.options.holder,
+            self.clock.now(),
+            chrono_of(self.options.lock_ttl),
+        )
+        .await?)
+    }
+
+    async fn unlock(&self, lock: &Lease) {
+        if let Err(e) = lock.release(self.store.as_ref()).await {
+            warn!(lock = %lock.key, error = %e, "failed to release a lock; it will expire");
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // The manifest and the receipts
+
+    /// A dataset's manifest, if it has one.
+    pub async fn manifest(&self, dataset: &str) -> Result<Option<Manifest>, StateError> {
+        Ok(self
+            .read_json(&manifest_key(dataset))
+            .await?
+            .map(|(m, _)| m))
+    }
+
+    /// A dataset's receipts.
+    pub async fn receipts(&self, dataset: &str) -> Result<Receipts, StateError> {
+        Ok(self.read_json(&receipts_key(dataset)).await?.map_or_else(
+            || Receipts {
+                dataset: dataset.to_owned(),
+                receipts: Vec::new(),
+            },
+            |(r, _)| r,
+        ))
+    }
+
+    /// Records an accepted submission's manifest entry and receipts in a dataset's state,
+    /// under its commit lock. A retry changes nothing: both ignore a submission they hold.
+    pub async fn commit(
+        &self,
+        dataset: &str,
+        entry: Option<&ManifestEntry>,
+        receipts: &[Receipt],
+    ) -> Result<Committed, StateError> {
+        let mut committed = Committed::default();
+        let mut entry = entry;
+        for _ in 0..5 {
+            let lock = self.lock(&format!("commit-{dataset}")).await?;
+            let result = self.apply(dataset, entry, receipts, &mut committed).await;
+            self.unlock(&lock).await;
+            match result {
+                Ok(()) => return Ok(committed),
+                Err(Step::Manifest(StoreError::Changed { .. })) => {}
+                // The manifest is written: only the receipts are left to do.
+                Err(Step::Receipts(StoreError::Changed { .. })) => entry = None,
+                Err(Step::Manifest(e) | Step::Receipts(e)) => return Err(e.into()),
+                Err(Step::Other(e)) => return Err(e),
+            }
+            warn!(
+                dataset,
+                "the dataset's state changed under its lock; committing again"
+            );
+        }
+        Err(StateError::Unsettled {
+            location: self
+                .store
+                .location(&lock_base(&format!("commit-{dataset}"))),
+        })
+    }
+
+    /// Read, change and write back under the commit lock; `If-Match` refuses a write should the
+    /// lock have expired and another worker have written meanwhile.
+    async fn apply(
+        &self,
+        dataset: &str,
+        entry: Option<&ManifestEntry>,
+        receipts: &[Receipt],
+        committed: &mut Committed,
+    ) -> Result<(), Step> {
+        if let Some(entry) = entry {
+            let key = manifest_key(dataset);
+            let (mut manifest, mode) = match self.read_json::<Manifest>(&key).await {
+                Ok(Some((m, etag))) => (m, PutMode::Update(etag)),
+                Ok(None) => (
+                    Manifest {
+                        dataset: dataset.to_owned(),
+                        ..Manifest::default()
+                    },
+                    PutMode::Create,
+                ),
+                Err(e) => return Err(Step::Other(e)),
+            };
+            match manifest.apply(entry.clone(), &rfc3339(self.clock.now())) {
+                ManifestChange::AlreadyRecorded => {}
+                change => {
+                    if let ManifestChange::Current { superseded } = change {
+                        committed.superseded = superseded;
+                    }
+                    let body = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
+                    self.store
+                        .put(&key, body, mode)
+                        .await
+                        .map_err(|e| Step::Manifest(normalise(e)))?;
+                }
+            }
+            debug!(step = "manifest committed", "manifest committed");
+        }
+        if !receipts.is_empty() {
+            let key = receipts_key(dataset);
+            let (mut all, mode) = match self.read_json::<Receipts>(&key).await {
+                Ok(Some((r, etag))) => (r, PutMode::Update(etag)),
+                Ok(None) => (
+                    Receipts {
+                        dataset: dataset.to_owned(),
+                        receipts: Vec::new(),
+                    },
+                    PutMode::Create,
+                ),
+                Err(e) => return Err(Step::Other(e)),
+            };
+            let mut changed = false;
+            for r in receipts {
+                changed |= all.add(r.clone());
+            }
+            if changed {
+                let body = serde_json::to_vec_pretty(&all).unwrap_or_default();
+                self.store
+                    .put(&key, body, mode)
+                    .await
+                    .map_err(|e| Step::Receipts(normalise(e)))?;
+            }
+            debug!(step = "receipt recorded", "receipt recorded");
+        }
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // The ledger
+
+    /// Every upload the ledger knows is finished. Done-markers are listed before the index is
+    /// read: a marker is deleted only after a generation holding it exists, so none is missed.
+    pub async fn done(&self) -> Result<Done, StateError> {
+        let listed: Vec<String> = self
+            .store
+            .list(DONE)
+            .await?
+            .iter()
+            .filter_map(|m| parse_done_key(&m.key).map(str::to_owned))
+            .collect();
+        let index = self.newest_index().await?;
+        let unfolded = listed.len();
+        let mut markers: HashSet<String> = listed.into_iter().collect();
+        markers.extend(index.records.keys().cloned());
+        Ok(Done { markers, unfolded })
+    }
+
+    /// Whether the upload with `marker` is finished (looked up now, not from a listing).
+    pub async fn is_done(&self, marker: &str) -> Result<bool, StateError> {
+        match self.store.get(&done_key(marker)).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::NotFound { .. }) => {
+                Ok(self.newest_index().await?.records.contains_key(marker))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Records the upload with `marker` as finished (create-only); `false` when it already
+    /// was, by a worker that outlived its claim.
+    pub async fn mark_done(&self, marker: &str, record: &DoneRecord) -> Result<bool, StateError> {
+        let body = serde_json::to_vec_pretty(record).unwrap_or_default();
+        match self
+            .store
+            .put(&done_key(marker), body, PutMode::Create)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(StoreError::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every finished upload's record, by marker (for tests and operators: it reads every
+    /// done-marker not yet folded).
+    pub async fn done_records(&self) -> Result<BTreeMap<String, DoneRecord>, StateError> {
+        let mut records = self.newest_index().await?.records.clone();
+        for meta in self.store.list(DONE).await? {
+            let Some(marker) = parse_done_key(&meta.key) else {
+                continue;
+            };
+            if let Some((record, _)) = self.read_json::<DoneRecord>(&meta.key).await? {
+                records.insert(marker.to_owned(), record);
+            }
+        }
+        Ok(records)
+    }
+
+    /// The newest generation of the index, read again only when a newer one has appeared.
+    async fn newest_index(&self) -> Result<Arc<Index>, StateError> {
+        for _ in 0..5 {
+            let newest = self
+                .store
+                .list(DONE_INDEX)
+                .await?
+                .iter()
+                .filter_map(|m| parse_done_index_key(&m.key))
+                .max();
+            let mut cached = self.index.lock().await;
+            let Some(newest) = newest else {
+                return Ok(Arc::clone(&cached));
+            };
+            if cached.generation == newest {
+                return Ok(Arc::clone(&cached));
+            }
+            // Deleted by a later compaction since the listing: list again.
+            if let Some((index, _)) = self.read_json::<Index>(&done_index_key(newest)).await? {
+                *cached = Arc::new(index);
+                return Ok(Arc::clone(&cached));
+            }
+        }
+        Err(StateError::Unsettled {
+            location: self.store.location(DONE_INDEX),
+        })
+    }
+
+    /// Folds the done-markers into a new generation of the index when at least
+    /// `compact_after` are waiting and no other worker is compacting; returns how many were
+    /// folded. Each marker's receipt is checked first, and repaired if missing.
+    pub async fn compact(&self) -> Result<Option<usize>, StateError> {
+        let listed: Vec<String> = self
+            .store
+            .list(DONE)
+            .await?
+            .iter()
+            .filter_map(|m| parse_done_key(&m.key).map(str::to_owned))
+            .collect();
+        if listed.len() < self.options.compact_after.max(1) {
+            return Ok(None);
+        }
+        let Taken::Held(lock) = self.try_lock(&lock_base("ledger")).await? else {
+            return Ok(None);
+        };
+        let result = self.fold(&listed).await;
+        self.unlock(&lock).await;
+        result
+    }
+
+    async fn fold(&self, listed: &[String]) -> Result<Option<usize>, StateError> {
+        let index = self.newest_index().await?;
+        let mut folded = Vec::new();
+        for marker in listed {
+            if index.records.contains_key(marker) {
+                continue;
+            }
+            if let Some((record, _)) = self.read_json::<DoneRecord>(&done_key(marker)).await? {
+                folded.push((marker.clone(), record));
+            } else {
+                warn!(
+                    marker,
+                    "a done-marker vanished while the ledger was compacted"
+                );
+            }
+        }
+        self.repair_receipts(&folded).await?;
+        let mut records = index.records.clone();
+        let count = folded.len();
+        for (marker, mut record) in folded {
+            // Checked above: the dataset's receipts hold it.
+            record.receipt = None;
+            records.insert(marker, record);
+        }
+        let next = Index {
+            generation: index.generation + 1,
+            records,
+        };
+        let key = done_index_key(next.generation);
+        let body = serde_json::to_vec(&next).unwrap_or_default();
+        match self.store.put(&key, body, PutMode::Create).await {
+            Ok(_) => {}
+            Err(StoreError::AlreadyExists { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        let generations: Vec<u64> = self
+            .store
+            .list(DONE_INDEX)
+            .await?
+            .iter()
+            .filter_map(|m| parse_done_index_key(&m.key))
+            .collect();
+        if generations.iter().any(|g| *g > next.generation) {
+            // A compactor that outlived the ledger lock made a newer one: ours is not the
+            // newest, so nothing may be deleted on its strength.
+            self.store.delete(&key).await?;
+            return Ok(None);
+        }
+        for marker in listed {
+            self.store.delete(&done_key(marker)).await?;
+        }
+        for g in generations.into_iter().filter(|g| *g < next.generation) {
+            self.store.delete(&done_index_key(g)).await?;
+        }
+        info!(
+            folded = count,
+            generation = next.generation,
+            uploads = next.records.len(),
+            "ledger compacted"
+        );
+        *self.index.lock().await = Arc::new(next);
+        Ok(Some(count))
+    }
+
+    /// Records any receipt a done-marker holds that its dataset's receipts lack.
+    async fn repair_receipts(&self, folded: &[(String, DoneRecord)]) -> Result<(), StateError> {
+        let mut by_dataset: BTreeMap<&str, Vec<&Receipt>> = BTreeMap::new();
+        for (_, record) in folded {
+            if let (Some(dataset), Some(receipt)) = (&record.dataset, &record.receipt) {
+                by_dataset.entry(dataset).or_default().push(receipt);
+            }
+        }
+        for (dataset, wanted) in by_dataset {
+            let have: HashSet<String> = self
+                .receipts(dataset)
+                .await?
+                .receipts
+                .into_iter()
+                .map(|r| r.submission_id)
+                .collect();
+            let missing: Vec<Receipt> = wanted
+                .into_iter()
+                .filter(|r| !have.contains(&r.submission_id))
+                .cloned()
+                .collect();
+            if missing.is_empty() {
+                continue;
+            }
+            for r in &missing {
+                warn!(
+                    dataset,
+                    submission = %r.submission_id,
+                    key = %r.source_key,
+                    "a finished upload had no receipt; repaired from its done-marker"
+                );
+            }
+            self.commit(dataset, None, &missing).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Which write of a commit failed.
+enum Step {
+    Manifest(StoreError),
+    Receipts(StoreError),
+    Other(StateError),
+}
+
+/// A create-only write that found an object (another worker created the file first) is, for a
+/// read-modify-write, the same as a changed object: read again.
+fn normalise(e: StoreError) -> StoreError {
+    match e {
+        StoreError::AlreadyExists { location } => StoreError::Changed { location },
+        other => other,
+    }
+}
