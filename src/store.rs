@@ -476,7 +476,12 @@ impl LocalStore {
                 if file_type.is_dir() {
                     stack.push(path);
                 } else if file_type.is_file() && key.starts_with(prefix) {
-                    out.push(self.meta(&key, &path)?);
+                    match self.meta(&key, &path) {
+                        Ok(meta) => out.push(meta),
+                        // Deleted since the folder was read: as if listed a moment later.
+                        Err(StoreError::NotFound { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
                 }
             }
         }
@@ -1029,6 +1034,29 @@ mod tests {
             "600",
             "an update was lost"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_listing_survives_objects_deleted_while_it_walks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(LocalStore::new(dir.path()).unwrap());
+        let churn = {
+            let store = std::sync::Arc::clone(&store);
+            tokio::spawn(async move {
+                for i in 0..3000 {
+                    let key = format!("locks/x.{}.json", i % 7);
+                    let _ = store.put(&key, b"{}".to_vec(), PutMode::Create).await;
+                    store.delete(&key).await.unwrap();
+                }
+            })
+        };
+        while !churn.is_finished() {
+            store
+                .list("locks/x.")
+                .await
+                .expect("a listing fails when an object goes while it walks");
+        }
+        churn.await.unwrap();
     }
 
     #[tokio::test]
