@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-use force_returns::clock::{FixedClock, SystemClock};
+use force_returns::clock::{Clock, FixedClock, SystemClock};
 use force_returns::config::Project;
 use force_returns::layout::{self, feedback_base, receipts_key};
 use force_returns::pipeline::{RunOptions, RunOutcome, Service, parse_upload_key};
@@ -176,7 +176,8 @@ pub struct TestBucket {
     pub dir: tempfile::TempDir,
     pub store: Arc<dyn ObjectStore>,
     pub clock: Arc<FixedClock>,
-    local: bool,
+    /// The S3 bucket, when on the test server.
+    s3: Option<Arc<S3Store>>,
 }
 
 impl TestBucket {
@@ -188,18 +189,19 @@ impl TestBucket {
             dir,
             store,
             clock: Self::clock(),
-            local: true,
+            s3: None,
         }
     }
 
     /// A bucket on the S3 test server, or `None` when it is missing (a failure in CI).
     pub async fn s3() -> Option<TestBucket> {
         let endpoint = s3_endpoint()?;
+        let s3 = new_s3_bucket(&endpoint).await;
         Some(TestBucket {
             dir: tempfile::tempdir().unwrap(),
-            store: new_s3_bucket(&endpoint).await,
+            store: Arc::clone(&s3) as Arc<dyn ObjectStore>,
             clock: Self::clock(),
-            local: false,
+            s3: Some(s3),
         })
     }
 
@@ -210,7 +212,7 @@ impl TestBucket {
     /// The bucket's content in a local directory, for readers of files: the bucket itself
     /// when local, a fresh copy of it otherwise.
     pub async fn local_dir(&self) -> PathBuf {
-        if self.local {
+        if self.s3.is_none() {
             return self.dir.path().to_owned();
         }
         let copy = self.dir.path().join("copy");
@@ -226,6 +228,42 @@ impl TestBucket {
             .put(key, bytes, PutMode::Overwrite)
             .await
             .unwrap();
+    }
+
+    /// How a `force-returns` process reaches the bucket: its `--bucket` and its environment.
+    pub fn for_processes(&self) -> (String, Vec<(&'static str, String)>) {
+        match &self.s3 {
+            Some(s3) => {
+                let endpoint = s3_endpoint().expect("an S3 bucket has an endpoint");
+                let env = s3_env(&endpoint, s3);
+                (env[0].1.clone(), env)
+            }
+            None => (self.dir.path().display().to_string(), Vec::new()),
+        }
+    }
+
+    /// Whether the bucket is on the S3 test server.
+    pub fn is_s3(&self) -> bool {
+        self.s3.is_some()
+    }
+
+    /// Writes an object the way a force's client would, past the store's own key checks: S3
+    /// takes any key (`..`, `//`, a trailing `/`); a local bucket any file name.
+    pub async fn upload_raw(&self, key: &str, bytes: Vec<u8>) {
+        if let Some(s3) = &self.s3 {
+            s3.client()
+                .put_object()
+                .bucket(&s3.s3_location().bucket)
+                .key(key)
+                .body(bytes.into())
+                .send()
+                .await
+                .unwrap();
+        } else {
+            let path = self.dir.path().join(key);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bytes).unwrap();
+        }
     }
 
     pub fn service(&self, options: RunOptions) -> Service {
@@ -434,4 +472,26 @@ pub async fn check_processed_exactly_once(store: &Arc<dyn ObjectStore>) -> u64 {
         total += e["rows"].as_u64().unwrap();
     }
     total
+}
+
+/// Wall time that moves with tokio's clock: under `tokio::time::pause` it moves only as the
+/// test's timers let it, so a claim's expiry is reached without waiting for it.
+pub struct TokioClock {
+    base: chrono::DateTime<chrono::Utc>,
+    start: tokio::time::Instant,
+}
+
+impl TokioClock {
+    pub fn starting(at: &str) -> Arc<TokioClock> {
+        Arc::new(TokioClock {
+            base: at.parse().unwrap(),
+            start: tokio::time::Instant::now(),
+        })
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.base + chrono::Duration::from_std(self.start.elapsed()).unwrap()
+    }
 }

@@ -6,12 +6,16 @@ use std::fmt::Write;
 use std::path::Path;
 use std::sync::Arc;
 
+use force_returns::layout;
 use force_returns::pipeline::{RunOptions, Service};
 use force_returns::store::{self, LocalStore, ObjectMeta, ObjectStore, PutMode, StoreError};
 
 use force_returns::validate::Decision;
 
-use crate::common::{TestBucket, on_both_backends, project, read_bucket, shared_fixtures};
+use crate::common::{
+    TestBucket, check_processed_exactly_once, done_records, on_both_backends, project, read_bucket,
+    shared_fixtures,
+};
 
 async fn upload_real_extracts(bucket: &TestBucket) -> Option<usize> {
     let dir = shared_fixtures()?.join("police-uk/stop-and-search");
@@ -451,4 +455,308 @@ async fn concurrent_runs_lose_no_manifest_entry_even_where_compare_and_swap_is_n
         forces.len(),
         "every force is in the manifest: {current:?}"
     );
+}
+
+on_both_backends!(odd_keys_are_judged_once_reported_and_never_fail_a_run);
+async fn odd_keys_are_judged_once_reported_and_never_fail_a_run(bucket: TestBucket) {
+    let long = format!("incoming/kent/stop_search/2020-01/{}.csv", "x".repeat(300));
+    // (key, the force its report goes to, a phrase the report must hold)
+    let mut odd: Vec<(String, Option<&str>, &str)> = vec![
+        (
+            "incoming/Durham/stop_search/2020-01/a.csv".into(),
+            Some("durham"),
+            "did you mean `durham`?",
+        ),
+        (
+            "incoming/kent/stop_search/2020-01/extra/a.csv".into(),
+            Some("kent"),
+            "4 (force, dataset and period folders, then the file)",
+        ),
+        (
+            "incoming/kent/stöp search/2020-01/a b.csv".into(),
+            Some("kent"),
+            "did you mean `stop_search`?",
+        ),
+        (
+            "incoming/kent/stop_search/2020-01/a\\b.csv".into(),
+            Some("kent"),
+            "backslash",
+        ),
+        (
+            "incoming/gotham/stop_search/2020-01/a.csv".into(),
+            None,
+            "`gotham` is not a force id",
+        ),
+        (
+            "incoming/kent/stop_search/2099-13/a.csv".into(),
+            Some("kent"),
+            "`2099-13` is not a month",
+        ),
+    ];
+    if bucket.is_s3() {
+        // Keys S3 takes and no local file system names.
+        odd.extend([
+            (
+                "incoming/kent/stop_search/2020-01/".into(),
+                Some("kent"),
+                "folder marker",
+            ),
+            ("incoming/kent//2020-01/a.csv".into(), Some("kent"), "`//`"),
+            (
+                "incoming/kent/stop_search/2020-01/../a.csv".into(),
+                Some("kent"),
+                "`..`",
+            ),
+            (long, Some("kent"), "above the limit of 255"),
+        ]);
+    }
+    for (key, _, _) in &odd {
+        let body = if key.ends_with('/') {
+            Vec::new()
+        } else {
+            small_file(2, "W1")
+        };
+        bucket.upload_raw(key, body).await;
+    }
+    let good = "incoming/kent/stop_search/2020-01/good.csv";
+    bucket.upload(good, small_file(3, "W1")).await;
+
+    let first = bucket.run().await;
+    assert_eq!(
+        first.processed.len(),
+        odd.len() + 1,
+        "{:?}",
+        first.processed
+    );
+    for (key, force, phrase) in &odd {
+        let s = first
+            .processed
+            .iter()
+            .find(|s| &s.source_key == key)
+            .unwrap_or_else(|| panic!("{key} was not judged"));
+        assert_eq!(s.decision, Decision::Rejected, "{key}");
+        assert_eq!(
+            s.codes,
+            BTreeMap::from([("upload_location_invalid".to_owned(), 1)]),
+            "{key}"
+        );
+        assert_eq!(
+            s.dataset, None,
+            "{key}: never processed under a guessed dataset"
+        );
+        assert_eq!(s.outputs.archive, None, "{key}: not read");
+        assert_eq!(s.force_id.as_deref(), *force, "{key}");
+        // The operators' quality tables hold every one.
+        let table = layout::quality_key("submissions", layout::UNROUTED, &s.submission_id);
+        assert!(bucket.store.get(&table).await.is_ok(), "{key}: {table}");
+        match force {
+            Some(f) => {
+                let report_key = s.outputs.report_json.as_deref().unwrap();
+                assert_eq!(
+                    report_key,
+                    format!("feedback/{f}/_unrouted/{}.json", s.submission_id),
+                    "{key}: where the force can read it"
+                );
+                let report = bucket.get_json(report_key).await;
+                let message = report["findings"][0]["examples"][0]["message"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+                assert!(message.contains(phrase), "{key}: {message}");
+            }
+            None => assert_eq!(s.outputs.report_json, None, "{key}"),
+        }
+    }
+    let keys = bucket.keys("archive/").await;
+    assert!(
+        keys.iter()
+            .all(|k| k.starts_with("archive/stop_search/kent/2020-01/")),
+        "only the good upload is archived: {keys:?}"
+    );
+    let store = Arc::clone(&bucket.store);
+    assert_eq!(done_records(&store).await.len(), odd.len() + 1);
+
+    // Judged once: the next runs neither judge them again nor fail.
+    let second = bucket.run().await;
+    assert!(second.processed.is_empty(), "{:?}", second.processed);
+    assert_eq!(second.skipped, 0);
+}
+
+on_both_backends!(a_receipt_missing_after_its_upload_finished_is_repaired_from_the_done_marker);
+async fn a_receipt_missing_after_its_upload_finished_is_repaired_from_the_done_marker(
+    bucket: TestBucket,
+) {
+    for force in ["durham", "kent", "essex"] {
+        bucket
+            .upload(
+                &format!("incoming/{force}/stop_search/2020-01/r.csv"),
+                small_file(3, "W1"),
+            )
+            .await;
+    }
+    assert_eq!(bucket.run().await.processed.len(), 3);
+    // One receipt lost after its upload finished, as the compare-and-swap race lost one.
+    let key = layout::receipts_key("stop_search");
+    let mut receipts = bucket.get_json(&key).await;
+    let lost = receipts["receipts"].as_array_mut().unwrap().remove(1);
+    bucket
+        .store
+        .put(
+            &key,
+            serde_json::to_vec(&receipts).unwrap(),
+            PutMode::Overwrite,
+        )
+        .await
+        .unwrap();
+
+    // The next run folds the done-markers into the ledger's index, checking each receipt.
+    let outcome = bucket
+        .service(RunOptions {
+            compact_after: 1,
+            ..RunOptions::default()
+        })
+        .run_once()
+        .await
+        .unwrap();
+    assert!(outcome.processed.is_empty() && outcome.failed.is_empty());
+    let repaired = bucket.get_json(&key).await;
+    let ids: BTreeSet<&str> = repaired["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["submission_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3, "{repaired}");
+    assert!(ids.contains(lost["submission_id"].as_str().unwrap()));
+    assert!(
+        bucket.keys(layout::DONE).await.is_empty(),
+        "the done-markers are folded"
+    );
+    assert_eq!(bucket.keys(layout::DONE_INDEX).await.len(), 1);
+    let store = Arc::clone(&bucket.store);
+    assert_eq!(done_records(&store).await.len(), 3);
+    assert!(bucket.run().await.processed.is_empty(), "still done");
+}
+
+on_both_backends!(claims_left_beside_a_finished_upload_are_removed);
+async fn claims_left_beside_a_finished_upload_are_removed(bucket: TestBucket) {
+    let done = "incoming/kent/stop_search/2020-01/a.csv";
+    bucket.upload(done, small_file(3, "W1")).await;
+    assert_eq!(bucket.run().await.processed.len(), 1);
+    let meta = bucket.store.list(done).await.unwrap().remove(0);
+    // What a worker killed between its done-marker and clearing its claim leaves, and what a
+    // worker that outlived its claim renews beside a finished upload.
+    let marker = layout::names_of(done, &meta.etag).1;
+    for n in [0, 3] {
+        bucket
+            .store
+            .put(
+                &layout::generation_key(&layout::claim_base(&marker), n),
+                b"{}".to_vec(),
+                PutMode::Create,
+            )
+            .await
+            .unwrap();
+    }
+    // The live claim of an upload in flight elsewhere is left alone.
+    let other = layout::generation_key(&layout::claim_base("f00d"), 0);
+    bucket
+        .store
+        .put(&other, b"{}".to_vec(), PutMode::Create)
+        .await
+        .unwrap();
+    assert!(bucket.run().await.processed.is_empty());
+    assert_eq!(bucket.keys(layout::CLAIMS).await, [other]);
+}
+
+on_both_backends!(an_upload_replaced_after_listing_is_left_for_the_next_run_never_mixed);
+async fn an_upload_replaced_after_listing_is_left_for_the_next_run_never_mixed(bucket: TestBucket) {
+    let key = "incoming/kent/stop_search/2020-01/a.csv";
+    bucket.upload(key, small_file(5, "W1")).await;
+    let service = bucket.service(RunOptions::default());
+    let listed = service.discover().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    // The force replaces the file between this worker's listing and its reading.
+    bucket.upload(key, small_file(7, "W2")).await;
+    let claimed = service.try_claim(&listed[0]).await.unwrap().unwrap();
+    let outcome = service.process_claim(&claimed).await.unwrap();
+    assert!(
+        outcome.is_none(),
+        "processed as the old upload: {outcome:?}"
+    );
+    for prefix in [
+        "archive/",
+        "snapshots/",
+        "feedback/",
+        "quality/",
+        layout::CLAIMS,
+    ] {
+        assert!(bucket.keys(prefix).await.is_empty(), "{prefix} written");
+    }
+    let store = Arc::clone(&bucket.store);
+    assert!(done_records(&store).await.is_empty());
+
+    let next = bucket.run().await;
+    assert_eq!(next.processed.len(), 1);
+    assert_eq!(next.processed[0].rows_read, 7, "the new upload");
+}
+
+on_both_backends!(racing_runs_that_compact_the_ledger_lose_and_repeat_nothing);
+async fn racing_runs_that_compact_the_ledger_lose_and_repeat_nothing(bucket: TestBucket) {
+    const RUNS: usize = 4;
+    let project = project();
+    let forces: Vec<String> = project.catalog.forces().unwrap().codes[..40]
+        .iter()
+        .map(|c| c.code.clone())
+        .collect();
+    let services: Vec<Arc<Service>> = (0..RUNS)
+        .map(|i| {
+            Arc::new(Service::new(
+                Arc::clone(&project),
+                Arc::clone(&bucket.store),
+                bucket.clock.clone(),
+                RunOptions {
+                    worker_id: format!("run-{i}"),
+                    // Every run finds enough done-markers to compact: compactions race each
+                    // other and the uploads in flight.
+                    compact_after: 8,
+                    ..RunOptions::default()
+                },
+            ))
+        })
+        .collect();
+    let mut total = 0;
+    for wave in 0..3 {
+        for force in &forces {
+            bucket
+                .upload(
+                    &format!("incoming/{force}/stop_search/2020-01/wave-{wave}.csv"),
+                    small_file(2 + wave, "W1"),
+                )
+                .await;
+        }
+        total += forces.len();
+        let runs: Vec<_> = services
+            .iter()
+            .map(|s| {
+                let s = Arc::clone(s);
+                tokio::spawn(async move { s.run_once().await.unwrap() })
+            })
+            .collect();
+        let mut processed = 0;
+        for run in runs {
+            let outcome = run.await.unwrap();
+            assert!(outcome.failed.is_empty(), "{:?}", outcome.failed);
+            processed += outcome.processed.len();
+        }
+        assert_eq!(processed, forces.len(), "wave {wave}: each upload once");
+    }
+    assert!(
+        !bucket.keys(layout::DONE_INDEX).await.is_empty(),
+        "the ledger was compacted"
+    );
+    let store = Arc::clone(&bucket.store);
+    assert_eq!(done_records(&store).await.len(), total);
+    check_processed_exactly_once(&store).await;
+    assert!(bucket.run().await.processed.is_empty());
 }

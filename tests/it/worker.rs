@@ -4,6 +4,7 @@
 //! finishes the backlog exactly once.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write as _};
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use force_returns::layout::CLAIMS;
 use force_returns::metrics::Metrics;
 use force_returns::pipeline::{RunOptions, Service};
 use force_returns::scheduler::PipelineRunner;
@@ -21,7 +23,10 @@ use force_returns::shutdown::ShutdownController;
 use force_returns::store::{self, LocalStore, ObjectMeta, ObjectStore, PutMode};
 use force_returns::validate::Decision;
 
-use crate::common::{TestBucket, manifest_dir, project};
+use crate::common::{
+    TestBucket, TokioClock, check_processed_exactly_once, done_records, manifest_dir,
+    on_both_backends, project, state_of,
+};
 
 const HEADER: &str = "Type,Date,Part of a policing operation,Policing operation,Latitude,Longitude,Gender,Age range,Self-defined ethnicity,Officer-defined ethnicity,Legislation,Object of search,Outcome,Outcome linked to object of search,Removal of more than just outer clothing\n";
 
@@ -52,27 +57,32 @@ fn key(force: &str, file: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // Through the library: claims, abandonment, concurrency.
 
-/// A local store that can stall snapshot writes, slow downloads down, and counts live claims.
+/// A local store that can stall or slow snapshot writes, slow downloads down, refuse to renew
+/// claims, and counts live claims.
 #[derive(Debug)]
 struct Gate {
     inner: LocalStore,
     stall_snapshots: bool,
+    snapshot_delay: Duration,
     download_delay: Duration,
+    fail_renewals: bool,
     stalled: tokio::sync::Notify,
     live_claims: AtomicUsize,
     max_claims: AtomicUsize,
 }
 
 impl Gate {
-    fn new(root: &Path, stall_snapshots: bool, download_delay: Duration) -> Arc<Gate> {
-        Arc::new(Gate {
+    fn plain(root: &Path) -> Gate {
+        Gate {
             inner: LocalStore::new(root).unwrap(),
-            stall_snapshots,
-            download_delay,
+            stall_snapshots: false,
+            snapshot_delay: Duration::ZERO,
+            download_delay: Duration::ZERO,
+            fail_renewals: false,
             stalled: tokio::sync::Notify::new(),
             live_claims: AtomicUsize::new(0),
             max_claims: AtomicUsize::new(0),
-        })
+        }
     }
 }
 
@@ -98,6 +108,13 @@ impl ObjectStore for Gate {
     }
     async fn put(&self, key: &str, bytes: Vec<u8>, mode: PutMode) -> store::Result<ObjectMeta> {
         let claim = key.starts_with("_state/claims/") && mode == PutMode::Create;
+        if claim && self.fail_renewals && !key.ends_with(".0.json") {
+            return Err(store::StoreError::Backend {
+                action: "write",
+                location: self.location(key),
+                message: "the test refuses renewals".into(),
+            });
+        }
         let meta = self.inner.put(key, bytes, mode).await?;
         if claim {
             let live = self.live_claims.fetch_add(1, Ordering::SeqCst) + 1;
@@ -109,6 +126,9 @@ impl ObjectStore for Gate {
         if self.stall_snapshots && key.starts_with("snapshots/") {
             self.stalled.notify_one();
             std::future::pending::<()>().await;
+        }
+        if key.starts_with("snapshots/") {
+            tokio::time::sleep(self.snapshot_delay).await;
         }
         self.inner.put_file(key, src, mode).await
     }
@@ -164,7 +184,10 @@ async fn an_abandoned_upload_gives_its_claim_back_and_the_next_run_finishes_it()
     let bucket = TestBucket::new();
     let upload = key("durham", "a.csv");
     bucket.upload(&upload, extract(50)).await;
-    let gate = Gate::new(bucket.dir.path(), true, Duration::ZERO);
+    let gate = Arc::new(Gate {
+        stall_snapshots: true,
+        ..Gate::plain(bucket.dir.path())
+    });
     let stalled = runner(&bucket, gate.clone(), 2);
     let (controller, shutdown) = ShutdownController::new();
     let run = tokio::spawn(async move { stalled.run_dataset("stop_search", &shutdown).await });
@@ -191,6 +214,94 @@ async fn an_abandoned_upload_gives_its_claim_back_and_the_next_run_finishes_it()
     assert_eq!(bucket.keys("_state/done/").await.len(), 1);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_claim_is_renewed_while_a_slow_upload_is_processed_so_no_one_takes_it_over() {
+    let bucket = TestBucket::new();
+    let upload = key("durham", "slow.csv");
+    bucket.upload(&upload, extract(20)).await;
+    // Time is tokio's, paused: writing the snapshot takes five minutes of it, ten claim
+    // lifetimes.
+    let clock = TokioClock::starting("2020-03-05T09:00:00Z");
+    let options = |worker: &str| RunOptions {
+        claim_ttl: Duration::from_secs(30),
+        worker_id: worker.to_owned(),
+        ..RunOptions::default()
+    };
+    let slow = Arc::new(Gate {
+        snapshot_delay: Duration::from_mins(5),
+        ..Gate::plain(bucket.dir.path())
+    });
+    let first = Service::new(project(), slow, clock.clone(), options("first"));
+    let rival = Service::new(project(), bucket.store.clone(), clock, options("rival"));
+    let listed = first.discover().await.unwrap();
+    let claimed = first.try_claim(&listed[0]).await.unwrap().unwrap();
+    let rival_runs = async {
+        let mut outcomes = Vec::new();
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_secs(70)).await;
+            outcomes.push(rival.run_once().await.unwrap());
+        }
+        outcomes
+    };
+    let (processed, outcomes) = tokio::join!(first.process_claim(&claimed), rival_runs);
+    let processed = processed.unwrap().expect("processed by the first worker");
+    assert_eq!(processed.source_key, upload);
+    for (i, o) in outcomes.iter().enumerate() {
+        assert!(
+            o.processed.is_empty(),
+            "run {i} of the rival took the upload over: {:?}",
+            o.processed
+        );
+        assert_eq!(o.skipped, 1, "run {i}");
+    }
+    assert!(bucket.keys(CLAIMS).await.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_cannot_renew_its_claim_stops_before_committing_and_another_finishes() {
+    let bucket = TestBucket::new();
+    let upload = key("durham", "slow.csv");
+    bucket.upload(&upload, extract(20)).await;
+    let clock = TokioClock::starting("2020-03-05T09:00:00Z");
+    let options = |worker: &str| RunOptions {
+        claim_ttl: Duration::from_secs(30),
+        worker_id: worker.to_owned(),
+        ..RunOptions::default()
+    };
+    // The store answers everything but this worker's renewals, and it is slow to write.
+    let cut_off = Arc::new(Gate {
+        snapshot_delay: Duration::from_mins(5),
+        fail_renewals: true,
+        ..Gate::plain(bucket.dir.path())
+    });
+    let first = Service::new(project(), cut_off, clock.clone(), options("first"));
+    let listed = first.discover().await.unwrap();
+    let claimed = first.try_claim(&listed[0]).await.unwrap().unwrap();
+    let failed = first.process_claim(&claimed).await.unwrap_err();
+    assert!(
+        failed.to_string().contains("was lost"),
+        "stopped for losing its claim: {failed}"
+    );
+    let store = Arc::clone(&bucket.store);
+    assert!(
+        done_records(&store).await.is_empty(),
+        "nothing was committed"
+    );
+    assert!(
+        bucket
+            .keys("snapshots/stop_search/_manifest.json")
+            .await
+            .is_empty()
+    );
+
+    let next = Service::new(project(), bucket.store.clone(), clock, options("next"))
+        .run_once()
+        .await
+        .unwrap();
+    assert_eq!(next.processed.len(), 1);
+    check_processed_exactly_once(&store).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_more_than_max_in_flight_uploads_are_processed_at_once() {
     let bucket = TestBucket::new();
@@ -199,7 +310,10 @@ async fn no_more_than_max_in_flight_uploads_are_processed_at_once() {
             .upload(&key("durham", &format!("{i}.csv")), extract(20))
             .await;
     }
-    let gate = Gate::new(bucket.dir.path(), false, Duration::from_millis(200));
+    let gate = Arc::new(Gate {
+        download_delay: Duration::from_millis(200),
+        ..Gate::plain(bucket.dir.path())
+    });
     let (_c, shutdown) = ShutdownController::new();
     let report = runner(&bucket, gate.clone(), 2)
         .run_dataset("stop_search", &shutdown)
@@ -250,6 +364,16 @@ struct WorkerProcess {
 
 impl WorkerProcess {
     fn start(project: &Path, bucket: &Path, extra: &[&str]) -> WorkerProcess {
+        Self::start_with(project, bucket.as_os_str(), extra, &[])
+    }
+
+    /// A worker on `bucket` (a directory or `s3://...`), with `env` added.
+    fn start_with(
+        project: &Path,
+        bucket: &OsStr,
+        extra: &[&str],
+        env: &[(&'static str, String)],
+    ) -> WorkerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_force-returns"))
             .arg("--project")
             .arg(project)
@@ -257,8 +381,10 @@ impl WorkerProcess {
             .arg("--bucket")
             .arg(bucket)
             .args(extra)
-            .env("FORCE_RETURNS_LOG", "info")
             .env_remove("FORCE_RETURNS_BUCKET")
+            .env_remove("FORCE_RETURNS_CLAIM_TTL_SECONDS")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("FORCE_RETURNS_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -737,4 +863,108 @@ fn check_config_and_the_worker_refuse_an_invalid_schedule_with_file_and_line() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(&expected), "{args:?}: {stderr}");
     }
+}
+
+/// A clean return of `force` for `period`: `rows` searches on the month's days, `salt` making
+/// two uploads of one month differ.
+fn month_return(period: &str, rows: usize, salt: usize) -> Vec<u8> {
+    let mut s = String::from(HEADER);
+    for i in 0..rows {
+        let _ = writeln!(
+            s,
+            "Person search,{period}-{:02}T{:02}:{:02}:00+00:00,False,,51.{:04},0.{:04},Male,18-24,White - English/Welsh/Scottish/Northern Irish/British,White,Misuse of Drugs Act 1971 (section 23),Controlled drugs,A no further action disposal,False,False",
+            i % 28 + 1,
+            i % 24,
+            (i + salt) % 60,
+            i + salt,
+            i,
+        );
+    }
+    s.into_bytes()
+}
+
+on_both_backends!(four_worker_processes_share_two_hundred_uploads_each_processed_exactly_once);
+async fn four_worker_processes_share_two_hundred_uploads_each_processed_exactly_once(
+    bucket: TestBucket,
+) {
+    const WORKERS: usize = 4;
+    let forces: Vec<String> = project().catalog.forces().unwrap().codes[..43]
+        .iter()
+        .map(|c| c.code.clone())
+        .collect();
+    let mut uploads = Vec::new();
+    for month in 1..=5 {
+        let period = format!("2020-{month:02}");
+        for (i, force) in forces.iter().enumerate() {
+            uploads.push((
+                format!("incoming/{force}/stop_search/{period}/return.csv"),
+                month_return(&period, 5 + i % 4, i),
+            ));
+        }
+    }
+    // Ten months sent again (the later upload becomes current), and keys with no place.
+    for force in &forces[..10] {
+        uploads.push((
+            format!("incoming/{force}/stop_search/2020-03/corrected.csv"),
+            month_return("2020-03", 6, 99),
+        ));
+    }
+    for odd in [
+        "incoming/Durham/stop_search/2020-01/a.csv",
+        "incoming/kent/stop_search/2020-01/extra/a.csv",
+        "incoming/gotham/stop_search/2020-01/a.csv",
+    ] {
+        uploads.push((odd.to_owned(), month_return("2020-01", 3, 0)));
+    }
+    for (key, bytes) in &uploads {
+        bucket.upload(key, bytes.clone()).await;
+    }
+    assert!(uploads.len() >= 200);
+
+    let project = project_with_schedule("0 0 0 1 1 *");
+    let (target, env) = bucket.for_processes();
+    let started = Instant::now();
+    let mut workers: Vec<WorkerProcess> = (0..WORKERS)
+        .map(|_| {
+            WorkerProcess::start_with(
+                project.path(),
+                OsStr::new(&target),
+                &["--max-in-flight", "2"],
+                &env,
+            )
+        })
+        .collect();
+    let state = state_of(&bucket.store);
+    let deadline = Instant::now() + Duration::from_mins(15);
+    while state.done().await.unwrap().markers.len() < uploads.len() {
+        assert!(Instant::now() < deadline, "not every upload was processed");
+        for w in &mut workers {
+            assert!(w.child.try_wait().unwrap().is_none(), "a worker ended");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let elapsed = started.elapsed();
+    let mut times: BTreeMap<String, usize> = BTreeMap::new();
+    let mut per_worker = Vec::new();
+    for w in &mut workers {
+        let (status, _) = w.terminate(Duration::from_mins(1));
+        assert!(status.success(), "{status}");
+        let processed = w.events("upload processed");
+        per_worker.push(processed.len());
+        for e in processed {
+            *times
+                .entry(e["span"]["key"].as_str().unwrap().to_owned())
+                .or_default() += 1;
+        }
+    }
+    let twice: Vec<_> = times.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "processed more than once: {twice:?}");
+    assert_eq!(times.len(), uploads.len(), "{per_worker:?}");
+    let rows = check_processed_exactly_once(&bucket.store).await;
+    eprintln!(
+        "race: {} uploads, {WORKERS} worker processes of 2 in flight, {:.1}s; processed per worker {per_worker:?}; {rows} snapshot rows",
+        uploads.len(),
+        elapsed.as_secs_f64()
+    );
+    assert!(bucket.run().await.processed.is_empty());
 }
