@@ -968,3 +968,54 @@ async fn four_worker_processes_share_two_hundred_uploads_each_processed_exactly_
     );
     assert!(bucket.run().await.processed.is_empty());
 }
+
+#[test]
+fn a_killed_workers_downloaded_upload_is_removed_when_the_next_worker_starts() {
+    let project = project_with_schedule("0 0 0 1 1 *");
+    let bucket = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let store = LocalStore::new(bucket.path()).unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(store.put(
+            &key("durham", "big.csv"),
+            extract(300_000),
+            PutMode::Overwrite,
+        ))
+        .unwrap();
+    let work_dir = work.path().display().to_string();
+    let mut first = WorkerProcess::start(project.path(), bucket.path(), &["--work-dir", &work_dir]);
+    // Killed while the force's upload lies in its work folder.
+    let deadline = Instant::now() + Duration::from_mins(1);
+    let left = loop {
+        let downloads: Vec<PathBuf> = files(work.path())
+            .into_iter()
+            .filter(|p| p.ends_with("upload"))
+            .collect();
+        if let [download] = downloads.as_slice() {
+            break download.clone();
+        }
+        assert!(Instant::now() < deadline, "no download appeared");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    assert!(left.exists(), "SIGKILL leaves the download behind");
+
+    // The next worker clears it before anything else (the upload is still claimed by the dead
+    // worker, so it does not download it again).
+    let mut next = WorkerProcess::start(project.path(), bucket.path(), &["--work-dir", &work_dir]);
+    let remaining: Vec<PathBuf> = files(work.path())
+        .into_iter()
+        .filter(|p| p.extension().is_none_or(|e| e != "lock"))
+        .collect();
+    assert!(remaining.is_empty(), "left in the work root: {remaining:?}");
+    let (status, _) = next.terminate(Duration::from_secs(30));
+    assert!(status.success());
+    assert!(
+        files(work.path()).is_empty(),
+        "a worker stopped removes its folder"
+    );
+}
