@@ -639,13 +639,15 @@ impl State {
 
     async fn fold(&self, listed: &[String]) -> Result<Option<usize>, StateError> {
         let index = self.newest_index().await?;
+        let unread: Vec<String> = listed
+            .iter()
+            .filter(|m| !index.records.contains_key(*m))
+            .cloned()
+            .collect();
         let mut folded = Vec::new();
-        for marker in listed {
-            if index.records.contains_key(marker) {
-                continue;
-            }
-            if let Some((record, _)) = self.read_json::<DoneRecord>(&done_key(marker)).await? {
-                folded.push((marker.clone(), record));
+        for (marker, read) in self.each(unread, read_marker).await? {
+            if let Some(record) = read {
+                folded.push((marker, record));
             } else {
                 warn!(
                     marker,
@@ -685,9 +687,7 @@ impl State {
             self.store.delete(&key).await?;
             return Ok(None);
         }
-        for marker in listed {
-            self.store.delete(&done_key(marker)).await?;
-        }
+        self.each(listed.to_vec(), delete_marker).await?;
         for g in generations.into_iter().filter(|g| *g < next.generation) {
             self.store.delete(&done_index_key(g)).await?;
         }
@@ -699,6 +699,36 @@ impl State {
         );
         *self.index.lock().await = Arc::new(next);
         Ok(Some(count))
+    }
+
+    /// Runs `step` on every item, [`CONCURRENT_REQUESTS`] at a time: compaction's reads and
+    /// deletes are independent, and one at a time they would take a request's latency each.
+    async fn each<T, F, Fut>(
+        &self,
+        items: Vec<String>,
+        step: F,
+    ) -> Result<Vec<(String, T)>, StateError>
+    where
+        T: Send + 'static,
+        F: Fn(Arc<dyn ObjectStore>, String) -> Fut,
+        Fut: Future<Output = Result<T, StateError>> + Send + 'static,
+    {
+        let mut out = Vec::with_capacity(items.len());
+        let mut running = tokio::task::JoinSet::new();
+        let mut items = items.into_iter();
+        loop {
+            while running.len() < CONCURRENT_REQUESTS {
+                let Some(item) = items.next() else { break };
+                let work = step(Arc::clone(&self.store), item.clone());
+                running.spawn(async move { work.await.map(|t| (item, t)) });
+            }
+            let Some(done) = running.join_next().await else {
+                return Ok(out);
+            };
+            out.push(done.map_err(|e| StateError::Unsettled {
+                location: format!("a compaction task: {e}"),
+            })??);
+        }
     }
 
     /// Records any receipt a done-marker holds that its dataset's receipts lack.
@@ -737,6 +767,32 @@ impl State {
         }
         Ok(())
     }
+}
+
+/// Requests compaction makes at once.
+const CONCURRENT_REQUESTS: usize = 16;
+
+async fn read_marker(
+    store: Arc<dyn ObjectStore>,
+    marker: String,
+) -> Result<Option<DoneRecord>, StateError> {
+    let key = done_key(&marker);
+    match store.get(&key).await {
+        Ok((bytes, _)) => {
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| StateError::Corrupt {
+                    location: store.location(&key),
+                    message: e.to_string(),
+                })
+        }
+        Err(StoreError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn delete_marker(store: Arc<dyn ObjectStore>, marker: String) -> Result<(), StateError> {
+    Ok(store.delete(&done_key(&marker)).await?)
 }
 
 /// Which write of a commit failed.

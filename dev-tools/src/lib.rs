@@ -3,7 +3,9 @@
 //!
 //! - [`demo`] generates realistic synthetic returns for 43 forces, with planted file defects
 //!   and, on request, planted data-quality incidents;
-//! - [`evaluate`] measures the gap and anomaly analysis on the demo's planted incidents.
+//! - [`evaluate`] measures the gap and anomaly analysis on the demo's planted incidents;
+//! - [`tick`] times runs over a bucket holding many finished uploads (the state benchmark).
 
 pub mod demo;
 pub mod evaluate;
+pub mod tick;

@@ -2,7 +2,8 @@
 //!
 //! - `demo` generates realistic sample returns for every force into a local bucket and runs the
 //!   service over them once (the README's first command);
-//! - `evaluate` measures the gap and anomaly analysis on the demo's planted incidents.
+//! - `evaluate` measures the gap and anomaly analysis on the demo's planted incidents;
+//! - `tick-bench` times runs over a bucket holding many finished uploads and a few new ones.
 //!
 //! Exit status: 0 success, 1 the evaluation missed its targets, 2 usage, configuration or IO
 //! error.
@@ -84,6 +85,20 @@ enum Command {
         /// Use this `[anomalies] probability` instead of the pipeline's (sensitivity analysis).
         #[arg(long)]
         probability: Option<f64>,
+    },
+    /// Make the state of many finished uploads in an empty bucket, add a few new ones, and time
+    /// runs over them (`tests/bench/tick.sh` runs it against the S3 test server).
+    TickBench {
+        /// The bucket: `s3://bucket` (settings from the environment, as the service's) or an
+        /// empty local directory.
+        #[arg(long)]
+        bucket: String,
+        /// Finished uploads.
+        #[arg(long, default_value_t = 10_000)]
+        done: usize,
+        /// New uploads.
+        #[arg(long, default_value_t = 5)]
+        new: usize,
     },
 }
 
@@ -178,7 +193,19 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 },
             )
         }
+        Command::TickBench { bucket, done, new } => tick_bench_command(&root, &bucket, done, new),
     }
+}
+
+fn tick_bench_command(root: &Path, bucket: &str, done: usize, new: usize) -> Result<ExitCode> {
+    let project = Arc::new(load_project(root)?);
+    let runtime = tokio::runtime::Runtime::new()?;
+    let report = runtime.block_on(async {
+        let store = store::open(bucket).await?;
+        force_returns_dev::tick::run(project, store, done, new).await
+    })?;
+    print!("{report}");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn demo_command(root: &Path, bucket: &Path, config: &DemoConfig) -> Result<ExitCode> {

@@ -1,0 +1,291 @@
+//! The tick benchmark: what a run costs over a bucket that already holds many finished uploads
+//! and a few new ones (`force-returns-dev tick-bench`, `tests/bench/tick.sh`).
+//!
+//! The finished uploads' state is made as the service leaves it, without processing each:
+//! tiny `incoming/` objects, a done-marker per upload written through the ledger, the
+//! dataset's receipts and manifest with an entry per upload. The new uploads are real returns.
+//! Then it times the ledger read the old way (every done-marker listed), the compaction that
+//! folds them, and the ledger read and whole runs the new way.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{SecondsFormat, Utc};
+use force_returns::analyze::status::{Receipt, Receipts};
+use force_returns::clock::{Clock, SystemClock};
+use force_returns::config::Project;
+use force_returns::layout::{self, INCOMING, incoming_key, manifest_key, receipts_key};
+use force_returns::period::Period;
+use force_returns::pipeline::{RunOptions, Service};
+use force_returns::snapshot::{Manifest, ManifestEntry};
+use force_returns::state::{DoneRecord, State, StateOptions};
+use force_returns::store::{ObjectStore, PutMode};
+use force_returns::validate::Decision;
+use tokio::task::JoinSet;
+
+/// Writes run this many at once while the state is made.
+const CONCURRENT_WRITES: usize = 32;
+
+/// One measurement.
+struct Timed {
+    what: String,
+    seconds: f64,
+    note: String,
+}
+
+async fn time<T, F: Future<Output = anyhow::Result<T>>>(f: F) -> anyhow::Result<(T, f64)> {
+    let started = Instant::now();
+    let out = f.await?;
+    Ok((out, started.elapsed().as_secs_f64()))
+}
+
+fn state(store: &Arc<dyn ObjectStore>, compact_after: usize) -> State {
+    State::new(
+        Arc::clone(store),
+        Arc::new(SystemClock),
+        StateOptions {
+            holder: "tick-bench".into(),
+            claim_ttl: Duration::from_mins(1),
+            lock_ttl: Duration::from_mins(1),
+            compact_after,
+        },
+    )
+}
+
+/// A small clean return of `force` for `period`.
+fn new_return(period: Period, rows: usize) -> Vec<u8> {
+    let mut s = String::from(
+        "Type,Date,Part of a policing operation,Policing operation,Latitude,Longitude,Gender,Age range,Self-defined ethnicity,Officer-defined ethnicity,Legislation,Object of search,Outcome,Outcome linked to object of search,Removal of more than just outer clothing\n",
+    );
+    for i in 0..rows {
+        let _ = writeln!(
+            s,
+            "Person search,{period}-{:02}T{:02}:{:02}:00+00:00,False,,51.5,-0.1,Male,18-24,White - English/Welsh/Scottish/Northern Irish/British,White,Misuse of Drugs Act 1971 (section 23),Controlled drugs,A no further action disposal,False,False",
+            i % 28 + 1,
+            i % 24,
+            i % 60
+        );
+    }
+    s.into_bytes()
+}
+
+/// Makes the state of `done` finished uploads in `store` (which must hold no uploads), then
+/// `new` new ones, and times ticks over them. Returns the report, in Markdown.
+pub async fn run(
+    project: Arc<Project>,
+    store: Arc<dyn ObjectStore>,
+    done: usize,
+    new: usize,
+) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        store.list(INCOMING).await?.is_empty(),
+        "the bucket already holds uploads: give tick-bench an empty one"
+    );
+    let forces: Vec<String> = project
+        .catalog
+        .forces()
+        .map(|f| f.codes.iter().map(|c| c.code.clone()).collect())
+        .unwrap_or_default();
+    anyhow::ensure!(!forces.is_empty(), "no forces in the project");
+    let mut results = Vec::new();
+
+    // The finished uploads: one a force and month, months back from a year ago.
+    let now = SystemClock.now();
+    let newest = Period::of(now.date_naive()).prev();
+    let mut period = newest;
+    let mut keys = Vec::with_capacity(done);
+    'months: loop {
+        period = period.prev();
+        for force in &forces {
+            if keys.len() == done {
+                break 'months;
+            }
+            keys.push((
+                force.clone(),
+                period,
+                incoming_key(force, "stop_search", period, "return.csv"),
+            ));
+        }
+    }
+    let started = Instant::now();
+    let mut writes = JoinSet::new();
+    let mut records = Vec::with_capacity(done);
+    let ledger = Arc::new(state(&store, usize::MAX));
+    for (i, (force, period, key)) in keys.iter().enumerate() {
+        if writes.len() >= CONCURRENT_WRITES
+            && let Some(r) = writes.join_next().await
+        {
+            records.push(r??);
+        }
+        let (store, ledger) = (Arc::clone(&store), Arc::clone(&ledger));
+        let (force, period, key) = (force.clone(), *period, key.clone());
+        writes.spawn(async move {
+            let meta = store
+                .put(&key, vec![b'x'; 16 + i % 7], PutMode::Create)
+                .await?;
+            let (id, marker) = layout::names_of(&key, &meta.etag);
+            let record = DoneRecord {
+                key: key.clone(),
+                etag: meta.etag.clone(),
+                submission_id: id.clone(),
+                decision: Decision::Accepted,
+                processed_at: meta
+                    .last_modified
+                    .to_rfc3339_opts(SecondsFormat::Micros, true),
+                dataset: Some("stop_search".into()),
+                receipt: None,
+            };
+            ledger.mark_done(&marker, &record).await?;
+            anyhow::Ok((force, period, key, id, meta.last_modified))
+        });
+    }
+    while let Some(r) = writes.join_next().await {
+        records.push(r??);
+    }
+    records.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+    let mut receipts = Receipts {
+        dataset: "stop_search".into(),
+        receipts: Vec::with_capacity(done),
+    };
+    let mut manifest = Manifest {
+        dataset: "stop_search".into(),
+        ..Manifest::default()
+    };
+    for (force, period, key, id, uploaded) in &records {
+        receipts.receipts.push(Receipt {
+            force_id: force.clone(),
+            period: *period,
+            submission_id: id.clone(),
+            source_key: key.clone(),
+            decision: Decision::Accepted,
+            uploaded_at: *uploaded,
+            rows: 100,
+        });
+        manifest.current.push(ManifestEntry {
+            force_id: force.clone(),
+            period: period.to_string(),
+            submission_id: id.clone(),
+            snapshot_key: format!(
+                "snapshots/stop_search/period={period}/force={force}/{id}.parquet"
+            ),
+            source_key: key.clone(),
+            sha256: String::new(),
+            rows: 100,
+            schema_id: "stop_search/v1".into(),
+            uploaded_at: uploaded.to_rfc3339_opts(SecondsFormat::Micros, true),
+            accepted_at: uploaded.to_rfc3339_opts(SecondsFormat::Micros, true),
+            superseded_by: None,
+        });
+    }
+    store
+        .put(
+            &receipts_key("stop_search"),
+            serde_json::to_vec_pretty(&receipts)?,
+            PutMode::Create,
+        )
+        .await?;
+    store
+        .put(
+            &manifest_key("stop_search"),
+            serde_json::to_vec_pretty(&manifest)?,
+            PutMode::Create,
+        )
+        .await?;
+    results.push(Timed {
+        what: format!("make the state of {done} finished uploads"),
+        seconds: started.elapsed().as_secs_f64(),
+        note: "setup, not a tick".into(),
+    });
+
+    // The ledger as every tick read it before: every done-marker listed.
+    for round in 1..=2 {
+        let (read, seconds) = time(async { Ok(state(&store, usize::MAX).done().await?) }).await?;
+        results.push(Timed {
+            what: format!("ledger read, every done-marker listed (before), round {round}"),
+            seconds,
+            note: format!("{} uploads known", read.markers.len()),
+        });
+    }
+    let (listed, seconds) = time(async { Ok(store.list(INCOMING).await?) }).await?;
+    results.push(Timed {
+        what: "list incoming/ alone".into(),
+        seconds,
+        note: format!("{} keys", listed.len()),
+    });
+    let (folded, seconds) = time(async { Ok(state(&store, 1).compact().await?) }).await?;
+    results.push(Timed {
+        what: "compaction: fold every done-marker into the index".into(),
+        seconds,
+        note: format!(
+            "{} folded (once, then every 256 uploads)",
+            folded.unwrap_or(0)
+        ),
+    });
+    let reader = state(&store, usize::MAX);
+    for when in ["first read (a new process)", "next read (index cached)"] {
+        let (read, seconds) = time(async { Ok(reader.done().await?) }).await?;
+        results.push(Timed {
+            what: format!("ledger read, index (after): {when}"),
+            seconds,
+            note: format!("{} uploads known", read.markers.len()),
+        });
+    }
+
+    // The new uploads, then whole runs as `run --once` makes them.
+    for (i, force) in forces.iter().cycle().take(new).enumerate() {
+        store
+            .put(
+                &incoming_key(force, "stop_search", newest, &format!("new-{i}.csv")),
+                new_return(newest, 200),
+                PutMode::Create,
+            )
+            .await?;
+    }
+    let service = Service::new(
+        Arc::clone(&project),
+        Arc::clone(&store),
+        Arc::new(SystemClock),
+        RunOptions::default(),
+    );
+    let (pending, seconds) = time(async { Ok(service.discover().await?) }).await?;
+    results.push(Timed {
+        what: format!("discover: list incoming/ and read the ledger, {new} new"),
+        seconds,
+        note: format!("{} pending", pending.len()),
+    });
+    let (outcome, seconds) = time(async { Ok(service.run_once().await?) }).await?;
+    anyhow::ensure!(
+        outcome.failed.is_empty(),
+        "the run failed: {:?}",
+        outcome.failed
+    );
+    results.push(Timed {
+        what: format!("run: {new} new uploads processed"),
+        seconds,
+        note: format!(
+            "{} processed; with the status table over every expected month",
+            outcome.processed.len()
+        ),
+    });
+    let (idle, seconds) = time(async { Ok(service.run_once().await?) }).await?;
+    results.push(Timed {
+        what: "run: nothing new".into(),
+        seconds,
+        note: format!("{} processed", idle.processed.len()),
+    });
+
+    let mut report = format!(
+        "| step ({done} finished uploads, {}) | seconds | |\n| --- | --- | --- |\n",
+        store.location("")
+    );
+    for r in results {
+        let _ = writeln!(report, "| {} | {:.3} | {} |", r.what, r.seconds, r.note);
+    }
+    let _ = writeln!(
+        report,
+        "\nmeasured {}",
+        Utc::now().format("%Y-%m-%d %H:%M UTC")
+    );
+    Ok(report)
+}
