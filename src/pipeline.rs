@@ -741,49 +741,7 @@ impl Service {
             (Some(feed), Some(input))
         };
         let (hashed, sha256_for_snapshot) = std::sync::mpsc::channel::<String>();
-        let archive = async {
-            // Owned here, so that a failed download drops it and the snapshot writer stops
-            // waiting for the hash.
-            let hashed = hashed;
-            if too_large {
-                let _ = hashed.send(String::new());
-                self.store.copy(&object.key, &archive_key).await?;
-                // Not read, so not tied to the etag by the download: compare after the copy.
-                let still = self
-                    .store
-                    .list(&object.key)
-                    .await?
-                    .iter()
-                    .any(|m| m.key == object.key && m.etag == object.etag);
-                step("archived");
-                return Ok::<Option<String>, PipelineError>(still.then(String::new));
-            }
-            let got = match self
-                .store
-                .download_version(&object.key, &object.etag, &local, feed)
-                .await
-            {
-                Ok(got) => got,
-                Err(StoreError::Changed { .. }) => return Ok(None),
-                Err(e) => return Err(e.into()),
-            };
-            step("downloaded");
-            let _ = hashed.send(got.sha256.clone());
-            let file_name = sub.file_name().to_owned();
-            // The download is this worker's own file and is only read from here on.
-            self.store
-                .put_sealed_file(&archive_key, &local, PutMode::Overwrite)
-                .await?;
-            self.store
-                .put(
-                    &format!("{archive_key}.sha256"),
-                    format!("{}  {file_name}\n", got.sha256).into_bytes(),
-                    PutMode::Overwrite,
-                )
-                .await?;
-            step("archived");
-            Ok(Some(got.sha256))
-        };
+        let archive = self.archive(object, sub.file_name(), &archive_key, &local, feed, hashed);
         let check = {
             let work_dir = dir.to_owned();
             let pipeline = pipeline.cloned();
@@ -817,6 +775,60 @@ impl Service {
         lineage.sha256.clone_from(&sha256);
         sub.sha256 = Some(sha256);
         Ok(Some(checked))
+    }
+
+    /// Downloads the version of the upload listed into `local` (sending chunks to `feed`
+    /// and, once all in, the SHA-256 to `hashed`), then archives it; an upload too large to
+    /// read (no feed) is copied to the archive instead. Returns the SHA-256, or `None` when
+    /// the upload was replaced since it was listed.
+    async fn archive(
+        &self,
+        object: &ObjectMeta,
+        file_name: &str,
+        archive_key: &str,
+        local: &Path,
+        feed: Option<crate::store::Feed>,
+        // Owned here, so that a failed download drops it and the snapshot writer stops
+        // waiting for the hash.
+        hashed: std::sync::mpsc::Sender<String>,
+    ) -> Result<Option<String>, PipelineError> {
+        let Some(feed) = feed else {
+            let _ = hashed.send(String::new());
+            self.store.copy(&object.key, archive_key).await?;
+            // Not read, so not tied to the etag by a download: compared after the copy.
+            let still = self
+                .store
+                .list(&object.key)
+                .await?
+                .iter()
+                .any(|m| m.key == object.key && m.etag == object.etag);
+            step("archived");
+            return Ok(still.then(String::new));
+        };
+        let got = match self
+            .store
+            .download_version(&object.key, &object.etag, local, Some(feed))
+            .await
+        {
+            Ok(got) => got,
+            Err(StoreError::Changed { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        step("downloaded");
+        let _ = hashed.send(got.sha256.clone());
+        // The download is this worker's own file and is only read from here on.
+        self.store
+            .put_sealed_file(archive_key, local, PutMode::Overwrite)
+            .await?;
+        self.store
+            .put(
+                &format!("{archive_key}.sha256"),
+                format!("{}  {file_name}\n", got.sha256).into_bytes(),
+                PutMode::Overwrite,
+            )
+            .await?;
+        step("archived");
+        Ok(Some(got.sha256))
     }
 
     /// Writes the snapshot (accepted uploads), the quality tables, the report and the
@@ -887,28 +899,8 @@ impl Service {
             .await?;
         step("quality tables written");
         if let Some(base) = &feedback_base {
-            self.store
-                .put_sealed_file(
-                    &format!("{base}.csv"),
-                    &checked.csv_path,
-                    PutMode::Overwrite,
-                )
+            self.write_feedback(base, &checked.csv_path, &report)
                 .await?;
-            self.store
-                .put(
-                    &format!("{base}.json"),
-                    render_json(&report),
-                    PutMode::Overwrite,
-                )
-                .await?;
-            self.store
-                .put(
-                    &format!("{base}.html"),
-                    render_html(&report).into_bytes(),
-                    PutMode::Overwrite,
-                )
-                .await?;
-            step("feedback written");
         }
         if let (Some(l), Some(p), Some(a)) = (sub.location(), pipeline, &checked.analysed) {
             self.write_analysis(p, l, &sub.id, a, accepted).await?;
@@ -919,6 +911,35 @@ impl Service {
             report,
             outputs,
         })
+    }
+
+    /// Writes the report back to the force at `base`: JSON, HTML and the CSV of every finding
+    /// the check wrote to `csv`.
+    async fn write_feedback(
+        &self,
+        base: &str,
+        csv: &Path,
+        report: &Report,
+    ) -> Result<(), PipelineError> {
+        self.store
+            .put_sealed_file(&format!("{base}.csv"), csv, PutMode::Overwrite)
+            .await?;
+        self.store
+            .put(
+                &format!("{base}.json"),
+                render_json(report),
+                PutMode::Overwrite,
+            )
+            .await?;
+        self.store
+            .put(
+                &format!("{base}.html"),
+                render_html(report).into_bytes(),
+                PutMode::Overwrite,
+            )
+            .await?;
+        step("feedback written");
+        Ok(())
     }
 
     /// The report back to the force.
