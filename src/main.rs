@@ -197,6 +197,10 @@ struct WorkerArgs {
     /// dropped and their claims released (`30s`, `2m`, `500ms`).
     #[arg(long, env = "FORCE_RETURNS_SHUTDOWN_DEADLINE", default_value = "30s", value_parser = scheduler::parse_duration)]
     shutdown_deadline: Duration,
+    /// How long /readyz trusts what it last heard of the bucket: at most one probe per
+    /// interval, and not ready for an interval after a request the bucket failed (`30s`).
+    #[arg(long, env = "FORCE_RETURNS_READY_INTERVAL", default_value = "30s", value_parser = scheduler::parse_duration)]
+    ready_interval: Duration,
 }
 
 fn main() -> ExitCode {
@@ -426,9 +430,17 @@ fn worker_command(root: &Path, args: &WorkerArgs) -> Result<ExitCode> {
     let project = Arc::new(load_project(root)?);
     let runtime = tokio::runtime::Runtime::new()?;
     let stopped = runtime.block_on(async {
-        let store = store::open(&args.bucket).await?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let metrics = Arc::new(Metrics::new(project.pipelines.keys().map(String::as_str)));
+        let readiness = Arc::new(api::Readiness::new(Arc::clone(&clock), args.ready_interval));
+        let store = store::open_observed(
+            &args.bucket,
+            vec![
+                Arc::clone(&metrics) as Arc<dyn store::S3Observer>,
+                Arc::clone(&readiness) as Arc<dyn store::S3Observer>,
+            ],
+        )
+        .await?;
         let service = Arc::new(Service::new(
             Arc::clone(&project),
             Arc::clone(&store),
@@ -463,6 +475,7 @@ fn worker_command(root: &Path, args: &WorkerArgs) -> Result<ExitCode> {
             api::ApiState {
                 metrics,
                 store,
+                readiness,
                 shutdown: controller.subscribe(),
             },
             async {
