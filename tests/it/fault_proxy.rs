@@ -13,9 +13,10 @@
 //!
 //! A [`Rule`] matches requests by method and by a regular expression over the request's
 //! *target*: the object key, percent-decoded, without the bucket (path-style addressing, as the
-//! tests use), followed by `?` and the decoded query when there is one. So `^incoming/` is every
-//! request for an upload's key (`GET` is its download), `^\?.*prefix=_state/done/` the listing of
-//! done-markers, `^_state/claims/` a claim. The first rule that matches and has requests left
+//! tests use), followed by `?` and the decoded query when there is one (the Rust SDK adds
+//! `?x-id=GetObject`, `?x-id=PutObject`... to most object requests, so anchor a whole key with
+//! `\?`, not `$`). So `^incoming/` is every request for an upload's key (`GET` is its download),
+//! `^\?.*prefix=_state/done/` the listing of done-markers, `^_state/claims/` a claim. The first rule that matches and has requests left
 //! applies; a [`RuleHandle`] tells how many requests it has hit. Each [`Fault`]:
 //!
 //! - [`Fault::ServerError`]: answers `500 InternalError` (an S3 XML error body), not forwarded;
@@ -169,6 +170,7 @@ struct Shared {
     rules: Mutex<Vec<Arc<Active>>>,
     next_id: AtomicUsize,
     requests: AtomicUsize,
+    seen: Mutex<Vec<(String, String)>>,
     held: mpsc::UnboundedSender<Held>,
 }
 
@@ -201,6 +203,7 @@ impl FaultProxy {
             rules: Mutex::new(Vec::new()),
             next_id: AtomicUsize::new(0),
             requests: AtomicUsize::new(0),
+            seen: Mutex::new(Vec::new()),
             held: held_tx,
         });
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -260,6 +263,12 @@ impl FaultProxy {
     /// Requests received so far.
     pub fn requests(&self) -> usize {
         self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    /// Every request received so far, in order of arrival: method and target (what rules
+    /// match), for writing rules and for messages.
+    pub fn seen(&self) -> Vec<(String, String)> {
+        lock(&self.shared.seen).clone()
     }
 
     /// The next request a [`Fault::Hold`] rule caught, waiting at most `within`.
@@ -496,6 +505,7 @@ async fn handle(shared: Arc<Shared>, mut client: TcpStream) {
     let mut parts = start.split(' ');
     let method = parts.next().unwrap_or("").to_owned();
     let target = target_of(parts.next().unwrap_or(""));
+    lock(&shared.seen).push((method.clone(), target.clone()));
     let mut skip = None;
     let fault = loop {
         match decide(&shared, &method, &target, skip) {

@@ -360,7 +360,7 @@ impl Worker {
 
 /// Every fact of a finished bucket that "each upload exactly once" implies, checked from the
 /// bucket itself. Returns the number of snapshot rows.
-async fn check_processed_exactly_once(store: &S3Store) -> u64 {
+pub(crate) async fn check_processed_exactly_once(store: &S3Store) -> u64 {
     let incoming = store.list("incoming/").await.unwrap();
     let done: Vec<_> = store.list("_state/done/").await.unwrap();
     let done_names: BTreeSet<String> = done
