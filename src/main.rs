@@ -3,6 +3,7 @@
 //! 1 failure (for `validate`: the file would be rejected), 2 usage, configuration or IO error.
 
 use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -72,7 +73,8 @@ enum Command {
               value_parser = clap::value_parser!(u64).range(1..))]
         claim_ttl_seconds: u64,
     },
-    /// Print a presigned URL a force can upload one file to with `curl -T FILE URL`.
+    /// Print a presigned URL a force can upload one file to with
+    /// `curl --fail -H 'if-none-match: *' -T FILE URL`.
     UploadUrl {
         /// Force: data.police.uk id (south-yorkshire), ONS code (E23000011) or name.
         #[arg(long)]
@@ -559,16 +561,23 @@ fn upload_url_command(
     }
     let key = format!("incoming/{}/{dataset}/{period}/{file}", force.code);
     let runtime = tokio::runtime::Runtime::new()?;
-    let url = runtime.block_on(async {
+    let presigned = runtime.block_on(async {
         let store = S3Store::connect(S3Location::parse(&bucket)?, S3Options::from_env()?).await?;
         store
             .presign_put(&key, std::time::Duration::from_secs(expires_minutes * 60))
             .await
     })?;
+    let headers = presigned
+        .headers
+        .iter()
+        .fold(String::new(), |mut out, (name, value)| {
+            let _ = write!(out, " -H '{name}: {value}'");
+            out
+        });
     eprintln!(
-        "upload to {key} within {expires_minutes} minutes with:\n  curl --fail -T <your file> '<the URL below>'"
+        "upload one file to {key} within {expires_minutes} minutes with:\n  curl --fail{headers} -T <your file> '<the URL below>'\nthe URL takes one upload: once the file is there, another is refused (412 Precondition Failed); to correct it, ask for a URL for a new file name"
     );
-    println!("{url}");
+    println!("{}", presigned.url);
     Ok(ExitCode::SUCCESS)
 }
 

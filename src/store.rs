@@ -24,7 +24,8 @@ use sha2::{Digest, Sha256};
 mod s3;
 
 pub use s3::{
-    ENDPOINT_ENV, PATH_STYLE_ENV, RetryReason, S3Location, S3Observer, S3Options, S3Store,
+    ENDPOINT_ENV, PATH_STYLE_ENV, PresignedPut, RetryReason, S3Location, S3Observer, S3Options,
+    S3Store,
 };
 
 /// What went wrong talking to the store.

@@ -386,6 +386,16 @@ impl Intercept for Watch {
 /// How an S3 error body names a missing bucket.
 const NO_SUCH_BUCKET: &[u8] = b"<Code>NoSuchBucket</Code>";
 
+/// A presigned upload: the URL and the headers signed into it, which the `PUT` must send as
+/// they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresignedPut {
+    /// The URL, query string and signature included.
+    pub url: String,
+    /// Each header the request must carry, name and value (`If-None-Match: *`).
+    pub headers: Vec<(String, String)>,
+}
+
 /// A bucket (or a prefix of one) on S3 or an S3-compatible store.
 #[derive(Debug, Clone)]
 pub struct S3Store {
@@ -478,9 +488,13 @@ impl S3Store {
         &self.location
     }
 
-    /// A URL anyone holding it may `PUT` one object to, at `key`, until it expires. Forces
-    /// without AWS tooling upload with `curl -T FILE URL`.
-    pub async fn presign_put(&self, key: &str, expires_in: Duration) -> Result<String> {
+    /// A URL anyone holding it may `PUT` one object to, at `key`, until it expires, and only
+    /// while nothing is there: the `If-None-Match: *` header is signed into it, so a request
+    /// without it is refused (403, the signature does not match) and a second upload finds the
+    /// first in place (412). Forces without AWS tooling upload with
+    /// `curl --fail -H 'If-None-Match: *' -T FILE URL`; [`PresignedPut::headers`] lists the
+    /// headers the request must carry.
+    pub async fn presign_put(&self, key: &str, expires_in: Duration) -> Result<PresignedPut> {
         let full = self.full_key(key)?;
         let config = PresigningConfig::expires_in(expires_in).map_err(|e| StoreError::Config {
             setting: "presigned URL expiry".into(),
@@ -491,10 +505,17 @@ impl S3Store {
             .put_object()
             .bucket(&self.location.bucket)
             .key(full)
+            .if_none_match("*")
             .presigned(config)
             .await
             .map_err(|e| self.error("presign", key, &e).1)?;
-        Ok(request.uri().to_owned())
+        Ok(PresignedPut {
+            url: request.uri().to_owned(),
+            headers: request
+                .headers()
+                .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                .collect(),
+        })
     }
 
     fn full_key(&self, key: &str) -> Result<String> {
@@ -1331,19 +1352,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn presigned_put_urls_carry_no_checksum_of_an_empty_body() {
+    async fn presigned_put_urls_sign_if_none_match_and_no_checksum_of_an_empty_body() {
         let store = S3Store::from_sdk_config(
             &test_config().await,
             S3Location::parse("s3://returns-bucket/p").unwrap(),
             test_options("http://127.0.0.1:9"),
         );
-        let url = store
+        let presigned = store
             .presign_put(
                 "incoming/kent/stop_search/2020-01/a b.csv",
                 Duration::from_hours(1),
             )
             .await
             .unwrap();
+        let url = &presigned.url;
         assert!(
             url.starts_with(
                 "http://127.0.0.1:9/returns-bucket/p/incoming/kent/stop_search/2020-01/a%20b.csv?"
@@ -1352,6 +1374,14 @@ mod tests {
         );
         assert!(url.contains("X-Amz-Expires=3600"), "{url}");
         assert!(url.contains("X-Amz-Signature="), "{url}");
+        assert!(
+            url.contains("X-Amz-SignedHeaders=host%3Bif-none-match&"),
+            "the condition is signed: a PUT without it does not match the signature: {url}"
+        );
+        assert_eq!(
+            presigned.headers,
+            [("if-none-match".to_owned(), "*".to_owned())]
+        );
         let lower = url.to_ascii_lowercase();
         assert!(
             !lower.contains("x-amz-checksum") && !lower.contains("x-amz-sdk-checksum"),

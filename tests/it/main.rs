@@ -16,6 +16,7 @@ mod cli;
 mod common;
 mod corpus;
 mod fault_proxy;
+mod presigned;
 mod report_browser;
 mod runs;
 mod s3;
