@@ -24,6 +24,8 @@
 //!   object. Every retry is reported to the [`S3Observer`]s (the worker counts them by
 //!   operation and [`RetryReason`]), and so is every request that fails for good, for
 //!   readiness. Every error names the object as `s3://bucket/key`.
+//! - **Upload links**: [`S3Store::presign_put`] signs `If-None-Match: *` into the URL, so it
+//!   takes one file and never replaces one.
 
 use std::fmt::Write;
 use std::path::Path;
