@@ -3,6 +3,7 @@
 //! 1 failure (for `validate`: the file would be rejected), 2 usage, configuration or IO error.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -67,7 +68,8 @@ enum Command {
         #[command(flatten)]
         state: StateArgs,
     },
-    /// Print a presigned URL a force can upload one file to with `curl -T FILE URL`.
+    /// Print a presigned URL a force can upload one file to with
+    /// `curl --fail -H 'if-none-match: *' -T FILE URL`.
     UploadUrl {
         /// Force: data.police.uk id (south-yorkshire), ONS code (E23000011) or name.
         #[arg(long)]
@@ -175,6 +177,10 @@ struct WorkerArgs {
     shutdown_deadline: Duration,
     #[command(flatten)]
     state: StateArgs,
+    /// How long /readyz trusts what it last heard of the bucket: at most one probe per
+    /// interval, and not ready for an interval after a request the bucket failed (`30s`).
+    #[arg(long, env = "FORCE_RETURNS_READY_INTERVAL", default_value = "30s", value_parser = scheduler::parse_duration)]
+    ready_interval: Duration,
 }
 
 fn main() -> ExitCode {
@@ -346,9 +352,17 @@ fn worker_command(root: &Path, args: &WorkerArgs) -> Result<ExitCode> {
     let project = Arc::new(load_project(root)?);
     let runtime = tokio::runtime::Runtime::new()?;
     let stopped = runtime.block_on(async {
-        let store = store::open(&args.bucket).await?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let metrics = Arc::new(Metrics::new(project.pipelines.keys().map(String::as_str)));
+        let readiness = Arc::new(api::Readiness::new(Arc::clone(&clock), args.ready_interval));
+        let store = store::open_observed(
+            &args.bucket,
+            vec![
+                Arc::clone(&metrics) as Arc<dyn store::S3Observer>,
+                Arc::clone(&readiness) as Arc<dyn store::S3Observer>,
+            ],
+        )
+        .await?;
         let service = Arc::new(Service::new(
             Arc::clone(&project),
             Arc::clone(&store),
@@ -385,6 +399,7 @@ fn worker_command(root: &Path, args: &WorkerArgs) -> Result<ExitCode> {
             api::ApiState {
                 metrics,
                 store,
+                readiness,
                 shutdown: controller.subscribe(),
             },
             async {
@@ -468,16 +483,23 @@ fn upload_url_command(
     }
     let key = force_returns::layout::incoming_key(&force.code, dataset, period, file);
     let runtime = tokio::runtime::Runtime::new()?;
-    let url = runtime.block_on(async {
+    let presigned = runtime.block_on(async {
         let store = S3Store::connect(S3Location::parse(&bucket)?, S3Options::from_env()?).await?;
         store
             .presign_put(&key, std::time::Duration::from_secs(expires_minutes * 60))
             .await
     })?;
+    let headers = presigned
+        .headers
+        .iter()
+        .fold(String::new(), |mut out, (name, value)| {
+            let _ = write!(out, " -H '{name}: {value}'");
+            out
+        });
     eprintln!(
-        "upload to {key} within {expires_minutes} minutes with:\n  curl --fail -T <your file> '<the URL below>'"
+        "upload one file to {key} within {expires_minutes} minutes with:\n  curl --fail{headers} -T <your file> '<the URL below>'\nthe URL takes one upload: once the file is there, another is refused (412 Precondition Failed); to correct it, ask for a URL for a new file name"
     );
-    println!("{url}");
+    println!("{}", presigned.url);
     Ok(ExitCode::SUCCESS)
 }
 

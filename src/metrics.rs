@@ -7,7 +7,9 @@
 //! Summaries carry `_sum` and `_count` only (no quantiles): rates and means come from those.
 //!
 //! Every label set of a pipeline's dataset is present from the start (at 0), so a counter's
-//! first increment shows as a rise rather than as a new series.
+//! first increment shows as a rise rather than as a new series. The S3 client's counters
+//! ([`Metrics`] is an [`S3Observer`]) are labelled by operation and appear with their first
+//! event: there are too many operations and reasons to list them all at 0.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -17,6 +19,7 @@ use chrono::{DateTime, Utc};
 
 use crate::finding::Severity;
 use crate::pipeline::SubmissionSummary;
+use crate::store::{RetryReason, S3Observer};
 use crate::validate::Decision;
 
 /// The `dataset` label of an upload that names no known dataset.
@@ -173,6 +176,8 @@ pub struct Metrics {
     last_success: Family,
     backlog: Family,
     in_flight: Family,
+    s3_retries: Family,
+    s3_failures: Family,
 }
 
 impl Metrics {
@@ -250,6 +255,18 @@ impl Metrics {
                 Kind::Gauge,
                 &[],
                 "Uploads being processed right now.",
+            ),
+            s3_retries: Family::new(
+                "force_returns_s3_retries_total",
+                Kind::Counter,
+                &["operation", "reason"],
+                "S3 requests sent again after a failed attempt, by operation and reason (throttled, server_error, timeout, connection, body, other).",
+            ),
+            s3_failures: Family::new(
+                "force_returns_s3_requests_failed_total",
+                Kind::Counter,
+                &["operation"],
+                "S3 requests the bucket failed after every retry (no answer, 5xx, throttling, refused credentials).",
             ),
         };
         m.build_info.set(&[env!("CARGO_PKG_VERSION")], 1.0);
@@ -353,10 +370,24 @@ impl Metrics {
             &self.last_success,
             &self.backlog,
             &self.in_flight,
+            &self.s3_retries,
+            &self.s3_failures,
         ] {
             family.render(&mut out);
         }
         out
+    }
+}
+
+impl S3Observer for Metrics {
+    fn retried(&self, operation: &str, reason: RetryReason) {
+        self.s3_retries.add(&[operation, reason.as_str()], 1.0);
+    }
+
+    fn finished(&self, operation: &str, answered: bool) {
+        if !answered {
+            self.s3_failures.add(&[operation], 1.0);
+        }
     }
 }
 
@@ -510,6 +541,46 @@ mod tests {
             Some(0.0),
             "the backlog never goes below zero"
         );
+    }
+
+    #[test]
+    fn s3_retries_are_counted_by_operation_and_reason_and_failures_by_operation() {
+        let m = Metrics::new(["stop_search"]);
+        assert!(
+            !m.render().contains("force_returns_s3_retries_total{"),
+            "no series before the first retry"
+        );
+        m.retried("GetObject", RetryReason::Body);
+        m.retried("GetObject", RetryReason::Body);
+        m.retried("PutObject", RetryReason::Throttled);
+        m.finished("GetObject", true);
+        m.finished("ListObjectsV2", false);
+        let text = m.render();
+        for (series, expected) in [
+            (
+                r#"force_returns_s3_retries_total{operation="GetObject",reason="body"}"#,
+                2.0,
+            ),
+            (
+                r#"force_returns_s3_retries_total{operation="PutObject",reason="throttled"}"#,
+                1.0,
+            ),
+            (
+                r#"force_returns_s3_requests_failed_total{operation="ListObjectsV2"}"#,
+                1.0,
+            ),
+        ] {
+            assert_eq!(value(&text, series), Some(expected), "{series} in\n{text}");
+        }
+        assert_eq!(
+            value(
+                &text,
+                r#"force_returns_s3_requests_failed_total{operation="GetObject"}"#
+            ),
+            None,
+            "an answered request is no failure"
+        );
+        assert!(text.contains("# TYPE force_returns_s3_retries_total counter\n"));
     }
 
     #[test]

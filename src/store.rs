@@ -26,7 +26,10 @@ use sha2::{Digest, Sha256};
 
 mod s3;
 
-pub use s3::{ENDPOINT_ENV, PATH_STYLE_ENV, S3Location, S3Options, S3Store};
+pub use s3::{
+    ENDPOINT_ENV, PATH_STYLE_ENV, PresignedPut, RetryReason, S3Location, S3Observer, S3Options,
+    S3Store,
+};
 
 /// What went wrong talking to the store.
 #[derive(Debug, thiserror::Error)]
@@ -686,9 +689,22 @@ impl ObjectStore for LocalStore {
 /// environment, [`S3Options::from_env`]); anything else is a local directory (`data/bucket`,
 /// `file:///srv/bucket`).
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn ObjectStore>> {
+    open_observed(url, Vec::new()).await
+}
+
+/// [`open`], with observers of the S3 client's retries and failed requests (the local store
+/// has neither).
+pub async fn open_observed(
+    url: &str,
+    observers: Vec<std::sync::Arc<dyn S3Observer>>,
+) -> Result<std::sync::Arc<dyn ObjectStore>> {
     if url.starts_with("s3://") {
         let location = S3Location::parse(url)?;
-        let store = S3Store::connect(location, S3Options::from_env()?).await?;
+        let options = S3Options {
+            observers,
+            ..S3Options::from_env()?
+        };
+        let store = S3Store::connect(location, options).await?;
         return Ok(std::sync::Arc::new(store));
     }
     let path = url.strip_prefix("file://").unwrap_or(url);

@@ -12,20 +12,36 @@
 //! - **Bounded memory**: downloads stream to the file chunk by chunk; files at or above the
 //!   multipart threshold go up in parts read straight from disk, and a multipart upload that
 //!   fails is aborted. Objects above the copy threshold are copied part by part on the server.
-//! - **Faults**: throttling (503 `SlowDown`) and 5xx answers are retried by the SDK's standard
-//!   retry strategy with exponential backoff and jitter; every request attempt has a connect and
-//!   an attempt timeout; a transfer that stalls is cut by the SDK's stalled-stream protection.
-//!   Every error names the object as `s3://bucket/key`.
+//! - **Faults** ([`S3Options`] holds every number): the SDK's standard retry mode sends a
+//!   request again after throttling (503 `SlowDown`), a 5xx answer, a timeout or a broken
+//!   connection, up to `max_attempts` attempts, waiting a random time up to an exponentially
+//!   growing bound between them (full jitter), within a retry quota per bucket; every attempt has
+//!   a connect and an attempt timeout, every request an operation timeout, and a transfer that
+//!   stalls is cut by the SDK's stalled-stream protection. A response body that breaks off
+//!   (connection reset, truncated, stalled) is outside the SDK's retries: [`S3Store`] resumes it
+//!   itself with a ranged `GET` tied to the first answer's etag (`If-Match`), within the same
+//!   number of attempts and the same backoff, so a download never mixes two versions of an
+//!   object. Every retry is reported to the [`S3Observer`]s (the worker counts them by
+//!   operation and [`RetryReason`]), and so is every request that fails for good, for
+//!   readiness. Every error names the object as `s3://bucket/key`.
+//! - **Upload links**: [`S3Store::presign_put`] signs `If-None-Match: *` into the URL, so it
+//!   takes one file and never replaces one.
 
 use std::fmt::Write;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::interceptors::{
+    BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef,
+};
+use aws_sdk_s3::config::retry::{RetryConfig, RetryPartition};
 use aws_sdk_s3::config::timeout::TimeoutConfig;
-use aws_sdk_s3::config::{BehaviorVersion, Region};
+use aws_sdk_s3::config::{
+    BehaviorVersion, ConfigBag, Intercept, Region, RuntimeComponents, StalledStreamProtectionConfig,
+};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::{ByteStream, Length};
@@ -96,21 +112,38 @@ impl S3Location {
 }
 
 /// How the S3 client behaves. [`S3Options::from_env`] reads the endpoint settings; the rest
-/// are defaults suited to monthly returns (tests shorten them).
+/// are defaults chosen for a worker that processes monthly returns (tests shorten them).
+///
+/// A request is tried up to `max_attempts` times. Before attempt *n* + 1 the client waits a
+/// random time between 0 and `initial_backoff` × 2<sup>*n* − 1</sup> (at most `max_backoff`): with
+/// the defaults at most 0.5, 1, 2 and 4 s, 7.5 s in all, so a blip of a few seconds is ridden
+/// out within the run and a longer outage leaves the upload to the next run. Retries also draw
+/// on the SDK's retry quota, one per bucket, which stops retrying while most requests fail and
+/// refills as they succeed again.
 #[derive(Debug, Clone)]
 pub struct S3Options {
     /// A custom endpoint such as `http://127.0.0.1:9000` for an S3-compatible store.
     pub endpoint: Option<String>,
     /// Address buckets as `endpoint/bucket/key` rather than `bucket.endpoint/key`.
     pub path_style: bool,
-    /// Attempts per request, the first included (standard retry mode).
+    /// Attempts per request, the first included (standard retry mode); also the attempts a
+    /// broken response body gets.
     pub max_attempts: u32,
-    /// The first retry's backoff; later ones grow exponentially, with jitter.
+    /// The bound on the first retry's random wait; it doubles for each later retry.
     pub initial_backoff: Duration,
+    /// The largest wait between two attempts.
+    pub max_backoff: Duration,
     /// Limit on opening a connection.
     pub connect_timeout: Duration,
-    /// Limit on one attempt of one request, sending its body included (a whole part).
+    /// Limit on one attempt of one request until its answer is read: sending its body (a
+    /// whole part) and, except for downloads, which stream, reading the answer.
     pub attempt_timeout: Duration,
+    /// Limit on one request, every attempt and wait included (downloads: until the body
+    /// starts).
+    pub operation_timeout: Duration,
+    /// A transfer (upload or download body) that moves no bytes for this long is cut, and
+    /// retried.
+    pub stall_grace: Duration,
     /// Files of at least this size are uploaded in parts.
     pub multipart_threshold: u64,
     /// Size of each uploaded part (raised when a file would need more than 10,000).
@@ -119,6 +152,8 @@ pub struct S3Options {
     pub copy_threshold: u64,
     /// Size of each copied part.
     pub copy_part_size: u64,
+    /// Who hears of retries and of requests that fail for good (metrics, readiness).
+    pub observers: Vec<Arc<dyn S3Observer>>,
 }
 
 impl Default for S3Options {
@@ -127,13 +162,17 @@ impl Default for S3Options {
             endpoint: None,
             path_style: false,
             max_attempts: 5,
-            initial_backoff: Duration::from_millis(200),
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(20),
             connect_timeout: Duration::from_secs(5),
             attempt_timeout: Duration::from_mins(2),
+            operation_timeout: Duration::from_mins(5),
+            stall_grace: Duration::from_secs(20),
             multipart_threshold: 16 * 1024 * 1024,
             part_size: 16 * 1024 * 1024,
             copy_threshold: MAX_SINGLE_PUT,
             copy_part_size: 512 * 1024 * 1024,
+            observers: Vec::new(),
         }
     }
 }
@@ -164,6 +203,199 @@ impl S3Options {
             ..S3Options::default()
         })
     }
+
+    /// The wait before retry number `retry` (1 for the first): random, up to
+    /// `initial_backoff` × 2<sup>retry − 1</sup>, at most `max_backoff` (the SDK's rule, used
+    /// for broken bodies too).
+    fn backoff(&self, retry: u32) -> Duration {
+        let bound = self
+            .initial_backoff
+            .saturating_mul(1 << retry.saturating_sub(1).min(20))
+            .min(self.max_backoff);
+        bound.mul_f64(fastrand::f64())
+    }
+}
+
+/// Why an S3 request was sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RetryReason {
+    /// The store asked the client to slow down (503 `SlowDown`, 429).
+    Throttled,
+    /// Another 5xx answer (500 `InternalError`, 502, 504).
+    ServerError,
+    /// An attempt ran out of time: connecting, or waiting for the answer.
+    Timeout,
+    /// The connection failed or was reset before an answer came.
+    Connection,
+    /// The answer's body broke off: reset, cut short or stalled mid-transfer.
+    Body,
+    /// Another answer the SDK retries (such as 400 `RequestTimeout`).
+    Other,
+}
+
+impl RetryReason {
+    /// Every reason, in order.
+    pub const ALL: [RetryReason; 6] = [
+        RetryReason::Throttled,
+        RetryReason::ServerError,
+        RetryReason::Timeout,
+        RetryReason::Connection,
+        RetryReason::Body,
+        RetryReason::Other,
+    ];
+
+    /// The `reason` label: `throttled`, `server_error`, `timeout`, `connection`, `body`, `other`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetryReason::Throttled => "throttled",
+            RetryReason::ServerError => "server_error",
+            RetryReason::Timeout => "timeout",
+            RetryReason::Connection => "connection",
+            RetryReason::Body => "body",
+            RetryReason::Other => "other",
+        }
+    }
+}
+
+/// Hears what the S3 client does that the worker reports: each retry (a metric) and how each
+/// request ended (readiness). Operations are named as S3 names them (`GetObject`,
+/// `PutObject`, `ListObjectsV2`...).
+pub trait S3Observer: Send + Sync + std::fmt::Debug {
+    /// `operation` is about to be sent again, after an attempt that failed for `reason`.
+    fn retried(&self, operation: &str, reason: RetryReason) {
+        let _ = (operation, reason);
+    }
+
+    /// `operation` ended, after its retries. `answered` is false when the bucket failed it:
+    /// no answer (connection, timeout, a body that kept breaking off), a 5xx, throttling that
+    /// outlasted the retries, refused credentials (401, 403) or a missing bucket; true for
+    /// every other answer, "not found" and failed conditions included.
+    fn finished(&self, operation: &str, answered: bool) {
+        let _ = (operation, answered);
+    }
+}
+
+/// The reason the last attempt of a request failed, kept between its attempts.
+#[derive(Debug, Clone, Copy)]
+struct FailedAttempt(RetryReason);
+
+impl aws_smithy_types::config_bag::Storable for FailedAttempt {
+    type Storer = aws_smithy_types::config_bag::StoreReplace<FailedAttempt>;
+}
+
+/// The SDK interceptor that tells the [`S3Observer`]s of retries and outcomes.
+#[derive(Debug)]
+struct Watch {
+    observers: Vec<Arc<dyn S3Observer>>,
+}
+
+type BoxError = aws_smithy_runtime_api::box_error::BoxError;
+
+/// The S3 name of the operation a request belongs to.
+fn operation_name(cfg: &ConfigBag) -> &str {
+    cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
+        .map_or(
+            "unknown",
+            aws_smithy_runtime_api::client::orchestrator::Metadata::name,
+        )
+}
+
+impl Intercept for Watch {
+    fn name(&self) -> &'static str {
+        "force-returns retry and outcome watch"
+    }
+
+    fn read_before_attempt(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> std::result::Result<(), BoxError> {
+        let attempt = cfg
+            .load::<aws_smithy_runtime_api::client::retries::RequestAttempts>()
+            .map_or(
+                1,
+                aws_smithy_runtime_api::client::retries::RequestAttempts::attempts,
+            );
+        if attempt > 1 {
+            let reason = cfg
+                .load::<FailedAttempt>()
+                .map_or(RetryReason::Other, |f| f.0);
+            let operation = operation_name(cfg);
+            tracing::info!(
+                operation,
+                reason = reason.as_str(),
+                attempt,
+                "retrying an S3 request"
+            );
+            for o in &self.observers {
+                o.retried(operation, reason);
+            }
+        }
+        Ok(())
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> std::result::Result<(), BoxError> {
+        if let Some(Err(error)) = context.output_or_error() {
+            let status = context.response().map(|r| r.status().as_u16());
+            let reason = match status {
+                Some(429 | 503) => RetryReason::Throttled,
+                Some(s) if s >= 500 => RetryReason::ServerError,
+                _ if error.is_timeout_error() => RetryReason::Timeout,
+                _ if error.is_response_error() => RetryReason::Body,
+                _ => match error.as_connector_error() {
+                    Some(c) if c.is_timeout() => RetryReason::Timeout,
+                    Some(_) => RetryReason::Connection,
+                    None => RetryReason::Other,
+                },
+            };
+            cfg.interceptor_state().store_put(FailedAttempt(reason));
+        }
+        Ok(())
+    }
+
+    fn read_after_execution(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> std::result::Result<(), BoxError> {
+        let answered = match context.output_or_error() {
+            Some(Ok(_)) => true,
+            Some(Err(_)) => context.response().is_some_and(|r| {
+                let status = r.status().as_u16();
+                let missing_bucket = r
+                    .body()
+                    .bytes()
+                    .is_some_and(|b| b.windows(NO_SUCH_BUCKET.len()).any(|w| w == NO_SUCH_BUCKET));
+                status < 500 && status != 401 && status != 403 && !missing_bucket
+            }),
+            None => false,
+        };
+        let operation = operation_name(cfg);
+        for o in &self.observers {
+            o.finished(operation, answered);
+        }
+        Ok(())
+    }
+}
+
+/// How an S3 error body names a missing bucket.
+const NO_SUCH_BUCKET: &[u8] = b"<Code>NoSuchBucket</Code>";
+
+/// A presigned upload: the URL and the headers signed into it, which the `PUT` must send as
+/// they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresignedPut {
+    /// The URL, query string and signature included.
+    pub url: String,
+    /// Each header the request must carry, name and value (`If-None-Match: *`).
+    pub headers: Vec<(String, String)>,
 }
 
 /// A bucket (or a prefix of one) on S3 or an S3-compatible store.
@@ -214,14 +446,29 @@ impl S3Store {
             .retry_config(
                 RetryConfig::standard()
                     .with_max_attempts(options.max_attempts)
-                    .with_initial_backoff(options.initial_backoff),
+                    .with_initial_backoff(options.initial_backoff)
+                    .with_max_backoff(options.max_backoff),
             )
+            // One retry quota per bucket: a bucket that fails spends its own, not another's.
+            .retry_partition(RetryPartition::new(format!(
+                "force-returns s3://{}/{}",
+                location.bucket, location.prefix
+            )))
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(options.connect_timeout)
                     .operation_attempt_timeout(options.attempt_timeout)
+                    .operation_timeout(options.operation_timeout)
                     .build(),
             )
+            .stalled_stream_protection(
+                StalledStreamProtectionConfig::enabled()
+                    .grace_period(options.stall_grace)
+                    .build(),
+            )
+            .interceptor(Watch {
+                observers: options.observers.clone(),
+            })
             .force_path_style(options.path_style);
         if let Some(endpoint) = &options.endpoint {
             config = config.endpoint_url(endpoint);
@@ -243,9 +490,13 @@ impl S3Store {
         &self.location
     }
 
-    /// A URL anyone holding it may `PUT` one object to, at `key`, until it expires. Forces
-    /// without AWS tooling upload with `curl -T FILE URL`.
-    pub async fn presign_put(&self, key: &str, expires_in: Duration) -> Result<String> {
+    /// A URL anyone holding it may `PUT` one object to, at `key`, until it expires, and only
+    /// while nothing is there: the `If-None-Match: *` header is signed into it, so a request
+    /// without it is refused (403, the signature does not match) and a second upload finds the
+    /// first in place (412). Forces without AWS tooling upload with
+    /// `curl --fail -H 'If-None-Match: *' -T FILE URL`; [`PresignedPut::headers`] lists the
+    /// headers the request must carry.
+    pub async fn presign_put(&self, key: &str, expires_in: Duration) -> Result<PresignedPut> {
         let full = self.full_key(key)?;
         let config = PresigningConfig::expires_in(expires_in).map_err(|e| StoreError::Config {
             setting: "presigned URL expiry".into(),
@@ -256,10 +507,17 @@ impl S3Store {
             .put_object()
             .bucket(&self.location.bucket)
             .key(full)
+            .if_none_match("*")
             .presigned(config)
             .await
             .map_err(|e| self.error("presign", key, &e).1)?;
-        Ok(request.uri().to_owned())
+        Ok(PresignedPut {
+            url: request.uri().to_owned(),
+            headers: request
+                .headers()
+                .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                .collect(),
+        })
     }
 
     fn full_key(&self, key: &str) -> Result<String> {
@@ -587,31 +845,90 @@ fn size_of(len: Option<i64>) -> u64 {
     len.and_then(|n| u64::try_from(n).ok()).unwrap_or_default()
 }
 
+/// Where the bytes of an object being read go: memory ([`ObjectStore::get`]) or a
+/// [`FileSink`] ([`ObjectStore::download`]).
+trait Sink: Send {
+    /// Takes the next bytes. An error here is local (the disk) and is not retried.
+    fn take(
+        &mut self,
+        store: &S3Store,
+        key: &str,
+        chunk: &[u8],
+    ) -> impl Future<Output = Result<()>> + Send;
+}
+
+impl Sink for Vec<u8> {
+    async fn take(&mut self, _store: &S3Store, _key: &str, chunk: &[u8]) -> Result<()> {
+        self.extend_from_slice(chunk);
+        Ok(())
+    }
+}
+
+/// A download on its way to a local file: hashed as it goes, and passed on to a feed in
+/// chunks of at least [`FEED_CHUNK`].
+struct FileSink<'a> {
+    file: tokio::fs::File,
+    path: &'a Path,
+    hasher: Sha256,
+    feed: Option<Feed>,
+    pending: Vec<u8>,
+}
+
+/// Bytes gathered before they are passed to a download's feed.
+const FEED_CHUNK: usize = 1 << 20;
+
+impl Sink for FileSink<'_> {
+    async fn take(&mut self, store: &S3Store, key: &str, chunk: &[u8]) -> Result<()> {
+        self.hasher.update(chunk);
+        self.file
+            .write_all(chunk)
+            .await
+            .map_err(|e| store.local_error(key, self.path, &e))?;
+        if self.feed.is_some() {
+            self.pending.extend_from_slice(chunk);
+            if self.pending.len() >= FEED_CHUNK {
+                let bytes = std::mem::take(&mut self.pending);
+                self.feed = pass_on(self.feed.take(), FeedItem::Bytes(bytes)).await;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl S3Store {
-    /// Starts reading an object (only the version with `etag`, if given): the response
-    /// (whose body streams) and its metadata.
+    /// Sends a `GET` of an object: the response (whose body streams) and its metadata. With
+    /// `version = Some(etag)` only that version is read (`If-Match`: another is
+    /// [`StoreError::Changed`]); with `from > 0` only the bytes from `from` on (`Range`).
     async fn get_object(
         &self,
         key: &str,
-        etag: Option<&str>,
+        version: Option<&str>,
+        from: u64,
     ) -> Result<(
         aws_sdk_s3::operation::get_object::GetObjectOutput,
         ObjectMeta,
     )> {
         let full = self.full_key(key)?;
-        let out = self
+        let mut request = self
             .client
             .get_object()
             .bucket(&self.location.bucket)
             .key(full)
-            .set_if_match(etag.map(str::to_owned))
+            .set_if_match(version.map(str::to_owned));
+        if from > 0 {
+            request = request.range(format!("bytes={from}-"));
+        }
+        let out = request
             .send()
             .await
-            .map_err(|e| match (etag, self.error("read", key, &e)) {
-                (Some(_), (Failure::Precondition, _)) => StoreError::Changed {
+            .map_err(|e| match self.error("read", key, &e) {
+                (Failure::NotFound, _) => StoreError::NotFound {
                     location: self.location(key),
                 },
-                _ => self.read_error("read", key, &e),
+                (Failure::Precondition, _) if version.is_some() => StoreError::Changed {
+                    location: self.location(key),
+                },
+                (_, error) => error,
             })?;
         let meta = ObjectMeta {
             key: key.to_owned(),
@@ -620,6 +937,76 @@ impl S3Store {
             last_modified: to_chrono(out.last_modified()),
         };
         Ok((out, meta))
+    }
+
+    /// Reads an object into `sink`. A body that breaks off (reset, cut short, stalled) is read
+    /// on from where it stopped, by a ranged `GET` of the same version (`If-Match` on the first
+    /// answer's etag), so every byte comes from one version of the object; the reads get
+    /// `max_attempts` attempts in all, with the SDK's backoff between them.
+    async fn read_into(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        sink: &mut impl Sink,
+    ) -> Result<ObjectMeta> {
+        let (first, meta) = self.get_object(key, version, 0).await?;
+        let mut body = first.body;
+        let mut read = 0u64;
+        let mut attempt = 1;
+        loop {
+            let broke = loop {
+                match body.try_next().await {
+                    Ok(Some(chunk)) => {
+                        read += chunk.len() as u64;
+                        sink.take(self, key, &chunk).await?;
+                    }
+                    Ok(None) if read == meta.size => return Ok(meta),
+                    Ok(None) => {
+                        break format!("the answer ended after {read} of {} bytes", meta.size);
+                    }
+                    Err(e) => break chain(&e),
+                }
+            };
+            if attempt >= self.options.max_attempts || read > meta.size {
+                self.tell_finished("GetObject", false);
+                return Err(self.io_error(
+                    "read",
+                    key,
+                    &format!("{broke} (after {attempt} attempts)"),
+                ));
+            }
+            tracing::info!(
+                location = %self.location(key),
+                read,
+                size = meta.size,
+                error = %broke,
+                attempt,
+                "a download broke off; reading on from where it stopped"
+            );
+            self.tell_retried("GetObject", RetryReason::Body);
+            tokio::time::sleep(self.options.backoff(attempt)).await;
+            attempt += 1;
+            let (next, again) = self.get_object(key, Some(&meta.etag), read).await?;
+            let expected_range = format!("bytes {read}-{}/{}", meta.size - 1, meta.size);
+            let fits = if read == 0 {
+                again.size == meta.size
+            } else {
+                next.content_range() == Some(expected_range.as_str())
+            };
+            if again.etag != meta.etag || !fits {
+                return Err(self.io_error(
+                    "read",
+                    key,
+                    &format!(
+                        "asked for {expected_range} of etag {}, got {} of etag {}",
+                        meta.etag,
+                        next.content_range().unwrap_or("the whole object"),
+                        again.etag
+                    ),
+                ));
+            }
+            body = next.body;
+        }
     }
 
     /// Streams an object (only the version with `etag`, if given) into `dest`, hashing it
@@ -631,49 +1018,46 @@ impl S3Store {
         dest: &Path,
         feed: Option<Feed>,
     ) -> Result<Downloaded> {
-        /// Bytes gathered before they are passed to the feed.
-        const FEED_CHUNK: usize = 1 << 20;
-        let (out, meta) = self.get_object(key, etag).await?;
-
-        let mut hasher = Sha256::new();
-        let local =
-            |e: std::io::Error| self.io_error("read", key, &format!("{}: {e}", dest.display()));
-        let mut file = tokio::fs::File::create(dest).await.map_err(local)?;
-        let mut body = out.body;
-        let mut written = 0u64;
-        let mut feed = feed;
-        let mut pending = Vec::new();
-        while let Some(chunk) = body
-            .try_next()
+        let file = tokio::fs::File::create(dest)
             .await
-            .map_err(|e| self.io_error("read", key, &chain(&e)))?
-        {
-            hasher.update(&chunk);
-            file.write_all(&chunk).await.map_err(local)?;
-            written += chunk.len() as u64;
-            if feed.is_some() {
-                pending.extend_from_slice(&chunk);
-                if pending.len() >= FEED_CHUNK {
-                    feed = pass_on(feed, FeedItem::Bytes(std::mem::take(&mut pending))).await;
-                }
-            }
-        }
-        file.flush().await.map_err(local)?;
-        if written != meta.size {
-            return Err(self.io_error(
-                "read",
-                key,
-                &format!("got {written} bytes of {}", meta.size),
-            ));
-        }
-        if !pending.is_empty() {
-            feed = pass_on(feed, FeedItem::Bytes(pending)).await;
+            .map_err(|e| self.local_error(key, dest, &e))?;
+        let mut sink = FileSink {
+            file,
+            path: dest,
+            hasher: Sha256::new(),
+            feed,
+            pending: Vec::new(),
+        };
+        let meta = self.read_into(key, etag, &mut sink).await?;
+        sink.file
+            .flush()
+            .await
+            .map_err(|e| self.local_error(key, dest, &e))?;
+        let mut feed = sink.feed;
+        if !sink.pending.is_empty() {
+            feed = pass_on(feed, FeedItem::Bytes(sink.pending)).await;
         }
         pass_on(feed, FeedItem::End).await;
         Ok(Downloaded {
             meta,
-            sha256: hex(&hasher.finalize()),
+            sha256: hex(&sink.hasher.finalize()),
         })
+    }
+
+    fn tell_retried(&self, operation: &str, reason: RetryReason) {
+        for o in &self.options.observers {
+            o.retried(operation, reason);
+        }
+    }
+
+    fn tell_finished(&self, operation: &str, answered: bool) {
+        for o in &self.options.observers {
+            o.finished(operation, answered);
+        }
+    }
+
+    fn local_error(&self, key: &str, path: &Path, e: &std::io::Error) -> StoreError {
+        self.io_error("read", key, &format!("{}: {e}", path.display()))
     }
 }
 
@@ -717,13 +1101,8 @@ impl ObjectStore for S3Store {
     }
 
     async fn get(&self, key: &str) -> Result<(Vec<u8>, ObjectMeta)> {
-        let (out, meta) = self.get_object(key, None).await?;
-        let bytes = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| self.io_error("read", key, &e))?
-            .to_vec();
+        let mut bytes = Vec::new();
+        let meta = self.read_into(key, None, &mut bytes).await?;
         Ok((bytes, meta))
     }
 
@@ -874,10 +1253,11 @@ impl ObjectStore for S3Store {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
     use std::io::{BufRead, BufReader, Read, Write};
     use std::net::TcpListener;
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
 
     use aws_sdk_s3::config::Credentials;
 
@@ -1000,19 +1380,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn presigned_put_urls_carry_no_checksum_of_an_empty_body() {
+    async fn presigned_put_urls_sign_if_none_match_and_no_checksum_of_an_empty_body() {
         let store = S3Store::from_sdk_config(
             &test_config().await,
             S3Location::parse("s3://returns-bucket/p").unwrap(),
             test_options("http://127.0.0.1:9"),
         );
-        let url = store
+        let presigned = store
             .presign_put(
                 "incoming/kent/stop_search/2020-01/a b.csv",
                 Duration::from_hours(1),
             )
             .await
             .unwrap();
+        let url = &presigned.url;
         assert!(
             url.starts_with(
                 "http://127.0.0.1:9/returns-bucket/p/incoming/kent/stop_search/2020-01/a%20b.csv?"
@@ -1021,6 +1402,14 @@ mod tests {
         );
         assert!(url.contains("X-Amz-Expires=3600"), "{url}");
         assert!(url.contains("X-Amz-Signature="), "{url}");
+        assert!(
+            url.contains("X-Amz-SignedHeaders=host%3Bif-none-match&"),
+            "the condition is signed: a PUT without it does not match the signature: {url}"
+        );
+        assert_eq!(
+            presigned.headers,
+            [("if-none-match".to_owned(), "*".to_owned())]
+        );
         let lower = url.to_ascii_lowercase();
         assert!(
             !lower.contains("x-amz-checksum") && !lower.contains("x-amz-sdk-checksum"),
@@ -1034,6 +1423,7 @@ mod tests {
     struct FakeS3 {
         endpoint: String,
         requests: Arc<AtomicUsize>,
+        heads: Arc<Mutex<BTreeMap<usize, String>>>,
     }
 
     impl FakeS3 {
@@ -1041,14 +1431,17 @@ mod tests {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let endpoint = format!("http://{}", listener.local_addr().unwrap());
             let requests = Arc::new(AtomicUsize::new(0));
-            let count = Arc::clone(&requests);
+            let heads = Arc::new(Mutex::new(BTreeMap::new()));
+            let (count, seen) = (Arc::clone(&requests), Arc::clone(&heads));
             std::thread::spawn(move || {
                 for stream in listener.incoming() {
                     let Ok(mut stream) = stream else { return };
                     let n = count.fetch_add(1, Ordering::SeqCst);
                     let answer = script[n.min(script.len() - 1)].clone();
+                    let seen = Arc::clone(&seen);
                     std::thread::spawn(move || {
-                        read_request(&mut stream);
+                        let head = read_request(&mut stream);
+                        seen.lock().unwrap().insert(n, head);
                         match answer {
                             Some(a) => {
                                 let _ = stream.write_all(a.as_bytes());
@@ -1058,16 +1451,27 @@ mod tests {
                     });
                 }
             });
-            FakeS3 { endpoint, requests }
+            FakeS3 {
+                endpoint,
+                requests,
+                heads,
+            }
         }
 
         fn requests(&self) -> usize {
             self.requests.load(Ordering::SeqCst)
         }
+
+        /// The head (request line and headers, lowercase) of request `n`, counting from 0.
+        fn head(&self, n: usize) -> String {
+            self.heads.lock().unwrap()[&n].to_ascii_lowercase()
+        }
     }
 
-    fn read_request(stream: &mut std::net::TcpStream) {
+    /// Reads one request; returns its head.
+    fn read_request(stream: &mut std::net::TcpStream) -> String {
         let mut reader = BufReader::new(stream);
+        let mut head = String::new();
         let mut length = 0;
         let mut chunked = false;
         loop {
@@ -1075,6 +1479,7 @@ mod tests {
             if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
                 break;
             }
+            head.push_str(&line);
             let lower = line.to_ascii_lowercase();
             if let Some(v) = lower.strip_prefix("content-length:") {
                 length = v.trim().parse().unwrap_or(0);
@@ -1085,17 +1490,18 @@ mod tests {
             loop {
                 let mut line = String::new();
                 if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    return;
+                    return head;
                 }
                 let size = usize::from_str_radix(line.trim(), 16).unwrap_or(0);
                 let mut chunk = vec![0; size + 2];
                 if reader.read_exact(&mut chunk).is_err() || size == 0 {
-                    return;
+                    return head;
                 }
             }
         }
         let mut body = vec![0; length];
         let _ = reader.read_exact(&mut body);
+        head
     }
 
     fn answer(status: &str, headers: &str, body: &str) -> String {
@@ -1115,6 +1521,58 @@ mod tests {
         )
     }
 
+    /// An answer that promises `body` and sends only its first `sent` bytes before closing.
+    fn cut_short(status: &str, headers: &str, body: &str, sent: usize) -> String {
+        let whole = answer(status, headers, body);
+        whole[..whole.len() - body.len() + sent].to_owned()
+    }
+
+    /// What an observer heard: retries and how requests ended.
+    #[derive(Debug, Default)]
+    struct Heard {
+        retries: Mutex<Vec<(String, RetryReason)>>,
+        finished: Mutex<Vec<(String, bool)>>,
+    }
+
+    impl S3Observer for Heard {
+        fn retried(&self, operation: &str, reason: RetryReason) {
+            self.retries
+                .lock()
+                .unwrap()
+                .push((operation.to_owned(), reason));
+        }
+
+        fn finished(&self, operation: &str, answered: bool) {
+            self.finished
+                .lock()
+                .unwrap()
+                .push((operation.to_owned(), answered));
+        }
+    }
+
+    impl Heard {
+        fn retries(&self) -> Vec<(String, RetryReason)> {
+            self.retries.lock().unwrap().clone()
+        }
+
+        fn finished(&self) -> Vec<(String, bool)> {
+            self.finished.lock().unwrap().clone()
+        }
+    }
+
+    /// Test options that report to a new [`Heard`].
+    fn heard(options: S3Options) -> (S3Options, Arc<Heard>) {
+        let heard = Arc::new(Heard::default());
+        let observer: Arc<dyn S3Observer> = Arc::clone(&heard) as Arc<dyn S3Observer>;
+        (
+            S3Options {
+                observers: vec![observer],
+                ..options
+            },
+            heard,
+        )
+    }
+
     async fn fake_store(server: &FakeS3, options: S3Options) -> S3Store {
         S3Store::from_sdk_config(
             &test_config().await,
@@ -1128,32 +1586,41 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn throttling_and_server_errors_are_retried_with_backoff() {
+    async fn throttling_and_server_errors_are_retried_with_backoff_and_counted_by_reason() {
         let server = FakeS3::start(vec![
             Some(s3_error("503 Slow Down", "SlowDown")),
             Some(s3_error("500 Internal Server Error", "InternalError")),
+            Some(String::new()),
             Some(answer("200 OK", "ETag: \"e1\"\r\n", "")),
         ]);
-        let store = fake_store(&server, test_options("")).await;
+        let (options, heard) = heard(test_options(""));
+        let store = fake_store(&server, options).await;
         let meta = store
             .put("incoming/x.csv", b"a".to_vec(), PutMode::Overwrite)
             .await
             .unwrap();
         assert_eq!(meta.etag, "\"e1\"");
-        assert_eq!(server.requests(), 3);
+        assert_eq!(server.requests(), 4);
+        let put = |reason| ("PutObject".to_owned(), reason);
+        assert_eq!(
+            heard.retries(),
+            [
+                put(RetryReason::Throttled),
+                put(RetryReason::ServerError),
+                put(RetryReason::Connection)
+            ]
+        );
+        assert_eq!(heard.finished(), [("PutObject".to_owned(), true)]);
     }
 
     #[tokio::test]
     async fn persistent_throttling_gives_up_and_names_the_object() {
         let server = FakeS3::start(vec![Some(s3_error("503 Slow Down", "SlowDown"))]);
-        let store = fake_store(
-            &server,
-            S3Options {
-                max_attempts: 3,
-                ..test_options("")
-            },
-        )
-        .await;
+        let (options, heard) = heard(S3Options {
+            max_attempts: 3,
+            ..test_options("")
+        });
+        let store = fake_store(&server, options).await;
         let err = store
             .put("incoming/x.csv", b"a".to_vec(), PutMode::Overwrite)
             .await
@@ -1164,20 +1631,55 @@ mod tests {
             text.contains("s3://returns-bucket/p/incoming/x.csv") && text.contains("SlowDown"),
             "{text}"
         );
+        assert_eq!(heard.retries().len(), 2);
+        assert_eq!(
+            heard.finished(),
+            [("PutObject".to_owned(), false)],
+            "a request throttled past its retries is a failure of the bucket"
+        );
+    }
+
+    #[tokio::test]
+    async fn answers_that_are_not_failures_of_the_bucket_are_told_apart_from_those_that_are() {
+        let server = FakeS3::start(vec![
+            Some(s3_error("404 Not Found", "NoSuchKey")),
+            Some(s3_error("412 Precondition Failed", "PreconditionFailed")),
+            Some(s3_error("403 Forbidden", "AccessDenied")),
+            Some(s3_error("404 Not Found", "NoSuchBucket")),
+        ]);
+        let (options, heard) = heard(test_options(""));
+        let store = fake_store(&server, options).await;
+        assert!(matches!(
+            store.get("a").await,
+            Err(StoreError::NotFound { .. })
+        ));
+        assert!(matches!(
+            store.put("a", b"1".to_vec(), PutMode::Create).await,
+            Err(StoreError::AlreadyExists { .. })
+        ));
+        assert!(store.list("a").await.is_err());
+        assert!(store.list("a").await.is_err());
+        assert_eq!(
+            heard.finished(),
+            [
+                ("GetObject".to_owned(), true),
+                ("PutObject".to_owned(), true),
+                ("ListObjectsV2".to_owned(), false),
+                ("ListObjectsV2".to_owned(), false),
+            ]
+        );
+        assert!(heard.retries().is_empty());
     }
 
     #[tokio::test]
     async fn a_silent_server_times_out_and_names_the_object() {
         let server = FakeS3::start(vec![None]);
-        let store = fake_store(
-            &server,
-            S3Options {
-                max_attempts: 2,
-                attempt_timeout: Duration::from_millis(300),
-                ..test_options("")
-            },
-        )
-        .await;
+        let (options, heard) = heard(S3Options {
+            max_attempts: 2,
+            attempt_timeout: Duration::from_millis(300),
+            ..test_options("")
+        });
+        let store = fake_store(&server, options).await;
         let started = std::time::Instant::now();
         let err = store.get("snapshots/m.json").await.unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(10));
@@ -1190,6 +1692,142 @@ mod tests {
         assert!(
             text.contains("s3://returns-bucket/p/snapshots/m.json") && text.contains("timeout"),
             "{text}"
+        );
+        assert_eq!(
+            heard.retries(),
+            [("GetObject".to_owned(), RetryReason::Timeout)]
+        );
+        assert_eq!(heard.finished(), [("GetObject".to_owned(), false)]);
+    }
+
+    const OBJECT: &str = "0123456789abcdefghij";
+
+    #[tokio::test]
+    async fn a_download_cut_short_reads_on_from_where_it_stopped_in_the_same_version() {
+        let server = FakeS3::start(vec![
+            Some(cut_short("200 OK", "ETag: \"e1\"\r\n", OBJECT, 7)),
+            Some(cut_short(
+                "206 Partial Content",
+                "ETag: \"e1\"\r\nContent-Range: bytes 7-19/20\r\n",
+                &OBJECT[7..],
+                5,
+            )),
+            Some(answer(
+                "206 Partial Content",
+                "ETag: \"e1\"\r\nContent-Range: bytes 12-19/20\r\n",
+                &OBJECT[12..],
+            )),
+        ]);
+        let (options, heard) = heard(test_options(""));
+        let store = fake_store(&server, options).await;
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("upload");
+        let (feed, mut reader) = crate::store::feed(4);
+        let reading = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            reader.read_to_end(&mut all).map(|_| all)
+        });
+        let got = store
+            .download("incoming/a.csv", &dest, Some(feed))
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), OBJECT.as_bytes());
+        assert_eq!(
+            reading.join().unwrap().unwrap(),
+            OBJECT.as_bytes(),
+            "the feed"
+        );
+        assert_eq!(got.sha256, hex(&Sha256::digest(OBJECT.as_bytes())));
+        assert_eq!((got.meta.size, got.meta.etag.as_str()), (20, "\"e1\""));
+        assert_eq!(server.requests(), 3);
+        assert!(!server.head(0).contains("range:"), "{}", server.head(0));
+        for (n, from) in [(1, 7), (2, 12)] {
+            let request = server.head(n);
+            assert!(
+                request.contains(&format!("range: bytes={from}-\r\n"))
+                    && request.contains("if-match: \"e1\"\r\n"),
+                "{request}"
+            );
+        }
+        assert_eq!(
+            heard.retries(),
+            [
+                ("GetObject".to_owned(), RetryReason::Body),
+                ("GetObject".to_owned(), RetryReason::Body)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_small_read_cut_short_is_read_again_whole() {
+        let server = FakeS3::start(vec![
+            Some(cut_short("200 OK", "ETag: \"e1\"\r\n", OBJECT, 0)),
+            Some(answer("200 OK", "ETag: \"e1\"\r\n", OBJECT)),
+        ]);
+        let store = fake_store(&server, test_options("")).await;
+        let (bytes, meta) = store.get("_state/receipts/x.json").await.unwrap();
+        assert_eq!(bytes, OBJECT.as_bytes());
+        assert_eq!(meta.etag, "\"e1\"");
+        let head = server.head(1);
+        assert!(
+            !head.contains("range:") && head.contains("if-match: \"e1\"\r\n"),
+            "nothing was read: the whole object again, of the same version: {head}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_object_replaced_while_it_is_read_is_never_mixed_with_the_new_one() {
+        let server = FakeS3::start(vec![
+            Some(cut_short("200 OK", "ETag: \"e1\"\r\n", OBJECT, 7)),
+            Some(s3_error("412 Precondition Failed", "PreconditionFailed")),
+        ]);
+        let store = fake_store(&server, test_options("")).await;
+        let dir = tempfile::tempdir().unwrap();
+        let read = store
+            .download("incoming/a.csv", &dir.path().join("upload"), None)
+            .await;
+        assert!(
+            matches!(&read, Err(StoreError::Changed { location }) if location == "s3://returns-bucket/p/incoming/a.csv"),
+            "{read:?}"
+        );
+        assert_eq!(server.requests(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_keeps_breaking_off_fails_after_max_attempts_and_names_the_object() {
+        let server = FakeS3::start(vec![
+            Some(cut_short("200 OK", "ETag: \"e1\"\r\n", OBJECT, 3)),
+            Some(cut_short(
+                "206 Partial Content",
+                "ETag: \"e1\"\r\nContent-Range: bytes 3-19/20\r\n",
+                &OBJECT[3..],
+                0,
+            )),
+        ]);
+        let (options, heard) = heard(S3Options {
+            max_attempts: 3,
+            ..test_options("")
+        });
+        let store = fake_store(&server, options).await;
+        let err = store.get("snapshots/m.json").await.unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("s3://returns-bucket/p/snapshots/m.json")
+                && text.contains("after 3 attempts"),
+            "{text}"
+        );
+        let retries = heard.retries();
+        assert_eq!(
+            retries
+                .iter()
+                .filter(|(_, r)| *r == RetryReason::Body)
+                .count(),
+            2,
+            "{retries:?}"
+        );
+        assert_eq!(
+            heard.finished().last(),
+            Some(&("GetObject".to_owned(), false))
         );
     }
 

@@ -2,7 +2,9 @@
 //!
 //! The whole-run tests run twice, on a local bucket and on a bucket of the S3 test server
 //! (moto), and `s3` adds what only S3 shows: worker processes racing over one bucket, a
-//! worker killed mid-run, presigned uploads with `curl`.
+//! worker killed mid-run, presigned uploads with `curl`. `s3_faults` runs the service through
+//! `fault_proxy`, a proxy that injects S3 faults (errors, throttling, resets, cut answers,
+//! delays, held requests) in front of the test server.
 //!
 //! External pieces (the Python Parquet readers, headless Chromium, `../shared/fixtures`, the
 //! S3 test server, `curl`) are found through `tests/run`'s environment. A test that needs a
@@ -13,7 +15,10 @@ mod analysis;
 mod cli;
 mod common;
 mod corpus;
+mod fault_proxy;
+mod presigned;
 mod report_browser;
 mod runs;
 mod s3;
+mod s3_faults;
 mod worker;

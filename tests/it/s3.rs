@@ -566,7 +566,14 @@ async fn a_presigned_url_from_upload_url_takes_a_plain_curl_upload() {
     let bytes = large_return(25);
     std::fs::write(&file, &bytes).unwrap();
     let Ok(curl) = Command::new("curl")
-        .args(["--fail", "--silent", "--show-error", "-T"])
+        .args([
+            "--fail",
+            "--silent",
+            "--show-error",
+            "-H",
+            "if-none-match: *",
+            "-T",
+        ])
         .arg(&file)
         .arg(&url)
         .output()
