@@ -2,7 +2,8 @@
 //!
 //! The whole-run tests run twice, on a local bucket and on a bucket of the S3 test server
 //! (moto), and `s3` adds what only S3 shows: worker processes racing over one bucket, a
-//! worker killed mid-run, presigned uploads with `curl`.
+//! worker killed mid-run, presigned uploads with `curl`. `golden` compares everything two
+//! whole histories write with the recording in `tests/golden/`.
 //!
 //! External pieces (the Python Parquet readers, headless Chromium, `../shared/fixtures`, the
 //! S3 test server, `curl`) are found through `tests/run`'s environment. A test that needs a
@@ -13,6 +14,7 @@ mod analysis;
 mod cli;
 mod common;
 mod corpus;
+mod golden;
 mod report_browser;
 mod runs;
 mod s3;
