@@ -31,8 +31,8 @@ use crate::common::{manifest_dir, project, python, shared_fixtures};
 /// The forces whose whole demo history is uploaded: the forces of the planted incidents, and
 /// North Wales, so that ten other forces have a recent return in (nearly) every month and the
 /// comparison with peers runs. The other 32 forces upload only their months with a planted
-/// file defect and are otherwise missing (overdue) in the status table. A run takes about 60 ms
-/// of CPU an upload in a debug build, so the history is kept to about 340 uploads.
+/// file defect and are otherwise missing (overdue) in the status table. A run takes 35 to 70 ms
+/// of CPU an upload in a debug build, so the history is kept to 340 uploads.
 const DEMO_FORCES: [&str; 11] = [
     "avon-and-somerset",
     "cheshire",

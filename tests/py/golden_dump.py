@@ -184,6 +184,8 @@ def joined(column):
 
 
 def table_family(name, root, keys, norm, family):
+    """A family of Parquet files (one table split by partition, files in key order): the schema
+    of its files, each file's lineage metadata and rows, rendered a batch of files at a time."""
     schemas = {}
     hashers = {}
     files = 0
@@ -267,6 +269,7 @@ def read_bytes(root, key):
 
 
 def document_family(name, root, keys, kind, norm, family):
+    """JSON, CSV or HTML documents: each one's canonical text."""
     for key in keys:
         text = read_bytes(root, key).decode("utf-8")
         note = ""
@@ -284,6 +287,7 @@ def document_family(name, root, keys, kind, norm, family):
 
 
 def bytes_family(name, root, keys, norm):
+    """Objects compared by their bytes alone: size and digest of each."""
     lines = [f"# {name}: {len(keys)} objects, each with its size and the digest of its bytes"]
     for key in keys:
         data = read_bytes(root, key)
