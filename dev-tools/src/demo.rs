@@ -716,12 +716,25 @@ pub fn uploads<'a>(
     catalog: &'a Catalog,
     config: &'a DemoConfig,
 ) -> impl Iterator<Item = DemoUpload> + 'a {
+    uploads_where(catalog, config, |_, _| true)
+}
+
+/// The uploads of [`uploads`] for the force-months `keep` selects (force id, month), the
+/// others not generated at all: the same bytes, keys and times as the whole stream gives them,
+/// at the cost of the selected months only. A selected month brings every upload of that
+/// force and month (a misfiled first attempt and a resubmission included).
+pub fn uploads_where<'a>(
+    catalog: &'a Catalog,
+    config: &'a DemoConfig,
+    keep: impl Fn(&str, Period) -> bool + 'a,
+) -> impl Iterator<Item = DemoUpload> + 'a {
     Uploads {
         config,
         vocab: Vocab::new(catalog, config.seed),
         periods: config.end.trailing(config.months),
         next_period: 0,
         jobs: VecDeque::new(),
+        keep: Box::new(keep),
     }
 }
 
@@ -1870,7 +1883,11 @@ struct Uploads<'a> {
     periods: Vec<Period>,
     next_period: usize,
     jobs: VecDeque<Job>,
+    keep: Box<Keep<'a>>,
 }
+
+/// Which force-months [`uploads_where`] generates.
+type Keep<'a> = dyn Fn(&str, Period) -> bool + 'a;
 
 impl Iterator for Uploads<'_> {
     type Item = DemoUpload;
@@ -1915,6 +1932,9 @@ impl Uploads<'_> {
         let mut jobs = VecDeque::new();
         let mut after = Vec::new();
         for (force, f) in self.vocab.forces.iter().enumerate() {
+            if !(self.keep)(f.id, period) {
+                continue;
+            }
             for defect in planted_here(f, Placement::Before) {
                 jobs.push_back(Job::Planted {
                     defect,
@@ -2709,6 +2729,55 @@ mod tests {
             .filter(|d| d.plant.placement() != Placement::Replace)
             .count();
         assert_eq!(keys.len(), 43 * 36 - missing + extra);
+    }
+
+    #[test]
+    fn uploads_where_gives_the_selected_uploads_of_the_whole_stream() {
+        let catalog = catalog();
+        let config = DemoConfig {
+            incidents: true,
+            ..small(5, 12)
+        };
+        let month = config.end.prev();
+        let keep = move |force: &str, period: Period| {
+            matches!(force, "north-wales" | "devon-and-cornwall")
+                || (force == "kent" && period == month)
+        };
+        // The force a whole-stream upload belongs to: a misfiled attempt's folder names
+        // another, so take the planted defect's.
+        let force_of = |u: &DemoUpload| -> String {
+            u.defect
+                .map_or_else(|| u.key.split('/').nth(1).unwrap(), |d| d.force)
+                .to_owned()
+        };
+        let month_of = |u: &DemoUpload| -> Period {
+            u.defect.map_or_else(
+                || u.key.split('/').nth(3).unwrap().parse().unwrap(),
+                |d| d.period(&config),
+            )
+        };
+        let summary = |u: DemoUpload| {
+            (
+                u.key,
+                u.bytes,
+                u.uploaded_at,
+                u.defect.map(|d| d.id),
+                u.incident.map(|i| i.id),
+            )
+        };
+        let expected: Vec<_> = uploads(&catalog, &config)
+            .filter(|u| keep(&force_of(u), month_of(u)))
+            .map(summary)
+            .collect();
+        let selected: Vec<_> = uploads_where(&catalog, &config, keep)
+            .map(summary)
+            .collect();
+        // Two whole forces (with a misfiled attempt and a resubmission) and one month.
+        assert_eq!(expected.len(), 12 + 1 + 12 + 1 + 1);
+        assert!(
+            selected == expected,
+            "the selection differs from the stream"
+        );
     }
 
     #[test]

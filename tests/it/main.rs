@@ -4,7 +4,8 @@
 //! (moto), and `s3` adds what only S3 shows: worker processes racing over one bucket, a
 //! worker killed mid-run, presigned uploads with `curl`. `s3_faults` runs the service through
 //! `fault_proxy`, a proxy that injects S3 faults (errors, throttling, resets, cut answers,
-//! delays, held requests) in front of the test server.
+//! delays, held requests) in front of the test server. `golden` compares everything two
+//! whole histories write with the recording in `tests/golden/`.
 //!
 //! External pieces (the Python Parquet readers, headless Chromium, `../shared/fixtures`, the
 //! S3 test server, `curl`) are found through `tests/run`'s environment. A test that needs a
@@ -16,6 +17,7 @@ mod cli;
 mod common;
 mod corpus;
 mod fault_proxy;
+mod golden;
 mod presigned;
 mod report_browser;
 mod runs;
