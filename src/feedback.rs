@@ -228,7 +228,7 @@ fn write_page(out: &mut String, r: &Report) -> fmt::Result {
     let period = r.period.as_deref().unwrap_or("period not known");
     let decision = r.decision;
     let title = format!(
-        "{} return {} — {} — {}",
+        "{} {} — {} — {}",
         r.dataset_title,
         period,
         force,
@@ -250,11 +250,7 @@ fn write_page(out: &mut String, r: &Report) -> fmt::Result {
 
 fn write_summary(out: &mut String, r: &Report, force: &str, period: &str) -> fmt::Result {
     writeln!(out, "<header>")?;
-    writeln!(
-        out,
-        "<p class=\"dataset\">{} return</p>",
-        escape(&r.dataset_title)
-    )?;
+    writeln!(out, "<p class=\"dataset\">{}</p>", escape(&r.dataset_title))?;
     writeln!(out, "<h1>{} — {}</h1>", escape(force), escape(period))?;
     writeln!(out, "<div class=\"decision\">")?;
     writeln!(
@@ -718,7 +714,7 @@ mod tests {
         Report {
             report_version: 1,
             dataset: "stop_search".to_owned(),
-            dataset_title: "Stop and search".to_owned(),
+            dataset_title: "Stop and search return".to_owned(),
             force_id: Some("south-yorkshire".to_owned()),
             force_name: Some("South Yorkshire Police".to_owned()),
             period: Some("2020-01".to_owned()),
@@ -809,6 +805,22 @@ mod tests {
             assert!(!lower.contains(external), "page holds {external}");
         }
         assert!(html.trim_end().ends_with("</html>"));
+    }
+
+    #[test]
+    fn the_title_is_shown_as_the_pipeline_gives_it_never_doubled() {
+        let html = render_html(&report());
+        assert!(!html.contains("return return"), "{html}");
+        assert!(html.contains("<p class=\"dataset\">Stop and search return</p>"));
+        let mut r = report();
+        r.dataset_title = "Use of force".to_owned();
+        let html = render_html(&r);
+        assert!(
+            html.contains(
+                "<title>Use of force 2020-01 — South Yorkshire Police — rejected</title>"
+            )
+        );
+        assert!(html.contains("<p class=\"dataset\">Use of force</p>"));
     }
 
     #[test]
