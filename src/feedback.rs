@@ -116,9 +116,39 @@ impl<W: Write> CsvFindingSink<W> {
     }
 }
 
+/// Whether a spreadsheet could take the cell for a formula: it starts with a tab or carriage
+/// return, or its first character after any white space or invisible format character is `=`,
+/// `+`, `-` or `@`, or the full-width or small form of one (spreadsheets fold those to ASCII).
+fn is_formula_like(s: &str) -> bool {
+    if s.starts_with(['\t', '\r']) {
+        return true;
+    }
+    let invisible = |c: char| {
+        c.is_whitespace()
+            || c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}')
+    };
+    matches!(
+        s.trim_start_matches(invisible).chars().next(),
+        Some(
+            '=' | '+'
+                | '-'
+                | '@'
+                | '\u{ff1d}'
+                | '\u{ff0b}'
+                | '\u{ff0d}'
+                | '\u{ff20}'
+                | '\u{fe66}'
+                | '\u{fe62}'
+                | '\u{fe63}'
+                | '\u{fe6b}'
+        )
+    )
+}
+
 fn csv_field(out: &mut impl Write, s: &str) -> std::io::Result<()> {
     // Cells that a spreadsheet would run as a formula are prefixed with a quote mark.
-    let risky = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let risky = is_formula_like(s);
     if risky || s.contains([',', '"', '\n', '\r']) {
         out.write_all(b"\"")?;
         if risky {
@@ -1021,6 +1051,46 @@ mod tests {
                 R::InputEmpty => {}
                 R::OutputFull | R::OutputEndsFull => panic!("test buffers too small"),
             }
+        }
+    }
+
+    /// The value column of a one-finding CSV, as a spreadsheet would read the cell.
+    fn csv_value(value: &str) -> String {
+        let finding = Finding::new(Code::ValueSchema, "m", "enum").with_value(value);
+        let mut sink = CsvFindingSink::new(Vec::new()).unwrap();
+        sink.accept(&finding).unwrap();
+        parse_csv(&sink.into_inner().unwrap())[1][5].clone()
+    }
+
+    #[test]
+    fn csv_guard_sees_formulas_behind_white_space_and_in_full_width_forms() {
+        for risky in [
+            "=1+1",
+            " =1+1",
+            "   +1",
+            "\t=1+1",
+            "\r=1+1",
+            "\n@SUM(A1)",
+            "\u{a0}-2+3",
+            "\u{3000}=1",
+            "\u{feff}=1",
+            "\u{200b}=1",
+            "\u{ff1d}1+1",
+            " \u{ff1d}1+1",
+            "\u{ff0b}1",
+            "\u{ff0d}1",
+            "\u{ff20}SUM(A1)",
+            "\u{fe66}1",
+            "\u{fe62}1",
+            "\u{fe63}1",
+            "\u{fe6b}SUM(A1)",
+            "\t",
+            "\r",
+        ] {
+            assert_eq!(csv_value(risky), format!("'{risky}"), "{risky:?}");
+        }
+        for plain in ["1+1", "a=b", "Arrest", "54.7", " 54.7", "x-y", ""] {
+            assert_eq!(csv_value(plain), plain, "{plain:?}");
         }
     }
 
