@@ -95,6 +95,10 @@ pub struct DecisionSettings {
     /// Examples of each code kept in the report (the count is always in full).
     #[serde(default = "default_examples")]
     pub examples_per_code: usize,
+    /// Findings of each code listed one by one in the findings CSV and table; past it, one
+    /// closing finding says how many more there were (the count is always in full).
+    #[serde(default = "default_findings_per_code")]
+    pub findings_per_code: u64,
     /// Severity overrides by finding code.
     #[serde(default)]
     pub severity: BTreeMap<String, Severity>,
@@ -104,11 +108,16 @@ fn default_examples() -> usize {
     20
 }
 
+fn default_findings_per_code() -> u64 {
+    crate::finding::DEFAULT_LISTED_PER_CODE
+}
+
 impl Default for DecisionSettings {
     fn default() -> Self {
         DecisionSettings {
             max_error_row_share: 0.0,
             examples_per_code: default_examples(),
+            findings_per_code: default_findings_per_code(),
             severity: BTreeMap::new(),
         }
     }

@@ -1,5 +1,6 @@
 //! Feedback: the report back to the submitting force, as JSON (for machines), a self-contained
-//! HTML page (for a force analyst to read and print) and CSV (every row finding, for Excel).
+//! HTML page (for a force analyst to read and print) and CSV (the findings one per line, for
+//! Excel; [`crate::finding::FindingLog`] caps how many of each code reach it).
 //!
 //! The report shows offending values as the force sent them: it goes only to that force.
 //! Central tables mask personal values (see `snapshot`). Rendering is pure: it takes a
@@ -72,7 +73,7 @@ pub struct Outputs {
     pub report_json: Option<String>,
     /// This report as HTML.
     pub report_html: Option<String>,
-    /// Every row finding as CSV.
+    /// The findings as CSV, capped per code.
     pub findings_csv: Option<String>,
 }
 
@@ -94,7 +95,8 @@ pub fn render_json(report: &Report) -> Vec<u8> {
     out
 }
 
-/// Writes every finding as one CSV line: `row,column,severity,code,message,value,rule,schema_path,hint`.
+/// Writes each finding it is given as one CSV line:
+/// `row,column,severity,code,message,value,rule,schema_path,hint`.
 pub struct CsvFindingSink<W: Write> {
     out: W,
 }
@@ -414,13 +416,18 @@ fn write_code_block(out: &mut String, s: &CodeSummary, csv_name: Option<&str>) -
 
     let shown = s.examples.len() as u64;
     if shown < s.count {
-        let where_all = match csv_name {
+        let file = match csv_name {
             Some(name) => format!(
-                "every finding is in the CSV file <a href=\"{}\">{}</a>",
+                "the CSV file <a href=\"{}\">{}</a>",
                 escape(&href_segment(name)),
                 escape(name)
             ),
-            None => "every finding is in the CSV file".to_owned(),
+            None => "the CSV file".to_owned(),
+        };
+        let where_all = if s.listed < s.count {
+            format!("{file} lists the first {}", thousands(s.listed))
+        } else {
+            format!("every finding is in {file}")
         };
         if shown == 0 {
             writeln!(
@@ -509,7 +516,7 @@ fn write_footer(out: &mut String, r: &Report) -> fmt::Result {
         ("Snapshot", o.snapshot.as_deref()),
         ("This report as JSON", o.report_json.as_deref()),
         ("This report as HTML", o.report_html.as_deref()),
-        ("Every finding as CSV", o.findings_csv.as_deref()),
+        ("The findings as CSV", o.findings_csv.as_deref()),
     ];
     writeln!(out, "<p>Written for this submission:</p>")?;
     writeln!(out, "<ul>")?;
@@ -725,6 +732,8 @@ mod tests {
             code,
             severity: code.default_severity(),
             count,
+            examples_omitted: count - examples.len() as u64,
+            listed: count,
             examples,
         }
     }
@@ -944,6 +953,19 @@ mod tests {
         let mut r = report();
         r.findings[1].count = 3;
         assert!(!render_html(&r).contains("Showing the first"));
+    }
+
+    #[test]
+    fn a_listing_cut_short_says_how_many_the_csv_has() {
+        let mut r = report();
+        r.findings[1].listed = 1000;
+        let html = render_html(&r);
+        assert!(
+            html.contains(
+                "Showing the first 3 of 1,204; the CSV file <a href=\"findings.csv\">findings.csv</a> lists the first 1,000."
+            ),
+            "{html}"
+        );
     }
 
     #[test]

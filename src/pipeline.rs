@@ -172,7 +172,8 @@ pub fn check_upload<R: Read + Send>(
         pipeline.decision.examples_per_code,
         pipeline.severity_overrides.clone(),
         sink,
-    );
+    )
+    .listing_per_code(pipeline.decision.findings_per_code);
     let stopped =
         |log: FindingLog<'_>, decode: DecodeStats| -> Result<CheckOutcome, PipelineError> {
             Ok(CheckOutcome {
