@@ -92,6 +92,7 @@ codes! {
     TooManyRows => "too_many_rows", Error, File;
     NoRows => "no_rows", Warning, File;
     UploadLocationInvalid => "upload_location_invalid", Error, File;
+    PeriodNotBegun => "period_not_begun", Error, File;
     HeaderMissingColumn => "header_missing_column", Error, File;
     HeaderDuplicateColumn => "header_duplicate_column", Error, File;
     HeaderUnknownColumn => "header_unknown_column", Warning, File;
@@ -115,6 +116,10 @@ codes! {
     BlankRate => "blank_rate", Warning, File;
     RowsExcluded => "rows_excluded", Warning, File;
     ValueLegacySpelling => "value_legacy_spelling", Info, Row;
+    ValueImplausible => "value_implausible", Warning, Row;
+    DateNearPeriod => "date_near_period", Warning, Row;
+    DateInFuture => "date_in_future", Error, Row;
+    FieldsInconsistent => "fields_inconsistent", Warning, Row;
     GapDaysWithoutRecords => "gap_days_without_records", Warning, File;
     BlankRateVsHistory => "blank_rate_vs_history", Warning, File;
     AnomalyVolume => "anomaly_volume", Warning, File;
@@ -247,6 +252,9 @@ pub fn hint(code: Code) -> &'static str {
         Code::UploadLocationInvalid => {
             "upload to incoming/<force>/<dataset>/<YYYY-MM>/<file> with your force's folder"
         }
+        Code::PeriodNotBegun => {
+            "upload the return under the folder of the month it covers, once that month has begun"
+        }
         Code::HeaderMissingColumn => {
             "add the column to the header (its cells may be blank where blanks are allowed)"
         }
@@ -284,6 +292,16 @@ pub fn hint(code: Code) -> &'static str {
         Code::BlankRate => "complete the field in the source system",
         Code::RowsExcluded => "correct the listed rows and upload the month again",
         Code::ValueLegacySpelling => "use the current code list in future returns",
+        Code::ValueImplausible => {
+            "check the value in the source system; for locations, check that latitude and longitude are not swapped"
+        }
+        Code::DateNearPeriod => {
+            "check the date and its time zone; if the record belongs to the neighbouring month, move it to that month's return"
+        }
+        Code::DateInFuture => "correct the date: a record cannot be dated after the file was sent",
+        Code::FieldsInconsistent => {
+            "check both fields of the record in the source system and correct the one that is wrong"
+        }
         Code::GapDaysWithoutRecords => {
             "check the date range of the export; if records are missing, upload the whole month again"
         }

@@ -174,8 +174,14 @@ pub fn check_upload<R: Read + Send>(
         sink,
     )
     .listing_per_code(pipeline.decision.findings_per_code);
+    // Pushed once the rows are read (a file-level error stops the decoder after the header),
+    // so that a return for a month to come also hears about its rows.
+    let not_begun = crate::validate::period_not_begun(&scope);
     let stopped =
-        |log: FindingLog<'_>, decode: DecodeStats| -> Result<CheckOutcome, PipelineError> {
+        |mut log: FindingLog<'_>, decode: DecodeStats| -> Result<CheckOutcome, PipelineError> {
+            if let Some(f) = &not_begun {
+                log.push(f.clone());
+            }
             Ok(CheckOutcome {
                 verdict: Verdict {
                     decision: Decision::Rejected,
@@ -275,6 +281,9 @@ pub fn check_upload<R: Read + Send>(
             "the file has a header but no records: it is taken as a zero report (no events this period)",
             "rows present",
         ));
+    }
+    if let Some(f) = not_begun {
+        log.push(f);
     }
     let verdict = checker.finish(decode.rejected_rows, &mut log)?;
     Ok(CheckOutcome {
@@ -741,6 +750,7 @@ impl Service {
                         input,
                         size,
                         sha256: sha256_for_snapshot,
+                        processed_at: now,
                     },
                     pipeline.as_ref(),
                     limits,
@@ -1075,6 +1085,8 @@ struct Upload {
     size: u64,
     /// Its SHA-256, sent once it is fully downloaded (for the snapshot's lineage).
     sha256: std::sync::mpsc::Receiver<String>,
+    /// When it is processed (the service's clock).
+    processed_at: DateTime<Utc>,
 }
 
 /// Runs the check of an upload as it downloads, writing snapshot, findings CSV and findings
@@ -1113,6 +1125,7 @@ fn check_to_files(
             let scope = UploadScope {
                 force: Some(lineage.force_id.clone()),
                 period: lineage.period.parse().ok(),
+                now: Some(upload.processed_at),
             };
             let mut writer = SnapshotWriter::new(
                 Arc::clone(&pipeline.schema),
@@ -1123,6 +1136,7 @@ fn check_to_files(
                 input,
                 size,
                 sha256,
+                ..
             } = upload;
             let mut tee = Tee(&mut csv, &mut quality);
             let mut counts = analysis::builder(
