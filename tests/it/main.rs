@@ -13,6 +13,7 @@ mod analysis;
 mod cli;
 mod common;
 mod corpus;
+mod policy;
 mod report_browser;
 mod runs;
 mod s3;
