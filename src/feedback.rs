@@ -125,13 +125,19 @@ fn is_formula_like(s: &str) -> bool {
     if s.starts_with(['\t', '\r']) {
         return true;
     }
-    let invisible = |c: char| {
-        c.is_whitespace()
-            || c.is_control()
-            || matches!(c, '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}')
-    };
+    // White space (`trim_start`), control characters and zero-width ones, in any mix.
+    let mut rest = s;
+    loop {
+        let next = rest.trim_start().trim_start_matches(|c: char| {
+            c.is_control() || matches!(c, '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}')
+        });
+        if next.len() == rest.len() {
+            break;
+        }
+        rest = next;
+    }
     matches!(
-        s.trim_start_matches(invisible).chars().next(),
+        rest.chars().next(),
         Some(
             '=' | '+'
                 | '-'
