@@ -18,6 +18,7 @@ use serde::Deserialize;
 use crate::analyze::settings::expected_forces;
 use crate::analyze::{AnomalySettings, Population, PopulationSettings};
 use crate::finding::{Code, Severity};
+use crate::rules::{DECLARED_CODES, RuleDecl, RuleSet};
 use crate::schema::{Catalog, CodeList, RecordSchema};
 
 /// One problem found while loading configuration.
@@ -95,6 +96,10 @@ pub struct DecisionSettings {
     /// Examples of each code kept in the report (the count is always in full).
     #[serde(default = "default_examples")]
     pub examples_per_code: usize,
+    /// Findings of each code listed one by one in the findings CSV and table; past it, one
+    /// closing finding says how many more there were (the count is always in full).
+    #[serde(default = "default_findings_per_code")]
+    pub findings_per_code: u64,
     /// Severity overrides by finding code.
     #[serde(default)]
     pub severity: BTreeMap<String, Severity>,
@@ -104,11 +109,16 @@ fn default_examples() -> usize {
     20
 }
 
+fn default_findings_per_code() -> u64 {
+    crate::finding::DEFAULT_LISTED_PER_CODE
+}
+
 impl Default for DecisionSettings {
     fn default() -> Self {
         DecisionSettings {
             max_error_row_share: 0.0,
             examples_per_code: default_examples(),
+            findings_per_code: default_findings_per_code(),
             severity: BTreeMap::new(),
         }
     }
@@ -151,6 +161,8 @@ struct PipelineFile {
     #[serde(default)]
     blank_rates: BTreeMap<String, BlankThreshold>,
     #[serde(default)]
+    rules: Vec<RuleDecl>,
+    #[serde(default)]
     anomalies: AnomalySettings,
     #[serde(default)]
     population: Option<PopulationSettings>,
@@ -177,6 +189,8 @@ pub struct Pipeline {
     pub limits: Limits,
     /// Blank-rate thresholds by property name.
     pub blank_rates: BTreeMap<String, BlankThreshold>,
+    /// The declared plausibility rules (`[[rules]]`), compiled against the schema.
+    pub rules: Arc<RuleSet>,
     /// Gap and anomaly settings.
     pub anomalies: AnomalySettings,
     /// The population reference for rates per 1,000, when configured and present.
@@ -214,6 +228,7 @@ impl Pipeline {
             severity_overrides: BTreeMap::new(),
             limits: Limits::default(),
             blank_rates: BTreeMap::new(),
+            rules: Arc::new(RuleSet::default()),
             anomalies: AnomalySettings {
                 enabled: false,
                 ..AnomalySettings::default()
@@ -447,6 +462,12 @@ fn load_pipeline(
     let mut severity_overrides = BTreeMap::new();
     for (name, severity) in &parsed.decision.severity {
         match Code::parse(name) {
+            Some(code) if DECLARED_CODES.contains(&code) => problems.push(problem(
+                line_of_key(&text, name),
+                format!(
+                    "`{name}` takes its severity from each rule in [[rules]]; set it there, not in [decision.severity]"
+                ),
+            )),
             Some(code) => {
                 severity_overrides.insert(code, *severity);
             }
@@ -518,6 +539,16 @@ fn load_pipeline(
             }
         }
     }
+    let rules = schema.as_ref().and_then(|schema| {
+        RuleSet::compile(&parsed.rules, schema)
+            .map_err(|errs| {
+                problems.extend(
+                    errs.into_iter()
+                        .map(|e| problem(e.span.map(|s| line_of(&text, s.start)), e.message)),
+                );
+            })
+            .ok()
+    });
     let section_line = |section: &str| {
         text.lines()
             .position(|l| l.trim_start().starts_with(&format!("[{section}")))
@@ -572,6 +603,7 @@ fn load_pipeline(
         severity_overrides,
         limits: parsed.limits,
         blank_rates: parsed.blank_rates,
+        rules: Arc::new(rules?),
         anomalies: parsed.anomalies,
         population,
         expected_forces: expected,
@@ -683,6 +715,34 @@ deadline_days = 20
             text[2].contains("things.toml:8: `no_such_code`"),
             "{text:#?}"
         );
+    }
+
+    #[test]
+    fn rule_problems_are_reported_with_the_others_each_with_its_line() {
+        let schema = r#"{"x-dataset":"things","type":"object","properties":{
+            "a":{"type":"string"},"n":{"type":["number","null"]}}}"#;
+        let bad = format!(
+            "{GOOD}[decision.severity]\nvalue_implausible = \"error\"\n\n[[rules]]\nname = \"r\"\nkind = \"range\"\nfield = \"m\"\nmin = 1.0\nseverity = \"loud\"\n\n[[rules]]\nname = \"s\"\nkind = \"range\"\nfield = \"n\"\nmin = 2.0\nmax = 1.0\nseverity = \"warning\"\n"
+        );
+        let (_d, p) = project_with_schema(&bad, schema);
+        let text: Vec<String> = p.unwrap_err().0.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            text.iter()
+                .map(|t| t.split_once("things.toml").unwrap().1)
+                .collect::<Vec<_>>(),
+            [
+                ":9: `value_implausible` takes its severity from each rule in [[rules]]; set it there, not in [decision.severity]",
+                ":14: rule `r`: field `m` is not a property of schema `things/v1`",
+                ":16: rule `r`: severity `loud` is not a severity (error, warning or info)",
+                ":22: rule `s`: min 2 is above max 1",
+            ],
+            "{text:#?}"
+        );
+        let good = format!(
+            "{GOOD}[[rules]]\nname = \"s\"\nkind = \"range\"\nfield = \"n\"\nmax = 1.0\nseverity = \"warning\"\n"
+        );
+        let (_d, p) = project_with_schema(&good, schema);
+        assert!(!p.unwrap().pipeline("things").unwrap().rules.is_empty());
     }
 
     #[test]

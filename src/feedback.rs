@@ -1,5 +1,6 @@
 //! Feedback: the report back to the submitting force, as JSON (for machines), a self-contained
-//! HTML page (for a force analyst to read and print) and CSV (every row finding, for Excel).
+//! HTML page (for a force analyst to read and print) and CSV (the findings one per line, for
+//! Excel; [`crate::finding::FindingLog`] caps how many of each code reach it).
 //!
 //! The report shows offending values as the force sent them: it goes only to that force.
 //! Central tables mask personal values (see `snapshot`). Rendering is pure: it takes a
@@ -72,7 +73,7 @@ pub struct Outputs {
     pub report_json: Option<String>,
     /// This report as HTML.
     pub report_html: Option<String>,
-    /// Every row finding as CSV.
+    /// The findings as CSV, capped per code.
     pub findings_csv: Option<String>,
 }
 
@@ -94,7 +95,8 @@ pub fn render_json(report: &Report) -> Vec<u8> {
     out
 }
 
-/// Writes every finding as one CSV line: `row,column,severity,code,message,value,rule,schema_path,hint`.
+/// Writes each finding it is given as one CSV line:
+/// `row,column,severity,code,message,value,rule,schema_path,hint`.
 pub struct CsvFindingSink<W: Write> {
     out: W,
 }
@@ -116,9 +118,45 @@ impl<W: Write> CsvFindingSink<W> {
     }
 }
 
+/// Whether a spreadsheet could take the cell for a formula: it starts with a tab or carriage
+/// return, or its first character after any white space or invisible format character is `=`,
+/// `+`, `-` or `@`, or the full-width or small form of one (spreadsheets fold those to ASCII).
+fn is_formula_like(s: &str) -> bool {
+    if s.starts_with(['\t', '\r']) {
+        return true;
+    }
+    // White space (`trim_start`), control characters and zero-width ones, in any mix.
+    let mut rest = s;
+    loop {
+        let next = rest.trim_start().trim_start_matches(|c: char| {
+            c.is_control() || matches!(c, '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}')
+        });
+        if next.len() == rest.len() {
+            break;
+        }
+        rest = next;
+    }
+    matches!(
+        rest.chars().next(),
+        Some(
+            '=' | '+'
+                | '-'
+                | '@'
+                | '\u{ff1d}'
+                | '\u{ff0b}'
+                | '\u{ff0d}'
+                | '\u{ff20}'
+                | '\u{fe66}'
+                | '\u{fe62}'
+                | '\u{fe63}'
+                | '\u{fe6b}'
+        )
+    )
+}
+
 fn csv_field(out: &mut impl Write, s: &str) -> std::io::Result<()> {
     // Cells that a spreadsheet would run as a formula are prefixed with a quote mark.
-    let risky = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let risky = is_formula_like(s);
     if risky || s.contains([',', '"', '\n', '\r']) {
         out.write_all(b"\"")?;
         if risky {
@@ -228,7 +266,7 @@ fn write_page(out: &mut String, r: &Report) -> fmt::Result {
     let period = r.period.as_deref().unwrap_or("period not known");
     let decision = r.decision;
     let title = format!(
-        "{} return {} — {} — {}",
+        "{} {} — {} — {}",
         r.dataset_title,
         period,
         force,
@@ -250,11 +288,7 @@ fn write_page(out: &mut String, r: &Report) -> fmt::Result {
 
 fn write_summary(out: &mut String, r: &Report, force: &str, period: &str) -> fmt::Result {
     writeln!(out, "<header>")?;
-    writeln!(
-        out,
-        "<p class=\"dataset\">{} return</p>",
-        escape(&r.dataset_title)
-    )?;
+    writeln!(out, "<p class=\"dataset\">{}</p>", escape(&r.dataset_title))?;
     writeln!(out, "<h1>{} — {}</h1>", escape(force), escape(period))?;
     writeln!(out, "<div class=\"decision\">")?;
     writeln!(
@@ -388,13 +422,18 @@ fn write_code_block(out: &mut String, s: &CodeSummary, csv_name: Option<&str>) -
 
     let shown = s.examples.len() as u64;
     if shown < s.count {
-        let where_all = match csv_name {
+        let file = match csv_name {
             Some(name) => format!(
-                "every finding is in the CSV file <a href=\"{}\">{}</a>",
+                "the CSV file <a href=\"{}\">{}</a>",
                 escape(&href_segment(name)),
                 escape(name)
             ),
-            None => "every finding is in the CSV file".to_owned(),
+            None => "the CSV file".to_owned(),
+        };
+        let where_all = if s.listed < s.count {
+            format!("{file} lists the first {}", thousands(s.listed))
+        } else {
+            format!("every finding is in {file}")
         };
         if shown == 0 {
             writeln!(
@@ -483,7 +522,7 @@ fn write_footer(out: &mut String, r: &Report) -> fmt::Result {
         ("Snapshot", o.snapshot.as_deref()),
         ("This report as JSON", o.report_json.as_deref()),
         ("This report as HTML", o.report_html.as_deref()),
-        ("Every finding as CSV", o.findings_csv.as_deref()),
+        ("The findings as CSV", o.findings_csv.as_deref()),
     ];
     writeln!(out, "<p>Written for this submission:</p>")?;
     writeln!(out, "<ul>")?;
@@ -699,6 +738,8 @@ mod tests {
             code,
             severity: code.default_severity(),
             count,
+            examples_omitted: count - examples.len() as u64,
+            listed: count,
             examples,
         }
     }
@@ -718,7 +759,7 @@ mod tests {
         Report {
             report_version: 1,
             dataset: "stop_search".to_owned(),
-            dataset_title: "Stop and search".to_owned(),
+            dataset_title: "Stop and search return".to_owned(),
             force_id: Some("south-yorkshire".to_owned()),
             force_name: Some("South Yorkshire Police".to_owned()),
             period: Some("2020-01".to_owned()),
@@ -812,6 +853,22 @@ mod tests {
     }
 
     #[test]
+    fn the_title_is_shown_as_the_pipeline_gives_it_never_doubled() {
+        let html = render_html(&report());
+        assert!(!html.contains("return return"), "{html}");
+        assert!(html.contains("<p class=\"dataset\">Stop and search return</p>"));
+        let mut r = report();
+        r.dataset_title = "Use of force".to_owned();
+        let html = render_html(&r);
+        assert!(
+            html.contains(
+                "<title>Use of force 2020-01 — South Yorkshire Police — rejected</title>"
+            )
+        );
+        assert!(html.contains("<p class=\"dataset\">Use of force</p>"));
+    }
+
+    #[test]
     fn markup_in_uploaded_values_is_escaped_never_raw() {
         let mut r = report();
         r.file_name = "<b>jan</b>.csv".to_owned();
@@ -902,6 +959,19 @@ mod tests {
         let mut r = report();
         r.findings[1].count = 3;
         assert!(!render_html(&r).contains("Showing the first"));
+    }
+
+    #[test]
+    fn a_listing_cut_short_says_how_many_the_csv_has() {
+        let mut r = report();
+        r.findings[1].listed = 1000;
+        let html = render_html(&r);
+        assert!(
+            html.contains(
+                "Showing the first 3 of 1,204; the CSV file <a href=\"findings.csv\">findings.csv</a> lists the first 1,000."
+            ),
+            "{html}"
+        );
     }
 
     #[test]
@@ -1009,6 +1079,46 @@ mod tests {
                 R::InputEmpty => {}
                 R::OutputFull | R::OutputEndsFull => panic!("test buffers too small"),
             }
+        }
+    }
+
+    /// The value column of a one-finding CSV, as a spreadsheet would read the cell.
+    fn csv_value(value: &str) -> String {
+        let finding = Finding::new(Code::ValueSchema, "m", "enum").with_value(value);
+        let mut sink = CsvFindingSink::new(Vec::new()).unwrap();
+        sink.accept(&finding).unwrap();
+        parse_csv(&sink.into_inner().unwrap())[1][5].clone()
+    }
+
+    #[test]
+    fn csv_guard_sees_formulas_behind_white_space_and_in_full_width_forms() {
+        for risky in [
+            "=1+1",
+            " =1+1",
+            "   +1",
+            "\t=1+1",
+            "\r=1+1",
+            "\n@SUM(A1)",
+            "\u{a0}-2+3",
+            "\u{3000}=1",
+            "\u{feff}=1",
+            "\u{200b}=1",
+            "\u{ff1d}1+1",
+            " \u{ff1d}1+1",
+            "\u{ff0b}1",
+            "\u{ff0d}1",
+            "\u{ff20}SUM(A1)",
+            "\u{fe66}1",
+            "\u{fe62}1",
+            "\u{fe63}1",
+            "\u{fe6b}SUM(A1)",
+            "\t",
+            "\r",
+        ] {
+            assert_eq!(csv_value(risky), format!("'{risky}"), "{risky:?}");
+        }
+        for plain in ["1+1", "a=b", "Arrest", "54.7", " 54.7", "x-y", ""] {
+            assert_eq!(csv_value(plain), plain, "{plain:?}");
         }
     }
 

@@ -7,7 +7,9 @@
 //!
 //! [`FindingLog`] keeps what a report needs in bounded memory however many findings a file
 //! produces: a full count per code, a capped list of examples per code, and a sink that
-//! receives every row finding (the CSV report and the quality table stream from it).
+//! receives the first `findings_per_code` findings of each code, then one closing finding per
+//! code saying how many more there were (the CSV report and the quality table stream from it,
+//! so their size is bounded too).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -90,6 +92,7 @@ codes! {
     TooManyRows => "too_many_rows", Error, File;
     NoRows => "no_rows", Warning, File;
     UploadLocationInvalid => "upload_location_invalid", Error, File;
+    PeriodNotBegun => "period_not_begun", Error, File;
     HeaderMissingColumn => "header_missing_column", Error, File;
     HeaderDuplicateColumn => "header_duplicate_column", Error, File;
     HeaderUnknownColumn => "header_unknown_column", Warning, File;
@@ -113,6 +116,10 @@ codes! {
     BlankRate => "blank_rate", Warning, File;
     RowsExcluded => "rows_excluded", Warning, File;
     ValueLegacySpelling => "value_legacy_spelling", Info, Row;
+    ValueImplausible => "value_implausible", Warning, Row;
+    DateNearPeriod => "date_near_period", Warning, Row;
+    DateInFuture => "date_in_future", Error, Row;
+    FieldsInconsistent => "fields_inconsistent", Warning, Row;
     GapDaysWithoutRecords => "gap_days_without_records", Warning, File;
     BlankRateVsHistory => "blank_rate_vs_history", Warning, File;
     AnomalyVolume => "anomaly_volume", Warning, File;
@@ -245,6 +252,9 @@ pub fn hint(code: Code) -> &'static str {
         Code::UploadLocationInvalid => {
             "upload to incoming/<force>/<dataset>/<YYYY-MM>/<file> with your force's folder"
         }
+        Code::PeriodNotBegun => {
+            "upload the return under the folder of the month it covers, once that month has begun"
+        }
         Code::HeaderMissingColumn => {
             "add the column to the header (its cells may be blank where blanks are allowed)"
         }
@@ -282,6 +292,16 @@ pub fn hint(code: Code) -> &'static str {
         Code::BlankRate => "complete the field in the source system",
         Code::RowsExcluded => "correct the listed rows and upload the month again",
         Code::ValueLegacySpelling => "use the current code list in future returns",
+        Code::ValueImplausible => {
+            "check the value in the source system; for locations, check that latitude and longitude are not swapped"
+        }
+        Code::DateNearPeriod => {
+            "check the date and its time zone; if the record belongs to the neighbouring month, move it to that month's return"
+        }
+        Code::DateInFuture => "correct the date: a record cannot be dated after the file was sent",
+        Code::FieldsInconsistent => {
+            "check both fields of the record in the source system and correct the one that is wrong"
+        }
         Code::GapDaysWithoutRecords => {
             "check the date range of the export; if records are missing, upload the whole month again"
         }
@@ -335,20 +355,37 @@ pub struct CodeSummary {
     pub count: u64,
     /// The first few occurrences.
     pub examples: Vec<Finding>,
+    /// Occurrences that are not among `examples` (`count` less the examples).
+    #[serde(default)]
+    pub examples_omitted: u64,
+    /// Occurrences listed one by one in the findings CSV and the findings table: all of them,
+    /// or the first [`FindingLog::listing_per_code`] when there were more (the outputs then end
+    /// the code with one finding saying how many more there were).
+    #[serde(default)]
+    pub listed: u64,
 }
+
+/// Findings of one code listed one by one in the findings CSV and table unless a pipeline sets
+/// another limit (`decision.findings_per_code`).
+pub const DEFAULT_LISTED_PER_CODE: u64 = 10_000;
+
+/// The `rule` of the finding that closes a code whose listing was cut short.
+pub const LISTING_RULE: &str = "findings_per_code";
 
 /// Bounded-memory record of an upload's findings.
 pub struct FindingLog<'s> {
     by_code: BTreeMap<Code, CodeSummary>,
     severity_overrides: BTreeMap<Code, Severity>,
     examples_per_code: usize,
+    listed_per_code: u64,
     sink: &'s mut dyn FindingSink,
     sink_error: Option<std::io::Error>,
 }
 
 impl<'s> FindingLog<'s> {
-    /// A log keeping `examples_per_code` examples of each code, passing every finding on to `sink`,
-    /// and applying the pipeline's severity overrides.
+    /// A log keeping `examples_per_code` examples of each code, passing the first
+    /// [`DEFAULT_LISTED_PER_CODE`] findings of each code on to `sink`, and applying the
+    /// pipeline's severity overrides.
     pub fn new(
         examples_per_code: usize,
         severity_overrides: BTreeMap<Code, Severity>,
@@ -358,9 +395,19 @@ impl<'s> FindingLog<'s> {
             by_code: BTreeMap::new(),
             severity_overrides,
             examples_per_code,
+            listed_per_code: DEFAULT_LISTED_PER_CODE,
             sink,
             sink_error: None,
         }
+    }
+
+    /// Passes only the first `limit` findings of each code on to the sink; [`FindingLog::finish`]
+    /// then closes each code that had more with one finding saying how many more there were.
+    /// A hostile file (a header of millions of unknown columns) so gives outputs of bounded size.
+    #[must_use]
+    pub fn listing_per_code(mut self, limit: u64) -> Self {
+        self.listed_per_code = limit;
+        self
     }
 
     /// The severity a code has here (default or overridden).
@@ -376,11 +423,16 @@ impl<'s> FindingLog<'s> {
         if let Some(severity) = self.severity_overrides.get(&finding.code) {
             finding.severity = *severity;
         }
-        if self.sink_error.is_none()
-            && let Err(e) = self.sink.accept(&finding)
-        {
-            self.sink_error = Some(e);
-        }
+        self.record(finding);
+    }
+
+    /// Records a finding whose severity a declared rule of the pipeline chose: the overrides
+    /// by code do not apply to it.
+    pub fn push_declared(&mut self, finding: Finding) {
+        self.record(finding);
+    }
+
+    fn record(&mut self, finding: Finding) {
         let summary = self
             .by_code
             .entry(finding.code)
@@ -389,9 +441,17 @@ impl<'s> FindingLog<'s> {
                 severity: finding.severity,
                 count: 0,
                 examples: Vec::new(),
+                examples_omitted: 0,
+                listed: 0,
             });
         summary.count += 1;
         summary.severity = summary.severity.max(finding.severity);
+        if summary.count <= self.listed_per_code
+            && self.sink_error.is_none()
+            && let Err(e) = self.sink.accept(&finding)
+        {
+            self.sink_error = Some(e);
+        }
         if summary.examples.len() < self.examples_per_code {
             summary.examples.push(finding);
         }
@@ -414,8 +474,32 @@ impl<'s> FindingLog<'s> {
         self.by_code.contains_key(&code)
     }
 
-    /// Ends the log: the summaries in code order, or the error the sink failed with.
-    pub fn finish(self) -> std::io::Result<Vec<CodeSummary>> {
+    /// Ends the log: each code whose listing was cut short is closed in the sink by one finding
+    /// saying how many more there were (its `value` is that number); then the summaries in code
+    /// order, or the error the sink failed with.
+    pub fn finish(mut self) -> std::io::Result<Vec<CodeSummary>> {
+        let limit = self.listed_per_code;
+        for summary in self.by_code.values_mut() {
+            summary.listed = summary.count.min(limit);
+            summary.examples_omitted = summary.count - summary.examples.len() as u64;
+            let more = summary.count - summary.listed;
+            if more > 0 && self.sink_error.is_none() {
+                let closing = Finding::new(
+                    summary.code,
+                    format!(
+                        "{more} more `{}` findings are not listed here: only the first {limit} of \
+                         each code are; the report counts all {}",
+                        summary.code, summary.count
+                    ),
+                    LISTING_RULE,
+                )
+                .with_value(more.to_string())
+                .with_severity(summary.severity);
+                if let Err(e) = self.sink.accept(&closing) {
+                    self.sink_error = Some(e);
+                }
+            }
+        }
         match self.sink_error {
             Some(e) => Err(e),
             None => Ok(self.by_code.into_values().collect()),
@@ -448,15 +532,16 @@ mod tests {
         );
     }
 
+    struct VecSink<'a>(&'a mut Vec<Finding>);
+    impl FindingSink for VecSink<'_> {
+        fn accept(&mut self, f: &Finding) -> std::io::Result<()> {
+            self.0.push(f.clone());
+            Ok(())
+        }
+    }
+
     #[test]
     fn log_counts_in_full_but_keeps_capped_examples() {
-        struct VecSink<'a>(&'a mut Vec<Finding>);
-        impl FindingSink for VecSink<'_> {
-            fn accept(&mut self, f: &Finding) -> std::io::Result<()> {
-                self.0.push(f.clone());
-                Ok(())
-            }
-        }
         let mut sink = Vec::<Finding>::new();
         let mut vs = VecSink(&mut sink);
         let mut log = FindingLog::new(3, BTreeMap::new(), &mut vs);
@@ -467,7 +552,69 @@ mod tests {
         assert_eq!(summaries.len(), 1);
         assert_eq!(summaries[0].count, 1000);
         assert_eq!(summaries[0].examples.len(), 3);
+        assert_eq!(summaries[0].examples_omitted, 997);
+        assert_eq!(summaries[0].listed, 1000);
         assert_eq!(sink.len(), 1000);
+    }
+
+    #[test]
+    fn the_sink_lists_a_capped_number_of_each_code_then_says_how_many_more() {
+        let mut sink = Vec::<Finding>::new();
+        let mut vs = VecSink(&mut sink);
+        let overrides = BTreeMap::from([(Code::HeaderUnknownColumn, Severity::Error)]);
+        let mut log = FindingLog::new(2, overrides, &mut vs).listing_per_code(5);
+        for column in 0..100_000 {
+            log.push(
+                Finding::new(Code::HeaderUnknownColumn, "unknown", "header")
+                    .in_column(format!("c{column}")),
+            );
+        }
+        for row in 2..6 {
+            log.push(Finding::new(Code::ValueBadDate, "bad", "format").at_row(row));
+        }
+        let summaries = log.finish().unwrap();
+        let unknown = &summaries[0];
+        assert_eq!(unknown.code, Code::HeaderUnknownColumn);
+        assert_eq!(
+            (unknown.count, unknown.listed, unknown.examples_omitted),
+            (100_000, 5, 99_998)
+        );
+        assert_eq!((summaries[1].count, summaries[1].listed), (4, 4));
+        // Five listed, the four dates (under the cap, so no closing line), then the closing line.
+        assert_eq!(sink.len(), 5 + 4 + 1, "{sink:#?}");
+        let listed: Vec<&str> = sink[..5]
+            .iter()
+            .filter_map(|f| f.column.as_deref())
+            .collect();
+        assert_eq!(listed, ["c0", "c1", "c2", "c3", "c4"]);
+        let closing = sink.last().unwrap();
+        assert_eq!(closing.code, Code::HeaderUnknownColumn);
+        assert_eq!(
+            closing.severity,
+            Severity::Error,
+            "the code's severity, overrides applied"
+        );
+        assert_eq!(closing.rule, LISTING_RULE);
+        assert_eq!(closing.value.as_deref(), Some("99995"));
+        assert_eq!((closing.row, closing.column.as_deref()), (None, None));
+        assert!(
+            closing
+                .message
+                .starts_with("99995 more `header_unknown_column` findings"),
+            "{}",
+            closing.message
+        );
+    }
+
+    #[test]
+    fn declared_findings_keep_their_own_severity() {
+        let mut sink = NoSink;
+        let overrides = BTreeMap::from([(Code::DateOutOfPeriod, Severity::Warning)]);
+        let mut log = FindingLog::new(1, overrides, &mut sink);
+        log.push_declared(
+            Finding::new(Code::DateOutOfPeriod, "far", "window").with_severity(Severity::Error),
+        );
+        assert!(log.has_at_least(Severity::Error));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! - [`ingest`] turns uploaded bytes into Arrow batches and decode findings;
 //! - [`schema`] parses record schemas and reference code lists;
 //! - [`validate`] checks batches column by column and decides;
+//! - [`rules`] applies the plausibility rules a pipeline declares in its profile;
 //! - [`snapshot`] writes typed Parquet snapshots, quality tables and the manifest;
 //! - [`spill`] finds repeated rows and values in bounded memory, via local temporary files;
 //! - [`analyze`] finds gaps and anomalies, derives monthly metrics and the status of expected
@@ -37,6 +38,7 @@ pub mod layout;
 pub mod metrics;
 pub mod period;
 pub mod pipeline;
+pub mod rules;
 pub mod scheduler;
 pub mod schema;
 pub mod shutdown;

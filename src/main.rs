@@ -239,12 +239,13 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             let project = load_project(&root)?;
             for p in project.pipelines.values() {
                 println!(
-                    "ok  {}  schema {}  schedule \"{}\"  ({} columns, {} blank-rate thresholds)",
+                    "ok  {}  schema {}  schedule \"{}\"  ({} columns, {} blank-rate thresholds, {} rules)",
                     p.dataset,
                     p.schema.id,
                     p.schedule,
                     p.schema.properties.len(),
-                    p.blank_rates.len()
+                    p.blank_rates.len(),
+                    p.rules.len()
                 );
                 println!(
                     "    expects {} forces, deadline {} days; anomalies {} ({} dimensions, {} peer series); {}",
@@ -529,7 +530,13 @@ fn validate_command(
                     .join("\n")
             )
         })?;
-        (Pipeline::ad_hoc(schema), UploadScope::default())
+        (
+            Pipeline::ad_hoc(schema),
+            UploadScope {
+                now: Some(SystemClock.now()),
+                ..UploadScope::default()
+            },
+        )
     } else {
         let project = load_project(root)?;
         let dataset = dataset.unwrap_or_default();
@@ -554,6 +561,8 @@ fn validate_command(
             UploadScope {
                 force: Some(entry.code.clone()),
                 period: Some(period),
+                // The edge of the program: the one place `validate` takes the system clock.
+                now: Some(SystemClock.now()),
             },
         )
     };

@@ -147,9 +147,16 @@ pub fn check_upload<R: Read + Send>(
         pipeline.decision.examples_per_code,
         pipeline.severity_overrides.clone(),
         sink,
-    );
+    )
+    .listing_per_code(pipeline.decision.findings_per_code);
+    // Pushed once the rows are read (a file-level error stops the decoder after the header),
+    // so that a return for a month to come also hears about its rows.
+    let not_begun = crate::validate::period_not_begun(&scope);
     let stopped =
-        |log: FindingLog<'_>, decode: DecodeStats| -> Result<CheckOutcome, PipelineError> {
+        |mut log: FindingLog<'_>, decode: DecodeStats| -> Result<CheckOutcome, PipelineError> {
+            if let Some(f) = &not_begun {
+                log.push(f.clone());
+            }
             Ok(CheckOutcome {
                 verdict: Verdict {
                     decision: Decision::Rejected,
@@ -249,6 +256,9 @@ pub fn check_upload<R: Read + Send>(
             "the file has a header but no records: it is taken as a zero report (no events this period)",
             "rows present",
         ));
+    }
+    if let Some(f) = not_begun {
+        log.push(f);
     }
     let verdict = checker.finish(decode.rejected_rows, &mut log)?;
     Ok(CheckOutcome {
@@ -623,16 +633,11 @@ impl Service {
             .location()
             .and_then(|l| self.project.pipeline(&l.dataset))
             .cloned();
-        let processed_at = rfc3339(self.clock.now());
+        let now = self.clock.now();
+        let processed_at = rfc3339(now);
         let work = self.work().await?.job()?;
         let Some(checked) = self
-            .receive(
-                &mut sub,
-                object,
-                pipeline.as_ref(),
-                &processed_at,
-                work.path(),
-            )
+            .receive(&mut sub, object, pipeline.as_ref(), now, work.path())
             .await?
         else {
             info!(
@@ -693,7 +698,7 @@ impl Service {
         sub: &mut Submission,
         object: &ObjectMeta,
         pipeline: Option<&Pipeline>,
-        processed_at: &str,
+        now: DateTime<Utc>,
         dir: &Path,
     ) -> Result<Option<Checked>, PipelineError> {
         let limits = self
@@ -701,7 +706,7 @@ impl Service {
             .limits_override
             .or_else(|| pipeline.map(|p| p.limits))
             .unwrap_or_default();
-        let mut lineage = lineage_of(sub, pipeline, processed_at);
+        let mut lineage = lineage_of(sub, pipeline, &rfc3339(now));
         let (Some(location), Some(archive_key)) = (sub.location().cloned(), sub.archive_key())
         else {
             let message = sub.odd().map(|o| o.message(&sub.key)).unwrap_or_default();
@@ -710,7 +715,7 @@ impl Service {
             let checked = tokio::task::spawn_blocking(move || {
                 check_to_files(
                     &dir,
-                    Upload::absent(),
+                    Upload::absent(now),
                     None,
                     limits,
                     Some(message),
@@ -756,6 +761,7 @@ impl Service {
                         input,
                         size,
                         sha256: sha256_for_snapshot,
+                        processed_at: now,
                     },
                     pipeline.as_ref(),
                     limits,
@@ -1097,15 +1103,18 @@ struct Upload {
     size: u64,
     /// Its SHA-256, sent once it is fully downloaded (for the snapshot's lineage).
     sha256: std::sync::mpsc::Receiver<String>,
+    /// When it is processed (the service's clock).
+    processed_at: DateTime<Utc>,
 }
 
 impl Upload {
     /// No upload to read: its key is judged alone.
-    fn absent() -> Upload {
+    fn absent(processed_at: DateTime<Utc>) -> Upload {
         Upload {
             input: None,
             size: 0,
             sha256: std::sync::mpsc::channel().1,
+            processed_at,
         }
     }
 }
@@ -1146,6 +1155,7 @@ fn check_to_files(
             let scope = UploadScope {
                 force: Some(lineage.force_id.clone()),
                 period: lineage.period.parse().ok(),
+                now: Some(upload.processed_at),
             };
             let mut writer = SnapshotWriter::new(
                 Arc::clone(&pipeline.schema),
@@ -1156,6 +1166,7 @@ fn check_to_files(
                 input,
                 size,
                 sha256,
+                ..
             } = upload;
             let mut tee = Tee(&mut csv, &mut quality);
             let mut counts = analysis::builder(

@@ -759,7 +759,8 @@ pub fn submissions_parquet(record: &SubmissionRecord) -> Result<Vec<u8>, Snapsho
 
 const MASK: &str = "***";
 
-/// Streams every finding into the central `quality/findings` table, masking personal values.
+/// Streams the findings it is given (capped per code by the log) into the central
+/// `quality/findings` table, masking personal values.
 pub struct QualityFindingSink<W: Write + Send> {
     writer: ArrowWriter<W>,
     schema: SchemaRef,

@@ -12,19 +12,23 @@
 //! booleans are admitted → boolean; anything else → string. [`cell_to_json`] is that rule.
 //!
 //! After the schema come the checks JSON Schema cannot express: dates in the upload's month,
-//! force and period columns that must agree with the upload's folder, `x-unique`, duplicate
-//! rows, legacy spellings and blank rates. This module does no bucket or network IO; repeats are
-//! found through [`crate::spill`], which keeps memory bounded with local temporary files.
+//! force and period columns that must agree with the upload's folder, the plausibility rules
+//! the pipeline declares ([`crate::rules`], judged with the same memo), `x-unique`, duplicate
+//! rows, legacy spellings and blank rates. This module does no bucket or network IO and reads
+//! no clock (the time of processing is in [`UploadScope`]); repeats are found through
+//! [`crate::spill`], which keeps memory bounded with local temporary files.
 
 use std::collections::{HashMap, HashSet};
 
 use arrow::array::{Array, BooleanArray, StringArray};
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::config::Pipeline;
 use crate::finding::{Code, Finding, FindingLog, Severity};
 use crate::ingest::{Batch, Distinct, HeaderMap};
 use crate::period::Period;
+use crate::rules::{self, UploadRules};
 use crate::schema::{Property, RecordSchema, Spelling, TypeSet, UploadContext};
 use crate::spill::RepeatFinder;
 
@@ -531,9 +535,12 @@ impl Plan {
         types: TypeSet,
         text: Option<&str>,
     ) -> Option<Violation> {
-        self.nodes[property]
-            .as_ref()
-            .and_then(|n| n.check(read_cell(types, text)))
+        self.check_read(property, read_cell(types, text))
+    }
+
+    /// Checks a cell already read (see [`read_cell`]).
+    fn check_read(&self, property: usize, cell: Cell<'_>) -> Option<Violation> {
+        self.nodes[property].as_ref().and_then(|n| n.check(cell))
     }
 }
 
@@ -548,6 +555,28 @@ pub struct UploadScope {
     pub force: Option<String>,
     /// The period, from the upload folder.
     pub period: Option<Period>,
+    /// When the upload is processed (the caller's clock): records dated later are in the future.
+    pub now: Option<DateTime<Utc>>,
+}
+
+/// A file-level error when the upload's month has not begun at the time of processing.
+pub fn period_not_begun(scope: &UploadScope) -> Option<Finding> {
+    let (period, now) = (scope.period?, scope.now?);
+    let starts = period
+        .first_day()
+        .and_time(chrono::NaiveTime::MIN)
+        .and_utc();
+    (starts > now).then(|| {
+        Finding::new(
+            Code::PeriodNotBegun,
+            format!(
+                "the file was uploaded for {period}, a month that has not begun yet (it is {} UTC)",
+                now.format("%Y-%m-%d %H:%M")
+            ),
+            "period begun",
+        )
+        .with_value(period.to_string())
+    })
 }
 
 /// Counts and rates per property, for the report.
@@ -593,6 +622,9 @@ pub struct Checker<'p> {
     pipeline: &'p Pipeline,
     plan: Plan,
     scope: UploadScope,
+    /// The upload's month as written at the start of a date (`2020-01`).
+    month: Option<String>,
+    rules: UploadRules<'p>,
     header: HeaderMap,
     blanks: Vec<u64>,
     cell_errors: Vec<u64>,
@@ -606,6 +638,15 @@ pub struct Checker<'p> {
 /// (an identifier or a timestamp never repeats; a code list always does, and a year of dates
 /// within a batch does too).
 const MEMO_LIMIT: usize = 1024;
+
+/// What is wrong with one cell value.
+#[derive(Debug, Clone)]
+enum Judged {
+    /// A schema keyword or a check against the upload, at its code's severity.
+    Broken(Code, Violation),
+    /// A rule the pipeline declares, at the rule's severity.
+    Declared(rules::Hit),
+}
 
 /// What the checker concluded.
 #[derive(Debug, Clone)]
@@ -637,6 +678,8 @@ impl<'p> Checker<'p> {
         Ok(Checker {
             pipeline,
             plan: Plan::compile(schema)?,
+            month: scope.period.map(|p| p.to_string()),
+            rules: UploadRules::new(&pipeline.rules, schema, scope.period, scope.now),
             scope,
             header,
             blanks: vec![0; n],
@@ -664,6 +707,9 @@ impl<'p> Checker<'p> {
             distinct.push(self.check_column(p, column, batch, &mut row_ok, log)?);
         }
         batch.distinct = distinct;
+        if self.rules.has_row_rules() {
+            self.check_rows(batch, &mut row_ok, log);
+        }
         if let Some(fallback) = self.plan.fallback.take() {
             self.check_with_reference(&fallback, batch, &mut row_ok, log);
             self.plan.fallback = Some(fallback);
@@ -692,7 +738,7 @@ impl<'p> Checker<'p> {
         // are numbered as they come, which the snapshot writer uses (`Batch::distinct`).
         let mut memo: HashMap<&str, u32, foldhash::fast::FixedState> =
             HashMap::with_capacity_and_hasher(MEMO_LIMIT, foldhash::fast::FixedState::default());
-        let mut outcomes: Vec<Option<(Code, Violation)>> = Vec::new();
+        let mut outcomes: Vec<Option<Judged>> = Vec::new();
         let mut distinct = Some(Distinct {
             of_row: Vec::with_capacity(batch.len()),
             first: Vec::new(),
@@ -727,13 +773,23 @@ impl<'p> Checker<'p> {
                 }
                 (Some(_), None) => self.judge(p, prop, text),
             };
-            if let Some((code, v)) = outcome {
-                let finding = self.describe(prop, &header, text, code, &v).at_row(row);
-                if log.severity_of(finding.code) == Severity::Error {
-                    *ok = false;
-                    self.cell_errors[p] += 1;
+            match outcome {
+                Some(Judged::Broken(code, v)) => {
+                    let finding = self.describe(prop, &header, text, code, &v).at_row(row);
+                    if log.severity_of(finding.code) == Severity::Error {
+                        *ok = false;
+                        self.cell_errors[p] += 1;
+                    }
+                    log.push(finding);
                 }
-                log.push(finding);
+                Some(Judged::Declared(hit)) => {
+                    if hit.severity == Severity::Error {
+                        *ok = false;
+                        self.cell_errors[p] += 1;
+                    }
+                    log.push_declared(hit.finding(&header, text).at_row(row));
+                }
+                None => {}
             }
             if let (Some(t), true) = (text, prop.unique) {
                 let key = twox_hash::XxHash3_128::oneshot(t.as_bytes());
@@ -745,18 +801,20 @@ impl<'p> Checker<'p> {
         Ok(distinct)
     }
 
-    /// The finding code and violation for one cell value, or `None` when it is fine.
-    fn judge(&self, p: usize, prop: &Property, text: Option<&str>) -> Option<(Code, Violation)> {
-        if let Some(v) = self.plan.check_cell(p, prop.types, text) {
-            return Some((v.code, v));
+    /// What is wrong with one cell value, or `None` when it is fine.
+    fn judge(&self, p: usize, prop: &Property, text: Option<&str>) -> Option<Judged> {
+        let cell = read_cell(prop.types, text);
+        if let Some(v) = self.plan.check_read(p, cell) {
+            return Some(Judged::Broken(v.code, v));
         }
         let text = text?;
         if prop.in_period
-            && let Some(period) = self.scope.period
-            && text.get(..7) != Some(period.to_string().as_str())
+            && !self.pipeline.rules.governs_period(p)
+            && let Some(month) = &self.month
+            && text.get(..7) != Some(month.as_str())
             && (is_valid_date(text) || is_valid_datetime(text))
         {
-            return Some((
+            return Some(Judged::Broken(
                 Code::DateOutOfPeriod,
                 Violation {
                     code: Code::DateOutOfPeriod,
@@ -771,7 +829,7 @@ impl<'p> Checker<'p> {
                     && let Some((i, _)) = list.lookup(text)
                     && &list.codes[i as usize].code != force
                 {
-                    return Some((
+                    return Some(Judged::Broken(
                         Code::ForceMismatch,
                         Violation {
                             code: Code::ForceMismatch,
@@ -782,10 +840,10 @@ impl<'p> Checker<'p> {
                 }
             }
             Some(UploadContext::Period) => {
-                if let Some(period) = self.scope.period
-                    && text != period.to_string()
+                if let Some(month) = &self.month
+                    && text != month
                 {
-                    return Some((
+                    return Some(Judged::Broken(
                         Code::PeriodMismatch,
                         Violation {
                             code: Code::PeriodMismatch,
@@ -797,10 +855,17 @@ impl<'p> Checker<'p> {
             }
             None => {}
         }
+        let number = match cell {
+            Cell::Num(n, _) => Some(n),
+            _ => None,
+        };
+        if let Some(hit) = self.rules.judge(p, text, number) {
+            return Some(Judged::Declared(hit));
+        }
         if let Some(list) = &prop.codelist
             && let Some((_, Spelling::Legacy)) = list.lookup(text)
         {
-            return Some((
+            return Some(Judged::Broken(
                 Code::ValueLegacySpelling,
                 Violation {
                     code: Code::ValueLegacySpelling,
@@ -810,6 +875,27 @@ impl<'p> Checker<'p> {
             ));
         }
         None
+    }
+
+    /// Runs the pipeline's consistency rules over a batch, reading the columns' numbering.
+    fn check_rows(&mut self, batch: &Batch, row_ok: &mut [bool], log: &mut FindingLog<'_>) {
+        let schema = &self.pipeline.schema;
+        let mut columns: Vec<Option<rules::Column<'_>>> = std::iter::repeat_with(|| None)
+            .take(schema.properties.len())
+            .collect();
+        for (slot, &p) in batch.properties.iter().enumerate() {
+            columns[p] = Some(rules::Column {
+                values: &batch.columns[slot],
+                header: self.header.column_name(schema, p),
+                numbered: batch
+                    .distinct
+                    .get(slot)
+                    .and_then(Option::as_ref)
+                    .map(|d| (d.of_row.as_slice(), d.first.as_slice())),
+            });
+        }
+        self.rules
+            .check_rows(&columns, &batch.rows, row_ok, &mut self.cell_errors, log);
     }
 
     fn describe(

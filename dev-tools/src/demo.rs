@@ -164,9 +164,19 @@ impl Plant {
     }
 }
 
-/// Codes the stop-and-search pipeline cannot produce with the demo's uploads; tests with ad-hoc
-/// schemas and pipelines cover them.
-pub const NOT_PLANTED: &[Code] = &[Code::ValueNotUnique, Code::ValueSchema, Code::RowsExcluded];
+/// Codes not planted in the demo's uploads: the first three the stop-and-search pipeline cannot
+/// produce (tests with ad-hoc schemas and pipelines cover them); the others the defect corpus
+/// (`tests/fixtures/defects/`) covers.
+pub const NOT_PLANTED: &[Code] = &[
+    Code::ValueNotUnique,
+    Code::ValueSchema,
+    Code::RowsExcluded,
+    Code::ValueOutOfRange,
+    Code::PeriodNotBegun,
+    Code::DateNearPeriod,
+    Code::DateInFuture,
+    Code::FieldsInconsistent,
+];
 
 const REJECTED: &str = "rejected";
 const WARNINGS: &str = "accepted_with_warnings";
@@ -349,9 +359,9 @@ pub const PLANTED: &[PlantedDefect] = &[
         id: "latitude_out_of_range",
         force: "cheshire",
         months_back: 10,
-        description: "Five rows have Latitude and Longitude swapped (latitude about -2.6, longitude about 53.2), both outside their ranges",
-        expected: &[Code::ValueOutOfRange],
-        decision: REJECTED,
+        description: "Five rows have Latitude and Longitude swapped (latitude about -2.6, longitude about 53.2): possible, but outside England and Wales, so warnings and the rows are kept",
+        expected: &[Code::ValueImplausible],
+        decision: WARNINGS,
         plant: Plant::LocationSwapped,
     },
     PlantedDefect {
@@ -1180,6 +1190,13 @@ const LEGISLATION: &[(&str, f64, Weights)] = &[
 
 const NO_FURTHER_ACTION: &str = "A no further action disposal";
 
+/// Outcomes a child under 10, below the age of criminal responsibility, cannot have.
+const UNDER_10_IMPOSSIBLE: &[&str] = &[
+    "Arrest",
+    "Summons / charged by post",
+    "Caution (simple or conditional)",
+];
+
 const OUTCOMES_DRUGS: &[(&str, f64)] = &[
     (NO_FURTHER_ACTION, 0.66),
     ("Arrest", 0.10),
@@ -1723,7 +1740,8 @@ impl<'v> MonthGen<'v> {
             row.push(Cow::Borrowed(lon.as_str()));
         }
         row.push(text(v.gender.pick(rng), blank[B_GENDER]));
-        row.push(text(v.age.pick(rng), blank[B_AGE]));
+        let age = v.age.pick(rng);
+        row.push(text(age, blank[B_AGE]));
         let sde = v.sde(info.mix).and_then(|p| p.pick(rng));
         let group = sde.map_or("Not stated", |i| i.group.as_str());
         row.push(match sde {
@@ -1750,13 +1768,29 @@ impl<'v> MonthGen<'v> {
             blank[B_OBJECT],
         ));
         let drugs = power.is_some_and(|i| v.legislation.items[i].code == MISUSE_OF_DRUGS);
-        let outcome = if drugs {
+        let mut outcome = if drugs {
             v.outcome_drugs.pick(rng)
         } else {
             v.outcome_other.pick(rng)
         };
-        row.push(text(outcome, blank[B_OUTCOME]));
+        // The same draws whatever the outcome becomes, so that the rest of the file is unchanged.
         let linked = outcome.is_some_and(|o| o.code != NO_FURTHER_ACTION) && rng.chance(0.8);
+        // A child under 10 cannot be arrested, charged or cautioned (the pipeline's rule
+        // `under_10_arrested_or_charged`): such a search ends without further action.
+        let under_10 = !blank[B_AGE] && age.is_some_and(|a| a.code == "under 10");
+        let linked = if under_10
+            && outcome.is_some_and(|o| UNDER_10_IMPOSSIBLE.contains(&o.code.as_str()))
+        {
+            outcome = v
+                .outcome_other
+                .items
+                .iter()
+                .find(|o| o.code == NO_FURTHER_ACTION);
+            false
+        } else {
+            linked
+        };
+        row.push(text(outcome, blank[B_OUTCOME]));
         row.push(if blank[B_LINKED] {
             Cow::Borrowed("")
         } else {
@@ -2899,6 +2933,7 @@ mod tests {
                     let scope = UploadScope {
                         force: Some(location.force_id),
                         period: Some(location.period),
+                        now: Some(upload.uploaded_at),
                     };
                     let outcome = check_upload(
                         upload.bytes.as_slice(),

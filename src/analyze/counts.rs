@@ -384,6 +384,7 @@ pub(crate) mod tests {
             UploadScope {
                 force: Some("kent".into()),
                 period: Some(period),
+                now: None,
             },
             &mut NoSink,
             &mut |batch, keep| {

@@ -122,7 +122,8 @@ pub(super) fn finish(
         pipeline.decision.examples_per_code,
         pipeline.severity_overrides.clone(),
         sink,
-    );
+    )
+    .listing_per_code(pipeline.decision.findings_per_code);
     for a in &mut anomalies {
         a.severity = log.severity_of(a.code);
         let header = a.column.as_deref().and_then(|c| {

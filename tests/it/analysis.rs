@@ -189,6 +189,8 @@ async fn an_anomaly_raised_to_error_by_the_pipeline_rejects_the_upload() {
     let june = uploads(&project.catalog, &config)
         .find(|u| u.key.contains("/durham/stop_search/2024-06/"))
         .unwrap();
+    // Processed when it arrives: the service refuses a month that has not begun.
+    bucket.clock.set(june.uploaded_at);
     upload_at(&bucket, &june.key, june.bytes, june.uploaded_at).await;
     let service = Service::new(
         Arc::new(project),

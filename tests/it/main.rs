@@ -19,6 +19,7 @@ mod corpus;
 mod fault_proxy;
 mod golden;
 mod presigned;
+mod policy;
 mod report_browser;
 mod runs;
 mod s3;
