@@ -178,7 +178,7 @@ pub const PLANTED: &[PlantedDefect] = &[
         id: "latin1_encoding",
         force: "north-wales",
         months_back: 8,
-        description: "Saved as Latin-1: about 5% of rows name the operation `Operation Môn Ddiogel`, whose `ô` is the single byte 0xF4, not UTF-8; those rows are not decoded",
+        description: "Pasted together from two exports: about 5% of rows name the operation `Operation Môn Ddiogel`, in UTF-8 except in the second, fourth and sixth of those rows, where its `ô` is the single Latin-1 byte 0xF4; a file mixing both encodings is not guessed at, and those rows are not decoded",
         expected: &[Code::EncodingInvalidUtf8],
         decision: REJECTED,
         plant: Plant::Latin1,
@@ -1807,12 +1807,24 @@ fn stream_csv(out: &mut Vec<u8>, generator: &mut MonthGen<'_>) {
     }
 }
 
-/// Every character as one byte (all characters used are below U+0100), as Latin-1 stores them.
-fn latin1(text: &[u8]) -> Vec<u8> {
-    String::from_utf8_lossy(text)
-        .chars()
-        .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
-        .collect()
+/// UTF-8 `text` with its second, fourth and sixth `ô` written as Latin-1 stores them (the
+/// byte 0xF4): the first stays UTF-8, so the file holds both encodings from its start.
+fn latin1_in_places(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut rest = text;
+    let mut seen = 0;
+    while let Some(at) = rest.windows(2).position(|w| w == "ô".as_bytes()) {
+        out.extend_from_slice(&rest[..at]);
+        if seen % 2 == 1 && seen < 6 {
+            out.push(0xF4);
+        } else {
+            out.extend_from_slice("ô".as_bytes());
+        }
+        seen += 1;
+        rest = &rest[at + 2..];
+    }
+    out.extend_from_slice(rest);
+    out
 }
 
 /// The start of an .xlsx workbook: zip local file headers and deflated (random-looking) data.
@@ -2046,7 +2058,7 @@ impl Uploads<'_> {
         let standard = key(f.id, &month, &file_name(period, f.id));
         let mut header: Vec<&str> = HEADER.to_vec();
         let bytes = match defect.plant {
-            Plant::Latin1 => latin1(&self.operation_month(force, period, n)),
+            Plant::Latin1 => latin1_in_places(&self.operation_month(force, period, n)),
             Plant::Resubmission => {
                 let name = format!("{month}-{}-stop-and-search_v2.csv", f.id);
                 return (

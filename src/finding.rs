@@ -90,6 +90,7 @@ codes! {
     TooManyRows => "too_many_rows", Error, File;
     NoRows => "no_rows", Warning, File;
     UploadLocationInvalid => "upload_location_invalid", Error, File;
+    EncodingConverted => "encoding_converted", Info, File;
     HeaderMissingColumn => "header_missing_column", Error, File;
     HeaderDuplicateColumn => "header_duplicate_column", Error, File;
     HeaderUnknownColumn => "header_unknown_column", Warning, File;
@@ -244,6 +245,9 @@ pub fn hint(code: Code) -> &'static str {
         Code::NoRows => "accepted as a zero report; if there were events this period, export again",
         Code::UploadLocationInvalid => {
             "upload to incoming/<force>/<dataset>/<YYYY-MM>/<file> with your force's folder"
+        }
+        Code::EncodingConverted => {
+            "nothing to do; to be sure every character is read as meant, save as \"CSV UTF-8\""
         }
         Code::HeaderMissingColumn => {
             "add the column to the header (its cells may be blank where blanks are allowed)"

@@ -22,6 +22,7 @@ use arrow::array::{Array, StringArray, StringBuilder};
 use twox_hash::XxHash3_128;
 
 use crate::config::Limits;
+use crate::encoding::{Detected, Encoding, Source, Transcoder};
 use crate::finding::{Code, Finding, FindingLog};
 use crate::schema::RecordSchema;
 
@@ -118,7 +119,9 @@ pub struct DecodeStats {
 
 /// Streaming CSV decoder. Create with [`CsvDecoder::start`].
 pub struct CsvDecoder<R> {
-    input: R,
+    input: Source<R>,
+    /// How the file is encoded (read once from its first bytes).
+    detected: Detected,
     core: csv_core::Reader,
     buf: Box<[u8]>,
     pos: usize,
@@ -173,14 +176,36 @@ impl<R: Read> CsvDecoder<R> {
         batch_rows: usize,
         log: &mut FindingLog<'_>,
     ) -> std::io::Result<Start<R>> {
-        let mut buf = vec![0u8; CHUNK].into_boxed_slice();
-        let len = read_full(&mut input, &mut buf)?;
-        let mut stats = DecodeStats {
-            bytes: len as u64,
+        let mut raw = vec![0u8; CHUNK];
+        let raw_len = read_full(&mut input, &mut raw)?;
+        let detected = crate::encoding::detect(&raw[..raw_len], raw_len < CHUNK);
+        // Only a file that is not UTF-8 is converted as it is read.
+        let (input, buf, len) = if detected.encoding == Encoding::Utf8 {
+            let consumed = raw_len as u64;
+            (
+                Source::Utf8 { input, consumed },
+                raw.into_boxed_slice(),
+                raw_len,
+            )
+        } else {
+            raw.truncate(raw_len);
+            let transcoder =
+                Transcoder::new(input, detected.encoding, raw, detected.bom, raw_len < CHUNK);
+            let mut source = Source::Transcoded(transcoder);
+            let mut buf = vec![0u8; CHUNK].into_boxed_slice();
+            let len = read_full(&mut source, &mut buf)?;
+            (source, buf, len)
+        };
+        let stats = DecodeStats {
+            bytes: input.consumed(),
             ..DecodeStats::default()
         };
-        let head = &buf[..len];
-        let head = head.strip_prefix(b"\xef\xbb\xbf").unwrap_or(head);
+        let skip = if detected.encoding == Encoding::Utf8 {
+            detected.bom
+        } else {
+            0
+        };
+        let head = &buf[skip..len];
         if head.iter().all(u8::is_ascii_whitespace) {
             log.push(Finding::new(
                 Code::FileEmpty,
@@ -197,11 +222,15 @@ impl<R: Read> CsvDecoder<R> {
             ));
             return Ok(Start::Stopped(stats));
         }
+        if let Some(note) = encoding_note(detected) {
+            log.push(note);
+        }
         let mut decoder = CsvDecoder {
             input,
+            detected,
             core: csv_core::ReaderBuilder::new().build(),
             buf,
-            pos: 0,
+            pos: skip,
             len,
             eof: len < CHUNK,
             out: vec![0; 4096],
@@ -244,8 +273,7 @@ impl<R: Read> CsvDecoder<R> {
                     "no usable header: every required column is missing",
                     "required",
                 ));
-                stats.bytes = decoder.stats.bytes;
-                return Ok(Start::Stopped(stats));
+                return Ok(Start::Stopped(decoder.stats));
             }
             None => unreachable!("a non-blank input has at least one record"),
         };
@@ -538,12 +566,15 @@ impl<R: Read> CsvDecoder<R> {
         for (col, range) in cell_ranges(&self.ends[..fields], sep).enumerate() {
             let cell = &bytes[range];
             if let Err(e) = std::str::from_utf8(cell) {
-                let bad = cell[e.valid_up_to()];
+                let what = self
+                    .detected
+                    .encoding
+                    .describe_invalid(&cell[e.valid_up_to()..], self.detected.utf8_because);
                 found.push(
                     Finding::new(
                         Code::EncodingInvalidUtf8,
                         format!(
-                            "the cell holds byte 0x{bad:02X} at position {}, which is not UTF-8 (the file looks saved as Latin-1 or Windows-1252)",
+                            "the cell cannot be read at its byte {}: {what}",
                             e.valid_up_to() + 1
                         ),
                         "encoding utf-8",
@@ -559,7 +590,7 @@ impl<R: Read> CsvDecoder<R> {
     fn refill(&mut self) -> std::io::Result<()> {
         self.len = read_full(&mut self.input, &mut self.buf)?;
         self.pos = 0;
-        self.stats.bytes += self.len as u64;
+        self.stats.bytes = self.input.consumed();
         if self.len < self.buf.len() {
             self.eof = true;
         }
@@ -773,6 +804,36 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(filled)
 }
 
+/// The note saying which encoding a file that is not UTF-8 was read in.
+fn encoding_note(detected: Detected) -> Option<Finding> {
+    let message = match detected.encoding {
+        Encoding::Utf8 => return None,
+        Encoding::Utf16 { .. } => {
+            let mark = if detected.bom > 0 {
+                "with a byte-order mark, as Excel's \"Unicode Text\" is"
+            } else {
+                "without a byte-order mark"
+            };
+            format!(
+                "the file is saved as {} {mark}; it was read as such and converted to UTF-8",
+                detected.encoding.name()
+            )
+        }
+        Encoding::Windows1252 => {
+            let example = detected
+                .example
+                .and_then(|b| crate::encoding::windows_1252_char(b).map(|c| (b, c)))
+                .map(|(b, c)| format!(" (byte 0x{b:02X} is `{c}`)"))
+                .unwrap_or_default();
+            format!(
+                "the file is saved as {}, as Excel's \"CSV (Comma delimited)\" is: its bytes are not UTF-8 and hold no UTF-8 character, so it was read as Windows-1252{example} and converted to UTF-8",
+                detected.encoding.name()
+            )
+        }
+    };
+    Some(Finding::new(Code::EncodingConverted, message, "encoding"))
+}
+
 /// Whether the first bytes look like binary data rather than text: any NUL byte, or more than
 /// one in a hundred control characters other than tab, line feed, carriage return and form feed.
 fn looks_binary(head: &[u8]) -> bool {
@@ -860,6 +921,56 @@ mod tests {
         assert_eq!(b[0].rows, vec![2, 3]);
     }
 
+    fn messages(s: &[CodeSummary], code: &str) -> Vec<String> {
+        s.iter()
+            .filter(|c| c.code.as_str() == code)
+            .flat_map(|c| c.examples.iter().map(|f| f.message.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn utf16_files_are_read_with_a_note_not_called_binary() {
+        let text = "Col A,b\r\nCafé “x”,😀\r\n";
+        let le: Vec<u8> = [0xFF, 0xFE]
+            .into_iter()
+            .chain(text.encode_utf16().flat_map(u16::to_le_bytes))
+            .collect();
+        let be: Vec<u8> = text.encode_utf16().flat_map(u16::to_be_bytes).collect();
+        for (bytes, words) in [
+            (le, "UTF-16 (little-endian) with a byte-order mark"),
+            (be, "UTF-16 (big-endian) without a byte-order mark"),
+        ] {
+            let (b, f) = decode(&bytes, Limits::default(), 10);
+            assert_eq!(codes(&f), ["encoding_converted"], "{words}");
+            assert!(
+                messages(&f, "encoding_converted")[0].contains(words),
+                "{f:?}"
+            );
+            assert_eq!(b[0].columns[0].value(0), "Café “x”");
+            assert_eq!(b[0].columns[1].value(0), "😀");
+            assert_eq!(b[0].rows, [2]);
+        }
+    }
+
+    #[test]
+    fn windows_1252_files_are_read_with_a_note_and_mixed_files_are_not_reinterpreted() {
+        let (b, f) = decode(b"a,b\r\nCaf\xe9,\x93x\x94\r\n", Limits::default(), 10);
+        assert_eq!(codes(&f), ["encoding_converted"]);
+        assert!(messages(&f, "encoding_converted")[0].contains("byte 0xE9 is `é`"));
+        assert_eq!(b[0].columns[0].value(0), "Café");
+        assert_eq!(b[0].columns[1].value(0), "“x”");
+        // The same stray byte in a file that is UTF-8 elsewhere is not guessed at.
+        let mixed = "a,b\nMôn,x\n"
+            .bytes()
+            .chain(*b"Caf\xe9,y\n")
+            .collect::<Vec<u8>>();
+        let (b, f) = decode(&mixed, Limits::default(), 10);
+        assert_eq!(codes(&f), ["encoding_invalid_utf8"]);
+        let message = &messages(&f, "encoding_invalid_utf8")[0];
+        assert!(message.contains("byte 4: 0xE9 is not UTF-8 (in Windows-1252 it is `é`); the file also holds UTF-8 characters"), "{message}");
+        assert_eq!(b[0].rows, [2]);
+    }
+
     #[test]
     fn batches_are_bounded_and_rows_numbered_across_them() {
         let mut text = b"a,b\n".to_vec();
@@ -874,7 +985,7 @@ mod tests {
     #[test]
     fn structural_problems_become_findings_and_rows_are_left_out() {
         let (b, f) = decode(
-            b"a,b\nx\nx,y,z\n\xe9t\xe9,y\nok,fine",
+            b"a,b\nx\nx,y,z\n\xe9t\xe9,y\nok,fi\xc3\xb1e",
             Limits::default(),
             10,
         );

@@ -7,6 +7,8 @@
 //!
 //! - [`config`] loads pipelines, schemas and settings;
 //! - [`store`] is the only code that talks to object storage;
+//! - [`encoding`] recognises how an upload is encoded and converts UTF-16 and Windows-1252 to
+//!   UTF-8;
 //! - [`ingest`] turns uploaded bytes into Arrow batches and decode findings;
 //! - [`schema`] parses record schemas and reference code lists;
 //! - [`validate`] checks batches column by column and decides;
@@ -29,6 +31,7 @@ pub mod api;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod encoding;
 pub mod evaluate;
 pub mod feedback;
 pub mod finding;
