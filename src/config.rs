@@ -124,6 +124,18 @@ pub struct Limits {
     pub max_rows: u64,
     /// Longest cell, in bytes.
     pub max_cell_bytes: usize,
+    /// Most cells in the header (and so in any row); a wider header stops the upload being
+    /// read, so memory does not grow with the width of a file.
+    #[serde(default = "default_max_columns")]
+    pub max_columns: usize,
+}
+
+/// The default of `limits.max_columns`: far above any return's width (the widest known force
+/// extract has about 270 columns), far below what would hold memory.
+pub const DEFAULT_MAX_COLUMNS: usize = 1_000;
+
+fn default_max_columns() -> usize {
+    DEFAULT_MAX_COLUMNS
 }
 
 impl Default for Limits {
@@ -132,6 +144,7 @@ impl Default for Limits {
             max_file_bytes: 2 << 30,
             max_rows: 20_000_000,
             max_cell_bytes: 64 << 10,
+            max_columns: DEFAULT_MAX_COLUMNS,
         }
     }
 }
@@ -444,6 +457,12 @@ fn load_pipeline(
             format!("max_error_row_share must be between 0 and 1, not {share}"),
         ));
     }
+    if parsed.limits.max_columns == 0 {
+        problems.push(problem(
+            line_of_key(&text, "max_columns"),
+            "max_columns must be at least 1".to_owned(),
+        ));
+    }
     let mut severity_overrides = BTreeMap::new();
     for (name, severity) in &parsed.decision.severity {
         match Code::parse(name) {
@@ -694,6 +713,21 @@ deadline_days = 20
             assert_eq!(errs[0].line, Some(4));
             assert!(errs[0].message.contains("never comes round"), "{errs:?}");
         }
+    }
+
+    #[test]
+    fn max_columns_has_a_default_and_must_be_at_least_one() {
+        let (_d, p) = project_with(GOOD);
+        let limits = p.unwrap().pipeline("things").unwrap().limits;
+        assert_eq!(limits.max_columns, DEFAULT_MAX_COLUMNS);
+        let zero = format!(
+            "{GOOD}[limits]\nmax_file_bytes = 1000\nmax_rows = 10\nmax_cell_bytes = 100\nmax_columns = 0\n"
+        );
+        let (_d, p) = project_with(&zero);
+        let errs = p.unwrap_err().0;
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].line, Some(12));
+        assert!(errs[0].message.contains("max_columns must be at least 1"));
     }
 
     #[test]

@@ -706,6 +706,7 @@ pub fn demo_limits() -> Limits {
         max_file_bytes: 8 << 20,
         max_rows: 40_000,
         max_cell_bytes: 64 << 10,
+        ..Limits::default()
     }
 }
 

@@ -94,10 +94,12 @@ codes! {
     HeaderMissingColumn => "header_missing_column", Error, File;
     HeaderDuplicateColumn => "header_duplicate_column", Error, File;
     HeaderUnknownColumn => "header_unknown_column", Warning, File;
+    TooManyColumns => "too_many_columns", Error, File;
     EncodingInvalidUtf8 => "encoding_invalid_utf8", Error, Row;
     RowTooFewFields => "row_too_few_fields", Error, Row;
     RowTooManyFields => "row_too_many_fields", Error, Row;
     CellTooLong => "cell_too_long", Error, Row;
+    BlankRowsSkipped => "blank_rows_skipped", Info, File;
     ValueRequired => "value_required", Error, Row;
     ValueWrongType => "value_wrong_type", Error, Row;
     ValueNotInList => "value_not_in_list", Error, Row;
@@ -256,6 +258,10 @@ pub fn hint(code: Code) -> &'static str {
         Code::HeaderUnknownColumn => {
             "remove the column, or check its spelling against the schema's header spellings"
         }
+        Code::TooManyColumns => {
+            "check that the first line is the header; remove empty or unused columns at the right"
+        }
+        Code::BlankRowsSkipped => "nothing to do; the rows held no values",
         Code::EncodingInvalidUtf8 => "save the file as \"CSV UTF-8\" rather than ANSI or Latin-1",
         Code::RowTooFewFields => {
             "the row may be cut short: check it in the source system and export again"

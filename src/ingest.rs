@@ -137,13 +137,30 @@ pub struct CsvDecoder<R> {
     finished: bool,
     /// Text bytes of each mapped column in the last batch.
     value_bytes: Vec<usize>,
-    /// Whether the header is read: csv-core reads it (and drops a byte-order mark).
-    past_header: bool,
+    /// The last record csv-core read ended with a `\r`: a `\n` right after it completes that
+    /// line end and is not an empty row.
+    after_cr: bool,
+    /// The spreadsheet row of the last line read (records and empty rows alike).
+    row: u64,
+    /// Cells kept of one record: a record with more is counted, not held, so memory stays
+    /// within this many cells whatever the file's shape.
+    cap: usize,
+    /// Rows made only of delimiters and white space, skipped.
+    blank: BlankRows,
     /// A csv-core record written back as plain as CSV allows, for the row hash.
     joined: Vec<u8>,
 }
 
+/// What one read of the input gave.
 enum RawRecord {
+    /// A record that is not blank.
+    Line(Line),
+    /// An empty line, or a record made only of delimiters and white space.
+    Blank,
+}
+
+/// A record that is not blank.
+enum Line {
     /// A record of `len` bytes whose cells end at `ends`: split by csv-core into `out` with
     /// nothing between cells (`at` is `None`), or a plain line of `buf` starting at `at`, its
     /// cells separated by one comma.
@@ -152,10 +169,85 @@ enum RawRecord {
         len: usize,
         fields: usize,
     },
-    CellTooLong {
-        field: usize,
-        fields: usize,
-    },
+    /// A record with a cell over the limit (`field`, counted from 0). `spans_lines`: the cell
+    /// was seen to hold line breaks, so it is quoted, and its quote is probably never closed.
+    CellTooLong { field: usize, spans_lines: bool },
+    /// A record with more cells than are kept (`fields` of them).
+    TooManyCells { fields: usize },
+}
+
+/// The rows made only of delimiters and white space that were skipped: how many, and the
+/// first few runs of consecutive ones (for the note to the force).
+#[derive(Debug, Default)]
+struct BlankRows {
+    count: u64,
+    runs: Vec<(u64, u64)>,
+}
+
+impl BlankRows {
+    const RUNS_SHOWN: usize = 5;
+
+    fn add(&mut self, row: u64) {
+        self.count += 1;
+        if let Some((_, last)) = self.runs.last_mut()
+            && *last + 1 == row
+        {
+            *last = row;
+        } else if self.runs.len() < Self::RUNS_SHOWN {
+            self.runs.push((row, row));
+        }
+    }
+
+    /// The note, when rows were skipped.
+    fn finding(&self, delimiter: u8) -> Option<Finding> {
+        if self.count == 0 {
+            return None;
+        }
+        let listed: u64 = self.runs.iter().map(|(a, b)| b - a + 1).sum();
+        let rows = self
+            .runs
+            .iter()
+            .map(|&(a, b)| {
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a} to {b}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let more = if listed < self.count {
+            format!(" and {} more", self.count - listed)
+        } else {
+            String::new()
+        };
+        let (many, them) = if self.count == 1 {
+            ("row", "it was")
+        } else {
+            ("rows", "they were")
+        };
+        Some(Finding::new(
+            Code::BlankRowsSkipped,
+            format!(
+                "{} {many} held nothing but {}, spaces or nothing at all ({} {rows}{more}): {them} skipped",
+                self.count,
+                delimiter_name(delimiter),
+                if self.count == 1 { "row" } else { "rows" },
+            ),
+            "blank rows",
+        ))
+    }
+}
+
+/// The plural name of a delimiter, for messages.
+fn delimiter_name(delimiter: u8) -> String {
+    match delimiter {
+        b',' => "commas".to_owned(),
+        b';' => "semicolons".to_owned(),
+        b'\t' => "tabs".to_owned(),
+        b'|' => "vertical bars".to_owned(),
+        other => format!("`{}` characters", char::from(other)),
+    }
 }
 
 /// What starting to decode gave.
@@ -246,17 +338,34 @@ impl<R: Read> CsvDecoder<R> {
             stats,
             finished: false,
             value_bytes: Vec::new(),
-            past_header: false,
+            after_cr: false,
+            row: 0,
+            cap: limits.max_columns.saturating_add(1),
+            blank: BlankRows::default(),
             joined: Vec::new(),
         };
-        let headers = match decoder.read_raw()? {
-            Some(RawRecord::Complete { at, len, fields }) => {
+        let headers = match decoder.next_record()? {
+            None => {
+                log.push(Finding::new(
+                    Code::FileEmpty,
+                    "the file has no header: it holds only empty lines",
+                    "file has content",
+                ));
+                return Ok(Start::Stopped(decoder.stats));
+            }
+            Some(Line::TooManyCells { fields }) => {
+                return Ok(too_many_columns(&decoder, fields, log));
+            }
+            Some(Line::Complete { fields, .. }) if fields > limits.max_columns => {
+                return Ok(too_many_columns(&decoder, fields, log));
+            }
+            Some(Line::Complete { at, len, fields }) => {
                 let (bytes, sep) = record(&decoder.buf, &decoder.out, at, len);
                 cell_ranges(&decoder.ends[..fields], sep)
                     .map(|r| String::from_utf8_lossy(&bytes[r]).into_owned())
-                    .collect()
+                    .collect::<Vec<_>>()
             }
-            Some(RawRecord::CellTooLong { .. }) => {
+            Some(Line::CellTooLong { .. }) => {
                 log.push(
                     Finding::new(
                         Code::CellTooLong,
@@ -266,7 +375,7 @@ impl<R: Read> CsvDecoder<R> {
                         ),
                         "max_cell_bytes",
                     )
-                    .at_row(1),
+                    .at_row(decoder.row),
                 );
                 log.push(Finding::new(
                     Code::HeaderMissingColumn,
@@ -275,8 +384,8 @@ impl<R: Read> CsvDecoder<R> {
                 ));
                 return Ok(Start::Stopped(decoder.stats));
             }
-            None => unreachable!("a non-blank input has at least one record"),
         };
+        decoder.cap = headers.len() + 1;
         let ok = decoder.map_header(headers, schema, log);
         if ok {
             Ok(Start::Rows(Box::new(decoder)))
@@ -306,7 +415,7 @@ impl<R: Read> CsvDecoder<R> {
                             ),
                             "unique header",
                         )
-                        .at_row(1)
+                        .at_row(self.row)
                         .in_column(cell.clone()),
                     );
                     column_property.push(None);
@@ -322,7 +431,7 @@ impl<R: Read> CsvDecoder<R> {
                             format!("header cell `{cell}` (column {}) is not a column of the schema; it is ignored", col + 1),
                             "known header",
                         )
-                        .at_row(1)
+                        .at_row(self.row)
                         .in_column(cell.clone()),
                     );
                     column_property.push(None);
@@ -341,7 +450,7 @@ impl<R: Read> CsvDecoder<R> {
                         format!("the header has no `{spelling}` column"),
                         "required",
                     )
-                    .at_row(1)
+                    .at_row(self.row)
                     .in_column(spelling.clone())
                     .with_schema_path("/required"),
                 );
@@ -397,13 +506,12 @@ impl<R: Read> CsvDecoder<R> {
         let mut text_bytes = 0;
         while rows.len() < self.batch_rows && text_bytes < BATCH_TEXT_BYTES {
             if self.stats.records >= self.limits.max_rows {
-                if self.read_raw()?.is_some() {
+                if self.next_record()?.is_some() {
                     found.push(Finding::new(
                         Code::TooManyRows,
                         format!(
-                            "the file has more than {} records; records after row {} were not read",
-                            self.limits.max_rows,
-                            self.limits.max_rows + 1
+                            "the file has more than {} records; records from row {} on were not read",
+                            self.limits.max_rows, self.row
                         ),
                         "max_rows",
                     ));
@@ -423,14 +531,25 @@ impl<R: Read> CsvDecoder<R> {
                 self.finished = true;
                 break;
             }
-            let Some(raw) = self.read_raw()? else {
+            let Some(line) = self.next_record()? else {
                 self.finished = true;
                 break;
             };
             self.stats.records += 1;
-            let row = self.stats.records + 1;
-            match raw {
-                RawRecord::CellTooLong { field, fields } => {
+            let row = self.row;
+            match line {
+                Line::TooManyCells { fields } => {
+                    self.stats.rejected_rows += 1;
+                    found.push(
+                        Finding::new(
+                            Code::RowTooManyFields,
+                            format!("the row has {fields} cells, more than the header's {width}"),
+                            "cells per row = header",
+                        )
+                        .at_row(row),
+                    );
+                }
+                Line::CellTooLong { field, spans_lines } => {
                     self.stats.rejected_rows += 1;
                     let column = self
                         .header
@@ -438,8 +557,8 @@ impl<R: Read> CsvDecoder<R> {
                         .get(field)
                         .cloned()
                         .unwrap_or_else(|| format!("column {}", field + 1));
-                    let extra = if fields == 1 && width > 1 {
-                        " (it runs to the end of the file: probably an unclosed quote)"
+                    let extra = if spans_lines {
+                        " and spans several lines: probably a quote that is never closed"
                     } else {
                         ""
                     };
@@ -456,7 +575,7 @@ impl<R: Read> CsvDecoder<R> {
                         .in_column(column),
                     );
                 }
-                RawRecord::Complete { at, len, fields } => {
+                Line::Complete { at, len, fields } => {
                     let (bytes, sep) = record(&self.buf, &self.out, at, len);
                     if fields != width {
                         self.stats.rejected_rows += 1;
@@ -500,6 +619,11 @@ impl<R: Read> CsvDecoder<R> {
                     row_hashes.push(self.row_hash(at, len, fields));
                 }
             }
+        }
+        if self.finished
+            && let Some(note) = self.blank.finding(b',')
+        {
+            found.push(note);
         }
         if rows.is_empty() {
             return Ok(None);
@@ -597,26 +721,73 @@ impl<R: Read> CsvDecoder<R> {
         Ok(())
     }
 
-    /// Reads one raw record into `out`/`ends`, keeping no cell longer than the limit.
+    /// The next record that is not blank, with `row` set to its spreadsheet row; blank rows on
+    /// the way are counted and skipped.
+    fn next_record(&mut self) -> std::io::Result<Option<Line>> {
+        loop {
+            let Some(raw) = self.read_raw()? else {
+                return Ok(None);
+            };
+            self.row += 1;
+            match raw {
+                RawRecord::Blank => self.blank.add(self.row),
+                RawRecord::Line(line) => return Ok(Some(line)),
+            }
+        }
+    }
+
+    /// Reads one raw record into `out`/`ends`, keeping no cell longer than the limit and no
+    /// more than `cap` cells.
     fn read_raw(&mut self) -> std::io::Result<Option<RawRecord>> {
         use csv_core::ReadRecordResult as R;
-        if self.pos == self.len && !self.eof {
-            self.refill()?;
+        // A line end at the start of a record is an empty row, unless it is the `\n` of a
+        // `\r\n` whose `\r` ended the previous record (csv-core would skip both silently).
+        loop {
+            if self.pos == self.len && !self.eof {
+                self.refill()?;
+            }
+            match self.buf[..self.len].get(self.pos) {
+                Some(b'\n') if self.after_cr => {
+                    self.pos += 1;
+                    self.after_cr = false;
+                }
+                Some(b'\n') => {
+                    self.pos += 1;
+                    return Ok(Some(RawRecord::Blank));
+                }
+                Some(b'\r') => {
+                    self.pos += 1;
+                    self.after_cr = true;
+                    return Ok(Some(RawRecord::Blank));
+                }
+                _ => {
+                    self.after_cr = false;
+                    break;
+                }
+            }
         }
-        if !self.past_header {
-            self.past_header = true;
-        } else if let Some((used, len, fields)) = plain_line(
+        if let Some((used, len, fields)) = plain_line(
             &self.buf[self.pos..self.len],
             self.limits.max_cell_bytes,
+            self.cap,
             &mut self.ends,
         ) {
-            let at = Some(self.pos);
+            let at = self.pos;
             self.pos += used;
-            return Ok(Some(RawRecord::Complete { at, len, fields }));
+            if is_blank(&self.buf[at..at + len], b',') {
+                return Ok(Some(RawRecord::Blank));
+            }
+            let at = Some(at);
+            return Ok(Some(RawRecord::Line(Line::Complete { at, len, fields })));
         }
         let mut out_len = 0;
         let mut nends = 0;
         let mut too_long: Option<usize> = None;
+        let mut spans_lines = false;
+        // Cells past the cap: counted, their bytes dropped (and looked at only to tell a blank
+        // record).
+        let mut dropped = 0;
+        let mut dropped_blank = true;
         let mut field_start = 0;
         loop {
             if self.pos == self.len && !self.eof {
@@ -629,7 +800,7 @@ impl<R: Read> CsvDecoder<R> {
             self.pos += nin;
             out_len += nout;
             if nend > 0 {
-                field_start = if too_long.is_some() {
+                field_start = if too_long.is_some() || dropped > 0 {
                     out_len
                 } else {
                     self.ends[nends + nend - 1]
@@ -643,13 +814,21 @@ impl<R: Read> CsvDecoder<R> {
                         return Ok(None);
                     }
                 }
+                R::OutputFull if dropped > 0 => {
+                    dropped_blank &= is_blank(&self.out[..out_len], 0);
+                    out_len = 0;
+                    field_start = 0;
+                }
                 R::OutputFull => {
-                    let current = out_len - field_start.min(out_len);
-                    if current >= self.limits.max_cell_bytes {
+                    let start = field_start.min(out_len);
+                    if out_len - start >= self.limits.max_cell_bytes {
                         too_long.get_or_insert(nends);
+                        spans_lines |= self.out[start..out_len]
+                            .iter()
+                            .any(|&b| b == b'\n' || b == b'\r');
                         // Drop the over-long cell's bytes; csv-core's positions no longer
                         // match, but a rejected row needs only its cell count.
-                        out_len = field_start.min(out_len);
+                        out_len = start;
                     } else {
                         let grow = self.out.len().min(self.limits.max_cell_bytes.max(4096));
                         self.out.resize(self.out.len() + grow, 0);
@@ -657,14 +836,33 @@ impl<R: Read> CsvDecoder<R> {
                 }
                 R::OutputEndsFull => {
                     let n = self.ends.len();
-                    self.ends.resize(n * 2, 0);
+                    if n < self.cap {
+                        self.ends.resize((n * 2).min(self.cap), 0);
+                    } else {
+                        // More cells than any row may have: count the rest, keep none.
+                        dropped_blank &= is_blank(&self.out[..out_len], 0);
+                        dropped += nends;
+                        nends = 0;
+                        out_len = 0;
+                        field_start = 0;
+                    }
                 }
                 R::Record => {
+                    if nin > 0 && self.buf[self.pos - 1] == b'\r' {
+                        self.after_cr = true;
+                    }
+                    if dropped > 0 {
+                        if dropped_blank && is_blank(&self.out[..out_len], 0) {
+                            return Ok(Some(RawRecord::Blank));
+                        }
+                        let fields = dropped + nends;
+                        return Ok(Some(RawRecord::Line(Line::TooManyCells { fields })));
+                    }
                     if let Some(field) = too_long {
-                        return Ok(Some(RawRecord::CellTooLong {
+                        return Ok(Some(RawRecord::Line(Line::CellTooLong {
                             field,
-                            fields: nends,
-                        }));
+                            spans_lines,
+                        })));
                     }
                     let longest = self.ends[..nends]
                         .iter()
@@ -676,21 +874,57 @@ impl<R: Read> CsvDecoder<R> {
                         .enumerate()
                         .find(|&(_, l)| l > self.limits.max_cell_bytes);
                     if let Some((field, _)) = longest {
-                        return Ok(Some(RawRecord::CellTooLong {
+                        let start = if field == 0 { 0 } else { self.ends[field - 1] };
+                        let spans_lines = self.out[start..self.ends[field]]
+                            .iter()
+                            .any(|&b| b == b'\n' || b == b'\r');
+                        return Ok(Some(RawRecord::Line(Line::CellTooLong {
                             field,
-                            fields: nends,
-                        }));
+                            spans_lines,
+                        })));
                     }
-                    return Ok(Some(RawRecord::Complete {
+                    if is_blank(&self.out[..out_len], 0) {
+                        return Ok(Some(RawRecord::Blank));
+                    }
+                    return Ok(Some(RawRecord::Line(Line::Complete {
                         at: None,
                         len: out_len,
                         fields: nends,
-                    }));
+                    })));
                 }
                 R::End => return Ok(None),
             }
         }
     }
+}
+
+/// Whether a record holds nothing but white space and (`delimiter`, for a plain line; 0 for
+/// csv-core's output, which has no delimiters) delimiters. A record's first byte settles it
+/// for almost every row, so this costs one comparison a row.
+fn is_blank(record: &[u8], delimiter: u8) -> bool {
+    record
+        .iter()
+        .all(|&b| b == b' ' || b == b'\t' || (b == delimiter && delimiter != 0))
+}
+
+/// The finding for a header with more cells than `max_columns`; nothing more is read.
+fn too_many_columns<R>(
+    decoder: &CsvDecoder<R>,
+    fields: usize,
+    log: &mut FindingLog<'_>,
+) -> Start<R> {
+    log.push(
+        Finding::new(
+            Code::TooManyColumns,
+            format!(
+                "the header has {fields} cells, more than the limit of {} columns: the file was not read further",
+                decoder.limits.max_columns
+            ),
+            "max_columns",
+        )
+        .at_row(decoder.row),
+    );
+    Start::Stopped(decoder.stats)
 }
 
 /// The bytes of a complete record (in `buf` when it is a plain line at `at`, else in `out`) and
@@ -738,7 +972,8 @@ fn stops_bytewise(block: &[u8; LANES]) -> u32 {
 use stops_bytewise as stops;
 
 /// The plain line at the start of `input` as one record, without csv-core: a whole line, not
-/// empty, with no quote and no carriage return but a final one, and no cell over `max_cell`.
+/// empty, with no quote and no carriage return but a final one, no cell over `max_cell` and
+/// (where `ends` must grow for it) no more than `cap` cells.
 /// Its cells are separated by single commas and end at `ends`; that is exactly what csv-core
 /// reads (a property test says so). Anything else, and a last line without its newline, is
 /// left to csv-core. Returns the bytes used (newline included), the line's length without its
@@ -746,6 +981,7 @@ use stops_bytewise as stops;
 fn plain_line(
     input: &[u8],
     max_cell: usize,
+    cap: usize,
     ends: &mut Vec<usize>,
 ) -> Option<(usize, usize, usize)> {
     let (mut fields, mut cell_start, mut base) = (0, 0, 0);
@@ -754,7 +990,10 @@ fn plain_line(
             return None;
         }
         if *fields == ends.len() {
-            ends.resize(*fields * 2 + 1, 0);
+            if *fields >= cap {
+                return None;
+            }
+            ends.resize((*fields * 2 + 1).min(cap), 0);
         }
         ends[*fields] = end;
         *fields += 1;
@@ -972,6 +1211,98 @@ mod tests {
     }
 
     #[test]
+    fn rows_of_only_delimiters_or_spaces_are_skipped_and_counted_wherever_they_are() {
+        let input = b"a,b\n1,2\n,\n  , \n\n3,4\n\"\",\"\"\r\n,\n\"x\",y\r\n\r\n5,6\r\n\r\n";
+        let (b, f) = decode(input, Limits::default(), 10);
+        assert_eq!(codes(&f), ["blank_rows_skipped"]);
+        assert_eq!(
+            b[0].rows,
+            [2, 6, 9, 11],
+            "rows are numbered as a spreadsheet shows them"
+        );
+        assert_eq!(
+            messages(&f, "blank_rows_skipped"),
+            [
+                "7 rows held nothing but commas, spaces or nothing at all (rows 3 to 5, 7 to 8, 10, 12): they were skipped"
+            ]
+        );
+        let scattered = format!("a,b\n{}", "1,2\n,\n".repeat(8));
+        let (_, f) = decode(scattered.as_bytes(), Limits::default(), 10);
+        assert_eq!(
+            messages(&f, "blank_rows_skipped"),
+            [
+                "8 rows held nothing but commas, spaces or nothing at all (rows 3, 5, 7, 9, 11 and 3 more): they were skipped"
+            ]
+        );
+        let wide_blank = format!("a,b\n{}\n1,2\n", ",".repeat(5000));
+        let (b, f) = decode(wide_blank.as_bytes(), Limits::default(), 10);
+        assert_eq!(codes(&f), ["blank_rows_skipped"]);
+        assert_eq!(b[0].rows, [3]);
+    }
+
+    #[test]
+    fn a_header_of_millions_of_cells_is_one_finding() {
+        let input = format!("{}\n1,2\n", "c,".repeat(2_000_000));
+        let (b, f) = decode(input.as_bytes(), Limits::default(), 10);
+        assert!(b.is_empty());
+        assert_eq!(codes(&f), ["too_many_columns"]);
+        assert_eq!(f[0].count, 1);
+        assert!(
+            messages(&f, "too_many_columns")[0].contains("more than the limit of 1000 columns"),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn a_row_of_millions_of_cells_is_one_finding_in_bounded_memory() {
+        let input = format!("a,b\n{}\n1,2\n", "x,".repeat(1_000_000));
+        let s = schema();
+        let mut sink = NoSink;
+        let mut log = FindingLog::new(100, BTreeMap::new(), &mut sink);
+        let Start::Rows(mut d) =
+            CsvDecoder::start(input.as_bytes(), &s, Limits::default(), 10, &mut log).unwrap()
+        else {
+            panic!("the header is fine")
+        };
+        let mut found = Vec::new();
+        let batch = d.next_batch(&mut found).unwrap().unwrap();
+        assert_eq!(batch.rows, [3]);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].code, Code::RowTooManyFields);
+        assert_eq!(
+            found[0].message,
+            "the row has 1000001 cells, more than the header's 2"
+        );
+        assert!(d.ends.len() <= 64, "cell ends kept: {}", d.ends.len());
+        assert!(d.out.len() <= 64 << 10, "cell bytes kept: {}", d.out.len());
+    }
+
+    #[test]
+    fn only_a_cell_spanning_lines_is_called_an_unclosed_quote() {
+        let limits = Limits {
+            max_cell_bytes: 1000,
+            ..Limits::default()
+        };
+        let long_line = format!("a,b\n{}\n5,6\n", "x".repeat(3_000_000));
+        let (b, f) = decode(long_line.as_bytes(), limits, 10);
+        assert_eq!(codes(&f), ["cell_too_long"]);
+        assert_eq!(
+            messages(&f, "cell_too_long"),
+            ["the cell is longer than the limit of 1000 bytes"]
+        );
+        assert_eq!(b[0].rows, [3]);
+        let unclosed = format!("a,b\n1,\"open\n{}", "5,6\n".repeat(1000));
+        let (b, f) = decode(unclosed.as_bytes(), limits, 10);
+        assert!(b.is_empty());
+        assert_eq!(
+            messages(&f, "cell_too_long"),
+            [
+                "the cell is longer than the limit of 1000 bytes and spans several lines: probably a quote that is never closed"
+            ]
+        );
+    }
+
+    #[test]
     fn batches_are_bounded_and_rows_numbered_across_them() {
         let mut text = b"a,b\n".to_vec();
         for i in 0..10 {
@@ -1091,7 +1422,8 @@ mod tests {
             if plain
                 && out_len == 0
                 && nends == 0
-                && let Some((used, len, fields)) = plain_line(&input[pos..], usize::MAX, &mut ends)
+                && let Some((used, len, fields)) =
+                    plain_line(&input[pos..], usize::MAX, usize::MAX, &mut ends)
             {
                 let line = &input[pos..pos + len];
                 found.push(
@@ -1140,14 +1472,75 @@ mod tests {
         }
     }
 
+    /// A CSV cell as a writer would write it: quoted only when it must be.
+    fn written(cell: &str) -> String {
+        if cell.contains([',', '"']) {
+            format!("\"{}\"", cell.replace('"', "\"\""))
+        } else {
+            cell.to_owned()
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+
+        /// Rows are numbered one a line however lines end, blank rows (empty, or only
+        /// delimiters and spaces) are skipped and counted, and the others read as written, also
+        /// where they straddle the end of the first chunk.
+        #[test]
+        fn rows_keep_their_spreadsheet_numbers_and_blank_ones_are_counted(
+            rows in proptest::collection::vec(
+                (proptest::collection::vec("[ab ,\"]{0,3}", 2), proptest::bool::ANY),
+                1..40,
+            ),
+            straddle in 0usize..300,
+        ) {
+            let filler = (CHUNK - straddle) / 4;
+            let mut input = b"a,b\n".to_vec();
+            input.extend(b"p,q\n".repeat(filler));
+            let mut want_rows = Vec::new();
+            let mut want_cells = Vec::new();
+            let mut blanks = 0;
+            for (i, (cells, crlf)) in rows.iter().enumerate() {
+                let row = (filler + 2 + i) as u64;
+                let line = cells.iter().map(|c| written(c)).collect::<Vec<_>>().join(",");
+                input.extend_from_slice(line.as_bytes());
+                input.extend_from_slice(if *crlf { b"\r\n" } else { b"\n" });
+                if cells.iter().all(|c| c.trim_matches(' ').is_empty()) {
+                    blanks += 1;
+                } else {
+                    want_rows.push(row);
+                    want_cells.push(cells.iter().map(|c| (!c.is_empty()).then(|| c.clone())).collect::<Vec<_>>());
+                }
+            }
+            let (batches, found) = decode(&input, Limits::default(), 1 << 20);
+            let got_rows: Vec<u64> = batches.iter().flat_map(|b| b.rows.iter().copied()).skip(filler).collect();
+            proptest::prop_assert_eq!(&got_rows, &want_rows);
+            let mut got_cells = Vec::new();
+            for b in &batches {
+                for i in 0..b.len() {
+                    got_cells.push(b.columns.iter().map(|c| cell(c, i).map(str::to_owned)).collect::<Vec<_>>());
+                }
+            }
+            proptest::prop_assert_eq!(&got_cells[filler..], &want_cells[..]);
+            let noted = found.iter().find(|c| c.code == Code::BlankRowsSkipped).map_or(0, |c| c.count);
+            proptest::prop_assert_eq!(noted, u64::from(blanks > 0));
+            let message = messages(&found, "blank_rows_skipped");
+            proptest::prop_assert!(blanks == 0 || message[0].starts_with(&format!("{blanks} row")), "{:?}", message);
+        }
+    }
+
     #[test]
     fn a_plain_line_is_split_without_csv_core_and_others_are_left_to_it() {
         let mut ends = Vec::new();
-        assert_eq!(plain_line(b"a,,bc\r\nnext", 10, &mut ends), Some((7, 5, 3)));
+        assert_eq!(
+            plain_line(b"a,,bc\r\nnext", 10, 64, &mut ends),
+            Some((7, 5, 3))
+        );
         assert_eq!(&ends[..3], &[1, 2, 5]);
         let long = b"0123456789,0123456789,0123456789,0123456789\n";
         assert_eq!(
-            plain_line(long, 10, &mut ends),
+            plain_line(long, 10, 64, &mut ends),
             Some((long.len(), long.len() - 1, 4))
         );
         assert_eq!(&ends[..4], &[10, 21, 32, 43]);
@@ -1158,7 +1551,7 @@ mod tests {
             b"a\rb\n",
             b"abcdefghijk,b\n",
         ] {
-            assert!(plain_line(left, 10, &mut ends).is_none(), "{left:?}");
+            assert!(plain_line(left, 10, 64, &mut ends).is_none(), "{left:?}");
         }
     }
 }

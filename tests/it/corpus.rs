@@ -37,6 +37,9 @@ fn generated(kind: &str) -> Vec<u8> {
             let rows = [clean_row(2, ""), clean_row(3, &big), clean_row(4, "")];
             format!("{HEADER}\n{}\n", rows.join("\n")).into_bytes()
         }
+        "wide_header" => {
+            format!("{}c\n{}\n", "c,".repeat(2_000_000), clean_row(2, "")).into_bytes()
+        }
         other => panic!("unknown generator `{other}`"),
     }
 }
