@@ -91,10 +91,14 @@ codes! {
     NoRows => "no_rows", Warning, File;
     UploadLocationInvalid => "upload_location_invalid", Error, File;
     EncodingConverted => "encoding_converted", Info, File;
+    SepLineSkipped => "sep_line_skipped", Info, File;
+    DelimiterNotComma => "delimiter_not_comma", Info, File;
     HeaderMissingColumn => "header_missing_column", Error, File;
     HeaderDuplicateColumn => "header_duplicate_column", Error, File;
     HeaderUnknownColumn => "header_unknown_column", Warning, File;
     TooManyColumns => "too_many_columns", Error, File;
+    RowsAboveHeader => "rows_above_header", Info, File;
+    HeaderEmptyColumns => "header_empty_columns", Info, File;
     EncodingInvalidUtf8 => "encoding_invalid_utf8", Error, Row;
     RowTooFewFields => "row_too_few_fields", Error, Row;
     RowTooManyFields => "row_too_many_fields", Error, Row;
@@ -251,6 +255,14 @@ pub fn hint(code: Code) -> &'static str {
         Code::EncodingConverted => {
             "nothing to do; to be sure every character is read as meant, save as \"CSV UTF-8\""
         }
+        Code::SepLineSkipped => "nothing to do; the line is Excel's own",
+        Code::DelimiterNotComma => {
+            "nothing to do; to be sure, save as \"CSV UTF-8 (comma delimited)\""
+        }
+        Code::RowsAboveHeader => {
+            "nothing to do; to be sure, export the records with the header first"
+        }
+        Code::HeaderEmptyColumns => "nothing to do; the columns held no values",
         Code::HeaderMissingColumn => {
             "add the column to the header (its cells may be blank where blanks are allowed)"
         }

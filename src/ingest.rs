@@ -2,18 +2,25 @@
 //!
 //! The decoder streams: it reads the input in fixed-size chunks and hands out batches of at
 //! most `batch_rows` records or 16 MiB of text, so memory stays bounded whatever the file size
-//! and however long its rows. A plain line (no quotes) is split where it lies, its commas found
-//! sixteen bytes at a time; the header and any quoted line go through `csv-core`, and a
+//! and however long or wide its rows (no record keeps more cells than the header has, nor the
+//! header more than `max_columns`). A plain line (no quotes) is split where it lies, its
+//! delimiters found sixteen bytes at a time; any quoted line goes through `csv-core`, and a
 //! property test keeps the two readings identical.
 //! It never fails on bad data. Binary content, an empty file, an unusable header, rows with
-//! the wrong number of cells, bytes that are not UTF-8 and over-long cells each become
+//! the wrong number of cells, bytes that cannot be read and over-long cells each become
 //! [`Finding`]s with row and column; a row with such a problem is left out of the batch (it is
 //! still in the archived upload, so nothing is lost). Values are kept exactly as sent except
 //! that an empty cell becomes null; typing is `validate`'s and `snapshot`'s job.
 //!
-//! Accepted: UTF-8 with or without BOM, CRLF or LF line ends, RFC 4180 quoting (quoted cells may
-//! hold commas, quotes and line breaks). Rows are numbered as a spreadsheet counts them: the
-//! header is row 1.
+//! Accepted, each with a note where it is not plain CSV: UTF-8 with or without BOM, and UTF-16
+//! and Windows-1252, converted as they are read ([`crate::encoding`], decided once from the first
+//! chunk); CRLF or LF line ends; RFC 4180 quoting (quoted cells may hold delimiters, quotes and
+//! line breaks); commas, or the semicolons or tabs the header is found to use, or the delimiter
+//! an Excel `sep=` first line names; title rows above the header and empty cells at its end
+//! (`header` finds the header in the first chunk). Rows made only of delimiters and white
+//! space, and empty lines, are skipped and counted. Rows are numbered as a spreadsheet counts
+//! them: every line is a row (an Excel `sep=` line excepted), so the header is row 1 unless rows
+//! stand above it.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -25,6 +32,10 @@ use crate::config::Limits;
 use crate::encoding::{Detected, Encoding, Source, Transcoder};
 use crate::finding::{Code, Finding, FindingLog};
 use crate::schema::RecordSchema;
+
+mod header;
+
+use header::{Found, Header};
 
 /// How many records a batch holds at most.
 pub const DEFAULT_BATCH_ROWS: usize = 16 * 1024;
@@ -137,6 +148,11 @@ pub struct CsvDecoder<R> {
     finished: bool,
     /// Text bytes of each mapped column in the last batch.
     value_bytes: Vec<usize>,
+    /// The file's delimiter (a comma unless the header or a `sep=` line said otherwise).
+    delimiter: u8,
+    /// How many cells the header has, empty ones at its end included: a row may have that
+    /// many when the cells past the named columns are empty.
+    raw_width: usize,
     /// The last record csv-core read ended with a `\r`: a `\n` right after it completes that
     /// line end and is not an empty row.
     after_cr: bool,
@@ -163,7 +179,7 @@ enum RawRecord {
 enum Line {
     /// A record of `len` bytes whose cells end at `ends`: split by csv-core into `out` with
     /// nothing between cells (`at` is `None`), or a plain line of `buf` starting at `at`, its
-    /// cells separated by one comma.
+    /// cells separated by one delimiter.
     Complete {
         at: Option<usize>,
         len: usize,
@@ -237,6 +253,21 @@ impl BlankRows {
             "blank rows",
         ))
     }
+}
+
+/// A hint when a header cell holds semicolons or tabs: the file may use them as delimiter
+/// where its header names no column with them either.
+fn other_delimiter(cell: &str, delimiter: u8) -> String {
+    [b';', b'\t']
+        .into_iter()
+        .filter(|&d| d != delimiter)
+        .map(|d| (d, cell.bytes().filter(|&b| b == d).count()))
+        .find(|&(_, n)| n >= 2)
+        .map(|(d, n)| {
+            let name = delimiter_name(d);
+            format!(" (it holds {n} {name}: are the file's cells separated by {name}?)")
+        })
+        .unwrap_or_default()
 }
 
 /// The plural name of a delimiter, for messages.
@@ -317,14 +348,70 @@ impl<R: Read> CsvDecoder<R> {
         if let Some(note) = encoding_note(detected) {
             log.push(note);
         }
+        let eof = len < CHUNK;
+        let found = match header::find(&buf[skip..len], eof, schema, &limits) {
+            Header::Found(found) => found,
+            Header::TooWide { row, fields, ends } => {
+                let max = limits.max_columns;
+                let message = if ends {
+                    format!(
+                        "the header has {fields} cells, more than the limit of {max} columns: the file was not read further"
+                    )
+                } else {
+                    format!(
+                        "the header has more cells than the limit of {max} columns ({fields} in the first 256 KiB of the file alone): the file was not read further"
+                    )
+                };
+                log.push(Finding::new(Code::TooManyColumns, message, "max_columns").at_row(row));
+                return Ok(Start::Stopped(stats));
+            }
+            Header::TooLong { row, in_chunk } => {
+                let message = if in_chunk {
+                    format!(
+                        "a header cell is longer than {} bytes: the first row is not a header",
+                        limits.max_cell_bytes
+                    )
+                } else {
+                    "the first row runs past the first 256 KiB of the file without ending: it is not a header".to_owned()
+                };
+                log.push(Finding::new(Code::CellTooLong, message, "max_cell_bytes").at_row(row));
+                log.push(Finding::new(
+                    Code::HeaderMissingColumn,
+                    "no usable header: every required column is missing",
+                    "required",
+                ));
+                return Ok(Start::Stopped(stats));
+            }
+            Header::Blank { eof } => {
+                let (code, message) = if eof {
+                    (
+                        Code::FileEmpty,
+                        "the file holds nothing but empty rows and delimiters: it has no header and no records",
+                    )
+                } else {
+                    (
+                        Code::HeaderMissingColumn,
+                        "the first 256 KiB of the file hold nothing but empty rows and delimiters: no header was found",
+                    )
+                };
+                log.push(Finding::new(code, message, "file has content"));
+                return Ok(Start::Stopped(stats));
+            }
+        };
+        for note in header_notes(&found) {
+            log.push(note);
+        }
         let mut decoder = CsvDecoder {
             input,
             detected,
-            core: csv_core::ReaderBuilder::new().build(),
+            core: csv_core::ReaderBuilder::new()
+                .delimiter(found.delimiter)
+                .build(),
+            delimiter: found.delimiter,
             buf,
-            pos: skip,
+            pos: skip + found.end,
             len,
-            eof: len < CHUNK,
+            eof,
             out: vec![0; 4096],
             ends: vec![0; 64],
             header: HeaderMap {
@@ -338,55 +425,14 @@ impl<R: Read> CsvDecoder<R> {
             stats,
             finished: false,
             value_bytes: Vec::new(),
-            after_cr: false,
-            row: 0,
-            cap: limits.max_columns.saturating_add(1),
+            after_cr: found.after_cr,
+            row: found.row,
+            cap: found.width + 1,
+            raw_width: found.width,
             blank: BlankRows::default(),
             joined: Vec::new(),
         };
-        let headers = match decoder.next_record()? {
-            None => {
-                log.push(Finding::new(
-                    Code::FileEmpty,
-                    "the file has no header: it holds only empty lines",
-                    "file has content",
-                ));
-                return Ok(Start::Stopped(decoder.stats));
-            }
-            Some(Line::TooManyCells { fields }) => {
-                return Ok(too_many_columns(&decoder, fields, log));
-            }
-            Some(Line::Complete { fields, .. }) if fields > limits.max_columns => {
-                return Ok(too_many_columns(&decoder, fields, log));
-            }
-            Some(Line::Complete { at, len, fields }) => {
-                let (bytes, sep) = record(&decoder.buf, &decoder.out, at, len);
-                cell_ranges(&decoder.ends[..fields], sep)
-                    .map(|r| String::from_utf8_lossy(&bytes[r]).into_owned())
-                    .collect::<Vec<_>>()
-            }
-            Some(Line::CellTooLong { .. }) => {
-                log.push(
-                    Finding::new(
-                        Code::CellTooLong,
-                        format!(
-                            "a header cell is longer than {} bytes: the first line is not a header",
-                            decoder.limits.max_cell_bytes
-                        ),
-                        "max_cell_bytes",
-                    )
-                    .at_row(decoder.row),
-                );
-                log.push(Finding::new(
-                    Code::HeaderMissingColumn,
-                    "no usable header: every required column is missing",
-                    "required",
-                ));
-                return Ok(Start::Stopped(decoder.stats));
-            }
-        };
-        decoder.cap = headers.len() + 1;
-        let ok = decoder.map_header(headers, schema, log);
+        let ok = decoder.map_header(found.cells, schema, log);
         if ok {
             Ok(Start::Rows(Box::new(decoder)))
         } else {
@@ -428,7 +474,11 @@ impl<R: Read> CsvDecoder<R> {
                     log.push(
                         Finding::new(
                             Code::HeaderUnknownColumn,
-                            format!("header cell `{cell}` (column {}) is not a column of the schema; it is ignored", col + 1),
+                            format!(
+                                "header cell `{cell}` (column {}) is not a column of the schema; it is ignored{}",
+                                col + 1,
+                                other_delimiter(cell, self.delimiter)
+                            ),
                             "known header",
                         )
                         .at_row(self.row)
@@ -577,25 +627,12 @@ impl<R: Read> CsvDecoder<R> {
                 }
                 Line::Complete { at, len, fields } => {
                     let (bytes, sep) = record(&self.buf, &self.out, at, len);
+                    // Cells under the header's empty cells at its end are dropped when empty.
+                    let (len, fields) = self.without_empty_tail(len, fields, sep, width);
+                    let bytes = &bytes[..len];
                     if fields != width {
                         self.stats.rejected_rows += 1;
-                        let (code, words) = if fields < width {
-                            (Code::RowTooFewFields, "fewer")
-                        } else {
-                            (Code::RowTooManyFields, "more")
-                        };
-                        let preview = String::from_utf8_lossy(&bytes[..len.min(120)]).into_owned();
-                        found.push(
-                            Finding::new(
-                                code,
-                                format!(
-                                    "the row has {fields} cells, {words} than the header's {width}"
-                                ),
-                                "cells per row = header",
-                            )
-                            .at_row(row)
-                            .with_value(preview),
-                        );
+                        found.push(self.wrong_width(bytes, sep, fields, width).at_row(row));
                         continue;
                     }
                     let Ok(record) = simdutf8::basic::from_utf8(bytes) else {
@@ -621,7 +658,7 @@ impl<R: Read> CsvDecoder<R> {
             }
         }
         if self.finished
-            && let Some(note) = self.blank.finding(b',')
+            && let Some(note) = self.blank.finding(self.delimiter)
         {
             found.push(note);
         }
@@ -645,6 +682,62 @@ impl<R: Read> CsvDecoder<R> {
         }))
     }
 
+    /// A record's length and cell count without the cells past the header's `width` named
+    /// columns, when the header has empty cells there and the record's cells under them are
+    /// empty too; otherwise as they are.
+    fn without_empty_tail(
+        &self,
+        len: usize,
+        fields: usize,
+        sep: usize,
+        width: usize,
+    ) -> (usize, usize) {
+        if fields <= width || fields > self.raw_width || width == 0 {
+            return (len, fields);
+        }
+        let named_end = self.ends[width - 1];
+        // Empty cells add one delimiter each to a plain line, and nothing to csv-core's output.
+        let empty = if sep == 1 {
+            len - named_end == fields - width
+        } else {
+            self.ends[fields - 1] == named_end
+        };
+        if empty {
+            (named_end, width)
+        } else {
+            (len, fields)
+        }
+    }
+
+    /// The finding for a record whose cell count is not the header's.
+    fn wrong_width(&self, bytes: &[u8], sep: usize, fields: usize, width: usize) -> Finding {
+        let preview = String::from_utf8_lossy(&bytes[..bytes.len().min(120)]).into_owned();
+        let (code, message) = if fields < width {
+            (
+                Code::RowTooFewFields,
+                format!("the row has {fields} cells, fewer than the header's {width}"),
+            )
+        } else if fields <= self.raw_width {
+            let column = cell_ranges(&self.ends[..fields], sep)
+                .enumerate()
+                .skip(width)
+                .find(|(_, r)| !r.is_empty())
+                .map_or(width + 1, |(c, _)| c + 1);
+            (
+                Code::RowTooManyFields,
+                format!(
+                    "the row has a value in column {column}, where the header's cell is empty (the header names {width} columns)"
+                ),
+            )
+        } else {
+            (
+                Code::RowTooManyFields,
+                format!("the row has {fields} cells, more than the header's {width}"),
+            )
+        };
+        Finding::new(code, message, "cells per row = header").with_value(preview)
+    }
+
     /// A 128-bit hash of a record's cells: of the cells written as CSV with quotes only where
     /// a cell needs them, which is how a plain line is written already. That writing can be
     /// read back, so different cells give different bytes, and equal cells hash alike however
@@ -656,12 +749,12 @@ impl<R: Read> CsvDecoder<R> {
         self.joined.clear();
         for (i, range) in cell_ranges(&self.ends[..fields], 0).enumerate() {
             if i > 0 {
-                self.joined.push(b',');
+                self.joined.push(self.delimiter);
             }
             let cell = &self.out[range];
             if cell
                 .iter()
-                .any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n'))
+                .any(|&b| matches!(b, b'"' | b'\r' | b'\n') || b == self.delimiter)
             {
                 self.joined.push(b'"');
                 for &b in cell {
@@ -768,13 +861,14 @@ impl<R: Read> CsvDecoder<R> {
         }
         if let Some((used, len, fields)) = plain_line(
             &self.buf[self.pos..self.len],
+            self.delimiter,
             self.limits.max_cell_bytes,
             self.cap,
             &mut self.ends,
         ) {
             let at = self.pos;
             self.pos += used;
-            if is_blank(&self.buf[at..at + len], b',') {
+            if is_blank(&self.buf[at..at + len], self.delimiter) {
                 return Ok(Some(RawRecord::Blank));
             }
             let at = Some(at);
@@ -907,26 +1001,6 @@ fn is_blank(record: &[u8], delimiter: u8) -> bool {
         .all(|&b| b == b' ' || b == b'\t' || (b == delimiter && delimiter != 0))
 }
 
-/// The finding for a header with more cells than `max_columns`; nothing more is read.
-fn too_many_columns<R>(
-    decoder: &CsvDecoder<R>,
-    fields: usize,
-    log: &mut FindingLog<'_>,
-) -> Start<R> {
-    log.push(
-        Finding::new(
-            Code::TooManyColumns,
-            format!(
-                "the header has {fields} cells, more than the limit of {} columns: the file was not read further",
-                decoder.limits.max_columns
-            ),
-            "max_columns",
-        )
-        .at_row(decoder.row),
-    );
-    Start::Stopped(decoder.stats)
-}
-
 /// The bytes of a complete record (in `buf` when it is a plain line at `at`, else in `out`) and
 /// the number of bytes between its cells.
 fn record<'a>(buf: &'a [u8], out: &'a [u8], at: Option<usize>, len: usize) -> (&'a [u8], usize) {
@@ -948,23 +1022,23 @@ fn cell_ranges(ends: &[usize], sep: usize) -> impl Iterator<Item = std::ops::Ran
 /// Bytes looked at together when splitting plain lines.
 const LANES: usize = 16;
 
-/// Which bytes of a block a plain line stops at (comma, line feed, quote, carriage return):
-/// bit `i` for byte `i`. SSE2 is part of every x86-64 processor.
+/// Which bytes of a block a plain line stops at (delimiter, line feed, quote, carriage
+/// return): bit `i` for byte `i`. SSE2 is part of every x86-64 processor.
 #[cfg(target_arch = "x86_64")]
-fn stops(block: &[u8; LANES]) -> u32 {
+fn stops(block: &[u8; LANES], delimiter: u8) -> u32 {
     use safe_arch::{
         cmp_eq_mask_i8_m128i, load_unaligned_m128i, move_mask_i8_m128i, set_splat_i8_m128i,
     };
     let v = load_unaligned_m128i(block);
     let at = |b: u8| cmp_eq_mask_i8_m128i(v, set_splat_i8_m128i(b.cast_signed()));
-    move_mask_i8_m128i(at(b',') | at(b'\n') | at(b'"') | at(b'\r')).cast_unsigned()
+    move_mask_i8_m128i(at(delimiter) | at(b'\n') | at(b'"') | at(b'\r')).cast_unsigned()
 }
 
 /// [`stops`] a byte at a time, for other processors (and to test the vector version).
 #[cfg(any(test, not(target_arch = "x86_64")))]
-fn stops_bytewise(block: &[u8; LANES]) -> u32 {
-    block.iter().enumerate().fold(0, |mask, (i, b)| {
-        mask | (u32::from(matches!(b, b',' | b'\n' | b'"' | b'\r')) << i)
+fn stops_bytewise(block: &[u8; LANES], delimiter: u8) -> u32 {
+    block.iter().enumerate().fold(0, |mask, (i, &b)| {
+        mask | (u32::from(matches!(b, b'\n' | b'"' | b'\r') || b == delimiter) << i)
     })
 }
 
@@ -974,12 +1048,13 @@ use stops_bytewise as stops;
 /// The plain line at the start of `input` as one record, without csv-core: a whole line, not
 /// empty, with no quote and no carriage return but a final one, no cell over `max_cell` and
 /// (where `ends` must grow for it) no more than `cap` cells.
-/// Its cells are separated by single commas and end at `ends`; that is exactly what csv-core
-/// reads (a property test says so). Anything else, and a last line without its newline, is
+/// Its cells are separated by single `delimiter`s and end at `ends`; that is exactly what
+/// csv-core reads with that delimiter (a property test says so). Anything else, and a last line without its newline, is
 /// left to csv-core. Returns the bytes used (newline included), the line's length without its
 /// line end, and the number of cells.
 fn plain_line(
     input: &[u8],
+    delimiter: u8,
     max_cell: usize,
     cap: usize,
     ends: &mut Vec<usize>,
@@ -1007,12 +1082,12 @@ fn plain_line(
             tail[..rest.len()].copy_from_slice(rest);
             &tail
         });
-        let mut mask = stops(block);
+        let mut mask = stops(block, delimiter);
         while mask != 0 {
             let at = base + mask.trailing_zeros() as usize;
             mask &= mask - 1;
             match input[at] {
-                b',' => end_cell(at, &mut fields)?,
+                b if b == delimiter => end_cell(at, &mut fields)?,
                 b'\n' if at > 0 => {
                     end_cell(at, &mut fields)?;
                     return Some((at + 1, at, fields));
@@ -1041,6 +1116,76 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(filled)
+}
+
+/// The notes on how the header was found: a `sep=` line, a delimiter other than commas, rows
+/// above the header, empty cells at its end.
+fn header_notes(found: &Found) -> Vec<Finding> {
+    let mut notes = Vec::new();
+    let name = delimiter_name(found.delimiter);
+    if found.sep_line > 0 {
+        notes.push(Finding::new(
+            Code::SepLineSkipped,
+            format!(
+                "the first line `sep={}` is Excel's hint naming the delimiter ({name}): the file was read with it, and the line is not counted as a row",
+                char::from(found.delimiter).escape_default()
+            ),
+            "sep line",
+        ));
+    } else if found.delimiter != b',' {
+        notes.push(Finding::new(
+            Code::DelimiterNotComma,
+            format!("the cells are separated by {name}, not commas: the file was read as such"),
+            "delimiter",
+        ));
+    }
+    if let Some(above) = &found.above {
+        let (many, them) = if above.rows == 1 {
+            ("row".to_owned(), "it was")
+        } else {
+            (format!("{} rows", above.rows), "they were")
+        };
+        let first = above
+            .first
+            .as_ref()
+            .map(|(row, text)| format!(" (row {row}: `{text}`)"))
+            .unwrap_or_default();
+        notes.push(
+            Finding::new(
+                Code::RowsAboveHeader,
+                format!(
+                    "the header is on row {}: the {many} above it{first} are not records, so {them} skipped",
+                    found.row
+                ),
+                "header row",
+            )
+            .at_row(found.row),
+        );
+    }
+    let named = found.cells.len();
+    if found.width > named {
+        let columns = if found.width - named == 1 {
+            format!("cell (column {}) is", named + 1)
+        } else {
+            format!(
+                "{} cells (columns {} to {}) are",
+                found.width - named,
+                named + 1,
+                found.width
+            )
+        };
+        notes.push(
+            Finding::new(
+                Code::HeaderEmptyColumns,
+                format!(
+                    "the header's last {columns} empty: those columns were ignored, and the cells under them must be empty"
+                ),
+                "header cells",
+            )
+            .at_row(found.row),
+        );
+    }
+    notes
 }
 
 /// The note saying which encoding a file that is not UTF-8 was read in.
@@ -1248,7 +1393,8 @@ mod tests {
         assert_eq!(codes(&f), ["too_many_columns"]);
         assert_eq!(f[0].count, 1);
         assert!(
-            messages(&f, "too_many_columns")[0].contains("more than the limit of 1000 columns"),
+            messages(&f, "too_many_columns")[0]
+                .starts_with("the header has more cells than the limit of 1000 columns (131072 in the first 256 KiB"),
             "{f:?}"
         );
     }
@@ -1300,6 +1446,85 @@ mod tests {
                 "the cell is longer than the limit of 1000 bytes and spans several lines: probably a quote that is never closed"
             ]
         );
+    }
+
+    #[test]
+    fn semicolons_tabs_and_excels_sep_line_are_read_with_a_note() {
+        let (b, f) = decode(b"a;b\r\n\"x;1\";y\r\nz;\r\n", Limits::default(), 10);
+        assert_eq!(codes(&f), ["delimiter_not_comma"]);
+        assert_eq!(b[0].columns[0].value(0), "x;1");
+        assert!(b[0].columns[1].is_null(1));
+        assert_eq!(b[0].rows, [2, 3]);
+        let (b, f) = decode(b"sep=;\na;b\n1,5;2\n", Limits::default(), 10);
+        assert_eq!(codes(&f), ["sep_line_skipped"]);
+        assert_eq!(b[0].columns[0].value(0), "1,5");
+        assert_eq!(b[0].rows, [2], "the sep= line is not a row, as in Excel");
+        // Excel's "Unicode Text": UTF-16 with a byte-order mark, tab-separated.
+        let text = "Col A\tb\r\nx, y\t\r\n";
+        let utf16: Vec<u8> = [0xFF, 0xFE]
+            .into_iter()
+            .chain(text.encode_utf16().flat_map(u16::to_le_bytes))
+            .collect();
+        let (b, f) = decode(&utf16, Limits::default(), 10);
+        assert_eq!(codes(&f), ["encoding_converted", "delimiter_not_comma"]);
+        assert_eq!(b[0].columns[0].value(0), "x, y");
+        // A semicolon file whose header names no column: the finding says what it saw.
+        let (_, f) = decode(b"p;q;r\n1;2;3\n", Limits::default(), 10);
+        assert!(
+            messages(&f, "header_unknown_column")[0]
+                .contains("it holds 2 semicolons: are the file's cells separated by semicolons?")
+        );
+    }
+
+    #[test]
+    fn rows_above_the_header_are_skipped_and_later_rows_keep_their_numbers() {
+        let (b, f) = decode(
+            b"Stop and search return,Durham\n,\nb,Col A\n1,2\n",
+            Limits::default(),
+            10,
+        );
+        assert_eq!(codes(&f), ["rows_above_header"]);
+        assert_eq!(
+            messages(&f, "rows_above_header"),
+            [
+                "the header is on row 3: the 2 rows above it (row 1: `Stop and search return,Durham`) are not records, so they were skipped"
+            ]
+        );
+        assert_eq!(b[0].rows, [4]);
+        assert_eq!(
+            (b[0].columns[0].value(0), b[0].columns[1].value(0)),
+            ("2", "1")
+        );
+    }
+
+    #[test]
+    fn empty_columns_at_the_end_of_the_header_are_ignored_with_their_empty_cells() {
+        let (b, f) = decode(
+            b"a,b,,\n1,2,,\n3,\"4\",\"\",\n5,6\n7,8,,x\n9,10,,,\n",
+            Limits::default(),
+            10,
+        );
+        assert_eq!(codes(&f), ["header_empty_columns", "row_too_many_fields"]);
+        assert_eq!(
+            messages(&f, "header_empty_columns"),
+            [
+                "the header's last 2 cells (columns 3 to 4) are empty: those columns were ignored, and the cells under them must be empty"
+            ]
+        );
+        assert_eq!(
+            messages(&f, "row_too_many_fields"),
+            [
+                "the row has a value in column 4, where the header's cell is empty (the header names 2 columns)",
+                "the row has 5 cells, more than the header's 2"
+            ]
+        );
+        assert_eq!(b[0].rows, [2, 3, 4]);
+        let h = &b[0].row_hashes;
+        assert_eq!(
+            h[0],
+            decode(b"a,b\n1,2\n", Limits::default(), 10).0[0].row_hashes[0]
+        );
+        assert_ne!(h[0], h[1]);
     }
 
     #[test]
@@ -1402,9 +1627,9 @@ mod tests {
 
     /// Every record of `input` as cells, read by csv-core alone or, with `plain`, by
     /// `plain_line` wherever it takes a line and csv-core elsewhere, as `read_raw` does.
-    fn records(input: &[u8], plain: bool) -> Vec<Vec<Vec<u8>>> {
+    fn records(input: &[u8], delimiter: u8, plain: bool) -> Vec<Vec<Vec<u8>>> {
         use csv_core::ReadRecordResult as R;
-        let mut core = csv_core::Reader::new();
+        let mut core = csv_core::ReaderBuilder::new().delimiter(delimiter).build();
         let (mut out, mut ends) = (vec![0u8; 1024], vec![0usize; 256]);
         let (mut pos, mut out_len, mut nends) = (0, 0, 0);
         let mut found = Vec::new();
@@ -1423,7 +1648,7 @@ mod tests {
                 && out_len == 0
                 && nends == 0
                 && let Some((used, len, fields)) =
-                    plain_line(&input[pos..], usize::MAX, usize::MAX, &mut ends)
+                    plain_line(&input[pos..], delimiter, usize::MAX, usize::MAX, &mut ends)
             {
                 let line = &input[pos..pos + len];
                 found.push(
@@ -1457,24 +1682,26 @@ mod tests {
         #[test]
         fn plain_lines_split_exactly_as_csv_core_reads_them(
             input in proptest::collection::vec(
-                proptest::sample::select(vec![b'a', b'b', b',', b'"', b'\r', b'\n', b' ', 0xC3, 0xA9]),
+                proptest::sample::select(vec![b'a', b'b', b',', b';', b'\t', b'"', b'\r', b'\n', b' ', 0xC3, 0xA9]),
                 0..200,
-            )
+            ),
+            delimiter in proptest::sample::select(vec![b',', b';', b'\t']),
         ) {
-            proptest::prop_assert_eq!(records(&input, true), records(&input, false));
+            proptest::prop_assert_eq!(records(&input, delimiter, true), records(&input, delimiter, false));
         }
 
         #[test]
         fn plain_line_stops_are_found_alike_a_block_or_a_byte_at_a_time(
-            block in proptest::array::uniform16(proptest::sample::select(vec![b'a', b',', b'"', b'\r', b'\n', 0, 0x80, 0xFF]))
+            block in proptest::array::uniform16(proptest::sample::select(vec![b'a', b',', b';', b'\t', b'"', b'\r', b'\n', 0, 0x80, 0xFF])),
+            delimiter in proptest::sample::select(vec![b',', b';', b'\t']),
         ) {
-            proptest::prop_assert_eq!(stops(&block), stops_bytewise(&block));
+            proptest::prop_assert_eq!(stops(&block, delimiter), stops_bytewise(&block, delimiter));
         }
     }
 
     /// A CSV cell as a writer would write it: quoted only when it must be.
-    fn written(cell: &str) -> String {
-        if cell.contains([',', '"']) {
+    fn written(cell: &str, delimiter: char) -> String {
+        if cell.contains([delimiter, '"']) {
             format!("\"{}\"", cell.replace('"', "\"\""))
         } else {
             cell.to_owned()
@@ -1485,31 +1712,39 @@ mod tests {
         #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
 
         /// Rows are numbered one a line however lines end, blank rows (empty, or only
-        /// delimiters and spaces) are skipped and counted, and the others read as written, also
-        /// where they straddle the end of the first chunk.
+        /// delimiters and spaces) are skipped and counted, above the header or below it, and the
+        /// others read as written with the file's delimiter, also where they straddle the end of
+        /// the first chunk.
         #[test]
         fn rows_keep_their_spreadsheet_numbers_and_blank_ones_are_counted(
             rows in proptest::collection::vec(
-                (proptest::collection::vec("[ab ,\"]{0,3}", 2), proptest::bool::ANY),
+                (proptest::collection::vec("[ab ,;\t\"]{0,3}", 2), proptest::bool::ANY),
                 1..40,
             ),
+            above in proptest::collection::vec(proptest::sample::select(vec!["\n", "\r\n", " \n"]), 0..3),
+            delimiter in proptest::sample::select(vec![',', ';', '\t']),
             straddle in 0usize..300,
         ) {
             let filler = (CHUNK - straddle) / 4;
-            let mut input = b"a,b\n".to_vec();
-            input.extend(b"p,q\n".repeat(filler));
+            let mut input = above.concat().into_bytes();
+            input.extend(format!("a{delimiter}b\n").bytes());
+            input.extend(format!("p{delimiter}q\n").repeat(filler).bytes());
+            let first = above.len() + filler + 2;
             let mut want_rows = Vec::new();
             let mut want_cells = Vec::new();
             let mut blanks = 0;
             for (i, (cells, crlf)) in rows.iter().enumerate() {
-                let row = (filler + 2 + i) as u64;
-                let line = cells.iter().map(|c| written(c)).collect::<Vec<_>>().join(",");
+                let line = cells
+                    .iter()
+                    .map(|c| written(c, delimiter))
+                    .collect::<Vec<_>>()
+                    .join(&delimiter.to_string());
                 input.extend_from_slice(line.as_bytes());
                 input.extend_from_slice(if *crlf { b"\r\n" } else { b"\n" });
-                if cells.iter().all(|c| c.trim_matches(' ').is_empty()) {
+                if cells.iter().all(|c| c.trim_matches([' ', '\t']).is_empty()) {
                     blanks += 1;
                 } else {
-                    want_rows.push(row);
+                    want_rows.push((first + i) as u64);
                     want_cells.push(cells.iter().map(|c| (!c.is_empty()).then(|| c.clone())).collect::<Vec<_>>());
                 }
             }
@@ -1523,8 +1758,10 @@ mod tests {
                 }
             }
             proptest::prop_assert_eq!(&got_cells[filler..], &want_cells[..]);
-            let noted = found.iter().find(|c| c.code == Code::BlankRowsSkipped).map_or(0, |c| c.count);
-            proptest::prop_assert_eq!(noted, u64::from(blanks > 0));
+            let noted = |code| found.iter().find(|c| c.code == code).map_or(0, |c| c.count);
+            proptest::prop_assert_eq!(noted(Code::BlankRowsSkipped), u64::from(blanks > 0));
+            proptest::prop_assert_eq!(noted(Code::RowsAboveHeader), u64::from(!above.is_empty()));
+            proptest::prop_assert_eq!(noted(Code::DelimiterNotComma), u64::from(delimiter != ','));
             let message = messages(&found, "blank_rows_skipped");
             proptest::prop_assert!(blanks == 0 || message[0].starts_with(&format!("{blanks} row")), "{:?}", message);
         }
@@ -1534,13 +1771,13 @@ mod tests {
     fn a_plain_line_is_split_without_csv_core_and_others_are_left_to_it() {
         let mut ends = Vec::new();
         assert_eq!(
-            plain_line(b"a,,bc\r\nnext", 10, 64, &mut ends),
+            plain_line(b"a,,bc\r\nnext", b',', 10, 64, &mut ends),
             Some((7, 5, 3))
         );
         assert_eq!(&ends[..3], &[1, 2, 5]);
         let long = b"0123456789,0123456789,0123456789,0123456789\n";
         assert_eq!(
-            plain_line(long, 10, 64, &mut ends),
+            plain_line(long, b',', 10, 64, &mut ends),
             Some((long.len(), long.len() - 1, 4))
         );
         assert_eq!(&ends[..4], &[10, 21, 32, 43]);
@@ -1551,7 +1788,10 @@ mod tests {
             b"a\rb\n",
             b"abcdefghijk,b\n",
         ] {
-            assert!(plain_line(left, 10, 64, &mut ends).is_none(), "{left:?}");
+            assert!(
+                plain_line(left, b',', 10, 64, &mut ends).is_none(),
+                "{left:?}"
+            );
         }
     }
 }
