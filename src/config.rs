@@ -149,6 +149,29 @@ impl Default for Limits {
     }
 }
 
+/// How cell values are read before they are checked.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ReadingSettings {
+    /// Cell values that mean "no value" (compared ignoring ASCII case): read as blank, with
+    /// a `value_placeholder` note, unless the column lists the value as one of its codes.
+    #[serde(default = "default_placeholders")]
+    pub placeholders: Vec<String>,
+}
+
+/// The placeholders forces' systems and Excel write for "no value".
+fn default_placeholders() -> Vec<String> {
+    ["NULL", "N/A", "-", "#N/A"].map(String::from).to_vec()
+}
+
+impl Default for ReadingSettings {
+    fn default() -> Self {
+        ReadingSettings {
+            placeholders: default_placeholders(),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PipelineFile {
@@ -161,6 +184,8 @@ struct PipelineFile {
     decision: DecisionSettings,
     #[serde(default)]
     limits: Limits,
+    #[serde(default)]
+    reading: ReadingSettings,
     #[serde(default)]
     blank_rates: BTreeMap<String, BlankThreshold>,
     #[serde(default)]
@@ -188,6 +213,8 @@ pub struct Pipeline {
     pub severity_overrides: BTreeMap<Code, Severity>,
     /// Limits.
     pub limits: Limits,
+    /// How cell values are read.
+    pub reading: ReadingSettings,
     /// Blank-rate thresholds by property name.
     pub blank_rates: BTreeMap<String, BlankThreshold>,
     /// Gap and anomaly settings.
@@ -226,6 +253,7 @@ impl Pipeline {
             decision: DecisionSettings::default(),
             severity_overrides: BTreeMap::new(),
             limits: Limits::default(),
+            reading: ReadingSettings::default(),
             blank_rates: BTreeMap::new(),
             anomalies: AnomalySettings {
                 enabled: false,
@@ -463,6 +491,16 @@ fn load_pipeline(
             "max_columns must be at least 1".to_owned(),
         ));
     }
+    for placeholder in &parsed.reading.placeholders {
+        if placeholder.trim().is_empty() || placeholder.trim() != placeholder {
+            problems.push(problem(
+                line_of_key(&text, "placeholders"),
+                format!(
+                    "placeholder `{placeholder}` is blank or has surrounding spaces: a placeholder is compared with the whole cell"
+                ),
+            ));
+        }
+    }
     let mut severity_overrides = BTreeMap::new();
     for (name, severity) in &parsed.decision.severity {
         match Code::parse(name) {
@@ -590,6 +628,7 @@ fn load_pipeline(
         decision: parsed.decision,
         severity_overrides,
         limits: parsed.limits,
+        reading: parsed.reading,
         blank_rates: parsed.blank_rates,
         anomalies: parsed.anomalies,
         population,

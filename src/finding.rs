@@ -120,6 +120,11 @@ codes! {
     BlankRate => "blank_rate", Warning, File;
     RowsExcluded => "rows_excluded", Warning, File;
     ValueLegacySpelling => "value_legacy_spelling", Info, Row;
+    ValueExcelDate => "value_excel_date", Info, File;
+    ValueAmbiguousDate => "value_ambiguous_date", Error, Row;
+    ValueThousandsSeparator => "value_thousands_separator", Info, File;
+    ValueSmartQuotes => "value_smart_quotes", Info, File;
+    ValuePlaceholder => "value_placeholder", Info, File;
     GapDaysWithoutRecords => "gap_days_without_records", Warning, File;
     BlankRateVsHistory => "blank_rate_vs_history", Warning, File;
     AnomalyVolume => "anomaly_volume", Warning, File;
@@ -304,6 +309,17 @@ pub fn hint(code: Code) -> &'static str {
         Code::BlankRate => "complete the field in the source system",
         Code::RowsExcluded => "correct the listed rows and upload the month again",
         Code::ValueLegacySpelling => "use the current code list in future returns",
+        Code::ValueExcelDate => {
+            "nothing to do; to be sure of every date, format the column as text yyyy-mm-ddThh:mm:ss before saving"
+        }
+        Code::ValueAmbiguousDate => {
+            "write the date in ISO 8601 (2020-01-02T10:00:00+00:00); check the column's day/month order"
+        }
+        Code::ValueThousandsSeparator => "nothing to do; numbers may be written without separators",
+        Code::ValueSmartQuotes => {
+            "nothing to do; to be sure, turn off Excel's AutoCorrect \"smart quotes\""
+        }
+        Code::ValuePlaceholder => "leave cells with no value empty",
         Code::GapDaysWithoutRecords => {
             "check the date range of the export; if records are missing, upload the whole month again"
         }

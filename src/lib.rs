@@ -11,7 +11,8 @@
 //!   UTF-8;
 //! - [`ingest`] turns uploaded bytes into Arrow batches and decode findings;
 //! - [`schema`] parses record schemas and reference code lists;
-//! - [`validate`] checks batches column by column and decides;
+//! - [`validate`] checks batches column by column and decides; [`normalise`] reads values
+//!   as Excel writes them (dates, thousands separators, smart quotes, placeholders);
 //! - [`snapshot`] writes typed Parquet snapshots, quality tables and the manifest;
 //! - [`spill`] finds repeated rows and values in bounded memory, via local temporary files;
 //! - [`analyze`] finds gaps and anomalies, derives monthly metrics and the status of expected
@@ -38,6 +39,7 @@ pub mod finding;
 pub mod ingest;
 pub mod lease;
 pub mod metrics;
+pub mod normalise;
 pub mod period;
 pub mod pipeline;
 pub mod scheduler;
