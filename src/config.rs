@@ -770,6 +770,33 @@ deadline_days = 20
     }
 
     #[test]
+    fn placeholders_default_and_must_be_whole_cell_values() {
+        let placeholders = |p: Result<Project, ConfigErrors>| {
+            p.unwrap()
+                .pipeline("things")
+                .unwrap()
+                .reading
+                .placeholders
+                .clone()
+        };
+        let (_d, p) = project_with(GOOD);
+        assert_eq!(placeholders(p), ["NULL", "N/A", "-", "#N/A"]);
+        let declared = format!("{GOOD}[reading]\nplaceholders = [\":\", \"..\"]\n");
+        let (_d, p) = project_with(&declared);
+        assert_eq!(placeholders(p), [":", ".."]);
+        let bad = format!("{GOOD}[reading]\nplaceholders = [\"\", \" N/A\"]\n");
+        let (_d, p) = project_with(&bad);
+        let errs = p.unwrap_err().0;
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs.iter().all(|e| e.line == Some(9)), "{errs:?}");
+        assert!(
+            errs[1]
+                .message
+                .contains("placeholder ` N/A` is blank or has surrounding spaces")
+        );
+    }
+
+    #[test]
     fn toml_syntax_errors_have_lines() {
         let (_d, p) = project_with("dataset = \"things\"\ntitle = \n");
         let errs = p.unwrap_err().0;
