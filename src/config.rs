@@ -134,6 +134,18 @@ pub struct Limits {
     pub max_rows: u64,
     /// Longest cell, in bytes.
     pub max_cell_bytes: usize,
+    /// Most cells in the header (and so in any row); a wider header stops the upload being
+    /// read, so memory does not grow with the width of a file.
+    #[serde(default = "default_max_columns")]
+    pub max_columns: usize,
+}
+
+/// The default of `limits.max_columns`: far above any return's width (the widest known force
+/// extract has about 270 columns), far below what would hold memory.
+pub const DEFAULT_MAX_COLUMNS: usize = 1_000;
+
+fn default_max_columns() -> usize {
+    DEFAULT_MAX_COLUMNS
 }
 
 impl Default for Limits {
@@ -142,6 +154,30 @@ impl Default for Limits {
             max_file_bytes: 2 << 30,
             max_rows: 20_000_000,
             max_cell_bytes: 64 << 10,
+            max_columns: DEFAULT_MAX_COLUMNS,
+        }
+    }
+}
+
+/// How cell values are read before they are checked.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ReadingSettings {
+    /// Cell values that mean "no value" (compared ignoring ASCII case): read as blank, with
+    /// a `value_placeholder` note, unless the column lists the value as one of its codes.
+    #[serde(default = "default_placeholders")]
+    pub placeholders: Vec<String>,
+}
+
+/// The placeholders forces' systems and Excel write for "no value".
+fn default_placeholders() -> Vec<String> {
+    ["NULL", "N/A", "-", "#N/A"].map(String::from).to_vec()
+}
+
+impl Default for ReadingSettings {
+    fn default() -> Self {
+        ReadingSettings {
+            placeholders: default_placeholders(),
         }
     }
 }
@@ -158,6 +194,8 @@ struct PipelineFile {
     decision: DecisionSettings,
     #[serde(default)]
     limits: Limits,
+    #[serde(default)]
+    reading: ReadingSettings,
     #[serde(default)]
     blank_rates: BTreeMap<String, BlankThreshold>,
     #[serde(default)]
@@ -187,6 +225,8 @@ pub struct Pipeline {
     pub severity_overrides: BTreeMap<Code, Severity>,
     /// Limits.
     pub limits: Limits,
+    /// How cell values are read.
+    pub reading: ReadingSettings,
     /// Blank-rate thresholds by property name.
     pub blank_rates: BTreeMap<String, BlankThreshold>,
     /// The declared plausibility rules (`[[rules]]`), compiled against the schema.
@@ -227,6 +267,7 @@ impl Pipeline {
             decision: DecisionSettings::default(),
             severity_overrides: BTreeMap::new(),
             limits: Limits::default(),
+            reading: ReadingSettings::default(),
             blank_rates: BTreeMap::new(),
             rules: Arc::new(RuleSet::default()),
             anomalies: AnomalySettings {
@@ -459,6 +500,22 @@ fn load_pipeline(
             format!("max_error_row_share must be between 0 and 1, not {share}"),
         ));
     }
+    if parsed.limits.max_columns == 0 {
+        problems.push(problem(
+            line_of_key(&text, "max_columns"),
+            "max_columns must be at least 1".to_owned(),
+        ));
+    }
+    for placeholder in &parsed.reading.placeholders {
+        if placeholder.trim().is_empty() || placeholder.trim() != placeholder {
+            problems.push(problem(
+                line_of_key(&text, "placeholders"),
+                format!(
+                    "placeholder `{placeholder}` is blank or has surrounding spaces: a placeholder is compared with the whole cell"
+                ),
+            ));
+        }
+    }
     let mut severity_overrides = BTreeMap::new();
     for (name, severity) in &parsed.decision.severity {
         match Code::parse(name) {
@@ -602,6 +659,7 @@ fn load_pipeline(
         decision: parsed.decision,
         severity_overrides,
         limits: parsed.limits,
+        reading: parsed.reading,
         blank_rates: parsed.blank_rates,
         rules: Arc::new(rules?),
         anomalies: parsed.anomalies,
@@ -754,6 +812,48 @@ deadline_days = 20
             assert_eq!(errs[0].line, Some(4));
             assert!(errs[0].message.contains("never comes round"), "{errs:?}");
         }
+    }
+
+    #[test]
+    fn max_columns_has_a_default_and_must_be_at_least_one() {
+        let (_d, p) = project_with(GOOD);
+        let limits = p.unwrap().pipeline("things").unwrap().limits;
+        assert_eq!(limits.max_columns, DEFAULT_MAX_COLUMNS);
+        let zero = format!(
+            "{GOOD}[limits]\nmax_file_bytes = 1000\nmax_rows = 10\nmax_cell_bytes = 100\nmax_columns = 0\n"
+        );
+        let (_d, p) = project_with(&zero);
+        let errs = p.unwrap_err().0;
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].line, Some(12));
+        assert!(errs[0].message.contains("max_columns must be at least 1"));
+    }
+
+    #[test]
+    fn placeholders_default_and_must_be_whole_cell_values() {
+        let placeholders = |p: Result<Project, ConfigErrors>| {
+            p.unwrap()
+                .pipeline("things")
+                .unwrap()
+                .reading
+                .placeholders
+                .clone()
+        };
+        let (_d, p) = project_with(GOOD);
+        assert_eq!(placeholders(p), ["NULL", "N/A", "-", "#N/A"]);
+        let declared = format!("{GOOD}[reading]\nplaceholders = [\":\", \"..\"]\n");
+        let (_d, p) = project_with(&declared);
+        assert_eq!(placeholders(p), [":", ".."]);
+        let bad = format!("{GOOD}[reading]\nplaceholders = [\"\", \" N/A\"]\n");
+        let (_d, p) = project_with(&bad);
+        let errs = p.unwrap_err().0;
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs.iter().all(|e| e.line == Some(9)), "{errs:?}");
+        assert!(
+            errs[1]
+                .message
+                .contains("placeholder ` N/A` is blank or has surrounding spaces")
+        );
     }
 
     #[test]

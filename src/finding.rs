@@ -93,13 +93,20 @@ codes! {
     NoRows => "no_rows", Warning, File;
     UploadLocationInvalid => "upload_location_invalid", Error, File;
     PeriodNotBegun => "period_not_begun", Error, File;
+    EncodingConverted => "encoding_converted", Info, File;
+    SepLineSkipped => "sep_line_skipped", Info, File;
+    DelimiterNotComma => "delimiter_not_comma", Info, File;
     HeaderMissingColumn => "header_missing_column", Error, File;
     HeaderDuplicateColumn => "header_duplicate_column", Error, File;
     HeaderUnknownColumn => "header_unknown_column", Warning, File;
+    TooManyColumns => "too_many_columns", Error, File;
+    RowsAboveHeader => "rows_above_header", Info, File;
+    HeaderEmptyColumns => "header_empty_columns", Info, File;
     EncodingInvalidUtf8 => "encoding_invalid_utf8", Error, Row;
     RowTooFewFields => "row_too_few_fields", Error, Row;
     RowTooManyFields => "row_too_many_fields", Error, Row;
     CellTooLong => "cell_too_long", Error, Row;
+    BlankRowsSkipped => "blank_rows_skipped", Info, File;
     ValueRequired => "value_required", Error, Row;
     ValueWrongType => "value_wrong_type", Error, Row;
     ValueNotInList => "value_not_in_list", Error, Row;
@@ -120,6 +127,11 @@ codes! {
     DateNearPeriod => "date_near_period", Warning, Row;
     DateInFuture => "date_in_future", Error, Row;
     FieldsInconsistent => "fields_inconsistent", Warning, Row;
+    ValueExcelDate => "value_excel_date", Info, File;
+    ValueAmbiguousDate => "value_ambiguous_date", Error, Row;
+    ValueThousandsSeparator => "value_thousands_separator", Info, File;
+    ValueSmartQuotes => "value_smart_quotes", Info, File;
+    ValuePlaceholder => "value_placeholder", Info, File;
     GapDaysWithoutRecords => "gap_days_without_records", Warning, File;
     BlankRateVsHistory => "blank_rate_vs_history", Warning, File;
     AnomalyVolume => "anomaly_volume", Warning, File;
@@ -255,6 +267,17 @@ pub fn hint(code: Code) -> &'static str {
         Code::PeriodNotBegun => {
             "upload the return under the folder of the month it covers, once that month has begun"
         }
+        Code::EncodingConverted => {
+            "nothing to do; to be sure every character is read as meant, save as \"CSV UTF-8\""
+        }
+        Code::SepLineSkipped => "nothing to do; the line is Excel's own",
+        Code::DelimiterNotComma => {
+            "nothing to do; to be sure, save as \"CSV UTF-8 (comma delimited)\""
+        }
+        Code::RowsAboveHeader => {
+            "nothing to do; to be sure, export the records with the header first"
+        }
+        Code::HeaderEmptyColumns => "nothing to do; the columns held no values",
         Code::HeaderMissingColumn => {
             "add the column to the header (its cells may be blank where blanks are allowed)"
         }
@@ -262,6 +285,10 @@ pub fn hint(code: Code) -> &'static str {
         Code::HeaderUnknownColumn => {
             "remove the column, or check its spelling against the schema's header spellings"
         }
+        Code::TooManyColumns => {
+            "check that the first line is the header; remove empty or unused columns at the right"
+        }
+        Code::BlankRowsSkipped => "nothing to do; the rows held no values",
         Code::EncodingInvalidUtf8 => "save the file as \"CSV UTF-8\" rather than ANSI or Latin-1",
         Code::RowTooFewFields => {
             "the row may be cut short: check it in the source system and export again"
@@ -302,6 +329,17 @@ pub fn hint(code: Code) -> &'static str {
         Code::FieldsInconsistent => {
             "check both fields of the record in the source system and correct the one that is wrong"
         }
+        Code::ValueExcelDate => {
+            "nothing to do; to be sure of every date, format the column as text yyyy-mm-ddThh:mm:ss before saving"
+        }
+        Code::ValueAmbiguousDate => {
+            "write the date in ISO 8601 (2020-01-02T10:00:00+00:00); check the column's day/month order"
+        }
+        Code::ValueThousandsSeparator => "nothing to do; numbers may be written without separators",
+        Code::ValueSmartQuotes => {
+            "nothing to do; to be sure, turn off Excel's AutoCorrect \"smart quotes\""
+        }
+        Code::ValuePlaceholder => "leave cells with no value empty",
         Code::GapDaysWithoutRecords => {
             "check the date range of the export; if records are missing, upload the whole month again"
         }

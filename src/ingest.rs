@@ -2,18 +2,25 @@
 //!
 //! The decoder streams: it reads the input in fixed-size chunks and hands out batches of at
 //! most `batch_rows` records or 16 MiB of text, so memory stays bounded whatever the file size
-//! and however long its rows. A plain line (no quotes) is split where it lies, its commas found
-//! sixteen bytes at a time; the header and any quoted line go through `csv-core`, and a
+//! and however long or wide its rows (no record keeps more cells than the header has, nor the
+//! header more than `max_columns`). A plain line (no quotes) is split where it lies, its
+//! delimiters found sixteen bytes at a time; any quoted line goes through `csv-core`, and a
 //! property test keeps the two readings identical.
 //! It never fails on bad data. Binary content, an empty file, an unusable header, rows with
-//! the wrong number of cells, bytes that are not UTF-8 and over-long cells each become
+//! the wrong number of cells, bytes that cannot be read and over-long cells each become
 //! [`Finding`]s with row and column; a row with such a problem is left out of the batch (it is
 //! still in the archived upload, so nothing is lost). Values are kept exactly as sent except
 //! that an empty cell becomes null; typing is `validate`'s and `snapshot`'s job.
 //!
-//! Accepted: UTF-8 with or without BOM, CRLF or LF line ends, RFC 4180 quoting (quoted cells may
-//! hold commas, quotes and line breaks). Rows are numbered as a spreadsheet counts them: the
-//! header is row 1.
+//! Accepted, each with a note where it is not plain CSV: UTF-8 with or without BOM, and UTF-16
+//! and Windows-1252, converted as they are read ([`crate::encoding`], decided once from the first
+//! chunk); CRLF or LF line ends; RFC 4180 quoting (quoted cells may hold delimiters, quotes and
+//! line breaks); commas, or the semicolons or tabs the header is found to use, or the delimiter
+//! an Excel `sep=` first line names; title rows above the header and empty cells at its end
+//! (`header` finds the header in the first chunk). Rows made only of delimiters and white
+//! space, and empty lines, are skipped and counted. Rows are numbered as a spreadsheet counts
+//! them: every line is a row (an Excel `sep=` line excepted), so the header is row 1 unless rows
+//! stand above it.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -22,8 +29,13 @@ use arrow::array::{Array, StringArray, StringBuilder};
 use twox_hash::XxHash3_128;
 
 use crate::config::Limits;
+use crate::encoding::{Detected, Encoding, Source, Transcoder};
 use crate::finding::{Code, Finding, FindingLog};
 use crate::schema::RecordSchema;
+
+mod header;
+
+use header::{Found, Header};
 
 /// How many records a batch holds at most.
 pub const DEFAULT_BATCH_ROWS: usize = 16 * 1024;
@@ -118,7 +130,9 @@ pub struct DecodeStats {
 
 /// Streaming CSV decoder. Create with [`CsvDecoder::start`].
 pub struct CsvDecoder<R> {
-    input: R,
+    input: Source<R>,
+    /// How the file is encoded (read once from its first bytes).
+    detected: Detected,
     core: csv_core::Reader,
     buf: Box<[u8]>,
     pos: usize,
@@ -134,25 +148,137 @@ pub struct CsvDecoder<R> {
     finished: bool,
     /// Text bytes of each mapped column in the last batch.
     value_bytes: Vec<usize>,
-    /// Whether the header is read: csv-core reads it (and drops a byte-order mark).
-    past_header: bool,
+    /// The file's delimiter (a comma unless the header or a `sep=` line said otherwise).
+    delimiter: u8,
+    /// How many cells the header has, empty ones at its end included: a row may have that
+    /// many when the cells past the named columns are empty.
+    raw_width: usize,
+    /// The last record csv-core read ended with a `\r`: a `\n` right after it completes that
+    /// line end and is not an empty row.
+    after_cr: bool,
+    /// The spreadsheet row of the last line read (records and empty rows alike).
+    row: u64,
+    /// Cells kept of one record: a record with more is counted, not held, so memory stays
+    /// within this many cells whatever the file's shape.
+    cap: usize,
+    /// Rows made only of delimiters and white space, skipped.
+    blank: BlankRows,
     /// A csv-core record written back as plain as CSV allows, for the row hash.
     joined: Vec<u8>,
 }
 
+/// What one read of the input gave.
 enum RawRecord {
+    /// A record that is not blank.
+    Line(Line),
+    /// An empty line, or a record made only of delimiters and white space.
+    Blank,
+}
+
+/// A record that is not blank.
+enum Line {
     /// A record of `len` bytes whose cells end at `ends`: split by csv-core into `out` with
     /// nothing between cells (`at` is `None`), or a plain line of `buf` starting at `at`, its
-    /// cells separated by one comma.
+    /// cells separated by one delimiter.
     Complete {
         at: Option<usize>,
         len: usize,
         fields: usize,
     },
-    CellTooLong {
-        field: usize,
-        fields: usize,
-    },
+    /// A record with a cell over the limit (`field`, counted from 0). `spans_lines`: the cell
+    /// was seen to hold line breaks, so it is quoted, and its quote is probably never closed.
+    CellTooLong { field: usize, spans_lines: bool },
+    /// A record with more cells than are kept (`fields` of them).
+    TooManyCells { fields: usize },
+}
+
+/// The rows made only of delimiters and white space that were skipped: how many, and the
+/// first few runs of consecutive ones (for the note to the force).
+#[derive(Debug, Default)]
+struct BlankRows {
+    count: u64,
+    runs: Vec<(u64, u64)>,
+}
+
+impl BlankRows {
+    const RUNS_SHOWN: usize = 5;
+
+    fn add(&mut self, row: u64) {
+        self.count += 1;
+        if let Some((_, last)) = self.runs.last_mut()
+            && *last + 1 == row
+        {
+            *last = row;
+        } else if self.runs.len() < Self::RUNS_SHOWN {
+            self.runs.push((row, row));
+        }
+    }
+
+    /// The note, when rows were skipped.
+    fn finding(&self, delimiter: u8) -> Option<Finding> {
+        if self.count == 0 {
+            return None;
+        }
+        let listed: u64 = self.runs.iter().map(|(a, b)| b - a + 1).sum();
+        let rows = self
+            .runs
+            .iter()
+            .map(|&(a, b)| {
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a} to {b}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let more = if listed < self.count {
+            format!(" and {} more", self.count - listed)
+        } else {
+            String::new()
+        };
+        let (many, them) = if self.count == 1 {
+            ("row", "it was")
+        } else {
+            ("rows", "they were")
+        };
+        Some(Finding::new(
+            Code::BlankRowsSkipped,
+            format!(
+                "{} {many} held nothing but {}, spaces or nothing at all ({} {rows}{more}): {them} skipped",
+                self.count,
+                delimiter_name(delimiter),
+                if self.count == 1 { "row" } else { "rows" },
+            ),
+            "blank rows",
+        ))
+    }
+}
+
+/// A hint when a header cell holds semicolons or tabs: the file may use them as delimiter
+/// where its header names no column with them either.
+fn other_delimiter(cell: &str, delimiter: u8) -> String {
+    [b';', b'\t']
+        .into_iter()
+        .filter(|&d| d != delimiter)
+        .map(|d| (d, cell.bytes().filter(|&b| b == d).count()))
+        .find(|&(_, n)| n >= 2)
+        .map(|(d, n)| {
+            let name = delimiter_name(d);
+            format!(" (it holds {n} {name}: are the file's cells separated by {name}?)")
+        })
+        .unwrap_or_default()
+}
+
+/// The plural name of a delimiter, for messages.
+fn delimiter_name(delimiter: u8) -> String {
+    match delimiter {
+        b',' => "commas".to_owned(),
+        b';' => "semicolons".to_owned(),
+        b'\t' => "tabs".to_owned(),
+        b'|' => "vertical bars".to_owned(),
+        other => format!("`{}` characters", char::from(other)),
+    }
 }
 
 /// What starting to decode gave.
@@ -173,14 +299,36 @@ impl<R: Read> CsvDecoder<R> {
         batch_rows: usize,
         log: &mut FindingLog<'_>,
     ) -> std::io::Result<Start<R>> {
-        let mut buf = vec![0u8; CHUNK].into_boxed_slice();
-        let len = read_full(&mut input, &mut buf)?;
-        let mut stats = DecodeStats {
-            bytes: len as u64,
+        let mut raw = vec![0u8; CHUNK];
+        let raw_len = read_full(&mut input, &mut raw)?;
+        let detected = crate::encoding::detect(&raw[..raw_len], raw_len < CHUNK);
+        // Only a file that is not UTF-8 is converted as it is read.
+        let (input, buf, len) = if detected.encoding == Encoding::Utf8 {
+            let consumed = raw_len as u64;
+            (
+                Source::Utf8 { input, consumed },
+                raw.into_boxed_slice(),
+                raw_len,
+            )
+        } else {
+            raw.truncate(raw_len);
+            let transcoder =
+                Transcoder::new(input, detected.encoding, raw, detected.bom, raw_len < CHUNK);
+            let mut source = Source::Transcoded(transcoder);
+            let mut buf = vec![0u8; CHUNK].into_boxed_slice();
+            let len = read_full(&mut source, &mut buf)?;
+            (source, buf, len)
+        };
+        let stats = DecodeStats {
+            bytes: input.consumed(),
             ..DecodeStats::default()
         };
-        let head = &buf[..len];
-        let head = head.strip_prefix(b"\xef\xbb\xbf").unwrap_or(head);
+        let skip = if detected.encoding == Encoding::Utf8 {
+            detected.bom
+        } else {
+            0
+        };
+        let head = &buf[skip..len];
         if head.iter().all(u8::is_ascii_whitespace) {
             log.push(Finding::new(
                 Code::FileEmpty,
@@ -197,13 +345,73 @@ impl<R: Read> CsvDecoder<R> {
             ));
             return Ok(Start::Stopped(stats));
         }
+        if let Some(note) = encoding_note(detected) {
+            log.push(note);
+        }
+        let eof = len < CHUNK;
+        let found = match header::find(&buf[skip..len], eof, schema, &limits) {
+            Header::Found(found) => found,
+            Header::TooWide { row, fields, ends } => {
+                let max = limits.max_columns;
+                let message = if ends {
+                    format!(
+                        "the header has {fields} cells, more than the limit of {max} columns: the file was not read further"
+                    )
+                } else {
+                    format!(
+                        "the header has more cells than the limit of {max} columns ({fields} in the first 256 KiB of the file alone): the file was not read further"
+                    )
+                };
+                log.push(Finding::new(Code::TooManyColumns, message, "max_columns").at_row(row));
+                return Ok(Start::Stopped(stats));
+            }
+            Header::TooLong { row, in_chunk } => {
+                let message = if in_chunk {
+                    format!(
+                        "a header cell is longer than {} bytes: the first row is not a header",
+                        limits.max_cell_bytes
+                    )
+                } else {
+                    "the first row runs past the first 256 KiB of the file without ending: it is not a header".to_owned()
+                };
+                log.push(Finding::new(Code::CellTooLong, message, "max_cell_bytes").at_row(row));
+                log.push(Finding::new(
+                    Code::HeaderMissingColumn,
+                    "no usable header: every required column is missing",
+                    "required",
+                ));
+                return Ok(Start::Stopped(stats));
+            }
+            Header::Blank { eof } => {
+                let (code, message) = if eof {
+                    (
+                        Code::FileEmpty,
+                        "the file holds nothing but empty rows and delimiters: it has no header and no records",
+                    )
+                } else {
+                    (
+                        Code::HeaderMissingColumn,
+                        "the first 256 KiB of the file hold nothing but empty rows and delimiters: no header was found",
+                    )
+                };
+                log.push(Finding::new(code, message, "file has content"));
+                return Ok(Start::Stopped(stats));
+            }
+        };
+        for note in header_notes(&found) {
+            log.push(note);
+        }
         let mut decoder = CsvDecoder {
             input,
-            core: csv_core::ReaderBuilder::new().build(),
+            detected,
+            core: csv_core::ReaderBuilder::new()
+                .delimiter(found.delimiter)
+                .build(),
+            delimiter: found.delimiter,
             buf,
-            pos: 0,
+            pos: skip + found.end,
             len,
-            eof: len < CHUNK,
+            eof,
             out: vec![0; 4096],
             ends: vec![0; 64],
             header: HeaderMap {
@@ -217,39 +425,14 @@ impl<R: Read> CsvDecoder<R> {
             stats,
             finished: false,
             value_bytes: Vec::new(),
-            past_header: false,
+            after_cr: found.after_cr,
+            row: found.row,
+            cap: found.width + 1,
+            raw_width: found.width,
+            blank: BlankRows::default(),
             joined: Vec::new(),
         };
-        let headers = match decoder.read_raw()? {
-            Some(RawRecord::Complete { at, len, fields }) => {
-                let (bytes, sep) = record(&decoder.buf, &decoder.out, at, len);
-                cell_ranges(&decoder.ends[..fields], sep)
-                    .map(|r| String::from_utf8_lossy(&bytes[r]).into_owned())
-                    .collect()
-            }
-            Some(RawRecord::CellTooLong { .. }) => {
-                log.push(
-                    Finding::new(
-                        Code::CellTooLong,
-                        format!(
-                            "a header cell is longer than {} bytes: the first line is not a header",
-                            decoder.limits.max_cell_bytes
-                        ),
-                        "max_cell_bytes",
-                    )
-                    .at_row(1),
-                );
-                log.push(Finding::new(
-                    Code::HeaderMissingColumn,
-                    "no usable header: every required column is missing",
-                    "required",
-                ));
-                stats.bytes = decoder.stats.bytes;
-                return Ok(Start::Stopped(stats));
-            }
-            None => unreachable!("a non-blank input has at least one record"),
-        };
-        let ok = decoder.map_header(headers, schema, log);
+        let ok = decoder.map_header(found.cells, schema, log);
         if ok {
             Ok(Start::Rows(Box::new(decoder)))
         } else {
@@ -278,7 +461,7 @@ impl<R: Read> CsvDecoder<R> {
                             ),
                             "unique header",
                         )
-                        .at_row(1)
+                        .at_row(self.row)
                         .in_column(cell.clone()),
                     );
                     column_property.push(None);
@@ -291,10 +474,14 @@ impl<R: Read> CsvDecoder<R> {
                     log.push(
                         Finding::new(
                             Code::HeaderUnknownColumn,
-                            format!("header cell `{cell}` (column {}) is not a column of the schema; it is ignored", col + 1),
+                            format!(
+                                "header cell `{cell}` (column {}) is not a column of the schema; it is ignored{}",
+                                col + 1,
+                                other_delimiter(cell, self.delimiter)
+                            ),
                             "known header",
                         )
-                        .at_row(1)
+                        .at_row(self.row)
                         .in_column(cell.clone()),
                     );
                     column_property.push(None);
@@ -313,7 +500,7 @@ impl<R: Read> CsvDecoder<R> {
                         format!("the header has no `{spelling}` column"),
                         "required",
                     )
-                    .at_row(1)
+                    .at_row(self.row)
                     .in_column(spelling.clone())
                     .with_schema_path("/required"),
                 );
@@ -369,13 +556,12 @@ impl<R: Read> CsvDecoder<R> {
         let mut text_bytes = 0;
         while rows.len() < self.batch_rows && text_bytes < BATCH_TEXT_BYTES {
             if self.stats.records >= self.limits.max_rows {
-                if self.read_raw()?.is_some() {
+                if self.next_record()?.is_some() {
                     found.push(Finding::new(
                         Code::TooManyRows,
                         format!(
-                            "the file has more than {} records; records after row {} were not read",
-                            self.limits.max_rows,
-                            self.limits.max_rows + 1
+                            "the file has more than {} records; records from row {} on were not read",
+                            self.limits.max_rows, self.row
                         ),
                         "max_rows",
                     ));
@@ -395,14 +581,25 @@ impl<R: Read> CsvDecoder<R> {
                 self.finished = true;
                 break;
             }
-            let Some(raw) = self.read_raw()? else {
+            let Some(line) = self.next_record()? else {
                 self.finished = true;
                 break;
             };
             self.stats.records += 1;
-            let row = self.stats.records + 1;
-            match raw {
-                RawRecord::CellTooLong { field, fields } => {
+            let row = self.row;
+            match line {
+                Line::TooManyCells { fields } => {
+                    self.stats.rejected_rows += 1;
+                    found.push(
+                        Finding::new(
+                            Code::RowTooManyFields,
+                            format!("the row has {fields} cells, more than the header's {width}"),
+                            "cells per row = header",
+                        )
+                        .at_row(row),
+                    );
+                }
+                Line::CellTooLong { field, spans_lines } => {
                     self.stats.rejected_rows += 1;
                     let column = self
                         .header
@@ -410,8 +607,8 @@ impl<R: Read> CsvDecoder<R> {
                         .get(field)
                         .cloned()
                         .unwrap_or_else(|| format!("column {}", field + 1));
-                    let extra = if fields == 1 && width > 1 {
-                        " (it runs to the end of the file: probably an unclosed quote)"
+                    let extra = if spans_lines {
+                        " and spans several lines: probably a quote that is never closed"
                     } else {
                         ""
                     };
@@ -428,27 +625,14 @@ impl<R: Read> CsvDecoder<R> {
                         .in_column(column),
                     );
                 }
-                RawRecord::Complete { at, len, fields } => {
+                Line::Complete { at, len, fields } => {
                     let (bytes, sep) = record(&self.buf, &self.out, at, len);
+                    // Cells under the header's empty cells at its end are dropped when empty.
+                    let (len, fields) = self.without_empty_tail(len, fields, sep, width);
+                    let bytes = &bytes[..len];
                     if fields != width {
                         self.stats.rejected_rows += 1;
-                        let (code, words) = if fields < width {
-                            (Code::RowTooFewFields, "fewer")
-                        } else {
-                            (Code::RowTooManyFields, "more")
-                        };
-                        let preview = String::from_utf8_lossy(&bytes[..len.min(120)]).into_owned();
-                        found.push(
-                            Finding::new(
-                                code,
-                                format!(
-                                    "the row has {fields} cells, {words} than the header's {width}"
-                                ),
-                                "cells per row = header",
-                            )
-                            .at_row(row)
-                            .with_value(preview),
-                        );
+                        found.push(self.wrong_width(bytes, sep, fields, width).at_row(row));
                         continue;
                     }
                     let Ok(record) = simdutf8::basic::from_utf8(bytes) else {
@@ -473,6 +657,11 @@ impl<R: Read> CsvDecoder<R> {
                 }
             }
         }
+        if self.finished
+            && let Some(note) = self.blank.finding(self.delimiter)
+        {
+            found.push(note);
+        }
         if rows.is_empty() {
             return Ok(None);
         }
@@ -493,6 +682,62 @@ impl<R: Read> CsvDecoder<R> {
         }))
     }
 
+    /// A record's length and cell count without the cells past the header's `width` named
+    /// columns, when the header has empty cells there and the record's cells under them are
+    /// empty too; otherwise as they are.
+    fn without_empty_tail(
+        &self,
+        len: usize,
+        fields: usize,
+        sep: usize,
+        width: usize,
+    ) -> (usize, usize) {
+        if fields <= width || fields > self.raw_width || width == 0 {
+            return (len, fields);
+        }
+        let named_end = self.ends[width - 1];
+        // Empty cells add one delimiter each to a plain line, and nothing to csv-core's output.
+        let empty = if sep == 1 {
+            len - named_end == fields - width
+        } else {
+            self.ends[fields - 1] == named_end
+        };
+        if empty {
+            (named_end, width)
+        } else {
+            (len, fields)
+        }
+    }
+
+    /// The finding for a record whose cell count is not the header's.
+    fn wrong_width(&self, bytes: &[u8], sep: usize, fields: usize, width: usize) -> Finding {
+        let preview = String::from_utf8_lossy(&bytes[..bytes.len().min(120)]).into_owned();
+        let (code, message) = if fields < width {
+            (
+                Code::RowTooFewFields,
+                format!("the row has {fields} cells, fewer than the header's {width}"),
+            )
+        } else if fields <= self.raw_width {
+            let column = cell_ranges(&self.ends[..fields], sep)
+                .enumerate()
+                .skip(width)
+                .find(|(_, r)| !r.is_empty())
+                .map_or(width + 1, |(c, _)| c + 1);
+            (
+                Code::RowTooManyFields,
+                format!(
+                    "the row has a value in column {column}, where the header's cell is empty (the header names {width} columns)"
+                ),
+            )
+        } else {
+            (
+                Code::RowTooManyFields,
+                format!("the row has {fields} cells, more than the header's {width}"),
+            )
+        };
+        Finding::new(code, message, "cells per row = header").with_value(preview)
+    }
+
     /// A 128-bit hash of a record's cells: of the cells written as CSV with quotes only where
     /// a cell needs them, which is how a plain line is written already. That writing can be
     /// read back, so different cells give different bytes, and equal cells hash alike however
@@ -504,12 +749,12 @@ impl<R: Read> CsvDecoder<R> {
         self.joined.clear();
         for (i, range) in cell_ranges(&self.ends[..fields], 0).enumerate() {
             if i > 0 {
-                self.joined.push(b',');
+                self.joined.push(self.delimiter);
             }
             let cell = &self.out[range];
             if cell
                 .iter()
-                .any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n'))
+                .any(|&b| matches!(b, b'"' | b'\r' | b'\n') || b == self.delimiter)
             {
                 self.joined.push(b'"');
                 for &b in cell {
@@ -538,12 +783,15 @@ impl<R: Read> CsvDecoder<R> {
         for (col, range) in cell_ranges(&self.ends[..fields], sep).enumerate() {
             let cell = &bytes[range];
             if let Err(e) = std::str::from_utf8(cell) {
-                let bad = cell[e.valid_up_to()];
+                let what = self
+                    .detected
+                    .encoding
+                    .describe_invalid(&cell[e.valid_up_to()..], self.detected.utf8_because);
                 found.push(
                     Finding::new(
                         Code::EncodingInvalidUtf8,
                         format!(
-                            "the cell holds byte 0x{bad:02X} at position {}, which is not UTF-8 (the file looks saved as Latin-1 or Windows-1252)",
+                            "the cell cannot be read at its byte {}: {what}",
                             e.valid_up_to() + 1
                         ),
                         "encoding utf-8",
@@ -559,33 +807,81 @@ impl<R: Read> CsvDecoder<R> {
     fn refill(&mut self) -> std::io::Result<()> {
         self.len = read_full(&mut self.input, &mut self.buf)?;
         self.pos = 0;
-        self.stats.bytes += self.len as u64;
+        self.stats.bytes = self.input.consumed();
         if self.len < self.buf.len() {
             self.eof = true;
         }
         Ok(())
     }
 
-    /// Reads one raw record into `out`/`ends`, keeping no cell longer than the limit.
+    /// The next record that is not blank, with `row` set to its spreadsheet row; blank rows on
+    /// the way are counted and skipped.
+    fn next_record(&mut self) -> std::io::Result<Option<Line>> {
+        loop {
+            let Some(raw) = self.read_raw()? else {
+                return Ok(None);
+            };
+            self.row += 1;
+            match raw {
+                RawRecord::Blank => self.blank.add(self.row),
+                RawRecord::Line(line) => return Ok(Some(line)),
+            }
+        }
+    }
+
+    /// Reads one raw record into `out`/`ends`, keeping no cell longer than the limit and no
+    /// more than `cap` cells.
     fn read_raw(&mut self) -> std::io::Result<Option<RawRecord>> {
         use csv_core::ReadRecordResult as R;
-        if self.pos == self.len && !self.eof {
-            self.refill()?;
+        // A line end at the start of a record is an empty row, unless it is the `\n` of a
+        // `\r\n` whose `\r` ended the previous record (csv-core would skip both silently).
+        loop {
+            if self.pos == self.len && !self.eof {
+                self.refill()?;
+            }
+            match self.buf[..self.len].get(self.pos) {
+                Some(b'\n') if self.after_cr => {
+                    self.pos += 1;
+                    self.after_cr = false;
+                }
+                Some(b'\n') => {
+                    self.pos += 1;
+                    return Ok(Some(RawRecord::Blank));
+                }
+                Some(b'\r') => {
+                    self.pos += 1;
+                    self.after_cr = true;
+                    return Ok(Some(RawRecord::Blank));
+                }
+                _ => {
+                    self.after_cr = false;
+                    break;
+                }
+            }
         }
-        if !self.past_header {
-            self.past_header = true;
-        } else if let Some((used, len, fields)) = plain_line(
+        if let Some((used, len, fields)) = plain_line(
             &self.buf[self.pos..self.len],
+            self.delimiter,
             self.limits.max_cell_bytes,
+            self.cap,
             &mut self.ends,
         ) {
-            let at = Some(self.pos);
+            let at = self.pos;
             self.pos += used;
-            return Ok(Some(RawRecord::Complete { at, len, fields }));
+            if is_blank(&self.buf[at..at + len], self.delimiter) {
+                return Ok(Some(RawRecord::Blank));
+            }
+            let at = Some(at);
+            return Ok(Some(RawRecord::Line(Line::Complete { at, len, fields })));
         }
         let mut out_len = 0;
         let mut nends = 0;
         let mut too_long: Option<usize> = None;
+        let mut spans_lines = false;
+        // Cells past the cap: counted, their bytes dropped (and looked at only to tell a blank
+        // record).
+        let mut dropped = 0;
+        let mut dropped_blank = true;
         let mut field_start = 0;
         loop {
             if self.pos == self.len && !self.eof {
@@ -598,7 +894,7 @@ impl<R: Read> CsvDecoder<R> {
             self.pos += nin;
             out_len += nout;
             if nend > 0 {
-                field_start = if too_long.is_some() {
+                field_start = if too_long.is_some() || dropped > 0 {
                     out_len
                 } else {
                     self.ends[nends + nend - 1]
@@ -612,13 +908,21 @@ impl<R: Read> CsvDecoder<R> {
                         return Ok(None);
                     }
                 }
+                R::OutputFull if dropped > 0 => {
+                    dropped_blank &= is_blank(&self.out[..out_len], 0);
+                    out_len = 0;
+                    field_start = 0;
+                }
                 R::OutputFull => {
-                    let current = out_len - field_start.min(out_len);
-                    if current >= self.limits.max_cell_bytes {
+                    let start = field_start.min(out_len);
+                    if out_len - start >= self.limits.max_cell_bytes {
                         too_long.get_or_insert(nends);
+                        spans_lines |= self.out[start..out_len]
+                            .iter()
+                            .any(|&b| b == b'\n' || b == b'\r');
                         // Drop the over-long cell's bytes; csv-core's positions no longer
                         // match, but a rejected row needs only its cell count.
-                        out_len = field_start.min(out_len);
+                        out_len = start;
                     } else {
                         let grow = self.out.len().min(self.limits.max_cell_bytes.max(4096));
                         self.out.resize(self.out.len() + grow, 0);
@@ -626,14 +930,33 @@ impl<R: Read> CsvDecoder<R> {
                 }
                 R::OutputEndsFull => {
                     let n = self.ends.len();
-                    self.ends.resize(n * 2, 0);
+                    if n < self.cap {
+                        self.ends.resize((n * 2).min(self.cap), 0);
+                    } else {
+                        // More cells than any row may have: count the rest, keep none.
+                        dropped_blank &= is_blank(&self.out[..out_len], 0);
+                        dropped += nends;
+                        nends = 0;
+                        out_len = 0;
+                        field_start = 0;
+                    }
                 }
                 R::Record => {
+                    if nin > 0 && self.buf[self.pos - 1] == b'\r' {
+                        self.after_cr = true;
+                    }
+                    if dropped > 0 {
+                        if dropped_blank && is_blank(&self.out[..out_len], 0) {
+                            return Ok(Some(RawRecord::Blank));
+                        }
+                        let fields = dropped + nends;
+                        return Ok(Some(RawRecord::Line(Line::TooManyCells { fields })));
+                    }
                     if let Some(field) = too_long {
-                        return Ok(Some(RawRecord::CellTooLong {
+                        return Ok(Some(RawRecord::Line(Line::CellTooLong {
                             field,
-                            fields: nends,
-                        }));
+                            spans_lines,
+                        })));
                     }
                     let longest = self.ends[..nends]
                         .iter()
@@ -645,21 +968,37 @@ impl<R: Read> CsvDecoder<R> {
                         .enumerate()
                         .find(|&(_, l)| l > self.limits.max_cell_bytes);
                     if let Some((field, _)) = longest {
-                        return Ok(Some(RawRecord::CellTooLong {
+                        let start = if field == 0 { 0 } else { self.ends[field - 1] };
+                        let spans_lines = self.out[start..self.ends[field]]
+                            .iter()
+                            .any(|&b| b == b'\n' || b == b'\r');
+                        return Ok(Some(RawRecord::Line(Line::CellTooLong {
                             field,
-                            fields: nends,
-                        }));
+                            spans_lines,
+                        })));
                     }
-                    return Ok(Some(RawRecord::Complete {
+                    if is_blank(&self.out[..out_len], 0) {
+                        return Ok(Some(RawRecord::Blank));
+                    }
+                    return Ok(Some(RawRecord::Line(Line::Complete {
                         at: None,
                         len: out_len,
                         fields: nends,
-                    }));
+                    })));
                 }
                 R::End => return Ok(None),
             }
         }
     }
+}
+
+/// Whether a record holds nothing but white space and (`delimiter`, for a plain line; 0 for
+/// csv-core's output, which has no delimiters) delimiters. A record's first byte settles it
+/// for almost every row, so this costs one comparison a row.
+fn is_blank(record: &[u8], delimiter: u8) -> bool {
+    record
+        .iter()
+        .all(|&b| b == b' ' || b == b'\t' || (b == delimiter && delimiter != 0))
 }
 
 /// The bytes of a complete record (in `buf` when it is a plain line at `at`, else in `out`) and
@@ -683,23 +1022,23 @@ fn cell_ranges(ends: &[usize], sep: usize) -> impl Iterator<Item = std::ops::Ran
 /// Bytes looked at together when splitting plain lines.
 const LANES: usize = 16;
 
-/// Which bytes of a block a plain line stops at (comma, line feed, quote, carriage return):
-/// bit `i` for byte `i`. SSE2 is part of every x86-64 processor.
+/// Which bytes of a block a plain line stops at (delimiter, line feed, quote, carriage
+/// return): bit `i` for byte `i`. SSE2 is part of every x86-64 processor.
 #[cfg(target_arch = "x86_64")]
-fn stops(block: &[u8; LANES]) -> u32 {
+fn stops(block: &[u8; LANES], delimiter: u8) -> u32 {
     use safe_arch::{
         cmp_eq_mask_i8_m128i, load_unaligned_m128i, move_mask_i8_m128i, set_splat_i8_m128i,
     };
     let v = load_unaligned_m128i(block);
     let at = |b: u8| cmp_eq_mask_i8_m128i(v, set_splat_i8_m128i(b.cast_signed()));
-    move_mask_i8_m128i(at(b',') | at(b'\n') | at(b'"') | at(b'\r')).cast_unsigned()
+    move_mask_i8_m128i(at(delimiter) | at(b'\n') | at(b'"') | at(b'\r')).cast_unsigned()
 }
 
 /// [`stops`] a byte at a time, for other processors (and to test the vector version).
 #[cfg(any(test, not(target_arch = "x86_64")))]
-fn stops_bytewise(block: &[u8; LANES]) -> u32 {
-    block.iter().enumerate().fold(0, |mask, (i, b)| {
-        mask | (u32::from(matches!(b, b',' | b'\n' | b'"' | b'\r')) << i)
+fn stops_bytewise(block: &[u8; LANES], delimiter: u8) -> u32 {
+    block.iter().enumerate().fold(0, |mask, (i, &b)| {
+        mask | (u32::from(matches!(b, b'\n' | b'"' | b'\r') || b == delimiter) << i)
     })
 }
 
@@ -707,14 +1046,17 @@ fn stops_bytewise(block: &[u8; LANES]) -> u32 {
 use stops_bytewise as stops;
 
 /// The plain line at the start of `input` as one record, without csv-core: a whole line, not
-/// empty, with no quote and no carriage return but a final one, and no cell over `max_cell`.
-/// Its cells are separated by single commas and end at `ends`; that is exactly what csv-core
-/// reads (a property test says so). Anything else, and a last line without its newline, is
+/// empty, with no quote and no carriage return but a final one, no cell over `max_cell` and
+/// (where `ends` must grow for it) no more than `cap` cells.
+/// Its cells are separated by single `delimiter`s and end at `ends`; that is exactly what
+/// csv-core reads with that delimiter (a property test says so). Anything else, and a last line without its newline, is
 /// left to csv-core. Returns the bytes used (newline included), the line's length without its
 /// line end, and the number of cells.
 fn plain_line(
     input: &[u8],
+    delimiter: u8,
     max_cell: usize,
+    cap: usize,
     ends: &mut Vec<usize>,
 ) -> Option<(usize, usize, usize)> {
     let (mut fields, mut cell_start, mut base) = (0, 0, 0);
@@ -723,7 +1065,10 @@ fn plain_line(
             return None;
         }
         if *fields == ends.len() {
-            ends.resize(*fields * 2 + 1, 0);
+            if *fields >= cap {
+                return None;
+            }
+            ends.resize((*fields * 2 + 1).min(cap), 0);
         }
         ends[*fields] = end;
         *fields += 1;
@@ -737,12 +1082,12 @@ fn plain_line(
             tail[..rest.len()].copy_from_slice(rest);
             &tail
         });
-        let mut mask = stops(block);
+        let mut mask = stops(block, delimiter);
         while mask != 0 {
             let at = base + mask.trailing_zeros() as usize;
             mask &= mask - 1;
             match input[at] {
-                b',' => end_cell(at, &mut fields)?,
+                b if b == delimiter => end_cell(at, &mut fields)?,
                 b'\n' if at > 0 => {
                     end_cell(at, &mut fields)?;
                     return Some((at + 1, at, fields));
@@ -771,6 +1116,106 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(filled)
+}
+
+/// The notes on how the header was found: a `sep=` line, a delimiter other than commas, rows
+/// above the header, empty cells at its end.
+fn header_notes(found: &Found) -> Vec<Finding> {
+    let mut notes = Vec::new();
+    let name = delimiter_name(found.delimiter);
+    if found.sep_line > 0 {
+        notes.push(Finding::new(
+            Code::SepLineSkipped,
+            format!(
+                "the first line `sep={}` is Excel's hint naming the delimiter ({name}): the file was read with it, and the line is not counted as a row",
+                char::from(found.delimiter).escape_default()
+            ),
+            "sep line",
+        ));
+    } else if found.delimiter != b',' {
+        notes.push(Finding::new(
+            Code::DelimiterNotComma,
+            format!("the cells are separated by {name}, not commas: the file was read as such"),
+            "delimiter",
+        ));
+    }
+    if let Some(above) = &found.above {
+        let (many, them) = if above.rows == 1 {
+            ("row".to_owned(), "it was")
+        } else {
+            (format!("{} rows", above.rows), "they were")
+        };
+        let first = above
+            .first
+            .as_ref()
+            .map(|(row, text)| format!(" (row {row}: `{text}`)"))
+            .unwrap_or_default();
+        notes.push(
+            Finding::new(
+                Code::RowsAboveHeader,
+                format!(
+                    "the header is on row {}: the {many} above it{first} are not records, so {them} skipped",
+                    found.row
+                ),
+                "header row",
+            )
+            .at_row(found.row),
+        );
+    }
+    let named = found.cells.len();
+    if found.width > named {
+        let columns = if found.width - named == 1 {
+            format!("cell (column {}) is", named + 1)
+        } else {
+            format!(
+                "{} cells (columns {} to {}) are",
+                found.width - named,
+                named + 1,
+                found.width
+            )
+        };
+        notes.push(
+            Finding::new(
+                Code::HeaderEmptyColumns,
+                format!(
+                    "the header's last {columns} empty: those columns were ignored, and the cells under them must be empty"
+                ),
+                "header cells",
+            )
+            .at_row(found.row),
+        );
+    }
+    notes
+}
+
+/// The note saying which encoding a file that is not UTF-8 was read in.
+fn encoding_note(detected: Detected) -> Option<Finding> {
+    let message = match detected.encoding {
+        Encoding::Utf8 => return None,
+        Encoding::Utf16 { .. } => {
+            let mark = if detected.bom > 0 {
+                "with a byte-order mark, as Excel's \"Unicode Text\" is"
+            } else {
+                "without a byte-order mark"
+            };
+            format!(
+                "the file is saved as {} {mark}; it was read as such and converted to UTF-8",
+                detected.encoding.name()
+            )
+        }
+        Encoding::Windows1252 => {
+            let example = detected
+                .example
+                .and_then(|b| crate::encoding::windows_1252_char(b).map(|c| (b, c)))
+                .map(|(b, c)| format!(" (byte 0x{b:02X} is `{c}`)"))
+                .unwrap_or_default();
+            format!(
+                "the file is saved as {}, as Excel's \"CSV (Comma delimited)\" is: its bytes are not UTF-8 and hold no UTF-8 character, so it was read as Windows-1252{example} and converted to UTF-8",
+                detected.encoding.name()
+            )
+        }
+    };
+    Some(Finding::new(Code::EncodingConverted, message, "encoding"))
 }
 
 /// Whether the first bytes look like binary data rather than text: any NUL byte, or more than
@@ -860,6 +1305,228 @@ mod tests {
         assert_eq!(b[0].rows, vec![2, 3]);
     }
 
+    fn messages(s: &[CodeSummary], code: &str) -> Vec<String> {
+        s.iter()
+            .filter(|c| c.code.as_str() == code)
+            .flat_map(|c| c.examples.iter().map(|f| f.message.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn utf16_files_are_read_with_a_note_not_called_binary() {
+        let text = "Col A,b\r\nCafé “x”,😀\r\n";
+        let le: Vec<u8> = [0xFF, 0xFE]
+            .into_iter()
+            .chain(text.encode_utf16().flat_map(u16::to_le_bytes))
+            .collect();
+        let be: Vec<u8> = text.encode_utf16().flat_map(u16::to_be_bytes).collect();
+        for (bytes, words) in [
+            (le, "UTF-16 (little-endian) with a byte-order mark"),
+            (be, "UTF-16 (big-endian) without a byte-order mark"),
+        ] {
+            let (b, f) = decode(&bytes, Limits::default(), 10);
+            assert_eq!(codes(&f), ["encoding_converted"], "{words}");
+            assert!(
+                messages(&f, "encoding_converted")[0].contains(words),
+                "{f:?}"
+            );
+            assert_eq!(b[0].columns[0].value(0), "Café “x”");
+            assert_eq!(b[0].columns[1].value(0), "😀");
+            assert_eq!(b[0].rows, [2]);
+        }
+    }
+
+    #[test]
+    fn windows_1252_files_are_read_with_a_note_and_mixed_files_are_not_reinterpreted() {
+        let (b, f) = decode(b"a,b\r\nCaf\xe9,\x93x\x94\r\n", Limits::default(), 10);
+        assert_eq!(codes(&f), ["encoding_converted"]);
+        assert!(messages(&f, "encoding_converted")[0].contains("byte 0xE9 is `é`"));
+        assert_eq!(b[0].columns[0].value(0), "Café");
+        assert_eq!(b[0].columns[1].value(0), "“x”");
+        // The same stray byte in a file that is UTF-8 elsewhere is not guessed at.
+        let mixed = "a,b\nMôn,x\n"
+            .bytes()
+            .chain(*b"Caf\xe9,y\n")
+            .collect::<Vec<u8>>();
+        let (b, f) = decode(&mixed, Limits::default(), 10);
+        assert_eq!(codes(&f), ["encoding_invalid_utf8"]);
+        let message = &messages(&f, "encoding_invalid_utf8")[0];
+        assert!(message.contains("byte 4: 0xE9 is not UTF-8 (in Windows-1252 it is `é`); the file also holds UTF-8 characters"), "{message}");
+        assert_eq!(b[0].rows, [2]);
+    }
+
+    #[test]
+    fn rows_of_only_delimiters_or_spaces_are_skipped_and_counted_wherever_they_are() {
+        let input = b"a,b\n1,2\n,\n  , \n\n3,4\n\"\",\"\"\r\n,\n\"x\",y\r\n\r\n5,6\r\n\r\n";
+        let (b, f) = decode(input, Limits::default(), 10);
+        assert_eq!(codes(&f), ["blank_rows_skipped"]);
+        assert_eq!(
+            b[0].rows,
+            [2, 6, 9, 11],
+            "rows are numbered as a spreadsheet shows them"
+        );
+        assert_eq!(
+            messages(&f, "blank_rows_skipped"),
+            [
+                "7 rows held nothing but commas, spaces or nothing at all (rows 3 to 5, 7 to 8, 10, 12): they were skipped"
+            ]
+        );
+        let scattered = format!("a,b\n{}", "1,2\n,\n".repeat(8));
+        let (_, f) = decode(scattered.as_bytes(), Limits::default(), 10);
+        assert_eq!(
+            messages(&f, "blank_rows_skipped"),
+            [
+                "8 rows held nothing but commas, spaces or nothing at all (rows 3, 5, 7, 9, 11 and 3 more): they were skipped"
+            ]
+        );
+        let wide_blank = format!("a,b\n{}\n1,2\n", ",".repeat(5000));
+        let (b, f) = decode(wide_blank.as_bytes(), Limits::default(), 10);
+        assert_eq!(codes(&f), ["blank_rows_skipped"]);
+        assert_eq!(b[0].rows, [3]);
+    }
+
+    #[test]
+    fn a_header_of_millions_of_cells_is_one_finding() {
+        let input = format!("{}\n1,2\n", "c,".repeat(2_000_000));
+        let (b, f) = decode(input.as_bytes(), Limits::default(), 10);
+        assert!(b.is_empty());
+        assert_eq!(codes(&f), ["too_many_columns"]);
+        assert_eq!(f[0].count, 1);
+        assert!(
+            messages(&f, "too_many_columns")[0]
+                .starts_with("the header has more cells than the limit of 1000 columns (131072 in the first 256 KiB"),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn a_row_of_millions_of_cells_is_one_finding_in_bounded_memory() {
+        let input = format!("a,b\n{}\n1,2\n", "x,".repeat(1_000_000));
+        let s = schema();
+        let mut sink = NoSink;
+        let mut log = FindingLog::new(100, BTreeMap::new(), &mut sink);
+        let Start::Rows(mut d) =
+            CsvDecoder::start(input.as_bytes(), &s, Limits::default(), 10, &mut log).unwrap()
+        else {
+            panic!("the header is fine")
+        };
+        let mut found = Vec::new();
+        let batch = d.next_batch(&mut found).unwrap().unwrap();
+        assert_eq!(batch.rows, [3]);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].code, Code::RowTooManyFields);
+        assert_eq!(
+            found[0].message,
+            "the row has 1000001 cells, more than the header's 2"
+        );
+        assert!(d.ends.len() <= 64, "cell ends kept: {}", d.ends.len());
+        assert!(d.out.len() <= 64 << 10, "cell bytes kept: {}", d.out.len());
+    }
+
+    #[test]
+    fn only_a_cell_spanning_lines_is_called_an_unclosed_quote() {
+        let limits = Limits {
+            max_cell_bytes: 1000,
+            ..Limits::default()
+        };
+        let long_line = format!("a,b\n{}\n5,6\n", "x".repeat(3_000_000));
+        let (b, f) = decode(long_line.as_bytes(), limits, 10);
+        assert_eq!(codes(&f), ["cell_too_long"]);
+        assert_eq!(
+            messages(&f, "cell_too_long"),
+            ["the cell is longer than the limit of 1000 bytes"]
+        );
+        assert_eq!(b[0].rows, [3]);
+        let unclosed = format!("a,b\n1,\"open\n{}", "5,6\n".repeat(1000));
+        let (b, f) = decode(unclosed.as_bytes(), limits, 10);
+        assert!(b.is_empty());
+        assert_eq!(
+            messages(&f, "cell_too_long"),
+            [
+                "the cell is longer than the limit of 1000 bytes and spans several lines: probably a quote that is never closed"
+            ]
+        );
+    }
+
+    #[test]
+    fn semicolons_tabs_and_excels_sep_line_are_read_with_a_note() {
+        let (b, f) = decode(b"a;b\r\n\"x;1\";y\r\nz;\r\n", Limits::default(), 10);
+        assert_eq!(codes(&f), ["delimiter_not_comma"]);
+        assert_eq!(b[0].columns[0].value(0), "x;1");
+        assert!(b[0].columns[1].is_null(1));
+        assert_eq!(b[0].rows, [2, 3]);
+        let (b, f) = decode(b"sep=;\na;b\n1,5;2\n", Limits::default(), 10);
+        assert_eq!(codes(&f), ["sep_line_skipped"]);
+        assert_eq!(b[0].columns[0].value(0), "1,5");
+        assert_eq!(b[0].rows, [2], "the sep= line is not a row, as in Excel");
+        // Excel's "Unicode Text": UTF-16 with a byte-order mark, tab-separated.
+        let text = "Col A\tb\r\nx, y\t\r\n";
+        let utf16: Vec<u8> = [0xFF, 0xFE]
+            .into_iter()
+            .chain(text.encode_utf16().flat_map(u16::to_le_bytes))
+            .collect();
+        let (b, f) = decode(&utf16, Limits::default(), 10);
+        assert_eq!(codes(&f), ["encoding_converted", "delimiter_not_comma"]);
+        assert_eq!(b[0].columns[0].value(0), "x, y");
+        // A semicolon file whose header names no column: the finding says what it saw.
+        let (_, f) = decode(b"p;q;r\n1;2;3\n", Limits::default(), 10);
+        assert!(
+            messages(&f, "header_unknown_column")[0]
+                .contains("it holds 2 semicolons: are the file's cells separated by semicolons?")
+        );
+    }
+
+    #[test]
+    fn rows_above_the_header_are_skipped_and_later_rows_keep_their_numbers() {
+        let (b, f) = decode(
+            b"Stop and search return,Durham\n,\nb,Col A\n1,2\n",
+            Limits::default(),
+            10,
+        );
+        assert_eq!(codes(&f), ["rows_above_header"]);
+        assert_eq!(
+            messages(&f, "rows_above_header"),
+            [
+                "the header is on row 3: the 2 rows above it (row 1: `Stop and search return,Durham`) are not records, so they were skipped"
+            ]
+        );
+        assert_eq!(b[0].rows, [4]);
+        assert_eq!(
+            (b[0].columns[0].value(0), b[0].columns[1].value(0)),
+            ("2", "1")
+        );
+    }
+
+    #[test]
+    fn empty_columns_at_the_end_of_the_header_are_ignored_with_their_empty_cells() {
+        let (b, f) = decode(
+            b"a,b,,\n1,2,,\n3,\"4\",\"\",\n5,6\n7,8,,x\n9,10,,,\n",
+            Limits::default(),
+            10,
+        );
+        assert_eq!(codes(&f), ["header_empty_columns", "row_too_many_fields"]);
+        assert_eq!(
+            messages(&f, "header_empty_columns"),
+            [
+                "the header's last 2 cells (columns 3 to 4) are empty: those columns were ignored, and the cells under them must be empty"
+            ]
+        );
+        assert_eq!(
+            messages(&f, "row_too_many_fields"),
+            [
+                "the row has a value in column 4, where the header's cell is empty (the header names 2 columns)",
+                "the row has 5 cells, more than the header's 2"
+            ]
+        );
+        assert_eq!(b[0].rows, [2, 3, 4]);
+        let h = &b[0].row_hashes;
+        assert_eq!(
+            h[0],
+            decode(b"a,b\n1,2\n", Limits::default(), 10).0[0].row_hashes[0]
+        );
+        assert_ne!(h[0], h[1]);
+    }
+
     #[test]
     fn batches_are_bounded_and_rows_numbered_across_them() {
         let mut text = b"a,b\n".to_vec();
@@ -874,7 +1541,7 @@ mod tests {
     #[test]
     fn structural_problems_become_findings_and_rows_are_left_out() {
         let (b, f) = decode(
-            b"a,b\nx\nx,y,z\n\xe9t\xe9,y\nok,fine",
+            b"a,b\nx\nx,y,z\n\xe9t\xe9,y\nok,fi\xc3\xb1e",
             Limits::default(),
             10,
         );
@@ -960,9 +1627,9 @@ mod tests {
 
     /// Every record of `input` as cells, read by csv-core alone or, with `plain`, by
     /// `plain_line` wherever it takes a line and csv-core elsewhere, as `read_raw` does.
-    fn records(input: &[u8], plain: bool) -> Vec<Vec<Vec<u8>>> {
+    fn records(input: &[u8], delimiter: u8, plain: bool) -> Vec<Vec<Vec<u8>>> {
         use csv_core::ReadRecordResult as R;
-        let mut core = csv_core::Reader::new();
+        let mut core = csv_core::ReaderBuilder::new().delimiter(delimiter).build();
         let (mut out, mut ends) = (vec![0u8; 1024], vec![0usize; 256]);
         let (mut pos, mut out_len, mut nends) = (0, 0, 0);
         let mut found = Vec::new();
@@ -980,7 +1647,8 @@ mod tests {
             if plain
                 && out_len == 0
                 && nends == 0
-                && let Some((used, len, fields)) = plain_line(&input[pos..], usize::MAX, &mut ends)
+                && let Some((used, len, fields)) =
+                    plain_line(&input[pos..], delimiter, usize::MAX, usize::MAX, &mut ends)
             {
                 let line = &input[pos..pos + len];
                 found.push(
@@ -1014,29 +1682,102 @@ mod tests {
         #[test]
         fn plain_lines_split_exactly_as_csv_core_reads_them(
             input in proptest::collection::vec(
-                proptest::sample::select(vec![b'a', b'b', b',', b'"', b'\r', b'\n', b' ', 0xC3, 0xA9]),
+                proptest::sample::select(vec![b'a', b'b', b',', b';', b'\t', b'"', b'\r', b'\n', b' ', 0xC3, 0xA9]),
                 0..200,
-            )
+            ),
+            delimiter in proptest::sample::select(vec![b',', b';', b'\t']),
         ) {
-            proptest::prop_assert_eq!(records(&input, true), records(&input, false));
+            proptest::prop_assert_eq!(records(&input, delimiter, true), records(&input, delimiter, false));
         }
 
         #[test]
         fn plain_line_stops_are_found_alike_a_block_or_a_byte_at_a_time(
-            block in proptest::array::uniform16(proptest::sample::select(vec![b'a', b',', b'"', b'\r', b'\n', 0, 0x80, 0xFF]))
+            block in proptest::array::uniform16(proptest::sample::select(vec![b'a', b',', b';', b'\t', b'"', b'\r', b'\n', 0, 0x80, 0xFF])),
+            delimiter in proptest::sample::select(vec![b',', b';', b'\t']),
         ) {
-            proptest::prop_assert_eq!(stops(&block), stops_bytewise(&block));
+            proptest::prop_assert_eq!(stops(&block, delimiter), stops_bytewise(&block, delimiter));
+        }
+    }
+
+    /// A CSV cell as a writer would write it: quoted only when it must be.
+    fn written(cell: &str, delimiter: char) -> String {
+        if cell.contains([delimiter, '"']) {
+            format!("\"{}\"", cell.replace('"', "\"\""))
+        } else {
+            cell.to_owned()
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+
+        /// Rows are numbered one a line however lines end, blank rows (empty, or only
+        /// delimiters and spaces) are skipped and counted, above the header or below it, and the
+        /// others read as written with the file's delimiter, also where they straddle the end of
+        /// the first chunk.
+        #[test]
+        fn rows_keep_their_spreadsheet_numbers_and_blank_ones_are_counted(
+            rows in proptest::collection::vec(
+                (proptest::collection::vec("[ab ,;\t\"]{0,3}", 2), proptest::bool::ANY),
+                1..40,
+            ),
+            above in proptest::collection::vec(proptest::sample::select(vec!["\n", "\r\n", " \n"]), 0..3),
+            delimiter in proptest::sample::select(vec![',', ';', '\t']),
+            straddle in 0usize..300,
+        ) {
+            let filler = (CHUNK - straddle) / 4;
+            let mut input = above.concat().into_bytes();
+            input.extend(format!("a{delimiter}b\n").bytes());
+            input.extend(format!("p{delimiter}q\n").repeat(filler).bytes());
+            let first = above.len() + filler + 2;
+            let mut want_rows = Vec::new();
+            let mut want_cells = Vec::new();
+            let mut blanks = 0;
+            for (i, (cells, crlf)) in rows.iter().enumerate() {
+                let line = cells
+                    .iter()
+                    .map(|c| written(c, delimiter))
+                    .collect::<Vec<_>>()
+                    .join(&delimiter.to_string());
+                input.extend_from_slice(line.as_bytes());
+                input.extend_from_slice(if *crlf { b"\r\n" } else { b"\n" });
+                if cells.iter().all(|c| c.trim_matches([' ', '\t']).is_empty()) {
+                    blanks += 1;
+                } else {
+                    want_rows.push((first + i) as u64);
+                    want_cells.push(cells.iter().map(|c| (!c.is_empty()).then(|| c.clone())).collect::<Vec<_>>());
+                }
+            }
+            let (batches, found) = decode(&input, Limits::default(), 1 << 20);
+            let got_rows: Vec<u64> = batches.iter().flat_map(|b| b.rows.iter().copied()).skip(filler).collect();
+            proptest::prop_assert_eq!(&got_rows, &want_rows);
+            let mut got_cells = Vec::new();
+            for b in &batches {
+                for i in 0..b.len() {
+                    got_cells.push(b.columns.iter().map(|c| cell(c, i).map(str::to_owned)).collect::<Vec<_>>());
+                }
+            }
+            proptest::prop_assert_eq!(&got_cells[filler..], &want_cells[..]);
+            let noted = |code| found.iter().find(|c| c.code == code).map_or(0, |c| c.count);
+            proptest::prop_assert_eq!(noted(Code::BlankRowsSkipped), u64::from(blanks > 0));
+            proptest::prop_assert_eq!(noted(Code::RowsAboveHeader), u64::from(!above.is_empty()));
+            proptest::prop_assert_eq!(noted(Code::DelimiterNotComma), u64::from(delimiter != ','));
+            let message = messages(&found, "blank_rows_skipped");
+            proptest::prop_assert!(blanks == 0 || message[0].starts_with(&format!("{blanks} row")), "{:?}", message);
         }
     }
 
     #[test]
     fn a_plain_line_is_split_without_csv_core_and_others_are_left_to_it() {
         let mut ends = Vec::new();
-        assert_eq!(plain_line(b"a,,bc\r\nnext", 10, &mut ends), Some((7, 5, 3)));
+        assert_eq!(
+            plain_line(b"a,,bc\r\nnext", b',', 10, 64, &mut ends),
+            Some((7, 5, 3))
+        );
         assert_eq!(&ends[..3], &[1, 2, 5]);
         let long = b"0123456789,0123456789,0123456789,0123456789\n";
         assert_eq!(
-            plain_line(long, 10, &mut ends),
+            plain_line(long, b',', 10, 64, &mut ends),
             Some((long.len(), long.len() - 1, 4))
         );
         assert_eq!(&ends[..4], &[10, 21, 32, 43]);
@@ -1047,7 +1788,10 @@ mod tests {
             b"a\rb\n",
             b"abcdefghijk,b\n",
         ] {
-            assert!(plain_line(left, 10, &mut ends).is_none(), "{left:?}");
+            assert!(
+                plain_line(left, b',', 10, 64, &mut ends).is_none(),
+                "{left:?}"
+            );
         }
     }
 }

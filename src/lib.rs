@@ -10,9 +10,12 @@
 //! - [`store`] is the only code that talks to object storage;
 //! - [`state`] is the commit protocol over the store: claims and locks (leases from
 //!   create-only writes), the ledger of finished uploads, manifests and receipts;
+//! - [`encoding`] recognises how an upload is encoded and converts UTF-16 and Windows-1252 to
+//!   UTF-8;
 //! - [`ingest`] turns uploaded bytes into Arrow batches and decode findings;
 //! - [`schema`] parses record schemas and reference code lists;
-//! - [`validate`] checks batches column by column and decides;
+//! - [`validate`] checks batches column by column and decides; [`normalise`] reads values
+//!   as Excel writes them (dates, thousands separators, smart quotes, placeholders);
 //! - [`rules`] applies the plausibility rules a pipeline declares in its profile;
 //! - [`snapshot`] writes typed Parquet snapshots, quality tables and the manifest;
 //! - [`spill`] finds repeated rows and values in bounded memory, via local temporary files;
@@ -31,11 +34,13 @@ pub mod analyze;
 pub mod api;
 pub mod clock;
 pub mod config;
+pub mod encoding;
 pub mod feedback;
 pub mod finding;
 pub mod ingest;
 pub mod layout;
 pub mod metrics;
+pub mod normalise;
 pub mod period;
 pub mod pipeline;
 pub mod rules;

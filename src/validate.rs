@@ -10,6 +10,10 @@
 //! A row becomes a JSON object as `docs/schemas.md` says: empty cell → `null`; a cell whose
 //! property admits numbers and that parses as one → number; `true`/`false` (any case) where
 //! booleans are admitted → boolean; anything else → string. [`cell_to_json`] is that rule.
+//! A value a column refuses as sent may be read as Excel and records systems write values (a
+//! date, a number with thousands separators, a code in smart quotes, a placeholder for blank:
+//! [`crate::normalise`]); the batch then holds the reading in place of the cell, before the
+//! reference, the snapshot and the counts read it, so a cell keeps one reading.
 //!
 //! After the schema come the checks JSON Schema cannot express: dates in the upload's month,
 //! force and period columns that must agree with the upload's folder, the plausibility rules
@@ -27,6 +31,7 @@ use serde_json::Value;
 use crate::config::Pipeline;
 use crate::finding::{Code, Finding, FindingLog, Severity};
 use crate::ingest::{Batch, Distinct, HeaderMap};
+use crate::normalise::{Normaliser, Reading};
 use crate::period::Period;
 use crate::rules::{self, UploadRules};
 use crate::schema::{Property, RecordSchema, Spelling, TypeSet, UploadContext};
@@ -632,6 +637,16 @@ pub struct Checker<'p> {
     error_rows: Bitset,
     repeated_rows: RepeatFinder,
     unique: Vec<Option<RepeatFinder>>,
+    /// Readings of values as Excel writes them, and their counts.
+    normaliser: Normaliser,
+}
+
+/// One distinct value of a column as judged: its finding, its reading (an index into the
+/// column's readings) and its number (`Distinct::BLANK` when it is read as blank).
+struct Memo {
+    outcome: Option<Judged>,
+    reading: Option<u32>,
+    number: u32,
 }
 
 /// Distinct values remembered per column and batch before the memo gives up on that column
@@ -675,11 +690,13 @@ impl<'p> Checker<'p> {
             .iter()
             .map(|p| p.unique.then(|| RepeatFinder::new(true)))
             .collect();
+        let normaliser = Normaliser::new(schema, &pipeline.reading, scope.period);
         Ok(Checker {
             pipeline,
             plan: Plan::compile(schema)?,
             month: scope.period.map(|p| p.to_string()),
             rules: UploadRules::new(&pipeline.rules, schema, scope.period, scope.now),
+            normaliser,
             scope,
             header,
             blanks: vec![0; n],
@@ -701,10 +718,17 @@ impl<'p> Checker<'p> {
         let mut row_ok = vec![true; batch.len()];
         self.rows_checked += batch.len() as u64;
         let mut distinct = Vec::with_capacity(batch.columns.len());
+        let mut read_columns = Vec::new();
         for (slot, &p) in batch.properties.iter().enumerate() {
             let column = &batch.columns[slot];
             self.blanks[p] += column.null_count() as u64;
-            distinct.push(self.check_column(p, column, batch, &mut row_ok, log)?);
+            let (numbering, read) = self.check_column(p, column, batch, &mut row_ok, log)?;
+            distinct.push(numbering);
+            read_columns.extend(read.map(|c| (slot, c)));
+        }
+        // Cells read otherwise than sent are replaced before anything else reads the batch.
+        for (slot, column) in read_columns {
+            batch.columns[slot] = column;
         }
         batch.distinct = distinct;
         if self.rules.has_row_rules() {
@@ -723,6 +747,8 @@ impl<'p> Checker<'p> {
         Ok(BooleanArray::from(row_ok))
     }
 
+    /// Checks one column of a batch: its findings, its values numbered, and, when some cells
+    /// are read otherwise than sent ([`Normaliser`]), the column as read.
     fn check_column(
         &mut self,
         p: usize,
@@ -730,7 +756,7 @@ impl<'p> Checker<'p> {
         batch: &Batch,
         row_ok: &mut [bool],
         log: &mut FindingLog<'_>,
-    ) -> std::io::Result<Option<Distinct>> {
+    ) -> std::io::Result<(Option<Distinct>, Option<StringArray>)> {
         let prop = &self.pipeline.schema.properties[p];
         let header = self.header.column_name(&self.pipeline.schema, p).to_owned();
         // Each distinct value is judged once per batch while the column keeps repeating itself
@@ -738,44 +764,66 @@ impl<'p> Checker<'p> {
         // are numbered as they come, which the snapshot writer uses (`Batch::distinct`).
         let mut memo: HashMap<&str, u32, foldhash::fast::FixedState> =
             HashMap::with_capacity_and_hasher(MEMO_LIMIT, foldhash::fast::FixedState::default());
-        let mut outcomes: Vec<Option<Judged>> = Vec::new();
+        let mut judged: Vec<Memo> = Vec::new();
         let mut distinct = Some(Distinct {
             of_row: Vec::with_capacity(batch.len()),
             first: Vec::new(),
         });
+        let mut readings: Vec<Reading> = Vec::new();
+        let mut read_rows: Vec<(usize, u32)> = Vec::new();
         let blank = self.judge(p, prop, None);
         for (i, (ok, &row)) in row_ok.iter_mut().zip(&batch.rows).enumerate() {
             let text = crate::ingest::cell(column, i);
-            let outcome = match (text, distinct.as_mut()) {
+            let (outcome, reading) = match (text, distinct.as_mut()) {
                 (None, numbering) => {
                     if let Some(numbering) = numbering {
                         numbering.of_row.push(Distinct::BLANK);
                     }
-                    blank.clone()
+                    (blank.clone(), None)
                 }
                 (Some(t), Some(numbering)) => {
-                    if let Some(&number) = memo.get(t) {
-                        numbering.of_row.push(number);
-                        outcomes[number as usize].clone()
+                    if let Some(&k) = memo.get(t) {
+                        let j = &judged[k as usize];
+                        numbering.of_row.push(j.number);
+                        (j.outcome.clone(), j.reading)
                     } else {
-                        let o = self.judge(p, prop, text);
+                        let (o, r) = self.judge_sent(p, prop, t, &mut readings);
                         if memo.len() < MEMO_LIMIT {
-                            let number = memo.len() as u32;
-                            memo.insert(t, number);
-                            outcomes.push(o.clone());
+                            let number =
+                                if r.is_some_and(|r| readings[r as usize] == Reading::Blank) {
+                                    Distinct::BLANK
+                                } else {
+                                    numbering.first.push(i as u32);
+                                    numbering.first.len() as u32 - 1
+                                };
+                            memo.insert(t, judged.len() as u32);
+                            judged.push(Memo {
+                                outcome: o.clone(),
+                                reading: r,
+                                number,
+                            });
                             numbering.of_row.push(number);
-                            numbering.first.push(i as u32);
                         } else {
                             distinct = None;
                         }
-                        o
+                        (o, r)
                     }
                 }
-                (Some(_), None) => self.judge(p, prop, text),
+                (Some(t), None) => self.judge_sent(p, prop, t, &mut readings),
             };
+            let reading = reading.map(|r| (r, &readings[r as usize]));
+            if let (Some((r, read)), Some(t)) = (reading, text)
+                && read.rewritten().is_some()
+            {
+                read_rows.push((i, r));
+                self.normaliser.count(p, read, t, row);
+            }
+            let read = reading.map(|(_, read)| read);
             match outcome {
                 Some(Judged::Broken(code, v)) => {
-                    let finding = self.describe(prop, &header, text, code, &v).at_row(row);
+                    let finding = self
+                        .describe_read(prop, &header, text, read, code, &v)
+                        .at_row(row);
                     if log.severity_of(finding.code) == Severity::Error {
                         *ok = false;
                         self.cell_errors[p] += 1;
@@ -791,14 +839,119 @@ impl<'p> Checker<'p> {
                 }
                 None => {}
             }
-            if let (Some(t), true) = (text, prop.unique) {
+            let value = match reading.and_then(|(_, read)| read.rewritten()) {
+                Some(read) => read,
+                None => text,
+            };
+            if let (Some(t), true) = (value, prop.unique) {
                 let key = twox_hash::XxHash3_128::oneshot(t.as_bytes());
                 if let Some(finder) = self.unique[p].as_mut() {
                     finder.add(key, row, t.as_bytes())?;
                 }
             }
         }
-        Ok(distinct)
+        if read_rows.is_empty() {
+            return Ok((distinct, None));
+        }
+        let (read, blanks) = crate::normalise::read_column(column, &read_rows, &readings);
+        self.blanks[p] += blanks;
+        Ok((distinct, Some(read)))
+    }
+
+    /// The finding and the reading of a value sent (not blank): a value its column refuses is
+    /// read as Excel and records systems write values, where a reading passes ([`Normaliser`]);
+    /// a placeholder is read as blank. A reading is added to `readings`.
+    fn judge_sent(
+        &self,
+        p: usize,
+        prop: &Property,
+        text: &str,
+        readings: &mut Vec<Reading>,
+    ) -> (Option<Judged>, Option<u32>) {
+        let passes = |t: &str| self.plan.check_cell(p, prop.types, Some(t)).is_none();
+        let index = readings.len() as u32;
+        if self.normaliser.is_blank(p, text, || passes(text)) {
+            readings.push(Reading::Blank);
+            return (self.judge(p, prop, None), Some(index));
+        }
+        let outcome = self.judge(p, prop, Some(text));
+        let refused = outcome.as_ref().is_some_and(|judged| {
+            matches!(
+                judged,
+                Judged::Broken(
+                    Code::ValueWrongType
+                        | Code::ValueNotInList
+                        | Code::ValueBadDate
+                        | Code::ValuePattern
+                        | Code::ValueOutOfRange
+                        | Code::ValueLength,
+                    _
+                )
+            )
+        });
+        if !refused {
+            return (outcome, None);
+        }
+        let Some(reading) = self.normaliser.read(p, prop, text, passes) else {
+            return (outcome, None);
+        };
+        let outcome = match &reading {
+            Reading::Ambiguous { .. } => Some(Judged::Broken(
+                Code::ValueAmbiguousDate,
+                Violation {
+                    code: Code::ValueAmbiguousDate,
+                    rule: "date reading".into(),
+                    schema_path: String::new(),
+                },
+            )),
+            read => self.judge(p, prop, read.rewritten().flatten()),
+        };
+        readings.push(reading);
+        (outcome, Some(index))
+    }
+
+    /// [`Checker::describe`] for a cell read otherwise than sent: the message says what the
+    /// cell held and how it was read (for personal columns, only the reading is shown).
+    fn describe_read(
+        &self,
+        prop: &Property,
+        header: &str,
+        text: Option<&str>,
+        reading: Option<&Reading>,
+        code: Code,
+        v: &Violation,
+    ) -> Finding {
+        let sent = text.unwrap_or("");
+        match reading {
+            None => self.describe(prop, header, text, code, v),
+            Some(Reading::Blank) => {
+                let mut f = self.describe(prop, header, None, code, v);
+                f.message = format!("{} (the cell held `{sent}`, a placeholder for no value)", f.message);
+                f.with_value(sent)
+            }
+            Some(Reading::Value { text: read, .. }) => {
+                let mut f = self.describe(prop, header, Some(read), code, v);
+                if !prop.pii.masked() {
+                    f.message = format!("{} (the cell held `{sent}`, read as `{read}`)", f.message);
+                    f = f.with_value(sent);
+                }
+                f
+            }
+            Some(Reading::Ambiguous {
+                day_first,
+                month_first,
+            }) => Finding::new(
+                code,
+                format!(
+                    "`{sent}` in {} is {day_first} read day first, as UK dates are written, which is outside {}, the month of this upload; read month first it is {month_first}: neither is chosen",
+                    prop.title,
+                    self.scope.period.map(|p| p.to_string()).unwrap_or_default()
+                ),
+                v.rule.clone(),
+            )
+            .in_column(header)
+            .with_value(sent),
+        }
     }
 
     /// What is wrong with one cell value, or `None` when it is fine.
@@ -1072,6 +1225,12 @@ impl<'p> Checker<'p> {
     ) -> std::io::Result<Verdict> {
         self.report_repeats(log)?;
         let schema = &self.pipeline.schema;
+        for note in self
+            .normaliser
+            .notes(schema, |p| self.header.column_name(schema, p))
+        {
+            log.push(note);
+        }
         let rows = self.rows_checked;
         let mut columns = Vec::new();
         for (p, prop) in schema.properties.iter().enumerate() {
@@ -1091,11 +1250,17 @@ impl<'p> Checker<'p> {
                     _ => (Severity::Info, 0.0, ""),
                 };
                 if severity > Severity::Info {
+                    let held = match self.normaliser.placeholders_in(p) {
+                        (0, _) | (_, None) => String::new(),
+                        (n, Some(first)) => {
+                            format!(", {n} of them holding a placeholder such as `{first}`")
+                        }
+                    };
                     log.push(
                         Finding::new(
                             Code::BlankRate,
                             format!(
-                                "{} is blank in {} of {rows} rows ({:.1}%), above the {} threshold of {:.1}%",
+                                "{} is blank in {} of {rows} rows ({:.1}%{held}), above the {} threshold of {:.1}%",
                                 prop.title,
                                 self.blanks[p],
                                 rate * 100.0,

@@ -113,6 +113,8 @@ impl PlantedDefect {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Plant {
     Latin1,
+    Windows1252,
+    ExcelResaved,
     Resubmission,
     XlsxRenamed,
     Empty,
@@ -164,9 +166,9 @@ impl Plant {
     }
 }
 
-/// Codes not planted in the demo's uploads: the first three the stop-and-search pipeline cannot
-/// produce (tests with ad-hoc schemas and pipelines cover them); the others the defect corpus
-/// (`tests/fixtures/defects/`) covers.
+/// Codes the demo does not plant (`docs/demo.md` says why): some cannot come from a
+/// stop-and-search upload and tests with ad-hoc schemas and pipelines cover them; the defect
+/// corpus (`tests/fixtures/defects/`) has a case for the other file formats and readings.
 pub const NOT_PLANTED: &[Code] = &[
     Code::ValueNotUnique,
     Code::ValueSchema,
@@ -176,6 +178,15 @@ pub const NOT_PLANTED: &[Code] = &[
     Code::DateNearPeriod,
     Code::DateInFuture,
     Code::FieldsInconsistent,
+    Code::SepLineSkipped,
+    Code::DelimiterNotComma,
+    Code::TooManyColumns,
+    Code::RowsAboveHeader,
+    Code::HeaderEmptyColumns,
+    Code::ValueAmbiguousDate,
+    Code::ValueThousandsSeparator,
+    Code::ValueSmartQuotes,
+    Code::ValuePlaceholder,
 ];
 
 const REJECTED: &str = "rejected";
@@ -188,7 +199,7 @@ pub const PLANTED: &[PlantedDefect] = &[
         id: "latin1_encoding",
         force: "north-wales",
         months_back: 8,
-        description: "Saved as Latin-1: about 5% of rows name the operation `Operation Môn Ddiogel`, whose `ô` is the single byte 0xF4, not UTF-8; those rows are not decoded",
+        description: "Pasted together from two exports: about 5% of rows name the operation `Operation Môn Ddiogel`, in UTF-8 except in the second, fourth and sixth of those rows, where its `ô` is the single Latin-1 byte 0xF4; a file mixing both encodings is not guessed at, and those rows are not decoded",
         expected: &[Code::EncodingInvalidUtf8],
         decision: REJECTED,
         plant: Plant::Latin1,
@@ -201,6 +212,24 @@ pub const PLANTED: &[PlantedDefect] = &[
         expected: &[],
         decision: ACCEPTED,
         plant: Plant::Resubmission,
+    },
+    PlantedDefect {
+        id: "windows_1252_encoding",
+        force: "dyfed-powys",
+        months_back: 4,
+        description: "Saved by Excel as \"CSV (Comma delimited)\": Windows-1252, so the `ô` of `Operation Môn Ddiogel` (about 5% of rows) is the byte 0xF4; read as Windows-1252 with a note",
+        expected: &[Code::EncodingConverted],
+        decision: ACCEPTED,
+        plant: Plant::Windows1252,
+    },
+    PlantedDefect {
+        id: "excel_resaved",
+        force: "north-yorkshire",
+        months_back: 6,
+        description: "Opened and saved again in Excel (UK): every date as `dd/mm/yyyy hh:mm:ss` (or `dd/mm/yyyy`), a byte-order mark, CRLF line ends, and three rows of bare commas at the end where rows were cleared; read with notes",
+        expected: &[Code::ValueExcelDate, Code::BlankRowsSkipped],
+        decision: ACCEPTED,
+        plant: Plant::ExcelResaved,
     },
     PlantedDefect {
         id: "xlsx_renamed",
@@ -350,7 +379,7 @@ pub const PLANTED: &[PlantedDefect] = &[
         id: "latitude_text",
         force: "lincolnshire",
         months_back: 8,
-        description: "Four rows give Latitude and Longitude as the text `N/A`",
+        description: "Four rows give Latitude and Longitude as the text `unknown`",
         expected: &[Code::ValueWrongType],
         decision: REJECTED,
         plant: Plant::LatitudeText,
@@ -716,6 +745,7 @@ pub fn demo_limits() -> Limits {
         max_file_bytes: 8 << 20,
         max_rows: 40_000,
         max_cell_bytes: 64 << 10,
+        ..Limits::default()
     }
 }
 
@@ -1854,12 +1884,64 @@ fn stream_csv(out: &mut Vec<u8>, generator: &mut MonthGen<'_>) {
     }
 }
 
-/// Every character as one byte (all characters used are below U+0100), as Latin-1 stores them.
-fn latin1(text: &[u8]) -> Vec<u8> {
+/// Every character as one byte, as Windows-1252 stores the characters below U+0100 that the
+/// demo uses (`?` for any other).
+fn windows_1252(text: &[u8]) -> Vec<u8> {
     String::from_utf8_lossy(text)
         .chars()
         .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
         .collect()
+}
+
+/// An ISO 8601 date (`2024-09-03`) or date and time (`2024-09-03T10:15:00+01:00`) as Excel in
+/// the UK writes it: `03/09/2024` or `03/09/2024 10:15:00`, local time without the offset.
+fn excel_date(iso: &str) -> String {
+    let (date, time) = iso.split_at(iso.len().min(10));
+    let mut parts = date.split('-');
+    let (y, m, d) = (
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+    );
+    match time.get(1..9) {
+        Some(clock) => format!("{d}/{m}/{y} {clock}"),
+        None => format!("{d}/{m}/{y}"),
+    }
+}
+
+/// A CSV as Excel saves it after rows at the bottom were cleared: a UTF-8 byte-order mark,
+/// CRLF line ends and three rows of bare commas (`width` cells each) at the end.
+fn excel_resaved(text: &[u8], width: usize) -> Vec<u8> {
+    let mut out = b"\xef\xbb\xbf".to_vec();
+    for line in text.split_inclusive(|&b| b == b'\n') {
+        out.extend_from_slice(line.strip_suffix(b"\n").unwrap_or(line));
+        out.extend_from_slice(b"\r\n");
+    }
+    for _ in 0..3 {
+        out.extend(std::iter::repeat_n(b',', width - 1));
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// UTF-8 `text` with its second, fourth and sixth `ô` written as Latin-1 stores them (the
+/// byte 0xF4): the first stays UTF-8, so the file holds both encodings from its start.
+fn latin1_in_places(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut rest = text;
+    let mut seen = 0;
+    while let Some(at) = rest.windows(2).position(|w| w == "ô".as_bytes()) {
+        out.extend_from_slice(&rest[..at]);
+        if seen % 2 == 1 && seen < 6 {
+            out.push(0xF4);
+        } else {
+            out.extend_from_slice("ô".as_bytes());
+        }
+        seen += 1;
+        rest = &rest[at + 2..];
+    }
+    out.extend_from_slice(rest);
+    out
 }
 
 /// The start of an .xlsx workbook: zip local file headers and deflated (random-looking) data.
@@ -2100,7 +2182,15 @@ impl Uploads<'_> {
         let standard = key(f.id, &month, &file_name(period, f.id));
         let mut header: Vec<&str> = HEADER.to_vec();
         let bytes = match defect.plant {
-            Plant::Latin1 => latin1(&self.operation_month(force, period, n)),
+            Plant::Latin1 => latin1_in_places(&self.operation_month(force, period, n)),
+            Plant::Windows1252 => windows_1252(&self.operation_month(force, period, n)),
+            Plant::ExcelResaved => {
+                let mut rows = self.rows(force, period, n);
+                for row in &mut rows {
+                    row[C_DATE] = Cow::Owned(excel_date(&row[C_DATE]));
+                }
+                excel_resaved(&csv(&header, &rows), header.len())
+            }
             Plant::Resubmission => {
                 let name = format!("{month}-{}-stop-and-search_v2.csv", f.id);
                 return (
@@ -2255,8 +2345,8 @@ impl Uploads<'_> {
             Plant::LatitudeText => {
                 let mut rows = self.rows(force, period, n);
                 for i in spread(rows.len(), 4) {
-                    rows[i][C_LAT] = Cow::Borrowed("N/A");
-                    rows[i][C_LON] = Cow::Borrowed("N/A");
+                    rows[i][C_LAT] = Cow::Borrowed("unknown");
+                    rows[i][C_LON] = Cow::Borrowed("unknown");
                 }
                 csv(&header, &rows)
             }

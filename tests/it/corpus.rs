@@ -37,6 +37,9 @@ fn generated(kind: &str) -> Vec<u8> {
             let rows = [clean_row(2, ""), clean_row(3, &big), clean_row(4, "")];
             format!("{HEADER}\n{}\n", rows.join("\n")).into_bytes()
         }
+        "wide_header" => {
+            format!("{}c\n{}\n", "c,".repeat(2_000_000), clean_row(2, "")).into_bytes()
+        }
         other => panic!("unknown generator `{other}`"),
     }
 }
@@ -148,4 +151,60 @@ async fn every_defective_file_yields_its_expected_findings_and_is_archived(bucke
         failures.len(),
         failures.join("\n")
     );
+}
+
+on_both_backends!(dates_excel_rewrote_are_stored_as_the_instants_they_mean);
+async fn dates_excel_rewrote_are_stored_as_the_instants_they_mean(bucket: TestBucket) {
+    use arrow::array::{Array, TimestampMicrosecondArray};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    let root = manifest_dir().join("tests/fixtures/defects");
+    let clean = std::fs::read_to_string(root.join("clean_baseline/input.csv")).unwrap();
+    // The clean dates (all in January, GMT) as instants; Excel's 'dd/mm/yyyy hh:mm' drops
+    // the seconds, its serial numbers keep them.
+    let instants: Vec<i64> = clean
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let iso = l.split(',').nth(1).unwrap();
+            chrono::DateTime::parse_from_rfc3339(iso)
+                .unwrap()
+                .timestamp_micros()
+        })
+        .collect();
+    for (case, drop_seconds) in [
+        ("excel_dates_dmy_hhmm", true),
+        ("excel_dates_serial", false),
+    ] {
+        let bytes = std::fs::read(root.join(case).join("input.csv")).unwrap();
+        let key = format!("incoming/durham/stop_search/2020-01/{case}.csv");
+        bucket.upload(&key, bytes).await;
+        let outcome = bucket.run().await;
+        let processed = outcome
+            .processed
+            .iter()
+            .find(|s| s.source_key == key)
+            .unwrap();
+        assert_eq!(processed.decision.as_str(), "accepted", "{case}");
+        let snapshot = processed.outputs.snapshot.as_ref().expect("accepted");
+        let (parquet, _) = bucket.store.get(snapshot).await.unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(parquet)).unwrap();
+        let mut stored = Vec::new();
+        for batch in reader.build().unwrap() {
+            let batch = batch.unwrap();
+            let dates = batch
+                .column_by_name("date")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<TimestampMicrosecondArray>()
+                .unwrap()
+                .clone();
+            stored.extend((0..dates.len()).map(|i| dates.value(i)));
+        }
+        let want: Vec<i64> = instants
+            .iter()
+            .map(|&t| if drop_seconds { t - t % 60_000_000 } else { t })
+            .collect();
+        assert_eq!(stored, want, "{case}");
+    }
 }
