@@ -370,6 +370,8 @@ def main():
             for key in walk(root, top):
                 families.setdefault(family_of(key), []).append(key)
     for (name, kind), keys in sorted(families.items()):
+        # In the order of the names as recorded: submission ids change from run to run.
+        keys = sorted(keys, key=norm.text)
         if kind == "table":
             text = table_family(name, root, keys, norm, Family(name, out))
         elif kind == "bytes":
