@@ -1264,19 +1264,14 @@ mod tests {
     use super::*;
     use crate::store::conformance;
 
-    /// The S3 test server `tests/run` starts (moto), or `None` when run by hand without it.
-    /// Missing it fails the test when `FORCE_RETURNS_TEST_REQUIRE_ALL` is set, as in CI.
-    fn moto_endpoint() -> Option<String> {
+    /// The S3 test server `tests/run` starts (moto). Without it the test fails, saying how
+    /// to get it.
+    fn moto_endpoint() -> String {
         match std::env::var("FORCE_RETURNS_TEST_S3_ENDPOINT") {
-            Ok(e) if !e.trim().is_empty() => Some(e),
-            _ => {
-                assert!(
-                    std::env::var_os("FORCE_RETURNS_TEST_REQUIRE_ALL").is_none(),
-                    "the S3 test server (FORCE_RETURNS_TEST_S3_ENDPOINT) is missing and FORCE_RETURNS_TEST_REQUIRE_ALL is set"
-                );
-                eprintln!("SKIPPED: the S3 test server is missing (run tests/run to start it)");
-                None
-            }
+            Ok(e) if !e.trim().is_empty() => e,
+            _ => panic!(
+                "the S3 test server (FORCE_RETURNS_TEST_S3_ENDPOINT) is missing: run `bash tests/run`, which installs moto and starts it"
+            ),
         }
     }
 
@@ -1326,9 +1321,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn s3_store_conforms_and_leaves_no_unfinished_uploads() {
-        let Some(endpoint) = moto_endpoint() else {
-            return;
-        };
+        let endpoint = moto_endpoint();
         let store = new_bucket(&endpoint, "tenant/a").await;
         let client = store.client().clone();
         let bucket = store.s3_location().bucket.clone();

@@ -24,46 +24,42 @@ pub fn project() -> Arc<Project> {
     Arc::new(Project::load(&manifest_dir()).expect("the project's own configuration loads"))
 }
 
-fn required() -> bool {
-    std::env::var_os("FORCE_RETURNS_TEST_REQUIRE_ALL").is_some()
-}
-
-/// A piece the test needs is missing: fail in CI, skip (loudly) by hand.
-pub fn missing(what: &str) -> Option<PathBuf> {
-    assert!(
-        !required(),
-        "{what} is missing and FORCE_RETURNS_TEST_REQUIRE_ALL is set"
-    );
-    eprintln!("SKIPPED: {what} is missing (run tests/run to install it)");
-    None
+/// A piece the test needs is missing: the test fails, saying how to get it. No test passes
+/// by skipping what it is there to check.
+pub fn missing(what: &str) -> ! {
+    panic!(
+        "{what} is missing: run `bash tests/run`, which installs the test tools (into .venv/ and \
+         .tools/, and chromium and curl with apt-get as root) and starts the S3 test server; to \
+         run one test by hand, export the FORCE_RETURNS_TEST_* variables tests/run sets"
+    )
 }
 
 /// `../shared/fixtures` beside the checkout.
-pub fn shared_fixtures() -> Option<PathBuf> {
+pub fn shared_fixtures() -> PathBuf {
     let dir = manifest_dir().join("../shared/fixtures");
     if dir.is_dir() {
-        Some(dir)
+        dir
     } else {
         missing("../shared/fixtures")
     }
 }
 
 /// The Python with pyarrow and duckdb.
-pub fn python() -> Option<PathBuf> {
+pub fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("FORCE_RETURNS_TEST_PYTHON") {
-        return Some(PathBuf::from(p));
+        return PathBuf::from(p);
     }
     let venv = manifest_dir().join(".venv/bin/python");
     if venv.exists() {
-        Some(venv)
+        venv
     } else {
         missing("python with pyarrow and duckdb")
     }
 }
 
 /// Reads a bucket with `pyarrow` and `DuckDB` (`tests/py/read_bucket.py`).
-pub fn read_bucket(bucket: &Path, dataset: &str) -> Option<serde_json::Value> {
-    let python = python()?;
+pub fn read_bucket(bucket: &Path, dataset: &str) -> serde_json::Value {
+    let python = python();
     let out = std::process::Command::new(python)
         .arg(manifest_dir().join("tests/py/read_bucket.py"))
         .arg(bucket)
@@ -75,15 +71,14 @@ pub fn read_bucket(bucket: &Path, dataset: &str) -> Option<serde_json::Value> {
         "read_bucket.py failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Some(serde_json::from_slice(&out.stdout).expect("read_bucket.py prints JSON"))
+    serde_json::from_slice(&out.stdout).expect("read_bucket.py prints JSON")
 }
 
 /// The S3 test server (moto) `tests/run` starts, as `http://127.0.0.1:<port>`.
-pub fn s3_endpoint() -> Option<String> {
+pub fn s3_endpoint() -> String {
     match std::env::var("FORCE_RETURNS_TEST_S3_ENDPOINT") {
-        Ok(e) if !e.trim().is_empty() => Some(e),
-        _ => missing("the S3 test server (FORCE_RETURNS_TEST_S3_ENDPOINT)")
-            .map(|p| p.display().to_string()),
+        Ok(e) if !e.trim().is_empty() => e,
+        _ => missing("the S3 test server (FORCE_RETURNS_TEST_S3_ENDPOINT)"),
     }
 }
 
@@ -163,9 +158,7 @@ macro_rules! on_both_backends {
 
             #[tokio::test]
             async fn s3() {
-                if let Some(bucket) = crate::common::TestBucket::s3().await {
-                    super::$name(bucket).await;
-                }
+                super::$name(crate::common::TestBucket::s3().await).await;
             }
         }
     };
@@ -193,16 +186,16 @@ impl TestBucket {
         }
     }
 
-    /// A bucket on the S3 test server, or `None` when it is missing (a failure in CI).
-    pub async fn s3() -> Option<TestBucket> {
-        let endpoint = s3_endpoint()?;
+    /// A bucket on the S3 test server.
+    pub async fn s3() -> TestBucket {
+        let endpoint = s3_endpoint();
         let s3 = new_s3_bucket(&endpoint).await;
-        Some(TestBucket {
+        TestBucket {
             dir: tempfile::tempdir().unwrap(),
             store: Arc::clone(&s3) as Arc<dyn ObjectStore>,
             clock: Self::clock(),
             s3: Some(s3),
-        })
+        }
     }
 
     fn clock() -> Arc<FixedClock> {
@@ -234,7 +227,7 @@ impl TestBucket {
     pub fn for_processes(&self) -> (String, Vec<(&'static str, String)>) {
         match &self.s3 {
             Some(s3) => {
-                let endpoint = s3_endpoint().expect("an S3 bucket has an endpoint");
+                let endpoint = s3_endpoint();
                 let env = s3_env(&endpoint, s3);
                 (env[0].1.clone(), env)
             }

@@ -69,9 +69,8 @@ fn demo_config() -> DemoConfig {
 async fn the_demo_history_gives_the_recorded_outputs() {
     // The census in ../shared/fixtures gives the rates of the metrics: without it they are
     // left out, and the outputs are not the recorded ones.
-    let (Some(python), Some(_)) = (python(), shared_fixtures()) else {
-        return;
-    };
+    let python = python();
+    shared_fixtures();
     let project = project();
     let config = demo_config();
     let defect_months: BTreeSet<(&str, Period)> = PLANTED
@@ -95,9 +94,7 @@ async fn the_demo_history_gives_the_recorded_outputs() {
 /// processed on 15 March 2020, after the deadlines of December and January.
 #[tokio::test]
 async fn the_real_extracts_give_the_recorded_outputs() {
-    let (Some(python), Some(fixtures)) = (python(), shared_fixtures()) else {
-        return;
-    };
+    let (python, fixtures) = (python(), shared_fixtures());
     let dir = fixtures.join("police-uk/stop-and-search");
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
@@ -217,7 +214,7 @@ async fn check_history(
     let recorded_dir = manifest_dir().join("tests/golden").join(name);
     if std::env::var_os("FORCE_RETURNS_BLESS").is_some() {
         assert!(
-            std::env::var_os("FORCE_RETURNS_TEST_REQUIRE_ALL").is_none(),
+            std::env::var("CI").as_deref() != Ok("true"),
             "FORCE_RETURNS_BLESS records whatever the run gives: it is for developers, not CI"
         );
         if recorded_dir.exists() {

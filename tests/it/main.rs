@@ -9,8 +9,8 @@
 //!
 //! External pieces (the Python Parquet readers, headless Chromium, `../shared/fixtures`, the
 //! S3 test server, `curl`) are found through `tests/run`'s environment. A test that needs a
-//! missing piece says so and passes trivially when run by hand, but fails when
-//! `FORCE_RETURNS_TEST_REQUIRE_ALL` is set, as it is in CI.
+//! missing piece fails, naming it and saying how to install it (`common::missing`): no test
+//! passes by skipping what it is there to check, by hand or in CI.
 
 mod analysis;
 mod cli;

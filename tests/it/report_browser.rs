@@ -4,15 +4,9 @@ use crate::common::{TestBucket, missing};
 
 #[tokio::test]
 async fn the_report_renders_in_chromium_with_the_decision_and_escaped_values() {
-    let Some(chromium) = std::env::var_os("FORCE_RETURNS_TEST_CHROMIUM")
+    let chromium = std::env::var_os("FORCE_RETURNS_TEST_CHROMIUM")
         .filter(|c| !c.is_empty())
-        .or_else(|| {
-            missing("chromium (FORCE_RETURNS_TEST_CHROMIUM)");
-            None
-        })
-    else {
-        return;
-    };
+        .unwrap_or_else(|| missing("chromium (FORCE_RETURNS_TEST_CHROMIUM)"));
     let bucket = TestBucket::new();
     let header = "Type,Date,Part of a policing operation,Policing operation,Latitude,Longitude,Gender,Age range,Self-defined ethnicity,Officer-defined ethnicity,Legislation,Object of search,Outcome,Outcome linked to object of search,Removal of more than just outer clothing";
     let row = |eth: &str| {

@@ -138,9 +138,7 @@ fn extension(key: &str) -> Option<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_gives_the_same_outputs_from_s3_as_from_a_local_bucket() {
-    let Some(s3) = TestBucket::s3().await else {
-        return;
-    };
+    let s3 = TestBucket::s3().await;
     let local = TestBucket::new();
     let project = project();
     let config = DemoConfig {
@@ -270,39 +268,38 @@ async fn the_demo_gives_the_same_outputs_from_s3_as_from_a_local_bucket() {
 
     let local_facts = read_bucket(&local.local_dir().await, "stop_search");
     let s3_facts = read_bucket(&s3.local_dir().await, "stop_search");
-    if let (Some(a), Some(b)) = (local_facts, s3_facts) {
-        let snapshots = |facts: &Value, ids: &[(String, String)]| -> BTreeSet<String> {
-            facts["snapshots"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|s| canon(&s.to_string(), ids))
-                .collect()
-        };
-        assert_eq!(
-            snapshots(&a, &ids_local),
-            snapshots(&b, &ids_s3),
-            "snapshots read back"
-        );
-        assert_eq!(a["current_rows"], b["current_rows"], "current rows");
-        assert!(!a["current_rows"].as_array().unwrap().is_empty());
-        // The quality tables are read file by file in key order, and keys hold submission
-        // ids: compare their values as multisets.
-        for table in ["submissions", "findings"] {
-            let (qa, qb) = (&a["quality"][table], &b["quality"][table]);
-            assert_eq!(qa["rows"], qb["rows"], "{table} rows");
-            assert_eq!(qa["columns"], qb["columns"], "{table} columns");
-            for list in ["values", "messages"] {
-                let sorted = |v: &Value| {
-                    let mut all: Vec<String> = v[list]
-                        .as_array()
-                        .map(|a| a.iter().map(Value::to_string).collect())
-                        .unwrap_or_default();
-                    all.sort();
-                    all
-                };
-                assert_eq!(sorted(qa), sorted(qb), "{table} {list}");
-            }
+    let (a, b) = (local_facts, s3_facts);
+    let snapshots = |facts: &Value, ids: &[(String, String)]| -> BTreeSet<String> {
+        facts["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| canon(&s.to_string(), ids))
+            .collect()
+    };
+    assert_eq!(
+        snapshots(&a, &ids_local),
+        snapshots(&b, &ids_s3),
+        "snapshots read back"
+    );
+    assert_eq!(a["current_rows"], b["current_rows"], "current rows");
+    assert!(!a["current_rows"].as_array().unwrap().is_empty());
+    // The quality tables are read file by file in key order, and keys hold submission
+    // ids: compare their values as multisets.
+    for table in ["submissions", "findings"] {
+        let (qa, qb) = (&a["quality"][table], &b["quality"][table]);
+        assert_eq!(qa["rows"], qb["rows"], "{table} rows");
+        assert_eq!(qa["columns"], qb["columns"], "{table} columns");
+        for list in ["values", "messages"] {
+            let sorted = |v: &Value| {
+                let mut all: Vec<String> = v[list]
+                    .as_array()
+                    .map(|a| a.iter().map(Value::to_string).collect())
+                    .unwrap_or_default();
+                all.sort();
+                all
+            };
+            assert_eq!(sorted(qa), sorted(qb), "{table} {list}");
         }
     }
 }
@@ -363,9 +360,7 @@ impl Worker {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_worker_processes_process_every_upload_exactly_once() {
     const WORKERS: usize = 4;
-    let Some(endpoint) = s3_endpoint() else {
-        return;
-    };
+    let endpoint = s3_endpoint();
     let store = new_s3_bucket(&endpoint).await;
     let project = project();
     let config = DemoConfig {
@@ -441,9 +436,7 @@ fn large_return(rows: usize) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_upload_leaves_it_to_the_next_run_which_completes_it_once() {
     const ROWS: usize = 300_000;
-    let Some(endpoint) = s3_endpoint() else {
-        return;
-    };
+    let endpoint = s3_endpoint();
     let store = new_s3_bucket(&endpoint).await;
     let key = "incoming/west-yorkshire/stop_search/2020-01/big.csv";
     let bytes = large_return(ROWS);
@@ -533,9 +526,7 @@ async fn a_worker_killed_mid_upload_leaves_it_to_the_next_run_which_completes_it
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_presigned_url_from_upload_url_takes_a_plain_curl_upload() {
-    let Some(endpoint) = s3_endpoint() else {
-        return;
-    };
+    let endpoint = s3_endpoint();
     let store = new_s3_bucket(&endpoint).await;
     let env = s3_env(&endpoint, &store);
     let mut w = Worker::start(
@@ -579,7 +570,6 @@ async fn a_presigned_url_from_upload_url_takes_a_plain_curl_upload() {
         .output()
     else {
         missing("curl");
-        return;
     };
     assert!(
         curl.status.success(),

@@ -40,9 +40,8 @@ impl Faulty {
         Arc::clone(&self.direct) as Arc<dyn ObjectStore>
     }
 
-    /// `None` when the S3 test server is missing (a failure in CI).
-    async fn new(attempt_timeout: Duration) -> Option<Faulty> {
-        let endpoint = s3_endpoint()?;
+    async fn new(attempt_timeout: Duration) -> Faulty {
+        let endpoint = s3_endpoint();
         let direct = new_s3_bucket(&endpoint).await;
         let proxy = FaultProxy::start(&endpoint);
         let clock = Arc::new(FixedClock::new("2020-03-05T09:00:00Z".parse().unwrap()));
@@ -72,14 +71,14 @@ impl Faulty {
                 ..S3Options::default()
             },
         ));
-        Some(Faulty {
+        Faulty {
             proxy,
             direct,
             store,
             metrics,
             readiness,
             clock,
-        })
+        }
     }
 
     fn service(&self) -> Service {
@@ -182,9 +181,7 @@ async fn survives_with(
     reason: &str,
     attempt_timeout: Duration,
 ) {
-    let Some(f) = Faulty::new(attempt_timeout).await else {
-        return;
-    };
+    let f = Faulty::new(attempt_timeout).await;
     let keys = f.upload(&["kent", "durham", "dorset"]).await;
     let handle: RuleHandle = f.proxy.add(rule.times(times));
     let outcome = f.service().run_once().await.unwrap();
@@ -270,9 +267,7 @@ async fn downloads_cut_short_read_on_from_where_they_stopped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_reads_cut_short_are_read_again() {
-    let Some(f) = Faulty::new(Duration::from_secs(30)).await else {
-        return;
-    };
+    let f = Faulty::new(Duration::from_secs(30)).await;
     // A first run makes the manifest, so that the second reads one (not a 404).
     let first = f.upload(&["kent"]).await;
     let outcome = f.service().run_once().await.unwrap();
@@ -339,9 +334,7 @@ async fn http_get(addr: std::net::SocketAddr, path: &'static str) -> (u16, Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_past_the_retry_budget_leaves_the_upload_to_the_next_run_and_readyz_says_so() {
-    let Some(f) = Faulty::new(Duration::from_secs(30)).await else {
-        return;
-    };
+    let f = Faulty::new(Duration::from_secs(30)).await;
     let keys = f.upload(&["kent"]).await;
     let (_controller, shutdown) = ShutdownController::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
