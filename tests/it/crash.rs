@@ -17,8 +17,10 @@
 //! exactly once with its decision, one receipt and one report each, one current snapshot per
 //! force and period, the manifest naming the resubmission current and the first upload
 //! superseded, every snapshot readable with the rows the manifest says, every object whole and
-//! the same set of objects as an uninterrupted run, no temporary object or unfinished multipart
-//! upload, and nothing left in the work folder.
+//! the same set of objects as an uninterrupted run, no temporary file left in a local bucket
+//! (the restart opens it again, as a new process would) and no unfinished multipart upload on
+//! S3, and nothing left in the work folder. Each run prints one line: where it was killed, what
+//! it had left, and what the restart did.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -164,10 +166,11 @@ enum KillAt {
     After(Duration),
 }
 
-/// A `force-returns run --once` process, its JSON log read line by line.
+/// A `force-returns run --once` process, its JSON log read line by line; killed if dropped
+/// while it runs (a test that fails leaves no process behind).
 struct Running {
     child: Arc<Mutex<Child>>,
-    reader: std::thread::JoinHandle<Log>,
+    reader: Option<std::thread::JoinHandle<Log>>,
     started: Instant,
 }
 
@@ -188,6 +191,7 @@ struct Ran {
 }
 
 impl Ran {
+    /// Whether SIGKILL ended it (rather than its own end).
     fn killed(&self) -> bool {
         self.status.signal() == Some(9)
     }
@@ -262,7 +266,7 @@ impl Running {
         });
         let running = Running {
             child,
-            reader,
+            reader: Some(reader),
             started: Instant::now(),
         };
         if let KillAt::After(after) = kill {
@@ -281,21 +285,30 @@ impl Running {
 
     /// SIGKILL, unless it has already ended.
     fn kill(&self) {
-        let mut child = self.child.lock().unwrap();
-        if child.try_wait().unwrap().is_none() {
+        let mut child = self
+            .child
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if matches!(child.try_wait(), Ok(None)) {
             let _ = child.kill();
         }
     }
 
     /// Waits for the end; every line it logged has been read when this returns.
-    fn finish(self) -> Ran {
-        let log = self.reader.join().unwrap();
+    fn finish(mut self) -> Ran {
+        let log = self.reader.take().unwrap().join().unwrap();
         let status = self.child.lock().unwrap().wait().unwrap();
         Ran {
             log,
             status,
             elapsed: self.started.elapsed(),
         }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
@@ -582,12 +595,25 @@ impl LocalRun {
         (reference, ran)
     }
 
-    /// What the process left, then the restart and the checks: one line.
+    /// What the process left, then the restart (over the bucket opened again, as a new process
+    /// opens it) and the checks: one line.
     async fn restart_and_check(&self, reference: &Reference) -> String {
         let found = left_behind(&self.store).await;
-        let temporary = files(&self.bucket.path().join(".force-returns-tmp")).len();
-        let checked = restart_and_check(&self.store, self.work.path(), reference).await;
-        format!("{found}, {temporary} temporary file(s); {checked}")
+        let before = self.temporary_files().len();
+        let reopened: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(self.bucket.path()).unwrap());
+        let checked = restart_and_check(&reopened, self.work.path(), reference).await;
+        let after = self.temporary_files();
+        assert!(after.is_empty(), "temporary files left: {after:?}");
+        format!("{found}, {before} temporary file(s); {checked}")
+    }
+
+    /// Temporary files in the bucket's hidden folder (out of every listing), but for the lock
+    /// files of the stores open in this process.
+    fn temporary_files(&self) -> Vec<PathBuf> {
+        files(&self.bucket.path().join(".force-returns-tmp"))
+            .into_iter()
+            .filter(|p| p.extension().is_none_or(|e| e != "lock"))
+            .collect()
     }
 }
 
