@@ -19,6 +19,7 @@
 //! - [`rules`] applies the plausibility rules a pipeline declares in its profile;
 //! - [`snapshot`] writes typed Parquet snapshots, quality tables and the manifest;
 //! - [`spill`] finds repeated rows and values in bounded memory, via local temporary files;
+//!   [`workdir`] gives each process folders of its own, cleared once it has died;
 //! - [`analyze`] finds gaps and anomalies, derives monthly metrics and the status of expected
 //!   returns;
 //! - [`feedback`] renders the report back to the force;
@@ -52,3 +53,4 @@ pub mod spill;
 pub mod state;
 pub mod store;
 pub mod validate;
+pub mod workdir;

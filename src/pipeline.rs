@@ -38,7 +38,6 @@
 //! several at once and give claims back at shutdown.
 
 mod analysis;
-mod work;
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufReader, Read};
@@ -65,7 +64,7 @@ use crate::snapshot::{
 use crate::state::{Claim, DoneRecord, State, StateError, StateOptions};
 use crate::store::{FeedReader, ObjectMeta, ObjectStore, PutMode, StoreError};
 use crate::validate::{Checker, ColumnStats, Decision, UploadScope, Verdict};
-pub use work::WorkRoot;
+use crate::workdir::WorkRoot;
 
 /// A failure of the run itself (not of the data: bad data is findings).
 #[derive(Debug, thiserror::Error)]

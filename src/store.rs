@@ -7,7 +7,9 @@
 //! picks the backend from a URL.
 //!
 //! Rules every backend keeps:
-//! - a put is atomic: readers see the old object or the new one, never part of one;
+//! - a put is atomic: readers see the old object or the new one, never part of one; a writer
+//!   killed mid-put leaves nothing visible (the local store's next opening removes its
+//!   temporary file);
 //! - [`PutMode::Create`] succeeds for exactly one of several racing writers;
 //! - [`PutMode::Update`] succeeds only if the object still has the etag the caller read;
 //! - an etag names one write: `get` and `download` return the bytes and the etag of the same
@@ -18,11 +20,14 @@
 use std::fmt;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
+
+use crate::workdir::WorkRoot;
 
 mod s3;
 
@@ -316,26 +321,41 @@ pub fn check_key(key: &str) -> Result<()> {
     Ok(())
 }
 
+/// The store's own hidden folder: the compare-and-swap locks of keys, and under `writes/` each
+/// open store's folder of temporary files ([`WorkRoot`]).
 const TMP_DIR: &str = ".force-returns-tmp";
 const LOCK_STALE: Duration = Duration::from_secs(30);
 
 /// A bucket in a local directory (the embedded default).
+///
+/// Every write goes to a temporary file in this store's own folder under
+/// `.force-returns-tmp/writes/`, then is moved into place. A process killed mid-write leaves
+/// its temporary files there, out of every listing; the next store opened over the bucket
+/// removes them.
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     root: PathBuf,
+    /// This store's folder of temporary files, removed when the last clone is dropped.
+    writes: Arc<WorkRoot>,
 }
 
 impl LocalStore {
-    /// A store rooted at `root` (created when missing).
+    /// A store rooted at `root` (created when missing). Removes the temporary files of stores
+    /// whose processes have ended.
     pub fn new(root: impl Into<PathBuf>) -> Result<LocalStore> {
         let root = root.into();
-        std::fs::create_dir_all(root.join(TMP_DIR)).map_err(|e| StoreError::Backend {
+        let failed = |e: std::io::Error| StoreError::Backend {
             action: "create",
             location: format!("file://{}", root.display()),
             message: e.to_string(),
-        })?;
+        };
+        std::fs::create_dir_all(root.join(TMP_DIR)).map_err(failed)?;
+        let writes = WorkRoot::open(&root.join(TMP_DIR).join("writes")).map_err(failed)?;
         let root = root.canonicalize().unwrap_or(root);
-        Ok(LocalStore { root })
+        Ok(LocalStore {
+            root,
+            writes: Arc::new(writes),
+        })
     }
 
     /// The directory.
@@ -385,7 +405,7 @@ impl LocalStore {
     }
 
     fn temp_file(&self, key: &str) -> Result<tempfile::NamedTempFile> {
-        tempfile::NamedTempFile::new_in(self.root.join(TMP_DIR))
+        tempfile::NamedTempFile::new_in(self.writes.dir())
             .map_err(|e| self.io_err("write", key, &e))
     }
 
@@ -645,9 +665,8 @@ impl ObjectStore for LocalStore {
         let src = src.to_owned();
         blocking(move || {
             this.path(&key)?;
-            let linked = tempfile::Builder::new().make_in(this.root.join(TMP_DIR), |path| {
-                std::fs::hard_link(&src, path)
-            });
+            let linked = tempfile::Builder::new()
+                .make_in(this.writes.dir(), |path| std::fs::hard_link(&src, path));
             // Another file system, or one without links: copy instead.
             if let Ok(tmp) = linked {
                 this.commit(&key, tmp, &mode)
@@ -979,6 +998,28 @@ mod tests {
             winners += usize::from(t.await.unwrap());
         }
         assert_eq!(winners, 1);
+    }
+
+    #[tokio::test]
+    async fn temporary_files_a_killed_writer_left_are_removed_when_the_bucket_is_next_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        // What a process killed mid-write leaves: its folder of temporary files, with a file
+        // half written, and its lock file, which nobody holds any more.
+        let writes = dir.path().join(TMP_DIR).join("writes");
+        std::fs::create_dir_all(writes.join("999-dead")).unwrap();
+        std::fs::write(writes.join("999-dead/.tmpAbCd"), b"half a snapshot").unwrap();
+        std::fs::write(writes.join("999-dead.lock"), b"").unwrap();
+        let store = LocalStore::new(dir.path()).unwrap();
+        assert!(!writes.join("999-dead").exists(), "the dead writer's files");
+        assert!(!writes.join("999-dead.lock").exists());
+        store
+            .put("a/b.json", b"{}".to_vec(), PutMode::Create)
+            .await
+            .unwrap();
+        assert_eq!(store.get("a/b.json").await.unwrap().0, b"{}");
+        drop(store);
+        let left: Vec<_> = std::fs::read_dir(&writes).unwrap().collect();
+        assert!(left.is_empty(), "a store dropped leaves nothing: {left:?}");
     }
 
     #[tokio::test]

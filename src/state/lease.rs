@@ -19,6 +19,10 @@
 //!    lost the lease: there is no last-writer-wins;
 //! 4. **release**: delete the generation held. A finished job clears every generation.
 //!
+//! A worker that took a lease over (generation `n` > 0) deletes the expired generations below
+//! its own once it holds the lease: their holders died, or outlived their expiry and have lost
+//! the lease, and nobody else would ever delete them.
+//!
 //! No step overwrites or deletes another worker's live generation, so two workers never both
 //! hold a lease unless one outlived its expiry without renewing. Nothing here needs a
 //! compare-and-swap (`If-Match`), which some S3-compatible stores and test servers lack or do
@@ -210,6 +214,9 @@ pub async fn take(
             store.delete(&key).await?;
             continue;
         }
+        if n > 0 {
+            delete_expired_below(store, base, n, now).await;
+        }
         return Ok(Taken::Held(Lease {
             base: base.to_owned(),
             key,
@@ -219,6 +226,34 @@ pub async fn take(
         }));
     }
     Ok(Taken::Busy { holder: None })
+}
+
+/// Deletes the generations of `base` below `held` that have expired at `now`: left by a holder
+/// that died (or stalled past its expiry, and has lost the lease), they would otherwise stay
+/// for good, since their holder never releases them and this one releases only its own. A
+/// generation below `held` that is live is another worker's attempt to fill a hole, which it
+/// withdraws itself. A failure leaves a stale generation that later takes list past.
+async fn delete_expired_below(store: &dyn ObjectStore, base: &str, held: u64, now: DateTime<Utc>) {
+    let below = match generations(store, base).await {
+        Ok(found) => found.into_iter().filter(|n| *n < held),
+        Err(e) => {
+            tracing::warn!(lease = %base, error = %e, "failed to list a lease's generations");
+            return;
+        }
+    };
+    for n in below {
+        let key = generation_key(base, n);
+        let expired = match read(store, &key).await {
+            Ok(record) => record.is_some_and(|r| !r.live_at(now)),
+            Err(e) => {
+                tracing::warn!(lease = %key, error = %e, "failed to read an older generation");
+                continue;
+            }
+        };
+        if expired && let Err(e) = store.delete(&key).await {
+            tracing::warn!(lease = %key, error = %e, "failed to delete an expired generation");
+        }
+    }
 }
 
 impl Lease {
@@ -362,6 +397,68 @@ mod tests {
         assert_eq!(fifth.generation, 0);
         clear(store.as_ref(), "locks/x").await.unwrap();
         assert!(store.list("locks/").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_lease_taken_over_from_a_dead_holder_leaves_no_generation_once_released() {
+        let (_dir, store) = store();
+        // The first holder dies holding the lease (a commit lock, a claim).
+        let Taken::Held(_) = take_at(store.as_ref(), "dead", "2020-01-01T00:00:00Z").await else {
+            panic!("free");
+        };
+        let Taken::Held(next) = take_at(store.as_ref(), "b", "2020-01-01T00:16:00Z").await else {
+            panic!("an expired lease is taken over");
+        };
+        assert_eq!(next.generation, 1);
+        next.release(store.as_ref()).await.unwrap();
+        assert_eq!(
+            generations(store.as_ref(), "locks/x").await.unwrap(),
+            [0u64; 0],
+            "the dead holder's generation is gone too"
+        );
+        let Taken::Held(again) = take_at(store.as_ref(), "c", "2020-01-01T00:17:00Z").await else {
+            panic!("a released lease is free");
+        };
+        assert_eq!(again.generation, 0);
+    }
+
+    #[tokio::test]
+    async fn a_take_over_deletes_only_expired_generations_below_its_own() {
+        let (_dir, store) = store();
+        let record = |holder: &str, expires_at: &str| {
+            serde_json::to_vec(&LeaseRecord {
+                subject: "x".into(),
+                holder: holder.into(),
+                token: holder.into(),
+                taken_at: "2020-01-01T00:00:00Z".into(),
+                expires_at: expires_at.into(),
+            })
+            .unwrap()
+        };
+        // Generation 1 of a dead holder, and below it a live generation 0: another worker's
+        // attempt to fill a hole, between its create and its check.
+        for (n, holder, expires_at) in [
+            (1, "dead", "2020-01-01T00:15:00Z"),
+            (0, "filling", "2020-01-01T01:00:00Z"),
+        ] {
+            store
+                .put(
+                    &generation_key("locks/x", n),
+                    record(holder, expires_at),
+                    PutMode::Create,
+                )
+                .await
+                .unwrap();
+        }
+        let Taken::Held(taken) = take_at(store.as_ref(), "b", "2020-01-01T00:16:00Z").await else {
+            panic!("an expired lease is taken over");
+        };
+        assert_eq!(taken.generation, 2);
+        assert_eq!(
+            generations(store.as_ref(), "locks/x").await.unwrap(),
+            [0, 2],
+            "the live generation is left to its worker, the expired one deleted"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

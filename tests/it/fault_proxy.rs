@@ -38,8 +38,8 @@
 //! done-marker `PUT` is held, `Rule::new("PUT", "^_state/done/", Fault::Hold)`) and then
 //! [`Held::reset`] it, so the bucket never sees it (the worker died before the write), or
 //! [`Held::release`] it, to see the write land after its worker died (the write was in
-//! flight). A released request goes on through the other rules as if it had just arrived.
-//! Dropping a `Held` releases it.
+//! flight; [`Held::release_and_wait`] returns once it has landed). A released request goes on
+//! through the other rules as if it had just arrived. Dropping a `Held` releases it.
 //!
 //! Every answer carries `Connection: close` and every connection carries one request: the
 //! client opens a new connection for each, as it does after any failure.
@@ -123,10 +123,11 @@ impl RuleHandle {
     }
 }
 
-/// What to do with a held request.
+/// What to do with a held request. A release may carry a sender that the proxy drops once
+/// it is done with the request.
 #[derive(Debug)]
 enum Decision {
-    Release,
+    Release(Option<oneshot::Sender<()>>),
     Reset,
 }
 
@@ -143,7 +144,15 @@ pub struct Held {
 impl Held {
     /// Lets the request go on (through the other rules, then to the bucket).
     pub fn release(mut self) {
-        self.decide(Decision::Release);
+        self.decide(Decision::Release(None));
+    }
+
+    /// Lets the request go on, as [`Held::release`], and returns once the proxy is done with
+    /// it: forwarded and answered (or failed on the way), so a write it carried has landed.
+    pub async fn release_and_wait(mut self) {
+        let (done, finished) = oneshot::channel();
+        self.decide(Decision::Release(Some(done)));
+        let _ = finished.await;
     }
 
     /// Resets its connection: the bucket never sees it.
@@ -160,7 +169,7 @@ impl Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.decide(Decision::Release);
+        self.decide(Decision::Release(None));
     }
 }
 
@@ -507,6 +516,8 @@ async fn handle(shared: Arc<Shared>, mut client: TcpStream) {
     let target = target_of(parts.next().unwrap_or(""));
     lock(&shared.seen).push((method.clone(), target.clone()));
     let mut skip = None;
+    // Dropped when this request is done with, for a test waiting in `release_and_wait`.
+    let mut released_to = None;
     let fault = loop {
         match decide(&shared, &method, &target, skip) {
             Some((id, Fault::Hold)) => {
@@ -520,7 +531,11 @@ async fn handle(shared: Arc<Shared>, mut client: TcpStream) {
                     return reset(client);
                 }
                 match rx.await {
-                    Ok(Decision::Release) | Err(_) => skip = Some(id),
+                    Ok(Decision::Release(done)) => {
+                        skip = Some(id);
+                        released_to = done;
+                    }
+                    Err(_) => skip = Some(id),
                     Ok(Decision::Reset) => return reset(client),
                 }
             }
@@ -576,6 +591,7 @@ async fn handle(shared: Arc<Shared>, mut client: TcpStream) {
             }
         }
     }
+    drop(released_to);
 }
 
 /// Forwards the request and passes the answer back whole.

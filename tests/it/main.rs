@@ -16,6 +16,7 @@ mod analysis;
 mod cli;
 mod common;
 mod corpus;
+mod crash;
 mod fault_proxy;
 mod golden;
 mod policy;

@@ -1,11 +1,14 @@
-//! Local working folders. Each upload in flight is downloaded and checked in a folder of its
-//! own, under one folder per process, under one work root that is cleared of what dead
-//! processes left: a killed worker must not leave a force's upload (personal data) on disk.
+//! Folders a process owns under a shared root, cleared of what dead processes left: a killed
+//! process must not leave a force's upload (personal data) or half-written files on disk. The
+//! pipeline downloads and checks each upload in flight in a folder of its own under the work
+//! root; the local store writes each object to a temporary file in its folder under the
+//! bucket's hidden `.force-returns-tmp/writes/` before moving it into place.
 //!
 //! A process takes `<root>/<name>.lock`, a file it creates and locks (`flock`) for as long as
 //! it runs, then makes `<root>/<name>/`. The kernel drops the lock when the process ends,
 //! however it ends (SIGKILL included). Opening the root first removes every folder whose lock
-//! another process can take, and every folder without a lock file: their owners are gone.
+//! another process can take, and every folder without a lock file: their owners are gone. The
+//! root holds nothing else.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
@@ -14,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use tracing::{info, warn};
 
-/// This process's folder under the work root, removed when dropped.
+/// This process's folder under a root, removed when dropped.
 #[derive(Debug)]
 pub struct WorkRoot {
     dir: PathBuf,
@@ -63,7 +66,7 @@ impl WorkRoot {
         }
     }
 
-    /// A new folder for one upload, removed when dropped.
+    /// A new folder for one job (an upload), removed when dropped.
     pub fn job(&self) -> io::Result<tempfile::TempDir> {
         tempfile::Builder::new()
             .prefix("upload-")
