@@ -878,9 +878,7 @@ impl S3Run {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_killed_while_each_kind_of_s3_write_is_held_is_finished_by_a_restart_exactly_once() {
-    let Some(endpoint) = s3_endpoint() else {
-        return;
-    };
+    let endpoint = s3_endpoint();
     let started = Instant::now();
     // The reference: an uninterrupted run through the proxy, whose writes are listed.
     let reference_run = S3Run::new(&endpoint).await;
