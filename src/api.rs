@@ -367,6 +367,10 @@ mod tests {
         async fn delete(&self, key: &str) -> store::Result<()> {
             self.inner.delete(key).await
         }
+
+        async fn delete_version(&self, key: &str, etag: &str) -> store::Result<()> {
+            self.inner.delete_version(key, etag).await
+        }
     }
 
     #[tokio::test]

@@ -147,6 +147,12 @@ struct StateArgs {
     /// in the temporary folder). What a killed process left there is removed at start.
     #[arg(long, env = "FORCE_RETURNS_WORK_DIR")]
     work_dir: Option<PathBuf>,
+    /// Days a finished upload stays in incoming/ after it was uploaded; then it is removed (its
+    /// exact bytes stay in archive/ with their SHA-256). At least 7, the longest an upload link
+    /// lives.
+    #[arg(long, env = "FORCE_RETURNS_INCOMING_RETENTION_DAYS", default_value_t = 7,
+          value_parser = clap::value_parser!(u64).range(7..=36_500))]
+    incoming_retention_days: u64,
 }
 
 impl StateArgs {
@@ -155,6 +161,7 @@ impl StateArgs {
         RunOptions {
             claim_ttl: Duration::from_secs(self.claim_ttl_seconds),
             work_root: self.work_dir.clone().unwrap_or(defaults.work_root.clone()),
+            incoming_retention: Duration::from_hours(self.incoming_retention_days * 24),
             ..defaults
         }
     }

@@ -299,7 +299,19 @@ pub struct RunOptions {
     pub work_root: PathBuf,
     /// Done-markers waiting before a run folds them into the ledger's index.
     pub compact_after: usize,
+    /// How long a finished upload stays in `incoming/` after it was uploaded; then a run
+    /// removes it (its exact bytes are in `archive/`, the ledger remembers it), so listing
+    /// `incoming/` costs what recent uploads cost, not every upload ever made. At least
+    /// [`MIN_INCOMING_RETENTION`], the longest an upload link lives, so a link can never
+    /// put a second file where its first one was.
+    pub incoming_retention: Duration,
 }
+
+/// The shortest [`RunOptions::incoming_retention`]: 7 days, the longest an upload link lives.
+pub const MIN_INCOMING_RETENTION: Duration = Duration::from_hours(7 * 24);
+
+/// Finished uploads one run removes from `incoming/` at most; the rest go in the next runs.
+const INBOX_REMOVALS_PER_RUN: usize = 256;
 
 /// The default claim time to live.
 pub const DEFAULT_CLAIM_TTL: Duration = Duration::from_mins(1);
@@ -313,6 +325,7 @@ impl Default for RunOptions {
             worker_id: format!("{}-{}", hostname(), std::process::id()),
             work_root: std::env::temp_dir().join("force-returns-work"),
             compact_after: 256,
+            incoming_retention: MIN_INCOMING_RETENTION,
         }
     }
 }
@@ -489,14 +502,17 @@ impl Service {
     /// logged: the next run tries again).
     pub async fn discover(&self) -> Result<Vec<ObjectMeta>, PipelineError> {
         let done = self.state.done().await?;
-        let mut pending: Vec<ObjectMeta> = self
+        let retained_since = self.clock.now()
+            - chrono::Duration::from_std(self.options.incoming_retention)
+                .unwrap_or(chrono::TimeDelta::MAX);
+        let (mut pending, finished): (Vec<ObjectMeta>, Vec<ObjectMeta>) = self
             .store
             .list(INCOMING)
             .await?
             .into_iter()
-            .filter(|m| !done.markers.contains(&layout::names_of(&m.key, &m.etag).1))
-            .collect();
+            .partition(|m| !done.markers.contains(&layout::names_of(&m.key, &m.etag).1));
         pending.sort_by(|a, b| (a.last_modified, &a.key).cmp(&(b.last_modified, &b.key)));
+        self.clear_inbox(finished, retained_since).await;
         if let Err(e) = self.state.sweep_claims(&done.markers).await {
             warn!(error = %e, "failed to delete claims left beside finished uploads");
         }
@@ -506,6 +522,40 @@ impl Service {
             warn!(error = %e, "failed to compact the ledger; the next run tries again");
         }
         Ok(pending)
+    }
+
+    /// Removes finished uploads made before `retained_since` from `incoming/`, each only while
+    /// it is the version that was processed (a newer upload under its key stays), and only
+    /// uploads whose key has its place in the layout, so whose bytes are in `archive/`. An
+    /// odd key's upload is never read, so it stays where it was put.
+    async fn clear_inbox(&self, finished: Vec<ObjectMeta>, retained_since: DateTime<Utc>) {
+        let mut removed = 0;
+        for m in finished
+            .iter()
+            .filter(|m| m.last_modified < retained_since)
+            .filter(|m| {
+                Submission::new(&m.key, &m.etag, &self.names)
+                    .location()
+                    .is_some()
+            })
+            .take(INBOX_REMOVALS_PER_RUN)
+        {
+            match self.store.delete_version(&m.key, &m.etag).await {
+                Ok(()) => removed += 1,
+                Err(StoreError::Changed { .. }) => {
+                    debug!(key = %m.key, "a newer upload took a finished one's key; it stays");
+                }
+                Err(e) => {
+                    warn!(key = %m.key, error = %e, "failed to remove a finished upload from incoming/; the next run tries again");
+                }
+            }
+        }
+        if removed > 0 {
+            info!(
+                removed,
+                "finished uploads past the retention removed from incoming/ (their bytes are in archive/)"
+            );
+        }
     }
 
     /// Processes every new upload once.

@@ -292,6 +292,9 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     async fn copy(&self, from: &str, to: &str) -> Result<ObjectMeta>;
     /// Deletes an object; deleting a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<()>;
+    /// Deletes the object only while it is the version with `etag`: a newer version written
+    /// under the key is [`StoreError::Changed`] and stays. A missing object is not an error.
+    async fn delete_version(&self, key: &str, etag: &str) -> Result<()>;
 }
 
 /// Checks that a key is a clean relative path: no empty, `.` or `..` segments, no backslashes,
@@ -463,6 +466,31 @@ impl LocalStore {
             }
         }
         Ok(meta)
+    }
+
+    /// [`ObjectStore::delete_version`] without a lock: the file is first moved aside (a
+    /// rename, atomic, which keeps its inode and time, so its etag), then judged. Not the
+    /// version asked for, it is linked back unless a newer write already took its place, in
+    /// which case it was overwritten anyway.
+    fn delete_version_sync(&self, key: &str, etag: &str) -> Result<()> {
+        let dest = self.path(key)?;
+        let aside = self.temp_file(key)?.into_temp_path();
+        match std::fs::rename(&dest, &aside) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(self.io_err("delete", key, &e)),
+        }
+        if self.meta(key, &aside)?.etag == etag {
+            return Ok(());
+        }
+        match std::fs::hard_link(&aside, &dest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(self.io_err("delete", key, &e)),
+        }
+        Err(StoreError::Changed {
+            location: self.location(key),
+        })
     }
 
     fn list_sync(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
@@ -702,6 +730,12 @@ impl ObjectStore for LocalStore {
         })
         .await
     }
+
+    async fn delete_version(&self, key: &str, etag: &str) -> Result<()> {
+        let this = self.clone();
+        let (key, etag) = (key.to_owned(), etag.to_owned());
+        blocking(move || this.delete_version_sync(&key, &etag)).await
+    }
 }
 
 /// Opens the store a URL or path names: `s3://bucket/prefix` is S3 (settings from the
@@ -748,6 +782,7 @@ pub mod conformance {
         create_has_one_winner(store.as_ref()).await;
         racing_creates_have_one_winner(&store).await;
         update_is_compare_and_swap(store.as_ref()).await;
+        delete_version_spares_a_newer_write(store.as_ref()).await;
         files_and_copies(store.as_ref()).await;
         bad_keys_are_refused(store.as_ref()).await;
     }
@@ -866,6 +901,36 @@ pub mod conformance {
             store.get("absent.json").await,
             Err(StoreError::NotFound { .. })
         ));
+    }
+
+    async fn delete_version_spares_a_newer_write(store: &dyn ObjectStore) {
+        let old = store
+            .put("inbox/r.csv", b"old".to_vec(), PutMode::Overwrite)
+            .await
+            .unwrap();
+        let new = store
+            .put("inbox/r.csv", b"new".to_vec(), PutMode::Overwrite)
+            .await
+            .unwrap();
+        let refused = store.delete_version("inbox/r.csv", &old.etag).await;
+        assert!(
+            matches!(refused, Err(StoreError::Changed { .. })),
+            "{refused:?}"
+        );
+        let (kept, meta) = store.get("inbox/r.csv").await.unwrap();
+        assert_eq!(
+            (kept.as_slice(), meta.etag),
+            (&b"new"[..], new.etag.clone())
+        );
+        store
+            .delete_version("inbox/r.csv", &new.etag)
+            .await
+            .unwrap();
+        assert!(store.list("inbox/").await.unwrap().is_empty());
+        store
+            .delete_version("inbox/r.csv", &new.etag)
+            .await
+            .expect("a missing object is not an error");
     }
 
     async fn files_and_copies(store: &dyn ObjectStore) {

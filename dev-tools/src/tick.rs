@@ -5,7 +5,9 @@
 //! tiny `incoming/` objects, a done-marker per upload written through the ledger, the
 //! dataset's receipts and manifest with an entry per upload. The new uploads are real returns.
 //! Then it times the ledger read the old way (every done-marker listed), the compaction that
-//! folds them, and the ledger read and whole runs the new way.
+//! folds them, the ledger read the new way, a run removing finished uploads past the retention
+//! from `incoming/`, and whole runs over what a bucket in service holds: the ledger of every
+//! finished upload and, in `incoming/`, only the newest month's.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
 use force_returns::analyze::status::{Receipt, Receipts};
-use force_returns::clock::{Clock, SystemClock};
+use force_returns::clock::{Clock, FixedClock, SystemClock};
 use force_returns::config::Project;
 use force_returns::layout::{self, INCOMING, incoming_key, manifest_key, receipts_key};
 use force_returns::period::Period;
@@ -231,6 +233,57 @@ pub async fn run(
             note: format!("{} uploads known", read.markers.len()),
         });
     }
+
+    // Runs remove finished uploads from incoming/ once they are older than the retention (at
+    // most 256 a run): time one such run, seen from a clock past the retention, then remove
+    // the rest directly, keeping the newest month of uploads, as a bucket in service holds.
+    let later = Arc::new(FixedClock::new(
+        now + chrono::Duration::from_std(RunOptions::default().incoming_retention)?
+            + chrono::Duration::days(1),
+    ));
+    let sweeper = Service::new(
+        Arc::clone(&project),
+        Arc::clone(&store),
+        later,
+        RunOptions::default(),
+    );
+    let before = store.list(INCOMING).await?.len();
+    let ((), seconds) = time(async {
+        sweeper.discover().await?;
+        Ok(())
+    })
+    .await?;
+    let after = store.list(INCOMING).await?.len();
+    results.push(Timed {
+        what: "discover past the retention: finished uploads removed from incoming/".into(),
+        seconds,
+        note: format!("{} removed of {before}", before - after),
+    });
+    let newest_finished = format!("/{}/", newest.prev());
+    let mut deletes = JoinSet::new();
+    for m in store
+        .list(INCOMING)
+        .await?
+        .into_iter()
+        .filter(|m| !m.key.contains(&newest_finished))
+    {
+        if deletes.len() >= CONCURRENT_WRITES
+            && let Some(r) = deletes.join_next().await
+        {
+            r??;
+        }
+        let store = Arc::clone(&store);
+        deletes.spawn(async move { store.delete_version(&m.key, &m.etag).await });
+    }
+    while let Some(r) = deletes.join_next().await {
+        r??;
+    }
+    let (listed, seconds) = time(async { Ok(store.list(INCOMING).await?) }).await?;
+    results.push(Timed {
+        what: "list incoming/ alone, once older uploads have been removed".into(),
+        seconds,
+        note: format!("{} keys: the newest month's finished uploads", listed.len()),
+    });
 
     // The new uploads, then whole runs as `run --once` makes them.
     for (i, force) in forces.iter().cycle().take(new).enumerate() {

@@ -1249,6 +1249,28 @@ impl ObjectStore for S3Store {
             },
         }
     }
+
+    async fn delete_version(&self, key: &str, etag: &str) -> Result<()> {
+        let full = self.full_key(key)?;
+        match self
+            .client
+            .delete_object()
+            .bucket(&self.location.bucket)
+            .key(full)
+            .if_match(etag)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match self.error("delete", key, &e) {
+                (Failure::NotFound, _) => Ok(()),
+                (Failure::Precondition, _) => Err(StoreError::Changed {
+                    location: self.location(key),
+                }),
+                (_, error) => Err(error),
+            },
+        }
+    }
 }
 
 #[cfg(test)]

@@ -389,6 +389,10 @@ impl ObjectStore for RacyCompareAndSwap {
     async fn delete(&self, key: &str) -> store::Result<()> {
         self.0.delete(key).await
     }
+
+    async fn delete_version(&self, key: &str, etag: &str) -> store::Result<()> {
+        self.0.delete_version(key, etag).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -751,4 +755,66 @@ async fn racing_runs_that_compact_the_ledger_lose_and_repeat_nothing(bucket: Tes
     assert_eq!(done_records(&store).await.len(), total);
     check_processed_exactly_once(&store).await;
     assert!(bucket.run().await.processed.is_empty());
+}
+
+on_both_backends!(finished_uploads_leave_incoming_after_the_retention_and_nothing_is_lost);
+async fn finished_uploads_leave_incoming_after_the_retention_and_nothing_is_lost(
+    bucket: TestBucket,
+) {
+    let routed = "incoming/south-yorkshire/stop_search/2020-01/january.csv";
+    let odd = "incoming/atlantis/stop_search/2020-01/january.csv";
+    let bytes = small_file(5, "White - Irish");
+    bucket.upload(routed, bytes.clone()).await;
+    bucket.upload(odd, bytes.clone()).await;
+    let listed = bucket.store.list("incoming/").await.unwrap();
+    let uploaded = listed.iter().map(|m| m.last_modified).max().unwrap();
+    let retention = RunOptions::default().incoming_retention;
+    let retention = chrono::Duration::from_std(retention).unwrap();
+
+    // Within the retention a finished upload stays where the force put it.
+    bucket
+        .clock
+        .set(uploaded + retention - chrono::Duration::hours(1));
+    let first = bucket.run().await;
+    assert_eq!(first.processed.len(), 2);
+    bucket.run().await;
+    assert_eq!(bucket.store.list("incoming/").await.unwrap().len(), 2);
+
+    // Past it, the next run removes it: its bytes stay in the archive, byte for byte, and the
+    // ledger still knows it, so nothing is processed again. The odd key's upload, never read
+    // so never archived, stays.
+    bucket
+        .clock
+        .set(uploaded + retention + chrono::Duration::hours(1));
+    let later = bucket.run().await;
+    assert!(later.processed.is_empty(), "{:?}", later.processed);
+    let left: Vec<String> = bucket
+        .store
+        .list("incoming/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
+    assert_eq!(left, [odd]);
+    let summary = first
+        .processed
+        .iter()
+        .find(|s| s.source_key == routed)
+        .unwrap();
+    let archive = summary.outputs.archive.as_ref().unwrap();
+    assert!(bucket.store.get(archive).await.unwrap().0 == bytes);
+    let done = done_records(&bucket.store).await;
+    assert!(done.values().any(|r| r.key == routed), "{done:?}");
+    assert!(bucket.run().await.processed.is_empty());
+
+    // The force sends the month again under the same name: a new upload, processed as a
+    // resubmission of the one it replaces.
+    bucket.upload(routed, small_file(6, "W2")).await;
+    let again = bucket.run().await;
+    assert_eq!(again.processed.len(), 1);
+    assert_eq!(
+        again.processed[0].superseded.as_deref(),
+        Some(summary.submission_id.as_str())
+    );
 }

@@ -143,6 +143,9 @@ impl ObjectStore for Gate {
         }
         self.inner.delete(key).await
     }
+    async fn delete_version(&self, key: &str, etag: &str) -> store::Result<()> {
+        self.inner.delete_version(key, etag).await
+    }
 }
 
 fn runner(
