@@ -37,7 +37,7 @@ pub use detect::{Anomaly, Input, Labels, detect};
 pub use metrics::{MetricRow, metric_rows};
 pub use population::Population;
 pub use settings::{AnomalySettings, PopulationSettings};
-pub use status::{Receipt, Receipts, Status, StatusRow};
+pub use status::{Status, StatusRow};
 
 use crate::finding::Code;
 

@@ -13,7 +13,8 @@ use std::io::Write;
 use serde::{Deserialize, Serialize};
 
 use crate::finding::{Code, CodeSummary, Finding, FindingSink, Severity};
-use crate::validate::{ColumnStats, Decision};
+use crate::model::Decision;
+use crate::validate::ColumnStats;
 
 /// Everything the force is told about one submission.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -41,6 +41,7 @@ pub mod finding;
 pub mod ingest;
 pub mod layout;
 pub mod metrics;
+pub mod model;
 pub mod normalise;
 pub mod period;
 pub mod pipeline;

@@ -17,13 +17,14 @@ use force_returns::api;
 use force_returns::clock::{Clock, FixedClock, SystemClock};
 use force_returns::config::{Pipeline, Project};
 use force_returns::metrics::Metrics;
+use force_returns::model::Decision;
 use force_returns::period::Period;
 use force_returns::pipeline::{CheckOutcome, RunOptions, Service, validate_local};
 use force_returns::scheduler::{self, PipelineRunner, Stopped, Worker};
 use force_returns::schema::{Catalog, RecordSchema};
 use force_returns::shutdown::ShutdownController;
 use force_returns::store::{self, S3Location, S3Options, S3Store};
-use force_returns::validate::{Decision, UploadScope};
+use force_returns::validate::UploadScope;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 #[derive(Parser)]

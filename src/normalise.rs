@@ -34,8 +34,8 @@ use arrow::array::{Array, StringArray, StringBuilder};
 use chrono::{Datelike, Duration, NaiveDate, NaiveTime, Timelike};
 use serde_json::Value;
 
-use crate::config::ReadingSettings;
 use crate::finding::{Code, Finding};
+use crate::model::ReadingSettings;
 use crate::period::Period;
 use crate::schema::{Property, RecordSchema};
 

@@ -50,20 +50,19 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::analyze::status::Receipt;
 use crate::clock::Clock;
-use crate::config::{Limits, Pipeline, Project};
+use crate::config::{Pipeline, Project};
 use crate::feedback::{CsvFindingSink, Outputs, Report, render_html, render_json};
 use crate::finding::{Code, CodeSummary, Finding, FindingLog, FindingSink, NoSink, Severity};
 use crate::ingest::{Batch, CsvDecoder, DEFAULT_BATCH_ROWS, DecodeStats, HeaderMap, Start};
 use crate::layout::{self, INCOMING, Location, Names, Route, Submission};
+use crate::model::{Decision, Limits, ManifestEntry, Receipt};
 use crate::snapshot::{
-    Lineage, ManifestEntry, QualityFindingSink, SnapshotWriter, SubmissionRecord, Tee,
-    submissions_parquet,
+    Lineage, QualityFindingSink, SnapshotWriter, SubmissionRecord, Tee, submissions_parquet,
 };
 use crate::state::{Claim, DoneRecord, State, StateError, StateOptions};
 use crate::store::{FeedReader, ObjectMeta, ObjectStore, PutMode, StoreError};
-use crate::validate::{Checker, ColumnStats, Decision, UploadScope, Verdict};
+use crate::validate::{Checker, ColumnStats, UploadScope, Verdict};
 use crate::workdir::WorkRoot;
 
 /// A failure of the run itself (not of the data: bad data is findings).

@@ -31,6 +31,7 @@ use serde_json::Value;
 use crate::config::Pipeline;
 use crate::finding::{Code, Finding, FindingLog, Severity};
 use crate::ingest::{Batch, Distinct, HeaderMap};
+use crate::model::Decision;
 use crate::normalise::{Normaliser, Reading};
 use crate::period::Period;
 use crate::rules::{self, UploadRules};
@@ -597,29 +598,6 @@ pub struct ColumnStats {
     pub blank_rate: f64,
     /// Cells with an error.
     pub errors: u64,
-}
-
-/// What checking a whole upload found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Decision {
-    /// No warnings or errors.
-    Accepted,
-    /// Accepted; the report lists warnings.
-    AcceptedWithWarnings,
-    /// Not accepted; the force must fix and resubmit.
-    Rejected,
-}
-
-impl Decision {
-    /// The name used in reports and tables.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Decision::Accepted => "accepted",
-            Decision::AcceptedWithWarnings => "accepted_with_warnings",
-            Decision::Rejected => "rejected",
-        }
-    }
 }
 
 /// Checks batches of one upload in turn, keeping the cross-row state.

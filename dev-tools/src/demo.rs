@@ -26,8 +26,8 @@ use std::collections::VecDeque;
 
 use chrono::{DateTime, Datelike, Utc};
 
-use force_returns::config::Limits;
 use force_returns::finding::Code;
+use force_returns::model::Limits;
 use force_returns::period::Period;
 use force_returns::schema::{Catalog, CodeList};
 
