@@ -97,7 +97,7 @@ pub struct DecisionSettings {
 }
 
 fn default_examples() -> usize {
-    20
+    crate::finding::DEFAULT_EXAMPLES_PER_CODE
 }
 
 fn default_findings_per_code() -> u64 {
@@ -181,36 +181,6 @@ impl Pipeline {
             .iter()
             .filter_map(|(p, t)| Some((p.clone(), t.warn_above?)))
             .collect()
-    }
-
-    /// Rules for checking a file against an ad-hoc schema: no thresholds, default limits, any
-    /// error rejects.
-    pub fn ad_hoc(schema: RecordSchema) -> Pipeline {
-        Pipeline {
-            dataset: schema.dataset.clone().unwrap_or_else(|| "ad_hoc".into()),
-            title: schema.id.clone(),
-            schema: Arc::new(schema),
-            schedule: String::new(),
-            period: PeriodSettings {
-                kind: PeriodType::Monthly,
-                deadline_days: 0,
-                first: None,
-                expected_forces: all_forces(),
-            },
-            decision: DecisionSettings::default(),
-            severity_overrides: BTreeMap::new(),
-            limits: Limits::default(),
-            reading: ReadingSettings::default(),
-            blank_rates: BTreeMap::new(),
-            rules: Arc::new(RuleSet::default()),
-            anomalies: AnomalySettings {
-                enabled: false,
-                ..AnomalySettings::default()
-            },
-            population: None,
-            expected_forces: Vec::new(),
-            file: PathBuf::new(),
-        }
     }
 }
 

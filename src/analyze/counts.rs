@@ -359,13 +359,16 @@ fn code_indices(list: &CodeList, column: &StringArray, kept: &[usize]) -> Vec<Op
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+pub(crate) use tests::{HEADER, count_csv};
+
+#[cfg(test)]
+mod tests {
     use std::path::Path;
 
     use super::*;
     use crate::config::Project;
     use crate::finding::NoSink;
-    use crate::pipeline::check_upload;
+    use crate::pipeline::{check_settings, check_upload};
     use crate::validate::UploadScope;
 
     pub(crate) const HEADER: &str = "Type,Date,Part of a policing operation,Policing operation,Latitude,Longitude,Gender,Age range,Self-defined ethnicity,Officer-defined ethnicity,Legislation,Object of search,Outcome,Outcome linked to object of search,Removal of more than just outer clothing";
@@ -379,7 +382,7 @@ pub(crate) mod tests {
         let outcome = check_upload(
             text.as_bytes(),
             None,
-            pipeline,
+            &check_settings(pipeline),
             pipeline.limits,
             UploadScope {
                 force: Some("kent".into()),

@@ -233,8 +233,8 @@ pub fn find<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyze::counts::tests::{HEADER, count_csv};
     use crate::analyze::counts::{BLANK, NOT_STATED};
+    use crate::analyze::counts::{HEADER, count_csv};
 
     /// Eight person searches with known groups, one vehicle search, and a population of round
     /// numbers: every rate and ratio below is worked out by hand in the comments.
