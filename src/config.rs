@@ -15,12 +15,11 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::analyze::settings::expected_forces;
-use crate::analyze::{AnomalySettings, Population, PopulationSettings};
 use crate::finding::{Code, Severity};
+use crate::model::analysis::{AnomalySettings, PopulationSettings};
 use crate::model::{BlankThreshold, Limits, ReadingSettings};
 use crate::rules::{DECLARED_CODES, RuleDecl, RuleSet};
-use crate::schema::{Catalog, CodeList, RecordSchema};
+use crate::schema::{Catalog, CodeList, Population, RecordSchema};
 
 /// One problem found while loading configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -464,7 +463,7 @@ fn load_pipeline(
         if let Err(e) = schema.compile_reference() {
             problems.push(problem(line_of_key(&text, "schema"), e));
         }
-        for column in crate::snapshot::clashing_columns(schema) {
+        for column in schema.clashing_columns() {
             problems.push(problem(
                 line_of_key(&text, "schema"),
                 format!(
@@ -515,7 +514,7 @@ fn load_pipeline(
             .map(|i| i + 1)
     };
     if let Some(schema) = &schema {
-        for message in parsed.anomalies.check(schema) {
+        for message in parsed.anomalies.check(&schema.dimensions()) {
             problems.push(problem(section_line("anomalies"), message));
         }
     }
@@ -527,8 +526,9 @@ fn load_pipeline(
         }
     };
     if let (Some(schema), Some(settings)) = (&schema, &parsed.population) {
-        let groups = crate::analyze::settings::dimensions(schema)
-            .remove(crate::analyze::counts::SDE_GROUP)
+        let groups = schema
+            .dimensions()
+            .remove(crate::model::analysis::SDE_GROUP)
             .unwrap_or_default();
         for g in settings.groups.keys() {
             if !groups.contains(g) {
@@ -606,6 +606,40 @@ fn load_population(
             None
         }
     }
+}
+
+/// The forces whose returns are expected, from entries that are force ids or the groups `all`
+/// (every force in the forces list) and `territorial` (the forces with an ONS police force area
+/// code: the 43 of England and Wales, not British Transport Police).
+fn expected_forces(entries: &[String], catalog: &Catalog) -> Result<Vec<String>, String> {
+    let Some(forces) = catalog.forces() else {
+        return Err("the forces code list is missing".into());
+    };
+    let mut out: Vec<String> = Vec::new();
+    for entry in entries {
+        let ids: Vec<String> = match entry.as_str() {
+            "all" => forces.codes.iter().map(|c| c.code.clone()).collect(),
+            "territorial" => forces
+                .codes
+                .iter()
+                .filter(|c| c.attributes.get("ons_code").is_some_and(|v| !v.is_empty()))
+                .map(|c| c.code.clone())
+                .collect(),
+            id if forces.codes.iter().any(|c| c.code == id) => vec![id.to_owned()],
+            other => {
+                return Err(format!(
+                    "expected_forces: `{other}` is not a force id, `all` or `territorial`"
+                ));
+            }
+        };
+        for id in ids {
+            if !out.contains(&id) {
+                out.push(id);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@
 //! Central tables mask personal values (see `snapshot`). Rendering is pure: it takes a
 //! [`Report`] and returns bytes; the CSV of row findings streams through [`CsvFindingSink`].
 
+pub mod summary;
+
 use std::cmp::Reverse;
 use std::fmt::{self, Write as _};
 use std::io::Write;

@@ -4,11 +4,13 @@
 //! through it.
 //!
 //! - [`Decision`]: what checking a whole upload found;
+//! - [`analysis`]: the `[anomalies]` and `[population]` settings of a pipeline;
 //! - [`upload`]: the limits of reading an upload, how cells are read, blank-rate thresholds;
 //! - [`manifest`]: which accepted submission is current for each force × period;
 //! - [`receipt`]: one row per processed upload, the state the status of returns comes from;
 //! - [`token`]: tokens unique to one taking (leases, work folders).
 
+pub mod analysis;
 pub mod manifest;
 pub mod receipt;
 pub mod token;

@@ -42,7 +42,9 @@ use dictionary::DictColumn;
 
 mod dictionary;
 use crate::ingest::{Batch, Distinct, cell};
-use crate::schema::{CodeList, Property, RecordSchema, SnapshotType};
+use crate::schema::{
+    CodeList, LEADING_LINEAGE, Property, RecordSchema, SnapshotType, TRAILING_LINEAGE,
+};
 
 /// Lineage written into every snapshot file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -150,9 +152,10 @@ fn writer_props(dictionary_columns: &[String], float_columns: &[String]) -> Writ
 
 /// The Arrow schema of a dataset's snapshots.
 pub fn snapshot_schema(schema: &RecordSchema) -> SchemaRef {
+    let [force_id, period] = LEADING_LINEAGE;
     let mut fields = vec![
-        Field::new("force_id", dict_type(), false),
-        Field::new("period", DataType::Utf8, false),
+        Field::new(force_id, dict_type(), false),
+        Field::new(period, DataType::Utf8, false),
     ];
     for prop in &schema.properties {
         match &prop.snapshot {
@@ -174,25 +177,10 @@ pub fn snapshot_schema(schema: &RecordSchema) -> SchemaRef {
             }
         }
     }
-    fields.push(Field::new("submission_id", DataType::Utf8, false));
-    fields.push(Field::new("source_row", DataType::UInt64, false));
+    let [submission_id, source_row] = TRAILING_LINEAGE;
+    fields.push(Field::new(submission_id, DataType::Utf8, false));
+    fields.push(Field::new(source_row, DataType::UInt64, false));
     Arc::new(Schema::new(fields))
-}
-
-/// Names the snapshot would hold twice: a property named like a lineage column (`force_id`,
-/// `period`, `submission_id`, `source_row`) or like another property's code attribute. A
-/// pipeline's schema must have none (`check-config` says so); a file's header can keep such a
-/// name through the property's `x-aliases`.
-pub fn clashing_columns(schema: &RecordSchema) -> Vec<String> {
-    let arrow = snapshot_schema(schema);
-    let mut seen = HashSet::new();
-    let mut clashes = Vec::new();
-    for f in arrow.fields() {
-        if !seen.insert(f.name().as_str()) && !clashes.contains(f.name()) {
-            clashes.push(f.name().clone());
-        }
-    }
-    clashes
 }
 
 /// Columns worth dictionary-encoding: codes and their attributes, the constant lineage
@@ -932,6 +920,34 @@ mod tests {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap()
+    }
+
+    /// `check-config` finds clashing names from the schema's list of snapshot columns, so that
+    /// list must be what the writer writes.
+    #[test]
+    fn the_schema_names_the_columns_the_writer_writes() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let project = crate::config::Project::load(root).unwrap();
+        for pipeline in project.pipelines.values() {
+            let names: Vec<String> = snapshot_schema(&pipeline.schema)
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+            assert_eq!(
+                names,
+                pipeline.schema.snapshot_columns(),
+                "{}",
+                pipeline.dataset
+            );
+        }
+        // The comparison covers attribute columns (`<property>_<attribute>`) too.
+        let attributes = |s: &RecordSchema| {
+            s.properties.iter().any(
+                |p| matches!(&p.snapshot, SnapshotType::Code { attributes } if !attributes.is_empty()),
+            )
+        };
+        assert!(project.pipelines.values().any(|p| attributes(&p.schema)));
     }
 
     #[test]

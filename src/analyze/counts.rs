@@ -25,8 +25,9 @@ pub const PERSON_ATTRIBUTE: &str = "person_searched";
 
 /// The self-defined ethnicity property and its 5-group attribute.
 pub const SDE: &str = "self_defined_ethnicity";
-/// The self-defined ethnicity 5-group dimension.
-pub const SDE_GROUP: &str = "self_defined_ethnicity_group";
+/// The self-defined ethnicity 5-group dimension (in `model`, since `config` checks the
+/// population reference's groups against it).
+pub use crate::model::analysis::SDE_GROUP;
 /// The group value meaning "not stated".
 pub const NOT_STATED: &str = "Not stated";
 

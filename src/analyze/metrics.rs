@@ -30,8 +30,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::counts::{MonthlyCounts, SDE_GROUP};
-use super::population::AreaPopulation;
 use crate::period::Period;
+use crate::schema::AreaPopulation;
 
 /// The dimension of searches by day.
 pub const DAY_OF_MONTH: &str = "day_of_month";

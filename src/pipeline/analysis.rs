@@ -437,14 +437,14 @@ impl Service {
         self.store
             .put(
                 &summary_key(force, period, "json"),
-                summary::render_json(&s),
+                crate::feedback::summary::render_json(&s),
                 PutMode::Overwrite,
             )
             .await?;
         self.store
             .put(
                 &summary_key(force, period, "html"),
-                summary::render_html(&s).into_bytes(),
+                crate::feedback::summary::render_html(&s).into_bytes(),
                 PutMode::Overwrite,
             )
             .await?;
