@@ -10,23 +10,23 @@
 //! - [`metrics`]: the derived monthly metrics table (searches by group, legislation, object
 //!   and outcome, arrest and outcome-linked rates, strip searches, not-stated and midnight
 //!   shares, rates per 1,000 and disparity ratios) and counts read back from it;
-//! - [`population`]: the population reference for rates;
 //! - [`detect`]: gaps inside a submission and anomalies against the force's own history and
 //!   its peers, each with observed value, expected range, method, history and message;
 //! - [`status`]: expected returns and their status (`accepted` … `overdue`);
-//! - [`summary`]: the per-force monthly summary;
-//! - [`settings`]: the `[anomalies]` and `[population]` settings of a pipeline;
+//! - [`summary`]: the per-force monthly summary's values (`feedback` renders it);
 //! - [`tables`]: the metrics, anomalies and status tables as Parquet;
 //! - [`stats`]: medians, MADs, Poisson and binomial tails.
 //!
+//! The settings come from `crate::model::analysis` (parsed by `config`) and the population
+//! reference from `crate::schema::population`.
+//!
 //! Rules: nothing here reads the bucket or the clock; bad or missing data gives fewer
-//! findings, never a panic; every threshold comes from the pipeline file.
+//! findings, never a panic; every threshold comes from the pipeline file. Nothing here imports
+//! `pipeline`, `feedback` or `config`.
 
 pub mod counts;
 pub mod detect;
 pub mod metrics;
-pub mod population;
-pub mod settings;
 pub mod stats;
 pub mod status;
 pub mod summary;
@@ -35,9 +35,7 @@ pub mod tables;
 pub use counts::{CountsBuilder, MonthlyCounts};
 pub use detect::{Anomaly, Input, Labels, detect};
 pub use metrics::{MetricRow, metric_rows};
-pub use population::Population;
-pub use settings::{AnomalySettings, PopulationSettings};
-pub use status::{Receipt, Receipts, Status, StatusRow};
+pub use status::{Status, StatusRow};
 
 use crate::finding::Code;
 

@@ -15,11 +15,11 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::analyze::settings::expected_forces;
-use crate::analyze::{AnomalySettings, Population, PopulationSettings};
 use crate::finding::{Code, Severity};
+use crate::model::analysis::{AnomalySettings, PopulationSettings};
+use crate::model::{BlankThreshold, Limits, ReadingSettings};
 use crate::rules::{DECLARED_CODES, RuleDecl, RuleSet};
-use crate::schema::{Catalog, CodeList, RecordSchema};
+use crate::schema::{Catalog, CodeList, Population, RecordSchema};
 
 /// One problem found while loading configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,16 +76,6 @@ fn all_forces() -> Vec<String> {
     vec!["all".to_owned()]
 }
 
-/// Blank-rate thresholds for one column (shares between 0 and 1).
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct BlankThreshold {
-    /// Above this share of blank cells: a warning.
-    pub warn_above: Option<f64>,
-    /// Above this share of blank cells: an error, which rejects the upload.
-    pub error_above: Option<f64>,
-}
-
 /// How findings turn into a decision.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -106,7 +96,7 @@ pub struct DecisionSettings {
 }
 
 fn default_examples() -> usize {
-    20
+    crate::finding::DEFAULT_EXAMPLES_PER_CODE
 }
 
 fn default_findings_per_code() -> u64 {
@@ -120,64 +110,6 @@ impl Default for DecisionSettings {
             examples_per_code: default_examples(),
             findings_per_code: default_findings_per_code(),
             severity: BTreeMap::new(),
-        }
-    }
-}
-
-/// Limits that protect the service from hostile or broken files.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Limits {
-    /// Largest upload read, in bytes.
-    pub max_file_bytes: u64,
-    /// Most records read from one upload.
-    pub max_rows: u64,
-    /// Longest cell, in bytes.
-    pub max_cell_bytes: usize,
-    /// Most cells in the header (and so in any row); a wider header stops the upload being
-    /// read, so memory does not grow with the width of a file.
-    #[serde(default = "default_max_columns")]
-    pub max_columns: usize,
-}
-
-/// The default of `limits.max_columns`: far above any return's width (the widest known force
-/// extract has about 270 columns), far below what would hold memory.
-pub const DEFAULT_MAX_COLUMNS: usize = 1_000;
-
-fn default_max_columns() -> usize {
-    DEFAULT_MAX_COLUMNS
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_file_bytes: 2 << 30,
-            max_rows: 20_000_000,
-            max_cell_bytes: 64 << 10,
-            max_columns: DEFAULT_MAX_COLUMNS,
-        }
-    }
-}
-
-/// How cell values are read before they are checked.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct ReadingSettings {
-    /// Cell values that mean "no value" (compared ignoring ASCII case): read as blank, with
-    /// a `value_placeholder` note, unless the column lists the value as one of its codes.
-    #[serde(default = "default_placeholders")]
-    pub placeholders: Vec<String>,
-}
-
-/// The placeholders forces' systems and Excel write for "no value".
-fn default_placeholders() -> Vec<String> {
-    ["NULL", "N/A", "-", "#N/A"].map(String::from).to_vec()
-}
-
-impl Default for ReadingSettings {
-    fn default() -> Self {
-        ReadingSettings {
-            placeholders: default_placeholders(),
         }
     }
 }
@@ -248,36 +180,6 @@ impl Pipeline {
             .iter()
             .filter_map(|(p, t)| Some((p.clone(), t.warn_above?)))
             .collect()
-    }
-
-    /// Rules for checking a file against an ad-hoc schema: no thresholds, default limits, any
-    /// error rejects.
-    pub fn ad_hoc(schema: RecordSchema) -> Pipeline {
-        Pipeline {
-            dataset: schema.dataset.clone().unwrap_or_else(|| "ad_hoc".into()),
-            title: schema.id.clone(),
-            schema: Arc::new(schema),
-            schedule: String::new(),
-            period: PeriodSettings {
-                kind: PeriodType::Monthly,
-                deadline_days: 0,
-                first: None,
-                expected_forces: all_forces(),
-            },
-            decision: DecisionSettings::default(),
-            severity_overrides: BTreeMap::new(),
-            limits: Limits::default(),
-            reading: ReadingSettings::default(),
-            blank_rates: BTreeMap::new(),
-            rules: Arc::new(RuleSet::default()),
-            anomalies: AnomalySettings {
-                enabled: false,
-                ..AnomalySettings::default()
-            },
-            population: None,
-            expected_forces: Vec::new(),
-            file: PathBuf::new(),
-        }
     }
 }
 
@@ -561,7 +463,7 @@ fn load_pipeline(
         if let Err(e) = schema.compile_reference() {
             problems.push(problem(line_of_key(&text, "schema"), e));
         }
-        for column in crate::snapshot::clashing_columns(schema) {
+        for column in schema.clashing_columns() {
             problems.push(problem(
                 line_of_key(&text, "schema"),
                 format!(
@@ -612,7 +514,7 @@ fn load_pipeline(
             .map(|i| i + 1)
     };
     if let Some(schema) = &schema {
-        for message in parsed.anomalies.check(schema) {
+        for message in parsed.anomalies.check(&schema.dimensions()) {
             problems.push(problem(section_line("anomalies"), message));
         }
     }
@@ -624,8 +526,9 @@ fn load_pipeline(
         }
     };
     if let (Some(schema), Some(settings)) = (&schema, &parsed.population) {
-        let groups = crate::analyze::settings::dimensions(schema)
-            .remove(crate::analyze::counts::SDE_GROUP)
+        let groups = schema
+            .dimensions()
+            .remove(crate::model::analysis::SDE_GROUP)
             .unwrap_or_default();
         for g in settings.groups.keys() {
             if !groups.contains(g) {
@@ -705,9 +608,44 @@ fn load_population(
     }
 }
 
+/// The forces whose returns are expected, from entries that are force ids or the groups `all`
+/// (every force in the forces list) and `territorial` (the forces with an ONS police force area
+/// code: the 43 of England and Wales, not British Transport Police).
+fn expected_forces(entries: &[String], catalog: &Catalog) -> Result<Vec<String>, String> {
+    let Some(forces) = catalog.forces() else {
+        return Err("the forces code list is missing".into());
+    };
+    let mut out: Vec<String> = Vec::new();
+    for entry in entries {
+        let ids: Vec<String> = match entry.as_str() {
+            "all" => forces.codes.iter().map(|c| c.code.clone()).collect(),
+            "territorial" => forces
+                .codes
+                .iter()
+                .filter(|c| c.attributes.get("ons_code").is_some_and(|v| !v.is_empty()))
+                .map(|c| c.code.clone())
+                .collect(),
+            id if forces.codes.iter().any(|c| c.code == id) => vec![id.to_owned()],
+            other => {
+                return Err(format!(
+                    "expected_forces: `{other}` is not a force id, `all` or `territorial`"
+                ));
+            }
+        };
+        for id in ids {
+            if !out.contains(&id) {
+                out.push(id);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::DEFAULT_MAX_COLUMNS;
 
     const THINGS: &str =
         r#"{"x-dataset":"things","type":"object","properties":{"a":{"type":"string"}}}"#;

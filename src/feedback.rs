@@ -6,6 +6,8 @@
 //! Central tables mask personal values (see `snapshot`). Rendering is pure: it takes a
 //! [`Report`] and returns bytes; the CSV of row findings streams through [`CsvFindingSink`].
 
+pub mod summary;
+
 use std::cmp::Reverse;
 use std::fmt::{self, Write as _};
 use std::io::Write;
@@ -13,7 +15,8 @@ use std::io::Write;
 use serde::{Deserialize, Serialize};
 
 use crate::finding::{Code, CodeSummary, Finding, FindingSink, Severity};
-use crate::validate::{ColumnStats, Decision};
+use crate::model::Decision;
+use crate::validate::ColumnStats;
 
 /// Everything the force is told about one submission.
 #[derive(Debug, Clone, Serialize, Deserialize)]

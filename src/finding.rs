@@ -403,6 +403,10 @@ pub struct CodeSummary {
     pub listed: u64,
 }
 
+/// Examples of each code kept in the report unless a pipeline sets another number
+/// (`decision.examples_per_code`).
+pub const DEFAULT_EXAMPLES_PER_CODE: usize = 20;
+
 /// Findings of one code listed one by one in the findings CSV and table unless a pipeline sets
 /// another limit (`decision.findings_per_code`).
 pub const DEFAULT_LISTED_PER_CODE: u64 = 10_000;

@@ -28,9 +28,9 @@ use std::sync::Arc;
 use arrow::array::{Array, StringArray, StringBuilder};
 use twox_hash::XxHash3_128;
 
-use crate::config::Limits;
 use crate::encoding::{Detected, Encoding, Source, Transcoder};
 use crate::finding::{Code, Finding, FindingLog};
+use crate::model::Limits;
 use crate::schema::RecordSchema;
 
 mod header;

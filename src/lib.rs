@@ -2,31 +2,33 @@
 //! validates them against versioned schemas, stores accepted data as Parquet snapshots and
 //! reports back to each force.
 //!
-//! The crate is one library with a thin binary. Data flows down the module list; nothing lower
-//! calls back up (see `ARCHITECTURE.md`):
+//! The crate is one library with a thin binary. Its modules form layers with no import cycle
+//! (`tests/it/architecture.rs` checks it; see `ARCHITECTURE.md`); from the bottom:
 //!
-//! - [`config`] loads pipelines, schemas and settings;
-//! - [`layout`] builds and parses every bucket key (pure);
-//! - [`store`] is the only code that talks to object storage;
-//! - [`state`] is the commit protocol over the store: claims and locks (leases from
-//!   create-only writes), the ledger of finished uploads, manifests and receipts;
+//! - [`model`] holds the values several layers share (the decision, upload limits and reading
+//!   settings, analysis settings, manifests, receipts, tokens); [`period`], [`finding`] and
+//!   [`clock`] are bottom modules of their own;
+//! - [`schema`] parses record schemas, reference code lists and the population reference;
+//!   [`rules`] applies the plausibility rules a pipeline declares in its profile;
+//! - [`store`] is the only code that talks to object storage; [`layout`] builds and parses
+//!   every bucket key (pure); [`state`] is the commit protocol over the store: claims and locks
+//!   (leases from create-only writes), the ledger of finished uploads, manifests and receipts;
 //! - [`encoding`] recognises how an upload is encoded and converts UTF-16 and Windows-1252 to
-//!   UTF-8;
-//! - [`ingest`] turns uploaded bytes into Arrow batches and decode findings;
-//! - [`schema`] parses record schemas and reference code lists;
-//! - [`validate`] checks batches column by column and decides; [`normalise`] reads values
-//!   as Excel writes them (dates, thousands separators, smart quotes, placeholders);
-//! - [`rules`] applies the plausibility rules a pipeline declares in its profile;
-//! - [`snapshot`] writes typed Parquet snapshots, quality tables and the manifest;
+//!   UTF-8; [`ingest`] turns uploaded bytes into Arrow batches and decode findings;
+//! - [`validate`] checks batches column by column and decides, given a
+//!   [`validate::CheckSettings`]; [`normalise`] reads values as Excel writes them (dates,
+//!   thousands separators, smart quotes, placeholders);
 //! - [`spill`] finds repeated rows and values in bounded memory, via local temporary files;
 //!   [`workdir`] gives each process folders of its own, cleared once it has died;
+//! - [`config`] loads pipelines, schemas and settings into the values above;
+//! - [`snapshot`] writes typed Parquet snapshots and quality tables;
 //! - [`analyze`] finds gaps and anomalies, derives monthly metrics and the status of expected
 //!   returns;
-//! - [`feedback`] renders the report back to the force;
+//! - [`feedback`] renders the report back to the force and its monthly summary;
 //! - [`pipeline`] runs discover → claim → decode → validate → write → report;
 //! - [`scheduler`] follows each pipeline's cron schedule with bounded concurrency and a
 //!   graceful [`shutdown`]; [`metrics`] counts what it does and [`api`] serves health and
-//!   metrics over HTTP;
+//!   metrics over HTTP.
 //!
 //! The demo, the evaluation and the data generators live in the `force-returns-dev` crate
 //! (`dev-tools/`), which tests and benchmarks use and the service binary never links.
@@ -41,6 +43,7 @@ pub mod finding;
 pub mod ingest;
 pub mod layout;
 pub mod metrics;
+pub mod model;
 pub mod normalise;
 pub mod period;
 pub mod pipeline;

@@ -15,15 +15,16 @@ use clap::{Parser, Subcommand, ValueEnum};
 use force_returns::analyze::status::render_text;
 use force_returns::api;
 use force_returns::clock::{Clock, FixedClock, SystemClock};
-use force_returns::config::{Pipeline, Project};
+use force_returns::config::Project;
 use force_returns::metrics::Metrics;
+use force_returns::model::{Decision, Limits};
 use force_returns::period::Period;
-use force_returns::pipeline::{CheckOutcome, RunOptions, Service, validate_local};
+use force_returns::pipeline::{CheckOutcome, RunOptions, Service, check_settings, validate_local};
 use force_returns::scheduler::{self, PipelineRunner, Stopped, Worker};
 use force_returns::schema::{Catalog, RecordSchema};
 use force_returns::shutdown::ShutdownController;
 use force_returns::store::{self, S3Location, S3Options, S3Store};
-use force_returns::validate::{Decision, UploadScope};
+use force_returns::validate::{CheckSettings, UploadScope};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 #[derive(Parser)]
@@ -520,7 +521,7 @@ fn validate_command(
     schema: Option<PathBuf>,
     format: OutputFormat,
 ) -> Result<ExitCode> {
-    let (pipeline, scope) = if let Some(schema_path) = schema {
+    let (settings, limits, scope) = if let Some(schema_path) = schema {
         let text = std::fs::read_to_string(&schema_path)
             .with_context(|| format!("failed to read schema {}", schema_path.display()))?;
         let catalog = Project::load(root).map_or_else(|_| Catalog::default(), |p| p.catalog);
@@ -538,7 +539,8 @@ fn validate_command(
             )
         })?;
         (
-            Pipeline::ad_hoc(schema),
+            CheckSettings::schema_only(schema),
+            Limits::default(),
             UploadScope {
                 now: Some(SystemClock.now()),
                 ..UploadScope::default()
@@ -547,15 +549,12 @@ fn validate_command(
     } else {
         let project = load_project(root)?;
         let dataset = dataset.unwrap_or_default();
-        let pipeline = project
-            .pipeline(&dataset)
-            .with_context(|| {
-                format!(
-                    "no pipeline for dataset `{dataset}`; known: {:?}",
-                    project.pipelines.keys().collect::<Vec<_>>()
-                )
-            })?
-            .clone();
+        let pipeline = project.pipeline(&dataset).with_context(|| {
+            format!(
+                "no pipeline for dataset `{dataset}`; known: {:?}",
+                project.pipelines.keys().collect::<Vec<_>>()
+            )
+        })?;
         let force = force.unwrap_or_default();
         let entry = project
             .catalog
@@ -564,7 +563,8 @@ fn validate_command(
             .with_context(|| format!("`{force}` is not a force id, ONS code or name"))?;
         let period: Period = period.unwrap_or_default().parse()?;
         (
-            pipeline,
+            check_settings(pipeline),
+            pipeline.limits,
             UploadScope {
                 force: Some(entry.code.clone()),
                 period: Some(period),
@@ -573,11 +573,11 @@ fn validate_command(
             },
         )
     };
-    let outcome = validate_local(file, &pipeline, scope.clone())
+    let outcome = validate_local(file, &settings, limits, scope.clone())
         .with_context(|| format!("failed to check {}", file.display()))?;
     match format {
-        OutputFormat::Json => print_json(file, &pipeline, &scope, &outcome)?,
-        OutputFormat::Text => print_text(file, &pipeline, &scope, &outcome),
+        OutputFormat::Json => print_json(file, &settings, &scope, &outcome)?,
+        OutputFormat::Text => print_text(file, &settings, &scope, &outcome),
     }
     Ok(if outcome.verdict.decision == Decision::Rejected {
         ExitCode::FAILURE
@@ -588,13 +588,13 @@ fn validate_command(
 
 fn print_json(
     file: &Path,
-    pipeline: &Pipeline,
+    settings: &CheckSettings,
     scope: &UploadScope,
     o: &CheckOutcome,
 ) -> Result<()> {
     let value = serde_json::json!({
         "file": file.display().to_string(),
-        "schema": pipeline.schema.id,
+        "schema": settings.schema.id,
         "force": scope.force,
         "period": scope.period.map(|p| p.to_string()),
         "decision": o.verdict.decision,
@@ -607,7 +607,7 @@ fn print_json(
     Ok(())
 }
 
-fn print_text(file: &Path, pipeline: &Pipeline, scope: &UploadScope, o: &CheckOutcome) {
+fn print_text(file: &Path, settings: &CheckSettings, scope: &UploadScope, o: &CheckOutcome) {
     let decision = match o.verdict.decision {
         Decision::Accepted => "ACCEPTED",
         Decision::AcceptedWithWarnings => "ACCEPTED WITH WARNINGS",
@@ -620,7 +620,7 @@ fn print_text(file: &Path, pipeline: &Pipeline, scope: &UploadScope, o: &CheckOu
     println!(
         "{}: {decision} (schema {}{context})",
         file.display(),
-        pipeline.schema.id
+        settings.schema.id
     );
     println!(
         "  rows read {}, flagged rows (with an error) {}",

@@ -18,9 +18,9 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 
 use crate::finding::Severity;
+use crate::model::Decision;
 use crate::pipeline::SubmissionSummary;
 use crate::store::{RetryReason, S3Observer};
-use crate::validate::Decision;
 
 /// The `dataset` label of an upload that names no known dataset.
 pub const UNROUTED: &str = "_unrouted";

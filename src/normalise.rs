@@ -34,8 +34,8 @@ use arrow::array::{Array, StringArray, StringBuilder};
 use chrono::{Datelike, Duration, NaiveDate, NaiveTime, Timelike};
 use serde_json::Value;
 
-use crate::config::ReadingSettings;
 use crate::finding::{Code, Finding};
+use crate::model::ReadingSettings;
 use crate::period::Period;
 use crate::schema::{Property, RecordSchema};
 
@@ -552,11 +552,10 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::config::Pipeline;
     use crate::finding::{FindingLog, FindingSink};
     use crate::ingest::{Batch, Distinct, HeaderMap};
     use crate::schema::Catalog;
-    use crate::validate::{Checker, UploadScope, row_object};
+    use crate::validate::{CheckSettings, Checker, UploadScope, row_object};
 
     fn schema() -> RecordSchema {
         RecordSchema::parse(
@@ -627,7 +626,7 @@ mod tests {
         schema: &RecordSchema,
         rows: &[Vec<Option<String>>],
     ) -> (Batch, BooleanArray, Vec<Finding>) {
-        let pipeline = Pipeline::ad_hoc(schema.clone());
+        let settings = CheckSettings::schema_only(schema.clone());
         let n = schema.properties.len();
         let header = HeaderMap {
             headers: schema.properties.iter().map(|p| p.name.clone()).collect(),
@@ -639,7 +638,7 @@ mod tests {
             period: Period::new(2020, 1),
             now: None,
         };
-        let mut checker = Checker::new(&pipeline, scope, header).unwrap();
+        let mut checker = Checker::new(&settings, scope, header).unwrap();
         let mut batch = Batch {
             properties: (0..n).collect::<Vec<_>>().into(),
             columns: (0..n)

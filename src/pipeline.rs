@@ -50,20 +50,19 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::analyze::status::Receipt;
 use crate::clock::Clock;
-use crate::config::{Limits, Pipeline, Project};
+use crate::config::{Pipeline, Project};
 use crate::feedback::{CsvFindingSink, Outputs, Report, render_html, render_json};
 use crate::finding::{Code, CodeSummary, Finding, FindingLog, FindingSink, NoSink, Severity};
 use crate::ingest::{Batch, CsvDecoder, DEFAULT_BATCH_ROWS, DecodeStats, HeaderMap, Start};
 use crate::layout::{self, INCOMING, Location, Names, Route, Submission};
+use crate::model::{Decision, Limits, ManifestEntry, Receipt};
 use crate::snapshot::{
-    Lineage, ManifestEntry, QualityFindingSink, SnapshotWriter, SubmissionRecord, Tee,
-    submissions_parquet,
+    Lineage, QualityFindingSink, SnapshotWriter, SubmissionRecord, Tee, submissions_parquet,
 };
 use crate::state::{Claim, DoneRecord, State, StateError, StateOptions};
 use crate::store::{FeedReader, ObjectMeta, ObjectStore, PutMode, StoreError};
-use crate::validate::{Checker, ColumnStats, Decision, UploadScope, Verdict};
+use crate::validate::{CheckSettings, Checker, ColumnStats, UploadScope, Verdict};
 use crate::workdir::WorkRoot;
 
 /// A failure of the run itself (not of the data: bad data is findings).
@@ -130,24 +129,38 @@ pub struct CheckOutcome {
     pub header: Option<HeaderMap>,
 }
 
-/// Checks one file against a pipeline with no store. `size` is the file's size when known
+/// What checking an upload takes from `pipeline`.
+pub fn check_settings(pipeline: &Pipeline) -> CheckSettings {
+    CheckSettings {
+        schema: Arc::clone(&pipeline.schema),
+        rules: Arc::clone(&pipeline.rules),
+        reading: pipeline.reading.clone(),
+        blank_rates: pipeline.blank_rates.clone(),
+        max_error_row_share: pipeline.decision.max_error_row_share,
+        examples_per_code: pipeline.decision.examples_per_code,
+        findings_per_code: pipeline.decision.findings_per_code,
+        severity_overrides: pipeline.severity_overrides.clone(),
+    }
+}
+
+/// Checks one file as `settings` say with no store. `size` is the file's size when known
 /// (checked against the limit before reading). Every finding goes to `sink`; the rows of each
 /// batch that are free of errors go to `on_valid`.
 pub fn check_upload<R: Read + Send>(
     input: R,
     size: Option<u64>,
-    pipeline: &Pipeline,
+    settings: &CheckSettings,
     limits: Limits,
     scope: UploadScope,
     sink: &mut dyn FindingSink,
     on_valid: &mut dyn FnMut(Batch, BooleanArray) -> Result<(), PipelineError>,
 ) -> Result<CheckOutcome, PipelineError> {
     let mut log = FindingLog::new(
-        pipeline.decision.examples_per_code,
-        pipeline.severity_overrides.clone(),
+        settings.examples_per_code,
+        settings.severity_overrides.clone(),
         sink,
     )
-    .listing_per_code(pipeline.decision.findings_per_code);
+    .listing_per_code(settings.findings_per_code);
     // Pushed once the rows are read (a file-level error stops the decoder after the header),
     // so that a return for a month to come also hears about its rows.
     let not_begun = crate::validate::period_not_begun(&scope);
@@ -189,7 +202,7 @@ pub fn check_upload<R: Read + Send>(
     }
     let mut decoder = match CsvDecoder::start(
         input,
-        &pipeline.schema,
+        &settings.schema,
         limits,
         DEFAULT_BATCH_ROWS,
         &mut log,
@@ -199,7 +212,7 @@ pub fn check_upload<R: Read + Send>(
     };
     let header = decoder.header().clone();
     let mut checker =
-        Checker::new(pipeline, scope, header.clone()).map_err(PipelineError::Schema)?;
+        Checker::new(settings, scope, header.clone()).map_err(PipelineError::Schema)?;
     // Decoding runs on its own thread, a couple of batches ahead of checking and writing, so
     // the two halves of the work use both cores. Findings keep their order: each batch
     // carries the decode findings of its own rows.
@@ -1206,6 +1219,7 @@ fn check_to_files(
                 period: lineage.period.parse().ok(),
                 now: Some(upload.processed_at),
             };
+            let settings = check_settings(pipeline);
             let mut writer = SnapshotWriter::new(
                 Arc::clone(&pipeline.schema),
                 lineage.clone(),
@@ -1244,7 +1258,7 @@ fn check_to_files(
                             |f| Box::new(f),
                         )),
                         Some(size),
-                        pipeline,
+                        &settings,
                         limits,
                         scope,
                         &mut tee,
@@ -1305,7 +1319,8 @@ fn check_to_files(
 /// Checks a local file for `force-returns validate`: no store, no outputs.
 pub fn validate_local(
     path: &Path,
-    pipeline: &Pipeline,
+    settings: &CheckSettings,
+    limits: Limits,
     scope: UploadScope,
 ) -> Result<CheckOutcome, PipelineError> {
     let file = std::fs::File::open(path)?;
@@ -1314,8 +1329,8 @@ pub fn validate_local(
     check_upload(
         BufReader::new(file),
         Some(size),
-        pipeline,
-        pipeline.limits,
+        settings,
+        limits,
         scope,
         &mut sink,
         &mut |_, _| Ok(()),

@@ -6,11 +6,15 @@
 //! rest of the service needs per property: header spellings, admitted types, snapshot typing,
 //! personal-data handling. It does no IO: `config` reads the files and hands over their text.
 
-use std::collections::{BTreeMap, HashMap};
+pub mod population;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
+
+pub use population::{AreaPopulation, Population};
 
 /// A problem with a schema or code list, described so that an operator can fix the file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -293,6 +297,13 @@ pub enum SnapshotType {
     Omit,
 }
 
+/// The lineage columns a snapshot has before its record's columns: the force and the period.
+pub const LEADING_LINEAGE: [&str; 2] = ["force_id", "period"];
+
+/// The lineage columns a snapshot has after its record's columns: the submission and the row
+/// of the upload each record came from.
+pub const TRAILING_LINEAGE: [&str; 2] = ["submission_id", "source_row"];
+
 /// Personal-data handling of a property.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pii {
@@ -447,6 +458,66 @@ impl RecordSchema {
     /// The property with this name.
     pub fn property(&self, name: &str) -> Option<&Property> {
         self.properties.iter().find(|p| p.name == name)
+    }
+
+    /// The dimensions a schema's counts have: each code-list property, each property with one of
+    /// its list's attributes (`<property>_<attribute>`), each boolean property; with the codes or
+    /// attribute values each may take.
+    pub fn dimensions(&self) -> BTreeMap<String, Vec<String>> {
+        let mut out = BTreeMap::new();
+        for p in &self.properties {
+            if let Some(list) = &p.codelist {
+                out.insert(
+                    p.name.clone(),
+                    list.codes.iter().map(|c| c.code.clone()).collect(),
+                );
+                for a in &list.attributes {
+                    let mut values: Vec<String> = (0..list.codes.len())
+                        .map(|k| list.attribute(k as u32, a).to_owned())
+                        .collect();
+                    values.sort();
+                    values.dedup();
+                    out.insert(format!("{}_{a}", p.name), values);
+                }
+            } else if p.snapshot == SnapshotType::Boolean {
+                out.insert(p.name.clone(), vec!["true".to_owned(), "false".to_owned()]);
+            }
+        }
+        out
+    }
+
+    /// The names of a snapshot's columns, in order: [`LEADING_LINEAGE`], each stored property
+    /// (a code followed by its attributes, `<property>_<attribute>`), [`TRAILING_LINEAGE`].
+    /// `snapshot` writes its columns under these names.
+    pub fn snapshot_columns(&self) -> Vec<String> {
+        let mut names: Vec<String> = LEADING_LINEAGE.map(str::to_owned).to_vec();
+        for prop in &self.properties {
+            match &prop.snapshot {
+                SnapshotType::Omit => {}
+                SnapshotType::Code { attributes } => {
+                    names.push(prop.name.clone());
+                    names.extend(attributes.iter().map(|a| format!("{}_{a}", prop.name)));
+                }
+                _ => names.push(prop.name.clone()),
+            }
+        }
+        names.extend(TRAILING_LINEAGE.map(str::to_owned));
+        names
+    }
+
+    /// Names the snapshot would hold twice: a property named like a lineage column (`force_id`,
+    /// `period`, `submission_id`, `source_row`) or like another property's code attribute. A
+    /// pipeline's schema must have none (`check-config` says so); a file's header can keep such
+    /// a name through the property's `x-aliases`.
+    pub fn clashing_columns(&self) -> Vec<String> {
+        let mut seen = HashSet::new();
+        let mut clashes = Vec::new();
+        for name in self.snapshot_columns() {
+            if !seen.insert(name.clone()) && !clashes.contains(&name) {
+                clashes.push(name);
+            }
+        }
+        clashes
     }
 
     /// Index of the property whose header spelling matches.

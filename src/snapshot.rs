@@ -1,4 +1,4 @@
-//! Snapshots: accepted rows → typed Parquet with lineage, quality tables, and the manifest.
+//! Snapshots: accepted rows → typed Parquet with lineage, and the quality tables.
 //!
 //! A snapshot file holds one submission's accepted rows, typed as the schema's `x-snapshot`
 //! annotations say: timestamps in UTC, booleans, floats, and codes as dictionary-encoded
@@ -9,8 +9,8 @@
 //!
 //! Readers find the current file of each force × period through the dataset's manifest
 //! (`snapshots/<dataset>/_manifest.json`), which is written last: a reader never sees a
-//! snapshot before its data file is complete. [`Manifest::apply`] is the pure rule for
-//! supersession; the pipeline commits it with a compare-and-swap write.
+//! snapshot before its data file is complete. [`crate::model::Manifest::apply`] is the pure
+//! rule for supersession; `state` commits it under the dataset's commit lock.
 //!
 //! This module writes to local files (`std::io::Write`); moving them to the bucket is `store`'s
 //! job.
@@ -42,7 +42,9 @@ use dictionary::DictColumn;
 
 mod dictionary;
 use crate::ingest::{Batch, Distinct, cell};
-use crate::schema::{CodeList, Property, RecordSchema, SnapshotType};
+use crate::schema::{
+    CodeList, LEADING_LINEAGE, Property, RecordSchema, SnapshotType, TRAILING_LINEAGE,
+};
 
 /// Lineage written into every snapshot file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -150,9 +152,10 @@ fn writer_props(dictionary_columns: &[String], float_columns: &[String]) -> Writ
 
 /// The Arrow schema of a dataset's snapshots.
 pub fn snapshot_schema(schema: &RecordSchema) -> SchemaRef {
+    let [force_id, period] = LEADING_LINEAGE;
     let mut fields = vec![
-        Field::new("force_id", dict_type(), false),
-        Field::new("period", DataType::Utf8, false),
+        Field::new(force_id, dict_type(), false),
+        Field::new(period, DataType::Utf8, false),
     ];
     for prop in &schema.properties {
         match &prop.snapshot {
@@ -174,25 +177,10 @@ pub fn snapshot_schema(schema: &RecordSchema) -> SchemaRef {
             }
         }
     }
-    fields.push(Field::new("submission_id", DataType::Utf8, false));
-    fields.push(Field::new("source_row", DataType::UInt64, false));
+    let [submission_id, source_row] = TRAILING_LINEAGE;
+    fields.push(Field::new(submission_id, DataType::Utf8, false));
+    fields.push(Field::new(source_row, DataType::UInt64, false));
     Arc::new(Schema::new(fields))
-}
-
-/// Names the snapshot would hold twice: a property named like a lineage column (`force_id`,
-/// `period`, `submission_id`, `source_row`) or like another property's code attribute. A
-/// pipeline's schema must have none (`check-config` says so); a file's header can keep such a
-/// name through the property's `x-aliases`.
-pub fn clashing_columns(schema: &RecordSchema) -> Vec<String> {
-    let arrow = snapshot_schema(schema);
-    let mut seen = HashSet::new();
-    let mut clashes = Vec::new();
-    for f in arrow.fields() {
-        if !seen.insert(f.name().as_str()) && !clashes.contains(f.name()) {
-            clashes.push(f.name().clone());
-        }
-    }
-    clashes
 }
 
 /// Columns worth dictionary-encoding: codes and their attributes, the constant lineage
@@ -899,111 +887,6 @@ impl FindingSink for Tee<'_> {
     }
 }
 
-/// One accepted submission in the manifest.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ManifestEntry {
-    /// Force id.
-    pub force_id: String,
-    /// Period.
-    pub period: String,
-    /// Submission id.
-    pub submission_id: String,
-    /// Snapshot key.
-    pub snapshot_key: String,
-    /// Upload key.
-    pub source_key: String,
-    /// SHA-256 of the upload.
-    pub sha256: String,
-    /// Rows in the snapshot.
-    pub rows: u64,
-    /// Schema id.
-    pub schema_id: String,
-    /// When the upload arrived (RFC 3339); the later upload of a force × period is current.
-    pub uploaded_at: String,
-    /// When it was accepted (RFC 3339).
-    pub accepted_at: String,
-    /// The submission that replaced this one, for superseded entries.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub superseded_by: Option<String>,
-}
-
-/// Which submission is current for each force × period of a dataset.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Manifest {
-    /// Dataset id.
-    pub dataset: String,
-    /// When it was last changed (RFC 3339).
-    pub updated_at: String,
-    /// The current submission of each force × period, sorted by period then force.
-    pub current: Vec<ManifestEntry>,
-    /// Submissions replaced by a later upload, kept for audit.
-    pub superseded: Vec<ManifestEntry>,
-}
-
-/// What [`Manifest::apply`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ManifestChange {
-    /// The submission was already recorded (a retry): nothing changed.
-    AlreadyRecorded,
-    /// It became current; it replaced this submission, if any.
-    Current {
-        /// The submission it superseded.
-        superseded: Option<String>,
-    },
-    /// A later upload was already current: it is recorded as superseded.
-    AlreadySuperseded {
-        /// The current submission.
-        by: String,
-    },
-}
-
-impl Manifest {
-    /// Records an accepted submission. The later upload (by `uploaded_at`, then source key) of
-    /// a force × period is current; the other is superseded. Applying the same entry twice
-    /// changes nothing.
-    pub fn apply(&mut self, entry: ManifestEntry, now: &str) -> ManifestChange {
-        let seen = self
-            .current
-            .iter()
-            .chain(&self.superseded)
-            .any(|e| e.submission_id == entry.submission_id);
-        if seen {
-            return ManifestChange::AlreadyRecorded;
-        }
-        now.clone_into(&mut self.updated_at);
-        let order = |e: &ManifestEntry| (e.uploaded_at.clone(), e.source_key.clone());
-        let existing = self
-            .current
-            .iter()
-            .position(|e| e.force_id == entry.force_id && e.period == entry.period);
-        let change = match existing {
-            None => {
-                self.current.push(entry);
-                ManifestChange::Current { superseded: None }
-            }
-            Some(i) if order(&self.current[i]) <= order(&entry) => {
-                let mut old = std::mem::replace(&mut self.current[i], entry);
-                old.superseded_by = Some(self.current[i].submission_id.clone());
-                let id = old.submission_id.clone();
-                self.superseded.push(old);
-                ManifestChange::Current {
-                    superseded: Some(id),
-                }
-            }
-            Some(i) => {
-                let by = self.current[i].submission_id.clone();
-                let mut entry = entry;
-                entry.superseded_by = Some(by.clone());
-                self.superseded.push(entry);
-                ManifestChange::AlreadySuperseded { by }
-            }
-        };
-        self.current
-            .sort_by(|a, b| (&a.period, &a.force_id).cmp(&(&b.period, &b.force_id)));
-        change
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1037,6 +920,34 @@ mod tests {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap()
+    }
+
+    /// `check-config` finds clashing names from the schema's list of snapshot columns, so that
+    /// list must be what the writer writes.
+    #[test]
+    fn the_schema_names_the_columns_the_writer_writes() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let project = crate::config::Project::load(root).unwrap();
+        for pipeline in project.pipelines.values() {
+            let names: Vec<String> = snapshot_schema(&pipeline.schema)
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+            assert_eq!(
+                names,
+                pipeline.schema.snapshot_columns(),
+                "{}",
+                pipeline.dataset
+            );
+        }
+        // The comparison covers attribute columns (`<property>_<attribute>`) too.
+        let attributes = |s: &RecordSchema| {
+            s.properties.iter().any(
+                |p| matches!(&p.snapshot, SnapshotType::Code { attributes } if !attributes.is_empty()),
+            )
+        };
+        assert!(project.pipelines.values().any(|p| attributes(&p.schema)));
     }
 
     #[test]
@@ -1115,56 +1026,6 @@ mod tests {
                 (i % 7 != 0 && i % 11 != 0).then(|| list.codes[i % list.codes.len()].code.as_str());
             assert_eq!(sde.is_valid(j).then(|| sde.value(j)), want, "row {i}");
         }
-    }
-
-    fn entry(id: &str, at: &str) -> ManifestEntry {
-        ManifestEntry {
-            force_id: "kent".into(),
-            period: "2020-01".into(),
-            submission_id: id.into(),
-            snapshot_key: format!("snapshots/x/{id}.parquet"),
-            source_key: format!("incoming/kent/x/2020-01/{id}.csv"),
-            sha256: String::new(),
-            rows: 1,
-            schema_id: "x/v1".into(),
-            uploaded_at: at.into(),
-            accepted_at: at.into(),
-            superseded_by: None,
-        }
-    }
-
-    #[test]
-    fn later_upload_supersedes_and_retries_change_nothing() {
-        let mut m = Manifest::default();
-        assert_eq!(
-            m.apply(entry("a", "2020-02-01T00:00:00Z"), "t1"),
-            ManifestChange::Current { superseded: None }
-        );
-        assert_eq!(
-            m.apply(entry("b", "2020-02-03T00:00:00Z"), "t2"),
-            ManifestChange::Current {
-                superseded: Some("a".into())
-            }
-        );
-        assert_eq!(
-            m.apply(entry("b", "2020-02-03T00:00:00Z"), "t3"),
-            ManifestChange::AlreadyRecorded
-        );
-        assert_eq!(m.updated_at, "t2");
-        // An older upload processed late does not take over.
-        assert_eq!(
-            m.apply(entry("c", "2020-02-02T00:00:00Z"), "t4"),
-            ManifestChange::AlreadySuperseded { by: "b".into() }
-        );
-        assert_eq!(m.current.len(), 1);
-        assert_eq!(m.current[0].submission_id, "b");
-        assert_eq!(
-            m.superseded
-                .iter()
-                .map(|e| e.superseded_by.as_deref())
-                .collect::<Vec<_>>(),
-            [Some("b"), Some("b")]
-        );
     }
 
     #[test]

@@ -36,15 +36,14 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
-use crate::analyze::status::{Receipt, Receipts};
 use crate::clock::Clock;
 use crate::layout::{
     CLAIMS, DONE, DONE_INDEX, done_index_key, done_key, lock_base, manifest_key,
     parse_done_index_key, parse_done_key, parse_generation_key, receipts_key,
 };
-use crate::snapshot::{Manifest, ManifestChange, ManifestEntry};
+use crate::model::Decision;
+use crate::model::{Manifest, ManifestChange, ManifestEntry, Receipt, Receipts};
 use crate::store::{ObjectStore, PutMode, StoreError};
-use crate::validate::Decision;
 use lease::{Lease, Taken};
 
 /// A failure of the shared state.

@@ -22,18 +22,19 @@
 //! no clock (the time of processing is in [`UploadScope`]); repeats are found through
 //! [`crate::spill`], which keeps memory bounded with local temporary files.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use arrow::array::{Array, BooleanArray, StringArray};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::config::Pipeline;
 use crate::finding::{Code, Finding, FindingLog, Severity};
 use crate::ingest::{Batch, Distinct, HeaderMap};
+use crate::model::{BlankThreshold, Decision, ReadingSettings};
 use crate::normalise::{Normaliser, Reading};
 use crate::period::Period;
-use crate::rules::{self, UploadRules};
+use crate::rules::{self, RuleSet, UploadRules};
 use crate::schema::{Property, RecordSchema, Spelling, TypeSet, UploadContext};
 use crate::spill::RepeatFinder;
 
@@ -599,32 +600,50 @@ pub struct ColumnStats {
     pub errors: u64,
 }
 
-/// What checking a whole upload found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Decision {
-    /// No warnings or errors.
-    Accepted,
-    /// Accepted; the report lists warnings.
-    AcceptedWithWarnings,
-    /// Not accepted; the force must fix and resubmit.
-    Rejected,
+/// What checking an upload takes from its pipeline: the schema, the rules it declares, how
+/// cells are read, the blank-rate thresholds, and how findings turn into a decision. The
+/// service builds it from the pipeline file (`pipeline::check_settings`); `force-returns validate
+/// --schema` builds it from a schema alone ([`CheckSettings::schema_only`]).
+#[derive(Debug, Clone)]
+pub struct CheckSettings {
+    /// The record schema.
+    pub schema: Arc<RecordSchema>,
+    /// The declared plausibility rules, compiled against the schema.
+    pub rules: Arc<RuleSet>,
+    /// How cell values are read.
+    pub reading: ReadingSettings,
+    /// Blank-rate thresholds by property name.
+    pub blank_rates: BTreeMap<String, BlankThreshold>,
+    /// Share of rows with errors that may be left out of the snapshot (0 = any error rejects).
+    pub max_error_row_share: f64,
+    /// Examples of each code kept in the report.
+    pub examples_per_code: usize,
+    /// Findings of each code listed one by one in the findings CSV and table.
+    pub findings_per_code: u64,
+    /// Severity overrides by finding code.
+    pub severity_overrides: BTreeMap<Code, Severity>,
 }
 
-impl Decision {
-    /// The name used in reports and tables.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Decision::Accepted => "accepted",
-            Decision::AcceptedWithWarnings => "accepted_with_warnings",
-            Decision::Rejected => "rejected",
+impl CheckSettings {
+    /// Checking a file against `schema` alone: no declared rules, no blank-rate thresholds,
+    /// placeholders read as by default, any error rejects.
+    pub fn schema_only(schema: RecordSchema) -> CheckSettings {
+        CheckSettings {
+            schema: Arc::new(schema),
+            rules: Arc::new(RuleSet::default()),
+            reading: ReadingSettings::default(),
+            blank_rates: BTreeMap::new(),
+            max_error_row_share: 0.0,
+            examples_per_code: crate::finding::DEFAULT_EXAMPLES_PER_CODE,
+            findings_per_code: crate::finding::DEFAULT_LISTED_PER_CODE,
+            severity_overrides: BTreeMap::new(),
         }
     }
 }
 
 /// Checks batches of one upload in turn, keeping the cross-row state.
 pub struct Checker<'p> {
-    pipeline: &'p Pipeline,
+    settings: &'p CheckSettings,
     plan: Plan,
     scope: UploadScope,
     /// The upload's month as written at the start of a date (`2020-01`).
@@ -679,23 +698,23 @@ pub struct Verdict {
 impl<'p> Checker<'p> {
     /// A checker for one upload whose header decoded as `header`.
     pub fn new(
-        pipeline: &'p Pipeline,
+        settings: &'p CheckSettings,
         scope: UploadScope,
         header: HeaderMap,
     ) -> Result<Self, String> {
-        let schema = &pipeline.schema;
+        let schema = &settings.schema;
         let n = schema.properties.len();
         let unique = schema
             .properties
             .iter()
             .map(|p| p.unique.then(|| RepeatFinder::new(true)))
             .collect();
-        let normaliser = Normaliser::new(schema, &pipeline.reading, scope.period);
+        let normaliser = Normaliser::new(schema, &settings.reading, scope.period);
         Ok(Checker {
-            pipeline,
+            settings,
             plan: Plan::compile(schema)?,
             month: scope.period.map(|p| p.to_string()),
-            rules: UploadRules::new(&pipeline.rules, schema, scope.period, scope.now),
+            rules: UploadRules::new(&settings.rules, schema, scope.period, scope.now),
             normaliser,
             scope,
             header,
@@ -757,8 +776,8 @@ impl<'p> Checker<'p> {
         row_ok: &mut [bool],
         log: &mut FindingLog<'_>,
     ) -> std::io::Result<(Option<Distinct>, Option<StringArray>)> {
-        let prop = &self.pipeline.schema.properties[p];
-        let header = self.header.column_name(&self.pipeline.schema, p).to_owned();
+        let prop = &self.settings.schema.properties[p];
+        let header = self.header.column_name(&self.settings.schema, p).to_owned();
         // Each distinct value is judged once per batch while the column keeps repeating itself
         // (code lists do); a column of distinct values (ids, times) skips the memo. The values
         // are numbered as they come, which the snapshot writer uses (`Batch::distinct`).
@@ -962,7 +981,7 @@ impl<'p> Checker<'p> {
         }
         let text = text?;
         if prop.in_period
-            && !self.pipeline.rules.governs_period(p)
+            && !self.settings.rules.governs_period(p)
             && let Some(month) = &self.month
             && text.get(..7) != Some(month.as_str())
             && (is_valid_date(text) || is_valid_datetime(text))
@@ -1032,7 +1051,7 @@ impl<'p> Checker<'p> {
 
     /// Runs the pipeline's consistency rules over a batch, reading the columns' numbering.
     fn check_rows(&mut self, batch: &Batch, row_ok: &mut [bool], log: &mut FindingLog<'_>) {
-        let schema = &self.pipeline.schema;
+        let schema = &self.settings.schema;
         let mut columns: Vec<Option<rules::Column<'_>>> = std::iter::repeat_with(|| None)
             .take(schema.properties.len())
             .collect();
@@ -1129,7 +1148,7 @@ impl<'p> Checker<'p> {
         row_ok: &mut [bool],
         log: &mut FindingLog<'_>,
     ) {
-        let schema = &self.pipeline.schema;
+        let schema = &self.settings.schema;
         for (i, ok) in row_ok.iter_mut().enumerate() {
             let object = row_object(schema, batch, i);
             for error in validator.iter_errors(&object) {
@@ -1200,8 +1219,8 @@ impl<'p> Checker<'p> {
             let Some(finder) = self.unique[p].take() else {
                 continue;
             };
-            let prop = &self.pipeline.schema.properties[p];
-            let header = self.header.column_name(&self.pipeline.schema, p).to_owned();
+            let prop = &self.settings.schema.properties[p];
+            let header = self.header.column_name(&self.settings.schema, p).to_owned();
             finder.finish(|repeat| {
                 let value = String::from_utf8_lossy(repeat.value.unwrap_or_default());
                 for &row in repeat.rows {
@@ -1224,7 +1243,7 @@ impl<'p> Checker<'p> {
         log: &mut FindingLog<'_>,
     ) -> std::io::Result<Verdict> {
         self.report_repeats(log)?;
-        let schema = &self.pipeline.schema;
+        let schema = &self.settings.schema;
         for note in self
             .normaliser
             .notes(schema, |p| self.header.column_name(schema, p))
@@ -1242,7 +1261,7 @@ impl<'p> Checker<'p> {
             };
             if header.is_some()
                 && rows > 0
-                && let Some(t) = self.pipeline.blank_rates.get(&prop.name)
+                && let Some(t) = self.settings.blank_rates.get(&prop.name)
             {
                 let (severity, limit, key) = match (t.error_above, t.warn_above) {
                     (Some(e), _) if rate > e => (Severity::Error, e, "error_above"),
@@ -1289,7 +1308,7 @@ impl<'p> Checker<'p> {
             Decision::Rejected
         } else if error_rows > 0 {
             let share = error_rows as f64 / total.max(1) as f64;
-            if share > self.pipeline.decision.max_error_row_share {
+            if share > self.settings.max_error_row_share {
                 Decision::Rejected
             } else {
                 log.push(Finding::new(

@@ -35,11 +35,7 @@ impl WorkRoot {
             info!(root = %root.display(), folders = cleared, "removed work folders left by processes that ended");
         }
         loop {
-            let name = format!(
-                "{}-{}",
-                std::process::id(),
-                crate::state::lease::new_token()
-            );
+            let name = format!("{}-{}", std::process::id(), crate::model::new_token());
             let lock_path = root.join(format!("{name}.lock"));
             let lock = OpenOptions::new()
                 .write(true)

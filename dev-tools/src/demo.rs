@@ -26,8 +26,8 @@ use std::collections::VecDeque;
 
 use chrono::{DateTime, Datelike, Utc};
 
-use force_returns::config::Limits;
 use force_returns::finding::Code;
+use force_returns::model::Limits;
 use force_returns::period::Period;
 use force_returns::schema::{Catalog, CodeList};
 
@@ -2583,7 +2583,7 @@ mod tests {
     use super::*;
     use force_returns::config::Project;
     use force_returns::finding::NoSink;
-    use force_returns::pipeline::{check_upload, parse_upload_key};
+    use force_returns::pipeline::{check_settings, check_upload, parse_upload_key};
     use force_returns::validate::UploadScope;
 
     fn catalog() -> Catalog {
@@ -3028,7 +3028,7 @@ mod tests {
                     let outcome = check_upload(
                         upload.bytes.as_slice(),
                         Some(upload.bytes.len() as u64),
-                        pipeline,
+                        &check_settings(pipeline),
                         limits,
                         scope,
                         &mut NoSink,

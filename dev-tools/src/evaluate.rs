@@ -24,18 +24,19 @@ use chrono::Duration;
 
 use crate::demo::{DemoConfig, Detection, INCIDENTS, PlantedIncident, demo_limits, uploads};
 use force_returns::analyze::counts::CountsBuilder;
-use force_returns::analyze::status::{self, Receipt, Receipts, Status, StatusRow};
+use force_returns::analyze::status::{self, Status, StatusRow};
 use force_returns::analyze::{Anomaly, Input, Labels, MonthlyCounts, detect};
 use force_returns::config::Project;
+use force_returns::model::{Receipt, Receipts};
 use std::sync::Arc;
 
 use arrow::array::{BooleanArray, StringBuilder};
 
 use force_returns::ingest::Batch;
+use force_returns::model::Decision;
 use force_returns::period::Period;
 use force_returns::pipeline::parse_upload_key;
 use force_returns::schema::RecordSchema;
-use force_returns::validate::Decision;
 
 /// What happened to one planted incident.
 #[derive(Debug, Clone)]

@@ -18,10 +18,10 @@ use clap::{Parser, Subcommand};
 use force_returns::analyze::status::{Status, StatusRow, render_text};
 use force_returns::clock::{Clock, SystemClock};
 use force_returns::config::Project;
+use force_returns::model::Decision;
 use force_returns::period::Period;
 use force_returns::pipeline::{RunOptions, Service, SubmissionSummary};
 use force_returns::store::{self, ObjectStore, PutMode};
-use force_returns::validate::Decision;
 use force_returns_dev::demo::{DemoConfig, Detection, INCIDENTS, PLANTED, demo_limits, uploads};
 
 #[derive(Parser)]

@@ -14,16 +14,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
-use force_returns::analyze::status::{Receipt, Receipts};
 use force_returns::clock::{Clock, FixedClock, SystemClock};
 use force_returns::config::Project;
 use force_returns::layout::{self, INCOMING, incoming_key, manifest_key, receipts_key};
+use force_returns::model::Decision;
+use force_returns::model::{Manifest, ManifestEntry, Receipt, Receipts};
 use force_returns::period::Period;
 use force_returns::pipeline::{RunOptions, Service};
-use force_returns::snapshot::{Manifest, ManifestEntry};
 use force_returns::state::{DoneRecord, State, StateOptions};
 use force_returns::store::{ObjectStore, PutMode};
-use force_returns::validate::Decision;
 use tokio::task::JoinSet;
 
 /// Writes run this many at once while the state is made.

@@ -25,8 +25,9 @@ pub const PERSON_ATTRIBUTE: &str = "person_searched";
 
 /// The self-defined ethnicity property and its 5-group attribute.
 pub const SDE: &str = "self_defined_ethnicity";
-/// The self-defined ethnicity 5-group dimension.
-pub const SDE_GROUP: &str = "self_defined_ethnicity_group";
+/// The self-defined ethnicity 5-group dimension (in `model`, since `config` checks the
+/// population reference's groups against it).
+pub use crate::model::analysis::SDE_GROUP;
 /// The group value meaning "not stated".
 pub const NOT_STATED: &str = "Not stated";
 
@@ -359,13 +360,16 @@ fn code_indices(list: &CodeList, column: &StringArray, kept: &[usize]) -> Vec<Op
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+pub(crate) use tests::{HEADER, count_csv};
+
+#[cfg(test)]
+mod tests {
     use std::path::Path;
 
     use super::*;
     use crate::config::Project;
     use crate::finding::NoSink;
-    use crate::pipeline::check_upload;
+    use crate::pipeline::{check_settings, check_upload};
     use crate::validate::UploadScope;
 
     pub(crate) const HEADER: &str = "Type,Date,Part of a policing operation,Policing operation,Latitude,Longitude,Gender,Age range,Self-defined ethnicity,Officer-defined ethnicity,Legislation,Object of search,Outcome,Outcome linked to object of search,Removal of more than just outer clothing";
@@ -379,7 +383,7 @@ pub(crate) mod tests {
         let outcome = check_upload(
             text.as_bytes(),
             None,
-            pipeline,
+            &check_settings(pipeline),
             pipeline.limits,
             UploadScope {
                 force: Some("kent".into()),

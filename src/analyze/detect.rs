@@ -31,12 +31,12 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use super::counts::{MonthlyCounts, NOT_STATED, SDE, SDE_GROUP};
-use super::settings::{AnomalySettings, Band, PeerSeries};
 use super::stats::{
     binomial_cdf, binomial_sf, median, median_mad_in_place, poisson_cdf, poisson_sf, quantile,
     scaled_mad,
 };
 use crate::finding::{Code, Finding, Severity};
+use crate::model::analysis::{AnomalySettings, Band, PeerSeries};
 use crate::period::Period;
 use crate::schema::RecordSchema;
 
@@ -1439,7 +1439,7 @@ mod more_tests {
     fn settings() -> AnomalySettings {
         AnomalySettings {
             dimensions: vec!["d".into()],
-            peers: crate::analyze::settings::PeerSettings {
+            peers: crate::model::analysis::PeerSettings {
                 series: vec!["d=X".into()],
                 ..Default::default()
             },

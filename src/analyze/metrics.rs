@@ -30,8 +30,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::counts::{MonthlyCounts, SDE_GROUP};
-use super::population::AreaPopulation;
 use crate::period::Period;
+use crate::schema::AreaPopulation;
 
 /// The dimension of searches by day.
 pub const DAY_OF_MONTH: &str = "day_of_month";
@@ -233,8 +233,8 @@ pub fn find<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyze::counts::tests::{HEADER, count_csv};
     use crate::analyze::counts::{BLANK, NOT_STATED};
+    use crate::analyze::counts::{HEADER, count_csv};
 
     /// Eight person searches with known groups, one vehicle search, and a population of round
     /// numbers: every rate and ratio below is worked out by hand in the comments.

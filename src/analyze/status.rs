@@ -22,59 +22,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::model::{Decision, Receipt, Receipts};
 use crate::period::Period;
-use crate::validate::Decision;
-
-/// One processed upload with a valid location, as the status needs it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Receipt {
-    /// Force id.
-    pub force_id: String,
-    /// The period.
-    pub period: Period,
-    /// Submission id.
-    pub submission_id: String,
-    /// The upload key (orders uploads with the same time, as the manifest does).
-    pub source_key: String,
-    /// The decision.
-    pub decision: Decision,
-    /// When the upload arrived.
-    pub uploaded_at: DateTime<Utc>,
-    /// Records read.
-    pub rows: u64,
-}
-
-/// Every receipt of a dataset: the state the status table is computed from.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Receipts {
-    /// Dataset id.
-    pub dataset: String,
-    /// Receipts, by period, force and upload time.
-    pub receipts: Vec<Receipt>,
-}
-
-impl Receipts {
-    /// Adds a receipt; `false` when its submission was already recorded (a retry).
-    pub fn add(&mut self, receipt: Receipt) -> bool {
-        if self
-            .receipts
-            .iter()
-            .any(|r| r.submission_id == receipt.submission_id)
-        {
-            return false;
-        }
-        self.receipts.push(receipt);
-        self.receipts.sort_by(|a, b| {
-            (&a.period, &a.force_id, a.uploaded_at, &a.source_key).cmp(&(
-                &b.period,
-                &b.force_id,
-                b.uploaded_at,
-                &b.source_key,
-            ))
-        });
-        true
-    }
-}
 
 /// The status of one expected return.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -400,7 +400,7 @@ pub fn status_parquet(rows: &[StatusRow], as_of: DateTime<Utc>) -> Result<Vec<u8
     let periods: Vec<String> = rows.iter().map(|r| r.period.to_string()).collect();
     let decisions: DictionaryArray<Int32Type> = rows
         .iter()
-        .map(|r| r.decision.map(crate::validate::Decision::as_str))
+        .map(|r| r.decision.map(crate::model::Decision::as_str))
         .collect();
     write(
         &schema,

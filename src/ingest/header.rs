@@ -22,7 +22,7 @@
 
 use std::cmp::Reverse;
 
-use crate::config::Limits;
+use crate::model::Limits;
 use crate::schema::RecordSchema;
 
 /// Rows that are not blank looked at, at most, for the header.

@@ -39,10 +39,10 @@ use crate::analyze::{Anomaly, Input, Labels, MetricRow, MonthlyCounts, detect};
 use crate::config::Pipeline;
 use crate::finding::{FindingLog, FindingSink, Severity};
 use crate::layout::{Location, anomalies_key, feedback_base, metrics_key, status_key, summary_key};
+use crate::model::Decision;
+use crate::model::ManifestEntry;
 use crate::period::Period;
-use crate::snapshot::ManifestEntry;
 use crate::store::{PutMode, StoreError};
-use crate::validate::Decision;
 
 /// Months of a force's history read for its analysis.
 const HISTORY_MONTHS: usize = 48;
@@ -437,14 +437,14 @@ impl Service {
         self.store
             .put(
                 &summary_key(force, period, "json"),
-                summary::render_json(&s),
+                crate::feedback::summary::render_json(&s),
                 PutMode::Overwrite,
             )
             .await?;
         self.store
             .put(
                 &summary_key(force, period, "html"),
-                summary::render_html(&s).into_bytes(),
+                crate::feedback::summary::render_html(&s).into_bytes(),
                 PutMode::Overwrite,
             )
             .await?;

@@ -28,14 +28,11 @@
 //! compare-and-swap (`If-Match`), which some S3-compatible stores and test servers lack or do
 //! not make atomic.
 
-use std::fmt::Write as _;
-use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::layout::{generation_key, parse_generation_key};
+use crate::model::new_token;
 use crate::store::{ObjectStore, PutMode, StoreError};
 
 /// Rounds of take-and-check before reporting the lease as held by another (each lost round
@@ -90,26 +87,6 @@ pub enum Taken {
         /// The other holder, when known.
         holder: Option<String>,
     },
-}
-
-/// A token no other taking has: random keys from the standard library's hasher seeds, the
-/// process, a counter and the time.
-pub fn new_token() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let mut token = String::with_capacity(32);
-    for half in 0..2u8 {
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u8(half);
-        hasher.write_u32(std::process::id());
-        hasher.write_u64(count);
-        hasher.write_u128(nanos);
-        let _ = write!(token, "{:016x}", hasher.finish());
-    }
-    token
 }
 
 /// The generations of `base` in the store, oldest first.
@@ -329,7 +306,7 @@ pub async fn records(
 mod tests {
     use std::path::Path;
     use std::sync::Arc;
-    use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     use async_trait::async_trait;
 

@@ -12,8 +12,8 @@ use force_returns::clock::Clock;
 use force_returns::config::Project;
 use force_returns::finding::{Code, Severity};
 use force_returns::layout::{anomalies_key, metrics_key, status_key, summary_key};
+use force_returns::model::Decision;
 use force_returns::pipeline::{RunOptions, Service};
-use force_returns::validate::Decision;
 use force_returns_dev::demo::{DemoConfig, uploads};
 
 use crate::common::{TestBucket, project, shared_fixtures};

@@ -5,7 +5,8 @@
 //! worker killed mid-run, presigned uploads with `curl`. `s3_faults` runs the service through
 //! `fault_proxy`, a proxy that injects S3 faults (errors, throttling, resets, cut answers,
 //! delays, held requests) in front of the test server. `golden` compares everything two
-//! whole histories write with the recording in `tests/golden/`.
+//! whole histories write with the recording in `tests/golden/`. `architecture` fails when the
+//! crate's top-level modules import each other in a cycle.
 //!
 //! External pieces (the Python Parquet readers, headless Chromium, `../shared/fixtures`, the
 //! S3 test server, `curl`) are found through `tests/run`'s environment. A test that needs a
@@ -13,6 +14,7 @@
 //! passes by skipping what it is there to check, by hand or in CI.
 
 mod analysis;
+mod architecture;
 mod cli;
 mod common;
 mod corpus;

@@ -10,7 +10,7 @@ use force_returns::layout;
 use force_returns::pipeline::{RunOptions, Service};
 use force_returns::store::{self, LocalStore, ObjectMeta, ObjectStore, PutMode, StoreError};
 
-use force_returns::validate::Decision;
+use force_returns::model::Decision;
 
 use crate::common::{
     TestBucket, check_processed_exactly_once, done_records, on_both_backends, project, read_bucket,

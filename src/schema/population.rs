@@ -4,14 +4,15 @@
 //! The file is a CSV whose columns the pipeline names (`[population]`): one column for the
 //! area, one for the whole population and one per 5-group. Areas are matched to force ids
 //! through the forces code list, ignoring case (`Avon & Somerset`, `Metropolitan` and
-//! `Devon & Cornwall` are aliases there). `config` reads the file; parsing is pure.
+//! `Devon & Cornwall` are aliases there). `config` reads the file; parsing is pure; `analyze`
+//! divides by it.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::settings::PopulationSettings;
-use crate::schema::CodeList;
+use super::CodeList;
+use crate::model::analysis::PopulationSettings;
 
 /// The population of one force area.
 #[derive(Debug, Clone, PartialEq, Serialize)]

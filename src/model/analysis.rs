@@ -1,15 +1,17 @@
-//! Analysis settings as written in a pipeline file: `[anomalies]` (thresholds of every check),
-//! `[population]` (the reference for rates per 1,000) and the expected-returns keys of
-//! `[period]`. Each struct has the defaults the stop-and-search pipeline was tuned with (see
-//! `QUALITY.md`), so a pipeline names only what it changes. [`AnomalySettings::check`] lists
-//! every problem for `check-config`.
+//! Analysis settings as written in a pipeline file: `[anomalies]` (thresholds of every check)
+//! and `[population]` (the reference for rates per 1,000). Each struct has the defaults the
+//! stop-and-search pipeline was tuned with (see `QUALITY.md`), so a pipeline names only what it
+//! changes. `config` parses and checks them ([`AnomalySettings::check`] lists every problem for
+//! `check-config`); `analyze` uses them.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::schema::{Catalog, RecordSchema};
+/// The dimension of self-defined ethnic groups, whose categories the population reference
+/// gives residents for.
+pub const SDE_GROUP: &str = "self_defined_ethnicity_group";
 
 /// A plausible range around an expected value: half-width `max(z × spread, relative × level,
 /// min_change)`, where spread is the scaled median absolute deviation of the baseline and level
@@ -217,35 +219,11 @@ impl PeerSeries {
     }
 }
 
-/// The dimensions a schema's counts have: each code-list property, each property with one of
-/// its list's attributes (`<property>_<attribute>`), each boolean property; with the codes or
-/// attribute values each may take.
-pub fn dimensions(schema: &RecordSchema) -> BTreeMap<String, Vec<String>> {
-    let mut out = BTreeMap::new();
-    for p in &schema.properties {
-        if let Some(list) = &p.codelist {
-            out.insert(
-                p.name.clone(),
-                list.codes.iter().map(|c| c.code.clone()).collect(),
-            );
-            for a in &list.attributes {
-                let mut values: Vec<String> = (0..list.codes.len())
-                    .map(|k| list.attribute(k as u32, a).to_owned())
-                    .collect();
-                values.sort();
-                values.dedup();
-                out.insert(format!("{}_{a}", p.name), values);
-            }
-        } else if p.snapshot == crate::schema::SnapshotType::Boolean {
-            out.insert(p.name.clone(), vec!["true".to_owned(), "false".to_owned()]);
-        }
-    }
-    out
-}
-
 impl AnomalySettings {
-    /// Every problem with these settings for `schema`, as messages naming the key.
-    pub fn check(&self, schema: &RecordSchema) -> Vec<String> {
+    /// Every problem with these settings for a schema whose counts have `dimensions` (each
+    /// dimension with the values it may take: `RecordSchema::dimensions`), as messages naming
+    /// the key.
+    pub fn check(&self, dimensions: &BTreeMap<String, Vec<String>>) -> Vec<String> {
         let mut problems = Vec::new();
         let share = |name: &str, v: f64, problems: &mut Vec<String>| {
             if !(0.0..=1.0).contains(&v) {
@@ -303,7 +281,7 @@ impl AnomalySettings {
                 self.baseline_months, self.min_history_months
             ));
         }
-        let known = dimensions(schema);
+        let known = dimensions;
         for d in &self.dimensions {
             if !known.contains_key(d) {
                 problems.push(format!(
@@ -360,38 +338,4 @@ pub struct PopulationSettings {
 
 fn yes() -> bool {
     true
-}
-
-/// The forces whose returns are expected, from entries that are force ids or the groups `all`
-/// (every force in the forces list) and `territorial` (the forces with an ONS police force area
-/// code: the 43 of England and Wales, not British Transport Police).
-pub fn expected_forces(entries: &[String], catalog: &Catalog) -> Result<Vec<String>, String> {
-    let Some(forces) = catalog.forces() else {
-        return Err("the forces code list is missing".into());
-    };
-    let mut out: Vec<String> = Vec::new();
-    for entry in entries {
-        let ids: Vec<String> = match entry.as_str() {
-            "all" => forces.codes.iter().map(|c| c.code.clone()).collect(),
-            "territorial" => forces
-                .codes
-                .iter()
-                .filter(|c| c.attributes.get("ons_code").is_some_and(|v| !v.is_empty()))
-                .map(|c| c.code.clone())
-                .collect(),
-            id if forces.codes.iter().any(|c| c.code == id) => vec![id.to_owned()],
-            other => {
-                return Err(format!(
-                    "expected_forces: `{other}` is not a force id, `all` or `territorial`"
-                ));
-            }
-        };
-        for id in ids {
-            if !out.contains(&id) {
-                out.push(id);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
 }

@@ -1,0 +1,45 @@
+//! Value types that several layers share, at the bottom of the crate. Any module may import
+//! `model`; `model` imports only the other bottom modules ([`crate::period`]), so a value that
+//! two layers exchange lives here rather than in either of them, and no import cycle can pass
+//! through it.
+//!
+//! - [`Decision`]: what checking a whole upload found;
+//! - [`analysis`]: the `[anomalies]` and `[population]` settings of a pipeline;
+//! - [`upload`]: the limits of reading an upload, how cells are read, blank-rate thresholds;
+//! - [`manifest`]: which accepted submission is current for each force × period;
+//! - [`receipt`]: one row per processed upload, the state the status of returns comes from;
+//! - [`token`]: tokens unique to one taking (leases, work folders).
+
+pub mod analysis;
+pub mod manifest;
+pub mod receipt;
+pub mod token;
+pub mod upload;
+
+pub use manifest::{Manifest, ManifestChange, ManifestEntry};
+pub use receipt::{Receipt, Receipts};
+pub use token::new_token;
+pub use upload::{BlankThreshold, DEFAULT_MAX_COLUMNS, Limits, ReadingSettings};
+
+/// What checking a whole upload found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// No warnings or errors.
+    Accepted,
+    /// Accepted; the report lists warnings.
+    AcceptedWithWarnings,
+    /// Not accepted; the force must fix and resubmit.
+    Rejected,
+}
+
+impl Decision {
+    /// The name used in reports and tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Accepted => "accepted",
+            Decision::AcceptedWithWarnings => "accepted_with_warnings",
+            Decision::Rejected => "rejected",
+        }
+    }
+}
