@@ -110,8 +110,8 @@ struct Upload {
 const FIRST: &str = "incoming/kent/stop_search/2020-01/first.csv";
 const SECOND: &str = "incoming/kent/stop_search/2020-01/second.csv";
 
-/// Rows of the resubmission: a few, or enough for its processing to outlast a third of the
-/// short claim time to live, so that its claim is renewed (in the run killed at that step).
+/// Rows of the resubmission: a few, or, for the run killed at a renewal, a start from which it
+/// grows until its processing outlasts a third of the short claim time to live.
 const SECOND_ROWS: usize = 45;
 const SECOND_ROWS_SLOW: usize = 60_000;
 
@@ -655,13 +655,23 @@ async fn a_run_killed_at_every_step_and_at_random_times_is_finished_by_a_restart
         killed_at_step(step, 1 + i % times, SECOND_ROWS, &reference).await;
         runs += 1;
     }
-    // A renewal needs an upload that takes longer than a third of the claim's time to live.
-    let (slow, renewing) = LocalRun::reference(SECOND_ROWS_SLOW).await;
-    assert!(
-        renewing.log.steps.iter().any(|(s, _)| s == "claim renewed"),
-        "the slow upload's claim was renewed"
-    );
-    killed_at_step("claim renewed", 1, SECOND_ROWS_SLOW, &slow).await;
+    // A renewal needs an upload that takes longer than a third of the claim's time to live:
+    // the upload grows until its uninterrupted run renews its claim, however fast the machine,
+    // then doubles again so that the killed run renews too before it ends.
+    let mut rows = SECOND_ROWS_SLOW;
+    loop {
+        let (_, renewing) = LocalRun::reference(rows).await;
+        if renewing.log.steps.iter().any(|(s, _)| s == "claim renewed") {
+            break;
+        }
+        rows *= 2;
+        assert!(
+            rows <= 64 * SECOND_ROWS_SLOW,
+            "no upload up to {rows} rows had its claim renewed"
+        );
+    }
+    let (slow, _) = LocalRun::reference(2 * rows).await;
+    killed_at_step("claim renewed", 1, 2 * rows, &slow).await;
     runs += 1;
 
     let seed = std::env::var("FORCE_RETURNS_CRASH_SEED")
