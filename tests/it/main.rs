@@ -5,7 +5,8 @@
 //! worker killed mid-run, presigned uploads with `curl`. `s3_faults` runs the service through
 //! `fault_proxy`, a proxy that injects S3 faults (errors, throttling, resets, cut answers,
 //! delays, held requests) in front of the test server. `golden` compares everything two
-//! whole histories write with the recording in `tests/golden/`.
+//! whole histories write with the recording in `tests/golden/`. `fuzz_replay` runs the fuzz
+//! corpora through the fuzz targets' harnesses.
 //!
 //! External pieces (the Python Parquet readers, headless Chromium, `../shared/fixtures`, the
 //! S3 test server, `curl`) are found through `tests/run`'s environment. A test that needs a
@@ -17,6 +18,7 @@ mod cli;
 mod common;
 mod corpus;
 mod fault_proxy;
+mod fuzz_replay;
 mod golden;
 mod policy;
 mod presigned;
