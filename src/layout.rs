@@ -681,12 +681,15 @@ pub fn done_index_key(generation: u64) -> String {
     format!("{DONE_INDEX}{generation:020}.json")
 }
 
-/// The generation a key of the ledger's index names.
+/// The generation a key of the ledger's index names, in the one spelling
+/// [`done_index_key`] writes: the ledger reads the key it builds from the number it parsed,
+/// so another spelling of a number (`7.json`, `+7.json`) would name an object never read.
 pub fn parse_done_index_key(key: &str) -> Option<u64> {
-    key.strip_prefix(DONE_INDEX)?
-        .strip_suffix(".json")?
-        .parse()
-        .ok()
+    let digits = key.strip_prefix(DONE_INDEX)?.strip_suffix(".json")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 /// Generation `n` of the lease `base`.
@@ -694,10 +697,17 @@ pub fn generation_key(base: &str, generation: u64) -> String {
     format!("{base}.{generation}.json")
 }
 
-/// The lease and generation a key of `<base>.<n>.json` names.
+/// The lease and generation a key of `<base>.<n>.json` names, with `n` written as
+/// [`generation_key`] writes it (no sign, no leading zero): a lease reads and deletes the key
+/// it builds from the number it parsed, so another spelling (`.01.json`) would name an object
+/// never read, and hold the lease busy for good.
 pub fn parse_generation_key(key: &str) -> Option<(&str, u64)> {
     let stem = key.strip_suffix(".json")?;
     let (base, n) = stem.rsplit_once('.')?;
+    let canonical = n.bytes().all(|b| b.is_ascii_digit()) && (n == "0" || !n.starts_with('0'));
+    if !canonical {
+        return None;
+    }
     Some((base, n.parse().ok()?))
 }
 
@@ -933,6 +943,32 @@ mod tests {
         assert!(message.contains("a\\u{d}\\u{a}yyy"), "{message}");
         assert!(!message.contains('\n'));
         assert!(message.len() < 1000, "{}", message.len());
+    }
+
+    /// Found by the `keys` fuzz target: the parsers took other spellings of a number, and
+    /// the ledger and the leases then read a key built from it that does not exist.
+    #[test]
+    fn ledger_and_lease_keys_parse_in_the_one_spelling_their_builders_write() {
+        for other in [
+            "_state/done-index/7.json",
+            "_state/done-index/00000000007.json",
+            "_state/done-index/+0000000000000000007.json",
+            "_state/done-index/99999999999999999999.json",
+        ] {
+            assert_eq!(parse_done_index_key(other), None, "{other}");
+        }
+        for other in ["locks/x.01.json", "locks/x.+1.json", "locks/x..json"] {
+            assert_eq!(parse_generation_key(other), None, "{other}");
+        }
+        assert_eq!(parse_generation_key("locks/x.0.json"), Some(("locks/x", 0)));
+        assert_eq!(
+            parse_generation_key("locks/x.10.json"),
+            Some(("locks/x", 10))
+        );
+        assert_eq!(
+            parse_done_index_key(&done_index_key(u64::MAX)),
+            Some(u64::MAX)
+        );
     }
 
     #[test]

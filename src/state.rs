@@ -117,12 +117,14 @@ pub struct DoneRecord {
     pub receipt: Option<Receipt>,
 }
 
-/// One generation of the ledger's index: every upload finished when it was made.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Index {
-    generation: u64,
-    /// By marker.
-    records: BTreeMap<String, DoneRecord>,
+/// One generation of the ledger's index, `_state/done-index/<n>.json`: every upload finished
+/// when it was made.
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Index {
+    /// Its generation (`n` of its key).
+    pub generation: u64,
+    /// The finished uploads, by marker.
+    pub records: BTreeMap<String, DoneRecord>,
 }
 
 /// The uploads the ledger knows are finished.

@@ -40,7 +40,7 @@ use crate::store::{ObjectStore, PutMode, StoreError};
 const ROUNDS: usize = 8;
 
 /// What a generation object holds.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LeaseRecord {
     /// What the lease is for (an upload key, a manifest).
     pub subject: String,
@@ -334,6 +334,19 @@ mod tests {
         )
         .await
         .unwrap()
+    }
+
+    /// Found by the `keys` fuzz target: `locks/x.01.json` was read as generation 1, whose key
+    /// `locks/x.1.json` does not exist, so every take looked again and the lease stayed busy.
+    #[tokio::test]
+    async fn an_object_that_spells_a_generation_otherwise_does_not_hold_the_lease() {
+        let (_dir, store) = store();
+        store
+            .put("locks/x.01.json", b"{}".to_vec(), PutMode::Create)
+            .await
+            .unwrap();
+        let taken = take_at(store.as_ref(), "a", "2020-01-01T00:00:00Z").await;
+        assert!(matches!(taken, Taken::Held(_)), "{taken:?}");
     }
 
     #[tokio::test]

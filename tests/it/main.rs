@@ -6,7 +6,8 @@
 //! `fault_proxy`, a proxy that injects S3 faults (errors, throttling, resets, cut answers,
 //! delays, held requests) in front of the test server. `golden` compares everything two
 //! whole histories write with the recording in `tests/golden/`. `architecture` fails when the
-//! crate's top-level modules import each other in a cycle.
+//! crate's top-level modules import each other in a cycle. `fuzz_replay` runs the fuzz corpora
+//! through the fuzz targets' harnesses.
 //!
 //! External pieces (the Python Parquet readers, headless Chromium, `../shared/fixtures`, the
 //! S3 test server, `curl`) are found through `tests/run`'s environment. A test that needs a
@@ -20,6 +21,7 @@ mod common;
 mod corpus;
 mod crash;
 mod fault_proxy;
+mod fuzz_replay;
 mod golden;
 mod policy;
 mod presigned;
