@@ -36,12 +36,12 @@ use force_returns::layout::{
     self, Names, Route, Submission, done_index_key, done_key, generation_key, parse_done_index_key,
     parse_done_key, parse_generation_key,
 };
+use force_returns::model::{Decision, Limits, Manifest, ManifestChange, Receipts};
 use force_returns::period::Period;
 use force_returns::pipeline::{check_settings, check_upload, key_names, parse_upload_key};
 use force_returns::state::lease::LeaseRecord;
 use force_returns::state::{DoneRecord, Index};
 use force_returns::store::check_key;
-use force_returns::model::{Decision, Limits, Manifest, ManifestChange, Receipts};
 use force_returns::validate::{CheckSettings, UploadScope};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
