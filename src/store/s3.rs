@@ -1044,6 +1044,30 @@ impl S3Store {
         })
     }
 
+    /// Deletes an object, only the version with `etag` if given (`If-Match`: another version
+    /// is [`StoreError::Changed`] and stays); a missing object is not an error.
+    async fn delete_object(&self, key: &str, etag: Option<&str>) -> Result<()> {
+        let full = self.full_key(key)?;
+        match self
+            .client
+            .delete_object()
+            .bucket(&self.location.bucket)
+            .key(full)
+            .set_if_match(etag.map(str::to_owned))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match self.error("delete", key, &e) {
+                (Failure::NotFound, _) => Ok(()),
+                (Failure::Precondition, _) if etag.is_some() => Err(StoreError::Changed {
+                    location: self.location(key),
+                }),
+                (_, error) => Err(error),
+            },
+        }
+    }
+
     fn tell_retried(&self, operation: &str, reason: RetryReason) {
         for o in &self.options.observers {
             o.retried(operation, reason);
@@ -1233,43 +1257,11 @@ impl ObjectStore for S3Store {
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        let full = self.full_key(key)?;
-        match self
-            .client
-            .delete_object()
-            .bucket(&self.location.bucket)
-            .key(full)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) => match self.error("delete", key, &e) {
-                (Failure::NotFound, _) => Ok(()),
-                (_, error) => Err(error),
-            },
-        }
+        self.delete_object(key, None).await
     }
 
     async fn delete_version(&self, key: &str, etag: &str) -> Result<()> {
-        let full = self.full_key(key)?;
-        match self
-            .client
-            .delete_object()
-            .bucket(&self.location.bucket)
-            .key(full)
-            .if_match(etag)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) => match self.error("delete", key, &e) {
-                (Failure::NotFound, _) => Ok(()),
-                (Failure::Precondition, _) => Err(StoreError::Changed {
-                    location: self.location(key),
-                }),
-                (_, error) => Err(error),
-            },
-        }
+        self.delete_object(key, Some(etag)).await
     }
 }
 
