@@ -401,6 +401,7 @@ impl PipelineRunner {
         while let Some(joined) = tasks.join_next().await {
             self.record(joined, &mut report);
         }
+        report.failed.extend(self.service.finish_run().await);
         info!(
             processed = report.processed.len(),
             skipped = report.skipped,

@@ -481,9 +481,10 @@ impl Service {
         }
     }
 
-    /// Writes the status tables at the end of a run; a failure is logged and reported, and
-    /// the next run writes them again.
-    pub(super) async fn finish_run(&self) -> Option<(String, String)> {
+    /// Writes the status tables at the end of a run (a worker's too: a return goes late or
+    /// overdue as time passes, with no upload); a failure is logged and reported, and the next
+    /// run writes them again.
+    pub async fn finish_run(&self) -> Option<(String, String)> {
         match self.write_status_tables().await {
             Ok(()) => None,
             Err(e) => {

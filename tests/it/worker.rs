@@ -22,6 +22,7 @@ use force_returns::pipeline::{RunOptions, Service};
 use force_returns::scheduler::PipelineRunner;
 use force_returns::shutdown::ShutdownController;
 use force_returns::store::{self, LocalStore, ObjectMeta, ObjectStore, PutMode};
+use parquet::file::reader::FileReader as _;
 
 use crate::common::{
     TestBucket, TokioClock, check_processed_exactly_once, done_records, manifest_dir,
@@ -325,6 +326,34 @@ async fn no_more_than_max_in_flight_uploads_are_processed_at_once() {
     assert_eq!(report.processed.len(), 6);
     assert_eq!(gate.max_claims.load(Ordering::SeqCst), 2);
     assert_eq!(gate.live_claims.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workers_run_writes_the_status_of_expected_returns_as_run_once_does() {
+    let bucket = TestBucket::new();
+    bucket
+        .upload(&key("durham", "return.csv"), extract(20))
+        .await;
+    let (_c, shutdown) = ShutdownController::new();
+    let status = force_returns::layout::status_key("stop_search");
+    let report = runner(&bucket, bucket.store.clone(), 2)
+        .run_dataset("stop_search", &shutdown)
+        .await
+        .unwrap();
+    assert_eq!(report.processed.len(), 1);
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    let (bytes, _) = bucket.store.get(&status).await.expect("the status table");
+    let rows = parquet::file::reader::SerializedFileReader::new(bytes::Bytes::from(bytes))
+        .unwrap()
+        .metadata()
+        .file_metadata()
+        .num_rows();
+    assert!(rows > 0, "one row per force and expected month");
+
+    // The same table as a run of `run --once` over the same bucket writes.
+    let before = bucket.store.get(&status).await.unwrap().0;
+    bucket.run().await;
+    assert!(bucket.store.get(&status).await.unwrap().0 == before);
 }
 
 // ---------------------------------------------------------------------------------------------
