@@ -17,10 +17,13 @@ use chrono::{SecondsFormat, Utc};
 use force_returns::clock::{Clock, FixedClock, SystemClock};
 use force_returns::config::Project;
 use force_returns::layout::{self, INCOMING, incoming_key, manifest_key, receipts_key};
+use force_returns::metrics::Metrics;
 use force_returns::model::Decision;
 use force_returns::model::{Manifest, ManifestEntry, Receipt, Receipts};
 use force_returns::period::Period;
 use force_returns::pipeline::{RunOptions, Service};
+use force_returns::scheduler::PipelineRunner;
+use force_returns::shutdown::ShutdownController;
 use force_returns::state::{DoneRecord, State, StateOptions};
 use force_returns::store::{ObjectStore, PutMode};
 use tokio::task::JoinSet;
@@ -325,6 +328,42 @@ pub async fn run(
         what: "run: nothing new".into(),
         seconds,
         note: format!("{} processed", idle.processed.len()),
+    });
+
+    // The worker's tick: the same, with its default of two uploads in flight at once.
+    for (i, force) in forces.iter().cycle().take(new).enumerate() {
+        store
+            .put(
+                &incoming_key(force, "stop_search", newest, &format!("next-{i}.csv")),
+                new_return(newest, 200),
+                PutMode::Create,
+            )
+            .await?;
+    }
+    let runner = PipelineRunner::new(
+        Arc::new(Service::new(
+            Arc::clone(&project),
+            Arc::clone(&store),
+            Arc::new(SystemClock),
+            RunOptions::default(),
+        )),
+        &project,
+        Arc::new(SystemClock),
+        Arc::new(Metrics::new(["stop_search"])),
+        2,
+    );
+    let (_controller, shutdown) = ShutdownController::new();
+    let (report, seconds) =
+        time(async { Ok(runner.run_dataset("stop_search", &shutdown).await?) }).await?;
+    anyhow::ensure!(
+        report.failed.is_empty(),
+        "the worker's run failed: {:?}",
+        report.failed
+    );
+    results.push(Timed {
+        what: format!("worker tick, two in flight: {new} new uploads processed"),
+        seconds,
+        note: format!("{} processed", report.processed.len()),
     });
 
     let mut report = format!(
