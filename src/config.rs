@@ -18,6 +18,7 @@ use serde::Deserialize;
 use crate::finding::{Code, Severity};
 use crate::model::analysis::{AnomalySettings, PopulationSettings};
 use crate::model::{BlankThreshold, Limits, ReadingSettings};
+use crate::period::{CADENCE_NAMES, Cadence, Deadline, Period, SnapshotDates};
 use crate::rules::{DECLARED_CODES, RuleDecl, RuleSet};
 use crate::schema::{Catalog, CodeList, Population, RecordSchema};
 
@@ -46,29 +47,39 @@ impl fmt::Display for ConfigProblem {
 #[error("{} configuration problem(s):\n{}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
 pub struct ConfigErrors(pub Vec<ConfigProblem>);
 
-/// How often a dataset is returned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PeriodType {
-    /// One return per calendar month.
-    Monthly,
+/// The `[period]` section as written: the cadence and deadline rule, read and checked into
+/// [`PeriodSettings`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeriodFile {
+    /// `month` (the default), `quarter`, `financial_year` or `snapshot`; `type = "monthly"`
+    /// is the old spelling of a month.
+    #[serde(default, alias = "type")]
+    cadence: Option<toml::Spanned<String>>,
+    /// A snapshot cadence's dates of the year, `MM-DD`.
+    #[serde(default)]
+    snapshot_dates: Option<toml::Spanned<Vec<String>>>,
+    #[serde(default)]
+    deadline_days: Option<u32>,
+    #[serde(default)]
+    deadline_date: Option<toml::Spanned<String>>,
+    #[serde(default)]
+    first: Option<toml::Spanned<String>>,
+    #[serde(default = "all_forces")]
+    expected_forces: Vec<String>,
 }
 
-/// When a period's return is due.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// What a dataset's returns cover and when each is due.
+#[derive(Debug, Clone)]
 pub struct PeriodSettings {
-    /// The period type.
-    #[serde(rename = "type")]
-    pub kind: PeriodType,
-    /// Days after the period's last day by which the return is due (end of that day, UK time
-    /// is ignored: deadlines are whole days in UTC).
-    pub deadline_days: u32,
+    /// How often a return is sent: the kind of period each covers.
+    pub cadence: Cadence,
+    /// When a period's return is due (`deadline_days` after the period ends, or a
+    /// `deadline_date` of the year; whole days in UTC).
+    pub deadline: Deadline,
     /// The first period returns are expected for (default: the earliest period received).
-    #[serde(default)]
-    pub first: Option<crate::period::Period>,
+    pub first: Option<Period>,
     /// Whose returns are expected: force ids, `all` or `territorial` (default `all`).
-    #[serde(default = "all_forces")]
     pub expected_forces: Vec<String>,
 }
 
@@ -121,7 +132,7 @@ struct PipelineFile {
     title: String,
     schema: String,
     schedule: toml::Spanned<String>,
-    period: PeriodSettings,
+    period: PeriodFile,
     #[serde(default)]
     decision: DecisionSettings,
     #[serde(default)]
@@ -518,7 +529,10 @@ fn load_pipeline(
             problems.push(problem(section_line("anomalies"), message));
         }
     }
-    let expected = match expected_forces(&parsed.period.expected_forces, catalog) {
+    let period = period_settings(&text, parsed.period, &mut |line, message| {
+        problems.push(problem(line, message));
+    });
+    let expected = match expected_forces(&period.expected_forces, catalog) {
         Ok(f) => f,
         Err(message) => {
             problems.push(problem(line_of_key(&text, "expected_forces"), message));
@@ -558,7 +572,7 @@ fn load_pipeline(
         title: parsed.title,
         schema: Arc::new(schema?),
         schedule: parsed.schedule.into_inner(),
-        period: parsed.period,
+        period,
         decision: parsed.decision,
         severity_overrides,
         limits: parsed.limits,
@@ -570,6 +584,119 @@ fn load_pipeline(
         expected_forces: expected,
         file: file.to_owned(),
     })
+}
+
+/// Reads the `[period]` section: the cadence (default month) with its snapshot dates, the
+/// deadline rule and the first period, reporting each problem with its line.
+fn period_settings(
+    text: &str,
+    file: PeriodFile,
+    report: &mut dyn FnMut(Option<usize>, String),
+) -> PeriodSettings {
+    let line = |span: std::ops::Range<usize>| Some(line_of(text, span.start));
+    let dates = match &file.snapshot_dates {
+        Some(d) => match SnapshotDates::parse(d.get_ref()) {
+            Ok(dates) => Some(dates),
+            Err(message) => {
+                report(line(d.span()), format!("snapshot_dates: {message}"));
+                None
+            }
+        },
+        None => None,
+    };
+    let cadence = match &file.cadence {
+        None => Cadence::Month,
+        Some(name) => {
+            let snapshot = name.get_ref() == "snapshot";
+            let cadence =
+                Cadence::from_name(name.get_ref(), dates.unwrap_or(SnapshotDates::WORKFORCE));
+            if cadence.is_none() {
+                report(
+                    line(name.span()),
+                    format!(
+                        "cadence `{}` is not a cadence (one of {})",
+                        name.get_ref(),
+                        CADENCE_NAMES.join(", ")
+                    ),
+                );
+            } else if snapshot && file.snapshot_dates.is_none() {
+                report(
+                    line(name.span()),
+                    "a `snapshot` cadence lists its dates of the year: add `snapshot_dates = [\"03-31\", \"09-30\"]`".into(),
+                );
+            }
+            cadence.unwrap_or(Cadence::Month)
+        }
+    };
+    if let (Some(d), false) = (
+        &file.snapshot_dates,
+        matches!(cadence, Cadence::Snapshot(_)),
+    ) {
+        report(
+            line(d.span()),
+            format!(
+                "snapshot_dates are for a `snapshot` cadence, not `{}`",
+                cadence.name()
+            ),
+        );
+    }
+    let deadline = match (file.deadline_days, &file.deadline_date) {
+        (Some(days), None) => Deadline::DaysAfter(days),
+        (None, Some(date)) => {
+            let rule = SnapshotDates::parse(std::slice::from_ref(date.get_ref()))
+                .ok()
+                .and_then(|_| {
+                    let (m, d) = date.get_ref().split_once('-')?;
+                    Some(Deadline::DayOfYear(m.parse().ok()?, d.parse().ok()?))
+                });
+            if let Some(rule) = rule {
+                if let Some(message) = rule.misfit(cadence) {
+                    report(line(date.span()), message);
+                }
+                rule
+            } else {
+                report(
+                    line(date.span()),
+                    format!(
+                        "deadline_date `{}` is not a day every year has, written MM-DD (`07-31`)",
+                        date.get_ref()
+                    ),
+                );
+                Deadline::DaysAfter(0)
+            }
+        }
+        (Some(_), Some(date)) => {
+            report(
+                line(date.span()),
+                "give one deadline rule: `deadline_days` or `deadline_date`, not both".into(),
+            );
+            Deadline::DaysAfter(0)
+        }
+        (None, None) => {
+            report(
+                text.lines()
+                    .position(|l| l.trim_start().starts_with("[period]"))
+                    .map(|i| i + 1),
+                "[period] needs a deadline rule: `deadline_days` (days after the period ends) or `deadline_date` (MM-DD)".into(),
+            );
+            Deadline::DaysAfter(0)
+        }
+    };
+    let first = file
+        .first
+        .and_then(|first| match cadence.parse(first.get_ref()) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                report(line(first.span()), format!("first: {e}"));
+                None
+            }
+        });
+    PeriodSettings {
+        cadence,
+        deadline,
+        first,
+        expected_forces: file.expected_forces,
+    }
 }
 
 /// Reads the population reference. A missing file is a problem only when the pipeline says
@@ -679,7 +806,7 @@ title = "Things"
 schema = "things/v1"
 schedule = "0 */5 * * * *"
 [period]
-type = "monthly"
+cadence = "month"
 deadline_days = 20
 "#;
 
@@ -710,6 +837,97 @@ deadline_days = 20
         assert!(
             text[2].contains("things.toml:8: `no_such_code`"),
             "{text:#?}"
+        );
+    }
+
+    #[test]
+    fn the_cadence_defaults_to_month_and_the_old_spelling_still_loads() {
+        let (_d, p) = project_with(&GOOD.replace("cadence = \"month\"\n", ""));
+        assert_eq!(
+            p.unwrap().pipeline("things").unwrap().period.cadence,
+            Cadence::Month
+        );
+        let (_d, p) = project_with(&GOOD.replace("cadence = \"month\"", "type = \"monthly\""));
+        assert_eq!(
+            p.unwrap().pipeline("things").unwrap().period.cadence,
+            Cadence::Month
+        );
+        let quarterly = GOOD.replace(
+            "cadence = \"month\"",
+            "cadence = \"quarter\"\nfirst = \"2024-Q1\"",
+        );
+        let (_d, p) = project_with(&quarterly);
+        let p = p.unwrap();
+        let period = &p.pipeline("things").unwrap().period;
+        assert_eq!(period.cadence, Cadence::Quarter);
+        assert_eq!(
+            period.first.map(|f| f.to_string()).as_deref(),
+            Some("2024-Q1")
+        );
+        assert_eq!(period.deadline, Deadline::DaysAfter(20));
+        let snapshots = GOOD
+            .replace(
+                "cadence = \"month\"",
+                "cadence = \"snapshot\"\nsnapshot_dates = [\"03-31\", \"09-30\"]",
+            )
+            .replace("deadline_days = 20", "deadline_days = 40");
+        let (_d, p) = project_with(&snapshots);
+        assert_eq!(
+            p.unwrap().pipeline("things").unwrap().period.cadence,
+            Cadence::Snapshot(SnapshotDates::WORKFORCE)
+        );
+    }
+
+    #[test]
+    fn cadence_and_deadline_problems_are_reported_with_their_lines() {
+        let problems = |toml: &str| -> Vec<String> {
+            let (_d, p) = project_with(toml);
+            p.unwrap_err().0.iter().map(ToString::to_string).collect()
+        };
+        let unknown = problems(&GOOD.replace("cadence = \"month\"", "cadence = \"fortnight\""));
+        assert_eq!(unknown.len(), 1, "{unknown:#?}");
+        assert!(
+            unknown[0].contains("things.toml:6: cadence `fortnight` is not a cadence (one of month, quarter, financial_year, snapshot)"),
+            "{unknown:#?}"
+        );
+        let misfit = problems(
+            &GOOD
+                .replace("cadence = \"month\"", "cadence = \"quarter\"")
+                .replace("deadline_days = 20", "deadline_date = \"07-31\""),
+        );
+        assert_eq!(misfit.len(), 1, "{misfit:#?}");
+        assert!(
+            misfit[0].contains("things.toml:7: `deadline_date` is one day of the year, but a `quarter` cadence has 4 periods a year"),
+            "{misfit:#?}"
+        );
+        let yearly = GOOD
+            .replace("cadence = \"month\"", "cadence = \"financial_year\"")
+            .replace("deadline_days = 20", "deadline_date = \"07-31\"");
+        let (_d, p) = project_with(&yearly);
+        assert_eq!(
+            p.unwrap().pipeline("things").unwrap().period.deadline,
+            Deadline::DayOfYear(7, 31)
+        );
+        let first = problems(&GOOD.replace(
+            "deadline_days = 20",
+            "deadline_days = 20\nfirst = \"2024-Q1\"",
+        ));
+        assert!(
+            first[0].contains("things.toml:8: first: `2024-Q1` is a quarter period, but this dataset is returned by a month written YYYY-MM"),
+            "{first:#?}"
+        );
+        let dates = problems(&GOOD.replace(
+            "cadence = \"month\"",
+            "cadence = \"snapshot\"\nsnapshot_dates = [\"02-29\"]",
+        ));
+        assert!(
+            dates[0].contains("things.toml:7: snapshot_dates: `02-29`"),
+            "{dates:#?}"
+        );
+        let none = problems(&GOOD.replace("deadline_days = 20\n", ""));
+        assert!(
+            none[0].contains("things.toml:5: [period] needs a deadline rule"),
+            "{none:#?}"
         );
     }
 

@@ -92,6 +92,7 @@ codes! {
     TooManyRows => "too_many_rows", Error, File;
     NoRows => "no_rows", Warning, File;
     UploadLocationInvalid => "upload_location_invalid", Error, File;
+    PeriodWrongCadence => "period_wrong_cadence", Error, File;
     PeriodNotBegun => "period_not_begun", Error, File;
     EncodingConverted => "encoding_converted", Info, File;
     SepLineSkipped => "sep_line_skipped", Info, File;
@@ -263,6 +264,9 @@ pub fn hint(code: Code) -> &'static str {
         Code::NoRows => "accepted as a zero report; if there were events this period, export again",
         Code::UploadLocationInvalid => {
             "upload to incoming/<force>/<dataset>/<YYYY-MM>/<file> with your force's folder"
+        }
+        Code::PeriodWrongCadence => {
+            "upload again under a period folder of the form the message names (month 2024-03, quarter 2024-Q1, financial year FY2023-24 or snapshot date 2024-03-31, as the dataset is returned)"
         }
         Code::PeriodNotBegun => {
             "upload the return under the folder of the month it covers, once that month has begun"

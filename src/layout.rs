@@ -33,7 +33,7 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
-use crate::period::Period;
+use crate::period::{BadPeriod, Cadence, Period};
 use crate::store::hex;
 
 /// Where forces upload.
@@ -50,19 +50,22 @@ pub const UNROUTED: &str = "_unrouted";
 pub const MAX_FILE_NAME_BYTES: usize = 255;
 
 /// The canonical force ids and dataset ids an upload key is read against, with the other
-/// spellings of each force (names, ONS codes) used only to name the nearest id.
+/// spellings of each force (names, ONS codes) used only to name the nearest id, and the
+/// cadence each dataset's period folder is read in.
 #[derive(Debug, Clone, Default)]
 pub struct Names {
     forces: BTreeSet<String>,
     spellings: HashMap<String, String>,
     datasets: BTreeSet<String>,
+    cadences: HashMap<String, Cadence>,
 }
 
 impl Names {
-    /// Names from each force's id and its other spellings, and the dataset ids.
+    /// Names from each force's id and its other spellings, and the dataset ids with their
+    /// cadences.
     pub fn new<'a>(
         forces: impl IntoIterator<Item = (&'a str, Vec<&'a str>)>,
-        datasets: impl IntoIterator<Item = &'a str>,
+        datasets: impl IntoIterator<Item = (&'a str, Cadence)>,
     ) -> Names {
         let mut names = Names::default();
         for (id, spellings) in forces {
@@ -74,7 +77,10 @@ impl Names {
                     .or_insert_with(|| id.to_owned());
             }
         }
-        names.datasets = datasets.into_iter().map(str::to_owned).collect();
+        for (id, cadence) in datasets {
+            names.datasets.insert(id.to_owned());
+            names.cadences.insert(id.to_owned(), cadence);
+        }
         names
     }
 
@@ -86,6 +92,11 @@ impl Names {
     /// Whether `id` is a dataset id.
     pub fn is_dataset(&self, id: &str) -> bool {
         self.datasets.contains(id)
+    }
+
+    /// The cadence of dataset `id`'s periods.
+    pub fn cadence(&self, id: &str) -> Option<Cadence> {
+        self.cadences.get(id).copied()
     }
 
     /// The force a folder that is not a force id most likely means: the same id in another
@@ -254,6 +265,12 @@ pub enum Problem {
         /// Why, in words.
         message: String,
     },
+    /// The period folder is a period of another cadence than the dataset's (`2024-Q1` for a
+    /// monthly dataset).
+    WrongCadence {
+        /// Why, in words, naming the form expected.
+        message: String,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -305,7 +322,9 @@ impl fmt::Display for Problem {
                     None => Ok(()),
                 }
             }
-            Problem::BadPeriod { message } => write!(f, "{message}"),
+            Problem::BadPeriod { message } | Problem::WrongCadence { message } => {
+                write!(f, "{message}")
+            }
         }
     }
 }
@@ -436,11 +455,22 @@ pub fn route(key: &str, names: &Names) -> Route {
             });
             nearest
         };
-        let period_parsed = period.parse::<Period>();
-        if let (Err(e), false) = (&period_parsed, period.is_empty()) {
-            problems.push(Problem::BadPeriod {
+        // The period is read in the cadence of the dataset the folder names (or most likely
+        // means); with no dataset to go by, as a period of any cadence.
+        let period_parsed = match dataset_fix.as_deref().and_then(|d| names.cadence(d)) {
+            Some(cadence) => cadence.parse(period),
+            None => period.parse::<Period>(),
+        };
+        match (&period_parsed, period.is_empty()) {
+            (Err(e @ BadPeriod::WrongCadence { .. }), false) => {
+                problems.push(Problem::WrongCadence {
+                    message: format!("the period folder: {e}"),
+                });
+            }
+            (Err(e), false) => problems.push(Problem::BadPeriod {
                 message: format!("the period folder: {e}"),
-            });
+            }),
+            _ => {}
         }
         if problems.is_empty()
             && let (Some(force_id), Some(dataset), Ok(period)) =
@@ -733,7 +763,14 @@ mod tests {
                 ),
                 ("sussex", vec!["Sussex"]),
             ],
-            ["stop_search", "use_of_force"],
+            [
+                ("stop_search", Cadence::Month),
+                ("use_of_force", Cadence::Month),
+                (
+                    "workforce",
+                    Cadence::Snapshot(crate::period::SnapshotDates::WORKFORCE),
+                ),
+            ],
         )
     }
 
@@ -742,6 +779,39 @@ mod tests {
             Route::Odd(o) => o,
             Route::Routed(l) => panic!("{key} was placed at {l:?}"),
         }
+    }
+
+    #[test]
+    fn a_period_folder_is_read_in_its_dataset_cadence_and_never_guessed() {
+        let Route::Routed(l) = route("incoming/kent/workforce/2024-09-30/w.csv", &names()) else {
+            panic!("not placed");
+        };
+        assert_eq!(l.period.to_string(), "2024-09-30");
+        assert_eq!(l.period.next().to_string(), "2025-03-31");
+        for (key, message) in [
+            (
+                "incoming/kent/stop_search/2024-Q1/a.csv",
+                "the period folder: `2024-Q1` is a quarter period, but this dataset is returned by a month written YYYY-MM",
+            ),
+            (
+                "incoming/kent/workforce/2024-03/a.csv",
+                "the period folder: `2024-03` is a month period, but this dataset is returned by a snapshot date written YYYY-MM-DD, on 31 March and 30 September (`2024-03-31`)",
+            ),
+        ] {
+            let o = odd(key);
+            assert_eq!(
+                o.problems,
+                [Problem::WrongCadence {
+                    message: message.into()
+                }],
+                "{key}"
+            );
+            assert_eq!(o.suggestion, None, "{key}");
+        }
+        assert!(matches!(
+            odd("incoming/kent/workforce/2024-03-30/a.csv").problems[..],
+            [Problem::BadPeriod { .. }]
+        ));
     }
 
     #[test]
@@ -891,7 +961,11 @@ mod tests {
                 vec![Problem::UnknownDataset {
                     folder: "stop-search".into(),
                     nearest: Some("stop_search".into()),
-                    known: vec!["stop_search".into(), "use_of_force".into()],
+                    known: vec![
+                        "stop_search".into(),
+                        "use_of_force".into(),
+                        "workforce".into(),
+                    ],
                 }],
                 Some("kent"),
             ),
@@ -900,7 +974,11 @@ mod tests {
                 vec![Problem::UnknownDataset {
                     folder: "stöp search".into(),
                     nearest: Some("stop_search".into()),
-                    known: vec!["stop_search".into(), "use_of_force".into()],
+                    known: vec![
+                        "stop_search".into(),
+                        "use_of_force".into(),
+                        "workforce".into(),
+                    ],
                 }],
                 Some("kent"),
             ),

@@ -18,7 +18,7 @@ use force_returns::clock::{Clock, FixedClock, SystemClock};
 use force_returns::config::Project;
 use force_returns::metrics::Metrics;
 use force_returns::model::{Decision, Limits};
-use force_returns::period::Period;
+use force_returns::period::Deadline;
 use force_returns::pipeline::{CheckOutcome, RunOptions, Service, check_settings, validate_local};
 use force_returns::scheduler::{self, PipelineRunner, Stopped, Worker};
 use force_returns::schema::{Catalog, RecordSchema};
@@ -78,7 +78,8 @@ enum Command {
         /// Dataset id, e.g. `stop_search`.
         #[arg(long)]
         dataset: String,
-        /// Period the file is for, YYYY-MM.
+        /// Period the file is for, in its dataset's cadence: 2024-03, 2024-Q1, FY2023-24 or
+        /// 2024-03-31.
         #[arg(long)]
         period: String,
         /// The file name the upload will have.
@@ -102,7 +103,8 @@ enum Command {
         /// Force: data.police.uk id (south-yorkshire), ONS code (E23000011) or name.
         #[arg(long)]
         force: Option<String>,
-        /// Period the file is for, YYYY-MM.
+        /// Period the file is for, in its dataset's cadence: 2024-03, 2024-Q1, FY2023-24 or
+        /// 2024-03-31.
         #[arg(long)]
         period: Option<String>,
         /// Validate against any JSON Schema for one row instead of a dataset.
@@ -256,9 +258,13 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                     p.rules.len()
                 );
                 println!(
-                    "    expects {} forces, deadline {} days; anomalies {} ({} dimensions, {} peer series); {}",
+                    "    expects {} forces each {}, deadline {}; anomalies {} ({} dimensions, {} peer series); {}",
                     p.expected_forces.len(),
-                    p.period.deadline_days,
+                    p.period.cadence.name(),
+                    match p.period.deadline {
+                        Deadline::DaysAfter(days) => format!("{days} days after the period ends"),
+                        Deadline::DayOfYear(month, day) => format!("the next {month:02}-{day:02}"),
+                    },
                     if p.anomalies.enabled { "on" } else { "off" },
                     p.anomalies.dimensions.len(),
                     p.anomalies.peers.series.len(),
@@ -480,7 +486,11 @@ fn upload_url_command(
             project.pipelines.keys().collect::<Vec<_>>()
         );
     }
-    let period: Period = period.parse()?;
+    let period = project
+        .pipeline(dataset)
+        .map(|p| p.period.cadence.parse(period))
+        .transpose()?
+        .with_context(|| format!("no pipeline for dataset `{dataset}`"))?;
     if file.is_empty() || file.starts_with('.') || file.contains(['/', '\\', '\0']) {
         bail!("`{file}` is not a plain file name (no folders, no leading dot)");
     }
@@ -561,7 +571,7 @@ fn validate_command(
             .forces()
             .and_then(|f| f.lookup_loose(&force))
             .with_context(|| format!("`{force}` is not a force id, ONS code or name"))?;
-        let period: Period = period.unwrap_or_default().parse()?;
+        let period = pipeline.period.cadence.parse(&period.unwrap_or_default())?;
         (
             check_settings(pipeline),
             pipeline.limits,

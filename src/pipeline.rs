@@ -55,7 +55,7 @@ use crate::config::{Pipeline, Project};
 use crate::feedback::{CsvFindingSink, Outputs, Report, render_html, render_json};
 use crate::finding::{Code, CodeSummary, Finding, FindingLog, FindingSink, NoSink, Severity};
 use crate::ingest::{Batch, CsvDecoder, DEFAULT_BATCH_ROWS, DecodeStats, HeaderMap, Start};
-use crate::layout::{self, INCOMING, Location, Names, Route, Submission};
+use crate::layout::{self, INCOMING, Location, Names, Problem, Route, Submission};
 use crate::model::{Decision, Limits, ManifestEntry, Receipt};
 use crate::snapshot::{
     Lineage, QualityFindingSink, SnapshotWriter, SubmissionRecord, Tee, submissions_parquet,
@@ -105,7 +105,13 @@ pub fn key_names(project: &Project) -> Names {
             })
             .collect()
     });
-    Names::new(forces, project.pipelines.keys().map(String::as_str))
+    Names::new(
+        forces,
+        project
+            .pipelines
+            .iter()
+            .map(|(id, p)| (id.as_str(), p.period.cadence)),
+    )
 }
 
 /// Reads an upload key against the project: its place in the layout, or why it has none.
@@ -772,6 +778,17 @@ impl Service {
         let (Some(location), Some(archive_key)) = (sub.location().cloned(), sub.archive_key())
         else {
             let message = sub.odd().map(|o| o.message(&sub.key)).unwrap_or_default();
+            // A period folder of another cadence, with nothing else wrong, has its own code.
+            let code = match sub.odd() {
+                Some(o)
+                    if o.problems
+                        .iter()
+                        .all(|p| matches!(p, Problem::WrongCadence { .. })) =>
+                {
+                    Code::PeriodWrongCadence
+                }
+                _ => Code::UploadLocationInvalid,
+            };
             warn!(reason = %message, "an upload's key has no place in the layout: judged from the key alone");
             let dir = dir.to_owned();
             let checked = tokio::task::spawn_blocking(move || {
@@ -780,7 +797,7 @@ impl Service {
                     Upload::absent(now),
                     None,
                     limits,
-                    Some(message),
+                    Some((code, message)),
                     &lineage,
                     None,
                 )
@@ -1188,7 +1205,7 @@ fn check_to_files(
     upload: Upload,
     pipeline: Option<&Pipeline>,
     limits: Limits,
-    location_error: Option<String>,
+    location_error: Option<(Code, String)>,
     lineage: &Lineage,
     job: Option<&analysis::Job>,
 ) -> Result<Checked, PipelineError> {
@@ -1216,7 +1233,7 @@ fn check_to_files(
         (Some(pipeline), None) => {
             let scope = UploadScope {
                 force: Some(lineage.force_id.clone()),
-                period: lineage.period.parse().ok(),
+                period: pipeline.period.cadence.parse(&lineage.period).ok(),
                 now: Some(upload.processed_at),
             };
             let settings = check_settings(pipeline);
@@ -1285,11 +1302,13 @@ fn check_to_files(
         (_, error) => {
             let mut tee = Tee(&mut csv, &mut quality);
             let mut log = FindingLog::new(20, BTreeMap::new(), &mut tee);
-            log.push(Finding::new(
-                Code::UploadLocationInvalid,
-                error.unwrap_or_else(|| "the upload's dataset has no pipeline".into()),
-                "upload location",
-            ));
+            let (code, message) = error.unwrap_or_else(|| {
+                (
+                    Code::UploadLocationInvalid,
+                    "the upload's dataset has no pipeline".into(),
+                )
+            });
+            log.push(Finding::new(code, message, "upload location"));
             let outcome = CheckOutcome {
                 verdict: Verdict {
                     decision: Decision::Rejected,

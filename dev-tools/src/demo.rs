@@ -54,10 +54,7 @@ impl Default for DemoConfig {
     fn default() -> Self {
         DemoConfig {
             seed: 20_250_331,
-            end: Period {
-                year: 2025,
-                month: 3,
-            },
+            end: Period::new(2025, 3).expect("2025-03 is a month"),
             months: 12,
             scale: 1.0,
             defects: true,
@@ -1014,7 +1011,7 @@ fn total_weight() -> f64 {
 
 /// Rows of a force's month: Poisson around its share of the seasonal national volume.
 fn volume(seed: u64, f: &ForceInfo, period: Period, scale: f64) -> usize {
-    let season = SEASON[(period.month as usize).clamp(1, 12) - 1];
+    let season = SEASON[(period.month() as usize).clamp(1, 12) - 1];
     let lambda = NATIONAL_MONTHLY * scale.max(0.0) * f.weight / total_weight() * season;
     let mut rng = Rng::new(&[seed, tag(f.id), period_key(period), tag("volume")]);
     rng.poisson(lambda)
@@ -1344,7 +1341,7 @@ fn tag(name: &str) -> u64 {
 }
 
 fn period_key(p: Period) -> u64 {
-    u64::from(p.year.unsigned_abs()) * 12 + u64::from(p.month)
+    u64::from(p.year().unsigned_abs()) * 12 + u64::from(p.month())
 }
 
 impl Rng {
@@ -1665,8 +1662,8 @@ fn format_time(period: Period, t: u32) -> String {
     let rest = t % 86_400;
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}+00:00",
-        period.year,
-        period.month,
+        period.year(),
+        period.month(),
         day,
         rest / 3600,
         rest / 60 % 60,
@@ -2207,7 +2204,11 @@ impl Uploads<'_> {
                 let location = if defect.plant == Plant::UnknownForceFolder {
                     key(&f.id.replace("-and-", "-"), &month, &name)
                 } else {
-                    key(f.id, &format!("{}-{}", period.year, period.month), &name)
+                    key(
+                        f.id,
+                        &format!("{}-{}", period.year(), period.month()),
+                        &name,
+                    )
                 };
                 return (location, clean.bytes);
             }
@@ -2226,8 +2227,8 @@ impl Uploads<'_> {
                 for (i, row) in rows.iter_mut().enumerate() {
                     let reference = format!(
                         "{prefix}/{:02}{:02}/{:05}",
-                        period.year % 100,
-                        period.month,
+                        period.year() % 100,
+                        period.month(),
                         i + 1
                     );
                     row.push(Cow::Owned(reference));
@@ -2275,8 +2276,8 @@ impl Uploads<'_> {
                 for (k, i) in spread(rows.len(), 3).enumerate() {
                     let date = format!(
                         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}+00:00",
-                        period.year,
-                        period.month,
+                        period.year(),
+                        period.month(),
                         period.days() + 1,
                         10 + 3 * k,
                         17 + 11 * k,
@@ -2333,8 +2334,8 @@ impl Uploads<'_> {
                 header.push("Month");
                 let excel = format!(
                     "{}-{:02}",
-                    MONTH_ABBREVIATIONS[(period.month as usize).clamp(1, 12) - 1],
-                    period.year % 100
+                    MONTH_ABBREVIATIONS[(period.month() as usize).clamp(1, 12) - 1],
+                    period.year() % 100
                 );
                 let mut rows = self.rows(force, period, n);
                 for row in &mut rows {

@@ -307,8 +307,8 @@ pub fn run(project: &Project, config: &DemoConfig) -> Result<Evaluation, String>
                 .collect();
             let mut latest: BTreeMap<&str, &MonthlyCounts> = BTreeMap::new();
             for ((f, p), c) in &counts {
-                let age = i64::from(period.year - p.year) * 12 + i64::from(period.month)
-                    - i64::from(p.month);
+                let age = i64::from(period.year() - p.year()) * 12 + i64::from(period.month())
+                    - i64::from(p.month());
                 if *f != current.force_id && *p <= period && age <= max_age {
                     latest.insert(f.as_str(), c);
                 }
@@ -326,7 +326,7 @@ pub fn run(project: &Project, config: &DemoConfig) -> Result<Evaluation, String>
     }
 
     let last = window.last().copied().unwrap_or(config.end);
-    let now = status::deadline(last, pipeline.period.deadline_days) + Duration::days(1);
+    let now = status::deadline(last, pipeline.period.deadline) + Duration::days(1);
     let periods: Vec<Period> = status::periods(window[0], now)
         .into_iter()
         .filter(|p| window.contains(p))
@@ -336,7 +336,7 @@ pub fn run(project: &Project, config: &DemoConfig) -> Result<Evaluation, String>
         &pipeline.expected_forces,
         &periods,
         &receipts,
-        pipeline.period.deadline_days,
+        pipeline.period.deadline,
         now,
     );
 
@@ -373,8 +373,8 @@ pub fn run(project: &Project, config: &DemoConfig) -> Result<Evaluation, String>
             } => {
                 let at = back(config, months_back);
                 let near = |p: Period| {
-                    let d = (i64::from(p.year - at.year) * 12 + i64::from(p.month)
-                        - i64::from(at.month))
+                    let d = (i64::from(p.year() - at.year()) * 12 + i64::from(p.month())
+                        - i64::from(at.month()))
                     .unsigned_abs();
                     d <= tolerance as u64
                 };

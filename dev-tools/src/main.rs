@@ -331,7 +331,7 @@ fn incident_report(
     statuses: &[(String, Vec<Period>, Vec<StatusRow>)],
 ) -> Vec<String> {
     let months_apart = |a: Period, b: Period| {
-        (i64::from(a.year - b.year) * 12 + i64::from(a.month) - i64::from(b.month)).abs()
+        (i64::from(a.year() - b.year()) * 12 + i64::from(a.month()) - i64::from(b.month())).abs()
     };
     INCIDENTS
         .iter()

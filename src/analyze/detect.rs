@@ -548,27 +548,37 @@ fn regime_start(
     start
 }
 
-/// Month-of-year factors of a volume series: for each point, its ratio to the median of the
-/// points within six months either side; a month's factor is the median of its ratios (1 when
-/// fewer than two years give one).
-fn seasonal_factors(points: &[Point]) -> [f64; 12] {
-    let mut ratios: [Vec<f64>; 12] = Default::default();
+/// Seasonal factors of a volume series (month of year for months, quarter of year for
+/// quarters): for each point, its ratio to the median of the points within half a year
+/// either side; a season's factor is the median of its ratios (1 when fewer than two years
+/// give one). Indexed by season, from 0.
+fn seasonal_factors(points: &[Point], seasons: usize) -> Vec<f64> {
+    let half = seasons / 2;
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); seasons];
     for (i, p) in points.iter().enumerate() {
-        let window: Vec<f64> = points[i.saturating_sub(6)..(i + 7).min(points.len())]
+        let window: Vec<f64> = points[i.saturating_sub(half)..(i + half + 1).min(points.len())]
             .iter()
             .map(|q| q.num as f64)
             .collect();
-        if let Some(level) = median(&window).filter(|l| *l > 0.0) {
-            ratios[(p.period.month - 1) as usize].push(p.num as f64 / level);
+        if let (Some(level), Some(season)) = (
+            median(&window).filter(|l| *l > 0.0),
+            p.period
+                .season()
+                .and_then(|s| ratios.get_mut(s as usize - 1)),
+        ) {
+            season.push(p.num as f64 / level);
         }
     }
-    let mut factors = [1.0; 12];
-    for (m, r) in ratios.iter().enumerate() {
-        if r.len() >= 2 {
-            factors[m] = median(r).unwrap_or(1.0).clamp(0.5, 2.0);
-        }
-    }
-    factors
+    ratios
+        .iter()
+        .map(|r| {
+            if r.len() >= 2 {
+                median(r).unwrap_or(1.0).clamp(0.5, 2.0)
+            } else {
+                1.0
+            }
+        })
+        .collect()
 }
 
 fn own_history(
@@ -630,10 +640,17 @@ fn own_history(
             }
         }
     }
-    let seasonal = unit == Unit::Count && regime_points.len() >= s.seasonal_min_months;
+    let seasonal = unit == Unit::Count
+        && period.cadence().seasonal()
+        && regime_points.len() >= s.seasonal_min_months;
     let (center, spread) = if seasonal {
-        let factors = seasonal_factors(regime_points);
-        let f = |p: &Period| factors[(p.month - 1) as usize];
+        let factors = seasonal_factors(regime_points, period.cadence().per_year());
+        let f = |p: &Period| {
+            p.season()
+                .and_then(|s| factors.get(s as usize - 1))
+                .copied()
+                .unwrap_or(1.0)
+        };
         let adjusted: Vec<f64> = base.iter().map(|p| p.num as f64 / f(&p.period)).collect();
         (
             median(&adjusted)? * f(&period),
@@ -769,8 +786,10 @@ fn peer_check(
         .then(|| peer(input, series, current, r, probability, shares.len(), period))
 }
 
+/// Calendar months from the first day of `from` to the first day of `to`, whatever their
+/// cadence: `peers.max_age_months` is in months for every cadence.
 fn months_between(from: Period, to: Period) -> i64 {
-    i64::from(to.year - from.year) * 12 + i64::from(to.month) - i64::from(from.month)
+    i64::from(to.year() - from.year()) * 12 + i64::from(to.month()) - i64::from(from.month())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -833,7 +852,7 @@ fn gap_days(input: &Input<'_>, history: &[&MonthlyCounts], period: Period) -> Op
     let mut message = format!(
         "No records on {} of {} ({} {}). On the other days of the month there were {} to {} records a day.",
         day_list(&empty_list),
-        month_name(period),
+        period_name(period),
         empty,
         if empty == 1 { "day" } else { "days" },
         thousands(lowest),
@@ -997,8 +1016,8 @@ fn what(series: &Series, point: Point, labels: &Labels) -> String {
 fn history_words(from: Period, to: Period, months: usize) -> String {
     format!(
         "the force's own history ({months} months, {} to {})",
-        month_name(from),
-        month_name(to)
+        period_name(from),
+        period_name(to)
     )
 }
 
@@ -1053,7 +1072,7 @@ fn outlier(
     };
     a.message = format!(
         "In {}, {}{ratio}. From {}{} about {} was expected, and anything from {} to {} would not be unusual; this is far {direction}. {}",
-        month_name(period),
+        period_name(period),
         what(series, current, input.labels),
         history_words(from, to, months),
         if seasonal {
@@ -1102,7 +1121,7 @@ fn vanished(
     };
     a.message = format!(
         "In {}, no record has {dimension} `{category}`. In {} it made up {} of the records that give {dimension}, so about {} were expected among this month's {}. Even in its quieter months it would have had {} or more. A category that drops to zero usually means it is no longer recorded or is mapped to another code; check the extract and the code mapping of your records system.",
-        month_name(period),
+        period_name(period),
         history_words(from, to, months),
         percent(share),
         thousands(expected),
@@ -1148,7 +1167,7 @@ fn level_shift(
     );
     a.message = format!(
         "Since {}, the {} has moved to a new level: {} in the last {} months, against a usual {} (range {} to {}) in {}. A lasting step like this often follows a change of records system or of recording practice. If the change is real, nothing needs correcting and it becomes the new baseline; if not, correct the months affected.",
-        month_name(since),
+        period_name(since),
         series.describe(input.labels),
         values.join(", "),
         recent.len(),
@@ -1194,7 +1213,7 @@ fn peer(
     };
     a.message = format!(
         "In {}, {}. Across {forces} other forces this month the share is {} (most between {} and {}). A share far from every other force often means a code is mapped to the wrong category; check how your records system exports it.",
-        month_name(period),
+        period_name(period),
         what(series, current, input.labels),
         percent(r.center),
         percent(r.lo),
@@ -1225,24 +1244,9 @@ fn advice(series: &Series) -> &'static str {
 // Formatting
 // ---------------------------------------------------------------------------------------------
 
-const MONTHS: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
-
-/// `2024-03` → `March 2024`.
-pub fn month_name(p: Period) -> String {
-    format!("{} {}", MONTHS[(p.month.clamp(1, 12) - 1) as usize], p.year)
+/// A period in words: `2024-03` → `March 2024`, `2024-Q1` → `January to March 2024`.
+pub fn period_name(p: Period) -> String {
+    p.name()
 }
 
 fn ordinal(n: u32) -> String {
@@ -1387,7 +1391,7 @@ mod tests {
         );
         assert_eq!(day_list(&[1, 2]), "1st and 2nd");
         assert_eq!(day_list(&[11, 12, 13, 22]), "11th to 13th and 22nd");
-        assert_eq!(month_name("2020-01".parse().unwrap()), "January 2020");
+        assert_eq!(period_name("2020-01".parse().unwrap()), "January 2020");
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //!
 //! A pipeline expects one return per period from each force of its `expected_forces`, for
 //! every period from `[period] first` (or the earliest period any force sent) up to the last
-//! period that has ended by the clock's `now`. A period's deadline is the end of the
-//! `deadline_days`-th day after its last day (UTC). Each cell's status comes from the
+//! period that has ended by the clock's `now`, periods of the dataset's cadence (months,
+//! quarters, financial years or snapshot dates). A period's deadline is the end of the last
+//! day its profile's rule allows: the `deadline_days`-th day after its last day, or the next
+//! `deadline_date` of the year (UTC). Each cell's status comes from the
 //! [`Receipt`]s of its uploads:
 //!
 //! | status | when |
@@ -19,11 +21,11 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Decision, Receipt, Receipts};
-use crate::period::Period;
+use crate::period::{Cadence, Deadline, Period};
 
 /// The status of one expected return.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -104,23 +106,20 @@ pub struct StatusRow {
     pub zero_report: bool,
 }
 
-/// The deadline of a period: the first instant after the end of the `days`-th day after the
-/// period's last day.
-pub fn deadline(period: Period, days: u32) -> DateTime<Utc> {
-    let start = period
-        .next()
-        .first_day()
-        .and_hms_opt(0, 0, 0)
-        .map_or(DateTime::<Utc>::MIN_UTC, |d| d.and_utc());
-    start + Duration::days(i64::from(days))
+/// The deadline of a period: the first instant after the last day its `rule` allows.
+pub fn deadline(period: Period, rule: Deadline) -> DateTime<Utc> {
+    rule.last_day(period)
+        .succ_opt()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map_or(DateTime::<Utc>::MAX_UTC, |d| d.and_utc())
 }
 
-/// Periods from `first` to the last one that has ended by `now`.
+/// Periods from `first` (of the dataset's cadence) to the last one that has ended by `now`.
 pub fn periods(first: Period, now: DateTime<Utc>) -> Vec<Period> {
-    let current = Period::of(now.date_naive());
+    let today = now.date_naive();
     let mut out = Vec::new();
     let mut p = first;
-    while p < current {
+    while p.last_day() < today {
         out.push(p);
         p = p.next();
     }
@@ -133,7 +132,7 @@ pub fn status_table(
     forces: &[String],
     periods: &[Period],
     receipts: &Receipts,
-    deadline_days: u32,
+    rule: Deadline,
     now: DateTime<Utc>,
 ) -> Vec<StatusRow> {
     let mut by_cell: BTreeMap<(&str, Period), Vec<&Receipt>> = BTreeMap::new();
@@ -146,7 +145,7 @@ pub fn status_table(
     }
     let mut out = Vec::with_capacity(forces.len() * periods.len());
     for &period in periods {
-        let due = deadline(period, deadline_days);
+        let due = deadline(period, rule);
         for force in forces {
             let cell = by_cell
                 .get(&(force.as_str(), period))
@@ -211,7 +210,7 @@ fn status_of(
 
 const MONTH_LETTERS: [char; 12] = ['J', 'F', 'M', 'A', 'M', 'J', 'J', 'A', 'S', 'O', 'N', 'D'];
 
-/// The status table as compact text: one line per force, one character per month (`A`
+/// The status table as compact text: one line per force, one character per period (`A`
 /// accepted, `W` with warnings, `z` zero report, `L` late, `R` rejected, `.` due, `X`
 /// overdue), with totals.
 pub fn render_text(dataset: &str, periods: &[Period], rows: &[StatusRow]) -> String {
@@ -226,9 +225,15 @@ pub fn render_text(dataset: &str, periods: &[Period], rows: &[StatusRow]) -> Str
     forces.dedup();
     let _ = writeln!(
         out,
-        "{dataset}: {} forces × {} months ({first} to {last})",
+        "{dataset}: {} forces × {} {} ({first} to {last})",
         forces.len(),
-        periods.len()
+        periods.len(),
+        match first.cadence() {
+            Cadence::Month => "months",
+            Cadence::Quarter => "quarters",
+            Cadence::FinancialYear => "financial years",
+            Cadence::Snapshot(_) => "snapshot dates",
+        }
     );
     let _ = writeln!(
         out,
@@ -239,8 +244,8 @@ pub fn render_text(dataset: &str, periods: &[Period], rows: &[StatusRow]) -> Str
     let mut groups: Vec<(i32, Vec<Period>)> = Vec::new();
     for p in periods {
         match groups.last_mut() {
-            Some((year, months)) if *year == p.year => months.push(*p),
-            _ => groups.push((p.year, vec![*p])),
+            Some((year, months)) if *year == p.year() => months.push(*p),
+            _ => groups.push((p.year(), vec![*p])),
         }
     }
     let line = |label: &str, cell: &dyn Fn(Period) -> char| {
@@ -259,8 +264,11 @@ pub fn render_text(dataset: &str, periods: &[Period], rows: &[StatusRow]) -> Str
     let _ = writeln!(
         out,
         "{}",
-        line("force", &|p| MONTH_LETTERS
-            [(p.month.clamp(1, 12) - 1) as usize])
+        line("force", &|p| match p.cadence() {
+            Cadence::Quarter => char::from_digit(p.season().unwrap_or(0), 10).unwrap_or('Q'),
+            Cadence::FinancialYear => 'Y',
+            Cadence::Month | Cadence::Snapshot(_) => MONTH_LETTERS[(p.month() - 1) as usize],
+        })
     );
     let cells: BTreeMap<(&str, Period), &StatusRow> = rows
         .iter()
@@ -320,9 +328,15 @@ mod tests {
     #[test]
     fn deadlines_are_whole_days_after_the_period_ends() {
         let jan: Period = "2020-01".parse().unwrap();
-        assert_eq!(deadline(jan, 28), at("2020-02-29T00:00:00Z"));
+        assert_eq!(
+            deadline(jan, Deadline::DaysAfter(28)),
+            at("2020-02-29T00:00:00Z")
+        );
         let dec: Period = "2019-12".parse().unwrap();
-        assert_eq!(deadline(dec, 0), at("2020-01-01T00:00:00Z"));
+        assert_eq!(
+            deadline(dec, Deadline::DaysAfter(0)),
+            at("2020-01-01T00:00:00Z")
+        );
         assert_eq!(
             periods(dec, at("2020-03-05T09:00:00Z")),
             ["2019-12", "2020-01", "2020-02"]
@@ -330,6 +344,58 @@ mod tests {
                 .to_vec()
         );
         assert!(periods("2020-03".parse().unwrap(), at("2020-03-31T23:59:59Z")).is_empty());
+    }
+
+    #[test]
+    fn quarters_and_financial_years_fall_due_by_their_own_rule() {
+        let q = Cadence::Quarter.parse("2024-Q1").unwrap();
+        assert_eq!(
+            deadline(q, Deadline::DaysAfter(15)),
+            at("2024-04-16T00:00:00Z")
+        );
+        assert_eq!(
+            periods(q.prev(), at("2024-07-01T00:00:00Z")),
+            ["2023-Q4", "2024-Q1", "2024-Q2"]
+                .map(|p| Cadence::Quarter.parse(p).unwrap())
+                .to_vec()
+        );
+        assert_eq!(periods(q, at("2024-03-31T23:59:59Z")), []);
+        let y = Cadence::FinancialYear.parse("FY2023-24").unwrap();
+        assert_eq!(
+            deadline(y, Deadline::DayOfYear(7, 31)),
+            at("2024-08-01T00:00:00Z")
+        );
+        let r = Receipts {
+            dataset: "x".into(),
+            receipts: vec![receipt(
+                "a",
+                "2024-Q1",
+                "s1",
+                Decision::Accepted,
+                "2024-04-20T10:00:00Z",
+                3,
+            )],
+        };
+        let forces = ["a".to_owned(), "b".to_owned()];
+        let rows = status_table(
+            "x",
+            &forces,
+            &[q],
+            &r,
+            Deadline::DaysAfter(15),
+            at("2024-05-01T00:00:00Z"),
+        );
+        let statuses: Vec<(String, Status)> = rows
+            .iter()
+            .map(|r| (r.period.to_string(), r.status))
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                ("2024-Q1".to_owned(), Status::Late),
+                ("2024-Q1".to_owned(), Status::Overdue)
+            ]
+        );
     }
 
     /// Every status, with an injected clock moved across a deadline.
@@ -417,10 +483,17 @@ mod tests {
         let jan: Period = "2020-01".parse().unwrap();
         let clock = FixedClock::new(at("2020-02-15T00:00:00Z"));
         let table = |clock: &FixedClock| {
-            status_table("x", &forces, &[jan], &r, 28, clock.now())
-                .into_iter()
-                .map(|row| (row.force_id.clone(), row))
-                .collect::<BTreeMap<_, _>>()
+            status_table(
+                "x",
+                &forces,
+                &[jan],
+                &r,
+                Deadline::DaysAfter(28),
+                clock.now(),
+            )
+            .into_iter()
+            .map(|row| (row.force_id.clone(), row))
+            .collect::<BTreeMap<_, _>>()
         };
         let before = table(&clock);
         assert_eq!(before["e"].status, Status::Due);

@@ -5,7 +5,7 @@
 use std::fmt::{self, Write as _};
 
 use super::{escape, write_page_head};
-use crate::analyze::detect::{Unit, format_value, month_name, percent, thousands};
+use crate::analyze::detect::{Unit, format_value, percent, period_name, thousands};
 use crate::analyze::status::Status;
 use crate::analyze::summary::{DatasetSummary, ForceSummary};
 
@@ -49,7 +49,7 @@ pub fn render_html(summary: &ForceSummary) -> String {
 
 fn write_html(out: &mut String, s: &ForceSummary) -> fmt::Result {
     let force = s.force_name.as_deref().unwrap_or(&s.force_id);
-    let month = month_name(s.period);
+    let month = period_name(s.period);
     write_page_head(out, &format!("{force} — monthly summary — {month}"), STYLE)?;
     writeln!(out, "</head>\n<body>")?;
     writeln!(out, "<h1>{} — {}</h1>", escape(force), escape(&month))?;
@@ -136,7 +136,7 @@ fn write_dataset(out: &mut String, d: &DatasetSummary) -> fmt::Result {
         writeln!(
             out,
             "<tr><td>{}</td><td class=\"s-{}\">{}</td><td>{}</td><td class=\"num\">{}</td></tr>",
-            escape(&month_name(row.period)),
+            escape(&period_name(row.period)),
             row.status.as_str(),
             status_words(row.status),
             // The deadline is the first instant after the last day allowed.

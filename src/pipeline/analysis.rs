@@ -40,12 +40,12 @@ use crate::config::Pipeline;
 use crate::finding::{FindingLog, FindingSink, Severity};
 use crate::layout::{Location, anomalies_key, feedback_base, metrics_key, status_key, summary_key};
 use crate::model::Decision;
-use crate::model::ManifestEntry;
-use crate::period::Period;
+use crate::model::{ManifestEntry, Receipts};
+use crate::period::{Cadence, Period};
 use crate::store::{PutMode, StoreError};
 
-/// Months of a force's history read for its analysis.
-const HISTORY_MONTHS: usize = 48;
+/// Years of a force's history read for its analysis (48 months, 16 quarters...).
+const HISTORY_YEARS: usize = 4;
 /// Metrics kept in memory; past this the cache starts again.
 const CACHE_ENTRIES: usize = 8192;
 
@@ -76,7 +76,7 @@ pub(super) fn builder(
     period: &str,
     submission: &str,
 ) -> Option<CountsBuilder> {
-    let period: Period = period.parse().ok()?;
+    let period = pipeline.period.cadence.parse(period).ok()?;
     Some(CountsBuilder::new(
         &pipeline.schema,
         force,
@@ -152,7 +152,13 @@ pub(super) fn finish(
     Ok(Some(Analysed { counts, anomalies }))
 }
 
-fn months_before(p: Period, n: usize) -> Period {
+/// The earliest period received, as a period of the dataset's `cadence`.
+fn earliest(receipts: &Receipts, cadence: Cadence) -> Option<Period> {
+    let first = receipts.receipts.iter().map(|r| r.period).min()?;
+    Some(cadence.containing(first.first_day()))
+}
+
+fn periods_before(p: Period, n: usize) -> Period {
     (0..n).fold(p, |q, _| q.prev())
 }
 
@@ -179,7 +185,11 @@ impl Service {
         {
             return Ok(Some(Arc::clone(hit)));
         }
-        let Ok(period) = entry.period.parse::<Period>() else {
+        let Some(Ok(period)) = self
+            .project
+            .pipeline(dataset)
+            .map(|p| p.period.cadence.parse(&entry.period))
+        else {
             return Ok(None);
         };
         let rows = match self.store.get(&key).await {
@@ -221,9 +231,13 @@ impl Service {
             }));
         };
         let period = location.period;
-        let oldest = months_before(period, HISTORY_MONTHS).to_string();
-        let oldest_peer =
-            months_before(period, pipeline.anomalies.peers.max_age_months as usize).to_string();
+        let cadence = pipeline.period.cadence;
+        let oldest = periods_before(period, HISTORY_YEARS * cadence.per_year()).to_string();
+        let peer_cutoff = period
+            .first_day()
+            .checked_sub_months(chrono::Months::new(pipeline.anomalies.peers.max_age_months))
+            .unwrap_or(chrono::NaiveDate::MIN);
+        let oldest_peer = cadence.containing(peer_cutoff).to_string();
         let this = period.to_string();
         let mut history = Vec::new();
         let mut latest: BTreeMap<&str, &ManifestEntry> = BTreeMap::new();
@@ -320,7 +334,7 @@ impl Service {
             let first = pipeline
                 .period
                 .first
-                .or_else(|| receipts.receipts.iter().map(|r| r.period).min());
+                .or_else(|| earliest(&receipts, pipeline.period.cadence));
             let Some(first) = first else {
                 continue;
             };
@@ -330,7 +344,7 @@ impl Service {
                 &pipeline.expected_forces,
                 &periods,
                 &receipts,
-                pipeline.period.deadline_days,
+                pipeline.period.deadline,
                 now,
             );
             out.push((pipeline.dataset.clone(), periods, rows));
@@ -368,6 +382,11 @@ impl Service {
         let now = self.clock.now();
         let mut datasets = Vec::new();
         for pipeline in self.project.pipelines.values() {
+            // A summary is of one period: datasets of another cadence have their own.
+            let cadence = pipeline.period.cadence;
+            if cadence.name() != period.cadence().name() {
+                continue;
+            }
             let receipts = self.state.receipts(&pipeline.dataset).await?;
             if !receipts.receipts.iter().any(|r| r.force_id == force) {
                 continue;
@@ -375,9 +394,9 @@ impl Service {
             let first = pipeline
                 .period
                 .first
-                .or_else(|| receipts.receipts.iter().map(|r| r.period).min())
+                .or_else(|| earliest(&receipts, cadence))
                 .unwrap_or(period)
-                .max(months_before(period, 11));
+                .max(periods_before(period, cadence.per_year().max(1) - 1));
             let mut periods = Vec::new();
             let mut p = first;
             while p <= period {
@@ -389,7 +408,7 @@ impl Service {
                 &[force.to_owned()],
                 &periods,
                 &receipts,
-                pipeline.period.deadline_days,
+                pipeline.period.deadline,
                 now,
             );
             let this = recent.iter().find(|r| r.period == period).cloned();

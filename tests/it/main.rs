@@ -16,6 +16,7 @@
 
 mod analysis;
 mod architecture;
+mod cadence;
 mod cli;
 mod common;
 mod corpus;
