@@ -175,6 +175,7 @@ pub const NOT_PLANTED: &[Code] = &[
     Code::DateNearPeriod,
     Code::DateInFuture,
     Code::FieldsInconsistent,
+    Code::PeriodWrongCadence,
     Code::SepLineSkipped,
     Code::DelimiterNotComma,
     Code::TooManyColumns,
