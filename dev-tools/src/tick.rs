@@ -74,6 +74,26 @@ fn new_return(period: Period, rows: usize) -> Vec<u8> {
     s.into_bytes()
 }
 
+/// Uploads `count` real returns for `period`, a force each in turn, named `<name>-<i>.csv`.
+async fn upload_returns(
+    store: &dyn ObjectStore,
+    forces: &[String],
+    period: Period,
+    count: usize,
+    name: &str,
+) -> anyhow::Result<()> {
+    for (i, force) in forces.iter().cycle().take(count).enumerate() {
+        store
+            .put(
+                &incoming_key(force, "stop_search", period, &format!("{name}-{i}.csv")),
+                new_return(period, 200),
+                PutMode::Create,
+            )
+            .await?;
+    }
+    Ok(())
+}
+
 /// Makes the state of `done` finished uploads in `store` (which must hold no uploads), then
 /// `new` new ones, and times ticks over them. Returns the report, in Markdown.
 pub async fn run(
@@ -288,15 +308,7 @@ pub async fn run(
     });
 
     // The new uploads, then whole runs as `run --once` makes them.
-    for (i, force) in forces.iter().cycle().take(new).enumerate() {
-        store
-            .put(
-                &incoming_key(force, "stop_search", newest, &format!("new-{i}.csv")),
-                new_return(newest, 200),
-                PutMode::Create,
-            )
-            .await?;
-    }
+    upload_returns(store.as_ref(), &forces, newest, new, "new").await?;
     let service = Service::new(
         Arc::clone(&project),
         Arc::clone(&store),
@@ -331,15 +343,7 @@ pub async fn run(
     });
 
     // The worker's tick: the same, with its default of two uploads in flight at once.
-    for (i, force) in forces.iter().cycle().take(new).enumerate() {
-        store
-            .put(
-                &incoming_key(force, "stop_search", newest, &format!("next-{i}.csv")),
-                new_return(newest, 200),
-                PutMode::Create,
-            )
-            .await?;
-    }
+    upload_returns(store.as_ref(), &forces, newest, new, "next").await?;
     let runner = PipelineRunner::new(
         Arc::new(Service::new(
             Arc::clone(&project),
