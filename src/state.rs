@@ -489,7 +489,8 @@ impl State {
                     if let ManifestChange::Current { superseded } = change {
                         committed.superseded = superseded;
                     }
-                    let body = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
+                    let body = json_body(&key, serde_json::to_vec_pretty(&manifest))
+                        .map_err(Step::Other)?;
                     self.store
                         .put(&key, body, mode)
                         .await
@@ -516,7 +517,7 @@ impl State {
                 changed |= all.add(r.clone());
             }
             if changed {
-                let body = serde_json::to_vec_pretty(&all).unwrap_or_default();
+                let body = json_body(&key, serde_json::to_vec_pretty(&all)).map_err(Step::Other)?;
                 self.store
                     .put(&key, body, mode)
                     .await
@@ -561,12 +562,9 @@ impl State {
     /// Records the upload with `marker` as finished (create-only); `false` when it already
     /// was, by a worker that outlived its claim.
     pub async fn mark_done(&self, marker: &str, record: &DoneRecord) -> Result<bool, StateError> {
-        let body = serde_json::to_vec_pretty(record).unwrap_or_default();
-        match self
-            .store
-            .put(&done_key(marker), body, PutMode::Create)
-            .await
-        {
+        let key = done_key(marker);
+        let body = json_body(&key, serde_json::to_vec_pretty(record))?;
+        match self.store.put(&key, body, PutMode::Create).await {
             Ok(_) => Ok(true),
             Err(StoreError::AlreadyExists { .. }) => Ok(false),
             Err(e) => Err(e.into()),
@@ -669,7 +667,7 @@ impl State {
             records,
         };
         let key = done_index_key(next.generation);
-        let body = serde_json::to_vec(&next).unwrap_or_default();
+        let body = json_body(&key, serde_json::to_vec(&next))?;
         match self.store.put(&key, body, PutMode::Create).await {
             Ok(_) => {}
             Err(StoreError::AlreadyExists { .. }) => return Ok(None),
@@ -801,6 +799,16 @@ enum Step {
     Manifest(StoreError),
     Receipts(StoreError),
     Other(StateError),
+}
+
+/// The bytes of the state object at `key`, as serialised. State types hold strings, numbers
+/// and string-keyed maps, which always serialise; were one not to, the write fails rather than
+/// replacing the object with nothing.
+fn json_body(key: &str, bytes: serde_json::Result<Vec<u8>>) -> Result<Vec<u8>, StateError> {
+    bytes.map_err(|e| StateError::Corrupt {
+        location: key.to_owned(),
+        message: e.to_string(),
+    })
 }
 
 /// A create-only write that found an object (another worker created the file first) is, for a
