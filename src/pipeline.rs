@@ -902,16 +902,16 @@ impl Service {
         step("downloaded");
         let _ = hashed.send(got.sha256.clone());
         // The download is this worker's own file and is only read from here on.
-        self.store
-            .put_sealed_file(archive_key, local, PutMode::Overwrite)
-            .await?;
-        self.store
-            .put(
-                &format!("{archive_key}.sha256"),
+        let checksum_key = format!("{archive_key}.sha256");
+        tokio::try_join!(
+            self.store
+                .put_sealed_file(archive_key, local, PutMode::Overwrite),
+            self.store.put(
+                &checksum_key,
                 format!("{}  {file_name}\n", got.sha256).into_bytes(),
                 PutMode::Overwrite,
-            )
-            .await?;
+            ),
+        )?;
         step("archived");
         Ok(Some(got.sha256))
     }
@@ -929,17 +929,12 @@ impl Service {
         let decision = checked.outcome.verdict.decision;
         let accepted = decision != Decision::Rejected;
         let feedback_base = sub.feedback_base();
+        let snapshot_key = if accepted { sub.snapshot_key() } else { None };
         let mut outputs = Outputs {
             archive: sub.archive_key(),
+            snapshot: snapshot_key.clone(),
             ..Outputs::default()
         };
-        if accepted && let Some(key) = sub.snapshot_key() {
-            self.store
-                .put_sealed_file(&key, &checked.snapshot_path, PutMode::Overwrite)
-                .await?;
-            outputs.snapshot = Some(key);
-            step("snapshot written");
-        }
         if let Some(base) = &feedback_base {
             outputs.report_json = Some(format!("{base}.json"));
             outputs.report_html = Some(format!("{base}.html"));
@@ -967,30 +962,50 @@ impl Service {
             infos: report.count(Severity::Info),
             snapshot_key: outputs.snapshot.clone(),
         };
+        let submissions = submissions_parquet(&record)?;
+        // The outputs do not depend on one another: they are written at once, each logging
+        // its step when it lands. All are written before the commit names any of them.
+        let snapshot = async {
+            if let Some(key) = &snapshot_key {
+                self.store
+                    .put_sealed_file(key, &checked.snapshot_path, PutMode::Overwrite)
+                    .await?;
+                step("snapshot written");
+            }
+            Ok::<_, PipelineError>(())
+        };
         // The files the check wrote are finished: the store may link rather than copy them.
-        self.store
-            .put_sealed_file(
-                &sub.quality_key("findings"),
-                &checked.quality_path,
-                PutMode::Overwrite,
-            )
-            .await?;
-        self.store
-            .put(
-                &sub.quality_key("submissions"),
-                submissions_parquet(&record)?,
-                PutMode::Overwrite,
-            )
-            .await?;
-        step("quality tables written");
-        if let Some(base) = &feedback_base {
-            self.write_feedback(base, &checked.csv_path, &report)
-                .await?;
-        }
-        if let (Some(l), Some(p), Some(a)) = (sub.location(), pipeline, &checked.analysed) {
-            self.write_analysis(p, l, &sub.id, a, accepted).await?;
-            step("analysis written");
-        }
+        let (findings_key, submissions_key) =
+            (sub.quality_key("findings"), sub.quality_key("submissions"));
+        let quality = async {
+            tokio::try_join!(
+                self.store.put_sealed_file(
+                    &findings_key,
+                    &checked.quality_path,
+                    PutMode::Overwrite,
+                ),
+                self.store
+                    .put(&submissions_key, submissions, PutMode::Overwrite,),
+            )?;
+            step("quality tables written");
+            Ok::<_, PipelineError>(())
+        };
+        let feedback = async {
+            if let Some(base) = &feedback_base {
+                self.write_feedback(base, &checked.csv_path, &report)
+                    .await?;
+            }
+            Ok::<_, PipelineError>(())
+        };
+        let analysis = async {
+            if let (Some(l), Some(p), Some(a)) = (sub.location(), pipeline, &checked.analysed) {
+                self.write_analysis(p, l, &sub.id, a, accepted).await?;
+                step("analysis written");
+            }
+            Ok::<_, PipelineError>(())
+        };
+        // Boxed: the four writes together would make every caller's future large.
+        Box::pin(async { tokio::try_join!(snapshot, quality, feedback, analysis) }).await?;
         Ok(Written {
             decision,
             report,
@@ -1006,23 +1021,22 @@ impl Service {
         csv: &Path,
         report: &Report,
     ) -> Result<(), PipelineError> {
-        self.store
-            .put_sealed_file(&format!("{base}.csv"), csv, PutMode::Overwrite)
-            .await?;
-        self.store
-            .put(
-                &format!("{base}.json"),
-                render_json(report),
-                PutMode::Overwrite,
-            )
-            .await?;
-        self.store
-            .put(
-                &format!("{base}.html"),
+        let (csv_key, json_key, html_key) = (
+            format!("{base}.csv"),
+            format!("{base}.json"),
+            format!("{base}.html"),
+        );
+        tokio::try_join!(
+            self.store
+                .put_sealed_file(&csv_key, csv, PutMode::Overwrite),
+            self.store
+                .put(&json_key, render_json(report), PutMode::Overwrite),
+            self.store.put(
+                &html_key,
                 render_html(report).into_bytes(),
                 PutMode::Overwrite,
-            )
-            .await?;
+            ),
+        )?;
         step("feedback written");
         Ok(())
     }

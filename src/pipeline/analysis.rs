@@ -46,6 +46,8 @@ use crate::store::{PutMode, StoreError};
 
 /// Years of a force's history read for its analysis (48 months, 16 quarters...).
 const HISTORY_YEARS: usize = 4;
+/// Metrics files read at once for an upload's history and peers.
+const CONCURRENT_READS: usize = 16;
 /// Metrics kept in memory; past this the cache starts again.
 const CACHE_ENTRIES: usize = 8192;
 
@@ -163,56 +165,75 @@ fn periods_before(p: Period, n: usize) -> Period {
 }
 
 impl Service {
-    /// The counts of a current submission, from its metrics file (`None` when it has none,
-    /// as in a bucket processed before metrics were written).
+    /// The counts of current submissions, from their metrics files, in the order given
+    /// (`None` for one without, as in a bucket processed before metrics were written). Those
+    /// not in the cache are read [`CONCURRENT_READS`] at a time: each is a request of its own.
     async fn counts_of(
         &self,
         dataset: &str,
-        entry: &ManifestEntry,
-    ) -> Result<Option<Arc<MonthlyCounts>>, PipelineError> {
-        let key = metrics_key(
-            dataset,
-            &entry.period,
-            &entry.force_id,
-            &entry.submission_id,
-        );
-        if let Some(hit) = self
-            .analysis
-            .counts
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&key)
+        entries: &[&ManifestEntry],
+    ) -> Result<Vec<Option<Arc<MonthlyCounts>>>, PipelineError> {
+        let cadence = self.project.pipeline(dataset).map(|p| p.period.cadence);
+        let mut out = vec![None; entries.len()];
+        let mut wanted = Vec::new();
         {
-            return Ok(Some(Arc::clone(hit)));
+            let cache = self
+                .analysis
+                .counts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (i, e) in entries.iter().enumerate() {
+                let key = metrics_key(dataset, &e.period, &e.force_id, &e.submission_id);
+                if let Some(hit) = cache.get(&key) {
+                    out[i] = Some(Arc::clone(hit));
+                    continue;
+                }
+                if let Some(Ok(period)) = cadence.map(|c| c.parse(&e.period)) {
+                    wanted.push((i, key, period));
+                }
+            }
         }
-        let Some(Ok(period)) = self
-            .project
-            .pipeline(dataset)
-            .map(|p| p.period.cadence.parse(&entry.period))
-        else {
-            return Ok(None);
-        };
-        let rows = match self.store.get(&key).await {
-            Ok((bytes, _)) => read_metrics(bytes)?,
-            Err(StoreError::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        let counts = Arc::new(counts_from_rows(
-            &entry.force_id,
-            period,
-            &entry.submission_id,
-            &rows,
-        ));
-        let mut cache = self
-            .analysis
-            .counts
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if cache.len() >= CACHE_ENTRIES {
-            cache.clear();
+        let mut reads = tokio::task::JoinSet::new();
+        let mut wanted = wanted.into_iter();
+        loop {
+            while reads.len() < CONCURRENT_READS {
+                let Some((i, key, period)) = wanted.next() else {
+                    break;
+                };
+                let store = Arc::clone(&self.store);
+                reads.spawn(async move {
+                    let read = store.get(&key).await;
+                    (i, key, period, read)
+                });
+            }
+            let Some(done) = reads.join_next().await else {
+                break;
+            };
+            let (i, key, period, read) = done.map_err(|e| PipelineError::Task(e.to_string()))?;
+            let rows = match read {
+                Ok((bytes, _)) => read_metrics(bytes)?,
+                Err(StoreError::NotFound { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let e = entries[i];
+            let counts = Arc::new(counts_from_rows(
+                &e.force_id,
+                period,
+                &e.submission_id,
+                &rows,
+            ));
+            let mut cache = self
+                .analysis
+                .counts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if cache.len() >= CACHE_ENTRIES {
+                cache.clear();
+            }
+            cache.insert(key, Arc::clone(&counts));
+            out[i] = Some(counts);
         }
-        cache.insert(key, Arc::clone(&counts));
-        Ok(Some(counts))
+        Ok(out)
     }
 
     /// Reads what an upload is analysed against.
@@ -253,20 +274,15 @@ impl Service {
                 }
             }
         }
-        let mut job = Job {
-            history: Vec::with_capacity(history.len()),
-            peers: Vec::with_capacity(latest.len()),
+        let own = history.len();
+        let entries: Vec<&ManifestEntry> =
+            history.into_iter().chain(latest.into_values()).collect();
+        let read = self.counts_of(&pipeline.dataset, &entries).await?;
+        let (history, peers) = read.split_at(own);
+        let job = Job {
+            history: history.iter().flatten().map(|c| (**c).clone()).collect(),
+            peers: peers.iter().flatten().map(|c| (**c).clone()).collect(),
         };
-        for e in history {
-            if let Some(c) = self.counts_of(&pipeline.dataset, e).await? {
-                job.history.push((*c).clone());
-            }
-        }
-        for e in latest.values() {
-            if let Some(c) = self.counts_of(&pipeline.dataset, e).await? {
-                job.peers.push((*c).clone());
-            }
-        }
         Ok(Some(job))
     }
 
@@ -281,14 +297,14 @@ impl Service {
         accepted: bool,
     ) -> Result<Option<String>, PipelineError> {
         let dataset = &pipeline.dataset;
-        self.store
-            .put(
-                &anomalies_key(dataset, submission),
-                anomalies_parquet(dataset, &analysed.anomalies)?,
-                PutMode::Overwrite,
-            )
-            .await?;
+        let anomalies_key = anomalies_key(dataset, submission);
+        let anomalies = self.store.put(
+            &anomalies_key,
+            anomalies_parquet(dataset, &analysed.anomalies)?,
+            PutMode::Overwrite,
+        );
         if !accepted {
+            anomalies.await?;
             return Ok(None);
         }
         let area = pipeline
@@ -311,9 +327,11 @@ impl Service {
             &location.force_id,
             submission,
         );
-        self.store
-            .put(&key, metrics_parquet(&header, &rows)?, PutMode::Overwrite)
-            .await?;
+        tokio::try_join!(
+            anomalies,
+            self.store
+                .put(&key, metrics_parquet(&header, &rows)?, PutMode::Overwrite),
+        )?;
         self.analysis
             .counts
             .lock()
@@ -417,17 +435,18 @@ impl Service {
                     .into_iter()
                     .find(|e| e.force_id == force && e.period == period.to_string())
             });
-            let (anomalies, rows, report) = match &current {
+            let ((anomalies, rows), report) = match &current {
                 Some(e) => (
-                    self.anomalies_of(&pipeline.dataset, &e.submission_id)
-                        .await?,
-                    self.metric_rows_of(&pipeline.dataset, e).await?,
+                    tokio::try_join!(
+                        self.anomalies_of(&pipeline.dataset, &e.submission_id),
+                        self.metric_rows_of(&pipeline.dataset, e),
+                    )?,
                     Some(format!(
                         "{}.html",
                         feedback_base(force, &pipeline.dataset, period, &e.submission_id)
                     )),
                 ),
-                None => (Vec::new(), Vec::new(), None),
+                None => ((Vec::new(), Vec::new()), None),
             };
             datasets.push(DatasetSummary {
                 dataset: pipeline.dataset.clone(),
@@ -453,20 +472,22 @@ impl Service {
             generated_at: rfc3339(now),
             datasets,
         };
-        self.store
-            .put(
-                &summary_key(force, period, "json"),
+        let (json_key, html_key) = (
+            summary_key(force, period, "json"),
+            summary_key(force, period, "html"),
+        );
+        tokio::try_join!(
+            self.store.put(
+                &json_key,
                 crate::feedback::summary::render_json(&s),
                 PutMode::Overwrite,
-            )
-            .await?;
-        self.store
-            .put(
-                &summary_key(force, period, "html"),
+            ),
+            self.store.put(
+                &html_key,
                 crate::feedback::summary::render_html(&s).into_bytes(),
                 PutMode::Overwrite,
-            )
-            .await?;
+            ),
+        )?;
         Ok(())
     }
 
