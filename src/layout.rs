@@ -4,7 +4,8 @@
 //! incoming/<force>/<dataset>/<period>/<file>                    forces' uploads (read, never written)
 //! archive/<dataset>/<force>/<period>/<submission>/<file>       the bytes processed (+ .sha256)
 //! snapshots/<dataset>/period=<p>/force=<f>/<submission>.parquet
-//! snapshots/<dataset>/_manifest.json                           which submission is current
+//! snapshots/<dataset>/_manifest/<year>.json                    which submission is current, by
+//!                                                              the year its periods begin
 //! snapshots/<dataset>_metrics/period=<p>/force=<f>/<submission>.parquet
 //! quality/{findings,submissions,anomalies}/dataset=<d>/<submission>.parquet
 //! quality/status/dataset=<d>/status.parquet
@@ -15,7 +16,7 @@
 //! _state/done/<marker>.json                                    done-markers, until folded into
 //! _state/done-index/<n>.json                                   the ledger's index generations
 //! _state/locks/<name>.<n>.json                                 locks (leases) on shared state
-//! _state/receipts/<dataset>.json                               what arrived, for the status
+//! _state/receipts/<dataset>/<year>.json                        what arrived, for the status
 //! ```
 //!
 //! Rules:
@@ -646,9 +647,61 @@ pub fn incoming_key(force: &str, dataset: &str, period: Period, file: &str) -> S
     format!("{INCOMING}{force}/{dataset}/{period}/{file}")
 }
 
-/// The manifest of a dataset.
-pub fn manifest_key(dataset: &str) -> String {
-    format!("snapshots/{dataset}/_manifest.json")
+/// A dataset's state that is kept in parts, one for each calendar year of the periods it
+/// holds (the year of a period's first day: a financial year's is the year it begins), so that
+/// recording an upload rewrites its year's part only. Before parts, each was one object (its
+/// `legacy` key), which is still read, and folded into the parts by the next commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parted {
+    /// Which submission is current per force and period: `snapshots/<dataset>/_manifest/<year>.json`.
+    Manifest,
+    /// What arrived, for the status: `_state/receipts/<dataset>/<year>.json`.
+    Receipts,
+}
+
+impl Parted {
+    /// The folder of a dataset's parts.
+    pub fn folder(self, dataset: &str) -> String {
+        match self {
+            Parted::Manifest => format!("snapshots/{dataset}/_manifest/"),
+            Parted::Receipts => format!("_state/receipts/{dataset}/"),
+        }
+    }
+
+    /// The part of a dataset holding the periods that begin in `year`.
+    pub fn part_key(self, dataset: &str, year: i32) -> String {
+        format!("{}{year:04}.json", self.folder(dataset))
+    }
+
+    /// The one object the state was before it was kept in parts.
+    pub fn legacy_key(self, dataset: &str) -> String {
+        match self {
+            Parted::Manifest => format!("snapshots/{dataset}/_manifest.json"),
+            Parted::Receipts => format!("_state/receipts/{dataset}.json"),
+        }
+    }
+
+    /// A prefix that lists both the parts and the legacy object, and little else (a dataset
+    /// whose id starts with this one's: keys are read back with [`Parted::read_key`]).
+    pub fn prefix(self, dataset: &str) -> String {
+        let legacy = self.legacy_key(dataset);
+        legacy.strip_suffix(".json").unwrap_or(&legacy).to_owned()
+    }
+
+    /// What a listed key is: `Some(Some(year))` for a part in the one spelling
+    /// [`Parted::part_key`] writes, `Some(None)` for the legacy object, `None` otherwise.
+    pub fn read_key(self, dataset: &str, key: &str) -> Option<Option<i32>> {
+        if key == self.legacy_key(dataset) {
+            return Some(None);
+        }
+        let digits = key
+            .strip_prefix(&self.folder(dataset))?
+            .strip_suffix(".json")?;
+        if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        digits.parse().ok().map(Some)
+    }
 }
 
 /// The derived metrics file of a submission.
@@ -679,11 +732,6 @@ pub fn feedback_base(force: &str, dataset: &str, period: Period, submission: &st
 /// A force's monthly summary.
 pub fn summary_key(force: &str, period: Period, extension: &str) -> String {
     format!("feedback/{force}/summary-{period}.{extension}")
-}
-
-/// The receipts of a dataset.
-pub fn receipts_key(dataset: &str) -> String {
-    format!("_state/receipts/{dataset}.json")
 }
 
 /// The lease name of the claim on the upload with `marker`.
@@ -1058,6 +1106,17 @@ mod tests {
         assert_eq!(parse_done_index_key(&done_index_key(42)), Some(42));
         assert!(done_index_key(9) < done_index_key(10));
         assert_eq!(parse_done_key(&done_key("abc")), Some("abc"));
+        for parted in [Parted::Manifest, Parted::Receipts] {
+            let part = parted.part_key("stop_search", 2020);
+            let legacy = parted.legacy_key("stop_search");
+            assert!(part.starts_with(&parted.prefix("stop_search")));
+            assert!(legacy.starts_with(&parted.prefix("stop_search")));
+            assert_eq!(parted.read_key("stop_search", &part), Some(Some(2020)));
+            assert_eq!(parted.read_key("stop_search", &legacy), Some(None));
+            assert_eq!(parted.read_key("stop", &part), None);
+            let odd = part.replace("2020", "20");
+            assert_eq!(parted.read_key("stop_search", &odd), None);
+        }
         let base = claim_base("abc");
         assert_eq!(
             parse_generation_key(&generation_key(&base, 7)),

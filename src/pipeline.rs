@@ -731,7 +731,8 @@ impl Service {
             .commit(&sub, object, &written, receipt.as_ref(), &processed_at)
             .await?;
         if let Some(l) = sub.location() {
-            self.write_summary(&l.force_id, l.period).await?;
+            self.write_summary(&l.dataset, &l.force_id, l.period)
+                .await?;
             step("summary written");
         }
         let record = DoneRecord {

@@ -8,7 +8,7 @@
 //! ([`COMPRESSION`]).
 //!
 //! Readers find the current file of each force × period through the dataset's manifest
-//! (`snapshots/<dataset>/_manifest.json`), which is written last: a reader never sees a
+//! (`snapshots/<dataset>/_manifest/<year>.json`), which is written last: a reader never sees a
 //! snapshot before its data file is complete. [`crate::model::Manifest::apply`] is the pure
 //! rule for supersession; `state` commits it under the dataset's commit lock.
 //!

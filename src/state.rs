@@ -13,9 +13,12 @@
 //!   markers not yet folded and, only when a new generation has appeared, the index: its
 //!   requests do not grow with the uploads processed. Before folding, compaction checks that
 //!   each upload's receipt is recorded and repairs any that is missing from its done-marker.
-//! - **Per dataset, the manifest and the receipts**: read, changed and written back only under
-//!   the dataset's commit lock `_state/locks/commit-<dataset>` (a lease), with `If-Match` as a
-//!   second guard should the lock have expired under a stalled holder.
+//! - **Per dataset, the manifest and the receipts**, each kept in one part per calendar year of
+//!   periods ([`Parted`]): a part is read, changed and written back only under the dataset's
+//!   commit lock `_state/locks/commit-<dataset>` (a lease), with `If-Match` as a second guard
+//!   should the lock have expired under a stalled holder. A commit rewrites only its upload's
+//!   year; readers take the years they need ([`Years`]), sixteen parts at a time. The one
+//!   document each was before parts is read with them until a commit folds it in and deletes it.
 //!
 //! Rules:
 //! - every write of shared state is create-only, or made under the lease that owns it; no
@@ -28,6 +31,7 @@
 pub mod lease;
 
 use std::collections::{BTreeMap, HashSet};
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,10 +42,11 @@ use tracing::{debug, info, warn};
 
 use crate::clock::Clock;
 use crate::layout::{
-    CLAIMS, DONE, DONE_INDEX, done_index_key, done_key, lock_base, manifest_key,
-    parse_done_index_key, parse_done_key, parse_generation_key, receipts_key,
+    CLAIMS, DONE, DONE_INDEX, Parted, done_index_key, done_key, lock_base, parse_done_index_key,
+    parse_done_key, parse_generation_key,
 };
 use crate::model::Decision;
+use crate::model::manifest::year_of;
 use crate::model::{Manifest, ManifestChange, ManifestEntry, Receipt, Receipts};
 use crate::store::{ObjectStore, PutMode, StoreError};
 use lease::{Lease, Taken};
@@ -408,23 +413,90 @@ impl State {
     // -----------------------------------------------------------------------------------------
     // The manifest and the receipts
 
-    /// A dataset's manifest, if it has one.
-    pub async fn manifest(&self, dataset: &str) -> Result<Option<Manifest>, StateError> {
-        Ok(self
-            .read_json(&manifest_key(dataset))
-            .await?
-            .map(|(m, _)| m))
+    /// A dataset's manifest (the entries of `years`), if it has one.
+    pub async fn manifest(
+        &self,
+        dataset: &str,
+        years: Years,
+    ) -> Result<Option<Manifest>, StateError> {
+        self.read_parted(Parted::Manifest, dataset, years).await
     }
 
-    /// A dataset's receipts.
-    pub async fn receipts(&self, dataset: &str) -> Result<Receipts, StateError> {
-        Ok(self.read_json(&receipts_key(dataset)).await?.map_or_else(
-            || Receipts {
-                dataset: dataset.to_owned(),
-                receipts: Vec::new(),
-            },
-            |(r, _)| r,
-        ))
+    /// A dataset's receipts (those of `years`).
+    pub async fn receipts(&self, dataset: &str, years: Years) -> Result<Receipts, StateError> {
+        Ok(self
+            .read_parted(Parted::Receipts, dataset, years)
+            .await?
+            .unwrap_or_else(|| Receipts::empty(dataset)))
+    }
+
+    /// The parts of a dataset's `parted` state, by year, and whether the object written before
+    /// parts is still there.
+    async fn list_parts(
+        &self,
+        parted: Parted,
+        dataset: &str,
+    ) -> Result<(BTreeMap<i32, String>, bool), StateError> {
+        let mut parts = BTreeMap::new();
+        let mut legacy = false;
+        for m in self.store.list(&parted.prefix(dataset)).await? {
+            match parted.read_key(dataset, &m.key) {
+                Some(Some(year)) => {
+                    parts.insert(year, m.key);
+                }
+                Some(None) => legacy = true,
+                None => {}
+            }
+        }
+        Ok((parts, legacy))
+    }
+
+    /// Reads the parts of `years` at once (and the object written before parts, while it is
+    /// there) and puts them together; `None` when there is nothing.
+    async fn read_parted<T: PartedState>(
+        &self,
+        parted: Parted,
+        dataset: &str,
+        years: Years,
+    ) -> Result<Option<T>, StateError> {
+        let (parts, legacy) = self.list_parts(parted, dataset).await?;
+        let mut keys: Vec<String> = parts
+            .iter()
+            .filter(|(year, _)| years.holds(**year, parts.keys().next().copied()))
+            .map(|(_, key)| key.clone())
+            .collect();
+        if legacy {
+            keys.push(parted.legacy_key(dataset));
+        }
+        let mut read = self.each(keys, read_state::<T>).await?;
+        read.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut whole: Option<T> = None;
+        for (key, value) in read {
+            // A part deleted since it was listed (none is, but the object written before parts
+            // is once it has been folded in, and then its parts hold it).
+            let Some(value) = value else { continue };
+            let value = if key == parted.legacy_key(dataset) {
+                let pieces = value.split().map_err(|message| StateError::Corrupt {
+                    location: self.store.location(&key),
+                    message,
+                })?;
+                let first = parts.keys().chain(pieces.keys()).min().copied();
+                let mut kept = T::empty(dataset);
+                for (year, piece) in pieces {
+                    if years.holds(year, first) {
+                        kept.merge(piece);
+                    }
+                }
+                kept
+            } else {
+                value
+            };
+            match &mut whole {
+                Some(w) => w.merge(value),
+                None => whole = Some(value),
+            }
+        }
+        Ok(whole)
     }
 
     /// Records an accepted submission's manifest entry and receipts in a dataset's state,
@@ -461,8 +533,9 @@ impl State {
         })
     }
 
-    /// Read, change and write back under the commit lock; `If-Match` refuses a write should the
-    /// lock have expired and another worker have written meanwhile.
+    /// Read, change and write back, under the commit lock, the parts the upload's period falls
+    /// in; `If-Match` refuses a write should the lock have expired and another worker have
+    /// written meanwhile. State written before parts is folded into them first.
     async fn apply(
         &self,
         dataset: &str,
@@ -471,60 +544,119 @@ impl State {
         committed: &mut Committed,
     ) -> Result<(), Step> {
         if let Some(entry) = entry {
-            let key = manifest_key(dataset);
-            let (mut manifest, mode) = match self.read_json::<Manifest>(&key).await {
-                Ok(Some((m, etag))) => (m, PutMode::Update(etag)),
-                Ok(None) => (
-                    Manifest {
-                        dataset: dataset.to_owned(),
-                        ..Manifest::default()
-                    },
-                    PutMode::Create,
-                ),
-                Err(e) => return Err(Step::Other(e)),
-            };
-            match manifest.apply(entry.clone(), &rfc3339(self.clock.now())) {
-                ManifestChange::AlreadyRecorded => {}
-                change => {
-                    if let ManifestChange::Current { superseded } = change {
-                        committed.superseded = superseded;
-                    }
-                    let body = json_body(&key, serde_json::to_vec_pretty(&manifest))
-                        .map_err(Step::Other)?;
-                    self.store
-                        .put(&key, body, mode)
-                        .await
-                        .map_err(|e| Step::Manifest(normalise(e)))?;
-                }
+            let year = year_of(&entry.period).map_err(|message| {
+                Step::Other(StateError::Corrupt {
+                    location: self.store.location(&Parted::Manifest.prefix(dataset)),
+                    message,
+                })
+            })?;
+            let mut change = None;
+            self.update_parts::<Manifest>(Parted::Manifest, dataset, &[year], |_, manifest| {
+                let applied = manifest.apply(entry.clone(), &rfc3339(self.clock.now()));
+                let changed = applied != ManifestChange::AlreadyRecorded;
+                change = Some(applied);
+                changed
+            })
+            .await
+            .map_err(|e| e.at(Step::Manifest))?;
+            if let Some(ManifestChange::Current { superseded }) = change {
+                committed.superseded = superseded;
             }
             debug!(step = "manifest committed", "manifest committed");
         }
         if !receipts.is_empty() {
-            let key = receipts_key(dataset);
-            let (mut all, mode) = match self.read_json::<Receipts>(&key).await {
-                Ok(Some((r, etag))) => (r, PutMode::Update(etag)),
-                Ok(None) => (
-                    Receipts {
-                        dataset: dataset.to_owned(),
-                        receipts: Vec::new(),
-                    },
-                    PutMode::Create,
-                ),
-                Err(e) => return Err(Step::Other(e)),
-            };
-            let mut changed = false;
-            for r in receipts {
-                changed |= all.add(r.clone());
-            }
-            if changed {
-                let body = json_body(&key, serde_json::to_vec_pretty(&all)).map_err(Step::Other)?;
-                self.store
-                    .put(&key, body, mode)
-                    .await
-                    .map_err(|e| Step::Receipts(normalise(e)))?;
-            }
+            let years: Vec<i32> = receipts.iter().map(|r| r.period.year()).collect();
+            self.update_parts::<Receipts>(Parted::Receipts, dataset, &years, |year, part| {
+                let mut changed = false;
+                for r in receipts.iter().filter(|r| r.period.year() == year) {
+                    changed |= part.add(r.clone());
+                }
+                changed
+            })
+            .await
+            .map_err(|e| e.at(Step::Receipts))?;
             debug!(step = "receipt recorded", "receipt recorded");
         }
+        Ok(())
+    }
+
+    /// Under the commit lock: folds the object written before parts into the parts (then
+    /// deletes it), and changes the part of each of `years` with `change`, writing back those
+    /// it says it changed.
+    async fn update_parts<T: PartedState>(
+        &self,
+        parted: Parted,
+        dataset: &str,
+        years: &[i32],
+        mut change: impl FnMut(i32, &mut T) -> bool,
+    ) -> Result<(), Failed> {
+        let (_, legacy) = self.list_parts(parted, dataset).await?;
+        if legacy {
+            self.fold_legacy::<T>(parted, dataset).await?;
+        }
+        let years: std::collections::BTreeSet<i32> = years.iter().copied().collect();
+        for year in years {
+            let key = parted.part_key(dataset, year);
+            let (mut part, mode) = match self.read_json::<T>(&key).await? {
+                Some((p, etag)) => (p, PutMode::Update(etag)),
+                None => (T::empty(dataset), PutMode::Create),
+            };
+            if change(year, &mut part) {
+                self.write_part(&key, &part, mode).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_part<T: PartedState>(
+        &self,
+        key: &str,
+        part: &T,
+        mode: PutMode,
+    ) -> Result<(), Failed> {
+        let body = json_body(key, serde_json::to_vec_pretty(part))?;
+        self.store
+            .put(key, body, mode)
+            .await
+            .map_err(|e| Failed::Write(normalise(e)))?;
+        Ok(())
+    }
+
+    /// Moves a dataset's state written before parts into its parts, merged with what they
+    /// hold, then deletes it (only the version read: one written since is folded next time).
+    async fn fold_legacy<T: PartedState>(
+        &self,
+        parted: Parted,
+        dataset: &str,
+    ) -> Result<(), Failed> {
+        let key = parted.legacy_key(dataset);
+        let Some((whole, etag)) = self.read_json::<T>(&key).await? else {
+            return Ok(());
+        };
+        let pieces = whole.split().map_err(|message| StateError::Corrupt {
+            location: self.store.location(&key),
+            message,
+        })?;
+        let count = pieces.len();
+        for (year, piece) in pieces {
+            let part_key = parted.part_key(dataset, year);
+            let (mut part, mode) = match self.read_json::<T>(&part_key).await? {
+                Some((p, etag)) => (p, PutMode::Update(etag)),
+                None => (T::empty(dataset), PutMode::Create),
+            };
+            part.merge(piece);
+            self.write_part(&part_key, &part, mode).await?;
+        }
+        self.store
+            .delete_version(&key, &etag)
+            .await
+            .map_err(|e| Failed::Write(normalise(e)))?;
+        info!(
+            dataset,
+            from = %self.store.location(&key),
+            parts = count,
+            "state written before parts folded into one part a year"
+        );
         Ok(())
     }
 
@@ -740,7 +872,7 @@ impl State {
         }
         for (dataset, wanted) in by_dataset {
             let have: HashSet<String> = self
-                .receipts(dataset)
+                .receipts(dataset, Years::All)
                 .await?
                 .receipts
                 .into_iter()
@@ -799,6 +931,111 @@ enum Step {
     Manifest(StoreError),
     Receipts(StoreError),
     Other(StateError),
+}
+
+/// How changing a dataset's parts failed: a write (which the commit may try again), or
+/// anything else.
+enum Failed {
+    Write(StoreError),
+    Other(StateError),
+}
+
+impl From<StateError> for Failed {
+    fn from(e: StateError) -> Failed {
+        Failed::Other(e)
+    }
+}
+
+impl From<StoreError> for Failed {
+    fn from(e: StoreError) -> Failed {
+        Failed::Other(e.into())
+    }
+}
+
+impl Failed {
+    /// The commit's step, a write failing as `write`.
+    fn at(self, write: fn(StoreError) -> Step) -> Step {
+        match self {
+            Failed::Write(e) => write(e),
+            Failed::Other(e) => Step::Other(e),
+        }
+    }
+}
+
+/// Which years of a dataset's manifest or receipts to read (the year a period begins in).
+#[derive(Debug, Clone)]
+pub enum Years {
+    /// Every year.
+    All,
+    /// These years.
+    Range(RangeInclusive<i32>),
+    /// These years and the earliest year held (which holds the earliest period).
+    RangeAndFirst(RangeInclusive<i32>),
+}
+
+impl Years {
+    fn holds(&self, year: i32, first: Option<i32>) -> bool {
+        match self {
+            Years::All => true,
+            Years::Range(r) => r.contains(&year),
+            Years::RangeAndFirst(r) => r.contains(&year) || first == Some(year),
+        }
+    }
+}
+
+/// State kept in one part a year: the manifest and the receipts.
+trait PartedState: Serialize + DeserializeOwned + Send + 'static {
+    fn empty(dataset: &str) -> Self;
+    fn merge(&mut self, other: Self);
+    fn split(self) -> Result<BTreeMap<i32, Self>, String>;
+}
+
+impl PartedState for Manifest {
+    fn empty(dataset: &str) -> Self {
+        Manifest {
+            dataset: dataset.to_owned(),
+            ..Manifest::default()
+        }
+    }
+    fn merge(&mut self, other: Self) {
+        Manifest::merge(self, other);
+    }
+    fn split(self) -> Result<BTreeMap<i32, Self>, String> {
+        Manifest::split(self)
+    }
+}
+
+impl PartedState for Receipts {
+    fn empty(dataset: &str) -> Self {
+        Receipts {
+            dataset: dataset.to_owned(),
+            receipts: Vec::new(),
+        }
+    }
+    fn merge(&mut self, other: Self) {
+        Receipts::merge(self, other);
+    }
+    fn split(self) -> Result<BTreeMap<i32, Self>, String> {
+        Ok(Receipts::split(self))
+    }
+}
+
+async fn read_state<T: DeserializeOwned>(
+    store: Arc<dyn ObjectStore>,
+    key: String,
+) -> Result<Option<T>, StateError> {
+    match store.get(&key).await {
+        Ok((bytes, _)) => {
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| StateError::Corrupt {
+                    location: store.location(&key),
+                    message: e.to_string(),
+                })
+        }
+        Err(StoreError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The bytes of the state object at `key`, as serialised. State types hold strings, numbers

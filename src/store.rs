@@ -525,7 +525,12 @@ impl LocalStore {
                     .file_type()
                     .map_err(|e| self.io_err("list", &key, &e))?;
                 if file_type.is_dir() {
-                    stack.push(path);
+                    // Only a folder that may hold keys with the prefix (a prefix need not end
+                    // at a folder: `a/b` lists `a/b.json` and `a/b/c.json`, not all of `a/`).
+                    let folder = format!("{key}/");
+                    if folder.starts_with(prefix) || prefix.starts_with(&folder) {
+                        stack.push(path);
+                    }
                 } else if file_type.is_file() && key.starts_with(prefix) {
                     match self.meta(&key, &path) {
                         Ok(meta) => out.push(meta),

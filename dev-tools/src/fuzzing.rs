@@ -507,7 +507,7 @@ pub fn state_files(data: &[u8]) {
     round_trip::<Index>(data, compact);
     // `_state/claims/...` and `_state/locks/...`: lease generations (compact).
     round_trip::<LeaseRecord>(data, compact);
-    // `snapshots/<dataset>/_manifest.json`: applying an entry it holds changes nothing.
+    // `snapshots/<dataset>/_manifest/<year>.json`: applying an entry it holds changes nothing.
     if let Some(mut manifest) = round_trip::<Manifest>(data, pretty)
         && let Some(entry) = manifest.current.first().cloned()
     {
@@ -518,7 +518,7 @@ pub fn state_files(data: &[u8]) {
         );
         assert_eq!(manifest, before);
     }
-    // `_state/receipts/<dataset>.json`: a receipt it holds is not added twice.
+    // `_state/receipts/<dataset>/<year>.json`: a receipt it holds is not added twice.
     if let Some(mut receipts) = round_trip::<Receipts>(data, pretty)
         && let Some(receipt) = receipts.receipts.first().cloned()
     {

@@ -308,7 +308,7 @@ fn demo_command(root: &Path, bucket: &Path, config: &DemoConfig) -> Result<ExitC
         let root = store_root(bucket);
         println!("\nwhere things are (bucket {root}):");
         println!("  snapshots      {root}/snapshots/stop_search/period=YYYY-MM/force=<force>/<submission>.parquet");
-        println!("  manifest       {root}/snapshots/stop_search/_manifest.json  (which file is current per force and month)");
+        println!("  manifest       {root}/snapshots/stop_search/_manifest/<year>.json  (which file is current per force and month)");
         println!("  force reports  {root}/feedback/<force>/stop_search/<YYYY-MM>/<submission>.html (.json, .csv)");
         println!("  quality tables {root}/quality/submissions/  {root}/quality/findings/  {root}/quality/anomalies/  {root}/quality/status/");
         println!("  metrics        {root}/snapshots/stop_search_metrics/period=YYYY-MM/force=<force>/<submission>.parquet");
@@ -401,6 +401,6 @@ fn store_root(bucket: &Path) -> String {
 /// The one-line query a consumer runs over the current snapshots.
 fn duckdb_query(root: &str) -> String {
     format!(
-        "duckdb -c \"SELECT force_id, count(*) AS searches, round(avg((outcome = 'Arrest')::INT), 3) AS arrest_rate FROM read_parquet('{root}/snapshots/stop_search/*/*/*.parquet', hive_partitioning = false) WHERE submission_id IN (SELECT unnest(current).submission_id FROM read_json('{root}/snapshots/stop_search/_manifest.json')) GROUP BY ALL ORDER BY searches DESC LIMIT 10\""
+        "duckdb -c \"SELECT force_id, count(*) AS searches, round(avg((outcome = 'Arrest')::INT), 3) AS arrest_rate FROM read_parquet('{root}/snapshots/stop_search/*/*/*.parquet', hive_partitioning = false) WHERE submission_id IN (SELECT unnest(current).submission_id FROM read_json('{root}/snapshots/stop_search/_manifest/*.json')) GROUP BY ALL ORDER BY searches DESC LIMIT 10\""
     )
 }

@@ -3,7 +3,7 @@
 //!
 //! The finished uploads' state is made as the service leaves it, without processing each:
 //! tiny `incoming/` objects, a done-marker per upload written through the ledger, the
-//! dataset's receipts and manifest with an entry per upload. The new uploads are real returns.
+//! dataset's receipts and manifest (one part a year) with an entry per upload. The new uploads are real returns.
 //! Then it times the ledger read the old way (every done-marker listed), the compaction that
 //! folds them, the ledger read the new way, a run removing finished uploads past the retention
 //! from `incoming/`, and whole runs over what a bucket in service holds: the ledger of every
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use chrono::{SecondsFormat, Utc};
 use force_returns::clock::{Clock, FixedClock, SystemClock};
 use force_returns::config::Project;
-use force_returns::layout::{self, INCOMING, incoming_key, manifest_key, receipts_key};
+use force_returns::layout::{self, INCOMING, Parted, incoming_key};
 use force_returns::metrics::Metrics;
 use force_returns::model::Decision;
 use force_returns::model::{Manifest, ManifestEntry, Receipt, Receipts};
@@ -202,20 +202,25 @@ pub async fn run(
             superseded_by: None,
         });
     }
-    store
-        .put(
-            &receipts_key("stop_search"),
-            serde_json::to_vec_pretty(&receipts)?,
-            PutMode::Create,
-        )
-        .await?;
-    store
-        .put(
-            &manifest_key("stop_search"),
-            serde_json::to_vec_pretty(&manifest)?,
-            PutMode::Create,
-        )
-        .await?;
+    // One part a year of periods, as the service keeps them.
+    for (year, part) in receipts.split() {
+        store
+            .put(
+                &Parted::Receipts.part_key("stop_search", year),
+                serde_json::to_vec_pretty(&part)?,
+                PutMode::Create,
+            )
+            .await?;
+    }
+    for (year, part) in manifest.split().map_err(anyhow::Error::msg)? {
+        store
+            .put(
+                &Parted::Manifest.part_key("stop_search", year),
+                serde_json::to_vec_pretty(&part)?,
+                PutMode::Create,
+            )
+            .await?;
+    }
     results.push(Timed {
         what: format!("make the state of {done} finished uploads"),
         seconds: started.elapsed().as_secs_f64(),

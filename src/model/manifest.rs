@@ -1,8 +1,13 @@
 //! The manifest of a dataset's snapshots: which accepted submission is current for each
 //! force × period, and the ones later uploads replaced. [`Manifest::apply`] is the pure rule for
-//! supersession; `state` commits it under the dataset's commit lock.
+//! supersession; `state` commits it under the dataset's commit lock, in parts (one per year of
+//! periods) that [`Manifest::merge`] puts together and [`Manifest::split`] takes apart.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
+
+use crate::period::Period;
 
 /// One accepted submission in the manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,12 +81,20 @@ impl Manifest {
             return ManifestChange::AlreadyRecorded;
         }
         now.clone_into(&mut self.updated_at);
-        let order = |e: &ManifestEntry| (e.uploaded_at.clone(), e.source_key.clone());
         let existing = self
             .current
             .iter()
             .position(|e| e.force_id == entry.force_id && e.period == entry.period);
-        let change = match existing {
+        let change = self.place(entry, existing);
+        self.sort();
+        change
+    }
+
+    /// Puts an entry not yet held beside the current entry of its force × period (at
+    /// `existing`, if any): the later upload (by `uploaded_at`, then source key) is current.
+    fn place(&mut self, entry: ManifestEntry, existing: Option<usize>) -> ManifestChange {
+        let order = |e: &ManifestEntry| (e.uploaded_at.clone(), e.source_key.clone());
+        match existing {
             None => {
                 self.current.push(entry);
                 ManifestChange::Current { superseded: None }
@@ -102,11 +115,85 @@ impl Manifest {
                 self.superseded.push(entry);
                 ManifestChange::AlreadySuperseded { by }
             }
-        };
+        }
+    }
+
+    fn sort(&mut self) {
         self.current
             .sort_by(|a, b| (&a.period, &a.force_id).cmp(&(&b.period, &b.force_id)));
-        change
     }
+
+    /// Takes in another manifest of the same dataset (a part, or a manifest written before
+    /// parts): each current entry by the rule of [`Manifest::apply`], each superseded one as
+    /// it is; entries already held change nothing. `updated_at` is the later of the two.
+    pub fn merge(&mut self, other: Manifest) {
+        let mut seen: HashSet<String> = self
+            .current
+            .iter()
+            .chain(&self.superseded)
+            .map(|e| e.submission_id.clone())
+            .collect();
+        let mut at: HashMap<(String, String), usize> = self
+            .current
+            .iter()
+            .enumerate()
+            .map(|(i, e)| ((e.force_id.clone(), e.period.clone()), i))
+            .collect();
+        for entry in other.current {
+            if !seen.insert(entry.submission_id.clone()) {
+                continue;
+            }
+            let slot = (entry.force_id.clone(), entry.period.clone());
+            let existing = at.get(&slot).copied();
+            self.place(entry, existing);
+            if existing.is_none() {
+                at.insert(slot, self.current.len() - 1);
+            }
+        }
+        for entry in other.superseded {
+            if seen.insert(entry.submission_id.clone()) {
+                self.superseded.push(entry);
+            }
+        }
+        if other.updated_at > self.updated_at {
+            self.updated_at = other.updated_at;
+        }
+        self.sort();
+    }
+
+    /// Takes the manifest apart by the calendar year its entries' periods begin in, each part
+    /// a manifest of the same dataset and `updated_at`. `Err` names a period that does not read.
+    pub fn split(self) -> Result<BTreeMap<i32, Manifest>, String> {
+        let mut parts: BTreeMap<i32, Manifest> = BTreeMap::new();
+        let empty = |m: &Manifest| Manifest {
+            dataset: m.dataset.clone(),
+            updated_at: m.updated_at.clone(),
+            ..Manifest::default()
+        };
+        for (entry, current) in self
+            .current
+            .iter()
+            .map(|e| (e, true))
+            .chain(self.superseded.iter().map(|e| (e, false)))
+        {
+            let year = year_of(&entry.period)?;
+            let part = parts.entry(year).or_insert_with(|| empty(&self));
+            if current {
+                part.current.push(entry.clone());
+            } else {
+                part.superseded.push(entry.clone());
+            }
+        }
+        Ok(parts)
+    }
+}
+
+/// The calendar year a period written as a manifest writes it begins in.
+pub fn year_of(period: &str) -> Result<i32, String> {
+    period
+        .parse::<Period>()
+        .map(Period::year)
+        .map_err(|e| format!("the period {period:?} does not read: {e}"))
 }
 
 #[cfg(test)]
@@ -161,5 +248,42 @@ mod tests {
                 .collect::<Vec<_>>(),
             [Some("b"), Some("b")]
         );
+    }
+
+    #[test]
+    fn parts_split_and_merge_back_to_the_whole() {
+        let mut whole = Manifest::default();
+        for (id, period, at) in [
+            ("a", "2019-12", "2020-01-05T00:00:00Z"),
+            ("b", "2020-01", "2020-02-01T00:00:00Z"),
+            ("c", "2020-01", "2020-02-03T00:00:00Z"),
+            ("d", "2020-02", "2020-03-01T00:00:00Z"),
+        ] {
+            let mut e = entry(id, at);
+            e.period = period.into();
+            whole.apply(e, at);
+        }
+        let parts = whole.clone().split().unwrap();
+        assert_eq!(parts.keys().copied().collect::<Vec<_>>(), [2019, 2020]);
+        assert_eq!(parts[&2020].current.len(), 2);
+        assert_eq!(parts[&2020].superseded.len(), 1);
+        let mut merged = Manifest::default();
+        for part in parts.into_values().rev() {
+            merged.merge(part);
+        }
+        assert_eq!(merged, whole);
+        // Merging what is held changes nothing; a later upload merged in supersedes.
+        merged.merge(whole.clone());
+        assert_eq!(merged, whole);
+        let mut later = entry("e", "2020-03-02T00:00:00Z");
+        later.period = "2020-02".into();
+        merged.merge(Manifest {
+            current: vec![later],
+            ..Manifest::default()
+        });
+        assert_eq!(merged.current.last().unwrap().submission_id, "e");
+        assert_eq!(merged.superseded.last().unwrap().submission_id, "d");
+        assert_eq!(year_of("FY2023-24"), Ok(2023));
+        assert!(year_of("2020-13").is_err());
     }
 }

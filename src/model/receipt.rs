@@ -1,6 +1,9 @@
 //! Receipts: one row per processed upload with a valid location (force, period, decision,
 //! arrival time), the state a dataset's status table is computed from. `state` keeps them in
-//! `_state/receipts/<dataset>.json`; `analyze::status` reads them.
+//! `_state/receipts/<dataset>/<year>.json`, a part per year of periods ([`Receipts::split`],
+//! [`Receipts::merge`]); `analyze::status` reads them.
+
+use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -47,6 +50,11 @@ impl Receipts {
             return false;
         }
         self.receipts.push(receipt);
+        self.sort();
+        true
+    }
+
+    fn sort(&mut self) {
         self.receipts.sort_by(|a, b| {
             (&a.period, &a.force_id, a.uploaded_at, &a.source_key).cmp(&(
                 &b.period,
@@ -55,6 +63,38 @@ impl Receipts {
                 &b.source_key,
             ))
         });
-        true
+    }
+
+    /// Takes in the receipts of another part (or of the receipts written before parts); a
+    /// submission already held is not added twice.
+    pub fn merge(&mut self, other: Receipts) {
+        let mut seen: HashSet<String> = self
+            .receipts
+            .iter()
+            .map(|r| r.submission_id.clone())
+            .collect();
+        self.receipts.extend(
+            other
+                .receipts
+                .into_iter()
+                .filter(|r| seen.insert(r.submission_id.clone())),
+        );
+        self.sort();
+    }
+
+    /// Takes the receipts apart by the calendar year their periods begin in.
+    pub fn split(self) -> BTreeMap<i32, Receipts> {
+        let mut parts: BTreeMap<i32, Receipts> = BTreeMap::new();
+        for r in self.receipts {
+            parts
+                .entry(r.period.year())
+                .or_insert_with(|| Receipts {
+                    dataset: self.dataset.clone(),
+                    receipts: Vec::new(),
+                })
+                .receipts
+                .push(r);
+        }
+        parts
     }
 }

@@ -14,7 +14,7 @@
 //! - `snapshots/<dataset>_metrics/period=<p>/force=<f>/<submission>.parquet`: the derived
 //!   metrics of an accepted submission (current ones are listed by the dataset's manifest);
 //! - `quality/anomalies/dataset=<d>/<submission>.parquet`: its gaps and anomalies;
-//! - (through [`crate::state`], under the dataset's commit lock) `_state/receipts/<dataset>.json`:
+//! - (through [`crate::state`], under the dataset's commit lock) `_state/receipts/<dataset>/<year>.json`:
 //!   every processed upload's force, period, decision and arrival time, from which the status
 //!   table is computed;
 //! - `feedback/<force>/summary-<YYYY-MM>.{json,html}`: the force's monthly summary;
@@ -42,6 +42,7 @@ use crate::layout::{Location, anomalies_key, feedback_base, metrics_key, status_
 use crate::model::Decision;
 use crate::model::{ManifestEntry, Receipts};
 use crate::period::{Cadence, Period};
+use crate::state::Years;
 use crate::store::{PutMode, StoreError};
 
 /// Years of a force's history read for its analysis (48 months, 16 quarters...).
@@ -245,20 +246,27 @@ impl Service {
         if !pipeline.anomalies.enabled {
             return Ok(None);
         }
-        let Some(manifest) = self.state.manifest(&pipeline.dataset).await? else {
+        let period = location.period;
+        let cadence = pipeline.period.cadence;
+        let oldest = periods_before(period, HISTORY_YEARS * cadence.per_year());
+        let peer_cutoff = period
+            .first_day()
+            .checked_sub_months(chrono::Months::new(pipeline.anomalies.peers.max_age_months))
+            .unwrap_or(chrono::NaiveDate::MIN);
+        let oldest_peer = cadence.containing(peer_cutoff);
+        // Only the manifest's parts of the years the history and the peers fall in.
+        let years = oldest.min(oldest_peer).year()..=period.year();
+        let Some(manifest) = self
+            .state
+            .manifest(&pipeline.dataset, Years::Range(years))
+            .await?
+        else {
             return Ok(Some(Job {
                 history: Vec::new(),
                 peers: Vec::new(),
             }));
         };
-        let period = location.period;
-        let cadence = pipeline.period.cadence;
-        let oldest = periods_before(period, HISTORY_YEARS * cadence.per_year()).to_string();
-        let peer_cutoff = period
-            .first_day()
-            .checked_sub_months(chrono::Months::new(pipeline.anomalies.peers.max_age_months))
-            .unwrap_or(chrono::NaiveDate::MIN);
-        let oldest_peer = cadence.containing(peer_cutoff).to_string();
+        let (oldest, oldest_peer) = (oldest.to_string(), oldest_peer.to_string());
         let this = period.to_string();
         let mut history = Vec::new();
         let mut latest: BTreeMap<&str, &ManifestEntry> = BTreeMap::new();
@@ -348,7 +356,7 @@ impl Service {
     ) -> Result<Vec<(String, Vec<Period>, Vec<StatusRow>)>, PipelineError> {
         let mut out = Vec::new();
         for pipeline in self.project.pipelines.values() {
-            let receipts = self.state.receipts(&pipeline.dataset).await?;
+            let receipts = self.state.receipts(&pipeline.dataset, Years::All).await?;
             let first = pipeline
                 .period
                 .first
@@ -392,8 +400,13 @@ impl Service {
     /// Writes a force's monthly summary: the status of its returns over the last year of
     /// every dataset, and the gaps, anomalies and headline figures of the month's current
     /// submissions.
+    /// Reads of the upload's own dataset (`dataset`) take only the parts of the summary's
+    /// year and the year before (and the earliest, for the first period received): it holds
+    /// the force's receipt of `period`. Another dataset's receipts are read whole, to learn
+    /// whether the force has sent any.
     pub(super) async fn write_summary(
         &self,
+        dataset: &str,
         force: &str,
         period: Period,
     ) -> Result<(), PipelineError> {
@@ -405,7 +418,13 @@ impl Service {
             if cadence.name() != period.cadence().name() {
                 continue;
             }
-            let receipts = self.state.receipts(&pipeline.dataset).await?;
+            let recent_from = periods_before(period, cadence.per_year().max(1) - 1);
+            let years = if pipeline.dataset == dataset {
+                Years::RangeAndFirst(recent_from.year()..=period.year())
+            } else {
+                Years::All
+            };
+            let receipts = self.state.receipts(&pipeline.dataset, years).await?;
             if !receipts.receipts.iter().any(|r| r.force_id == force) {
                 continue;
             }
@@ -414,7 +433,7 @@ impl Service {
                 .first
                 .or_else(|| earliest(&receipts, cadence))
                 .unwrap_or(period)
-                .max(periods_before(period, cadence.per_year().max(1) - 1));
+                .max(recent_from);
             let mut periods = Vec::new();
             let mut p = first;
             while p <= period {
@@ -430,11 +449,18 @@ impl Service {
                 now,
             );
             let this = recent.iter().find(|r| r.period == period).cloned();
-            let current = self.state.manifest(&pipeline.dataset).await?.and_then(|m| {
-                m.current
-                    .into_iter()
-                    .find(|e| e.force_id == force && e.period == period.to_string())
-            });
+            let current = self
+                .state
+                .manifest(
+                    &pipeline.dataset,
+                    Years::Range(period.year()..=period.year()),
+                )
+                .await?
+                .and_then(|m| {
+                    m.current
+                        .into_iter()
+                        .find(|e| e.force_id == force && e.period == period.to_string())
+                });
             let ((anomalies, rows), report) = match &current {
                 Some(e) => (
                     tokio::try_join!(

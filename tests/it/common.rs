@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use force_returns::clock::{Clock, FixedClock, SystemClock};
 use force_returns::config::Project;
-use force_returns::layout::{self, feedback_base, receipts_key};
+use force_returns::layout::{self, Parted, feedback_base};
 use force_returns::pipeline::{RunOptions, RunOutcome, Service, parse_upload_key};
 use force_returns::state::{DoneRecord, State, StateOptions};
 use force_returns::store::{LocalStore, ObjectStore, PutMode, S3Location, S3Options, S3Store};
@@ -312,6 +312,46 @@ async fn json_of(store: &dyn ObjectStore, key: &str) -> Value {
     serde_json::from_slice(&store.get(key).await.unwrap().0).unwrap()
 }
 
+/// A dataset's manifest or receipts as one JSON document: the lists of every part (`current`
+/// and `superseded`, or `receipts`) put together in the order of the parts' years; `{}` when
+/// there is no part.
+pub async fn parted_json(store: &dyn ObjectStore, parted: Parted, dataset: &str) -> Value {
+    let mut parts = Vec::new();
+    for m in store.list(&parted.folder(dataset)).await.unwrap() {
+        parts.push(json_of(store, &m.key).await);
+    }
+    merge_parts(parts)
+}
+
+/// [`parted_json`] of a local bucket's folder.
+pub fn parted_json_in(bucket: &Path, parted: Parted, dataset: &str) -> Value {
+    let folder = bucket.join(parted.folder(dataset));
+    let mut paths: Vec<PathBuf> = match std::fs::read_dir(&folder) {
+        Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
+        Err(_) => Vec::new(),
+    };
+    paths.sort();
+    merge_parts(
+        paths
+            .iter()
+            .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+            .collect(),
+    )
+}
+
+fn merge_parts(parts: Vec<Value>) -> Value {
+    let mut whole = serde_json::json!({});
+    for part in parts {
+        for (name, value) in part.as_object().unwrap() {
+            match (whole.get_mut(name), value) {
+                (Some(Value::Array(all)), Value::Array(more)) => all.extend(more.iter().cloned()),
+                _ => whole[name] = value.clone(),
+            }
+        }
+    }
+    whole
+}
+
 /// Every fact of a finished bucket that "each upload exactly once" implies, checked from the
 /// bucket itself: one ledger record per upload and nothing left claimed or locked; one receipt
 /// and one report per upload; one current snapshot per force and period, the manifest holding
@@ -373,7 +413,7 @@ pub async fn check_processed_exactly_once(store: &Arc<dyn ObjectStore>) -> u64 {
         }
     }
     for (dataset, mut expected) in receipts {
-        let held = json_of(store.as_ref(), &receipts_key(&dataset)).await;
+        let held = parted_json(store.as_ref(), Parted::Receipts, &dataset).await;
         let mut ids: Vec<String> = held["receipts"]
             .as_array()
             .unwrap()
@@ -398,7 +438,7 @@ pub async fn check_processed_exactly_once(store: &Arc<dyn ObjectStore>) -> u64 {
         .collect();
     assert_eq!(written, reports, "one report per upload");
 
-    let manifest = json_of(store.as_ref(), &layout::manifest_key("stop_search")).await;
+    let manifest = parted_json(store.as_ref(), Parted::Manifest, "stop_search").await;
     let current = manifest["current"].as_array().unwrap();
     let superseded = manifest["superseded"].as_array().unwrap();
     let current_cells: BTreeSet<(String, String)> = current

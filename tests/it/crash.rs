@@ -32,14 +32,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use force_returns::clock::FixedClock;
-use force_returns::layout::{self, names_of};
+use force_returns::layout::{self, Parted, names_of};
 use force_returns::pipeline::{RunOptions, Service};
 use force_returns::store::{LocalStore, ObjectStore, PutMode, S3Store};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::Value;
 
 use crate::common::{
-    check_processed_exactly_once, done_records, manifest_dir, new_s3_bucket, s3_endpoint, s3_env,
+    check_processed_exactly_once, done_records, manifest_dir, new_s3_bucket, parted_json,
+    s3_endpoint, s3_env,
 };
 use crate::fault_proxy::{Fault, FaultProxy, Rule};
 
@@ -472,14 +473,7 @@ async fn restart_and_check(
         .collect();
     assert_eq!(decisions, expected, "each upload's decision");
 
-    let manifest: Value = serde_json::from_slice(
-        &store
-            .get(&layout::manifest_key("stop_search"))
-            .await
-            .unwrap()
-            .0,
-    )
-    .unwrap();
+    let manifest: Value = parted_json(store.as_ref(), Parted::Manifest, "stop_search").await;
     let sources = |list: &str| -> BTreeSet<String> {
         manifest[list]
             .as_array()
@@ -741,7 +735,7 @@ fn write_kind(method: &str, target: &str) -> String {
         "done-marker"
     } else if named("_state/receipts/") {
         "receipts"
-    } else if key.ends_with("_manifest.json") {
+    } else if key.contains("/_manifest/") {
         "manifest"
     } else if named("snapshots/stop_search_metrics/") {
         "metrics snapshot"

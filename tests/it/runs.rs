@@ -6,15 +6,16 @@ use std::fmt::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use force_returns::layout;
+use force_returns::layout::{self, Parted};
 use force_returns::pipeline::{RunOptions, Service};
+use force_returns::state::Years;
 use force_returns::store::{self, LocalStore, ObjectMeta, ObjectStore, PutMode, StoreError};
 
 use force_returns::model::Decision;
 
 use crate::common::{
     TestBucket, check_processed_exactly_once, done_records, on_both_backends, project, read_bucket,
-    shared_fixtures,
+    shared_fixtures, state_of,
 };
 
 async fn upload_real_extracts(bucket: &TestBucket) -> usize {
@@ -229,7 +230,7 @@ async fn second_run_processes_nothing_and_a_resubmission_supersedes_the_first(bu
     );
 
     let manifest = bucket
-        .get_json("snapshots/stop_search/_manifest.json")
+        .get_json(&Parted::Manifest.part_key("stop_search", 2020))
         .await;
     assert_eq!(manifest["current"].as_array().unwrap().len(), 1);
     assert_eq!(
@@ -291,7 +292,7 @@ async fn a_crash_before_the_done_marker_is_redone_with_the_same_outputs(bucket: 
     );
     assert_eq!(bucket.keys("_state/done/").await.len(), 1);
     let manifest = bucket
-        .get_json("snapshots/stop_search/_manifest.json")
+        .get_json(&Parted::Manifest.part_key("stop_search", 2020))
         .await;
     assert_eq!(
         manifest["current"].as_array().unwrap().len(),
@@ -438,7 +439,7 @@ async fn concurrent_runs_lose_no_manifest_entry_even_where_compare_and_swap_is_n
     }
     assert_eq!(processed, forces.len(), "each upload processed once");
     let manifest = bucket
-        .get_json("snapshots/stop_search/_manifest.json")
+        .get_json(&Parted::Manifest.part_key("stop_search", 2020))
         .await;
     let current: BTreeSet<&str> = manifest["current"]
         .as_array()
@@ -592,7 +593,7 @@ async fn a_receipt_missing_after_its_upload_finished_is_repaired_from_the_done_m
     }
     assert_eq!(bucket.run().await.processed.len(), 3);
     // One receipt lost after its upload finished, as the compare-and-swap race lost one.
-    let key = layout::receipts_key("stop_search");
+    let key = Parted::Receipts.part_key("stop_search", 2020);
     let mut receipts = bucket.get_json(&key).await;
     let lost = receipts["receipts"].as_array_mut().unwrap().remove(1);
     bucket
@@ -817,4 +818,100 @@ async fn finished_uploads_leave_incoming_after_the_retention_and_nothing_is_lost
         again.processed[0].superseded.as_deref(),
         Some(summary.submission_id.as_str())
     );
+}
+
+on_both_backends!(state_written_before_parts_is_read_and_folded_into_parts_by_the_next_commit);
+/// A bucket whose manifest and receipts are each one object, as the service wrote them before
+/// it kept one part a year, is read as it is; the next commit moves both into parts and
+/// deletes them.
+async fn state_written_before_parts_is_read_and_folded_into_parts_by_the_next_commit(
+    bucket: TestBucket,
+) {
+    let december = String::from_utf8(small_file(3, "W1"))
+        .unwrap()
+        .replace("2020-01-", "2019-12-");
+    bucket
+        .upload(
+            "incoming/durham/stop_search/2019-12/r.csv",
+            december.into_bytes(),
+        )
+        .await;
+    bucket
+        .upload(
+            "incoming/kent/stop_search/2020-01/r.csv",
+            small_file(3, "W1"),
+        )
+        .await;
+    assert_eq!(bucket.run().await.processed.len(), 2);
+    // The old layout: each of manifest and receipts one object, no parts.
+    let state = state_of(&bucket.store);
+    let manifest = state
+        .manifest("stop_search", Years::All)
+        .await
+        .unwrap()
+        .unwrap();
+    let receipts = state.receipts("stop_search", Years::All).await.unwrap();
+    assert_eq!((manifest.current.len(), receipts.receipts.len()), (2, 2));
+    for (parted, body) in [
+        (
+            Parted::Manifest,
+            serde_json::to_vec_pretty(&manifest).unwrap(),
+        ),
+        (
+            Parted::Receipts,
+            serde_json::to_vec_pretty(&receipts).unwrap(),
+        ),
+    ] {
+        for year in [2019, 2020] {
+            bucket
+                .store
+                .delete(&parted.part_key("stop_search", year))
+                .await
+                .unwrap();
+        }
+        bucket
+            .store
+            .put(&parted.legacy_key("stop_search"), body, PutMode::Create)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        state.manifest("stop_search", Years::All).await.unwrap(),
+        Some(manifest),
+        "read from the one object"
+    );
+    let kent = state
+        .receipts("stop_search", Years::Range(2020..=2020))
+        .await
+        .unwrap();
+    assert_eq!(kent.receipts.len(), 1, "only the year asked for");
+    assert_eq!(kent.receipts[0].force_id, "kent");
+
+    bucket
+        .upload(
+            "incoming/essex/stop_search/2020-01/r.csv",
+            small_file(3, "W1"),
+        )
+        .await;
+    assert_eq!(bucket.run().await.processed.len(), 1);
+    for parted in [Parted::Manifest, Parted::Receipts] {
+        assert!(
+            bucket
+                .keys(&parted.legacy_key("stop_search"))
+                .await
+                .is_empty(),
+            "{parted:?}: the one object is gone"
+        );
+        assert_eq!(
+            bucket.keys(&parted.folder("stop_search")).await,
+            [2019, 2020].map(|y| parted.part_key("stop_search", y))
+        );
+    }
+    let manifest = state
+        .manifest("stop_search", Years::All)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(manifest.current.len(), 3);
+    check_processed_exactly_once(&bucket.store).await;
 }

@@ -205,7 +205,7 @@ async fn the_demo_gives_the_same_outputs_from_s3_as_from_a_local_bucket() {
             &ids_local,
         );
         let b = content(key, s3.store.get(real_s3).await.unwrap().0, &ids_s3);
-        let kind = if key.ends_with("_manifest.json") {
+        let kind = if key.contains("/_manifest/") {
             let (a, b): (Value, Value) = (
                 serde_json::from_slice(&a).unwrap(),
                 serde_json::from_slice(&b).unwrap(),

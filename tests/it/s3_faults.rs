@@ -277,7 +277,7 @@ async fn state_reads_cut_short_are_read_again() {
     let rule = f.proxy.add(
         Rule::new(
             "GET",
-            r"^snapshots/stop_search/_manifest\.json\?",
+            r"^snapshots/stop_search/_manifest/2020\.json\?",
             Fault::Truncate,
         )
         .times(2),

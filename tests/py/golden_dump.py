@@ -314,7 +314,7 @@ def family_of(key):
                 break
             head.append(part)
         return "tables/" + ".".join(head), "table"
-    if re.fullmatch(r"snapshots/[^/]+/_manifest\.json", key):
+    if re.fullmatch(r"snapshots/[^/]+/_manifest/[^/]+\.json", key):
         return "manifest." + key.split("/")[1], "json"
     if key.startswith("archive/"):
         return "archive", "bytes"

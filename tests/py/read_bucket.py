@@ -33,8 +33,9 @@ def main():
                 {v for v in table.column("self_defined_ethnicity_group").to_pylist() if v is not None}
             ) if "self_defined_ethnicity_group" in table.schema.names else [],
         })
-    manifest = os.path.join(root, "snapshots", dataset, "_manifest.json")
-    if os.path.exists(manifest):
+    # The manifest: one part a year of periods, read together as a consumer reads them.
+    manifest = os.path.join(root, "snapshots", dataset, "_manifest", "*.json")
+    if glob.glob(manifest):
         con = duckdb.connect()
         pattern = os.path.join(root, "snapshots", dataset, "*", "*", "*.parquet")
         rows = con.execute(
