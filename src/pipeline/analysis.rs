@@ -52,10 +52,13 @@ const CONCURRENT_READS: usize = 16;
 /// Metrics kept in memory; past this the cache starts again.
 const CACHE_ENTRIES: usize = 8192;
 
-/// What the service keeps between uploads: the counts of metrics files read.
+/// What the service keeps between uploads: the counts of metrics files read, by key, and the
+/// keys found missing (`None`). A manifest entry is committed only after its metrics file is
+/// written, so a current submission without one (processed before metrics were written, or
+/// by a pipeline without the analysis) never gains one: it is asked for once.
 #[derive(Default)]
 pub(super) struct Cache {
-    counts: Mutex<HashMap<String, Arc<MonthlyCounts>>>,
+    counts: Mutex<HashMap<String, Option<Arc<MonthlyCounts>>>>,
 }
 
 /// The history and peers an upload is analysed against.
@@ -186,7 +189,7 @@ impl Service {
             for (i, e) in entries.iter().enumerate() {
                 let key = metrics_key(dataset, &e.period, &e.force_id, &e.submission_id);
                 if let Some(hit) = cache.get(&key) {
-                    out[i] = Some(Arc::clone(hit));
+                    out[i].clone_from(hit);
                     continue;
                 }
                 if let Some(Ok(period)) = cadence.map(|c| c.parse(&e.period)) {
@@ -211,18 +214,19 @@ impl Service {
                 break;
             };
             let (i, key, period, read) = done.map_err(|e| PipelineError::Task(e.to_string()))?;
-            let rows = match read {
-                Ok((bytes, _)) => read_metrics(bytes)?,
-                Err(StoreError::NotFound { .. }) => continue,
+            let counts = match read {
+                Ok((bytes, _)) => {
+                    let e = entries[i];
+                    Some(Arc::new(counts_from_rows(
+                        &e.force_id,
+                        period,
+                        &e.submission_id,
+                        &read_metrics(bytes)?,
+                    )))
+                }
+                Err(StoreError::NotFound { .. }) => None,
                 Err(e) => return Err(e.into()),
             };
-            let e = entries[i];
-            let counts = Arc::new(counts_from_rows(
-                &e.force_id,
-                period,
-                &e.submission_id,
-                &rows,
-            ));
             let mut cache = self
                 .analysis
                 .counts
@@ -231,8 +235,8 @@ impl Service {
             if cache.len() >= CACHE_ENTRIES {
                 cache.clear();
             }
-            cache.insert(key, Arc::clone(&counts));
-            out[i] = Some(counts);
+            cache.insert(key, counts.clone());
+            out[i] = counts;
         }
         Ok(out)
     }
@@ -344,7 +348,7 @@ impl Service {
             .counts
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(key.clone(), Arc::new(analysed.counts.clone()));
+            .insert(key.clone(), Some(Arc::new(analysed.counts.clone())));
         Ok(Some(key))
     }
 

@@ -915,3 +915,93 @@ async fn state_written_before_parts_is_read_and_folded_into_parts_by_the_next_co
     assert_eq!(manifest.current.len(), 3);
     check_processed_exactly_once(&bucket.store).await;
 }
+
+/// A local bucket that counts the reads of each key.
+#[derive(Debug)]
+struct CountedReads(LocalStore, std::sync::Mutex<BTreeMap<String, usize>>);
+
+#[async_trait::async_trait]
+impl ObjectStore for CountedReads {
+    fn location(&self, key: &str) -> String {
+        self.0.location(key)
+    }
+    async fn list(&self, prefix: &str) -> store::Result<Vec<ObjectMeta>> {
+        self.0.list(prefix).await
+    }
+    async fn get(&self, key: &str) -> store::Result<(Vec<u8>, ObjectMeta)> {
+        *self.1.lock().unwrap().entry(key.to_owned()).or_default() += 1;
+        self.0.get(key).await
+    }
+    async fn download(
+        &self,
+        key: &str,
+        dest: &Path,
+        feed: Option<store::Feed>,
+    ) -> store::Result<store::Downloaded> {
+        self.0.download(key, dest, feed).await
+    }
+    async fn put(&self, key: &str, bytes: Vec<u8>, mode: PutMode) -> store::Result<ObjectMeta> {
+        self.0.put(key, bytes, mode).await
+    }
+    async fn put_file(&self, key: &str, src: &Path, mode: PutMode) -> store::Result<ObjectMeta> {
+        self.0.put_file(key, src, mode).await
+    }
+    async fn copy(&self, from: &str, to: &str) -> store::Result<ObjectMeta> {
+        self.0.copy(from, to).await
+    }
+    async fn delete(&self, key: &str) -> store::Result<()> {
+        self.0.delete(key).await
+    }
+    async fn delete_version(&self, key: &str, etag: &str) -> store::Result<()> {
+        self.0.delete_version(key, etag).await
+    }
+}
+
+/// A current submission without a metrics file (processed before metrics were written) is
+/// asked for once by a run, however many of its uploads compare with it, as one with a file is.
+#[tokio::test]
+async fn a_run_asks_for_a_missing_metrics_file_once() {
+    let bucket = TestBucket::new();
+    for force in ["durham", "kent"] {
+        bucket
+            .upload(
+                &format!("incoming/{force}/stop_search/2020-01/r.csv"),
+                small_file(3, "W1"),
+            )
+            .await;
+    }
+    assert_eq!(bucket.run().await.processed.len(), 2);
+    let metrics =
+        |force: &str| format!("snapshots/stop_search_metrics/period=2020-01/force={force}/");
+    let missing = bucket.keys(&metrics("durham")).await;
+    let present = bucket.keys(&metrics("kent")).await;
+    assert_eq!((missing.len(), present.len()), (1, 1));
+    bucket.store.delete(&missing[0]).await.unwrap();
+
+    let february = String::from_utf8(small_file(3, "W1"))
+        .unwrap()
+        .replace("2020-01-", "2020-02-");
+    for force in ["essex", "cheshire", "dorset"] {
+        bucket
+            .upload(
+                &format!("incoming/{force}/stop_search/2020-02/r.csv"),
+                february.clone().into_bytes(),
+            )
+            .await;
+    }
+    let store = Arc::new(CountedReads(
+        LocalStore::new(bucket.dir.path()).unwrap(),
+        std::sync::Mutex::default(),
+    ));
+    let service = Service::new(
+        project(),
+        Arc::clone(&store) as Arc<dyn ObjectStore>,
+        bucket.clock.clone(),
+        RunOptions::default(),
+    );
+    let outcome = service.run_once().await.unwrap();
+    assert_eq!(outcome.processed.len(), 3, "{:?}", outcome.failed);
+    let reads = store.1.lock().unwrap().clone();
+    assert_eq!(reads.get(&missing[0]), Some(&1), "{reads:?}");
+    assert_eq!(reads.get(&present[0]), Some(&1), "{reads:?}");
+}
