@@ -808,9 +808,18 @@ impl Service {
             step("judged");
             return Ok(Some(checked));
         };
-        let job = match pipeline {
-            Some(p) => self.analysis_job(p, &location).await?,
-            None => None,
+        // The force's history and its peers' months are read while the upload downloads and is
+        // checked; the check waits for them only at its end, to analyse the counts.
+        let (history_read, history) = std::sync::mpsc::channel();
+        let read_history = async {
+            // Owned here, so that a failed read drops it and the check stops waiting.
+            let history_read = history_read;
+            let job = match pipeline {
+                Some(p) => self.analysis_job(p, &location).await?,
+                None => None,
+            };
+            let _ = history_read.send(job);
+            Ok::<_, PipelineError>(())
         };
         let too_large = object.size > limits.max_file_bytes;
         let local = dir.join("upload");
@@ -847,15 +856,16 @@ impl Service {
                     limits,
                     None,
                     &lineage,
-                    job.as_ref(),
+                    Some(history),
                 )
             })
         };
-        let (archived, checked) = tokio::join!(archive, check);
+        let (archived, checked, history_read) = tokio::join!(archive, check, read_history);
         // A replaced upload: what the check read (if anything) is not the upload listed.
         let Some(sha256) = archived? else {
             return Ok(None);
         };
+        history_read?;
         let checked = checked.map_err(|e| PipelineError::Task(e.to_string()))??;
         step("checked");
         lineage.sha256.clone_from(&sha256);
@@ -1222,7 +1232,7 @@ fn check_to_files(
     limits: Limits,
     location_error: Option<(Code, String)>,
     lineage: &Lineage,
-    job: Option<&analysis::Job>,
+    history: Option<std::sync::mpsc::Receiver<Option<analysis::Job>>>,
 ) -> Result<Checked, PipelineError> {
     let snapshot_path = dir.join("snapshot.parquet");
     let csv_path = dir.join("findings.csv");
@@ -1311,7 +1321,13 @@ fn check_to_files(
                     let rows = rows?;
                     Ok((outcome?, rows))
                 })?;
-            analysed = analysis::finish(pipeline, job, counts, &mut outcome, &mut tee)?;
+            let job = match history {
+                Some(read) => read.recv().map_err(|_| {
+                    PipelineError::Task("the history to analyse against was not read".into())
+                })?,
+                None => None,
+            };
+            analysed = analysis::finish(pipeline, job.as_ref(), counts, &mut outcome, &mut tee)?;
             (outcome, rows)
         }
         (_, error) => {

@@ -1,9 +1,9 @@
 //! The analysis step of a run: the IO around [`crate::analyze`].
 //!
-//! For each upload with a valid location, before the check, the force's history (its current
-//! accepted submissions of earlier months, from the dataset manifest) and the other forces'
-//! latest months are read from their metrics files, through a cache that lives as long as the
-//! service. While the check streams accepted batches, a [`CountsBuilder`] counts them. After
+//! For each upload with a valid location, while it downloads and is checked, the force's history
+//! (its current accepted submissions of earlier months, from the dataset manifest's parts of
+//! those years) and the other forces' latest months are read from their metrics files, sixteen
+//! at a time, through a cache that lives as long as the service. While the check streams accepted batches, a [`CountsBuilder`] counts them. After
 //! the check, [`finish`] runs the detection, turns every gap and anomaly into a finding of the
 //! upload's report (and its CSV and findings table), and adjusts the decision: a warning turns
 //! `accepted` into `accepted_with_warnings`; an anomaly code the pipeline raised to `error`
@@ -428,7 +428,14 @@ impl Service {
             } else {
                 Years::All
             };
-            let receipts = self.state.receipts(&pipeline.dataset, years).await?;
+            // Read at once: the manifest is wasted only for a dataset the force never sent.
+            let (receipts, manifest) = tokio::try_join!(
+                self.state.receipts(&pipeline.dataset, years),
+                self.state.manifest(
+                    &pipeline.dataset,
+                    Years::Range(period.year()..=period.year())
+                ),
+            )?;
             if !receipts.receipts.iter().any(|r| r.force_id == force) {
                 continue;
             }
@@ -453,18 +460,11 @@ impl Service {
                 now,
             );
             let this = recent.iter().find(|r| r.period == period).cloned();
-            let current = self
-                .state
-                .manifest(
-                    &pipeline.dataset,
-                    Years::Range(period.year()..=period.year()),
-                )
-                .await?
-                .and_then(|m| {
-                    m.current
-                        .into_iter()
-                        .find(|e| e.force_id == force && e.period == period.to_string())
-                });
+            let current = manifest.and_then(|m| {
+                m.current
+                    .into_iter()
+                    .find(|e| e.force_id == force && e.period == period.to_string())
+            });
             let ((anomalies, rows), report) = match &current {
                 Some(e) => (
                     tokio::try_join!(
