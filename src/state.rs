@@ -17,8 +17,10 @@
 //!   periods ([`Parted`]): a part is read, changed and written back only under the dataset's
 //!   commit lock `_state/locks/commit-<dataset>` (a lease), with `If-Match` as a second guard
 //!   should the lock have expired under a stalled holder. A commit rewrites only its upload's
-//!   year; readers take the years they need ([`Years`]), sixteen parts at a time. The one
-//!   document each was before parts is read with them until a commit folds it in and deletes it.
+//!   year; readers take the years they need ([`Years`]), sixteen parts at a time, and a part
+//!   listed with the etag it had when this worker last read or wrote it is not read again. The
+//!   one document each was before parts is read with them until a commit folds it in and
+//!   deletes it.
 //!
 //! Rules:
 //! - every write of shared state is create-only, or made under the lease that owns it; no
@@ -30,7 +32,7 @@
 
 pub mod lease;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
@@ -177,6 +179,8 @@ pub struct State {
     options: StateOptions,
     /// The newest index generation read.
     index: tokio::sync::Mutex<Arc<Index>>,
+    /// The manifest and receipts parts this worker read or wrote.
+    parts: PartCache,
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -195,6 +199,7 @@ impl State {
             clock,
             options,
             index: tokio::sync::Mutex::new(Arc::new(Index::default())),
+            parts: PartCache::default(),
         }
     }
 
@@ -436,13 +441,13 @@ impl State {
         &self,
         parted: Parted,
         dataset: &str,
-    ) -> Result<(BTreeMap<i32, String>, bool), StateError> {
+    ) -> Result<(BTreeMap<i32, (String, String)>, bool), StateError> {
         let mut parts = BTreeMap::new();
         let mut legacy = false;
         for m in self.store.list(&parted.prefix(dataset)).await? {
             match parted.read_key(dataset, &m.key) {
                 Some(Some(year)) => {
-                    parts.insert(year, m.key);
+                    parts.insert(year, (m.key, m.etag));
                 }
                 Some(None) => legacy = true,
                 None => {}
@@ -460,15 +465,30 @@ impl State {
         years: Years,
     ) -> Result<Option<T>, StateError> {
         let (parts, legacy) = self.list_parts(parted, dataset).await?;
-        let mut keys: Vec<String> = parts
+        let first = parts.keys().next().copied();
+        let mut read = Vec::new();
+        let mut unread = Vec::new();
+        for (key, etag) in parts
             .iter()
-            .filter(|(year, _)| years.holds(**year, parts.keys().next().copied()))
-            .map(|(_, key)| key.clone())
-            .collect();
-        if legacy {
-            keys.push(parted.legacy_key(dataset));
+            .filter(|(year, _)| years.holds(**year, first))
+            .map(|(_, part)| part)
+        {
+            match self.remembered::<T>(key, etag) {
+                Some(part) => read.push((key.clone(), Some(part))),
+                None => unread.push(key.clone()),
+            }
         }
-        let mut read = self.each(keys, read_state::<T>).await?;
+        if legacy {
+            unread.push(parted.legacy_key(dataset));
+        }
+        for (key, got) in self.each(unread, read_state::<T>).await? {
+            if let Some((part, etag)) = &got
+                && key != parted.legacy_key(dataset)
+            {
+                self.remember(&key, etag, part);
+            }
+            read.push((key, got.map(|(part, _)| part)));
+        }
         read.sort_by(|a, b| a.0.cmp(&b.0));
         let mut whole: Option<T> = None;
         for (key, value) in read {
@@ -590,14 +610,24 @@ impl State {
         years: &[i32],
         mut change: impl FnMut(i32, &mut T) -> bool,
     ) -> Result<(), Failed> {
-        let (_, legacy) = self.list_parts(parted, dataset).await?;
+        let (mut listed, legacy) = self.list_parts(parted, dataset).await?;
         if legacy {
             self.fold_legacy::<T>(parted, dataset).await?;
+            listed = self.list_parts(parted, dataset).await?.0;
         }
         let years: std::collections::BTreeSet<i32> = years.iter().copied().collect();
         for year in years {
             let key = parted.part_key(dataset, year);
-            let (mut part, mode) = match self.read_json::<T>(&key).await? {
+            // The part as listed, from memory when this worker last read or wrote that version
+            // (the write's `If-Match` refuses it should it have changed since the listing).
+            let known = listed
+                .get(&year)
+                .and_then(|(_, etag)| Some((self.remembered::<T>(&key, etag)?, etag.clone())));
+            let known = match known {
+                Some(known) => Some(known),
+                None => self.read_json::<T>(&key).await?,
+            };
+            let (mut part, mode) = match known {
                 Some((p, etag)) => (p, PutMode::Update(etag)),
                 None => (T::empty(dataset), PutMode::Create),
             };
@@ -615,11 +645,32 @@ impl State {
         mode: PutMode,
     ) -> Result<(), Failed> {
         let body = json_body(key, serde_json::to_vec_pretty(part))?;
-        self.store
+        let written = self
+            .store
             .put(key, body, mode)
             .await
             .map_err(|e| Failed::Write(normalise(e)))?;
+        self.remember(key, &written.etag, part);
         Ok(())
+    }
+
+    /// The part at `key` as this worker last read or wrote it, if that was the version `etag`
+    /// (an etag names one content of one object: an MD5 on S3, a write of its own locally).
+    fn remembered<T: PartedState>(&self, key: &str, etag: &str) -> Option<T> {
+        let cache = T::cache(&self.parts)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache
+            .get(key)
+            .filter(|(known, _)| known == etag)
+            .map(|(_, part)| part.clone())
+    }
+
+    fn remember<T: PartedState>(&self, key: &str, etag: &str, part: &T) {
+        T::cache(&self.parts)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key.to_owned(), (etag.to_owned(), part.clone()));
     }
 
     /// Moves a dataset's state written before parts into its parts, merged with what they
@@ -983,14 +1034,26 @@ impl Years {
     }
 }
 
+/// The parts of manifests and receipts a worker read or wrote, by key, with their etags: a part
+/// listed with the etag remembered is not read again.
+#[derive(Default)]
+struct PartCache {
+    manifests: std::sync::Mutex<HashMap<String, (String, Manifest)>>,
+    receipts: std::sync::Mutex<HashMap<String, (String, Receipts)>>,
+}
+
 /// State kept in one part a year: the manifest and the receipts.
-trait PartedState: Serialize + DeserializeOwned + Send + 'static {
+trait PartedState: Serialize + DeserializeOwned + Clone + Send + 'static {
+    fn cache(parts: &PartCache) -> &std::sync::Mutex<HashMap<String, (String, Self)>>;
     fn empty(dataset: &str) -> Self;
     fn merge(&mut self, other: Self);
     fn split(self) -> Result<BTreeMap<i32, Self>, String>;
 }
 
 impl PartedState for Manifest {
+    fn cache(parts: &PartCache) -> &std::sync::Mutex<HashMap<String, (String, Self)>> {
+        &parts.manifests
+    }
     fn empty(dataset: &str) -> Self {
         Manifest {
             dataset: dataset.to_owned(),
@@ -1006,6 +1069,9 @@ impl PartedState for Manifest {
 }
 
 impl PartedState for Receipts {
+    fn cache(parts: &PartCache) -> &std::sync::Mutex<HashMap<String, (String, Self)>> {
+        &parts.receipts
+    }
     fn empty(dataset: &str) -> Self {
         Receipts {
             dataset: dataset.to_owned(),
@@ -1023,16 +1089,14 @@ impl PartedState for Receipts {
 async fn read_state<T: DeserializeOwned>(
     store: Arc<dyn ObjectStore>,
     key: String,
-) -> Result<Option<T>, StateError> {
+) -> Result<Option<(T, String)>, StateError> {
     match store.get(&key).await {
-        Ok((bytes, _)) => {
-            serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| StateError::Corrupt {
-                    location: store.location(&key),
-                    message: e.to_string(),
-                })
-        }
+        Ok((bytes, meta)) => serde_json::from_slice(&bytes)
+            .map(|v| Some((v, meta.etag)))
+            .map_err(|e| StateError::Corrupt {
+                location: store.location(&key),
+                message: e.to_string(),
+            }),
         Err(StoreError::NotFound { .. }) => Ok(None),
         Err(e) => Err(e.into()),
     }

@@ -1005,3 +1005,62 @@ async fn a_run_asks_for_a_missing_metrics_file_once() {
     assert_eq!(reads.get(&missing[0]), Some(&1), "{reads:?}");
     assert_eq!(reads.get(&present[0]), Some(&1), "{reads:?}");
 }
+
+/// A worker reads a manifest or receipts part again only when it has changed since the worker
+/// last read or wrote it: its own commits do not make it read the part back.
+#[tokio::test]
+async fn a_part_is_read_again_only_once_another_writer_has_changed_it() {
+    let bucket = TestBucket::new();
+    bucket
+        .upload(
+            "incoming/kent/stop_search/2020-01/r.csv",
+            small_file(3, "W1"),
+        )
+        .await;
+    assert_eq!(bucket.run().await.processed.len(), 1);
+    for force in ["durham", "essex", "dorset"] {
+        bucket
+            .upload(
+                &format!("incoming/{force}/stop_search/2020-01/r.csv"),
+                small_file(3, "W1"),
+            )
+            .await;
+    }
+    let store = Arc::new(CountedReads(
+        LocalStore::new(bucket.dir.path()).unwrap(),
+        std::sync::Mutex::default(),
+    ));
+    let service = Service::new(
+        project(),
+        Arc::clone(&store) as Arc<dyn ObjectStore>,
+        bucket.clock.clone(),
+        RunOptions::default(),
+    );
+    let outcome = service.run_once().await.unwrap();
+    assert_eq!(outcome.processed.len(), 3, "{:?}", outcome.failed);
+    let parts = [
+        Parted::Manifest.part_key("stop_search", 2020),
+        Parted::Receipts.part_key("stop_search", 2020),
+    ];
+    let reads = |key: &str| store.1.lock().unwrap().get(key).copied().unwrap_or(0);
+    assert_eq!(parts.each_ref().map(|k| reads(k)), [1, 1]);
+
+    // Another writer's version (the same entries, written again) is read once more.
+    for key in &parts {
+        let (bytes, _) = bucket.store.get(key).await.unwrap();
+        bucket
+            .store
+            .put(key, bytes, PutMode::Overwrite)
+            .await
+            .unwrap();
+    }
+    bucket
+        .upload(
+            "incoming/cheshire/stop_search/2020-01/r.csv",
+            small_file(3, "W1"),
+        )
+        .await;
+    assert_eq!(service.run_once().await.unwrap().processed.len(), 1);
+    assert_eq!(parts.each_ref().map(|k| reads(k)), [2, 2]);
+    check_processed_exactly_once(&bucket.store).await;
+}
