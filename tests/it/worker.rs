@@ -668,6 +668,12 @@ fn the_worker_takes_the_backlog_then_new_uploads_on_the_next_tick_and_counts_the
         worker.metric(r#"force_returns_rows_accepted_total{dataset="stop_search"}"#),
         30
     );
+    // The run ends (status table, then its metrics) after its last upload is counted.
+    worker.wait_for_metric(
+        r#"force_returns_runs_total{dataset="stop_search",outcome="ok"}"#,
+        1,
+        Duration::from_secs(30),
+    );
     assert!(
         worker.metric_f64(
             r#"force_returns_last_successful_run_timestamp_seconds{dataset="stop_search"}"#
