@@ -728,7 +728,12 @@ fn the_worker_takes_the_backlog_then_new_uploads_on_the_next_tick_and_counts_the
         0
     );
     assert_eq!(worker.metric("force_returns_uploads_in_flight"), 0);
-    assert!(worker.metric(r#"force_returns_runs_total{dataset="stop_search",outcome="ok"}"#) >= 2);
+    // The run ends (status table, then its metrics) after its last upload is counted.
+    worker.wait_for_metric(
+        r#"force_returns_runs_total{dataset="stop_search",outcome="ok"}"#,
+        2,
+        Duration::from_secs(30),
+    );
 
     let (status, took) = worker.terminate(Duration::from_secs(30));
     assert!(status.success(), "{status}");
