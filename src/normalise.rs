@@ -503,7 +503,11 @@ fn serial(text: &str) -> Option<DateTime> {
     };
     Some(DateTime {
         date,
-        time: Some(NaiveTime::from_num_seconds_from_midnight_opt(seconds, 0)?),
+        time: Some(NaiveTime::from_hms_opt(
+            seconds / 3600,
+            seconds / 60 % 60,
+            seconds % 60,
+        )?),
     })
 }
 

@@ -3,7 +3,7 @@
 //! For each upload with a valid location, before the check, the force's history (its current
 //! accepted submissions of earlier months, from the dataset manifest) and the other forces'
 //! latest months are read from their metrics files, through a cache that lives as long as the
-//! service. While the check streams accepted batches, a [`CountsBuilder`] counts them. After
+//! service. While the check streams accepted batches, an [`ObservationsBuilder`] counts them. After
 //! the check, [`finish`] runs the detection, turns every gap and anomaly into a finding of the
 //! upload's report (and its CSV and findings table), and adjusts the decision: a warning turns
 //! `accepted` into `accepted_with_warnings`; an anomaly code the pipeline raised to `error`
@@ -28,14 +28,15 @@ use chrono::{DateTime, Utc};
 use tracing::{error, info};
 
 use super::{CheckOutcome, PipelineError, Service, order_findings, rfc3339};
-use crate::analyze::counts::CountsBuilder;
-use crate::analyze::metrics::{counts_from_rows, metric_rows};
+use crate::analyze::metrics::{Rates, metric_rows, observations_from_rows};
 use crate::analyze::status::{self, StatusRow};
 use crate::analyze::summary::{self, DatasetSummary, ForceSummary};
 use crate::analyze::tables::{
     MetricsHeader, anomalies_parquet, metrics_parquet, read_anomalies, read_metrics, status_parquet,
 };
-use crate::analyze::{Anomaly, Input, Labels, MetricRow, MonthlyCounts, detect};
+use crate::analyze::{
+    Anomaly, Input, Labels, MetricRow, Observations, ObservationsBuilder, detect,
+};
 use crate::config::Pipeline;
 use crate::finding::{FindingLog, FindingSink, Severity};
 use crate::layout::{Location, anomalies_key, feedback_base, metrics_key, status_key, summary_key};
@@ -52,19 +53,19 @@ const CACHE_ENTRIES: usize = 8192;
 /// What the service keeps between uploads: the counts of metrics files read.
 #[derive(Default)]
 pub(super) struct Cache {
-    counts: Mutex<HashMap<String, Arc<MonthlyCounts>>>,
+    counts: Mutex<HashMap<String, Arc<Observations>>>,
 }
 
 /// The history and peers an upload is analysed against.
 pub(super) struct Job {
-    history: Vec<MonthlyCounts>,
-    peers: Vec<MonthlyCounts>,
+    history: Vec<Observations>,
+    peers: Vec<Observations>,
 }
 
 /// What the analysis of an accepted upload produced.
 pub(super) struct Analysed {
     /// Its counts.
-    pub(super) counts: MonthlyCounts,
+    pub(super) counts: Observations,
     /// Its gaps and anomalies, with the pipeline's severities.
     pub(super) anomalies: Vec<Anomaly>,
 }
@@ -75,10 +76,11 @@ pub(super) fn builder(
     force: &str,
     period: &str,
     submission: &str,
-) -> Option<CountsBuilder> {
+) -> Option<ObservationsBuilder> {
     let period = pipeline.period.cadence.parse(period).ok()?;
-    Some(CountsBuilder::new(
+    Some(ObservationsBuilder::new(
         &pipeline.schema,
+        &pipeline.observe,
         force,
         period,
         submission,
@@ -90,7 +92,7 @@ pub(super) fn builder(
 pub(super) fn finish(
     pipeline: &Pipeline,
     job: Option<&Job>,
-    builder: Option<CountsBuilder>,
+    builder: Option<ObservationsBuilder>,
     outcome: &mut CheckOutcome,
     sink: &mut dyn FindingSink,
 ) -> Result<Option<Analysed>, PipelineError> {
@@ -103,13 +105,14 @@ pub(super) fn finish(
     let counts = builder.finish();
     let mut anomalies = match job {
         Some(job) if pipeline.anomalies.enabled => {
-            let labels = Labels::new(&pipeline.schema);
+            let labels = Labels::new(&pipeline.schema, &pipeline.observe);
             detect(&Input {
                 settings: &pipeline.anomalies,
                 current: &counts,
                 history: &job.history,
                 peers: &job.peers,
                 labels: &labels,
+                observe: &pipeline.observe,
                 blank_warn_above: &pipeline.blank_warn_above(),
             })
         }
@@ -163,13 +166,13 @@ fn periods_before(p: Period, n: usize) -> Period {
 }
 
 impl Service {
-    /// The counts of a current submission, from its metrics file (`None` when it has none,
+    /// The observations of a current submission, from its metrics file (`None` when it has none,
     /// as in a bucket processed before metrics were written).
     async fn counts_of(
         &self,
         dataset: &str,
         entry: &ManifestEntry,
-    ) -> Result<Option<Arc<MonthlyCounts>>, PipelineError> {
+    ) -> Result<Option<Arc<Observations>>, PipelineError> {
         let key = metrics_key(
             dataset,
             &entry.period,
@@ -185,11 +188,10 @@ impl Service {
         {
             return Ok(Some(Arc::clone(hit)));
         }
-        let Some(Ok(period)) = self
-            .project
-            .pipeline(dataset)
-            .map(|p| p.period.cadence.parse(&entry.period))
-        else {
+        let Some(pipeline) = self.project.pipeline(dataset) else {
+            return Ok(None);
+        };
+        let Ok(period) = pipeline.period.cadence.parse(&entry.period) else {
             return Ok(None);
         };
         let rows = match self.store.get(&key).await {
@@ -197,10 +199,11 @@ impl Service {
             Err(StoreError::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let counts = Arc::new(counts_from_rows(
+        let counts = Arc::new(observations_from_rows(
             &entry.force_id,
             period,
             &entry.submission_id,
+            &pipeline.observe,
             &rows,
         ));
         let mut cache = self
@@ -295,7 +298,13 @@ impl Service {
             .population
             .as_ref()
             .and_then(|p| p.areas.get(&location.force_id));
-        let rows = metric_rows(&analysed.counts, area);
+        let rates = pipeline.population.as_ref().and_then(|p| {
+            Some(Rates {
+                area: p.areas.get(&location.force_id)?,
+                reference_group: p.reference_group.as_deref(),
+            })
+        });
+        let rows = metric_rows(&analysed.counts, &pipeline.observe, rates);
         let header = MetricsHeader {
             dataset: dataset.clone(),
             force_id: location.force_id.clone(),
@@ -435,7 +444,7 @@ impl Service {
                 status: this,
                 recent,
                 anomalies,
-                headlines: summary::headlines(&rows),
+                headlines: summary::headlines(&rows, &pipeline.observe.headlines),
                 report,
             });
         }
