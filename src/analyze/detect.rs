@@ -38,7 +38,7 @@ use super::stats::{
 use crate::finding::{Code, Finding, Severity};
 use crate::model::analysis::{AnomalySettings, Band, PeerSeries};
 use crate::model::observe::{ObserveSettings, ShareDecl};
-use crate::period::Period;
+use crate::period::{Cadence, Period};
 use crate::schema::RecordSchema;
 
 /// What an anomaly's numbers count.
@@ -883,11 +883,12 @@ fn gap_days(input: &Input<'_>, history: &[&Observations], period: Period) -> Opt
     let lowest = busy.iter().copied().fold(f64::INFINITY, f64::min);
     let highest = busy.iter().copied().fold(0.0, f64::max);
     let mut message = format!(
-        "No records on {} of {} ({} {}). On the other days of the month there were {} to {} records a day.",
+        "No records on {} of {} ({} {}). On the other days of the {} there were {} to {} records a day.",
         day_list(&empty_list),
         period_name(period),
         empty,
         if empty == 1 { "day" } else { "days" },
+        period.cadence().word(),
         thousands(lowest),
         thousands(highest),
     );
@@ -905,24 +906,27 @@ fn gap_days(input: &Input<'_>, history: &[&Observations], period: Period) -> Opt
             let _ = if usual < 1.0 {
                 write!(
                     message,
-                    " In the previous {} months there were records on almost every day.",
-                    past.len()
+                    " In the previous {} there were records on almost every day.",
+                    period.cadence().count(past.len())
                 )
             } else {
                 write!(
                     message,
-                    " In the previous {} months about {} {} a month had no records.",
-                    past.len(),
+                    " In the previous {} about {} {} a {} had no records.",
+                    period.cadence().count(past.len()),
                     thousands(usual),
-                    if usual > 1.0 { "days" } else { "day" }
+                    if usual > 1.0 { "days" } else { "day" },
+                    period.cadence().word()
                 )
             };
         }
         None => message.push_str(" There is not yet enough history to compare with."),
     }
-    message.push_str(
-        " A block of empty days usually means the extract missed part of the month; check the \
-         date range of the export and upload the month again if records are missing.",
+    let _ = write!(
+        message,
+        " A block of empty days usually means the extract missed part of the {0}; check the \
+         date range of the export and upload the {0} again if records are missing.",
+        period.cadence().word()
     );
     Some(Anomaly {
         code: Code::GapDaysWithoutRecords,
@@ -930,7 +934,7 @@ fn gap_days(input: &Input<'_>, history: &[&Observations], period: Period) -> Opt
         force_id: c.force_id.clone(),
         period,
         submission_id: c.submission_id.clone(),
-        series: "days of the month without records".to_owned(),
+        series: format!("days of the {} without records", period.cadence().word()),
         dimension: None,
         category: None,
         column: None,
@@ -941,7 +945,8 @@ fn gap_days(input: &Input<'_>, history: &[&Observations], period: Period) -> Opt
         upper: upper as f64,
         probability,
         method: format!(
-            "empty days against a Poisson model at the month's lowest tenth of daily counts or its average, whichever is lower ({low:.1}){}; flagged below probability {}",
+            "empty days against a Poisson model at the {}'s lowest tenth of daily counts or its average, whichever is lower ({low:.1}){}; flagged below probability {}",
+            period.cadence().word(),
             if past_share.is_some() {
                 " or the force's usual share of empty days, whichever is higher"
             } else {
@@ -1044,7 +1049,8 @@ fn what(series: &Series, point: Point, labels: &Labels) -> String {
 
 fn history_words(from: Period, to: Period, months: usize) -> String {
     format!(
-        "the force's own history ({months} months, {} to {})",
+        "the force's own history ({}, {} to {})",
+        from.cadence().count(months),
         period_name(from),
         period_name(to)
     )
@@ -1073,11 +1079,12 @@ fn outlier(
     a.history_from = Some(from);
     a.history_to = Some(to);
     a.method = format!(
-        "robust z: median and scaled MAD of {months} months{}; range ±max({} × MAD, {}% of the level{}); flagged when a {} tail beyond the range is below {}",
+        "robust z: median and scaled MAD of {}{}; range ±max({} × MAD, {}% of the level{}); flagged when a {} tail beyond the range is below {}",
+        from.cadence().count(months),
         if seasonal {
-            ", adjusted by month-of-year factors"
+            format!(", adjusted by {}-of-year factors", from.cadence().word())
         } else {
-            ""
+            String::new()
         },
         band.z,
         band.relative * 100.0,
@@ -1112,7 +1119,7 @@ fn outlier(
         format_value(r.center, unit),
         format_value(r.lo, unit),
         format_value(r.hi, unit),
-        advice(series),
+        advice(series, period.cadence()),
     );
     a
 }
@@ -1138,8 +1145,10 @@ fn vanished(
     a.history_from = Some(from);
     a.history_to = Some(to);
     a.method = format!(
-        "a category at zero where even the lower quartile of its share over {months} months expects at least {} records; flagged when zero has a binomial probability below {}",
-        input.settings.vanished_min_expected, input.settings.probability
+        "a category at zero where even the lower quartile of its share over {} expects at least {} records; flagged when zero has a binomial probability below {}",
+        from.cadence().count(months),
+        input.settings.vanished_min_expected,
+        input.settings.probability
     );
     let (dimension, category) = match series {
         Series::Share {
@@ -1149,12 +1158,14 @@ fn vanished(
         _ => ("", ""),
     };
     a.message = format!(
-        "In {}, no record has {dimension} `{category}`. In {} it made up {} of the records that give {dimension}, so about {} were expected among this month's {}. Even in its quieter months it would have had {} or more. A category that drops to zero usually means it is no longer recorded or is mapped to another code; check the extract and the code mapping of your records system.",
+        "In {}, no record has {dimension} `{category}`. In {} it made up {} of the records that give {dimension}, so about {} were expected among this {}'s {}. Even in its quieter {}s it would have had {} or more. A category that drops to zero usually means it is no longer recorded or is mapped to another code; check the extract and the code mapping of your records system.",
         period_name(period),
         history_words(from, to, months),
         percent(share),
         thousands(expected),
+        period.cadence().word(),
         thousands(current.den as f64),
+        period.cadence().word(),
         thousands(low * current.den as f64),
     );
     a
@@ -1188,22 +1199,24 @@ fn level_shift(
     a.since = Some(since);
     let ls = &input.settings.level_shift;
     a.method = format!(
-        "level shift: each of the last {} months outside ±max({} × MAD, {}% of the level) of the median of the {months} months before, each with a tail probability below {}",
-        ls.months,
+        "level shift: each of the last {} outside ±max({} × MAD, {}% of the level) of the median of the {} before, each with a tail probability below {}",
+        from.cadence().count(ls.months),
         ls.z,
         ls.relative * 100.0,
+        from.cadence().count(months),
         ls.probability
     );
     a.message = format!(
-        "Since {}, the {} has moved to a new level: {} in the last {} months, against a usual {} (range {} to {}) in {}. A lasting step like this often follows a change of records system or of recording practice. If the change is real, nothing needs correcting and it becomes the new baseline; if not, correct the months affected.",
+        "Since {}, the {} has moved to a new level: {} in the last {}, against a usual {} (range {} to {}) in {}. A lasting step like this often follows a change of records system or of recording practice. If the change is real, nothing needs correcting and it becomes the new baseline; if not, correct the {}s affected.",
         period_name(since),
         series.describe(input.labels),
         values.join(", "),
-        recent.len(),
+        from.cadence().count(recent.len()),
         format_value(shift.range.center, unit),
         format_value(shift.range.lo, unit),
         format_value(shift.range.hi, unit),
         history_words(from, to, months),
+        from.cadence().word(),
     );
     a
 }
@@ -1241,9 +1254,10 @@ fn peer(
         )
     };
     a.message = format!(
-        "In {}, {}. Across {forces} other forces this month the share is {} (most between {} and {}). A share far from every other force often means a code is mapped to the wrong category; check how your records system exports it.",
+        "In {}, {}. Across {forces} other forces this {} the share is {} (most between {} and {}). A share far from every other force often means a code is mapped to the wrong category; check how your records system exports it.",
         period_name(period),
         what(series, current, input.labels),
+        period.cadence().word(),
         percent(r.center),
         percent(r.lo),
         percent(r.hi),
@@ -1251,16 +1265,15 @@ fn peer(
     a
 }
 
-fn advice(series: &Series) -> &str {
+fn advice(series: &Series, cadence: Cadence) -> String {
     match series {
-        Series::Volume => {
-            "Check that the extract covers the whole month and only this force; if the number is right, say what changed in your reply."
-        }
-        Series::Share { .. } => {
-            "Check the code mapping of your records system for this field; if the change is real, no action is needed."
-        }
-        Series::Blank { .. } => "Check that the field is still being recorded and exported.",
-        Series::Recording(share) => &share.advice,
+        Series::Volume => format!(
+            "Check that the extract covers the whole {} and only this force; if the number is right, say what changed in your reply.",
+            cadence.word()
+        ),
+        Series::Share { .. } => "Check the code mapping of your records system for this field; if the change is real, no action is needed.".to_owned(),
+        Series::Blank { .. } => "Check that the field is still being recorded and exported.".to_owned(),
+        Series::Recording(share) => share.advice.clone(),
     }
 }
 
