@@ -3,13 +3,11 @@
 //! A file can pass every field check and still be wrong: a force misses a month, sends half a
 //! month, stops recording a category after a system change, or its numbers jump fourfold. This
 //! module finds those and explains them, for every record-level return the same way: it reads
-//! what a profile's `[observe]` declares (`crate::model::observe`) and names no field of any
-//! return. It is pure: functions over observations, histories and a clock-supplied `now`,
+//! the observations `crate::observe` gathers as a profile's `[observe]` declares them, and
+//! names no field of any return. It is pure: functions over observations, histories and a
+//! clock-supplied `now`,
 //! returning rows and [`Anomaly`]s; `pipeline` does the IO.
 //!
-//! - [`observations`]: one submission's observations, gathered column by column while its
-//!   batches stream (records by day and category, blanks, the declared time-of-day shares,
-//!   subset for rates and agreements);
 //! - [`metrics`]: the derived metrics table (records by category and day, the declared
 //!   subset, category metrics, shares and agreements, blank rates, rates per 1,000 and
 //!   disparity ratios) and observations read back from it;
@@ -30,15 +28,14 @@
 
 pub mod detect;
 pub mod metrics;
-pub mod observations;
 pub mod stats;
 pub mod status;
 pub mod summary;
 pub mod tables;
 
+pub use crate::observe::{Observations, ObservationsBuilder};
 pub use detect::{Anomaly, Input, Labels, detect};
 pub use metrics::{MetricRow, Rates, metric_rows};
-pub use observations::{Observations, ObservationsBuilder};
 pub use status::{Status, StatusRow};
 
 use crate::finding::Code;

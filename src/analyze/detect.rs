@@ -30,7 +30,6 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use super::observations::Observations;
 use super::stats::{
     binomial_cdf, binomial_sf, median, median_mad_in_place, poisson_cdf, poisson_sf, quantile,
     scaled_mad,
@@ -38,6 +37,7 @@ use super::stats::{
 use crate::finding::{Code, Finding, Severity};
 use crate::model::analysis::{AnomalySettings, Band, PeerSeries};
 use crate::model::observe::{ObserveSettings, ShareDecl};
+use crate::observe::Observations;
 use crate::period::{Cadence, Period};
 use crate::schema::RecordSchema;
 

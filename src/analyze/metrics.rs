@@ -28,8 +28,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::observations::Observations;
 use crate::model::observe::ObserveSettings;
+use crate::observe::Observations;
 use crate::period::Period;
 use crate::schema::AreaPopulation;
 
@@ -257,7 +257,7 @@ pub fn find<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyze::observations::{BLANK, HEADER, count_csv};
+    use crate::observe::{BLANK, HEADER, count_csv};
 
     const SDE_GROUP: &str = "self_defined_ethnicity_group";
 

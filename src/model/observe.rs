@@ -2,7 +2,7 @@
 //! name of its records, recording-quality shares, the subset counted for rates per 1,000 and
 //! its breakdown, agreement between two fields, single categories published as metrics, and
 //! the headline figures of the force summary. The engine computes all of them in one columnar
-//! pass (`analyze::observations`); detection, derived metrics and summaries read them by the
+//! pass (`crate::observe`); detection, derived metrics and summaries read them by the
 //! names given here, so `src/` names no field of any return.
 //!
 //! Everything is named by *dimension*: a code-list property (`outcome`), a property and one of

@@ -1,5 +1,5 @@
-//! The observations of one accepted submission, gathered while its batches stream through the
-//! pipeline: records per day of the period, blanks per column, records per category of every
+//! Batches → observations, as the profile declares: the observations of one accepted
+//! submission, gathered while its batches stream through the pipeline: records per day of the period, blanks per column, records per category of every
 //! code-list column (by canonical code and by each code-list attribute), true/false counts of
 //! boolean columns, and what the profile's `[observe]` declares (`model::observe`): records
 //! at a time of day, the subset counted for rates by its breakdown, and agreement between two
