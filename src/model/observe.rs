@@ -287,3 +287,86 @@ impl ObserveSettings {
         self.shares.iter().find(|s| s.name == name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dimensions() -> BTreeMap<String, Vec<String>> {
+        BTreeMap::from([
+            (
+                "reason".to_owned(),
+                vec!["Warrant".to_owned(), "Bail".to_owned()],
+            ),
+            (
+                "flag".to_owned(),
+                vec!["true".to_owned(), "false".to_owned()],
+            ),
+        ])
+    }
+
+    fn parse(text: &str) -> ObserveSettings {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn declarations_the_schema_lacks_are_each_reported() {
+        let settings = parse(
+            r#"
+            records = "detentions"
+            [[shares]]
+            name = "x"
+            title = "t"
+            clause = "c"
+            advice = "a"
+            dimension = "reasons"
+            [[shares]]
+            name = "y"
+            title = "t"
+            clause = "c"
+            advice = "a"
+            dimension = "reason"
+            categories = ["Bale"]
+            or_blank = "reasn"
+            [[shares]]
+            name = "z"
+            title = "t"
+            clause = "c"
+            advice = "a"
+            time_of_day = "25:00"
+            [[shares]]
+            name = "detentions"
+            title = "t"
+            clause = "c"
+            advice = "a"
+            [[headlines]]
+            label = "l"
+            metric = "nothing"
+            [[headlines]]
+            label = "l"
+            metric = "rate_per_1000"
+            "#,
+        );
+        let problems = settings.check(&dimensions(), &["reason".to_owned()]);
+        let has = |s: &str| problems.iter().any(|p| p.contains(s));
+        assert!(has("`reasons`, which is not a dimension"), "{problems:?}");
+        assert!(has("`Bale` is not a value of `reason`"), "{problems:?}");
+        assert!(has("`reasn`, which is not a field"), "{problems:?}");
+        assert!(has("`25:00`, not a time"), "{problems:?}");
+        assert!(has("shares.detentions must have either"), "{problems:?}");
+        assert!(has("`detentions` is declared twice"), "{problems:?}");
+        assert!(has("`nothing` is not a metric"), "{problems:?}");
+        assert_eq!(
+            problems.len(),
+            7,
+            "the engine's rate_per_1000 is a metric: {problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_profile_without_observe_declares_nothing_and_passes() {
+        let settings = parse("");
+        assert_eq!(settings.records, "records");
+        assert!(settings.check(&dimensions(), &[]).is_empty());
+    }
+}
