@@ -165,6 +165,16 @@ impl Cadence {
         }
     }
 
+    /// How often, as an adjective: `monthly`, `quarterly`, `yearly`, `snapshot`.
+    pub fn adjective(self) -> &'static str {
+        match self {
+            Cadence::Month => "monthly",
+            Cadence::Quarter => "quarterly",
+            Cadence::FinancialYear => "yearly",
+            Cadence::Snapshot(_) => "snapshot",
+        }
+    }
+
     /// `n` of its periods in words: `12 months`, `1 quarter`, `3 years`.
     pub fn count(self, n: usize) -> String {
         format!("{n} {}{}", self.word(), if n == 1 { "" } else { "s" })
