@@ -20,6 +20,7 @@ use crate::ingest::{Batch, cell};
 use crate::model::observe::{ObserveSettings, ShareDecl};
 use crate::period::Period;
 use crate::schema::{CodeList, RecordSchema, SnapshotType};
+use chrono::Datelike;
 
 /// The category name under which blank cells of the subset's breakdown are counted.
 pub const BLANK: &str = "(blank)";
@@ -182,8 +183,10 @@ struct Agreement {
 pub struct ObservationsBuilder {
     observations: Observations,
     columns: Vec<Tracked>,
-    /// Time-of-day shares: name and `hh:mm:ss`.
-    times: Vec<(String, String)>,
+    /// Time-of-day shares: name, `hh:mm:ss` and records counted.
+    times: Vec<(String, String, u64)>,
+    /// The days of the period.
+    days: PeriodDays,
     subset: Option<Subset>,
     agreements: Vec<Agreement>,
     /// Tracked columns whose per-row codes the subset or an agreement reads.
@@ -299,8 +302,9 @@ impl ObservationsBuilder {
             times: observe
                 .shares
                 .iter()
-                .filter_map(|s| Some((s.name.clone(), s.time_of_day.clone()?)))
+                .filter_map(|s| Some((s.name.clone(), s.time_of_day.clone()?, 0)))
                 .collect(),
+            days: PeriodDays::of(period),
             subset,
             agreements,
             row_columns,
@@ -318,7 +322,6 @@ impl ObservationsBuilder {
         self.observations.rows += kept.len() as u64;
         // Code index of each kept row, for the columns read row by row.
         let mut row_codes: HashMap<usize, Vec<Option<u32>>> = HashMap::new();
-        let first = self.period_start();
         for (c, tracked) in self.columns.iter_mut().enumerate() {
             let Some(column) = batch.column(tracked.property) else {
                 tracked.blanks += kept.len() as u64;
@@ -348,28 +351,20 @@ impl ObservationsBuilder {
                 }
                 Column::Date => {
                     let o = &mut self.observations;
-                    // Rows usually come in date order: the last date's day is reused.
-                    let mut last: (&str, Option<usize>) = ("", None);
                     for &i in &kept {
                         match cell(column, i) {
                             None => tracked.blanks += 1,
                             Some(t) => {
-                                let Some(day) = t.get(..10).and_then(|d| {
-                                    if last.0 != d {
-                                        last = (d, day_index(d, first));
-                                    }
-                                    last.1
-                                }) else {
-                                    continue;
-                                };
-                                let Some(slot) = o.by_day.get_mut(day) else {
+                                let Some(slot) =
+                                    self.days.index(t).and_then(|d| o.by_day.get_mut(d))
+                                else {
                                     continue;
                                 };
                                 *slot += 1;
                                 o.dated += 1;
-                                for (name, time) in &self.times {
+                                for (_, time, n) in &mut self.times {
                                     if t.len() == 10 || t.get(11..19) == Some(time.as_str()) {
-                                        *o.at_time.entry(name.clone()).or_default() += 1;
+                                        *n += 1;
                                     }
                                 }
                             }
@@ -382,12 +377,6 @@ impl ObservationsBuilder {
             }
         }
         self.add_rows(kept.len(), &row_codes);
-    }
-
-    fn period_start(&self) -> chrono::NaiveDate {
-        self.observations
-            .period
-            .map_or(chrono::NaiveDate::MIN, Period::first_day)
     }
 
     /// The subset and the agreements, row by row over the kept rows' codes.
@@ -486,14 +475,57 @@ impl ObservationsBuilder {
         for a in self.agreements {
             o.agreements.insert(a.name, (a.agree, a.both));
         }
+        for (name, _, n) in self.times {
+            if n > 0 {
+                o.at_time.insert(name, n);
+            }
+        }
         o
     }
 }
 
-/// The day of the period (0 for its first day) of a `yyyy-mm-dd` date.
-fn day_index(date: &str, first: chrono::NaiveDate) -> Option<usize> {
-    let date = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
-    usize::try_from((date - first).num_days()).ok()
+/// The days of a period, by month: for each month it overlaps, `yyyy-mm-`, its first and last
+/// day in the period, and the day of the period its first day is. A date written
+/// `yyyy-mm-dd...` finds its day by comparing eight bytes and reading two digits.
+#[derive(Debug, Default)]
+struct PeriodDays(Vec<([u8; 8], u32, u32, usize)>);
+
+impl PeriodDays {
+    fn of(period: Period) -> PeriodDays {
+        let (first, last) = (period.first_day(), period.last_day());
+        let mut months = Vec::new();
+        let mut start = first;
+        while start <= last {
+            let next = start
+                .with_day(1)
+                .and_then(|d| d.checked_add_months(chrono::Months::new(1)))
+                .unwrap_or(chrono::NaiveDate::MAX);
+            let end = last.min(next.pred_opt().unwrap_or(last));
+            let mut prefix = [0; 8];
+            prefix.copy_from_slice(&start.format("%Y-%m-").to_string().as_bytes()[..8]);
+            let base = usize::try_from((start - first).num_days()).unwrap_or(0);
+            months.push((prefix, start.day(), end.day(), base));
+            start = next;
+        }
+        PeriodDays(months)
+    }
+
+    /// The day of the period (0 for its first day) of a date as written, when in the period.
+    fn index(&self, text: &str) -> Option<usize> {
+        let b = text.as_bytes();
+        let prefix = b.get(..8)?;
+        let (_, lo, hi, base) = self.0.iter().find(|m| m.0 == prefix)?;
+        let [d1, d2] = *b.get(8..10)? else {
+            return None;
+        };
+        if !(d1.is_ascii_digit() && d2.is_ascii_digit()) {
+            return None;
+        }
+        let day = u32::from(d1 - b'0') * 10 + u32::from(d2 - b'0');
+        (*lo..=*hi)
+            .contains(&day)
+            .then(|| base + (day - lo) as usize)
+    }
 }
 
 /// The code index of each kept row's value (`None` when blank or not in the list), looking
@@ -557,6 +589,37 @@ mod tests {
             outcome.findings
         );
         builder.finish()
+    }
+
+    #[test]
+    fn a_date_finds_its_day_of_the_period_for_every_cadence() {
+        let days = |token: &str| {
+            let p = if token.starts_with("FY") {
+                crate::period::Cadence::FinancialYear.parse(token).unwrap()
+            } else {
+                token.parse().unwrap()
+            };
+            PeriodDays::of(p)
+        };
+        let month = days("2024-02");
+        assert_eq!(month.index("2024-02-01T10:00:00+00:00"), Some(0));
+        assert_eq!(month.index("2024-02-29"), Some(28), "a leap day");
+        assert_eq!(month.index("2024-02-30"), None);
+        assert_eq!(month.index("2024-03-01"), None);
+        assert_eq!(month.index("2024-02-1"), None);
+        let quarter = days("2024-Q2");
+        assert_eq!(quarter.index("2024-04-01"), Some(0));
+        assert_eq!(quarter.index("2024-05-01"), Some(30));
+        assert_eq!(
+            quarter.index("2024-06-30"),
+            Some(90),
+            "the quarter's 91st day"
+        );
+        assert_eq!(quarter.index("2024-07-01"), None);
+        let year = days("FY2023-24");
+        assert_eq!(year.index("2023-04-01"), Some(0));
+        assert_eq!(year.index("2024-03-31"), Some(365), "2024 is a leap year");
+        assert_eq!(year.index("2023-03-31"), None);
     }
 
     #[test]

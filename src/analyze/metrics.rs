@@ -234,7 +234,9 @@ pub fn observations_from_rows(
         } else if metric == "blank_rate" && dimension == "column" {
             c.blanks.insert(r.category.clone(), ratio.0);
         } else if let Some(share) = observe.share(metric).filter(|s| s.is_time_of_day()) {
-            c.at_time.insert(share.name.clone(), ratio.0);
+            if ratio.0 > 0 {
+                c.at_time.insert(share.name.clone(), ratio.0);
+            }
             c.dated = ratio.1;
         } else if observe.agreements.iter().any(|a| a.name == metric) {
             c.agreements.insert(metric.to_owned(), ratio);
