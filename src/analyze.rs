@@ -2,14 +2,15 @@
 //!
 //! A file can pass every field check and still be wrong: a force misses a month, sends half a
 //! month, stops recording a category after a system change, or its numbers jump fourfold. This
-//! module finds those and explains them. It is pure: functions over counts, histories and a
-//! clock-supplied `now`, returning rows and [`Anomaly`]s; `pipeline` does the IO.
+//! module finds those and explains them, for every record-level return the same way: it reads
+//! the observations `crate::observe` gathers as a profile's `[observe]` declares them, and
+//! names no field of any return. It is pure: functions over observations, histories and a
+//! clock-supplied `now`,
+//! returning rows and [`Anomaly`]s; `pipeline` does the IO.
 //!
-//! - [`counts`]: one submission's counts, gathered column by column while its batches stream
-//!   (days, categories, blanks, midnight times, person searches by group);
-//! - [`metrics`]: the derived monthly metrics table (searches by group, legislation, object
-//!   and outcome, arrest and outcome-linked rates, strip searches, not-stated and midnight
-//!   shares, rates per 1,000 and disparity ratios) and counts read back from it;
+//! - [`metrics`]: the derived metrics table (records by category and day, the declared
+//!   subset, category metrics, shares and agreements, blank rates, rates per 1,000 and
+//!   disparity ratios) and observations read back from it;
 //! - [`detect`]: gaps inside a submission and anomalies against the force's own history and
 //!   its peers, each with observed value, expected range, method, history and message;
 //! - [`status`]: expected returns and their status (`accepted` … `overdue`);
@@ -17,14 +18,14 @@
 //! - [`tables`]: the metrics, anomalies and status tables as Parquet;
 //! - [`stats`]: medians, MADs, Poisson and binomial tails.
 //!
-//! The settings come from `crate::model::analysis` (parsed by `config`) and the population
+//! The settings come from `crate::model::analysis` and `crate::model::observe` (parsed by
+//! `config`) and the population
 //! reference from `crate::schema::population`.
 //!
 //! Rules: nothing here reads the bucket or the clock; bad or missing data gives fewer
 //! findings, never a panic; every threshold comes from the pipeline file. Nothing here imports
 //! `pipeline`, `feedback` or `config`.
 
-pub mod counts;
 pub mod detect;
 pub mod metrics;
 pub mod stats;
@@ -32,9 +33,9 @@ pub mod status;
 pub mod summary;
 pub mod tables;
 
-pub use counts::{CountsBuilder, MonthlyCounts};
+pub use crate::observe::{Observations, ObservationsBuilder};
 pub use detect::{Anomaly, Input, Labels, detect};
-pub use metrics::{MetricRow, metric_rows};
+pub use metrics::{MetricRow, Rates, metric_rows};
 pub use status::{Status, StatusRow};
 
 use crate::finding::Code;
@@ -47,7 +48,6 @@ pub const CODES: &[Code] = &[
     Code::AnomalyLevelShift,
     Code::AnomalyCategoryShare,
     Code::AnomalyCategoryVanished,
-    Code::AnomalyNotStatedShare,
-    Code::AnomalyMidnightShare,
+    Code::AnomalyRecordingShare,
     Code::AnomalyPeerShare,
 ];

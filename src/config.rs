@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 use crate::finding::{Code, Severity};
 use crate::model::analysis::{AnomalySettings, PopulationSettings};
+use crate::model::observe::ObserveSettings;
 use crate::model::{BlankThreshold, Limits, ReadingSettings};
 use crate::period::{CADENCE_NAMES, Cadence, Deadline, Period, SnapshotDates};
 use crate::rules::{DECLARED_CODES, RuleDecl, RuleSet};
@@ -147,6 +148,8 @@ struct PipelineFile {
     anomalies: AnomalySettings,
     #[serde(default)]
     population: Option<PopulationSettings>,
+    #[serde(default)]
+    observe: ObserveSettings,
 }
 
 /// A loaded and checked pipeline: one dataset's schema, schedule and rules.
@@ -176,6 +179,8 @@ pub struct Pipeline {
     pub rules: Arc<RuleSet>,
     /// Gap and anomaly settings.
     pub anomalies: AnomalySettings,
+    /// What the records yield (`[observe]`).
+    pub observe: ObserveSettings,
     /// The population reference for rates per 1,000, when configured and present.
     pub population: Option<Arc<Population>>,
     /// The forces whose returns are expected (resolved ids, sorted).
@@ -424,7 +429,7 @@ fn load_pipeline(
             problems.push(problem(
                 line_of_key(&text, "placeholders"),
                 format!(
-                    "placeholder `{placeholder}` is blank or has surrounding spaces: a placeholder is compared with the whole cell"
+                    "placeholder `{placeholder}` is blank or has blanks before or after it: a placeholder is compared with the whole cell"
                 ),
             ));
         }
@@ -525,8 +530,13 @@ fn load_pipeline(
             .map(|i| i + 1)
     };
     if let Some(schema) = &schema {
-        for message in parsed.anomalies.check(&schema.dimensions()) {
+        let dimensions = schema.dimensions();
+        for message in parsed.anomalies.check(&dimensions, &parsed.observe) {
             problems.push(problem(section_line("anomalies"), message));
+        }
+        let properties: Vec<String> = schema.properties.iter().map(|p| p.name.clone()).collect();
+        for message in parsed.observe.check(&dimensions, &properties) {
+            problems.push(problem(section_line("observe"), message));
         }
     }
     let period = period_settings(&text, parsed.period, &mut |line, message| {
@@ -540,19 +550,8 @@ fn load_pipeline(
         }
     };
     if let (Some(schema), Some(settings)) = (&schema, &parsed.population) {
-        let groups = schema
-            .dimensions()
-            .remove(crate::model::analysis::SDE_GROUP)
-            .unwrap_or_default();
-        for g in settings.groups.keys() {
-            if !groups.contains(g) {
-                problems.push(problem(
-                    section_line("population"),
-                    format!(
-                        "population.groups names `{g}`, which is not a self-defined ethnic group (one of {groups:?})"
-                    ),
-                ));
-            }
+        for message in population_problems(schema, settings, &parsed.observe) {
+            problems.push(problem(section_line("population"), message));
         }
     }
     let population = parsed.population.as_ref().and_then(|settings| {
@@ -580,6 +579,7 @@ fn load_pipeline(
         blank_rates: parsed.blank_rates,
         rules: Arc::new(rules?),
         anomalies: parsed.anomalies,
+        observe: parsed.observe,
         population,
         expected_forces: expected,
         file: file.to_owned(),
@@ -697,6 +697,34 @@ fn period_settings(
         first,
         expected_forces: file.expected_forces,
     }
+}
+
+/// What is wrong with a population reference for what the pipeline observes: rates need a
+/// declared subset, and each group (and the reference group) must be a category of its
+/// breakdown.
+fn population_problems(
+    schema: &RecordSchema,
+    settings: &PopulationSettings,
+    observe: &ObserveSettings,
+) -> Vec<String> {
+    let Some(subset) = &observe.subset else {
+        return vec![
+            "population is given but [observe.subset] is not: rates per 1,000 need the records they count".into(),
+        ];
+    };
+    let groups = schema.dimensions().remove(&subset.by).unwrap_or_default();
+    settings
+        .groups
+        .keys()
+        .chain(settings.reference_group.iter())
+        .filter(|g| !groups.contains(g))
+        .map(|g| {
+            format!(
+                "population names the group `{g}`, which is not a category of `{}` (one of {groups:?})",
+                subset.by
+            )
+        })
+        .collect()
 }
 
 /// Reads the population reference. A missing file is a problem only when the pipeline says
@@ -1008,7 +1036,7 @@ deadline_days = 20
         assert!(
             errs[1]
                 .message
-                .contains("placeholder ` N/A` is blank or has surrounding spaces")
+                .contains("placeholder ` N/A` is blank or has blanks before or after it")
         );
     }
 

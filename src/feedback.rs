@@ -209,60 +209,7 @@ pub fn render_html(report: &Report) -> String {
 }
 
 /// The page's stylesheet: screen first, then phone and print adjustments.
-const STYLE: &str = "\
-:root{color-scheme:light}
-*{box-sizing:border-box}
-body{margin:0 auto;max-width:64rem;padding:1rem;font-family:system-ui,-apple-system,\"Segoe UI\",Roboto,Helvetica,Arial,sans-serif;font-size:1rem;line-height:1.45;color:#1f2328;background:#fff}
-h1{font-size:1.6rem;margin:.2rem 0 .8rem}
-h2{font-size:1.3rem;margin:2rem 0 .6rem;padding-bottom:.2rem;border-bottom:2px solid #d0d7de}
-h3{font-size:1.1rem;margin:0 0 .4rem}
-.dataset{margin:0;color:#57606a;font-weight:600}
-code,.mono{font-family:ui-monospace,SFMono-Regular,Consolas,\"Liberation Mono\",Menlo,monospace;font-size:.92em}
-.decision{display:flex;flex-wrap:wrap;align-items:center;gap:.6rem 1rem;margin:0 0 1.2rem;padding:.8rem 1rem;border-radius:.5rem;background:#f6f8fa}
-.decision p{margin:0;flex:1 1 20rem}
-.badge{display:inline-block;padding:.35rem .9rem;border-radius:.4rem;font-size:1.2rem;font-weight:700;letter-spacing:.02em}
-.badge-accepted{background:#1a7f37;color:#fff}
-.badge-accepted-with-warnings{background:#f2b600;color:#1f2328}
-.badge-rejected{background:#c62828;color:#fff}
-.table-wrap{overflow-x:auto;-webkit-overflow-scrolling:touch;margin:0 0 1rem}
-table{border-collapse:collapse;width:100%}
-th,td{padding:.35rem .6rem;text-align:left;vertical-align:top;border-bottom:1px solid #d0d7de}
-thead th{background:#f6f8fa;border-bottom:2px solid #d0d7de;white-space:nowrap}
-.facts th{width:11rem;font-weight:600;color:#57606a;white-space:nowrap}
-.facts td,.examples td{overflow-wrap:anywhere}
-.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-.counts{display:grid;grid-template-columns:repeat(auto-fit,minmax(9rem,1fr));gap:.6rem;margin:0}
-.counts div{padding:.5rem .8rem;border:1px solid #d0d7de;border-radius:.4rem}
-.counts dt{color:#57606a;font-size:.9rem}
-.counts dd{margin:0;font-size:1.4rem;font-weight:700;font-variant-numeric:tabular-nums}
-.finding{margin:1.4rem 0;padding:.2rem 0 .2rem .9rem;border-left:.35rem solid #d0d7de}
-.finding-error{border-left-color:#c62828}
-.finding-warning{border-left-color:#f2b600}
-.finding-info{border-left-color:#3b6fb6}
-.sev{display:inline-block;padding:.05rem .45rem;border-radius:.3rem;font-size:.85rem;font-weight:600;vertical-align:middle}
-.sev-error{background:#fde2e1;color:#8a1c14}
-.sev-warning{background:#fff1c2;color:#6b4a00}
-.sev-info{background:#e2ecfb;color:#1d4f91}
-.count{font-weight:400;color:#57606a}
-.hint,.note{margin:.3rem 0 .6rem}
-.value code{white-space:pre-wrap;background:#f6f8fa;padding:0 .2rem;border-radius:.2rem}
-.muted{color:#57606a;font-style:italic}
-.missing td{background:#fff8e5}
-footer{margin-top:2.5rem;padding-top:.6rem;border-top:1px solid #d0d7de;color:#57606a;font-size:.9rem}
-footer ul{padding-left:1.2rem}
-footer li,footer code{overflow-wrap:anywhere}
-@media (max-width:40rem){body{padding:.6rem}h1{font-size:1.3rem}.facts th{width:auto}}
-@media print{
-body{max-width:none;padding:0;font-size:10pt}
-.badge,.sev,.decision,.finding,.missing td,thead th{-webkit-print-color-adjust:exact;print-color-adjust:exact}
-.table-wrap{overflow:visible}
-table{page-break-inside:auto}
-tr,.counts div{break-inside:avoid;page-break-inside:avoid}
-thead{display:table-header-group}
-h2,h3{break-after:avoid;page-break-after:avoid}
-a{color:inherit}
-}
-";
+const STYLE: &str = include_str!("feedback/report.css");
 
 fn write_page(out: &mut String, r: &Report) -> fmt::Result {
     let force = force_label(r);

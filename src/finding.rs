@@ -139,8 +139,7 @@ codes! {
     AnomalyLevelShift => "anomaly_level_shift", Warning, File;
     AnomalyCategoryShare => "anomaly_category_share", Warning, File;
     AnomalyCategoryVanished => "anomaly_category_vanished", Warning, File;
-    AnomalyNotStatedShare => "anomaly_not_stated_share", Warning, File;
-    AnomalyMidnightShare => "anomaly_midnight_share", Warning, File;
+    AnomalyRecordingShare => "anomaly_recording_share", Warning, File;
     AnomalyPeerShare => "anomaly_peer_share", Info, File;
 }
 
@@ -362,11 +361,8 @@ pub fn hint(code: Code) -> &'static str {
         Code::AnomalyCategoryVanished => {
             "check whether the category is still recorded or has been mapped to another code"
         }
-        Code::AnomalyNotStatedShare => {
-            "check that self-defined ethnicity is still asked for, recorded and exported for every code"
-        }
-        Code::AnomalyMidnightShare => {
-            "check that the export carries the time of each search, not only the date"
+        Code::AnomalyRecordingShare => {
+            "check that the field is still recorded and exported in full; the finding's message says what to look at"
         }
     }
 }

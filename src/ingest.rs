@@ -329,7 +329,7 @@ impl<R: Read> CsvDecoder<R> {
             0
         };
         let head = &buf[skip..len];
-        if head.iter().all(u8::is_ascii_whitespace) {
+        if head.trim_ascii().is_empty() {
             log.push(Finding::new(
                 Code::FileEmpty,
                 "the file is empty: it has no header and no records",

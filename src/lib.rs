@@ -6,7 +6,8 @@
 //! (`tests/it/architecture.rs` checks it; see `ARCHITECTURE.md`); from the bottom:
 //!
 //! - [`model`] holds the values several layers share (the decision, upload limits and reading
-//!   settings, analysis settings, manifests, receipts, tokens); [`period`], [`finding`] and
+//!   settings, analysis settings, what a return's records yield (`[observe]`), manifests,
+//!   receipts, tokens); [`period`], [`finding`] and
 //!   [`clock`] are bottom modules of their own;
 //! - [`schema`] parses record schemas, reference code lists and the population reference;
 //!   [`rules`] applies the plausibility rules a pipeline declares in its profile;
@@ -21,11 +22,12 @@
 //! - [`spill`] finds repeated rows and values in bounded memory, via local temporary files;
 //!   [`workdir`] gives each process folders of its own, cleared once it has died;
 //! - [`config`] loads pipelines, schemas and settings into the values above;
-//! - [`snapshot`] writes typed Parquet snapshots and quality tables;
-//! - [`analyze`] finds gaps and anomalies, derives monthly metrics and the status of expected
-//!   returns;
+//! - [`snapshot`] writes typed Parquet snapshots and quality tables; [`observe`] reduces a
+//!   submission's accepted rows to the observations its profile declares, in the same pass;
+//! - [`analyze`] finds gaps and anomalies over observations, derives metrics and the status of
+//!   expected returns; it names no field of any return;
 //! - [`feedback`] renders the report back to the force and its monthly summary;
-//! - [`pipeline`] runs discover → claim → decode → validate → write → report;
+//! - [`pipeline`] runs discover → claim → decode → validate → write → observe → report;
 //! - [`scheduler`] follows each pipeline's cron schedule with bounded concurrency and a
 //!   graceful [`shutdown`]; [`metrics`] counts what it does and [`api`] serves health and
 //!   metrics over HTTP.
@@ -45,6 +47,7 @@ pub mod layout;
 pub mod metrics;
 pub mod model;
 pub mod normalise;
+pub mod observe;
 pub mod period;
 pub mod pipeline;
 pub mod rules;

@@ -5,6 +5,7 @@
 //!
 //! - [`Decision`]: what checking a whole upload found;
 //! - [`analysis`]: the `[anomalies]` and `[population]` settings of a pipeline;
+//! - [`observe`]: what a record-level return's records yield (`[observe]`);
 //! - [`upload`]: the limits of reading an upload, how cells are read, blank-rate thresholds;
 //! - [`manifest`]: which accepted submission is current for each force × period;
 //! - [`receipt`]: one row per processed upload, the state the status of returns comes from;
@@ -12,6 +13,7 @@
 
 pub mod analysis;
 pub mod manifest;
+pub mod observe;
 pub mod receipt;
 pub mod token;
 pub mod upload;

@@ -36,7 +36,7 @@ use serde_json::Value;
 
 use crate::finding::{Code, Finding};
 use crate::model::ReadingSettings;
-use crate::period::Period;
+use crate::period::{DaySpan, Period};
 use crate::schema::{Property, RecordSchema};
 
 /// The kinds of reading, one note each per column.
@@ -127,7 +127,8 @@ pub struct Normaliser {
     /// The placeholders, in upper case.
     placeholders: Vec<String>,
     longest_placeholder: usize,
-    period: Option<Period>,
+    /// The days of the upload's period, when known.
+    period: Option<DaySpan>,
     /// Per property: its schema asks for a date or a date and time somewhere.
     dates: Vec<bool>,
     /// Per property: it lists its values (code list, `enum` or `const`).
@@ -147,7 +148,7 @@ impl Normaliser {
         Normaliser {
             longest_placeholder: placeholders.iter().map(String::len).max().unwrap_or(0),
             placeholders,
-            period,
+            period: period.map(DaySpan::of),
             dates: schema
                 .properties
                 .iter()
@@ -219,10 +220,7 @@ impl Normaliser {
         let sent = ExcelDate::parse(text)?;
         let day_first = Some(sent.day_first.iso()).filter(|t| passes(t));
         let month_first = sent.month_first.map(DateTime::iso).filter(|t| passes(t));
-        let in_period = |t: &str| {
-            self.period
-                .is_some_and(|p| t.get(..7) == Some(p.to_string().as_str()))
-        };
+        let in_period = |t: &str| self.period.is_some_and(|p| p.holds(t));
         match (day_first, month_first) {
             (Some(d), Some(m))
                 if prop.in_period && self.period.is_some() && !in_period(&d) && in_period(&m) =>
@@ -503,7 +501,11 @@ fn serial(text: &str) -> Option<DateTime> {
     };
     Some(DateTime {
         date,
-        time: Some(NaiveTime::from_num_seconds_from_midnight_opt(seconds, 0)?),
+        time: Some(NaiveTime::from_hms_opt(
+            seconds / 3600,
+            seconds / 60 % 60,
+            seconds % 60,
+        )?),
     })
 }
 

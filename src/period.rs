@@ -155,6 +155,31 @@ impl Cadence {
         }
     }
 
+    /// One of its periods in words: `month`, `quarter`, `year`, `snapshot`.
+    pub fn word(self) -> &'static str {
+        match self {
+            Cadence::Month => "month",
+            Cadence::Quarter => "quarter",
+            Cadence::FinancialYear => "year",
+            Cadence::Snapshot(_) => "snapshot",
+        }
+    }
+
+    /// How often, as an adjective: `monthly`, `quarterly`, `yearly`, `snapshot`.
+    pub fn adjective(self) -> &'static str {
+        match self {
+            Cadence::Month => "monthly",
+            Cadence::Quarter => "quarterly",
+            Cadence::FinancialYear => "yearly",
+            Cadence::Snapshot(_) => "snapshot",
+        }
+    }
+
+    /// `n` of its periods in words: `12 months`, `1 quarter`, `3 years`.
+    pub fn count(self, n: usize) -> String {
+        format!("{n} {}{}", self.word(), if n == 1 { "" } else { "s" })
+    }
+
     /// The form of its period tokens, in words with an example.
     pub fn form(self) -> String {
         match self {
@@ -273,6 +298,36 @@ pub enum BadPeriod {
         /// The form wanted, in words.
         form: String,
     },
+}
+
+/// The first and last day of a period written `yyyy-mm-dd`, to tell cheaply whether a date or
+/// date-time as written falls in it (dates in ISO 8601 order as text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DaySpan {
+    first: [u8; 10],
+    last: [u8; 10],
+}
+
+impl DaySpan {
+    /// The days of `period`.
+    pub fn of(period: Period) -> DaySpan {
+        let day = |d: NaiveDate| {
+            let mut out = [b'0'; 10];
+            out.copy_from_slice(&d.format("%Y-%m-%d").to_string().as_bytes()[..10]);
+            out
+        };
+        DaySpan {
+            first: day(period.first_day()),
+            last: day(period.last_day()),
+        }
+    }
+
+    /// Whether the date written at the start of `text` is one of these days.
+    pub fn holds(&self, text: &str) -> bool {
+        text.as_bytes()
+            .get(..10)
+            .is_some_and(|d| d >= &self.first[..] && d <= &self.last[..])
+    }
 }
 
 /// The span one return covers: a period of a cadence.

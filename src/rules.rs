@@ -38,7 +38,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::finding::{Code, Finding, FindingLog, Severity};
-use crate::period::Period;
+use crate::period::{DaySpan, Period};
 use crate::schema::{CodeList, Property, RecordSchema};
 
 /// The codes whose severity each rule sets (so `[decision.severity]` may not name them).
@@ -776,7 +776,7 @@ pub struct UploadRules<'r> {
     set: &'r RuleSet,
     titles: Vec<&'r str>,
     period: Option<Period>,
-    month: String,
+    days: Option<DaySpan>,
     start: NaiveDateTime,
     end: NaiveDateTime,
     now: Option<DateTime<Utc>>,
@@ -807,7 +807,7 @@ impl<'r> UploadRules<'r> {
             set,
             titles: schema.properties.iter().map(|p| p.title.as_str()).collect(),
             period,
-            month: period.map(|p| p.to_string()).unwrap_or_default(),
+            days: period.map(DaySpan::of),
             start,
             end,
             now,
@@ -864,7 +864,7 @@ impl<'r> UploadRules<'r> {
                     ..
                 } => {
                     let now = self.now?;
-                    if self.month_settled && self.in_month(text) {
+                    if self.month_settled && self.in_period(text) {
                         return None;
                     }
                     let when = read_when(text)?;
@@ -891,8 +891,8 @@ impl<'r> UploadRules<'r> {
         })
     }
 
-    fn in_month(&self, text: &str) -> bool {
-        text.as_bytes().get(..7) == Some(self.month.as_bytes())
+    fn in_period(&self, text: &str) -> bool {
+        self.days.is_some_and(|d| d.holds(text))
     }
 
     fn window(
@@ -903,7 +903,7 @@ impl<'r> UploadRules<'r> {
         far: Severity,
     ) -> Option<(Code, Severity, String)> {
         let period = self.period?;
-        if self.in_month(text) {
+        if self.in_period(text) {
             return None;
         }
         let when = read_when(text)?;
@@ -925,16 +925,20 @@ impl<'r> UploadRules<'r> {
                 Code::DateNearPeriod,
                 near,
                 format!(
-                    "{text} is {how_far} {period} {edge}, the month this file was uploaded for; \
-                     the pipeline takes up to {} either side of a month as near it",
-                    span_words(tolerance)
+                    "{text} is {how_far} {period} {edge}, the {word} this file was uploaded for; \
+                     the pipeline takes up to {} either side of a {word} as near it",
+                    span_words(tolerance),
+                    word = period.cadence().word()
                 ),
             ))
         } else {
             Some((
                 Code::DateOutOfPeriod,
                 far,
-                format!("{text} is not in {period}, the month this file was uploaded for"),
+                format!(
+                    "{text} is not in {period}, the {} this file was uploaded for",
+                    period.cadence().word()
+                ),
             ))
         }
     }

@@ -609,9 +609,9 @@ fn fast_timestamp_micros(b: &[u8]) -> Option<i64> {
         u32::try_from(num(&b[5..7])?).ok()?,
         u32::try_from(num(&b[8..10])?).ok()?,
     )?;
-    let midnight = date.and_hms_opt(0, 0, 0)?.and_utc().timestamp() * 1_000_000;
+    let day_start = date.and_hms_opt(0, 0, 0)?.and_utc().timestamp() * 1_000_000;
     if b.len() == 10 {
-        return Some(midnight);
+        return Some(day_start);
     }
     if b.len() < 20 || !matches!(b[10], b'T' | b't') || b[13] != b':' || b[16] != b':' {
         return None;
@@ -643,7 +643,7 @@ fn fast_timestamp_micros(b: &[u8]) -> Option<i64> {
         }
         _ => return None,
     };
-    Some(midnight + ((h * 60 + m - offset) * 60 + sec) * 1_000_000 + micros)
+    Some(day_start + ((h * 60 + m - offset) * 60 + sec) * 1_000_000 + micros)
 }
 
 /// One row of the `quality/submissions` table.

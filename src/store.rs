@@ -1076,12 +1076,13 @@ mod tests {
         // What a process killed mid-write leaves: its folder of temporary files, with a file
         // half written, and its lock file, which nobody holds any more.
         let writes = dir.path().join(TMP_DIR).join("writes");
-        std::fs::create_dir_all(writes.join("999-dead")).unwrap();
-        std::fs::write(writes.join("999-dead/.tmpAbCd"), b"half a snapshot").unwrap();
-        std::fs::write(writes.join("999-dead.lock"), b"").unwrap();
+        let dead = format!("999-{}", "d".repeat(32));
+        std::fs::create_dir_all(writes.join(&dead)).unwrap();
+        std::fs::write(writes.join(&dead).join(".tmpAbCd"), b"half a snapshot").unwrap();
+        std::fs::write(writes.join(format!("{dead}.lock")), b"").unwrap();
         let store = LocalStore::new(dir.path()).unwrap();
-        assert!(!writes.join("999-dead").exists(), "the dead writer's files");
-        assert!(!writes.join("999-dead.lock").exists());
+        assert!(!writes.join(&dead).exists(), "the dead writer's files");
+        assert!(!writes.join(format!("{dead}.lock")).exists());
         store
             .put("a/b.json", b"{}".to_vec(), PutMode::Create)
             .await

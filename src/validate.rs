@@ -33,7 +33,7 @@ use crate::finding::{Code, Finding, FindingLog, Severity};
 use crate::ingest::{Batch, Distinct, HeaderMap};
 use crate::model::{BlankThreshold, Decision, ReadingSettings};
 use crate::normalise::{Normaliser, Reading};
-use crate::period::Period;
+use crate::period::{DaySpan, Period};
 use crate::rules::{self, RuleSet, UploadRules};
 use crate::schema::{Property, RecordSchema, Spelling, TypeSet, UploadContext};
 use crate::spill::RepeatFinder;
@@ -646,8 +646,8 @@ pub struct Checker<'p> {
     settings: &'p CheckSettings,
     plan: Plan,
     scope: UploadScope,
-    /// The upload's month as written at the start of a date (`2020-01`).
-    month: Option<String>,
+    /// The upload's period as its token (`2020-01`, `2024-Q1`) and as days.
+    period: Option<(String, DaySpan)>,
     rules: UploadRules<'p>,
     header: HeaderMap,
     blanks: Vec<u64>,
@@ -713,7 +713,7 @@ impl<'p> Checker<'p> {
         Ok(Checker {
             settings,
             plan: Plan::compile(schema)?,
-            month: scope.period.map(|p| p.to_string()),
+            period: scope.period.map(|p| (p.to_string(), DaySpan::of(p))),
             rules: UploadRules::new(&settings.rules, schema, scope.period, scope.now),
             normaliser,
             scope,
@@ -962,9 +962,10 @@ impl<'p> Checker<'p> {
             }) => Finding::new(
                 code,
                 format!(
-                    "`{sent}` in {} is {day_first} read day first, as UK dates are written, which is outside {}, the month of this upload; read month first it is {month_first}: neither is chosen",
+                    "`{sent}` in {} is {day_first} read day first, as UK dates are written, which is outside {}, the {} of this upload; read month first it is {month_first}: neither is chosen",
                     prop.title,
-                    self.scope.period.map(|p| p.to_string()).unwrap_or_default()
+                    self.scope.period.map(|p| p.to_string()).unwrap_or_default(),
+                    self.scope.period.map_or("period", |p| p.cadence().word())
                 ),
                 v.rule.clone(),
             )
@@ -982,8 +983,8 @@ impl<'p> Checker<'p> {
         let text = text?;
         if prop.in_period
             && !self.settings.rules.governs_period(p)
-            && let Some(month) = &self.month
-            && text.get(..7) != Some(month.as_str())
+            && let Some((_, days)) = &self.period
+            && !days.holds(text)
             && (is_valid_date(text) || is_valid_datetime(text))
         {
             return Some(Judged::Broken(
@@ -1012,8 +1013,8 @@ impl<'p> Checker<'p> {
                 }
             }
             Some(UploadContext::Period) => {
-                if let Some(month) = &self.month
-                    && text != month
+                if let Some((token, _)) = &self.period
+                    && text != token
                 {
                     return Some(Judged::Broken(
                         Code::PeriodMismatch,
@@ -1107,8 +1108,9 @@ impl<'p> Checker<'p> {
             ),
             Code::ValueLength => format!("`{shown}` is too short or too long for {name}"),
             Code::DateOutOfPeriod => format!(
-                "{shown} is not in {}, the month this file was uploaded for",
-                self.scope.period.map(|p| p.to_string()).unwrap_or_default()
+                "{shown} is not in {}, the {} this file was uploaded for",
+                self.scope.period.map(|p| p.to_string()).unwrap_or_default(),
+                self.scope.period.map_or("period", |p| p.cadence().word())
             ),
             Code::ForceMismatch => format!(
                 "the row names force `{shown}`, but the file was uploaded by `{}`",

@@ -5,10 +5,11 @@
 //! bucket's hidden `.force-returns-tmp/writes/` before moving it into place.
 //!
 //! A process takes `<root>/<name>.lock`, a file it creates and locks (`flock`) for as long as
-//! it runs, then makes `<root>/<name>/`. The kernel drops the lock when the process ends,
-//! however it ends (SIGKILL included). Opening the root first removes every folder whose lock
-//! another process can take, and every folder without a lock file: their owners are gone. The
-//! root holds nothing else.
+//! it runs, then makes `<root>/<name>/`; a name is `<pid>-<32 hex digits>`. The kernel drops
+//! the lock when the process ends, however it ends (SIGKILL included). Opening the root first
+//! removes every folder so named whose lock another process can take, and every folder so
+//! named without a lock file: their owners are gone. Nothing else in the root is touched, so a
+//! root shared with other programs (`--work-dir /tmp`) loses nothing of theirs.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
@@ -92,6 +93,9 @@ fn clear_dead(root: &Path) -> io::Result<usize> {
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
             continue;
         };
+        if !is_ours(name.strip_suffix(".lock").unwrap_or(name)) {
+            continue;
+        }
         if let Some(stem) = name.strip_suffix(".lock") {
             let Ok(file) = File::open(&path) else {
                 continue;
@@ -113,6 +117,16 @@ fn clear_dead(root: &Path) -> io::Result<usize> {
     Ok(cleared)
 }
 
+/// Whether a name is one [`WorkRoot::open`] gives: `<pid>-<32 hex digits>`.
+fn is_ours(name: &str) -> bool {
+    name.split_once('-').is_some_and(|(pid, token)| {
+        !pid.is_empty()
+            && pid.bytes().all(|b| b.is_ascii_digit())
+            && token.len() == 32
+            && token.bytes().all(|b| b.is_ascii_hexdigit())
+    })
+}
+
 fn remove(dir: &Path) -> io::Result<()> {
     match std::fs::remove_dir_all(dir) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
@@ -131,17 +145,31 @@ mod tests {
         let job = live.job().unwrap();
         std::fs::write(job.path().join("upload"), b"a force's records").unwrap();
         // What a killed process leaves: its folder and its lock file, unlocked.
-        let dead = root.path().join("999-dead");
+        let dead_name = format!("999-{}", "d".repeat(32));
+        let dead = root.path().join(&dead_name);
         std::fs::create_dir_all(dead.join("upload-x")).unwrap();
         std::fs::write(dead.join("upload-x/upload"), b"personal data").unwrap();
-        std::fs::write(root.path().join("999-dead.lock"), b"").unwrap();
-        // And a folder with no lock file at all.
-        std::fs::create_dir(root.path().join("stray")).unwrap();
+        std::fs::write(root.path().join(format!("{dead_name}.lock")), b"").unwrap();
+        // And a folder of ours with no lock file at all.
+        let stray = root.path().join(format!("12-{}", "0a".repeat(16)));
+        std::fs::create_dir(&stray).unwrap();
+        // Another program's folder and lock file in a shared root (`--work-dir /tmp`).
+        let theirs = root.path().join("tmp4x9Qz");
+        std::fs::create_dir(&theirs).unwrap();
+        std::fs::write(theirs.join("kept"), b"not ours").unwrap();
+        let their_lock = root.path().join("other-program.lock");
+        std::fs::write(&their_lock, b"").unwrap();
+        std::fs::create_dir(root.path().join("other-program")).unwrap();
 
         let other = WorkRoot::open(root.path()).unwrap();
         assert!(!dead.exists(), "the dead process's upload is gone");
-        assert!(!root.path().join("999-dead.lock").exists());
-        assert!(!root.path().join("stray").exists());
+        assert!(!root.path().join(format!("{dead_name}.lock")).exists());
+        assert!(!stray.exists());
+        assert!(
+            theirs.join("kept").exists(),
+            "another program's folder is kept"
+        );
+        assert!(their_lock.exists() && root.path().join("other-program").exists());
         assert!(
             job.path().join("upload").exists(),
             "a live process's work is kept"

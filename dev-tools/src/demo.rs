@@ -620,7 +620,7 @@ pub const INCIDENTS: &[PlantedIncident] = &[
         months: 6,
         description: "Self-defined ethnicity exported as `Not stated` for a third of searches for six months (Avon & Somerset's use of force, 2019/20)",
         expected: Detection::Codes {
-            codes: &[Code::AnomalyNotStatedShare],
+            codes: &[Code::AnomalyRecordingShare],
             months_back: 16,
             tolerance: 1,
         },
@@ -710,7 +710,7 @@ pub const INCIDENTS: &[PlantedIncident] = &[
         months: 9,
         description: "After a system upgrade, 60% of searches carry the time 00:00:00 instead of their own, to the end of the window",
         expected: Detection::Codes {
-            codes: &[Code::AnomalyMidnightShare, Code::AnomalyPeerShare],
+            codes: &[Code::AnomalyRecordingShare, Code::AnomalyPeerShare],
             months_back: 8,
             tolerance: 0,
         },

@@ -1,7 +1,7 @@
 //! Evaluation of the gap and anomaly analysis on the demo's history with planted incidents.
 //!
 //! [`run`] generates the demo's returns (every force, every month of the window, with
-//! [`INCIDENTS`] planted and no file defects), counts each with the real [`CountsBuilder`]
+//! [`INCIDENTS`] planted and no file defects), counts each with the real [`ObservationsBuilder`]
 //! (the demo's valid files need no CSV quoting, so lines and commas suffice, and the demo's
 //! own tests prove every clean file passes `check_upload` with no finding), then replays the months
 //! in order: each force's month is analysed by [`detect`] against its own earlier months and
@@ -23,9 +23,9 @@ use std::time::Instant;
 use chrono::Duration;
 
 use crate::demo::{DemoConfig, Detection, INCIDENTS, PlantedIncident, demo_limits, uploads};
-use force_returns::analyze::counts::CountsBuilder;
+use force_returns::analyze::ObservationsBuilder;
 use force_returns::analyze::status::{self, Status, StatusRow};
-use force_returns::analyze::{Anomaly, Input, Labels, MonthlyCounts, detect};
+use force_returns::analyze::{Anomaly, Input, Labels, Observations, detect};
 use force_returns::config::Project;
 use force_returns::model::{Receipt, Receipts};
 use std::sync::Arc;
@@ -251,7 +251,7 @@ pub fn run(project: &Project, config: &DemoConfig) -> Result<Evaluation, String>
         .pipeline("stop_search")
         .ok_or("the project has no stop_search pipeline")?;
     let limits = demo_limits();
-    let mut counts: BTreeMap<(String, Period), MonthlyCounts> = BTreeMap::new();
+    let mut counts: BTreeMap<(String, Period), Observations> = BTreeMap::new();
     let mut receipts = Receipts {
         dataset: pipeline.dataset.clone(),
         receipts: Vec::new(),
@@ -265,8 +265,13 @@ pub fn run(project: &Project, config: &DemoConfig) -> Result<Evaluation, String>
         if upload.bytes.len() as u64 > limits.max_file_bytes {
             return Err(format!("{}: over the demo's size limit", upload.key));
         }
-        let mut builder =
-            CountsBuilder::new(&pipeline.schema, &location.force_id, location.period, &sid);
+        let mut builder = ObservationsBuilder::new(
+            &pipeline.schema,
+            &pipeline.observe,
+            &location.force_id,
+            location.period,
+            &sid,
+        );
         let batch = batch_of(&upload.bytes, &pipeline.schema);
         builder.add(&batch, &BooleanArray::from(vec![true; batch.len()]));
         let rows = batch.len() as u64;
@@ -283,19 +288,19 @@ pub fn run(project: &Project, config: &DemoConfig) -> Result<Evaluation, String>
         counts.insert((location.force_id, location.period), builder.finish());
     }
 
-    let labels = Labels::new(&pipeline.schema);
+    let labels = Labels::new(&pipeline.schema, &pipeline.observe);
     let blank_warn_above = pipeline.blank_warn_above();
     let window = config.end.trailing(config.months);
     let max_age = i64::from(peer_age(project));
     let mut alarms: Vec<Anomaly> = Vec::new();
     for &period in &window {
-        let month: Vec<&MonthlyCounts> = counts
+        let month: Vec<&Observations> = counts
             .iter()
             .filter(|((_, p), _)| *p == period)
             .map(|(_, c)| c)
             .collect();
         for current in month {
-            let history: Vec<MonthlyCounts> = counts
+            let history: Vec<Observations> = counts
                 .range(
                     (
                         current.force_id.clone(),
@@ -305,7 +310,7 @@ pub fn run(project: &Project, config: &DemoConfig) -> Result<Evaluation, String>
                 .take_while(|((f, p), _)| *f == current.force_id && *p < period)
                 .map(|(_, c)| c.clone())
                 .collect();
-            let mut latest: BTreeMap<&str, &MonthlyCounts> = BTreeMap::new();
+            let mut latest: BTreeMap<&str, &Observations> = BTreeMap::new();
             for ((f, p), c) in &counts {
                 let age = i64::from(period.year() - p.year()) * 12 + i64::from(period.month())
                     - i64::from(p.month());
@@ -313,13 +318,14 @@ pub fn run(project: &Project, config: &DemoConfig) -> Result<Evaluation, String>
                     latest.insert(f.as_str(), c);
                 }
             }
-            let peers: Vec<MonthlyCounts> = latest.into_values().cloned().collect();
+            let peers: Vec<Observations> = latest.into_values().cloned().collect();
             alarms.extend(detect(&Input {
                 settings: &pipeline.anomalies,
                 current,
                 history: &history,
                 peers: &peers,
                 labels: &labels,
+                observe: &pipeline.observe,
                 blank_warn_above: &blank_warn_above,
             }));
         }

@@ -30,14 +30,15 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use super::counts::{MonthlyCounts, NOT_STATED, SDE, SDE_GROUP};
 use super::stats::{
     binomial_cdf, binomial_sf, median, median_mad_in_place, poisson_cdf, poisson_sf, quantile,
     scaled_mad,
 };
 use crate::finding::{Code, Finding, Severity};
 use crate::model::analysis::{AnomalySettings, Band, PeerSeries};
-use crate::period::Period;
+use crate::model::observe::{ObserveSettings, ShareDecl};
+use crate::observe::Observations;
+use crate::period::{Cadence, Period};
 use crate::schema::RecordSchema;
 
 /// What an anomaly's numbers count.
@@ -128,17 +129,24 @@ impl Anomaly {
     }
 }
 
-/// Plain-words names of dimensions and columns, from the schema.
+/// What the schema and the profile say about words and codes: plain-words names of dimensions
+/// and columns, the word for records, and which codes stand for a declared share's categories
+/// (a share of `<property>_<attribute>` = "Not stated" covers the codes of `<property>` whose
+/// attribute is "Not stated", so their own share is not checked twice).
 #[derive(Debug, Clone, Default)]
 pub struct Labels {
     dimensions: BTreeMap<String, String>,
+    /// What one record is, in the plural (`[observe] records`).
+    pub records: String,
+    covered: BTreeSet<(String, String)>,
 }
 
 impl Labels {
     /// Names from a schema: the header spelling forces use, with the attribute in brackets for
     /// attribute dimensions (`Outcome (outcome group)`).
-    pub fn new(schema: &RecordSchema) -> Labels {
+    pub fn new(schema: &RecordSchema, observe: &ObserveSettings) -> Labels {
         let mut dimensions = BTreeMap::new();
+        let mut covered = BTreeSet::new();
         for p in &schema.properties {
             let name = p
                 .aliases
@@ -147,20 +155,43 @@ impl Labels {
                 .unwrap_or_else(|| p.title.clone());
             if let Some(list) = &p.codelist {
                 for a in &list.attributes {
-                    dimensions.insert(
-                        format!("{}_{a}", p.name),
-                        format!("{name} ({})", a.replace('_', " ")),
-                    );
+                    let dimension = format!("{}_{a}", p.name);
+                    for share in observe
+                        .shares
+                        .iter()
+                        .filter(|s| s.dimension.as_ref() == Some(&dimension))
+                    {
+                        for (k, code) in list.codes.iter().enumerate() {
+                            if share
+                                .categories
+                                .iter()
+                                .any(|c| c == list.attribute(k as u32, a))
+                            {
+                                covered.insert((p.name.clone(), code.code.clone()));
+                            }
+                        }
+                    }
+                    dimensions.insert(dimension, format!("{name} ({})", a.replace('_', " ")));
                 }
             }
             dimensions.insert(p.name.clone(), name);
         }
-        Labels { dimensions }
+        Labels {
+            dimensions,
+            records: observe.records.clone(),
+            covered,
+        }
     }
 
     /// The words for a dimension or property.
     pub fn of<'a>(&'a self, name: &'a str) -> &'a str {
         self.dimensions.get(name).map_or(name, String::as_str)
+    }
+
+    /// Whether a code of a property stands for a category a declared share counts.
+    fn covered(&self, dimension: &str, category: &str) -> bool {
+        self.covered
+            .contains(&(dimension.to_owned(), category.to_owned()))
     }
 }
 
@@ -169,13 +200,15 @@ pub struct Input<'a> {
     /// Thresholds.
     pub settings: &'a AnomalySettings,
     /// This month.
-    pub current: &'a MonthlyCounts,
+    pub current: &'a Observations,
     /// The force's earlier months (any order; later months and other forces are ignored).
-    pub history: &'a [MonthlyCounts],
+    pub history: &'a [Observations],
     /// Other forces' latest months.
-    pub peers: &'a [MonthlyCounts],
+    pub peers: &'a [Observations],
     /// Words for dimensions.
     pub labels: &'a Labels,
+    /// What the profile declares its records yield.
+    pub observe: &'a ObserveSettings,
     /// The pipeline's blank-rate warning thresholds by property: a blank rate above its
     /// threshold already has a `blank_rate` warning, so it is not reported again.
     pub blank_warn_above: &'a BTreeMap<String, f64>,
@@ -190,7 +223,7 @@ pub fn detect(input: &Input<'_>) -> Vec<Anomaly> {
     if !s.enabled {
         return Vec::new();
     }
-    let mut history: Vec<&MonthlyCounts> = input
+    let mut history: Vec<&Observations> = input
         .history
         .iter()
         .filter(|h| h.force_id == input.current.force_id && h.period.is_some_and(|p| p < period))
@@ -225,10 +258,8 @@ enum Series {
     Share { dimension: String, category: String },
     /// Blank cells ÷ records.
     Blank { property: String },
-    /// Self-defined ethnicity not stated or blank ÷ records.
-    NotStated,
-    /// Midnight or date-only times ÷ dated records.
-    Midnight,
+    /// A recording-quality share the profile declares (`[[observe.shares]]`).
+    Recording(ShareDecl),
 }
 
 /// One month of a series: numerator and denominator (1 for counts).
@@ -240,7 +271,7 @@ struct Point {
 }
 
 impl Series {
-    fn observe(&self, c: &MonthlyCounts) -> (u64, u64) {
+    fn observe(&self, c: &Observations) -> (u64, u64) {
         match self {
             Series::Volume => (c.rows, 1),
             Series::Share {
@@ -248,12 +279,11 @@ impl Series {
                 category,
             } => (c.count(dimension, category), c.recorded(dimension)),
             Series::Blank { property } => (c.blank(property), c.rows),
-            Series::NotStated => (c.not_stated(), c.rows),
-            Series::Midnight => (c.midnight, c.dated),
+            Series::Recording(share) => c.share(share),
         }
     }
 
-    fn point(&self, c: &MonthlyCounts) -> Option<Point> {
+    fn point(&self, c: &Observations) -> Option<Point> {
         let (num, den) = self.observe(c);
         Some(Point {
             period: c.period?,
@@ -272,10 +302,7 @@ impl Series {
 
     /// Series where only an increase is a problem.
     fn one_sided(&self) -> bool {
-        matches!(
-            self,
-            Series::Blank { .. } | Series::NotStated | Series::Midnight
-        )
+        matches!(self, Series::Blank { .. } | Series::Recording(_))
     }
 
     fn code(&self) -> Code {
@@ -283,8 +310,7 @@ impl Series {
             Series::Volume => Code::AnomalyVolume,
             Series::Share { .. } => Code::AnomalyCategoryShare,
             Series::Blank { .. } => Code::BlankRateVsHistory,
-            Series::NotStated => Code::AnomalyNotStatedShare,
-            Series::Midnight => Code::AnomalyMidnightShare,
+            Series::Recording(_) => Code::AnomalyRecordingShare,
         }
     }
 
@@ -293,24 +319,19 @@ impl Series {
             Series::Volume => s.volume,
             Series::Share { .. } => s.share,
             Series::Blank { .. } => s.blank_rate,
-            Series::NotStated | Series::Midnight => s.recording,
+            Series::Recording(_) => s.recording,
         }
     }
 
     fn describe(&self, labels: &Labels) -> String {
         match self {
-            Series::Volume => "searches".to_owned(),
+            Series::Volume => labels.records.clone(),
             Series::Share {
                 dimension,
                 category,
             } => format!("share of {} = {category}", labels.of(dimension)),
             Series::Blank { property } => format!("blank rate of {}", labels.of(property)),
-            Series::NotStated => {
-                "share of searches with self-defined ethnicity not stated or blank".to_owned()
-            }
-            Series::Midnight => {
-                "share of searches timed exactly at midnight or with no time".to_owned()
-            }
+            Series::Recording(share) => share.title.clone(),
         }
     }
 
@@ -332,26 +353,28 @@ impl Series {
         match self {
             Series::Blank { property } => Some(property.clone()),
             Series::Share { dimension, .. } => Some(dimension.clone()),
-            Series::NotStated => Some(SDE.to_owned()),
-            _ => None,
+            Series::Recording(share) => share.or_blank.clone(),
+            Series::Volume => None,
         }
     }
 }
 
 /// The series checked against the force's own history. Categories of a dimension come from
-/// this month and the history; the not-stated category and the self-defined ethnicity blanks
-/// are left to the not-stated series, which covers both.
-fn own_series(input: &Input<'_>, history: &[&MonthlyCounts]) -> Vec<Series> {
+/// this period and the history; the categories and blanks a declared recording share counts
+/// are left to that share's series, which covers them.
+fn own_series(input: &Input<'_>, history: &[&Observations]) -> Vec<Series> {
     let mut out = vec![Series::Volume];
-    let months = || std::iter::once(input.current).chain(history.iter().copied());
+    let periods = || std::iter::once(input.current).chain(history.iter().copied());
+    let shares = &input.observe.shares;
     for dimension in &input.settings.dimensions {
-        let categories: BTreeSet<&String> = months()
+        let categories: BTreeSet<&String> = periods()
             .filter_map(|c| c.categories.get(dimension))
             .flat_map(BTreeMap::keys)
             .collect();
         for category in categories {
-            let covered = (dimension == SDE_GROUP && category == NOT_STATED)
-                || (dimension == SDE && category == "NS");
+            let covered = shares.iter().any(|s| {
+                s.dimension.as_ref() == Some(dimension) && s.categories.contains(category)
+            }) || input.labels.covered(dimension, category);
             if !covered {
                 out.push(Series::Share {
                     dimension: dimension.clone(),
@@ -360,18 +383,24 @@ fn own_series(input: &Input<'_>, history: &[&MonthlyCounts]) -> Vec<Series> {
             }
         }
     }
-    let columns: BTreeSet<&String> = months().flat_map(|c| c.blanks.keys()).collect();
+    let columns: BTreeSet<&String> = periods().flat_map(|c| c.blanks.keys()).collect();
     for property in columns {
-        if property != SDE {
+        if !shares.iter().any(|s| s.or_blank.as_ref() == Some(property)) {
             out.push(Series::Blank {
                 property: property.clone(),
             });
         }
     }
-    if months().any(|c| c.categories.contains_key(SDE_GROUP)) {
-        out.push(Series::NotStated);
+    for share in shares {
+        let seen = share.is_time_of_day()
+            || share
+                .dimension
+                .as_ref()
+                .is_some_and(|d| periods().any(|c| c.categories.contains_key(d)));
+        if seen {
+            out.push(Series::Recording(share.clone()));
+        }
     }
-    out.push(Series::Midnight);
     out
 }
 
@@ -583,7 +612,7 @@ fn seasonal_factors(points: &[Point], seasons: usize) -> Vec<f64> {
 
 fn own_history(
     input: &Input<'_>,
-    history: &[&MonthlyCounts],
+    history: &[&Observations],
     period: Period,
     series: &Series,
 ) -> Option<Anomaly> {
@@ -682,7 +711,7 @@ fn own_history(
 fn peer_checks(input: &Input<'_>, period: Period) -> Vec<Anomaly> {
     let s = input.settings;
     let p = &s.peers;
-    let peers: Vec<&MonthlyCounts> = input
+    let peers: Vec<&Observations> = input
         .peers
         .iter()
         .filter(|c| {
@@ -694,9 +723,13 @@ fn peer_checks(input: &Input<'_>, period: Period) -> Vec<Anomaly> {
         .collect();
     let mut out = Vec::new();
     for spec in &p.series {
-        let series: Vec<Series> = match PeerSeries::parse(spec) {
-            PeerSeries::NotStated => vec![Series::NotStated],
-            PeerSeries::Midnight => vec![Series::Midnight],
+        let series: Vec<Series> = match PeerSeries::parse(spec, input.observe) {
+            PeerSeries::Recording(name) => input
+                .observe
+                .share(&name)
+                .map(|share| Series::Recording(share.clone()))
+                .into_iter()
+                .collect(),
             PeerSeries::Dimension {
                 dimension,
                 category: Some(category),
@@ -733,7 +766,7 @@ fn peer_checks(input: &Input<'_>, period: Period) -> Vec<Anomaly> {
 
 fn peer_check(
     input: &Input<'_>,
-    peers: &[&MonthlyCounts],
+    peers: &[&Observations],
     series: &Series,
     period: Period,
 ) -> Option<Anomaly> {
@@ -796,7 +829,7 @@ fn months_between(from: Period, to: Period) -> i64 {
 // Days without records
 // ---------------------------------------------------------------------------------------------
 
-fn gap_days(input: &Input<'_>, history: &[&MonthlyCounts], period: Period) -> Option<Anomaly> {
+fn gap_days(input: &Input<'_>, history: &[&Observations], period: Period) -> Option<Anomaly> {
     let s = input.settings;
     let c = input.current;
     let days = c.by_day.len() as u64;
@@ -818,7 +851,7 @@ fn gap_days(input: &Input<'_>, history: &[&MonthlyCounts], period: Period) -> Op
     // probability; the force's history of empty days can only make empty days more usual.
     let low = quantile(&busy, 0.1)?.min(c.dated as f64 / days as f64);
     let model = (-low).exp();
-    let recent: Vec<&&MonthlyCounts> = history
+    let recent: Vec<&&Observations> = history
         .iter()
         .rev()
         .filter(|h| h.dated > 0 && !h.by_day.is_empty())
@@ -850,11 +883,12 @@ fn gap_days(input: &Input<'_>, history: &[&MonthlyCounts], period: Period) -> Op
     let lowest = busy.iter().copied().fold(f64::INFINITY, f64::min);
     let highest = busy.iter().copied().fold(0.0, f64::max);
     let mut message = format!(
-        "No records on {} of {} ({} {}). On the other days of the month there were {} to {} records a day.",
+        "No records on {} of {} ({} {}). On the other days of the {} there were {} to {} records a day.",
         day_list(&empty_list),
         period_name(period),
         empty,
         if empty == 1 { "day" } else { "days" },
+        period.cadence().word(),
         thousands(lowest),
         thousands(highest),
     );
@@ -872,24 +906,27 @@ fn gap_days(input: &Input<'_>, history: &[&MonthlyCounts], period: Period) -> Op
             let _ = if usual < 1.0 {
                 write!(
                     message,
-                    " In the previous {} months there were records on almost every day.",
-                    past.len()
+                    " In the previous {} there were records on almost every day.",
+                    period.cadence().count(past.len())
                 )
             } else {
                 write!(
                     message,
-                    " In the previous {} months about {} {} a month had no records.",
-                    past.len(),
+                    " In the previous {} about {} {} a {} had no records.",
+                    period.cadence().count(past.len()),
                     thousands(usual),
-                    if usual > 1.0 { "days" } else { "day" }
+                    if usual > 1.0 { "days" } else { "day" },
+                    period.cadence().word()
                 )
             };
         }
         None => message.push_str(" There is not yet enough history to compare with."),
     }
-    message.push_str(
-        " A block of empty days usually means the extract missed part of the month; check the \
-         date range of the export and upload the month again if records are missing.",
+    let _ = write!(
+        message,
+        " A block of empty days usually means the extract missed part of the {0}; check the \
+         date range of the export and upload the {0} again if records are missing.",
+        period.cadence().word()
     );
     Some(Anomaly {
         code: Code::GapDaysWithoutRecords,
@@ -897,7 +934,7 @@ fn gap_days(input: &Input<'_>, history: &[&MonthlyCounts], period: Period) -> Op
         force_id: c.force_id.clone(),
         period,
         submission_id: c.submission_id.clone(),
-        series: "days of the month without records".to_owned(),
+        series: format!("days of the {} without records", period.cadence().word()),
         dimension: None,
         category: None,
         column: None,
@@ -908,7 +945,8 @@ fn gap_days(input: &Input<'_>, history: &[&MonthlyCounts], period: Period) -> Op
         upper: upper as f64,
         probability,
         method: format!(
-            "empty days against a Poisson model at the month's lowest tenth of daily counts or its average, whichever is lower ({low:.1}){}; flagged below probability {}",
+            "empty days against a Poisson model at the {}'s lowest tenth of daily counts or its average, whichever is lower ({low:.1}){}; flagged below probability {}",
+            period.cadence().word(),
             if past_share.is_some() {
                 " or the force's usual share of empty days, whichever is higher"
             } else {
@@ -980,7 +1018,7 @@ fn observed(point: Point, unit: Unit) -> f64 {
 
 fn what(series: &Series, point: Point, labels: &Labels) -> String {
     match series {
-        Series::Volume => format!("{} searches", thousands(point.num as f64)),
+        Series::Volume => format!("{} {}", thousands(point.num as f64), labels.records),
         Series::Share {
             dimension,
             category,
@@ -998,15 +1036,11 @@ fn what(series: &Series, point: Point, labels: &Labels) -> String {
             thousands(point.num as f64),
             thousands(point.den as f64)
         ),
-        Series::NotStated => format!(
-            "self-defined ethnicity is not stated or blank in {} of searches ({} of {})",
+        Series::Recording(share) => format!(
+            "{} in {} of {} ({} of {})",
+            share.clause,
             percent(point.num as f64 / point.den.max(1) as f64),
-            thousands(point.num as f64),
-            thousands(point.den as f64)
-        ),
-        Series::Midnight => format!(
-            "{} of searches are timed exactly at midnight or have no time ({} of {})",
-            percent(point.num as f64 / point.den.max(1) as f64),
+            labels.records,
             thousands(point.num as f64),
             thousands(point.den as f64)
         ),
@@ -1015,7 +1049,8 @@ fn what(series: &Series, point: Point, labels: &Labels) -> String {
 
 fn history_words(from: Period, to: Period, months: usize) -> String {
     format!(
-        "the force's own history ({months} months, {} to {})",
+        "the force's own history ({}, {} to {})",
+        from.cadence().count(months),
         period_name(from),
         period_name(to)
     )
@@ -1044,11 +1079,12 @@ fn outlier(
     a.history_from = Some(from);
     a.history_to = Some(to);
     a.method = format!(
-        "robust z: median and scaled MAD of {months} months{}; range ±max({} × MAD, {}% of the level{}); flagged when a {} tail beyond the range is below {}",
+        "robust z: median and scaled MAD of {}{}; range ±max({} × MAD, {}% of the level{}); flagged when a {} tail beyond the range is below {}",
+        from.cadence().count(months),
         if seasonal {
-            ", adjusted by month-of-year factors"
+            format!(", adjusted by {}-of-year factors", from.cadence().word())
         } else {
-            ""
+            String::new()
         },
         band.z,
         band.relative * 100.0,
@@ -1083,7 +1119,7 @@ fn outlier(
         format_value(r.center, unit),
         format_value(r.lo, unit),
         format_value(r.hi, unit),
-        advice(series),
+        advice(series, period.cadence()),
     );
     a
 }
@@ -1109,8 +1145,10 @@ fn vanished(
     a.history_from = Some(from);
     a.history_to = Some(to);
     a.method = format!(
-        "a category at zero where even the lower quartile of its share over {months} months expects at least {} records; flagged when zero has a binomial probability below {}",
-        input.settings.vanished_min_expected, input.settings.probability
+        "a category at zero where even the lower quartile of its share over {} expects at least {} records; flagged when zero has a binomial probability below {}",
+        from.cadence().count(months),
+        input.settings.vanished_min_expected,
+        input.settings.probability
     );
     let (dimension, category) = match series {
         Series::Share {
@@ -1120,12 +1158,14 @@ fn vanished(
         _ => ("", ""),
     };
     a.message = format!(
-        "In {}, no record has {dimension} `{category}`. In {} it made up {} of the records that give {dimension}, so about {} were expected among this month's {}. Even in its quieter months it would have had {} or more. A category that drops to zero usually means it is no longer recorded or is mapped to another code; check the extract and the code mapping of your records system.",
+        "In {}, no record has {dimension} `{category}`. In {} it made up {} of the records that give {dimension}, so about {} were expected among this {}'s {}. Even in its quieter {}s it would have had {} or more. A category that drops to zero usually means it is no longer recorded or is mapped to another code; check the extract and the code mapping of your records system.",
         period_name(period),
         history_words(from, to, months),
         percent(share),
         thousands(expected),
+        period.cadence().word(),
         thousands(current.den as f64),
+        period.cadence().word(),
         thousands(low * current.den as f64),
     );
     a
@@ -1159,22 +1199,24 @@ fn level_shift(
     a.since = Some(since);
     let ls = &input.settings.level_shift;
     a.method = format!(
-        "level shift: each of the last {} months outside ±max({} × MAD, {}% of the level) of the median of the {months} months before, each with a tail probability below {}",
-        ls.months,
+        "level shift: each of the last {} outside ±max({} × MAD, {}% of the level) of the median of the {} before, each with a tail probability below {}",
+        from.cadence().count(ls.months),
         ls.z,
         ls.relative * 100.0,
+        from.cadence().count(months),
         ls.probability
     );
     a.message = format!(
-        "Since {}, the {} has moved to a new level: {} in the last {} months, against a usual {} (range {} to {}) in {}. A lasting step like this often follows a change of records system or of recording practice. If the change is real, nothing needs correcting and it becomes the new baseline; if not, correct the months affected.",
+        "Since {}, the {} has moved to a new level: {} in the last {}, against a usual {} (range {} to {}) in {}. A lasting step like this often follows a change of records system or of recording practice. If the change is real, nothing needs correcting and it becomes the new baseline; if not, correct the {}s affected.",
         period_name(since),
         series.describe(input.labels),
         values.join(", "),
-        recent.len(),
+        from.cadence().count(recent.len()),
         format_value(shift.range.center, unit),
         format_value(shift.range.lo, unit),
         format_value(shift.range.hi, unit),
         history_words(from, to, months),
+        from.cadence().word(),
     );
     a
 }
@@ -1212,9 +1254,10 @@ fn peer(
         )
     };
     a.message = format!(
-        "In {}, {}. Across {forces} other forces this month the share is {} (most between {} and {}). A share far from every other force often means a code is mapped to the wrong category; check how your records system exports it.",
+        "In {}, {}. Across {forces} other forces this {} the share is {} (most between {} and {}). A share far from every other force often means a code is mapped to the wrong category; check how your records system exports it.",
         period_name(period),
         what(series, current, input.labels),
+        period.cadence().word(),
         percent(r.center),
         percent(r.lo),
         percent(r.hi),
@@ -1222,21 +1265,15 @@ fn peer(
     a
 }
 
-fn advice(series: &Series) -> &'static str {
+fn advice(series: &Series, cadence: Cadence) -> String {
     match series {
-        Series::Volume => {
-            "Check that the extract covers the whole month and only this force; if the number is right, say what changed in your reply."
-        }
-        Series::Share { .. } => {
-            "Check the code mapping of your records system for this field; if the change is real, no action is needed."
-        }
-        Series::Blank { .. } => "Check that the field is still being recorded and exported.",
-        Series::NotStated => {
-            "Check that officers still ask for and record self-defined ethnicity, and that the export maps every code."
-        }
-        Series::Midnight => {
-            "Check that the export still carries the time of the search, not only the date."
-        }
+        Series::Volume => format!(
+            "Check that the extract covers the whole {} and only this force; if the number is right, say what changed in your reply.",
+            cadence.word()
+        ),
+        Series::Share { .. } => "Check the code mapping of your records system for this field; if the change is real, no action is needed.".to_owned(),
+        Series::Blank { .. } => "Check that the field is still being recorded and exported.".to_owned(),
+        Series::Recording(share) => share.advice.clone(),
     }
 }
 
@@ -1323,20 +1360,19 @@ mod tests {
 
     /// A force's month with `rows` records spread over the days, `share` of them in category
     /// `X` of dimension `d`, nothing blank.
-    pub(crate) fn month(force: &str, period: &str, rows: u64, share: f64) -> MonthlyCounts {
+    pub(crate) fn month(force: &str, period: &str, rows: u64, share: f64) -> Observations {
         let period: Period = period.parse().unwrap();
         let days = u64::from(period.days());
         let mut by_day = vec![rows / days; days as usize];
         by_day[0] += rows % days;
         let x = (rows as f64 * share).round() as u64;
-        MonthlyCounts {
+        Observations {
             force_id: force.into(),
             period: Some(period),
             submission_id: format!("{force}-{period}"),
             rows,
             by_day,
             dated: rows,
-            midnight: 0,
             categories: BTreeMap::from([(
                 "d".to_owned(),
                 BTreeMap::from([("X".to_owned(), x), ("Y".to_owned(), rows - x)])
@@ -1344,7 +1380,7 @@ mod tests {
                     .filter(|(_, n)| *n > 0)
                     .collect(),
             )]),
-            ..MonthlyCounts::default()
+            ..Observations::default()
         }
     }
 
@@ -1355,13 +1391,14 @@ mod tests {
         }
     }
 
-    fn run(history: &[MonthlyCounts], current: &MonthlyCounts) -> Vec<Anomaly> {
+    fn run(history: &[Observations], current: &Observations) -> Vec<Anomaly> {
         detect(&Input {
             settings: &settings(),
             current,
             history,
             peers: &[],
             labels: &Labels::default(),
+            observe: &ObserveSettings::default(),
             blank_warn_above: &BTreeMap::new(),
         })
     }
@@ -1398,7 +1435,7 @@ mod tests {
     fn a_fourfold_step_alarms_twice_then_is_a_level_shift_then_the_new_baseline() {
         let months = periods(24);
         let noise = [0, 7, -5, 3, -8, 6, -2, 4, -6, 1, 5, -3];
-        let all: Vec<MonthlyCounts> = months
+        let all: Vec<Observations> = months
             .iter()
             .enumerate()
             .map(|(i, p)| {
@@ -1452,9 +1489,9 @@ mod more_tests {
     }
 
     fn codes(
-        history: &[MonthlyCounts],
-        current: &MonthlyCounts,
-        peers: &[MonthlyCounts],
+        history: &[Observations],
+        current: &Observations,
+        peers: &[Observations],
     ) -> Vec<Code> {
         detect(&Input {
             settings: &settings(),
@@ -1462,6 +1499,7 @@ mod more_tests {
             history,
             peers,
             labels: &Labels::default(),
+            observe: &ObserveSettings::default(),
             blank_warn_above: &BTreeMap::new(),
         })
         .iter()
@@ -1469,7 +1507,7 @@ mod more_tests {
         .collect()
     }
 
-    fn year(force: &str, rows: u64, share: f64) -> Vec<MonthlyCounts> {
+    fn year(force: &str, rows: u64, share: f64) -> Vec<Observations> {
         (1..=12)
             .map(|m| month(force, &format!("2023-{m:02}"), rows + (m % 3), share))
             .collect()
@@ -1487,7 +1525,7 @@ mod more_tests {
 
     #[test]
     fn small_forces_do_not_alarm_on_noise() {
-        let months: Vec<MonthlyCounts> = (0..30)
+        let months: Vec<Observations> = (0..30)
             .map(|i| {
                 let p = format!("{}-{:02}", 2022 + i / 12, i % 12 + 1);
                 let rows = super::tests::noisy_for_tests(20.0, i);
@@ -1519,7 +1557,7 @@ mod more_tests {
 
     #[test]
     fn zero_where_nearly_every_peer_has_some_is_a_peer_anomaly() {
-        let peers: Vec<MonthlyCounts> = (0..20)
+        let peers: Vec<Observations> = (0..20)
             .map(|i| {
                 month(
                     &format!("p{i}"),
@@ -1566,7 +1604,7 @@ mod more_tests {
     fn with_two_years_volumes_are_judged_against_the_same_time_of_year() {
         // A strong season: +40% in July, -40% in January.
         let season = [0.6, 0.7, 0.8, 0.9, 1.1, 1.2, 1.4, 1.2, 1.1, 0.9, 0.8, 0.7];
-        let months: Vec<MonthlyCounts> = (0..30)
+        let months: Vec<Observations> = (0..30)
             .map(|i| {
                 let p = format!("{}-{:02}", 2022 + i / 12, i % 12 + 1);
                 month("f", &p, (1000.0 * season[i % 12]) as u64, 0.5)
@@ -1584,6 +1622,7 @@ mod more_tests {
             history: &months[..30],
             peers: &[],
             labels: &Labels::default(),
+            observe: &ObserveSettings::default(),
             blank_warn_above: &BTreeMap::new(),
         });
         assert_eq!(found.len(), 1, "{found:?}");

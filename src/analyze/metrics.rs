@@ -1,42 +1,40 @@
-//! Derived metrics: the monthly metrics table of one force, in long form (one row per metric,
-//! dimension and category), from a submission's counts and the population reference.
+//! Derived metrics: the metrics table of one force and period, in long form (one row per
+//! metric, dimension and category), from a submission's observations, what the profile's
+//! `[observe]` names, and the population reference. `<records>` is `[observe] records`
+//! (`searches` for stop and search); the other names in angle brackets are declared there too.
 //!
 //! | metric | dimension | category | value |
 //! | --- | --- | --- | --- |
-//! | `searches` | (none) | (none) | records |
-//! | `searches` | a code-list or boolean dimension | a code, attribute value, `true`/`false` | records |
-//! | `searches` | `day_of_month` | `01` … `31` | records that day |
-//! | `person_searches` | (none), or `self_defined_ethnicity_group` | (none), or a group or `(blank)` | searches of a person |
-//! | `arrests` | | | records with outcome group `Arrest` |
-//! | `arrest_rate` | | | arrests ÷ searches |
-//! | `outcome_linked_rate` | | | outcome linked to the object of search ÷ searches |
-//! | `more_thorough_searches` | | | removal of more than outer clothing |
-//! | `more_thorough_share` | | | the same ÷ searches |
-//! | `not_stated_share` | | | self-defined ethnicity not stated or blank ÷ searches |
-//! | `midnight_share` | | | times exactly at midnight or dates alone ÷ dated records |
+//! | `<records>` | (none) | (none) | records |
+//! | `<records>` | a code-list or boolean dimension | a code, attribute value, `true`/`false` | records |
+//! | `<records>` | `day_of_month` | `01` … `31` (days of the period, numbered from its first) | records that day |
+//! | `<subset>` | (none), or `<subset by>` | (none), or a category or `(blank)` | records in the subset |
+//! | `<category count>` | | | records in one declared category |
+//! | `<category share>` | | | the same ÷ records |
+//! | `<share>` | | | a declared recording-quality share (numerator ÷ denominator) |
+//! | `<agreement>` | | | records where two dimensions agree ÷ records where both are recorded |
 //! | `blank_rate` | `column` | a property | blank cells ÷ records (columns with blanks) |
-//! | `population` | (none), or `self_defined_ethnicity_group` | (none), or a group | residents |
-//! | `rate_per_1000` | (none), or `self_defined_ethnicity_group` | (none) = all persons, or a group | person searches ÷ residents × 1,000 |
-//! | `disparity_ratio` | `self_defined_ethnicity_group` | a group other than White | the group's rate ÷ the White rate |
+//! | `population` | (none), or `<subset by>` | (none), or a group | residents |
+//! | `rate_per_1000` | (none), or `<subset by>` | (none) = all, or a group | subset ÷ residents × 1,000 |
+//! | `disparity_ratio` | `<subset by>` | a group other than the reference | the group's rate ÷ the reference group's rate |
 //!
-//! Ratios carry their numerator and denominator, so a reader can add months or forces up and
-//! divide again. Rates follow `DOMAIN.md`: a group's rate counts person searches of people who
-//! gave that group; searches with ethnicity not stated or blank are left out of every group's
-//! rate but are in the all-persons rate. Rates are per month (multiply a year's searches, not a
-//! month's rate, for annual figures).
+//! Ratios carry their numerator and denominator, so a reader can add periods or forces up and
+//! divide again. Rates follow `DOMAIN.md`: a group's rate counts the subset's records of that
+//! group; records whose group is blank or not in the population reference are left out of
+//! every group's rate but are in the all-persons rate. Rates are per period (add a year's
+//! records, not its rates, for annual figures).
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::counts::{MonthlyCounts, SDE_GROUP};
+use crate::model::observe::ObserveSettings;
+use crate::observe::Observations;
 use crate::period::Period;
 use crate::schema::AreaPopulation;
 
-/// The dimension of searches by day.
+/// The dimension of records by day.
 pub const DAY_OF_MONTH: &str = "day_of_month";
-/// The group whose rate is the denominator of disparity ratios.
-pub const REFERENCE_GROUP: &str = "White";
 
 /// One row of the metrics table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -75,83 +73,100 @@ fn ratio(metric: &str, dimension: &str, category: &str, num: f64, den: f64) -> O
     })
 }
 
-/// The metrics of one submission; population figures add rates and disparity ratios.
-pub fn metric_rows(c: &MonthlyCounts, population: Option<&AreaPopulation>) -> Vec<MetricRow> {
+/// The population of a force's area for rates, with the group disparity ratios compare with.
+#[derive(Debug, Clone, Copy)]
+pub struct Rates<'a> {
+    /// The area's residents.
+    pub area: &'a AreaPopulation,
+    /// The reference group of disparity ratios, when any.
+    pub reference_group: Option<&'a str>,
+}
+
+/// The metrics of one submission; a population adds rates and disparity ratios.
+pub fn metric_rows(
+    c: &Observations,
+    observe: &ObserveSettings,
+    population: Option<Rates<'_>>,
+) -> Vec<MetricRow> {
+    let records = observe.records.as_str();
     let rows = c.rows as f64;
-    let mut out = vec![row("searches", "", "", rows)];
+    let mut out = vec![row(records, "", "", rows)];
     for (dimension, categories) in &c.categories {
         for (category, &n) in categories {
-            out.push(row("searches", dimension, category, n as f64));
+            out.push(row(records, dimension, category, n as f64));
         }
     }
     for (day, &n) in c.by_day.iter().enumerate() {
         out.push(row(
-            "searches",
+            records,
             DAY_OF_MONTH,
             &format!("{:02}", day + 1),
             n as f64,
         ));
     }
-    out.push(row("person_searches", "", "", c.persons as f64));
-    for (group, &n) in &c.persons_by_group {
-        out.push(row("person_searches", SDE_GROUP, group, n as f64));
+    if let Some(subset) = &observe.subset {
+        out.push(row(&subset.name, "", "", c.subset as f64));
+        for (group, &n) in &c.subset_by {
+            out.push(row(&subset.name, &subset.by, group, n as f64));
+        }
     }
-    let has = |d: &str| c.categories.contains_key(d);
-    if has("outcome_outcome_group") {
-        let arrests = c.count("outcome_outcome_group", "Arrest") as f64;
-        out.push(row("arrests", "", "", arrests));
-        out.extend(ratio("arrest_rate", "", "", arrests, rows));
+    for m in &observe.categories {
+        if !c.categories.contains_key(&m.dimension) {
+            continue;
+        }
+        let n = c.count(&m.dimension, &m.category) as f64;
+        if let Some(name) = &m.count {
+            out.push(row(name, "", "", n));
+        }
+        if let Some(name) = &m.share {
+            out.extend(ratio(name, "", "", n, rows));
+        }
     }
-    if has("outcome_linked_to_object_of_search") {
-        let linked = c.count("outcome_linked_to_object_of_search", "true") as f64;
-        out.extend(ratio("outcome_linked_rate", "", "", linked, rows));
+    for share in &observe.shares {
+        let present = share.is_time_of_day()
+            || share
+                .dimension
+                .as_ref()
+                .is_some_and(|d| c.categories.contains_key(d));
+        if present {
+            let (num, den) = c.share(share);
+            out.extend(ratio(&share.name, "", "", num as f64, den as f64));
+        }
     }
-    if has("removal_of_more_than_just_outer_clothing") {
-        let strip = c.count("removal_of_more_than_just_outer_clothing", "true") as f64;
-        out.push(row("more_thorough_searches", "", "", strip));
-        out.extend(ratio("more_thorough_share", "", "", strip, rows));
+    for a in &observe.agreements {
+        if let Some(&(agree, both)) = c.agreements.get(&a.name) {
+            out.extend(ratio(&a.name, "", "", agree as f64, both as f64));
+        }
     }
-    if has(SDE_GROUP) {
-        out.extend(ratio(
-            "not_stated_share",
-            "",
-            "",
-            c.not_stated() as f64,
-            rows,
-        ));
-    }
-    out.extend(ratio(
-        "midnight_share",
-        "",
-        "",
-        c.midnight as f64,
-        c.dated as f64,
-    ));
     for (property, &n) in &c.blanks {
         out.extend(ratio("blank_rate", "column", property, n as f64, rows));
     }
-    if let Some(area) = population {
+    if let (Some(rates), Some(subset)) = (population, &observe.subset) {
+        let area = rates.area;
+        let by = subset.by.as_str();
         out.push(row("population", "", "", area.all));
         out.extend(ratio(
             "rate_per_1000",
             "",
             "",
-            c.persons as f64 * 1000.0,
+            c.subset as f64 * 1000.0,
             area.all,
         ));
-        let mut rates = BTreeMap::new();
+        let mut group_rates = BTreeMap::new();
         for (group, &people) in &area.groups {
-            out.push(row("population", SDE_GROUP, group, people));
-            let searched = c.persons_by_group.get(group).copied().unwrap_or(0) as f64;
-            if let Some(r) = ratio("rate_per_1000", SDE_GROUP, group, searched * 1000.0, people) {
-                rates.insert(group.clone(), r.value);
+            out.push(row("population", by, group, people));
+            let counted = c.subset_by.get(group).copied().unwrap_or(0) as f64;
+            if let Some(r) = ratio("rate_per_1000", by, group, counted * 1000.0, people) {
+                group_rates.insert(group.clone(), r.value);
                 out.push(r);
             }
         }
-        if let Some(&white) = rates.get(REFERENCE_GROUP) {
-            for (group, &rate) in &rates {
-                if group != REFERENCE_GROUP {
-                    out.extend(ratio("disparity_ratio", SDE_GROUP, group, rate, white));
+        if let Some(reference) = rates.reference_group
+            && let Some(&base) = group_rates.get(reference)
+        {
+            for (group, &rate) in &group_rates {
+                if group != reference {
+                    out.extend(ratio("disparity_ratio", by, group, rate, base));
                 }
             }
         }
@@ -159,19 +174,21 @@ pub fn metric_rows(c: &MonthlyCounts, population: Option<&AreaPopulation>) -> Ve
     out
 }
 
-/// Rebuilds a submission's counts from its metric rows (the history the analysis reads back).
-pub fn counts_from_rows(
+/// Rebuilds a submission's observations from its metric rows (the history the analysis reads
+/// back).
+pub fn observations_from_rows(
     force_id: &str,
     period: Period,
     submission_id: &str,
+    observe: &ObserveSettings,
     rows: &[MetricRow],
-) -> MonthlyCounts {
-    let mut c = MonthlyCounts {
+) -> Observations {
+    let mut c = Observations {
         force_id: force_id.to_owned(),
         period: Some(period),
         submission_id: submission_id.to_owned(),
         by_day: vec![0; period.days() as usize],
-        ..MonthlyCounts::default()
+        ..Observations::default()
     };
     let whole = |v: f64| {
         if v.is_finite() && v > 0.0 {
@@ -180,40 +197,49 @@ pub fn counts_from_rows(
             0
         }
     };
+    let subset = observe.subset.as_ref().map(|s| s.name.as_str());
     for r in rows {
-        match (r.metric.as_str(), r.dimension.as_str()) {
-            ("searches", "") => c.rows = whole(r.value),
-            ("searches", DAY_OF_MONTH) => {
-                if let Some(slot) = r
-                    .category
-                    .parse::<usize>()
-                    .ok()
-                    .and_then(|d| d.checked_sub(1))
-                    .and_then(|d| c.by_day.get_mut(d))
-                {
-                    *slot = whole(r.value);
+        let (metric, dimension) = (r.metric.as_str(), r.dimension.as_str());
+        let ratio = (
+            whole(r.numerator.unwrap_or(0.0)),
+            whole(r.denominator.unwrap_or(0.0)),
+        );
+        if metric == observe.records {
+            match dimension {
+                "" => c.rows = whole(r.value),
+                DAY_OF_MONTH => {
+                    if let Some(slot) = r
+                        .category
+                        .parse::<usize>()
+                        .ok()
+                        .and_then(|d| d.checked_sub(1))
+                        .and_then(|d| c.by_day.get_mut(d))
+                    {
+                        *slot = whole(r.value);
+                    }
+                }
+                _ => {
+                    c.categories
+                        .entry(dimension.to_owned())
+                        .or_default()
+                        .insert(r.category.clone(), whole(r.value));
                 }
             }
-            ("searches", dimension) => {
-                c.categories
-                    .entry(dimension.to_owned())
-                    .or_default()
-                    .insert(r.category.clone(), whole(r.value));
+        } else if Some(metric) == subset {
+            if dimension.is_empty() {
+                c.subset = whole(r.value);
+            } else {
+                c.subset_by.insert(r.category.clone(), whole(r.value));
             }
-            ("person_searches", "") => c.persons = whole(r.value),
-            ("person_searches", _) => {
-                c.persons_by_group
-                    .insert(r.category.clone(), whole(r.value));
+        } else if metric == "blank_rate" && dimension == "column" {
+            c.blanks.insert(r.category.clone(), ratio.0);
+        } else if let Some(share) = observe.share(metric).filter(|s| s.is_time_of_day()) {
+            if ratio.0 > 0 {
+                c.at_time.insert(share.name.clone(), ratio.0);
             }
-            ("midnight_share", _) => {
-                c.midnight = whole(r.numerator.unwrap_or(0.0));
-                c.dated = whole(r.denominator.unwrap_or(0.0));
-            }
-            ("blank_rate", "column") => {
-                c.blanks
-                    .insert(r.category.clone(), whole(r.numerator.unwrap_or(0.0)));
-            }
-            _ => {}
+            c.dated = ratio.1;
+        } else if observe.agreements.iter().any(|a| a.name == metric) {
+            c.agreements.insert(metric.to_owned(), ratio);
         }
     }
     c
@@ -233,8 +259,16 @@ pub fn find<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyze::counts::{BLANK, NOT_STATED};
-    use crate::analyze::counts::{HEADER, count_csv};
+    use crate::observe::{BLANK, HEADER, count_csv};
+
+    const SDE_GROUP: &str = "self_defined_ethnicity_group";
+
+    /// The stop-and-search profile's declarations.
+    fn observe() -> ObserveSettings {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let project = crate::config::Project::load(root).unwrap();
+        project.pipeline("stop_search").unwrap().observe.clone()
+    }
 
     /// Eight person searches with known groups, one vehicle search, and a population of round
     /// numbers: every rate and ratio below is worked out by hand in the comments.
@@ -307,7 +341,11 @@ mod tests {
                 ("Asian".to_owned(), 2_000.0),
             ]),
         };
-        let rows = metric_rows(&counts, Some(&area));
+        let rates = Rates {
+            area: &area,
+            reference_group: Some("White"),
+        };
+        let rows = metric_rows(&counts, &observe(), Some(rates));
         let value = |m: &str, d: &str, c: &str| {
             find(&rows, m, d, c)
                 .unwrap_or_else(|| panic!("no {m}/{d}/{c}"))
@@ -315,7 +353,7 @@ mod tests {
         };
         assert_eq!(value("searches", "", ""), 9.0);
         assert_eq!(value("person_searches", "", ""), 8.0);
-        assert_eq!(value("person_searches", SDE_GROUP, NOT_STATED), 1.0);
+        assert_eq!(value("person_searches", SDE_GROUP, "Not stated"), 1.0);
         assert!(find(&rows, "person_searches", SDE_GROUP, BLANK).is_none());
         assert_eq!(value("arrests", "", ""), 3.0);
         // 3 arrests of 9 searches.
@@ -341,6 +379,9 @@ mod tests {
         assert_eq!(value("disparity_ratio", SDE_GROUP, "Asian"), 0.0);
         assert!(find(&rows, "disparity_ratio", SDE_GROUP, "White").is_none());
         assert_eq!(value("population", SDE_GROUP, "Black"), 1000.0);
+        // The officer recorded White for everyone: the 4 White people agree, the 3 Black people
+        // do not; NS is not compared and the vehicle search records neither.
+        assert_eq!(value("ethnicity_agreement", "", ""), 4.0 / 7.0);
     }
 
     #[test]
@@ -351,11 +392,13 @@ mod tests {
              Vehicle search,2020-02-29,False,,53.4,-1.4,,,,,Police and Criminal Evidence Act 1984 (section 1),Stolen goods,Community resolution,,True\n"
         );
         let counts = count_csv(&text, "2020-02");
-        let rows = metric_rows(&counts, None);
-        let back = counts_from_rows(
+        let observe = observe();
+        let rows = metric_rows(&counts, &observe, None);
+        let back = observations_from_rows(
             &counts.force_id,
             counts.period.unwrap(),
             &counts.submission_id,
+            &observe,
             &rows,
         );
         assert_eq!(back, counts);

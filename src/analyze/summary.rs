@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::detect::{Anomaly, Unit};
 use super::metrics::{MetricRow, find};
 use super::status::StatusRow;
+use crate::model::observe::{HeadlineDecl, HeadlineUnit};
 use crate::period::Period;
 
 /// One headline figure.
@@ -58,75 +59,31 @@ pub struct ForceSummary {
     pub datasets: Vec<DatasetSummary>,
 }
 
-/// The headline figures among a submission's metric rows.
-pub fn headlines(rows: &[MetricRow]) -> Vec<Headline> {
+/// The headline figures a profile declares, among a submission's metric rows; a headline
+/// whose metric the submission lacks is left out.
+pub fn headlines(rows: &[MetricRow], declared: &[HeadlineDecl]) -> Vec<Headline> {
     let mut out = Vec::new();
-    let mut add = |label: &str, metric: &str, dimension: &str, category: &str, unit: Unit| {
-        if let Some(r) = find(rows, metric, dimension, category) {
-            out.push(Headline {
-                label: label.to_owned(),
+    for h in declared {
+        let unit = match h.unit {
+            HeadlineUnit::Count => Unit::Count,
+            HeadlineUnit::Share => Unit::Share,
+        };
+        match &h.dimension {
+            None => out.extend(find(rows, &h.metric, "", "").map(|r| Headline {
+                label: h.label.clone(),
                 value: r.value,
                 unit,
-            });
+            })),
+            Some(dimension) => out.extend(
+                rows.iter()
+                    .filter(|r| r.metric == h.metric && &r.dimension == dimension)
+                    .map(|r| Headline {
+                        label: h.label.replace("{category}", &r.category),
+                        value: r.value,
+                        unit,
+                    }),
+            ),
         }
-    };
-    add("Searches", "searches", "", "", Unit::Count);
-    add("Arrest rate", "arrest_rate", "", "", Unit::Share);
-    add(
-        "Outcome linked to the object of search",
-        "outcome_linked_rate",
-        "",
-        "",
-        Unit::Share,
-    );
-    add(
-        "More thorough searches (more than outer clothing removed)",
-        "more_thorough_searches",
-        "",
-        "",
-        Unit::Count,
-    );
-    add(
-        "Self-defined ethnicity not stated or blank",
-        "not_stated_share",
-        "",
-        "",
-        Unit::Share,
-    );
-    add(
-        "Times exactly at midnight or missing",
-        "midnight_share",
-        "",
-        "",
-        Unit::Share,
-    );
-    let group = "self_defined_ethnicity_group";
-    if let Some(r) = find(rows, "rate_per_1000", "", "") {
-        out.push(Headline {
-            label: "Person searches per 1,000 residents (all)".into(),
-            value: r.value,
-            unit: Unit::Count,
-        });
-    }
-    for r in rows
-        .iter()
-        .filter(|r| r.metric == "rate_per_1000" && r.dimension == group)
-    {
-        out.push(Headline {
-            label: format!("Person searches per 1,000 residents ({})", r.category),
-            value: r.value,
-            unit: Unit::Count,
-        });
-    }
-    for r in rows
-        .iter()
-        .filter(|r| r.metric == "disparity_ratio" && r.dimension == group)
-    {
-        out.push(Headline {
-            label: format!("Disparity ratio, {} to White", r.category),
-            value: r.value,
-            unit: Unit::Count,
-        });
     }
     out
 }

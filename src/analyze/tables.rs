@@ -430,16 +430,16 @@ pub fn status_parquet(rows: &[StatusRow], as_of: DateTime<Utc>) -> Result<Vec<u8
 mod tests {
     use super::*;
     use crate::analyze::metrics::metric_rows;
+    use crate::model::observe::ObserveSettings;
 
     fn some_metrics() -> (MetricsHeader, Vec<MetricRow>) {
-        let counts = crate::analyze::counts::MonthlyCounts {
+        let counts = crate::analyze::Observations {
             force_id: "kent".into(),
             period: Some("2020-01".parse().unwrap()),
             submission_id: "s".into(),
             rows: 3,
             by_day: vec![1; 31],
             dated: 3,
-            midnight: 1,
             ..Default::default()
         };
         let header = MetricsHeader {
@@ -449,7 +449,10 @@ mod tests {
             submission_id: "s".into(),
             population_source: None,
         };
-        (header, metric_rows(&counts, None))
+        (
+            header,
+            metric_rows(&counts, &ObserveSettings::default(), None),
+        )
     }
 
     #[test]

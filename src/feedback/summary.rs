@@ -49,36 +49,39 @@ pub fn render_html(summary: &ForceSummary) -> String {
 
 fn write_html(out: &mut String, s: &ForceSummary) -> fmt::Result {
     let force = s.force_name.as_deref().unwrap_or(&s.force_id);
-    let month = period_name(s.period);
-    write_page_head(out, &format!("{force} — monthly summary — {month}"), STYLE)?;
+    let name = period_name(s.period);
+    let every = s.period.cadence().adjective();
+    write_page_head(out, &format!("{force} — {every} summary — {name}"), STYLE)?;
     writeln!(out, "</head>\n<body>")?;
-    writeln!(out, "<h1>{} — {}</h1>", escape(force), escape(&month))?;
+    writeln!(out, "<h1>{} — {}</h1>", escape(force), escape(&name))?;
+    let mut title = every.to_owned();
+    title[..1].make_ascii_uppercase();
     writeln!(
         out,
-        "<p class=\"muted\">Monthly summary of returns, gaps and anomalies, written {}.</p>",
+        "<p class=\"muted\">{title} summary of returns, gaps and anomalies, written {}.</p>",
         escape(&s.generated_at)
     )?;
     for d in &s.datasets {
-        write_dataset(out, d)?;
+        write_dataset(out, d, s.period.cadence().word())?;
     }
     writeln!(out, "</body>\n</html>")
 }
 
-fn write_dataset(out: &mut String, d: &DatasetSummary) -> fmt::Result {
+fn write_dataset(out: &mut String, d: &DatasetSummary, word: &str) -> fmt::Result {
     writeln!(out, "<section>\n<h2>{}</h2>", escape(&d.title))?;
     match &d.status {
         Some(row) => writeln!(
             out,
-            "<p>This month's return: <strong class=\"s-{}\">{}</strong>{}.</p>",
+            "<p>This {word}'s return: <strong class=\"s-{}\">{}</strong>{}.</p>",
             row.status.as_str(),
             status_words(row.status),
             if row.zero_report {
-                " (a zero report: no events this month)"
+                format!(" (a zero report: no events this {word})")
             } else {
-                ""
+                String::new()
             }
         )?,
-        None => writeln!(out, "<p>This month's return is not expected yet.</p>")?,
+        None => writeln!(out, "<p>This {word}'s return is not expected yet.</p>")?,
     }
     if let Some(report) = &d.report {
         writeln!(
@@ -91,7 +94,7 @@ fn write_dataset(out: &mut String, d: &DatasetSummary) -> fmt::Result {
     if d.anomalies.is_empty() {
         writeln!(
             out,
-            "<p>None found: the month is in line with your own history and with other forces.</p>"
+            "<p>None found: the {word} is in line with your own history and with other forces.</p>"
         )?;
     }
     for a in &d.anomalies {

@@ -9,9 +9,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-/// The dimension of self-defined ethnic groups, whose categories the population reference
-/// gives residents for.
-pub const SDE_GROUP: &str = "self_defined_ethnicity_group";
+use super::observe::ObserveSettings;
 
 /// A plausible range around an expected value: half-width `max(z × spread, relative × level,
 /// min_change)`, where spread is the scaled median absolute deviation of the baseline and level
@@ -71,8 +69,8 @@ pub struct PeerSettings {
     pub min_records: u64,
     /// The band around the peers' median.
     pub band: Band,
-    /// What is compared: `not_stated_share`, `midnight_share`, a dimension (every category) or
-    /// `dimension=category`.
+    /// What is compared: a declared share (`[[observe.shares]]`, by name), a dimension (every
+    /// category) or `dimension=category`.
     pub series: Vec<String>,
 }
 
@@ -134,7 +132,7 @@ pub struct AnomalySettings {
     pub share: Band,
     /// Blank rates (increases only).
     pub blank_rate: Band,
-    /// Not-stated share and midnight share (increases only).
+    /// The declared recording-quality shares (increases only).
     pub recording: Band,
     /// A category with no records is reported when history expects at least this many.
     pub vanished_min_expected: f64,
@@ -186,10 +184,8 @@ impl Default for AnomalySettings {
 /// A series compared with peers, parsed from [`PeerSettings::series`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerSeries {
-    /// Self-defined ethnicity not stated or blank, over all records.
-    NotStated,
-    /// Times at exactly midnight or dates alone, over dated records.
-    Midnight,
+    /// A recording-quality share the profile declares (`[[observe.shares]]`), by name.
+    Recording(String),
     /// Every category of a dimension, or one.
     Dimension {
         /// The dimension.
@@ -200,12 +196,12 @@ pub enum PeerSeries {
 }
 
 impl PeerSeries {
-    /// Reads one entry of `series`.
-    pub fn parse(spec: &str) -> PeerSeries {
-        match spec {
-            "not_stated_share" => PeerSeries::NotStated,
-            "midnight_share" => PeerSeries::Midnight,
-            _ => match spec.split_once('=') {
+    /// Reads one entry of `series`: the name of a declared share, `dimension` or
+    /// `dimension=category`.
+    pub fn parse(spec: &str, observe: &ObserveSettings) -> PeerSeries {
+        match observe.share(spec.trim()) {
+            Some(share) => PeerSeries::Recording(share.name.clone()),
+            None => match spec.split_once('=') {
                 Some((d, c)) => PeerSeries::Dimension {
                     dimension: d.trim().to_owned(),
                     category: Some(c.trim().to_owned()),
@@ -223,7 +219,11 @@ impl AnomalySettings {
     /// Every problem with these settings for a schema whose counts have `dimensions` (each
     /// dimension with the values it may take: `RecordSchema::dimensions`), as messages naming
     /// the key.
-    pub fn check(&self, dimensions: &BTreeMap<String, Vec<String>>) -> Vec<String> {
+    pub fn check(
+        &self,
+        dimensions: &BTreeMap<String, Vec<String>>,
+        observe: &ObserveSettings,
+    ) -> Vec<String> {
         let mut problems = Vec::new();
         let share = |name: &str, v: f64, problems: &mut Vec<String>| {
             if !(0.0..=1.0).contains(&v) {
@@ -294,7 +294,7 @@ impl AnomalySettings {
             if let PeerSeries::Dimension {
                 dimension,
                 category,
-            } = PeerSeries::parse(spec)
+            } = PeerSeries::parse(spec, observe)
             {
                 match known.get(&dimension) {
                     None => problems.push(format!(
@@ -332,8 +332,12 @@ pub struct PopulationSettings {
     pub area_column: String,
     /// The column with the whole population.
     pub all_column: String,
-    /// Self-defined ethnic group (the code list's `group` values) → its column.
+    /// Each category of the observed subset's breakdown (`[observe.subset] by`) → its column.
     pub groups: BTreeMap<String, String>,
+    /// The group whose rate divides every other group's into a disparity ratio; without it,
+    /// no disparity ratios.
+    #[serde(default)]
+    pub reference_group: Option<String>,
 }
 
 fn yes() -> bool {

@@ -1,9 +1,10 @@
 //! The analysis step of a run: the IO around [`crate::analyze`].
 //!
 //! For each upload with a valid location, while it downloads and is checked, the force's history
-//! (its current accepted submissions of earlier months, from the dataset manifest's parts of
-//! those years) and the other forces' latest months are read from their metrics files, sixteen
-//! at a time, through a cache that lives as long as the service. While the check streams accepted batches, a [`CountsBuilder`] counts them. After
+//! (its current accepted submissions of earlier periods, from the dataset manifest's parts of
+//! those years) and the other forces' latest periods are read from their metrics files, sixteen
+//! at a time, through a cache that lives as long as the service. While the check streams
+//! accepted batches, an [`ObservationsBuilder`] observes them. After
 //! the check, [`finish`] runs the detection, turns every gap and anomaly into a finding of the
 //! upload's report (and its CSV and findings table), and adjusts the decision: a warning turns
 //! `accepted` into `accepted_with_warnings`; an anomaly code the pipeline raised to `error`
@@ -28,18 +29,20 @@ use chrono::{DateTime, Utc};
 use tracing::{error, info};
 
 use super::{CheckOutcome, PipelineError, Service, order_findings, rfc3339};
-use crate::analyze::counts::CountsBuilder;
-use crate::analyze::metrics::{counts_from_rows, metric_rows};
+use crate::analyze::metrics::{Rates, metric_rows, observations_from_rows};
 use crate::analyze::status::{self, StatusRow};
 use crate::analyze::summary::{self, DatasetSummary, ForceSummary};
 use crate::analyze::tables::{
     MetricsHeader, anomalies_parquet, metrics_parquet, read_anomalies, read_metrics, status_parquet,
 };
-use crate::analyze::{Anomaly, Input, Labels, MetricRow, MonthlyCounts, detect};
+use crate::analyze::{
+    Anomaly, Input, Labels, MetricRow, Observations, ObservationsBuilder, detect,
+};
 use crate::config::Pipeline;
 use crate::finding::{FindingLog, FindingSink, Severity};
 use crate::layout::{Location, anomalies_key, feedback_base, metrics_key, status_key, summary_key};
 use crate::model::Decision;
+use crate::model::observe::ObserveSettings;
 use crate::model::{ManifestEntry, Receipts};
 use crate::period::{Cadence, Period};
 use crate::state::Years;
@@ -58,19 +61,19 @@ const CACHE_ENTRIES: usize = 8192;
 /// by a pipeline without the analysis) never gains one: it is asked for once.
 #[derive(Default)]
 pub(super) struct Cache {
-    counts: Mutex<HashMap<String, Option<Arc<MonthlyCounts>>>>,
+    counts: Mutex<HashMap<String, Option<Arc<Observations>>>>,
 }
 
 /// The history and peers an upload is analysed against.
 pub(super) struct Job {
-    history: Vec<MonthlyCounts>,
-    peers: Vec<MonthlyCounts>,
+    history: Vec<Observations>,
+    peers: Vec<Observations>,
 }
 
 /// What the analysis of an accepted upload produced.
 pub(super) struct Analysed {
     /// Its counts.
-    pub(super) counts: MonthlyCounts,
+    pub(super) counts: Observations,
     /// Its gaps and anomalies, with the pipeline's severities.
     pub(super) anomalies: Vec<Anomaly>,
 }
@@ -81,10 +84,11 @@ pub(super) fn builder(
     force: &str,
     period: &str,
     submission: &str,
-) -> Option<CountsBuilder> {
+) -> Option<ObservationsBuilder> {
     let period = pipeline.period.cadence.parse(period).ok()?;
-    Some(CountsBuilder::new(
+    Some(ObservationsBuilder::new(
         &pipeline.schema,
+        &pipeline.observe,
         force,
         period,
         submission,
@@ -96,7 +100,7 @@ pub(super) fn builder(
 pub(super) fn finish(
     pipeline: &Pipeline,
     job: Option<&Job>,
-    builder: Option<CountsBuilder>,
+    builder: Option<ObservationsBuilder>,
     outcome: &mut CheckOutcome,
     sink: &mut dyn FindingSink,
 ) -> Result<Option<Analysed>, PipelineError> {
@@ -109,13 +113,14 @@ pub(super) fn finish(
     let counts = builder.finish();
     let mut anomalies = match job {
         Some(job) if pipeline.anomalies.enabled => {
-            let labels = Labels::new(&pipeline.schema);
+            let labels = Labels::new(&pipeline.schema, &pipeline.observe);
             detect(&Input {
                 settings: &pipeline.anomalies,
                 current: &counts,
                 history: &job.history,
                 peers: &job.peers,
                 labels: &labels,
+                observe: &pipeline.observe,
                 blank_warn_above: &pipeline.blank_warn_above(),
             })
         }
@@ -176,8 +181,10 @@ impl Service {
         &self,
         dataset: &str,
         entries: &[&ManifestEntry],
-    ) -> Result<Vec<Option<Arc<MonthlyCounts>>>, PipelineError> {
-        let cadence = self.project.pipeline(dataset).map(|p| p.period.cadence);
+    ) -> Result<Vec<Option<Arc<Observations>>>, PipelineError> {
+        let pipeline = self.project.pipeline(dataset);
+        let cadence = pipeline.map(|p| p.period.cadence);
+        let observe = pipeline.map(|p| &p.observe);
         let mut out = vec![None; entries.len()];
         let mut wanted = Vec::new();
         {
@@ -217,10 +224,12 @@ impl Service {
             let counts = match read {
                 Ok((bytes, _)) => {
                     let e = entries[i];
-                    Some(Arc::new(counts_from_rows(
+                    let default = ObserveSettings::default();
+                    Some(Arc::new(observations_from_rows(
                         &e.force_id,
                         period,
                         &e.submission_id,
+                        observe.unwrap_or(&default),
                         &read_metrics(bytes)?,
                     )))
                 }
@@ -323,7 +332,13 @@ impl Service {
             .population
             .as_ref()
             .and_then(|p| p.areas.get(&location.force_id));
-        let rows = metric_rows(&analysed.counts, area);
+        let rates = pipeline.population.as_ref().and_then(|p| {
+            Some(Rates {
+                area: p.areas.get(&location.force_id)?,
+                reference_group: p.reference_group.as_deref(),
+            })
+        });
+        let rows = metric_rows(&analysed.counts, &pipeline.observe, rates);
         let header = MetricsHeader {
             dataset: dataset.clone(),
             force_id: location.force_id.clone(),
@@ -484,7 +499,7 @@ impl Service {
                 status: this,
                 recent,
                 anomalies,
-                headlines: summary::headlines(&rows),
+                headlines: summary::headlines(&rows, &pipeline.observe.headlines),
                 report,
             });
         }

@@ -30,6 +30,8 @@ pub struct Population {
     pub source: String,
     /// By force id.
     pub areas: BTreeMap<String, AreaPopulation>,
+    /// The group disparity ratios divide by, when the pipeline names one.
+    pub reference_group: Option<String>,
 }
 
 /// Splits one CSV line into cells (double quotes around cells with commas; `""` is a quote).
@@ -143,6 +145,7 @@ impl Population {
             Ok(Population {
                 source: settings.source.clone(),
                 areas,
+                reference_group: settings.reference_group.clone(),
             })
         } else {
             Err(problems)
@@ -168,6 +171,7 @@ mod tests {
                 ("White".into(), "White".into()),
                 ("Black".into(), "Black".into()),
             ]),
+            reference_group: Some("White".into()),
         }
     }
 

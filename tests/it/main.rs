@@ -24,6 +24,7 @@ mod crash;
 mod fault_proxy;
 mod fuzz_replay;
 mod golden;
+mod new_return;
 mod policy;
 mod presigned;
 mod report_browser;
