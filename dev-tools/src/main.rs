@@ -202,7 +202,7 @@ fn tick_bench_command(root: &Path, bucket: &str, done: usize, new: usize) -> Res
     let runtime = tokio::runtime::Runtime::new()?;
     let report = runtime.block_on(async {
         let store = store::open(bucket).await?;
-        force_returns_dev::tick::run(project, store, done, new).await
+        Box::pin(force_returns_dev::tick::run(project, store, done, new)).await
     })?;
     print!("{report}");
     Ok(ExitCode::SUCCESS)
