@@ -293,38 +293,31 @@ fn a_quarterly_return_declared_in_a_folder_runs_end_to_end_through_the_binary() 
     // A force checks its file first: it is well formed (the anomaly needs the history).
     let local = root.path().join(&file);
     write(&local, &csv);
-    let o = binary(&[
-        "validate",
-        local.to_str().unwrap(),
-        "--project",
-        project_arg,
-        "--dataset",
-        "custody_detentions",
-        "--force",
-        "kent",
-        "--period",
-        "2024-Q4",
-        "--format",
-        "json",
-    ]);
+    let validate = |period: &str| {
+        binary(&[
+            "validate",
+            local.to_str().unwrap(),
+            "--project",
+            project_arg,
+            "--dataset",
+            "custody_detentions",
+            "--force",
+            "kent",
+            "--period",
+            period,
+            "--format",
+            "json",
+        ])
+    };
+    let o = validate("2024-Q4");
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["decision"], "accepted", "{v}");
     assert_eq!(v["rows_read"], rows, "{v}");
     // A month folder is not a period of a quarterly return.
-    let o = binary(&[
-        "validate",
-        local.to_str().unwrap(),
-        "--project",
-        project_arg,
-        "--dataset",
-        "custody_detentions",
-        "--force",
-        "kent",
-        "--period",
-        "2024-12",
-    ]);
+    let o = validate("2024-12");
     assert_ne!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("quarter"), "{}", text(&o));
 
     let bucket_arg = bucket.to_str().unwrap();
     let run = || {
