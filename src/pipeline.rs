@@ -1274,7 +1274,7 @@ fn check_to_files(
                 ..
             } = upload;
             let mut tee = Tee(&mut csv, &mut quality);
-            let mut counts = analysis::builder(
+            let mut observing = analysis::builder(
                 pipeline,
                 &lineage.force_id,
                 &lineage.period,
@@ -1305,7 +1305,7 @@ fn check_to_files(
                         scope,
                         &mut tee,
                         &mut |batch, valid| {
-                            if let Some(c) = &mut counts {
+                            if let Some(c) = &mut observing {
                                 c.add(&batch, &valid);
                             }
                             tx.send((batch, valid)).map_err(|_| {
@@ -1327,7 +1327,7 @@ fn check_to_files(
                 })?,
                 None => None,
             };
-            analysed = analysis::finish(pipeline, job.as_ref(), counts, &mut outcome, &mut tee)?;
+            analysed = analysis::finish(pipeline, job.as_ref(), observing, &mut outcome, &mut tee)?;
             (outcome, rows)
         }
         (_, error) => {

@@ -55,13 +55,13 @@ const CONCURRENT_READS: usize = 16;
 /// Metrics kept in memory; past this the cache starts again.
 const CACHE_ENTRIES: usize = 8192;
 
-/// What the service keeps between uploads: the counts of metrics files read, by key, and the
+/// What the service keeps between uploads: the observations of metrics files read, by key, and the
 /// keys found missing (`None`). A manifest entry is committed only after its metrics file is
 /// written, so a current submission without one (processed before metrics were written, or
 /// by a pipeline without the analysis) never gains one: it is asked for once.
 #[derive(Default)]
 pub(super) struct Cache {
-    counts: Mutex<HashMap<String, Option<Arc<Observations>>>>,
+    observations: Mutex<HashMap<String, Option<Arc<Observations>>>>,
 }
 
 /// The history and peers an upload is analysed against.
@@ -72,13 +72,13 @@ pub(super) struct Job {
 
 /// What the analysis of an accepted upload produced.
 pub(super) struct Analysed {
-    /// Its counts.
-    pub(super) counts: Observations,
+    /// Its observations.
+    pub(super) observations: Observations,
     /// Its gaps and anomalies, with the pipeline's severities.
     pub(super) anomalies: Vec<Anomaly>,
 }
 
-/// A counts builder for an upload with a valid location.
+/// An observations builder for an upload with a valid location.
 pub(super) fn builder(
     pipeline: &Pipeline,
     force: &str,
@@ -95,7 +95,7 @@ pub(super) fn builder(
     ))
 }
 
-/// After the check: counts, detection, findings and the final decision. Nothing is analysed
+/// After the check: observations, detection, findings and the final decision. Nothing is analysed
 /// for a rejected upload.
 pub(super) fn finish(
     pipeline: &Pipeline,
@@ -110,13 +110,13 @@ pub(super) fn finish(
     if outcome.verdict.decision == Decision::Rejected {
         return Ok(None);
     }
-    let counts = builder.finish();
+    let observations = builder.finish();
     let mut anomalies = match job {
         Some(job) if pipeline.anomalies.enabled => {
             let labels = Labels::new(&pipeline.schema, &pipeline.observe);
             detect(&Input {
                 settings: &pipeline.anomalies,
-                current: &counts,
+                current: &observations,
                 history: &job.history,
                 peers: &job.peers,
                 labels: &labels,
@@ -127,7 +127,10 @@ pub(super) fn finish(
         _ => Vec::new(),
     };
     if anomalies.is_empty() {
-        return Ok(Some(Analysed { counts, anomalies }));
+        return Ok(Some(Analysed {
+            observations,
+            anomalies,
+        }));
     }
     let mut log = FindingLog::new(
         pipeline.decision.examples_per_code,
@@ -160,7 +163,10 @@ pub(super) fn finish(
         (Decision::Accepted, Some(Severity::Warning)) => Decision::AcceptedWithWarnings,
         (d, _) => d,
     };
-    Ok(Some(Analysed { counts, anomalies }))
+    Ok(Some(Analysed {
+        observations,
+        anomalies,
+    }))
 }
 
 /// The earliest period received, as a period of the dataset's `cadence`.
@@ -174,10 +180,10 @@ fn periods_before(p: Period, n: usize) -> Period {
 }
 
 impl Service {
-    /// The counts of current submissions, from their metrics files, in the order given
+    /// The observations of current submissions, from their metrics files, in the order given
     /// (`None` for one without, as in a bucket processed before metrics were written). Those
     /// not in the cache are read [`CONCURRENT_READS`] at a time: each is a request of its own.
-    async fn counts_of(
+    async fn observations_of(
         &self,
         dataset: &str,
         entries: &[&ManifestEntry],
@@ -190,7 +196,7 @@ impl Service {
         {
             let cache = self
                 .analysis
-                .counts
+                .observations
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             for (i, e) in entries.iter().enumerate() {
@@ -221,7 +227,7 @@ impl Service {
                 break;
             };
             let (i, key, period, read) = done.map_err(|e| PipelineError::Task(e.to_string()))?;
-            let counts = match read {
+            let observed = match read {
                 Ok((bytes, _)) => {
                     let e = entries[i];
                     let default = ObserveSettings::default();
@@ -238,14 +244,14 @@ impl Service {
             };
             let mut cache = self
                 .analysis
-                .counts
+                .observations
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             if cache.len() >= CACHE_ENTRIES {
                 cache.clear();
             }
-            cache.insert(key, counts.clone());
-            out[i] = counts;
+            cache.insert(key, observed.clone());
+            out[i] = observed;
         }
         Ok(out)
     }
@@ -298,7 +304,7 @@ impl Service {
         let own = history.len();
         let entries: Vec<&ManifestEntry> =
             history.into_iter().chain(latest.into_values()).collect();
-        let read = self.counts_of(&pipeline.dataset, &entries).await?;
+        let read = self.observations_of(&pipeline.dataset, &entries).await?;
         let (history, peers) = read.split_at(own);
         let job = Job {
             history: history.iter().flatten().map(|c| (**c).clone()).collect(),
@@ -338,7 +344,7 @@ impl Service {
                 reference_group: p.reference_group.as_deref(),
             })
         });
-        let rows = metric_rows(&analysed.counts, &pipeline.observe, rates);
+        let rows = metric_rows(&analysed.observations, &pipeline.observe, rates);
         let header = MetricsHeader {
             dataset: dataset.clone(),
             force_id: location.force_id.clone(),
@@ -360,10 +366,10 @@ impl Service {
                 .put(&key, metrics_parquet(&header, &rows)?, PutMode::Overwrite),
         )?;
         self.analysis
-            .counts
+            .observations
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(key.clone(), Some(Arc::new(analysed.counts.clone())));
+            .insert(key.clone(), Some(Arc::new(analysed.observations.clone())));
         Ok(Some(key))
     }
 
