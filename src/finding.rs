@@ -259,7 +259,7 @@ pub fn hint(code: Code) -> &'static str {
         Code::FileTooLarge => {
             "split the return by month, or ask the national centre to raise the limit"
         }
-        Code::TooManyRows => "check that the extract covers one month of one force",
+        Code::TooManyRows => "check that the extract covers one period of one force",
         Code::NoRows => "accepted as a zero report; if there were events this period, export again",
         Code::UploadLocationInvalid => {
             "upload to incoming/<force>/<dataset>/<YYYY-MM>/<file> with your force's folder"
@@ -268,7 +268,7 @@ pub fn hint(code: Code) -> &'static str {
             "upload again under a period folder of the form the message names (month 2024-03, quarter 2024-Q1, financial year FY2023-24 or snapshot date 2024-03-31, as the dataset is returned)"
         }
         Code::PeriodNotBegun => {
-            "upload the return under the folder of the month it covers, once that month has begun"
+            "upload the return under the folder of the period it covers, once that period has begun"
         }
         Code::EncodingConverted => {
             "nothing to do; to be sure every character is read as meant, save as \"CSV UTF-8\""
@@ -314,19 +314,19 @@ pub fn hint(code: Code) -> &'static str {
         Code::ForceMismatch => {
             "upload each force's records under its own folder; never file another force's data"
         }
-        Code::PeriodMismatch => "upload each month under its own folder",
-        Code::DateOutOfPeriod => "move the record to its month's return, or correct the date",
+        Code::PeriodMismatch => "upload each period under its own folder",
+        Code::DateOutOfPeriod => "move the record to the return of its period, or correct the date",
         Code::DuplicateRow => {
             "check whether the record was exported twice; people searched together can give identical rows"
         }
         Code::BlankRate => "complete the field in the source system",
-        Code::RowsExcluded => "correct the listed rows and upload the month again",
+        Code::RowsExcluded => "correct the listed rows and upload the return again",
         Code::ValueLegacySpelling => "use the current code list in future returns",
         Code::ValueImplausible => {
             "check the value in the source system; for locations, check that latitude and longitude are not swapped"
         }
         Code::DateNearPeriod => {
-            "check the date and its time zone; if the record belongs to the neighbouring month, move it to that month's return"
+            "check the date and its time zone; if the record belongs to the neighbouring period, move it to that period's return"
         }
         Code::DateInFuture => "correct the date: a record cannot be dated after the file was sent",
         Code::FieldsInconsistent => {
