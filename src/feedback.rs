@@ -540,7 +540,7 @@ fn decision_explanation(r: &Report) -> String {
             } else {
                 format!(
                     "Your file was stored without its {} {} with errors; please look at the \
-                     findings below, correct those rows and upload the month again.",
+                     findings below, correct those rows and upload the return again.",
                     thousands(left_out),
                     plural(left_out, "row", "rows")
                 )
