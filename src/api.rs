@@ -24,9 +24,9 @@ use axum::routing::get;
 use chrono::{DateTime, Utc};
 
 use crate::clock::Clock;
-use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::store::{ObjectStore, S3Observer};
+use crate::telemetry::Metrics;
 
 /// How long the readiness probe waits for the bucket.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(5);

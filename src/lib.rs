@@ -29,7 +29,7 @@
 //! - [`feedback`] renders the report back to the force and its monthly summary;
 //! - [`pipeline`] runs discover → claim → decode → validate → write → observe → report;
 //! - [`scheduler`] follows each pipeline's cron schedule with bounded concurrency and a
-//!   graceful [`shutdown`]; [`metrics`] counts what it does and [`api`] serves health and
+//!   graceful [`shutdown`]; [`telemetry`] counts what it does and [`api`] serves health and
 //!   metrics over HTTP.
 //!
 //! The demo, the evaluation and the data generators live in the `force-returns-dev` crate
@@ -44,7 +44,6 @@ pub mod feedback;
 pub mod finding;
 pub mod ingest;
 pub mod layout;
-pub mod metrics;
 pub mod model;
 pub mod normalise;
 pub mod observe;
@@ -58,5 +57,6 @@ pub mod snapshot;
 pub mod spill;
 pub mod state;
 pub mod store;
+pub mod telemetry;
 pub mod validate;
 pub mod workdir;

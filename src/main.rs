@@ -16,7 +16,6 @@ use force_returns::analyze::status::render_text;
 use force_returns::api;
 use force_returns::clock::{Clock, FixedClock, SystemClock};
 use force_returns::config::Project;
-use force_returns::metrics::Metrics;
 use force_returns::model::{Decision, Limits};
 use force_returns::period::Deadline;
 use force_returns::pipeline::{CheckOutcome, RunOptions, Service, check_settings, validate_local};
@@ -24,6 +23,7 @@ use force_returns::scheduler::{self, PipelineRunner, Stopped, Worker};
 use force_returns::schema::{Catalog, RecordSchema};
 use force_returns::shutdown::ShutdownController;
 use force_returns::store::{self, S3Location, S3Options, S3Store};
+use force_returns::telemetry::Metrics;
 use force_returns::validate::{CheckSettings, UploadScope};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 

@@ -17,7 +17,6 @@ use chrono::{SecondsFormat, Utc};
 use force_returns::clock::{Clock, FixedClock, SystemClock};
 use force_returns::config::Project;
 use force_returns::layout::{self, INCOMING, Parted, incoming_key};
-use force_returns::metrics::Metrics;
 use force_returns::model::Decision;
 use force_returns::model::{Manifest, ManifestEntry, Receipt, Receipts};
 use force_returns::period::Period;
@@ -26,6 +25,7 @@ use force_returns::scheduler::PipelineRunner;
 use force_returns::shutdown::ShutdownController;
 use force_returns::state::{DoneRecord, State, StateOptions};
 use force_returns::store::{ObjectStore, PutMode};
+use force_returns::telemetry::Metrics;
 use tokio::task::JoinSet;
 
 /// Writes run this many at once while the state is made.

@@ -11,11 +11,11 @@ use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use force_returns::api::{self, ApiState, Readiness};
 use force_returns::clock::{Clock, FixedClock};
 use force_returns::layout;
-use force_returns::metrics::Metrics;
 use force_returns::pipeline::{RunOptions, RunOutcome, Service};
 use force_returns::shutdown::ShutdownController;
 use force_returns::state::lease;
 use force_returns::store::{ObjectStore, PutMode, S3Location, S3Observer, S3Options, S3Store};
+use force_returns::telemetry::Metrics;
 
 use crate::common::{check_processed_exactly_once, new_s3_bucket, project, s3_endpoint};
 use crate::fault_proxy::{Fault, FaultProxy, Rule, RuleHandle};

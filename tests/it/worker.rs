@@ -16,12 +16,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use force_returns::layout::{CLAIMS, Parted};
-use force_returns::metrics::Metrics;
 use force_returns::model::Decision;
 use force_returns::pipeline::{RunOptions, Service};
 use force_returns::scheduler::PipelineRunner;
 use force_returns::shutdown::ShutdownController;
 use force_returns::store::{self, LocalStore, ObjectMeta, ObjectStore, PutMode};
+use force_returns::telemetry::Metrics;
 use parquet::file::reader::FileReader as _;
 
 use crate::common::{
