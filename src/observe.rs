@@ -85,6 +85,16 @@ impl Observations {
         self.by_day.iter().filter(|&&n| n == 0).count() as u64
     }
 
+    /// Whether these records say anything about a declared share: a time-of-day share always,
+    /// a category share when the dimension was recorded at all.
+    pub fn records(&self, share: &ShareDecl) -> bool {
+        share.is_time_of_day()
+            || share
+                .dimension
+                .as_ref()
+                .is_some_and(|d| self.categories.contains_key(d))
+    }
+
     /// A declared share's numerator and denominator.
     pub fn share(&self, share: &ShareDecl) -> (u64, u64) {
         if share.is_time_of_day() {

@@ -129,10 +129,11 @@ impl Anomaly {
     }
 }
 
-/// What the schema and the profile say about words and codes: plain-words names of dimensions
-/// and columns, the word for records, and which codes stand for a declared share's categories
-/// (a share of `<property>_<attribute>` = "Not stated" covers the codes of `<property>` whose
-/// attribute is "Not stated", so their own share is not checked twice).
+/// What the schema and the profile say about words and categories: plain-words names of
+/// dimensions and columns, the word for records, and the categories a declared share counts —
+/// its own, and the codes that stand for them (a share of `<property>_<attribute>` = "Not
+/// stated" covers the codes of `<property>` whose attribute is "Not stated") — whose own
+/// shares are then not checked twice.
 #[derive(Debug, Clone, Default)]
 pub struct Labels {
     dimensions: BTreeMap<String, String>,
@@ -146,40 +147,26 @@ impl Labels {
     /// attribute dimensions (`Outcome (outcome group)`).
     pub fn new(schema: &RecordSchema, observe: &ObserveSettings) -> Labels {
         let mut dimensions = BTreeMap::new();
-        let mut covered = BTreeSet::new();
         for p in &schema.properties {
             let name = p
                 .aliases
                 .first()
                 .cloned()
                 .unwrap_or_else(|| p.title.clone());
-            if let Some(list) = &p.codelist {
-                for a in &list.attributes {
-                    let dimension = format!("{}_{a}", p.name);
-                    for share in observe
-                        .shares
-                        .iter()
-                        .filter(|s| s.dimension.as_ref() == Some(&dimension))
-                    {
-                        for (k, code) in list.codes.iter().enumerate() {
-                            if share
-                                .categories
-                                .iter()
-                                .any(|c| c == list.attribute(k as u32, a))
-                            {
-                                covered.insert((p.name.clone(), code.code.clone()));
-                            }
-                        }
-                    }
-                    dimensions.insert(dimension, format!("{name} ({})", a.replace('_', " ")));
-                }
+            for a in p.codelist.iter().flat_map(|list| &list.attributes) {
+                let words = format!("{name} ({})", a.replace('_', " "));
+                dimensions.insert(format!("{}_{a}", p.name), words);
             }
             dimensions.insert(p.name.clone(), name);
         }
         Labels {
             dimensions,
             records: observe.records.clone(),
-            covered,
+            covered: observe
+                .shares
+                .iter()
+                .flat_map(|share| covered_by(schema, share))
+                .collect(),
         }
     }
 
@@ -188,11 +175,44 @@ impl Labels {
         self.dimensions.get(name).map_or(name, String::as_str)
     }
 
-    /// Whether a code of a property stands for a category a declared share counts.
+    /// Whether a category of a dimension is one a declared share counts.
     fn covered(&self, dimension: &str, category: &str) -> bool {
         self.covered
             .contains(&(dimension.to_owned(), category.to_owned()))
     }
+}
+
+/// The categories a share counts: its own, and, for a share of `<property>_<attribute>`, the
+/// codes of `<property>` whose attribute is one of them.
+fn covered_by(schema: &RecordSchema, share: &ShareDecl) -> Vec<(String, String)> {
+    let Some(dimension) = &share.dimension else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, String)> = share
+        .categories
+        .iter()
+        .map(|c| (dimension.clone(), c.clone()))
+        .collect();
+    for p in &schema.properties {
+        let Some(list) = &p.codelist else { continue };
+        let Some(a) = dimension
+            .strip_prefix(p.name.as_str())
+            .and_then(|rest| rest.strip_prefix('_'))
+            .filter(|a| list.attributes.iter().any(|x| x == a))
+        else {
+            continue;
+        };
+        for (k, code) in list.codes.iter().enumerate() {
+            if share
+                .categories
+                .iter()
+                .any(|c| c == list.attribute(k as u32, a))
+            {
+                out.push((p.name.clone(), code.code.clone()));
+            }
+        }
+    }
+    out
 }
 
 /// What [`detect`] looks at.
@@ -372,10 +392,7 @@ fn own_series(input: &Input<'_>, history: &[&Observations]) -> Vec<Series> {
             .flat_map(BTreeMap::keys)
             .collect();
         for category in categories {
-            let covered = shares.iter().any(|s| {
-                s.dimension.as_ref() == Some(dimension) && s.categories.contains(category)
-            }) || input.labels.covered(dimension, category);
-            if !covered {
+            if !input.labels.covered(dimension, category) {
                 out.push(Series::Share {
                     dimension: dimension.clone(),
                     category: category.clone(),
@@ -392,12 +409,7 @@ fn own_series(input: &Input<'_>, history: &[&Observations]) -> Vec<Series> {
         }
     }
     for share in shares {
-        let seen = share.is_time_of_day()
-            || share
-                .dimension
-                .as_ref()
-                .is_some_and(|d| periods().any(|c| c.categories.contains_key(d)));
-        if seen {
+        if periods().any(|c| c.records(share)) {
             out.push(Series::Recording(share.clone()));
         }
     }

@@ -123,12 +123,7 @@ pub fn metric_rows(
         }
     }
     for share in &observe.shares {
-        let present = share.is_time_of_day()
-            || share
-                .dimension
-                .as_ref()
-                .is_some_and(|d| c.categories.contains_key(d));
-        if present {
+        if c.records(share) {
             let (num, den) = c.share(share);
             out.extend(ratio(&share.name, "", "", num as f64, den as f64));
         }

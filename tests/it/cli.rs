@@ -1,25 +1,8 @@
 //! The command line as a force or operator uses it: exit codes, output, ad-hoc schemas.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
-use crate::common::{manifest_dir, shared_fixtures};
-
-fn force_returns(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_force-returns"))
-        .args(args)
-        .current_dir(manifest_dir())
-        .output()
-        .expect("the binary runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use crate::common::{force_returns, manifest_dir, output_text as text, shared_fixtures};
 
 #[test]
 fn validate_accepts_a_real_extract_under_any_spelling_of_the_force() {

@@ -44,6 +44,24 @@ pub fn shared_fixtures() -> PathBuf {
     }
 }
 
+/// Runs the service binary, as a user does, from the project folder.
+pub fn force_returns(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_force-returns"))
+        .args(args)
+        .current_dir(manifest_dir())
+        .output()
+        .expect("the binary runs")
+}
+
+/// What a process printed, standard output then standard error.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 /// The Python with pyarrow and duckdb.
 pub fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("FORCE_RETURNS_TEST_PYTHON") {

@@ -8,11 +8,11 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::Value;
 
-use crate::common::{manifest_dir, python};
+use crate::common::{force_returns, manifest_dir, output_text as text, python};
 
 const SCHEMA: &str = r#"{
   "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -164,21 +164,6 @@ fn quarter_csv(year: i32, quarter: u32, rows: u64, rng: &mut Lcg) -> (String, u6
     (text, not_recorded)
 }
 
-fn binary(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_force-returns"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, text).unwrap();
@@ -255,7 +240,7 @@ fn a_quarterly_return_declared_in_a_folder_runs_end_to_end_through_the_binary() 
     write(&project.join("pipelines/custody_detentions.toml"), PROFILE);
     let project_arg = project.to_str().unwrap();
 
-    let o = binary(&["check-config", "--project", project_arg]);
+    let o = force_returns(&["check-config", "--project", project_arg]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("custody_detentions"), "{}", text(&o));
 
@@ -294,7 +279,7 @@ fn a_quarterly_return_declared_in_a_folder_runs_end_to_end_through_the_binary() 
     let local = root.path().join(&file);
     write(&local, &csv);
     let validate = |period: &str| {
-        binary(&[
+        force_returns(&[
             "validate",
             local.to_str().unwrap(),
             "--project",
@@ -321,7 +306,7 @@ fn a_quarterly_return_declared_in_a_folder_runs_end_to_end_through_the_binary() 
 
     let bucket_arg = bucket.to_str().unwrap();
     let run = || {
-        let o = binary(&[
+        let o = force_returns(&[
             "run",
             "--once",
             "--project",
@@ -391,7 +376,7 @@ fn a_quarterly_return_declared_in_a_folder_runs_end_to_end_through_the_binary() 
 
     // The status grid, now: Kent's missing quarter is overdue; the others arrived (late, as
     // they were sent today for quarters long past).
-    let o = binary(&[
+    let o = force_returns(&[
         "status",
         "--project",
         project_arg,
