@@ -17,7 +17,7 @@ use arrow::array::{Array, BooleanArray, StringArray};
 use serde::{Deserialize, Serialize};
 
 use crate::ingest::{Batch, cell};
-use crate::model::observe::{ObserveSettings, ShareDecl};
+use crate::model::observe::{AgreementDecl, ObserveSettings, ShareDecl, SubsetDecl};
 use crate::period::Period;
 use crate::schema::{CodeList, RecordSchema, SnapshotType};
 use chrono::Datelike;
@@ -181,12 +181,68 @@ struct Subset {
     slot_of: Vec<usize>,
 }
 
+impl Subset {
+    fn new(columns: &[Tracked], decl: &SubsetDecl) -> Subset {
+        let select = decl.dimension.as_deref().and_then(|d| {
+            let dim = RowDimension::resolve(columns, d)?;
+            let flags = dim
+                .category
+                .iter()
+                .map(|c| decl.categories.contains(c))
+                .collect();
+            Some((dim, flags))
+        });
+        let by = RowDimension::resolve(columns, &decl.by);
+        let mut names: Vec<String> = by.as_ref().map_or_else(Vec::new, |b| {
+            let mut n = b.category.clone();
+            n.sort();
+            n.dedup();
+            n
+        });
+        let slot_of = by.as_ref().map_or_else(Vec::new, |b| {
+            b.category
+                .iter()
+                .map(|c| names.binary_search(c).unwrap_or(0))
+                .collect()
+        });
+        names.push(BLANK.to_owned());
+        Subset {
+            select,
+            by,
+            counts: vec![0; names.len()],
+            names,
+            slot_of,
+        }
+    }
+}
+
 /// A declared agreement: per code of each side, its category (`None` when it is ignored).
 struct Agreement {
     name: String,
     sides: [(usize, Vec<Option<String>>); 2],
     agree: u64,
     both: u64,
+}
+
+impl Agreement {
+    /// `None` when either dimension is not a code-list dimension of the schema.
+    fn new(columns: &[Tracked], decl: &AgreementDecl) -> Option<Agreement> {
+        let side = |d: &str| {
+            let dim = RowDimension::resolve(columns, d)?;
+            let category = dim
+                .category
+                .into_iter()
+                .map(|c| (!decl.ignore.contains(&c)).then_some(c))
+                .collect();
+            Some((dim.column, category))
+        };
+        Some(Agreement {
+            name: decl.name.clone(),
+            sides: [side(&decl.dimensions[0])?, side(&decl.dimensions[1])?],
+            agree: 0,
+            both: 0,
+        })
+    }
 }
 
 /// Counts the accepted rows of one submission, batch by batch.
@@ -231,59 +287,12 @@ impl ObservationsBuilder {
                 blanks: 0,
             })
             .collect();
-        let subset = observe.subset.as_ref().map(|s| {
-            let select = s.dimension.as_deref().and_then(|d| {
-                let dim = RowDimension::resolve(&columns, d)?;
-                let flags = dim
-                    .category
-                    .iter()
-                    .map(|c| s.categories.contains(c))
-                    .collect();
-                Some((dim, flags))
-            });
-            let by = RowDimension::resolve(&columns, &s.by);
-            let mut names: Vec<String> = by.as_ref().map_or_else(Vec::new, |b| {
-                let mut n = b.category.clone();
-                n.sort();
-                n.dedup();
-                n
-            });
-            let slot_of = by.as_ref().map_or_else(Vec::new, |b| {
-                b.category
-                    .iter()
-                    .map(|c| names.binary_search(c).unwrap_or(0))
-                    .collect()
-            });
-            names.push(BLANK.to_owned());
-            Subset {
-                select,
-                by,
-                counts: vec![0; names.len()],
-                names,
-                slot_of,
-            }
-        });
-        let agreements = observe
+        let subset = observe.subset.as_ref().map(|s| Subset::new(&columns, s));
+        let agreements: Vec<Agreement> = observe
             .agreements
             .iter()
-            .filter_map(|a| {
-                let side = |d: &str| {
-                    let dim = RowDimension::resolve(&columns, d)?;
-                    let category = dim
-                        .category
-                        .into_iter()
-                        .map(|c| (!a.ignore.contains(&c)).then_some(c))
-                        .collect();
-                    Some((dim.column, category))
-                };
-                Some(Agreement {
-                    name: a.name.clone(),
-                    sides: [side(&a.dimensions[0])?, side(&a.dimensions[1])?],
-                    agree: 0,
-                    both: 0,
-                })
-            })
-            .collect::<Vec<_>>();
+            .filter_map(|a| Agreement::new(&columns, a))
+            .collect();
         let mut row_columns: Vec<usize> = subset
             .iter()
             .flat_map(|s| {
