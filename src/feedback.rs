@@ -12,39 +12,36 @@ use std::cmp::Reverse;
 use std::fmt::{self, Write as _};
 use std::io::Write;
 
+use chrono::SecondsFormat;
 use serde::{Deserialize, Serialize};
 
 use crate::finding::{Code, CodeSummary, Finding, FindingSink, Severity};
-use crate::model::Decision;
+use crate::model::{Decision, Received};
 use crate::validate::ColumnStats;
+
+/// The version of the report's JSON shape. 2: the upload's identity as the manifest and
+/// receipts write it (`uploaded_at` always given, `etag` added, no `dataset` or `period` for a
+/// key with no place; `force_folder` for its force).
+pub const REPORT_VERSION: u32 = 2;
 
 /// Everything the force is told about one submission.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
-    /// Version of this report's JSON shape.
+    /// Version of this report's JSON shape ([`REPORT_VERSION`]).
     pub report_version: u32,
-    /// Dataset id.
-    pub dataset: String,
+    /// The upload and its place (`source_key`, `etag`, `sha256`, `submission_id`,
+    /// `uploaded_at`; `force_id`, `dataset`, `period` when its key has a place, else
+    /// `force_folder` when it names a force).
+    #[serde(flatten)]
+    pub received: Received,
     /// Dataset title.
     pub dataset_title: String,
-    /// Canonical force id (from the upload folder), when known.
-    pub force_id: Option<String>,
     /// The force's name, when known.
     pub force_name: Option<String>,
-    /// Period `YYYY-MM`, when known.
-    pub period: Option<String>,
-    /// Deterministic submission id.
-    pub submission_id: String,
-    /// Where the upload was found (`incoming/...`).
-    pub source_key: String,
     /// The uploaded file's name.
     pub file_name: String,
-    /// SHA-256 of the upload, hex.
-    pub sha256: String,
     /// Size in bytes.
     pub bytes: u64,
-    /// When the upload arrived (RFC 3339), when known.
-    pub uploaded_at: Option<String>,
     /// When it was processed (RFC 3339).
     pub processed_at: String,
     /// Schema id, for example `stop_search/v1`.
@@ -213,7 +210,12 @@ const STYLE: &str = include_str!("feedback/report.css");
 
 fn write_page(out: &mut String, r: &Report) -> fmt::Result {
     let force = force_label(r);
-    let period = r.period.as_deref().unwrap_or("period not known");
+    let period = r
+        .received
+        .place
+        .as_ref()
+        .map_or_else(|| "period not known".to_owned(), |p| p.period.to_string());
+    let period = period.as_str();
     let decision = r.decision;
     let title = format!(
         "{} {} — {} — {}",
@@ -250,7 +252,8 @@ fn write_summary(out: &mut String, r: &Report, force: &str, period: &str) -> fmt
     writeln!(out, "<p>{}</p>", escape(&decision_explanation(r)))?;
     writeln!(out, "</div>")?;
 
-    let force_cell = match (&r.force_name, &r.force_id) {
+    let upload = &r.received.upload;
+    let force_cell = match (&r.force_name, r.received.force()) {
         (Some(name), Some(id)) => format!("{} (<code>{}</code>)", escape(name), escape(id)),
         (Some(name), None) => escape(name).to_string(),
         (None, Some(id)) => format!("<code>{}</code>", escape(id)),
@@ -261,40 +264,48 @@ fn write_summary(out: &mut String, r: &Report, force: &str, period: &str) -> fmt
         thousands(r.bytes),
         plural(r.bytes, "byte", "bytes")
     );
+    let place = r.received.place.as_ref();
     let facts = [
         (
             "Dataset",
-            format!(
-                "{} (<code>{}</code>)",
-                escape(&r.dataset_title),
-                escape(&r.dataset)
-            ),
+            match place {
+                Some(p) => format!(
+                    "{} (<code>{}</code>)",
+                    escape(&r.dataset_title),
+                    escape(&p.dataset)
+                ),
+                None => escape(&r.dataset_title).to_string(),
+            },
         ),
         ("Force", force_cell),
         (
             "Period",
-            r.period
-                .as_deref()
-                .map_or_else(not_known, |p| escape(p).to_string()),
+            place.map_or_else(not_known, |p| escape(&p.period.to_string()).to_string()),
         ),
         ("File", format!("<code>{}</code>", escape(&r.file_name))),
         (
             "Uploaded to",
-            format!("<code>{}</code>", escape(&r.source_key)),
+            format!("<code>{}</code>", escape(&upload.source_key)),
         ),
         (
             "Submission id",
-            format!("<code>{}</code>", escape(&r.submission_id)),
+            format!("<code>{}</code>", escape(&upload.submission_id)),
         ),
         (
             "Received",
-            r.uploaded_at
-                .as_deref()
-                .map_or_else(not_known, |t| escape(t).to_string()),
+            escape(
+                &upload
+                    .uploaded_at
+                    .to_rfc3339_opts(SecondsFormat::AutoSi, true),
+            )
+            .to_string(),
         ),
         ("Processed", escape(&r.processed_at).to_string()),
         ("Schema", format!("<code>{}</code>", escape(&r.schema_id))),
-        ("SHA-256", format!("<code>{}</code>", escape(&r.sha256))),
+        (
+            "SHA-256",
+            format!("<code>{}</code>", escape(&upload.sha256)),
+        ),
         ("Size", size),
     ];
     writeln!(out, "<div class=\"table-wrap\"><table class=\"facts\">")?;
@@ -503,7 +514,7 @@ fn write_footer(out: &mut String, r: &Report) -> fmt::Result {
 fn force_label(r: &Report) -> &str {
     r.force_name
         .as_deref()
-        .or(r.force_id.as_deref())
+        .or(r.received.force())
         .unwrap_or("unknown force")
 }
 
@@ -675,6 +686,7 @@ fn dash() -> String {
 mod tests {
     use super::*;
     use crate::finding::Code;
+    use crate::model::{Place, Upload};
 
     fn example(code: Code, row: u64, column: &str, value: &str, message: &str) -> Finding {
         Finding::new(code, message, "enum")
@@ -707,18 +719,27 @@ mod tests {
     /// A rejected return of South Yorkshire Police with one truncated and one complete code.
     fn report() -> Report {
         Report {
-            report_version: 1,
-            dataset: "stop_search".to_owned(),
+            report_version: REPORT_VERSION,
+            received: Received {
+                upload: Upload {
+                    source_key: "incoming/south-yorkshire/stop_search/2020-01/january.csv"
+                        .to_owned(),
+                    etag: "\"e1\"".to_owned(),
+                    sha256: "ab".repeat(32),
+                    submission_id: "sub-0123abcd".to_owned(),
+                    uploaded_at: "2020-02-03T09:15:00Z".parse().unwrap(),
+                },
+                place: Some(Place {
+                    force_id: "south-yorkshire".to_owned(),
+                    dataset: "stop_search".to_owned(),
+                    period: "2020-01".parse().unwrap(),
+                }),
+                force_folder: None,
+            },
             dataset_title: "Stop and search return".to_owned(),
-            force_id: Some("south-yorkshire".to_owned()),
             force_name: Some("South Yorkshire Police".to_owned()),
-            period: Some("2020-01".to_owned()),
-            submission_id: "sub-0123abcd".to_owned(),
-            source_key: "incoming/south-yorkshire/stop_search/2020-01/january.csv".to_owned(),
             file_name: "january.csv".to_owned(),
-            sha256: "ab".repeat(32),
             bytes: 1_234_567,
-            uploaded_at: Some("2020-02-03T09:15:00Z".to_owned()),
             processed_at: "2020-02-03T09:16:02Z".to_owned(),
             schema_id: "stop_search/v1".to_owned(),
             decision: Decision::Rejected,
@@ -992,7 +1013,7 @@ mod tests {
         let footer = &html[html.find("<footer>").expect("footer")..];
         assert!(footer.contains("archive/south-yorkshire/stop_search/2020-01/sub-0123abcd.csv"));
         assert!(footer.contains("Snapshot: none"));
-        assert!(footer.contains("force-returns, report version 1"));
+        assert!(footer.contains("force-returns, report version 2"));
     }
 
     #[test]

@@ -32,8 +32,10 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
+use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
+use crate::model::{Identity, Place, Received, Upload};
 use crate::period::{BadPeriod, Cadence, Period};
 use crate::store::hex;
 
@@ -569,6 +571,46 @@ impl Submission {
         self.location().map_or(UNROUTED, |l| l.dataset.as_str())
     }
 
+    /// The object received, which arrived at `uploaded_at`.
+    pub fn upload(&self, uploaded_at: DateTime<Utc>) -> Upload {
+        Upload {
+            source_key: self.key.clone(),
+            etag: self.etag.clone(),
+            sha256: self.sha256.clone().unwrap_or_default(),
+            submission_id: self.id.clone(),
+            uploaded_at,
+        }
+    }
+
+    /// Whose return of which period it is, when its key has a place.
+    pub fn place(&self) -> Option<Place> {
+        self.location().map(|l| Place {
+            force_id: l.force_id.clone(),
+            dataset: l.dataset.clone(),
+            period: l.period,
+        })
+    }
+
+    /// Its identity, when its key has a place.
+    pub fn identity(&self, uploaded_at: DateTime<Utc>) -> Option<Identity> {
+        Some(Identity {
+            upload: self.upload(uploaded_at),
+            place: self.place()?,
+        })
+    }
+
+    /// The upload as its report speaks of it.
+    pub fn received(&self, uploaded_at: DateTime<Utc>) -> Received {
+        Received {
+            upload: self.upload(uploaded_at),
+            place: self.place(),
+            force_folder: match &self.route {
+                Route::Routed(_) => None,
+                Route::Odd(o) => o.force.clone(),
+            },
+        }
+    }
+
     /// The force it is reported to: its own, or for an odd key the force its folder names.
     pub fn force(&self) -> Option<&str> {
         match &self.route {
@@ -605,7 +647,7 @@ impl Submission {
     /// Its derived metrics file (routed uploads only).
     pub fn metrics_key(&self) -> Option<String> {
         self.location()
-            .map(|l| metrics_key(&l.dataset, &l.period.to_string(), &l.force_id, &self.id))
+            .map(|l| metrics_key(&l.dataset, l.period, &l.force_id, &self.id))
     }
 
     /// The key of its report without the extension (`.json`, `.html`, `.csv`), when there is
@@ -705,7 +747,7 @@ impl Parted {
 }
 
 /// The derived metrics file of a submission.
-pub fn metrics_key(dataset: &str, period: &str, force: &str, submission: &str) -> String {
+pub fn metrics_key(dataset: &str, period: Period, force: &str, submission: &str) -> String {
     format!("snapshots/{dataset}_metrics/period={period}/force={force}/{submission}.parquet")
 }
 

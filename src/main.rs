@@ -318,7 +318,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 println!(
                     "{:<24} {:<60} {}",
                     s.decision.as_str(),
-                    s.source_key,
+                    s.received.upload.source_key,
                     s.outputs.report_html.as_deref().unwrap_or("-")
                 );
             }

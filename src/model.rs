@@ -7,17 +7,20 @@
 //! - [`analysis`]: the `[anomalies]` and `[population]` settings of a pipeline;
 //! - [`observe`]: what a record-level return's records yield (`[observe]`);
 //! - [`upload`]: the limits of reading an upload, how cells are read, blank-rate thresholds;
+//! - [`identity`]: the identity of a submission (upload, force, dataset, period), declared once;
 //! - [`manifest`]: which accepted submission is current for each force × period;
 //! - [`receipt`]: one row per processed upload, the state the status of returns comes from;
 //! - [`token`]: tokens unique to one taking (leases, work folders).
 
 pub mod analysis;
+pub mod identity;
 pub mod manifest;
 pub mod observe;
 pub mod receipt;
 pub mod token;
 pub mod upload;
 
+pub use identity::{Identity, Place, Received, STATE_FORMAT, Upload};
 pub use manifest::{Manifest, ManifestChange, ManifestEntry};
 pub use receipt::{Receipt, Receipts};
 pub use token::new_token;

@@ -52,11 +52,11 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::clock::Clock;
 use crate::config::{Pipeline, Project};
-use crate::feedback::{CsvFindingSink, Outputs, Report, render_html, render_json};
+use crate::feedback::{CsvFindingSink, Outputs, REPORT_VERSION, Report, render_html, render_json};
 use crate::finding::{Code, CodeSummary, Finding, FindingLog, FindingSink, NoSink, Severity};
 use crate::ingest::{Batch, CsvDecoder, DEFAULT_BATCH_ROWS, DecodeStats, HeaderMap, Start};
 use crate::layout::{self, INCOMING, Location, Names, Problem, Route, Submission};
-use crate::model::{Decision, Limits, ManifestEntry, Receipt};
+use crate::model::{Decision, Limits, ManifestEntry, Receipt, Received};
 use crate::snapshot::{
     Lineage, QualityFindingSink, SnapshotWriter, SubmissionRecord, Tee, submissions_parquet,
 };
@@ -356,17 +356,9 @@ fn hostname() -> String {
 /// What happened to one upload.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SubmissionSummary {
-    /// Upload key.
-    pub source_key: String,
-    /// Submission id.
-    pub submission_id: String,
-    /// Force id, when the location was valid (or, for a key with no place, the force its
-    /// folder names, which the report went to).
-    pub force_id: Option<String>,
-    /// Dataset, when the location was valid.
-    pub dataset: Option<String>,
-    /// Period, when the location was valid.
-    pub period: Option<String>,
+    /// The upload and its place, as its report gives them.
+    #[serde(flatten)]
+    pub received: Received,
     /// The decision.
     pub decision: Decision,
     /// Records read.
@@ -718,13 +710,9 @@ impl Service {
             .await?;
         drop(work);
         self.state.ensure_held(&claimed.claim).await?;
-        let receipt = sub.location().map(|l| Receipt {
-            force_id: l.force_id.clone(),
-            period: l.period,
-            submission_id: sub.id.clone(),
-            source_key: sub.key.clone(),
+        let receipt = sub.identity(object.last_modified).map(|identity| Receipt {
+            identity,
             decision: written.decision,
-            uploaded_at: object.last_modified,
             rows: written.report.rows_read,
         });
         let superseded = self
@@ -757,7 +745,7 @@ impl Service {
             rows = written.report.rows_accepted,
             "upload processed"
         );
-        Ok(Some(summary_of(&sub, written, superseded)))
+        Ok(Some(summary_of(written, superseded)))
     }
 
     /// Downloads, archives and checks a routed upload, or judges an odd key from the key
@@ -1072,19 +1060,13 @@ impl Service {
                 .map(|c| c.label.clone())
         });
         Report {
-            report_version: 1,
-            dataset: sub.dataset_label().to_owned(),
+            report_version: REPORT_VERSION,
+            received: sub.received(object.last_modified),
             dataset_title: pipeline
                 .map_or_else(|| "Unrecognised upload".to_owned(), |p| p.title.clone()),
-            force_id,
             force_name,
-            period: sub.location().map(|l| l.period.to_string()),
-            submission_id: sub.id.clone(),
-            source_key: sub.key.clone(),
             file_name: sub.file_name().to_owned(),
-            sha256: sub.sha256.clone().unwrap_or_default(),
             bytes: object.size,
-            uploaded_at: Some(rfc3339(object.last_modified)),
             processed_at: processed_at.to_owned(),
             schema_id: pipeline.map(|p| p.schema.id.clone()).unwrap_or_default(),
             decision,
@@ -1112,20 +1094,16 @@ impl Service {
         receipt: Option<&Receipt>,
         processed_at: &str,
     ) -> Result<Option<String>, PipelineError> {
-        let Some(l) = sub.location() else {
+        let Some(identity) = sub.identity(object.last_modified) else {
             return Ok(None);
         };
+        let dataset = identity.place.dataset.clone();
         let entry = match &written.outputs.snapshot {
             Some(key) if written.decision != Decision::Rejected => Some(ManifestEntry {
-                force_id: l.force_id.clone(),
-                period: l.period.to_string(),
-                submission_id: sub.id.clone(),
+                identity,
                 snapshot_key: key.clone(),
-                source_key: sub.key.clone(),
-                sha256: sub.sha256.clone().unwrap_or_default(),
                 rows: written.report.rows_accepted,
                 schema_id: written.report.schema_id.clone(),
-                uploaded_at: rfc3339(object.last_modified),
                 accepted_at: processed_at.to_owned(),
                 superseded_by: None,
             }),
@@ -1133,25 +1111,21 @@ impl Service {
         };
         let committed = self
             .state
-            .commit(&l.dataset, entry.as_ref(), receipt.cloned().as_slice())
+            .commit(&dataset, entry.as_ref(), receipt.cloned().as_slice())
             .await?;
         Ok(committed.superseded)
     }
 }
 
 /// What happened to one upload, from its submission and outputs.
-fn summary_of(sub: &Submission, written: Written, superseded: Option<String>) -> SubmissionSummary {
+fn summary_of(written: Written, superseded: Option<String>) -> SubmissionSummary {
     let Written {
         decision,
         report,
         outputs,
     } = written;
     SubmissionSummary {
-        source_key: sub.key.clone(),
-        submission_id: sub.id.clone(),
-        force_id: sub.force().map(str::to_owned),
-        dataset: sub.location().map(|l| l.dataset.clone()),
-        period: sub.location().map(|l| l.period.to_string()),
+        received: report.received.clone(),
         decision,
         rows_read: report.rows_read,
         rows_accepted: report.rows_accepted,

@@ -33,10 +33,11 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::clock::Clock;
 use crate::config::Project;
+use crate::layout::UNROUTED;
 use crate::pipeline::{PipelineError, Service, SubmissionSummary, upload_span};
 use crate::shutdown::{Shutdown, ShutdownController};
 use crate::store::ObjectMeta;
-use crate::telemetry::{Metrics, RunResult, UNROUTED};
+use crate::telemetry::{Metrics, RunResult};
 
 /// The longest single sleep: the wall clock is looked at again at least this often.
 pub const MAX_SLEEP: Duration = Duration::from_secs(10);

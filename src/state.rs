@@ -48,7 +48,6 @@ use crate::layout::{
     parse_done_key, parse_generation_key,
 };
 use crate::model::Decision;
-use crate::model::manifest::year_of;
 use crate::model::{Manifest, ManifestChange, ManifestEntry, Receipt, Receipts};
 use crate::store::{ObjectStore, PutMode, StoreError};
 use lease::{Lease, Taken};
@@ -217,6 +216,15 @@ impl State {
             Err(StoreError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// A part of the manifest or receipts (or the object written before parts), in today's
+    /// format.
+    async fn read_part<T: PartedState>(
+        &self,
+        key: &str,
+    ) -> Result<Option<(T, String)>, StateError> {
+        read_state(Arc::clone(&self.store), key.to_owned()).await
     }
 
     // -----------------------------------------------------------------------------------------
@@ -496,10 +504,7 @@ impl State {
             // is once it has been folded in, and then its parts hold it).
             let Some(value) = value else { continue };
             let value = if key == parted.legacy_key(dataset) {
-                let pieces = value.split().map_err(|message| StateError::Corrupt {
-                    location: self.store.location(&key),
-                    message,
-                })?;
+                let pieces = value.split();
                 let first = parts.keys().chain(pieces.keys()).min().copied();
                 let mut kept = T::empty(dataset);
                 for (year, piece) in pieces {
@@ -564,12 +569,7 @@ impl State {
         committed: &mut Committed,
     ) -> Result<(), Step> {
         if let Some(entry) = entry {
-            let year = year_of(&entry.period).map_err(|message| {
-                Step::Other(StateError::Corrupt {
-                    location: self.store.location(&Parted::Manifest.prefix(dataset)),
-                    message,
-                })
-            })?;
+            let year = entry.period().year();
             let mut change = None;
             self.update_parts::<Manifest>(Parted::Manifest, dataset, &[year], |_, manifest| {
                 let applied = manifest.apply(entry.clone(), &rfc3339(self.clock.now()));
@@ -585,10 +585,10 @@ impl State {
             debug!(step = "manifest committed", "manifest committed");
         }
         if !receipts.is_empty() {
-            let years: Vec<i32> = receipts.iter().map(|r| r.period.year()).collect();
+            let years: Vec<i32> = receipts.iter().map(|r| r.period().year()).collect();
             self.update_parts::<Receipts>(Parted::Receipts, dataset, &years, |year, part| {
                 let mut changed = false;
-                for r in receipts.iter().filter(|r| r.period.year() == year) {
+                for r in receipts.iter().filter(|r| r.period().year() == year) {
                     changed |= part.add(r.clone());
                 }
                 changed
@@ -625,7 +625,7 @@ impl State {
                 .and_then(|(_, etag)| Some((self.remembered::<T>(&key, etag)?, etag.clone())));
             let known = match known {
                 Some(known) => Some(known),
-                None => self.read_json::<T>(&key).await?,
+                None => self.read_part::<T>(&key).await?,
             };
             let (mut part, mode) = match known {
                 Some((p, etag)) => (p, PutMode::Update(etag)),
@@ -681,17 +681,14 @@ impl State {
         dataset: &str,
     ) -> Result<(), Failed> {
         let key = parted.legacy_key(dataset);
-        let Some((whole, etag)) = self.read_json::<T>(&key).await? else {
+        let Some((whole, etag)) = self.read_part::<T>(&key).await? else {
             return Ok(());
         };
-        let pieces = whole.split().map_err(|message| StateError::Corrupt {
-            location: self.store.location(&key),
-            message,
-        })?;
+        let pieces = whole.split();
         let count = pieces.len();
         for (year, piece) in pieces {
             let part_key = parted.part_key(dataset, year);
-            let (mut part, mode) = match self.read_json::<T>(&part_key).await? {
+            let (mut part, mode) = match self.read_part::<T>(&part_key).await? {
                 Some((p, etag)) => (p, PutMode::Update(etag)),
                 None => (T::empty(dataset), PutMode::Create),
             };
@@ -927,12 +924,16 @@ impl State {
                 .await?
                 .receipts
                 .into_iter()
-                .map(|r| r.submission_id)
+                .map(|r| r.identity.upload.submission_id)
                 .collect();
             let missing: Vec<Receipt> = wanted
                 .into_iter()
-                .filter(|r| !have.contains(&r.submission_id))
-                .cloned()
+                .filter(|r| !have.contains(r.submission_id()))
+                .map(|r| {
+                    let mut r = r.clone();
+                    r.identity.adopt_dataset(dataset);
+                    r
+                })
                 .collect();
             if missing.is_empty() {
                 continue;
@@ -940,8 +941,8 @@ impl State {
             for r in &missing {
                 warn!(
                     dataset,
-                    submission = %r.submission_id,
-                    key = %r.source_key,
+                    submission = %r.submission_id(),
+                    key = %r.identity.upload.source_key,
                     "a finished upload had no receipt; repaired from its done-marker"
                 );
             }
@@ -1047,7 +1048,8 @@ trait PartedState: Serialize + DeserializeOwned + Clone + Send + 'static {
     fn cache(parts: &PartCache) -> &std::sync::Mutex<HashMap<String, (String, Self)>>;
     fn empty(dataset: &str) -> Self;
     fn merge(&mut self, other: Self);
-    fn split(self) -> Result<BTreeMap<i32, Self>, String>;
+    fn split(self) -> BTreeMap<i32, Self>;
+    fn upgrade(&mut self);
 }
 
 impl PartedState for Manifest {
@@ -1055,16 +1057,16 @@ impl PartedState for Manifest {
         &parts.manifests
     }
     fn empty(dataset: &str) -> Self {
-        Manifest {
-            dataset: dataset.to_owned(),
-            ..Manifest::default()
-        }
+        Manifest::new(dataset)
     }
     fn merge(&mut self, other: Self) {
         Manifest::merge(self, other);
     }
-    fn split(self) -> Result<BTreeMap<i32, Self>, String> {
+    fn split(self) -> BTreeMap<i32, Self> {
         Manifest::split(self)
+    }
+    fn upgrade(&mut self) {
+        Manifest::upgrade(self);
     }
 }
 
@@ -1073,26 +1075,30 @@ impl PartedState for Receipts {
         &parts.receipts
     }
     fn empty(dataset: &str) -> Self {
-        Receipts {
-            dataset: dataset.to_owned(),
-            receipts: Vec::new(),
-        }
+        Receipts::new(dataset)
     }
     fn merge(&mut self, other: Self) {
         Receipts::merge(self, other);
     }
-    fn split(self) -> Result<BTreeMap<i32, Self>, String> {
-        Ok(Receipts::split(self))
+    fn split(self) -> BTreeMap<i32, Self> {
+        Receipts::split(self)
+    }
+    fn upgrade(&mut self) {
+        Receipts::upgrade(self);
     }
 }
 
-async fn read_state<T: DeserializeOwned>(
+/// A part of the manifest or receipts (or the object written before parts), in today's format.
+async fn read_state<T: PartedState>(
     store: Arc<dyn ObjectStore>,
     key: String,
 ) -> Result<Option<(T, String)>, StateError> {
     match store.get(&key).await {
-        Ok((bytes, meta)) => serde_json::from_slice(&bytes)
-            .map(|v| Some((v, meta.etag)))
+        Ok((bytes, meta)) => serde_json::from_slice::<T>(&bytes)
+            .map(|mut v| {
+                v.upgrade();
+                Some((v, meta.etag))
+            })
             .map_err(|e| StateError::Corrupt {
                 location: store.location(&key),
                 message: e.to_string(),

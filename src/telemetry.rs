@@ -22,8 +22,7 @@ use crate::model::Decision;
 use crate::pipeline::SubmissionSummary;
 use crate::store::{RetryReason, S3Observer};
 
-/// The `dataset` label of an upload that names no known dataset.
-pub const UNROUTED: &str = "_unrouted";
+use crate::layout::UNROUTED;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -300,7 +299,11 @@ impl Metrics {
 
     /// An upload reached a decision in `seconds`.
     pub fn upload_processed(&self, summary: &SubmissionSummary, seconds: f64) {
-        let dataset = summary.dataset.as_deref().unwrap_or(UNROUTED);
+        let dataset = summary
+            .received
+            .place
+            .as_ref()
+            .map_or(UNROUTED, |p| p.dataset.as_str());
         self.uploads_processed
             .add(&[dataset, summary.decision.as_str()], 1.0);
         self.rows_read.add(&[dataset], summary.rows_read as f64);
@@ -405,14 +408,25 @@ impl Drop for InFlight<'_> {
 mod tests {
     use super::*;
     use crate::feedback::Outputs;
+    use crate::model::{Place, Received, Upload};
 
     fn summary(decision: Decision, codes: &[(&str, Severity, u64)]) -> SubmissionSummary {
         SubmissionSummary {
-            source_key: "incoming/kent/stop_search/2020-01/a.csv".into(),
-            submission_id: "abc".into(),
-            force_id: Some("kent".into()),
-            dataset: Some("stop_search".into()),
-            period: Some("2020-01".into()),
+            received: Received {
+                upload: Upload {
+                    source_key: "incoming/kent/stop_search/2020-01/a.csv".into(),
+                    etag: "\"e\"".into(),
+                    sha256: String::new(),
+                    submission_id: "abc".into(),
+                    uploaded_at: "2020-02-01T00:00:00Z".parse().unwrap(),
+                },
+                place: Some(Place {
+                    force_id: "kent".into(),
+                    dataset: "stop_search".into(),
+                    period: "2020-01".parse().unwrap(),
+                }),
+                force_folder: None,
+            },
             decision,
             rows_read: 10,
             rows_accepted: 9,

@@ -27,7 +27,7 @@ use force_returns::analyze::ObservationsBuilder;
 use force_returns::analyze::status::{self, Status, StatusRow};
 use force_returns::analyze::{Anomaly, Input, Labels, Observations, detect};
 use force_returns::config::Project;
-use force_returns::model::{Receipt, Receipts};
+use force_returns::model::{Identity, Place, Receipt, Receipts, Upload};
 use std::sync::Arc;
 
 use arrow::array::{BooleanArray, StringBuilder};
@@ -252,10 +252,7 @@ pub fn run(project: &Project, config: &DemoConfig) -> Result<Evaluation, String>
         .ok_or("the project has no stop_search pipeline")?;
     let limits = demo_limits();
     let mut counts: BTreeMap<(String, Period), Observations> = BTreeMap::new();
-    let mut receipts = Receipts {
-        dataset: pipeline.dataset.clone(),
-        receipts: Vec::new(),
-    };
+    let mut receipts = Receipts::new(&pipeline.dataset);
     let mut records = 0;
     for upload in uploads(&project.catalog, config) {
         let Ok(location) = parse_upload_key(&upload.key, project) else {
@@ -277,12 +274,21 @@ pub fn run(project: &Project, config: &DemoConfig) -> Result<Evaluation, String>
         let rows = batch.len() as u64;
         records += rows;
         receipts.add(Receipt {
-            force_id: location.force_id.clone(),
-            period: location.period,
-            submission_id: sid,
-            source_key: upload.key.clone(),
+            identity: Identity {
+                upload: Upload {
+                    source_key: upload.key.clone(),
+                    etag: String::new(),
+                    sha256: String::new(),
+                    submission_id: sid,
+                    uploaded_at: upload.uploaded_at,
+                },
+                place: Place {
+                    force_id: location.force_id.clone(),
+                    dataset: pipeline.dataset.clone(),
+                    period: location.period,
+                },
+            },
             decision: Decision::Accepted,
-            uploaded_at: upload.uploaded_at,
             rows,
         });
         counts.insert((location.force_id, location.period), builder.finish());

@@ -271,7 +271,7 @@ fn demo_command(root: &Path, bucket: &Path, config: &DemoConfig) -> Result<ExitC
         if !outcome.processed.is_empty() {
             println!("\nplanted defects (expected codes → what the service found):");
             for s in &outcome.processed {
-                if let Some(d) = planted.get(&s.source_key) {
+                if let Some(d) = planted.get(&s.received.upload.source_key) {
                     // Gaps and anomalies come on top of the file's own findings (a warning
                     // among them turns `accepted` into `accepted_with_warnings`).
                     let (analysis, found): (Vec<&str>, Vec<&str>) = s.codes.keys().map(String::as_str).partition(|c| is_analysis(c));
@@ -360,8 +360,8 @@ fn incident_report(
                     let reach = i64::try_from(tolerance).unwrap_or(0) + 2;
                     let found: Vec<String> = processed
                         .iter()
-                        .filter(|s| s.force_id.as_deref() == Some(incident.force))
-                        .filter_map(|s| Some((s, s.period.as_deref()?.parse::<Period>().ok()?)))
+                        .filter(|s| s.received.force() == Some(incident.force))
+                        .filter_map(|s| Some((s, s.received.period()?)))
                         .filter(|(_, p)| months_apart(*p, at) <= reach)
                         .flat_map(|(s, p)| {
                             s.codes

@@ -18,7 +18,7 @@ use force_returns::clock::{Clock, FixedClock, SystemClock};
 use force_returns::config::Project;
 use force_returns::layout::{self, INCOMING, Parted, incoming_key};
 use force_returns::model::Decision;
-use force_returns::model::{Manifest, ManifestEntry, Receipt, Receipts};
+use force_returns::model::{Identity, Manifest, ManifestEntry, Place, Receipt, Receipts, Upload};
 use force_returns::period::Period;
 use force_returns::pipeline::{RunOptions, Service};
 use force_returns::scheduler::PipelineRunner;
@@ -168,36 +168,36 @@ pub async fn run(
         records.push(r??);
     }
     records.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
-    let mut receipts = Receipts {
-        dataset: "stop_search".into(),
-        receipts: Vec::with_capacity(done),
-    };
-    let mut manifest = Manifest {
-        dataset: "stop_search".into(),
-        ..Manifest::default()
-    };
+    let mut receipts = Receipts::new("stop_search");
+    receipts.receipts.reserve(done);
+    let mut manifest = Manifest::new("stop_search");
     for (force, period, key, id, uploaded) in &records {
+        let identity = Identity {
+            upload: Upload {
+                source_key: key.clone(),
+                etag: String::new(),
+                sha256: String::new(),
+                submission_id: id.clone(),
+                uploaded_at: *uploaded,
+            },
+            place: Place {
+                force_id: force.clone(),
+                dataset: "stop_search".into(),
+                period: *period,
+            },
+        };
         receipts.receipts.push(Receipt {
-            force_id: force.clone(),
-            period: *period,
-            submission_id: id.clone(),
-            source_key: key.clone(),
+            identity: identity.clone(),
             decision: Decision::Accepted,
-            uploaded_at: *uploaded,
             rows: 100,
         });
         manifest.current.push(ManifestEntry {
-            force_id: force.clone(),
-            period: period.to_string(),
-            submission_id: id.clone(),
+            identity,
             snapshot_key: format!(
                 "snapshots/stop_search/period={period}/force={force}/{id}.parquet"
             ),
-            source_key: key.clone(),
-            sha256: String::new(),
             rows: 100,
             schema_id: "stop_search/v1".into(),
-            uploaded_at: uploaded.to_rfc3339_opts(SecondsFormat::Micros, true),
             accepted_at: uploaded.to_rfc3339_opts(SecondsFormat::Micros, true),
             superseded_by: None,
         });
@@ -212,7 +212,7 @@ pub async fn run(
             )
             .await?;
     }
-    for (year, part) in manifest.split().map_err(anyhow::Error::msg)? {
+    for (year, part) in manifest.split() {
         store
             .put(
                 &Parted::Manifest.part_key("stop_search", year),

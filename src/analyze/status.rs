@@ -137,9 +137,9 @@ pub fn status_table(
 ) -> Vec<StatusRow> {
     let mut by_cell: BTreeMap<(&str, Period), Vec<&Receipt>> = BTreeMap::new();
     // An upload that arrives after `now` does not count yet (status as of a past day).
-    for r in receipts.receipts.iter().filter(|r| r.uploaded_at <= now) {
+    for r in receipts.receipts.iter().filter(|r| r.uploaded_at() <= now) {
         by_cell
-            .entry((r.force_id.as_str(), r.period))
+            .entry((r.force_id(), r.period()))
             .or_default()
             .push(r);
     }
@@ -187,7 +187,7 @@ fn status_of(
         .filter(|r| r.decision != Decision::Rejected)
         .collect();
     if let (Some(first), Some(current)) = (accepted.first(), accepted.last()) {
-        row.status = if first.uploaded_at >= due {
+        row.status = if first.uploaded_at() >= due {
             Status::Late
         } else if current.decision == Decision::Accepted {
             Status::Accepted
@@ -195,15 +195,15 @@ fn status_of(
             Status::AcceptedWithWarnings
         };
         row.decision = Some(current.decision);
-        row.submission_id = Some(current.submission_id.clone());
-        row.received_at = Some(first.uploaded_at);
+        row.submission_id = Some(current.submission_id().to_owned());
+        row.received_at = Some(first.uploaded_at());
         row.rows = Some(current.rows);
         row.zero_report = current.rows == 0;
     } else if let Some(latest) = cell.last() {
         row.status = Status::Rejected;
         row.decision = Some(latest.decision);
-        row.submission_id = Some(latest.submission_id.clone());
-        row.received_at = Some(latest.uploaded_at);
+        row.submission_id = Some(latest.submission_id().to_owned());
+        row.received_at = Some(latest.uploaded_at());
     }
     row
 }
@@ -301,6 +301,7 @@ pub fn render_text(dataset: &str, periods: &[Period], rows: &[StatusRow]) -> Str
 mod tests {
     use super::*;
     use crate::clock::{Clock, FixedClock};
+    use crate::model::{Identity, Place, Upload};
 
     fn at(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()
@@ -315,12 +316,21 @@ mod tests {
         rows: u64,
     ) -> Receipt {
         Receipt {
-            force_id: force.into(),
-            period: period.parse().unwrap(),
-            submission_id: id.into(),
-            source_key: format!("incoming/{force}/x/{period}/{id}.csv"),
+            identity: Identity {
+                upload: Upload {
+                    source_key: format!("incoming/{force}/x/{period}/{id}.csv"),
+                    etag: String::new(),
+                    sha256: String::new(),
+                    submission_id: id.into(),
+                    uploaded_at: at(at_),
+                },
+                place: Place {
+                    force_id: force.into(),
+                    dataset: "x".into(),
+                    period: period.parse().unwrap(),
+                },
+            },
             decision,
-            uploaded_at: at(at_),
             rows,
         }
     }
@@ -366,7 +376,6 @@ mod tests {
             at("2024-08-01T00:00:00Z")
         );
         let r = Receipts {
-            dataset: "x".into(),
             receipts: vec![receipt(
                 "a",
                 "2024-Q1",
@@ -375,6 +384,7 @@ mod tests {
                 "2024-04-20T10:00:00Z",
                 3,
             )],
+            ..Receipts::new("x")
         };
         let forces = ["a".to_owned(), "b".to_owned()];
         let rows = status_table(

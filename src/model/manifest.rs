@@ -5,31 +5,25 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::Identity;
+use super::identity::{STATE_FORMAT, first_format};
 use crate::period::Period;
 
 /// One accepted submission in the manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ManifestEntry {
-    /// Force id.
-    pub force_id: String,
-    /// Period.
-    pub period: String,
-    /// Submission id.
-    pub submission_id: String,
+    /// The submission: upload, force, dataset and period.
+    #[serde(flatten)]
+    pub identity: Identity,
     /// Snapshot key.
     pub snapshot_key: String,
-    /// Upload key.
-    pub source_key: String,
-    /// SHA-256 of the upload.
-    pub sha256: String,
     /// Rows in the snapshot.
     pub rows: u64,
     /// Schema id.
     pub schema_id: String,
-    /// When the upload arrived (RFC 3339); the later upload of a force × period is current.
-    pub uploaded_at: String,
     /// When it was accepted (RFC 3339).
     pub accepted_at: String,
     /// The submission that replaced this one, for superseded entries.
@@ -37,9 +31,38 @@ pub struct ManifestEntry {
     pub superseded_by: Option<String>,
 }
 
+impl ManifestEntry {
+    /// Its force id.
+    pub fn force_id(&self) -> &str {
+        self.identity.force_id()
+    }
+
+    /// Its period.
+    pub fn period(&self) -> Period {
+        self.identity.period()
+    }
+
+    /// Its submission id.
+    pub fn submission_id(&self) -> &str {
+        self.identity.submission_id()
+    }
+
+    /// The later upload of a force × period is current: by arrival, then by key.
+    fn order(&self) -> (DateTime<Utc>, &str) {
+        (
+            self.identity.upload.uploaded_at,
+            &self.identity.upload.source_key,
+        )
+    }
+}
+
 /// Which submission is current for each force × period of a dataset.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// The version of this document's shape: [`STATE_FORMAT`] when written, 1 for documents
+    /// written before each entry carried a whole [`Identity`].
+    #[serde(default = "first_format")]
+    pub format_version: u32,
     /// Dataset id.
     pub dataset: String,
     /// When it was last changed (RFC 3339).
@@ -67,7 +90,24 @@ pub enum ManifestChange {
     },
 }
 
+impl Default for Manifest {
+    fn default() -> Manifest {
+        Manifest::new("")
+    }
+}
+
 impl Manifest {
+    /// An empty manifest of `dataset`, in today's format.
+    pub fn new(dataset: &str) -> Manifest {
+        Manifest {
+            format_version: STATE_FORMAT,
+            dataset: dataset.to_owned(),
+            updated_at: String::new(),
+            current: Vec::new(),
+            superseded: Vec::new(),
+        }
+    }
+
     /// Records an accepted submission. The later upload (by `uploaded_at`, then source key) of
     /// a force × period is current; the other is superseded. Applying the same entry twice
     /// changes nothing.
@@ -76,7 +116,7 @@ impl Manifest {
             .current
             .iter()
             .chain(&self.superseded)
-            .any(|e| e.submission_id == entry.submission_id);
+            .any(|e| e.submission_id() == entry.submission_id());
         if seen {
             return ManifestChange::AlreadyRecorded;
         }
@@ -84,7 +124,7 @@ impl Manifest {
         let existing = self
             .current
             .iter()
-            .position(|e| e.force_id == entry.force_id && e.period == entry.period);
+            .position(|e| e.force_id() == entry.force_id() && e.period() == entry.period());
         let change = self.place(entry, existing);
         self.sort();
         change
@@ -93,23 +133,22 @@ impl Manifest {
     /// Puts an entry not yet held beside the current entry of its force × period (at
     /// `existing`, if any): the later upload (by `uploaded_at`, then source key) is current.
     fn place(&mut self, entry: ManifestEntry, existing: Option<usize>) -> ManifestChange {
-        let order = |e: &ManifestEntry| (e.uploaded_at.clone(), e.source_key.clone());
         match existing {
             None => {
                 self.current.push(entry);
                 ManifestChange::Current { superseded: None }
             }
-            Some(i) if order(&self.current[i]) <= order(&entry) => {
+            Some(i) if self.current[i].order() <= entry.order() => {
                 let mut old = std::mem::replace(&mut self.current[i], entry);
-                old.superseded_by = Some(self.current[i].submission_id.clone());
-                let id = old.submission_id.clone();
+                old.superseded_by = Some(self.current[i].submission_id().to_owned());
+                let id = old.submission_id().to_owned();
                 self.superseded.push(old);
                 ManifestChange::Current {
                     superseded: Some(id),
                 }
             }
             Some(i) => {
-                let by = self.current[i].submission_id.clone();
+                let by = self.current[i].submission_id().to_owned();
                 let mut entry = entry;
                 entry.superseded_by = Some(by.clone());
                 self.superseded.push(entry);
@@ -118,9 +157,18 @@ impl Manifest {
         }
     }
 
+    /// Brings a manifest read from the bucket to today's format: entries written before they
+    /// carried their dataset take the manifest's.
+    pub fn upgrade(&mut self) {
+        for e in self.current.iter_mut().chain(&mut self.superseded) {
+            e.identity.adopt_dataset(&self.dataset);
+        }
+        self.format_version = STATE_FORMAT;
+    }
+
     fn sort(&mut self) {
         self.current
-            .sort_by(|a, b| (&a.period, &a.force_id).cmp(&(&b.period, &b.force_id)));
+            .sort_by(|a, b| (a.period(), a.force_id()).cmp(&(b.period(), b.force_id())));
     }
 
     /// Takes in another manifest of the same dataset (a part, or a manifest written before
@@ -131,19 +179,19 @@ impl Manifest {
             .current
             .iter()
             .chain(&self.superseded)
-            .map(|e| e.submission_id.clone())
+            .map(|e| e.submission_id().to_owned())
             .collect();
-        let mut at: HashMap<(String, String), usize> = self
+        let mut at: HashMap<(String, Period), usize> = self
             .current
             .iter()
             .enumerate()
-            .map(|(i, e)| ((e.force_id.clone(), e.period.clone()), i))
+            .map(|(i, e)| ((e.force_id().to_owned(), e.period()), i))
             .collect();
         for entry in other.current {
-            if !seen.insert(entry.submission_id.clone()) {
+            if !seen.insert(entry.submission_id().to_owned()) {
                 continue;
             }
-            let slot = (entry.force_id.clone(), entry.period.clone());
+            let slot = (entry.force_id().to_owned(), entry.period());
             let existing = at.get(&slot).copied();
             self.place(entry, existing);
             if existing.is_none() {
@@ -151,7 +199,7 @@ impl Manifest {
             }
         }
         for entry in other.superseded {
-            if seen.insert(entry.submission_id.clone()) {
+            if seen.insert(entry.submission_id().to_owned()) {
                 self.superseded.push(entry);
             }
         }
@@ -162,13 +210,12 @@ impl Manifest {
     }
 
     /// Takes the manifest apart by the calendar year its entries' periods begin in, each part
-    /// a manifest of the same dataset and `updated_at`. `Err` names a period that does not read.
-    pub fn split(self) -> Result<BTreeMap<i32, Manifest>, String> {
+    /// a manifest of the same dataset and `updated_at`.
+    pub fn split(self) -> BTreeMap<i32, Manifest> {
         let mut parts: BTreeMap<i32, Manifest> = BTreeMap::new();
         let empty = |m: &Manifest| Manifest {
-            dataset: m.dataset.clone(),
             updated_at: m.updated_at.clone(),
-            ..Manifest::default()
+            ..Manifest::new(&m.dataset)
         };
         for (entry, current) in self
             .current
@@ -176,7 +223,7 @@ impl Manifest {
             .map(|e| (e, true))
             .chain(self.superseded.iter().map(|e| (e, false)))
         {
-            let year = year_of(&entry.period)?;
+            let year = entry.period().year();
             let part = parts.entry(year).or_insert_with(|| empty(&self));
             if current {
                 part.current.push(entry.clone());
@@ -184,33 +231,34 @@ impl Manifest {
                 part.superseded.push(entry.clone());
             }
         }
-        Ok(parts)
+        parts
     }
-}
-
-/// The calendar year a period written as a manifest writes it begins in.
-pub fn year_of(period: &str) -> Result<i32, String> {
-    period
-        .parse::<Period>()
-        .map(Period::year)
-        .map_err(|e| format!("the period {period:?} does not read: {e}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{Place, Upload};
 
     fn entry(id: &str, at: &str) -> ManifestEntry {
         ManifestEntry {
-            force_id: "kent".into(),
-            period: "2020-01".into(),
-            submission_id: id.into(),
+            identity: Identity {
+                upload: Upload {
+                    source_key: format!("incoming/kent/x/2020-01/{id}.csv"),
+                    etag: String::new(),
+                    sha256: String::new(),
+                    submission_id: id.into(),
+                    uploaded_at: at.parse().unwrap(),
+                },
+                place: Place {
+                    force_id: "kent".into(),
+                    dataset: "x".into(),
+                    period: "2020-01".parse().unwrap(),
+                },
+            },
             snapshot_key: format!("snapshots/x/{id}.parquet"),
-            source_key: format!("incoming/kent/x/2020-01/{id}.csv"),
-            sha256: String::new(),
             rows: 1,
             schema_id: "x/v1".into(),
-            uploaded_at: at.into(),
             accepted_at: at.into(),
             superseded_by: None,
         }
@@ -218,7 +266,7 @@ mod tests {
 
     #[test]
     fn later_upload_supersedes_and_retries_change_nothing() {
-        let mut m = Manifest::default();
+        let mut m = Manifest::new("x");
         assert_eq!(
             m.apply(entry("a", "2020-02-01T00:00:00Z"), "t1"),
             ManifestChange::Current { superseded: None }
@@ -240,7 +288,7 @@ mod tests {
             ManifestChange::AlreadySuperseded { by: "b".into() }
         );
         assert_eq!(m.current.len(), 1);
-        assert_eq!(m.current[0].submission_id, "b");
+        assert_eq!(m.current[0].submission_id(), "b");
         assert_eq!(
             m.superseded
                 .iter()
@@ -252,7 +300,7 @@ mod tests {
 
     #[test]
     fn parts_split_and_merge_back_to_the_whole() {
-        let mut whole = Manifest::default();
+        let mut whole = Manifest::new("x");
         for (id, period, at) in [
             ("a", "2019-12", "2020-01-05T00:00:00Z"),
             ("b", "2020-01", "2020-02-01T00:00:00Z"),
@@ -260,14 +308,14 @@ mod tests {
             ("d", "2020-02", "2020-03-01T00:00:00Z"),
         ] {
             let mut e = entry(id, at);
-            e.period = period.into();
+            e.identity.place.period = period.parse().unwrap();
             whole.apply(e, at);
         }
-        let parts = whole.clone().split().unwrap();
+        let parts = whole.clone().split();
         assert_eq!(parts.keys().copied().collect::<Vec<_>>(), [2019, 2020]);
         assert_eq!(parts[&2020].current.len(), 2);
         assert_eq!(parts[&2020].superseded.len(), 1);
-        let mut merged = Manifest::default();
+        let mut merged = Manifest::new("x");
         for part in parts.into_values().rev() {
             merged.merge(part);
         }
@@ -276,14 +324,44 @@ mod tests {
         merged.merge(whole.clone());
         assert_eq!(merged, whole);
         let mut later = entry("e", "2020-03-02T00:00:00Z");
-        later.period = "2020-02".into();
+        later.identity.place.period = "2020-02".parse().unwrap();
         merged.merge(Manifest {
             current: vec![later],
-            ..Manifest::default()
+            ..Manifest::new("x")
         });
-        assert_eq!(merged.current.last().unwrap().submission_id, "e");
-        assert_eq!(merged.superseded.last().unwrap().submission_id, "d");
-        assert_eq!(year_of("FY2023-24"), Ok(2023));
-        assert!(year_of("2020-13").is_err());
+        assert_eq!(merged.current.last().unwrap().submission_id(), "e");
+        assert_eq!(merged.superseded.last().unwrap().submission_id(), "d");
+    }
+
+    #[test]
+    fn a_manifest_written_before_identities_reads_and_upgrades() {
+        let old = serde_json::json!({
+            "dataset": "x",
+            "updated_at": "t",
+            "current": [{
+                "force_id": "kent",
+                "period": "2020-01",
+                "submission_id": "a",
+                "snapshot_key": "snapshots/x/a.parquet",
+                "source_key": "incoming/kent/x/2020-01/a.csv",
+                "sha256": "",
+                "rows": 1,
+                "schema_id": "x/v1",
+                "uploaded_at": "2020-02-01T00:00:00.000000Z",
+                "accepted_at": "2020-02-01T00:00:00Z"
+            }],
+            "superseded": []
+        });
+        let mut read: Manifest = serde_json::from_value(old).unwrap();
+        assert_eq!(read.format_version, 1);
+        assert_eq!(read.current[0].identity.place.dataset, "");
+        read.upgrade();
+        assert_eq!(read.format_version, STATE_FORMAT);
+        let mut expected = entry("a", "2020-02-01T00:00:00Z");
+        expected.accepted_at = "2020-02-01T00:00:00Z".into();
+        assert_eq!(read.current, [expected]);
+        let written = serde_json::to_value(&read).unwrap();
+        assert_eq!(written["format_version"], STATE_FORMAT);
+        assert_eq!(written["current"][0]["dataset"], "x");
     }
 }

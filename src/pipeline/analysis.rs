@@ -43,7 +43,7 @@ use crate::finding::{FindingLog, FindingSink, Severity};
 use crate::layout::{Location, anomalies_key, feedback_base, metrics_key, status_key, summary_key};
 use crate::model::Decision;
 use crate::model::observe::ObserveSettings;
-use crate::model::{ManifestEntry, Receipts};
+use crate::model::{ManifestEntry, Receipt, Receipts};
 use crate::period::{Cadence, Period};
 use crate::state::Years;
 use crate::store::{PutMode, StoreError};
@@ -171,7 +171,7 @@ pub(super) fn finish(
 
 /// The earliest period received, as a period of the dataset's `cadence`.
 fn earliest(receipts: &Receipts, cadence: Cadence) -> Option<Period> {
-    let first = receipts.receipts.iter().map(|r| r.period).min()?;
+    let first = receipts.receipts.iter().map(Receipt::period).min()?;
     Some(cadence.containing(first.first_day()))
 }
 
@@ -200,13 +200,14 @@ impl Service {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             for (i, e) in entries.iter().enumerate() {
-                let key = metrics_key(dataset, &e.period, &e.force_id, &e.submission_id);
+                let key = metrics_key(dataset, e.period(), e.force_id(), e.submission_id());
                 if let Some(hit) = cache.get(&key) {
                     out[i].clone_from(hit);
                     continue;
                 }
-                if let Some(Ok(period)) = cadence.map(|c| c.parse(&e.period)) {
-                    wanted.push((i, key, period));
+                // An entry of a period the dataset's cadence does not have is not analysed.
+                if cadence.is_some_and(|c| c.name() == e.period().cadence().name()) {
+                    wanted.push((i, key, e.period()));
                 }
             }
         }
@@ -232,9 +233,9 @@ impl Service {
                     let e = entries[i];
                     let default = ObserveSettings::default();
                     Some(Arc::new(observations_from_rows(
-                        &e.force_id,
+                        e.force_id(),
                         period,
-                        &e.submission_id,
+                        e.submission_id(),
                         observe.unwrap_or(&default),
                         &read_metrics(bytes)?,
                     )))
@@ -285,18 +286,17 @@ impl Service {
                 peers: Vec::new(),
             }));
         };
-        let (oldest, oldest_peer) = (oldest.to_string(), oldest_peer.to_string());
-        let this = period.to_string();
+        let this = period;
         let mut history = Vec::new();
         let mut latest: BTreeMap<&str, &ManifestEntry> = BTreeMap::new();
         for e in &manifest.current {
-            if e.force_id == location.force_id {
-                if e.period < this && e.period >= oldest {
+            if e.force_id() == location.force_id {
+                if e.period() < this && e.period() >= oldest {
                     history.push(e);
                 }
-            } else if e.period <= this && e.period >= oldest_peer {
-                let slot = latest.entry(e.force_id.as_str()).or_insert(e);
-                if e.period > slot.period {
+            } else if e.period() <= this && e.period() >= oldest_peer {
+                let slot = latest.entry(e.force_id()).or_insert(e);
+                if e.period() > slot.period() {
                     *slot = e;
                 }
             }
@@ -354,12 +354,7 @@ impl Service {
                 .and(pipeline.population.as_ref())
                 .map(|p| p.source.clone()),
         };
-        let key = metrics_key(
-            dataset,
-            &location.period.to_string(),
-            &location.force_id,
-            submission,
-        );
+        let key = metrics_key(dataset, location.period, &location.force_id, submission);
         tokio::try_join!(
             anomalies,
             self.store
@@ -457,7 +452,7 @@ impl Service {
                     Years::Range(period.year()..=period.year())
                 ),
             )?;
-            if !receipts.receipts.iter().any(|r| r.force_id == force) {
+            if !receipts.receipts.iter().any(|r| r.force_id() == force) {
                 continue;
             }
             let first = pipeline
@@ -484,17 +479,17 @@ impl Service {
             let current = manifest.and_then(|m| {
                 m.current
                     .into_iter()
-                    .find(|e| e.force_id == force && e.period == period.to_string())
+                    .find(|e| e.force_id() == force && e.period() == period)
             });
             let ((anomalies, rows), report) = match &current {
                 Some(e) => (
                     tokio::try_join!(
-                        self.anomalies_of(&pipeline.dataset, &e.submission_id),
+                        self.anomalies_of(&pipeline.dataset, e.submission_id()),
                         self.metric_rows_of(&pipeline.dataset, e),
                     )?,
                     Some(format!(
                         "{}.html",
-                        feedback_base(force, &pipeline.dataset, period, &e.submission_id)
+                        feedback_base(force, &pipeline.dataset, period, e.submission_id())
                     )),
                 ),
                 None => ((Vec::new(), Vec::new()), None),
@@ -561,9 +556,9 @@ impl Service {
     ) -> Result<Vec<MetricRow>, PipelineError> {
         let key = metrics_key(
             dataset,
-            &entry.period,
-            &entry.force_id,
-            &entry.submission_id,
+            entry.period(),
+            entry.force_id(),
+            entry.submission_id(),
         );
         match self.store.get(&key).await {
             Ok((bytes, _)) => Ok(read_metrics(bytes)?),

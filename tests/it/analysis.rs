@@ -53,7 +53,7 @@ async fn a_half_month_extract_reaches_the_report_the_tables_and_the_summary() {
     let june = outcome
         .processed
         .iter()
-        .find(|s| s.period.as_deref() == Some("2024-06"))
+        .find(|s| s.received.period() == Some("2024-06".parse().unwrap()))
         .unwrap();
     assert_eq!(
         june.decision,
@@ -68,9 +68,14 @@ async fn a_half_month_extract_reaches_the_report_the_tables_and_the_summary() {
     for s in outcome
         .processed
         .iter()
-        .filter(|s| s.submission_id != june.submission_id)
+        .filter(|s| s.received.upload.submission_id != june.received.upload.submission_id)
     {
-        assert!(s.codes.is_empty(), "{}: {:?}", s.source_key, s.codes);
+        assert!(
+            s.codes.is_empty(),
+            "{}: {:?}",
+            s.received.upload.source_key,
+            s.codes
+        );
         assert_eq!(s.decision, Decision::Accepted);
     }
 
@@ -121,7 +126,10 @@ async fn a_half_month_extract_reaches_the_report_the_tables_and_the_summary() {
     // The anomalies table, and the metrics snapshot of every accepted month.
     let (bytes, _) = bucket
         .store
-        .get(&anomalies_key("stop_search", &june.submission_id))
+        .get(&anomalies_key(
+            "stop_search",
+            &june.received.upload.submission_id,
+        ))
         .await
         .unwrap();
     let anomalies = read_anomalies(bytes).unwrap();
@@ -131,9 +139,9 @@ async fn a_half_month_extract_reaches_the_report_the_tables_and_the_summary() {
     for s in &outcome.processed {
         let key = metrics_key(
             "stop_search",
-            s.period.as_deref().unwrap(),
+            s.received.period().unwrap(),
             "durham",
-            &s.submission_id,
+            &s.received.upload.submission_id,
         );
         let rows = read_metrics(bucket.store.get(&key).await.unwrap().0).unwrap();
         let searches = rows
@@ -207,7 +215,10 @@ async fn an_anomaly_raised_to_error_by_the_pipeline_rejects_the_upload() {
     let anomalies = read_anomalies(
         bucket
             .store
-            .get(&anomalies_key("stop_search", &s.submission_id))
+            .get(&anomalies_key(
+                "stop_search",
+                &s.received.upload.submission_id,
+            ))
             .await
             .unwrap()
             .0,
@@ -300,7 +311,10 @@ async fn real_extracts_give_the_expected_status_anomalies_and_rates() {
         .iter()
         .map(|s| {
             (
-                (s.force_id.clone().unwrap(), s.period.clone().unwrap()),
+                (
+                    s.received.force().unwrap().to_owned(),
+                    s.received.period().unwrap().to_string(),
+                ),
                 s.decision,
             )
         })
@@ -323,7 +337,10 @@ async fn real_extracts_give_the_expected_status_anomalies_and_rates() {
     for s in &outcome.processed {
         let bytes = bucket
             .store
-            .get(&anomalies_key("stop_search", &s.submission_id))
+            .get(&anomalies_key(
+                "stop_search",
+                &s.received.upload.submission_id,
+            ))
             .await
             .unwrap()
             .0;
@@ -364,7 +381,8 @@ async fn real_extracts_give_the_expected_status_anomalies_and_rates() {
             .processed
             .iter()
             .find(|s| {
-                s.force_id.as_deref() == Some(force) && s.period.as_deref() == Some("2020-01")
+                s.received.force() == Some(force)
+                    && s.received.period() == Some("2020-01".parse().unwrap())
             })
             .unwrap();
         let rows = read_metrics(
@@ -372,9 +390,9 @@ async fn real_extracts_give_the_expected_status_anomalies_and_rates() {
                 .store
                 .get(&metrics_key(
                     "stop_search",
-                    "2020-01",
+                    "2020-01".parse().unwrap(),
                     force,
-                    &s.submission_id,
+                    &s.received.upload.submission_id,
                 ))
                 .await
                 .unwrap()

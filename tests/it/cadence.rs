@@ -98,13 +98,13 @@ async fn a_quarterly_dataset_takes_quarter_folders_and_refuses_month_folders() {
         outcome
             .processed
             .iter()
-            .find(|s| s.source_key == key)
+            .find(|s| s.received.upload.source_key == key)
             .unwrap_or_else(|| panic!("{key} not processed"))
     };
 
     let quarter = by_key(&quarter_key);
     assert_ne!(quarter.decision, Decision::Rejected, "{:?}", quarter.codes);
-    assert_eq!(quarter.period.as_deref(), Some("2024-Q1"));
+    assert_eq!(quarter.received.period(), Some("2024-Q1".parse().unwrap()));
     assert!(quarter.rows_accepted > 0);
     assert!(
         bucket
@@ -116,7 +116,7 @@ async fn a_quarterly_dataset_takes_quarter_folders_and_refuses_month_folders() {
 
     let month = by_key(&march.key);
     assert_eq!(month.decision, Decision::Rejected);
-    assert_eq!(month.period, None);
+    assert_eq!(month.received.period(), None);
     assert_eq!(
         month.codes.keys().collect::<Vec<_>>(),
         ["period_wrong_cadence"]
@@ -124,7 +124,7 @@ async fn a_quarterly_dataset_takes_quarter_folders_and_refuses_month_folders() {
     let report = bucket
         .get_json(&format!(
             "feedback/durham/_unrouted/{}.json",
-            month.submission_id
+            month.received.upload.submission_id
         ))
         .await;
     let text = report.to_string();

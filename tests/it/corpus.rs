@@ -85,7 +85,7 @@ async fn every_defective_file_yields_its_expected_findings_and_is_archived(bucke
 
     let mut failures = Vec::new();
     for s in &outcome.processed {
-        let (name, case, bytes) = &cases[&s.source_key];
+        let (name, case, bytes) = &cases[&s.received.upload.source_key];
         let found: BTreeSet<&str> = s.codes.keys().map(String::as_str).collect();
         let expected: BTreeSet<&str> = case.codes.iter().map(String::as_str).collect();
         if found != expected || s.decision.as_str() != case.decision {
@@ -131,7 +131,11 @@ async fn every_defective_file_yields_its_expected_findings_and_is_archived(bucke
                 found.contains("upload_location_invalid") || found.contains("period_wrong_cadence"),
                 "{name}: only an upload whose key has no place is not archived"
             );
-            let (kept, _) = bucket.store.get(&s.source_key).await.unwrap();
+            let (kept, _) = bucket
+                .store
+                .get(&s.received.upload.source_key)
+                .await
+                .unwrap();
             assert!(kept == *bytes, "{name}: the upload stays as it was sent");
             continue;
         };
@@ -189,7 +193,7 @@ async fn dates_excel_rewrote_are_stored_as_the_instants_they_mean(bucket: TestBu
         let processed = outcome
             .processed
             .iter()
-            .find(|s| s.source_key == key)
+            .find(|s| s.received.upload.source_key == key)
             .unwrap();
         assert_eq!(processed.decision.as_str(), "accepted", "{case}");
         let snapshot = processed.outputs.snapshot.as_ref().expect("accepted");

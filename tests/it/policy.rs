@@ -94,7 +94,7 @@ async fn findings_are_capped_per_code_in_every_output_with_a_closing_line(bucket
         .store
         .get(&format!(
             "quality/findings/dataset=stop_search/{}.parquet",
-            s.submission_id
+            s.received.upload.submission_id
         ))
         .await
         .unwrap();

@@ -50,17 +50,21 @@ async fn real_extracts_are_all_accepted_and_read_back_by_pyarrow_and_duckdb(buck
             s.decision,
             Decision::Rejected,
             "{} was rejected: {:?}",
-            s.source_key,
+            s.received.upload.source_key,
             s.codes
         );
         // South Yorkshire's January 2020 extract has no records on the 1st and 2nd, against
         // 34 to 183 a day for the rest of the month: the one gap the analysis reports here.
-        let gap = s.source_key.contains("2020-01-south-yorkshire");
+        let gap = s
+            .received
+            .upload
+            .source_key
+            .contains("2020-01-south-yorkshire");
         assert_eq!(
             s.codes.contains_key("gap_days_without_records"),
             gap,
             "{}: {:?}",
-            s.source_key,
+            s.received.upload.source_key,
             s.codes
         );
         let errors: Vec<_> = s
@@ -73,12 +77,12 @@ async fn real_extracts_are_all_accepted_and_read_back_by_pyarrow_and_duckdb(buck
         assert!(
             errors.is_empty(),
             "{}: unexpected findings {errors:?}",
-            s.source_key
+            s.received.upload.source_key
         );
         assert_eq!(
             s.rows_accepted, s.rows_read,
             "{}: every row is kept",
-            s.source_key
+            s.received.upload.source_key
         );
         rows_by_snapshot.insert(s.outputs.snapshot.clone().unwrap(), s.rows_accepted);
     }
@@ -86,7 +90,12 @@ async fn real_extracts_are_all_accepted_and_read_back_by_pyarrow_and_duckdb(buck
     let sy = outcome
         .processed
         .iter()
-        .find(|s| s.source_key.contains("2020-01-south-yorkshire"))
+        .find(|s| {
+            s.received
+                .upload
+                .source_key
+                .contains("2020-01-south-yorkshire")
+        })
         .unwrap();
     assert_eq!(sy.decision, Decision::AcceptedWithWarnings);
     let report = bucket
@@ -142,9 +151,12 @@ async fn real_extracts_are_all_accepted_and_read_back_by_pyarrow_and_duckdb(buck
             .unwrap();
         assert_eq!(
             meta["force_returns.submission_id"],
-            s.submission_id.as_str()
+            s.received.upload.submission_id.as_str()
         );
-        assert_eq!(meta["force_returns.source_key"], s.source_key.as_str());
+        assert_eq!(
+            meta["force_returns.source_key"],
+            s.received.upload.source_key.as_str()
+        );
         assert_eq!(meta["force_returns.schema_id"], "stop_search/v1");
         assert_eq!(meta["force_returns.schema_version"], "1");
         assert_eq!(meta["force_returns.sha256"].as_str().unwrap().len(), 64);
@@ -226,7 +238,7 @@ async fn second_run_processes_nothing_and_a_resubmission_supersedes_the_first(bu
     assert_eq!(second.processed.len(), 1);
     assert_eq!(
         second.processed[0].superseded.as_deref(),
-        Some(first.processed[0].submission_id.as_str())
+        Some(first.processed[0].received.upload.submission_id.as_str())
     );
 
     let manifest = bucket
@@ -235,15 +247,15 @@ async fn second_run_processes_nothing_and_a_resubmission_supersedes_the_first(bu
     assert_eq!(manifest["current"].as_array().unwrap().len(), 1);
     assert_eq!(
         manifest["current"][0]["submission_id"],
-        second.processed[0].submission_id.as_str()
+        second.processed[0].received.upload.submission_id.as_str()
     );
     assert_eq!(
         manifest["superseded"][0]["submission_id"],
-        first.processed[0].submission_id.as_str()
+        first.processed[0].received.upload.submission_id.as_str()
     );
     assert_eq!(
         manifest["superseded"][0]["superseded_by"],
-        second.processed[0].submission_id.as_str()
+        second.processed[0].received.upload.submission_id.as_str()
     );
     // The first snapshot stays for audit.
     assert!(
@@ -268,7 +280,7 @@ async fn a_crash_before_the_done_marker_is_redone_with_the_same_outputs(bucket: 
     let key = "incoming/durham/stop_search/2020-01/x.csv";
     bucket.upload(key, small_file(4, "A1")).await;
     let first = bucket.run().await;
-    let sid = first.processed[0].submission_id.clone();
+    let sid = first.processed[0].received.upload.submission_id.clone();
     // Simulate a crash after every output but before the ledger entry.
     for k in bucket.keys("_state/done/").await {
         bucket.store.delete(&k).await.unwrap();
@@ -282,7 +294,7 @@ async fn a_crash_before_the_done_marker_is_redone_with_the_same_outputs(bucket: 
     let redo = bucket.run().await;
     assert_eq!(redo.processed.len(), 1);
     assert_eq!(
-        redo.processed[0].submission_id, sid,
+        redo.processed[0].received.upload.submission_id, sid,
         "ids are deterministic"
     );
     assert_eq!(
@@ -529,7 +541,7 @@ async fn odd_keys_are_judged_once_reported_and_never_fail_a_run(bucket: TestBuck
         let s = first
             .processed
             .iter()
-            .find(|s| &s.source_key == key)
+            .find(|s| &s.received.upload.source_key == key)
             .unwrap_or_else(|| panic!("{key} was not judged"));
         assert_eq!(s.decision, Decision::Rejected, "{key}");
         assert_eq!(
@@ -538,20 +550,28 @@ async fn odd_keys_are_judged_once_reported_and_never_fail_a_run(bucket: TestBuck
             "{key}"
         );
         assert_eq!(
-            s.dataset, None,
+            s.received.dataset(),
+            None,
             "{key}: never processed under a guessed dataset"
         );
         assert_eq!(s.outputs.archive, None, "{key}: not read");
-        assert_eq!(s.force_id.as_deref(), *force, "{key}");
+        assert_eq!(s.received.force(), *force, "{key}");
         // The operators' quality tables hold every one.
-        let table = layout::quality_key("submissions", layout::UNROUTED, &s.submission_id);
+        let table = layout::quality_key(
+            "submissions",
+            layout::UNROUTED,
+            &s.received.upload.submission_id,
+        );
         assert!(bucket.store.get(&table).await.is_ok(), "{key}: {table}");
         match force {
             Some(f) => {
                 let report_key = s.outputs.report_json.as_deref().unwrap();
                 assert_eq!(
                     report_key,
-                    format!("feedback/{f}/_unrouted/{}.json", s.submission_id),
+                    format!(
+                        "feedback/{f}/_unrouted/{}.json",
+                        s.received.upload.submission_id
+                    ),
                     "{key}: where the force can read it"
                 );
                 let report = bucket.get_json(report_key).await;
@@ -801,7 +821,7 @@ async fn finished_uploads_leave_incoming_after_the_retention_and_nothing_is_lost
     let summary = first
         .processed
         .iter()
-        .find(|s| s.source_key == routed)
+        .find(|s| s.received.upload.source_key == routed)
         .unwrap();
     let archive = summary.outputs.archive.as_ref().unwrap();
     assert!(bucket.store.get(archive).await.unwrap().0 == bytes);
@@ -816,7 +836,7 @@ async fn finished_uploads_leave_incoming_after_the_retention_and_nothing_is_lost
     assert_eq!(again.processed.len(), 1);
     assert_eq!(
         again.processed[0].superseded.as_deref(),
-        Some(summary.submission_id.as_str())
+        Some(summary.received.upload.submission_id.as_str())
     );
 }
 
@@ -885,7 +905,7 @@ async fn state_written_before_parts_is_read_and_folded_into_parts_by_the_next_co
         .await
         .unwrap();
     assert_eq!(kent.receipts.len(), 1, "only the year asked for");
-    assert_eq!(kent.receipts[0].force_id, "kent");
+    assert_eq!(kent.receipts[0].force_id(), "kent");
 
     bucket
         .upload(

@@ -32,9 +32,9 @@ async fn json(store: &dyn ObjectStore, key: &str) -> Value {
     serde_json::from_slice(&store.get(key).await.unwrap().0).unwrap()
 }
 
-/// A report or manifest entry without the upload time, the one thing the store decides.
-/// Times an upload arrived differ between two buckets filled one after the other.
-const ARRIVAL_KEYS: [&str; 2] = ["uploaded_at", "received_at"];
+/// A report or manifest entry without what the store decides: the upload time (two buckets
+/// filled one after the other differ) and the etag (an MD5 on S3, a write token locally).
+const ARRIVAL_KEYS: [&str; 3] = ["uploaded_at", "received_at", "etag"];
 
 fn without_upload_time(mut v: Value) -> Value {
     match &mut v {
@@ -76,7 +76,12 @@ fn upload_times(v: &Value, out: &mut Vec<String>) {
 fn id_tokens(o: &force_returns::pipeline::RunOutcome) -> Vec<(String, String)> {
     o.processed
         .iter()
-        .map(|s| (s.submission_id.clone(), format!("<id of {}>", s.source_key)))
+        .map(|s| {
+            (
+                s.received.upload.submission_id.clone(),
+                format!("<id of {}>", s.received.upload.source_key),
+            )
+        })
         .collect()
 }
 
@@ -178,7 +183,7 @@ async fn the_demo_gives_the_same_outputs_from_s3_as_from_a_local_bucket() {
     let decisions = |o: &force_returns::pipeline::RunOutcome| {
         o.processed
             .iter()
-            .map(|s| (s.source_key.clone(), s.decision))
+            .map(|s| (s.received.upload.source_key.clone(), s.decision))
             .collect::<BTreeMap<_, _>>()
     };
     assert_eq!(decisions(&on_s3), decisions(&on_local));
@@ -512,7 +517,7 @@ async fn a_worker_killed_mid_upload_leaves_it_to_the_next_run_which_completes_it
     );
     let second = service.process_claim(&claimed).await.unwrap().unwrap();
     let elapsed = started.elapsed();
-    assert_eq!(second.source_key, key);
+    assert_eq!(second.received.upload.source_key, key);
     let rows = check_processed_exactly_once(&store).await;
     assert_eq!(rows, ROWS as u64);
     eprintln!(

@@ -154,7 +154,7 @@ async fn assert_all_processed(f: &Faulty, keys: &[String], outcome: &RunOutcome)
     let mut processed: Vec<_> = outcome
         .processed
         .iter()
-        .map(|s| s.source_key.clone())
+        .map(|s| s.received.upload.source_key.clone())
         .collect();
     processed.sort();
     let mut expected = keys.to_vec();

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use force_returns::layout::{CLAIMS, Parted};
+use force_returns::layout::{CLAIMS, Parted, UNROUTED};
 use force_returns::model::Decision;
 use force_returns::pipeline::{RunOptions, Service};
 use force_returns::scheduler::PipelineRunner;
@@ -251,7 +251,7 @@ async fn a_claim_is_renewed_while_a_slow_upload_is_processed_so_no_one_takes_it_
     };
     let (processed, outcomes) = tokio::join!(first.process_claim(&claimed), rival_runs);
     let processed = processed.unwrap().expect("processed by the first worker");
-    assert_eq!(processed.source_key, upload);
+    assert_eq!(processed.received.upload.source_key, upload);
     for (i, o) in outcomes.iter().enumerate() {
         assert!(
             o.processed.is_empty(),
@@ -620,7 +620,9 @@ fn assert_consistent(bucket: &Path) -> BTreeMap<String, serde_json::Value> {
             .find(|p| p.ends_with(format!("{sid}.json")))
             .unwrap_or_else(|| panic!("done-marker for {sid} but no report"));
         let report = json(&report);
-        let dataset = report["dataset"].as_str().unwrap();
+        // An upload whose key has no place is reported without a dataset; its rows are under
+        // `_unrouted`.
+        let dataset = report["dataset"].as_str().unwrap_or(UNROUTED);
         for table in ["submissions", "findings"] {
             let key = format!("quality/{table}/dataset={dataset}/{sid}.parquet");
             assert!(bucket.join(&key).is_file(), "{key} is missing");

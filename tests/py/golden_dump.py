@@ -13,9 +13,10 @@ OUT_DIR/run/summaries.jsonl holds the run's summary of every upload, in processi
 
 Parquet files are read with pyarrow, independently of the service's own reader. Values are
 written exactly: floats in their shortest round-trip form, timestamps to the microsecond. The
-one normalisation is the submission id (a hash of the upload key and the local store's etag):
-each is written `<sid:NAME>`, NAME being the upload's file name, or its key without
-`incoming/` when another upload has the same file name.
+normalisations are the local store's etag (its file's size, modification time and inode, which
+differ from one checkout to the next), written `<etag:NAME>`, and the submission id (a hash of
+the upload key and that etag), written `<sid:NAME>`; NAME is the upload's file name, or its key
+without `incoming/` when another upload has the same file name.
 """
 import datetime
 import hashlib
@@ -55,26 +56,28 @@ def compact(value):
 
 
 class Normaliser:
-    """Replaces submission ids by labels naming their upload."""
+    """Replaces submission ids and etags by labels naming their upload."""
 
     def __init__(self, summaries):
         keys_by_name = {}
         for s in summaries:
             keys_by_name.setdefault(s["source_key"].rsplit("/", 1)[-1], set()).add(s["source_key"])
         self.labels = {}
+        self.etags = {}
         for s in summaries:
             key = s["source_key"]
             name = key.rsplit("/", 1)[-1]
             label = "<sid:" + (name if len(keys_by_name[name]) == 1 else key.removeprefix("incoming/")) + ">"
             if self.labels.setdefault(s["submission_id"], label) != label:
                 sys.exit(f"submission id {s['submission_id']} names two uploads")
+            self.etags[s["etag"]] = label.replace("<sid:", "<etag:", 1)
 
     def text(self, s):
         return SID.sub(lambda m: self.labels.get(m.group(0), m.group(0)), s)
 
     def json(self, value):
         if isinstance(value, str):
-            return self.text(value)
+            return self.etags.get(value) or self.text(value)
         if isinstance(value, list):
             return [self.json(v) for v in value]
         if isinstance(value, dict):
