@@ -50,4 +50,6 @@ pub const CODES: &[Code] = &[
     Code::AnomalyCategoryVanished,
     Code::AnomalyRecordingShare,
     Code::AnomalyPeerShare,
+    Code::AnomalyResentRecords,
+    Code::AnomalyDistributionShift,
 ];

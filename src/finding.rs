@@ -141,6 +141,8 @@ codes! {
     AnomalyCategoryVanished => "anomaly_category_vanished", Warning, File;
     AnomalyRecordingShare => "anomaly_recording_share", Warning, File;
     AnomalyPeerShare => "anomaly_peer_share", Info, File;
+    AnomalyResentRecords => "anomaly_resent_records", Warning, File;
+    AnomalyDistributionShift => "anomaly_distribution_shift", Warning, File;
 }
 
 impl Code {
@@ -363,6 +365,12 @@ pub fn hint(code: Code) -> &'static str {
         }
         Code::AnomalyRecordingShare => {
             "check that the field is still recorded and exported in full; the finding's message says what to look at"
+        }
+        Code::AnomalyDistributionShift => {
+            "check how your records system maps this field's codes (two codes exchanged, or one folded into another); if the figures are right, say what changed"
+        }
+        Code::AnomalyResentRecords => {
+            "check that the file is this period's extract of your own force; if it is not, upload the right one"
         }
     }
 }

@@ -3,7 +3,7 @@
 //! code-list column (by canonical code and by each code-list attribute), true/false counts of
 //! boolean columns, and what the profile's `[observe]` declares (`model::observe`): records
 //! at a time of day, the subset counted for rates by its breakdown, and agreement between two
-//! dimensions.
+//! dimensions; and a [`Fingerprint`] of its records ([`fingerprint`]), to tell a file sent again.
 //!
 //! [`ObservationsBuilder`] works column by column over a batch's Arrow arrays and keeps one
 //! counter per code of each list, so memory does not grow with the file. Everything the
@@ -21,6 +21,10 @@ use crate::model::observe::{AgreementDecl, ObserveSettings, ShareDecl, SubsetDec
 use crate::period::Period;
 use crate::schema::{CodeList, RecordSchema, SnapshotType};
 use chrono::Datelike;
+pub use fingerprint::Fingerprint;
+use fingerprint::{FingerprintBuilder, RecordHashes, day_and_time};
+
+pub mod fingerprint;
 
 /// The category name under which blank cells of the subset's breakdown are counted.
 pub const BLANK: &str = "(blank)";
@@ -56,6 +60,10 @@ pub struct Observations {
     /// Per agreement (by name): records where both dimensions agree, and records where both
     /// are recorded.
     pub agreements: BTreeMap<String, (u64, u64)>,
+    /// Which records it holds, to compare with other submissions (empty in observations read
+    /// back from a metrics file).
+    #[serde(default, skip_serializing_if = "Fingerprint::is_empty")]
+    pub fingerprint: Fingerprint,
 }
 
 impl Observations {
@@ -257,6 +265,7 @@ pub struct ObservationsBuilder {
     agreements: Vec<Agreement>,
     /// Tracked columns whose per-row codes the subset or an agreement reads.
     row_columns: Vec<usize>,
+    fingerprint: FingerprintBuilder,
 }
 
 impl ObservationsBuilder {
@@ -327,6 +336,7 @@ impl ObservationsBuilder {
             subset,
             agreements,
             row_columns,
+            fingerprint: FingerprintBuilder::default(),
         }
     }
 
@@ -341,6 +351,7 @@ impl ObservationsBuilder {
         self.observations.rows += kept.len() as u64;
         // Code index of each kept row, for the columns read row by row.
         let mut row_codes: HashMap<usize, Vec<Option<u32>>> = HashMap::new();
+        let mut hashes = RecordHashes::new(kept.len());
         for (c, tracked) in self.columns.iter_mut().enumerate() {
             let Some(column) = batch.column(tracked.property) else {
                 tracked.blanks += kept.len() as u64;
@@ -349,29 +360,42 @@ impl ObservationsBuilder {
             match &mut tracked.column {
                 Column::Code { list, counts } => {
                     let codes = code_indices(list, column, &kept);
-                    for code in &codes {
+                    for (r, code) in codes.iter().enumerate() {
                         match code {
                             Some(k) => counts[*k as usize] += 1,
                             None => tracked.blanks += 1,
                         }
+                        hashes.mix(r, code.map_or(u64::MAX, u64::from));
                     }
                     if self.row_columns.binary_search(&c).is_ok() {
                         row_codes.insert(c, codes);
                     }
                 }
                 Column::Boolean { yes, no } => {
-                    for &i in &kept {
-                        match cell(column, i) {
-                            None => tracked.blanks += 1,
-                            Some(t) if t.eq_ignore_ascii_case("true") => *yes += 1,
-                            Some(_) => *no += 1,
-                        }
+                    for (r, &i) in kept.iter().enumerate() {
+                        let flag = match cell(column, i) {
+                            None => {
+                                tracked.blanks += 1;
+                                2
+                            }
+                            Some(t) if t.eq_ignore_ascii_case("true") => {
+                                *yes += 1;
+                                1
+                            }
+                            Some(_) => {
+                                *no += 1;
+                                0
+                            }
+                        };
+                        hashes.mix(r, flag);
                     }
                 }
                 Column::Date => {
                     let o = &mut self.observations;
-                    for &i in &kept {
-                        match cell(column, i) {
+                    for (r, &i) in kept.iter().enumerate() {
+                        let date = cell(column, i);
+                        hashes.mix_text(r, date.map(day_and_time));
+                        match date {
                             None => tracked.blanks += 1,
                             Some(t) => {
                                 let Some(slot) =
@@ -391,10 +415,15 @@ impl ObservationsBuilder {
                     }
                 }
                 Column::Other => {
-                    tracked.blanks += kept.iter().filter(|&&i| column.is_null(i)).count() as u64;
+                    for (r, &i) in kept.iter().enumerate() {
+                        let text = cell(column, i);
+                        tracked.blanks += u64::from(text.is_none());
+                        hashes.mix_text(r, text.map(str::as_bytes));
+                    }
                 }
             }
         }
+        hashes.finish(&mut self.fingerprint);
         self.add_rows(kept.len(), &row_codes);
     }
 
@@ -443,6 +472,7 @@ impl ObservationsBuilder {
     /// The observations.
     pub fn finish(self) -> Observations {
         let mut o = self.observations;
+        o.fingerprint = self.fingerprint.finish();
         for tracked in &self.columns {
             if tracked.blanks > 0 {
                 o.blanks.insert(tracked.name.clone(), tracked.blanks);
@@ -696,6 +726,38 @@ mod tests {
                 ("White".to_owned(), 1),
                 (BLANK.to_owned(), 1),
             ])
+        );
+    }
+
+    #[test]
+    fn a_file_sent_again_as_the_next_month_has_the_same_fingerprint() {
+        use std::fmt::Write as _;
+        let rows = |month: &str, from: usize| -> String {
+            let mut text = String::new();
+            for i in from..from + 40 {
+                let _ = writeln!(
+                    text,
+                    "Person search,2020-{month}-{:02}T{:02}:{:02}:00+00:00,,,53.{i},-1.4,Male,18-24,W1,White,\
+                     Misuse of Drugs Act 1971 (section 23),Controlled drugs,Arrest,True,False",
+                    1 + i % 28,
+                    i % 24,
+                    i % 60
+                );
+            }
+            text
+        };
+        let february = count_csv(&format!("{HEADER}\n{}", rows("02", 0)), "2020-02");
+        let again = count_csv(&format!("{HEADER}\n{}", rows("03", 0)), "2020-03");
+        let march = count_csv(&format!("{HEADER}\n{}", rows("03", 20)), "2020-03");
+        assert_eq!(february.fingerprint.hashes.len(), 40);
+        assert_eq!(
+            february.fingerprint.similarity(&again.fingerprint),
+            Some(1.0)
+        );
+        // Half the records of March are February's: 20 shared of 60.
+        assert_eq!(
+            february.fingerprint.similarity(&march.fingerprint),
+            Some(20.0 / 60.0)
         );
     }
 }

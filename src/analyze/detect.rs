@@ -41,6 +41,9 @@ use crate::observe::Observations;
 use crate::period::{Cadence, Period};
 use crate::schema::RecordSchema;
 
+mod resent;
+mod shift;
+
 /// What an anomaly's numbers count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -251,6 +254,7 @@ pub fn detect(input: &Input<'_>) -> Vec<Anomaly> {
     history.sort_by_key(|h| h.period);
     let mut out = Vec::new();
     out.extend(gap_days(input, &history, period));
+    out.extend(resent::resent(input, &history, period));
     for series in own_series(input, &history) {
         if let Series::Blank { property } = &series
             && let Some(&limit) = input.blank_warn_above.get(property)
@@ -261,6 +265,7 @@ pub fn detect(input: &Input<'_>) -> Vec<Anomaly> {
         }
         out.extend(own_history(input, &history, period, &series));
     }
+    out.extend(shift::shifts(input, &history, period));
     out.extend(peer_checks(input, period));
     out
 }

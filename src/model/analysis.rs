@@ -110,6 +110,52 @@ impl Default for GapDaySettings {
     }
 }
 
+/// Records sent again: this period's records against the force's previous period and the other
+/// forces' latest (by their fingerprints).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResentSettings {
+    /// Fewest records a submission must hold to be compared.
+    pub min_records: u64,
+    /// Share of distinct records two submissions hold in common (Jaccard similarity) from which
+    /// one is reported as the other sent again.
+    pub min_similarity: f64,
+    /// How far above the force's own usual overlap between consecutive periods that share must
+    /// be (a return whose records legitimately repeat, such as one without times, overlaps
+    /// every period).
+    pub above_usual: f64,
+}
+
+impl Default for ResentSettings {
+    fn default() -> Self {
+        ResentSettings {
+            min_records: 20,
+            min_similarity: 0.5,
+            above_usual: 0.3,
+        }
+    }
+}
+
+/// A field's whole mix of categories against the force's history (`anomaly_distribution_shift`).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DistributionSettings {
+    /// Share of records that must have moved category (total variation distance) for a change
+    /// to be reported, however improbable.
+    pub min_change: f64,
+    /// Fewest records with a value in the field, this period and in each history period used.
+    pub min_records: u64,
+}
+
+impl Default for DistributionSettings {
+    fn default() -> Self {
+        DistributionSettings {
+            min_change: 0.05,
+            min_records: 30,
+        }
+    }
+}
+
 /// The `[anomalies]` table of a pipeline.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -142,6 +188,10 @@ pub struct AnomalySettings {
     pub peers: PeerSettings,
     /// Days without records.
     pub gap_days: GapDaySettings,
+    /// Records sent again.
+    pub resent: ResentSettings,
+    /// A field's whole mix of categories.
+    pub distribution: DistributionSettings,
 }
 
 impl Default for AnomalySettings {
@@ -177,6 +227,8 @@ impl Default for AnomalySettings {
             level_shift: LevelShiftSettings::default(),
             peers: PeerSettings::default(),
             gap_days: GapDaySettings::default(),
+            resent: ResentSettings::default(),
+            distribution: DistributionSettings::default(),
         }
     }
 }
@@ -255,6 +307,9 @@ impl AnomalySettings {
             ("level_shift.probability", self.level_shift.probability),
             ("gap_days.probability", self.gap_days.probability),
             ("level_shift.min_change", self.level_shift.min_change),
+            ("resent.min_similarity", self.resent.min_similarity),
+            ("resent.above_usual", self.resent.above_usual),
+            ("distribution.min_change", self.distribution.min_change),
         ] {
             share(name, p, &mut problems);
         }

@@ -1,0 +1,290 @@
+//! A field's whole distribution against the force's history: a G-test of this period's counts
+//! by category against the force's recent periods pooled, allowing for how much the mix varies
+//! from period to period (its over-dispersion, measured on the history itself), with a floor on
+//! the size of the change and the probability shared out over the fields tested (Bonferroni).
+//!
+//! This catches what a check of each category alone misses or reports in pieces: two outcome
+//! codes exchanged by a mapping, a category folded into another, a field filled from another
+//! field. The finding names the categories that moved most.
+
+use std::collections::BTreeSet;
+
+use super::{Anomaly, Input, Unit, history_words, percent};
+use crate::analyze::stats::{chi_square_sf, median};
+use crate::finding::Code;
+use crate::observe::Observations;
+use crate::period::Period;
+
+/// Counts by category of one dimension in one period, over the categories compared.
+fn counts(o: &Observations, dimension: &str, categories: &[&str]) -> Vec<f64> {
+    categories
+        .iter()
+        .map(|c| o.count(dimension, c) as f64)
+        .collect()
+}
+
+/// The G statistic of `observed` against the proportions `expected` (which sum to 1), and its
+/// degrees of freedom (categories expected, less one).
+fn g_statistic(observed: &[f64], expected: &[f64]) -> (f64, f64) {
+    let total: f64 = observed.iter().sum();
+    let mut g = 0.0;
+    let mut cells = 0.0;
+    for (&o, &p) in observed.iter().zip(expected) {
+        if p <= 0.0 {
+            continue;
+        }
+        cells += 1.0;
+        if o > 0.0 {
+            g += o * (o / (total * p)).ln();
+        }
+    }
+    (2.0 * g, (cells - 1.0_f64).max(0.0))
+}
+
+/// Proportions of pooled counts, each category given half a record so none is impossible.
+fn proportions(pooled: &[f64]) -> Vec<f64> {
+    let total: f64 = pooled.iter().map(|n| n + 0.5).sum();
+    pooled.iter().map(|n| (n + 0.5) / total).collect()
+}
+
+/// Every dimension of `[anomalies] dimensions` whose mix moved far from the force's history.
+pub(super) fn shifts(input: &Input<'_>, history: &[&Observations], period: Period) -> Vec<Anomaly> {
+    let s = input.settings;
+    let d = s.distribution;
+    let recent: Vec<&Observations> = history
+        .iter()
+        .rev()
+        .take(s.baseline_months)
+        .copied()
+        .collect();
+    let tested: Vec<&String> = s
+        .dimensions
+        .iter()
+        .filter(|dim| input.current.recorded(dim) >= d.min_records)
+        .collect();
+    let mut out = Vec::new();
+    for dimension in &tested {
+        let months: Vec<&Observations> = recent
+            .iter()
+            .copied()
+            .filter(|h| h.recorded(dimension) >= d.min_records)
+            .collect();
+        if months.len() < s.min_history_months {
+            continue;
+        }
+        let categories: BTreeSet<&str> = months
+            .iter()
+            .chain(std::iter::once(&input.current))
+            .flat_map(|o| o.categories.get(dimension.as_str()).into_iter().flatten())
+            .map(|(c, _)| c.as_str())
+            .collect();
+        let categories: Vec<&str> = categories.into_iter().collect();
+        if categories.len() < 2 {
+            continue;
+        }
+        let per_month: Vec<Vec<f64>> = months
+            .iter()
+            .map(|h| counts(h, dimension, &categories))
+            .collect();
+        let pooled: Vec<f64> = (0..categories.len())
+            .map(|i| per_month.iter().map(|m| m[i]).sum())
+            .collect();
+        // Over-dispersion: each history period against the others pooled, G ÷ df; at least 1.
+        let ratios: Vec<f64> = per_month
+            .iter()
+            .filter_map(|m| {
+                let others: Vec<f64> = pooled.iter().zip(m).map(|(p, x)| p - x).collect();
+                let (g, df) = g_statistic(m, &proportions(&others));
+                (df > 0.0).then(|| g / df)
+            })
+            .collect();
+        let dispersion = median(&ratios).unwrap_or(1.0).max(1.0);
+        let expected = proportions(&pooled);
+        let current = counts(input.current, dimension, &categories);
+        let (g, df) = g_statistic(&current, &expected);
+        if df <= 0.0 {
+            continue;
+        }
+        let probability = chi_square_sf(g / dispersion, df);
+        let total: f64 = current.iter().sum();
+        let shares: Vec<f64> = current.iter().map(|n| n / total).collect();
+        let moved: f64 = shares
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| (a - b).abs())
+            .sum::<f64>()
+            / 2.0;
+        if moved < d.min_change || probability >= s.probability / tested.len() as f64 {
+            continue;
+        }
+        let mut changes: Vec<(f64, &str, f64, f64)> = categories
+            .iter()
+            .zip(shares.iter().zip(&expected))
+            .map(|(c, (now, was))| ((now - was).abs(), *c, *was, *now))
+            .collect();
+        changes.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let named: Vec<String> = changes
+            .iter()
+            .take(3)
+            .filter(|c| c.0 >= d.min_change / 2.0)
+            .map(|(_, c, was, now)| format!("`{c}` {} → {}", percent(*was), percent(*now)))
+            .collect();
+        let label = input.labels.of(dimension);
+        let from = months.last().and_then(|h| h.period).unwrap_or(period);
+        let to = months.first().and_then(|h| h.period).unwrap_or(period);
+        out.push(Anomaly {
+            code: Code::AnomalyDistributionShift,
+            severity: Code::AnomalyDistributionShift.default_severity(),
+            force_id: input.current.force_id.clone(),
+            period,
+            submission_id: input.current.submission_id.clone(),
+            series: format!("mix of {label}"),
+            dimension: Some((*dimension).clone()),
+            category: None,
+            column: None,
+            unit: Unit::Share,
+            observed: moved,
+            expected: 0.0,
+            lower: 0.0,
+            upper: d.min_change,
+            probability,
+            method: format!(
+                "G-test of this period's {label} counts against {} pooled, the statistic divided by the history's own period-to-period variation ({:.1} times a multinomial's), {} categories; reported when the chance is under {:.0e} shared over {} fields and at least {} of records moved category",
+                history_words(from, to, months.len()),
+                dispersion,
+                categories.len(),
+                s.probability,
+                tested.len(),
+                percent(d.min_change)
+            ),
+            history_months: u32::try_from(months.len()).unwrap_or(u32::MAX),
+            history_from: Some(from),
+            history_to: Some(to),
+            since: None,
+            message: format!(
+                "the mix of {label} moved away from your history: {} of {} sit in a different category than your history's mix would put them ({}); a change this large happens by chance less than once in {} periods",
+                percent(moved),
+                input.labels.records,
+                named.join(", "),
+                one_in(probability)
+            ),
+        });
+    }
+    out
+}
+
+/// `1 / p` in words: `10,000`, `a million`, `10^12`.
+fn one_in(p: f64) -> String {
+    let n = (1.0 / p.max(f64::MIN_POSITIVE)).log10().floor();
+    match n as i64 {
+        i64::MIN..=5 => super::thousands(10f64.powf(n)),
+        6 => "a million".to_owned(),
+        n => format!("10^{n}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::analyze::{Labels, detect};
+    use crate::model::analysis::AnomalySettings;
+    use crate::model::observe::ObserveSettings;
+
+    /// For the tests: a month whose dimension `d` has these counts.
+    fn mix(force: &str, period: &str, counts: &[(&str, u64)]) -> Observations {
+        let rows = counts.iter().map(|c| c.1).sum();
+        let mut o = super::super::tests::month(force, period, rows, 0.5);
+        o.categories = BTreeMap::from([(
+            "d".to_owned(),
+            counts
+                .iter()
+                .map(|(c, n)| ((*c).to_owned(), *n))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+        )]);
+        o
+    }
+
+    fn found(history: &[Observations], current: &Observations) -> Vec<Anomaly> {
+        detect(&Input {
+            settings: &AnomalySettings {
+                dimensions: vec!["d".into()],
+                ..AnomalySettings::default()
+            },
+            current,
+            history,
+            peers: &[],
+            labels: &Labels::default(),
+            observe: &ObserveSettings::default(),
+            blank_warn_above: &BTreeMap::new(),
+        })
+        .into_iter()
+        .filter(|a| a.code == Code::AnomalyDistributionShift)
+        .collect()
+    }
+
+    /// Twelve months of 1,000 records: `A` 600 ± 30, `B` 300, `C` 100 ∓ 30.
+    fn history() -> Vec<Observations> {
+        (0..12u64)
+            .map(|i| {
+                let wobble = (i % 3) * 30;
+                mix(
+                    "kent",
+                    &format!("2023-{:02}", i + 1),
+                    &[("A", 570 + wobble), ("B", 300), ("C", 130 - wobble)],
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn two_categories_exchanged_are_one_finding() {
+        let swapped = mix("kent", "2024-01", &[("A", 600), ("B", 100), ("C", 300)]);
+        let f = found(&history(), &swapped);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert!((f[0].observed - 0.2).abs() < 0.01, "{}", f[0].observed);
+        assert!(
+            f[0].message.contains("`B` 30.0% → 10.0%"),
+            "{}",
+            f[0].message
+        );
+        assert!(f[0].message.contains("`C`"), "{}", f[0].message);
+    }
+
+    #[test]
+    fn an_ordinary_month_and_a_small_change_pass() {
+        let ordinary = mix("kent", "2024-01", &[("A", 590), ("B", 300), ("C", 110)]);
+        assert!(found(&history(), &ordinary).is_empty());
+        // 3% of records move: significant for so many records, but under the floor.
+        let small = mix("kent", "2024-01", &[("A", 600), ("B", 270), ("C", 130)]);
+        assert!(found(&history(), &small).is_empty());
+    }
+
+    #[test]
+    fn a_history_that_varies_a_lot_needs_a_larger_change() {
+        // B swings between 150 and 450 from month to month: a 350 is ordinary for this force.
+        let swinging: Vec<Observations> = (0..12u64)
+            .map(|i| {
+                let b = if i % 2 == 0 { 150 } else { 450 };
+                mix(
+                    "kent",
+                    &format!("2023-{:02}", i + 1),
+                    &[("A", 900 - b), ("B", b), ("C", 100)],
+                )
+            })
+            .collect();
+        let month = mix("kent", "2024-01", &[("A", 500), ("B", 400), ("C", 100)]);
+        assert!(found(&swinging, &month).is_empty());
+        let folded = mix("kent", "2024-01", &[("A", 600), ("B", 400), ("C", 0)]);
+        assert_eq!(found(&history(), &folded).len(), 1);
+    }
+
+    #[test]
+    fn one_in_reads_as_words() {
+        assert_eq!(one_in(1e-4), "10,000");
+        assert_eq!(one_in(1e-6), "a million");
+        assert_eq!(one_in(1e-12), "10^12");
+    }
+}
