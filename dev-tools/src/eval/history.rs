@@ -634,13 +634,13 @@ impl History {
 
 impl Mix {
     fn draw(r: &mut Rng, groups: [f64; 5]) -> Mix {
-        let vehicle = r.range(0.01, 0.05);
+        let vehicle = r.range(0.01, 0.04);
         let both = r.range(0.06, 0.18);
         let op_blank = r.range(0.05, 0.4);
         let op_true = r.range(0.02, 0.08);
-        let gender_blank = r.range(0.005, 0.03);
+        let gender_blank = r.range(0.003, 0.02);
         let female = r.range(0.08, 0.14);
-        let age_blank = r.range(0.01, 0.05);
+        let age_blank = r.range(0.005, 0.03);
         let youth = r.range(0.12, 0.2);
         let drugs = r.range(0.5, 0.7);
         let firearms = r.range(0.003, 0.015);
@@ -655,7 +655,7 @@ impl Mix {
                 (1.0 - op_blank) * (1.0 - op_true),
                 (1.0 - op_blank) * op_true,
             ],
-            location_blank: r.range(0.01, 0.08),
+            location_blank: r.range(0.005, 0.05),
             gender: [
                 gender_blank,
                 1.0 - gender_blank - female - 0.002,
@@ -672,7 +672,7 @@ impl Mix {
             ],
             groups,
             not_stated: r.range(0.02, 0.12),
-            sde_blank: r.range(0.005, 0.03),
+            sde_blank: r.range(0.005, 0.025),
             agree: r.range(0.85, 0.95),
             ode_not_reported: r.range(0.01, 0.03),
             ode_blank: r.range(0.005, 0.02),
@@ -683,8 +683,8 @@ impl Mix {
                 knives,
                 0.0,
             ],
-            legislation_blank: r.range(0.003, 0.02),
-            object_blank: r.range(0.003, 0.02),
+            legislation_blank: r.range(0.002, 0.012),
+            object_blank: r.range(0.002, 0.012),
             outcome: [
                 nfa,
                 r.range(0.12, 0.18),
@@ -695,7 +695,7 @@ impl Mix {
                 r.range(0.005, 0.01),
                 r.range(0.0, 0.01),
             ],
-            outcome_blank: r.range(0.003, 0.015),
+            outcome_blank: r.range(0.003, 0.012),
             removal: [
                 removal_blank,
                 (1.0 - removal_blank) * (1.0 - removal_true),
@@ -851,7 +851,7 @@ fn plant(rng: &mut Rng, models: &mut [Model], config: Config) -> Vec<Incident> {
             Class::SmallForceHalving => {
                 let level = rng.range(100.0, 150.0);
                 models[force].level = level;
-                (0.5, format!("about {level:.0} a month, halved"), None)
+                (0.5, "half the records".to_owned(), None)
             }
             Class::CategoryVanished => {
                 let mixed = models[force].force.groups[1];
@@ -916,16 +916,34 @@ fn plant(rng: &mut Rng, models: &mut [Model], config: Config) -> Vec<Incident> {
                         d(*a).total_cmp(&d(*b))
                     })
                     .unwrap_or(force);
+                // Kept clean: no incident is planted on it.
+                free.retain(|f| *f != other);
                 (0.0, format!("{}'s file", FORCES[other].id), Some(other))
             }
-            _ => (0.0, String::new(), None),
+            Class::ResentPreviousPeriod => (0.0, "last month's records".to_owned(), None),
+            Class::NearDuplicateResend => (
+                0.0,
+                "last month's records, a tenth replaced".to_owned(),
+                None,
+            ),
+            Class::EthnicityCopied => {
+                (0.0, "self-defined = officer-defined group".to_owned(), None)
+            }
+            Class::DoubledPeriod => (0.0, "every record twice".to_owned(), None),
+            Class::MissingPeriods => (0.0, "three months not sent".to_owned(), None),
+            Class::TimesAtMidnight => (0.0, "every time 00:00".to_owned(), None),
+            Class::PeerMiscoding => (
+                0.0,
+                "not stated sent as Other, whole history".to_owned(),
+                None,
+            ),
         };
         incidents.push(Incident {
             class,
             force,
             month,
             other,
-            detail,
+            detail: format!("{detail}; about {:.0} a month", models[force].level),
             value,
         });
     }
