@@ -241,6 +241,56 @@ mod tests {
         assert!(warnings.keys().all(|c| c == "blank_rate"), "{warnings:?}");
     }
 
+    /// The group a self-defined label belongs to, as the officer-defined list names it.
+    fn group(label: &str) -> Option<&str> {
+        match label.split([' ', '/']).next()? {
+            _ if label.ends_with("Not stated") => None,
+            "White" => Some("White"),
+            "Mixed" => Some("Mixed"),
+            "Asian" => Some("Asian"),
+            "Black" => Some("Black"),
+            "Other" => Some("Other"),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn clean_forces_agree_on_ethnicity_mostly_and_use_section_60_only_in_bursts() {
+        let h = History::new(Config {
+            seed: 5,
+            scale: 0.2,
+        });
+        let incident_forces: BTreeSet<usize> = h.incidents().iter().map(|i| i.force).collect();
+        let (mut agree, mut both) = (0u32, 0u32);
+        let mut bursting = 0;
+        for force in (0..43).filter(|f| !incident_forces.contains(f)) {
+            let bursts = h.burst_months(force);
+            bursting += usize::from(!bursts.is_empty());
+            for month in 0..MONTHS {
+                let rows = rows(&h, force, month);
+                let s60 = rows
+                    .iter()
+                    .filter(|r| r[10].ends_with("(section 60)"))
+                    .count();
+                assert_eq!(s60 > 0, bursts.contains(&month), "{force} {month}");
+                if month % 6 != 0 {
+                    continue;
+                }
+                for r in &rows {
+                    if let Some(g) = group(&r[8])
+                        && ["White", "Mixed", "Asian", "Black", "Other"].contains(&r[9].as_str())
+                    {
+                        both += 1;
+                        agree += u32::from(g == r[9]);
+                    }
+                }
+            }
+        }
+        let share = f64::from(agree) / f64::from(both);
+        assert!((0.8..=0.92).contains(&share), "{share}");
+        assert!(bursting > 0);
+    }
+
     #[test]
     fn the_scorer_counts_a_planted_alarm_and_a_false_one() {
         let h = small();

@@ -395,6 +395,8 @@ pub struct Score {
     pub clean_forces: usize,
     /// Months of the national shock.
     pub shock_months: usize,
+    /// The shock in words (its months and which way every force moved).
+    pub shock: String,
     /// Findings on clean forces in shock months, by code.
     pub shock_alarms: BTreeMap<String, usize>,
     /// Findings on clean forces in ordinary months, by code.
@@ -458,7 +460,13 @@ pub fn score(history: &History, run: &Run) -> Score {
             found,
         });
     }
-    let (shock, _) = history.shock();
+    let (shock, direction) = history.shock();
+    let shock_words = format!(
+        "{} to {}, {}",
+        periods[shock.start],
+        periods[shock.end - 1],
+        if direction > 0.0 { "up" } else { "down" }
+    );
     let mut shock_alarms = BTreeMap::new();
     let mut ordinary_alarms = BTreeMap::new();
     let mut alarms = Vec::new();
@@ -501,6 +509,7 @@ pub fn score(history: &History, run: &Run) -> Score {
         classes,
         clean_forces: clean.len(),
         shock_months: shock.len(),
+        shock: shock_words,
         shock_alarms,
         ordinary_alarms,
         false_gaps,
@@ -580,9 +589,14 @@ impl Summary {
         let seconds: f64 = self.scores.iter().map(|s| s.seconds).sum();
         let _ = writeln!(
             out,
-            "Seeds {} ({}), scale {scale}, {MONTHS} months from 2021-04, 43 forces: {records} records, {seconds:.1} s.\n",
+            "Seeds {} ({}), scale {scale}, {MONTHS} months from 2021-04, 43 forces: {records} records, {seconds:.1} s. National shock: {}.\n",
             seeds.join(", "),
-            self.name
+            self.name,
+            self.scores
+                .iter()
+                .map(|s| format!("{} (seed {})", s.shock, s.seed))
+                .collect::<Vec<_>>()
+                .join("; ")
         );
         let (shock_years, ordinary_years) = self.force_years();
         let (shock_rate, ordinary_rate, all_rate) = self.alarm_rates();
@@ -687,6 +701,7 @@ impl Summary {
                 "records": s.records,
                 "seconds": s.seconds,
                 "clean_forces": s.clean_forces,
+                "shock": s.shock,
                 "false_gaps": s.false_gaps,
                 "classes": s.classes.iter().map(|c| json!({
                     "class": c.class.id(),
