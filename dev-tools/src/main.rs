@@ -77,7 +77,8 @@ enum Command {
         /// tuning), or seeds separated by commas.
         #[arg(long, default_value = "tune")]
         seeds: String,
-        /// Volume: 1.0 is the real national volume (about 45,000 searches a month).
+        /// Volume: 1.0 is near the real national volume (about 38,000 searches a month in this
+        /// history).
         #[arg(long, default_value_t = 1.0)]
         scale: f64,
         /// Print the figures as JSON instead of Markdown.
