@@ -14,8 +14,8 @@
 //! `DOMAIN.md`'s incident table (missing months after a system change, a missing force-year, a
 //! category stuck near zero then a step, a 4× step, a high not-stated share, a category share
 //! far from peers, a half-month extract, a breakdown cell at zero), each in valid files, each
-//! with the detection it must get. A window of 36 months gives the clean three-year history
-//! the analysis is evaluated on (`crate::evaluate`).
+//! with the detection it must get, which the demo command prints. (The analysis is evaluated
+//! on a history generated apart from the demo: `crate::eval`.)
 //!
 //! Output is byte-for-byte reproducible: a small splitmix64 generator is seeded from the
 //! configured seed, the force and the month, and no floating-point function other than `sqrt`

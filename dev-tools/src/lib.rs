@@ -3,11 +3,12 @@
 //!
 //! - [`demo`] generates realistic synthetic returns for 43 forces, with planted file defects
 //!   and, on request, planted data-quality incidents;
-//! - [`evaluate`] measures the gap and anomaly analysis on the demo's planted incidents;
+//! - [`eval`] is the honest evaluation of the gap and anomaly analysis: its own generated history
+//!   with fifteen planted incident classes, run through the engine's real checks and scored;
 //! - [`fuzzing`] holds the bodies of the fuzz targets in `fuzz/`, which the tests replay;
 //! - [`tick`] times runs over a bucket holding many finished uploads (the state benchmark).
 
 pub mod demo;
-pub mod evaluate;
+pub mod eval;
 pub mod fuzzing;
 pub mod tick;
