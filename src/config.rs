@@ -189,16 +189,6 @@ pub struct Pipeline {
     pub file: PathBuf,
 }
 
-impl Pipeline {
-    /// The blank-rate warning thresholds by property name.
-    pub fn blank_warn_above(&self) -> BTreeMap<String, f64> {
-        self.blank_rates
-            .iter()
-            .filter_map(|(p, t)| Some((p.clone(), t.warn_above?)))
-            .collect()
-    }
-}
-
 /// Everything loaded from a project folder.
 #[derive(Debug, Clone)]
 pub struct Project {

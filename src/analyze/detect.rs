@@ -232,9 +232,6 @@ pub struct Input<'a> {
     pub labels: &'a Labels,
     /// What the profile declares its records yield.
     pub observe: &'a ObserveSettings,
-    /// The pipeline's blank-rate warning thresholds by property: a blank rate above its
-    /// threshold already has a `blank_rate` warning, so it is not reported again.
-    pub blank_warn_above: &'a BTreeMap<String, f64>,
 }
 
 /// Every gap and anomaly of this month.
@@ -255,14 +252,9 @@ pub fn detect(input: &Input<'_>) -> Vec<Anomaly> {
     let mut out = Vec::new();
     out.extend(gap_days(input, &history, period));
     out.extend(resent::resent(input, &history, period));
+    // A blank rate far above the force's own history is reported also when the file check
+    // already warned that it is over the pipeline's threshold: the two say different things.
     for series in own_series(input, &history) {
-        if let Series::Blank { property } = &series
-            && let Some(&limit) = input.blank_warn_above.get(property)
-            && input.current.rows > 0
-            && input.current.blank(property) as f64 / input.current.rows as f64 > limit
-        {
-            continue;
-        }
         out.extend(own_history(input, &history, period, &series));
     }
     out.extend(shift::shifts(input, &history, period));
@@ -640,9 +632,12 @@ fn own_history(
     let mut scratch = Vec::with_capacity(s.baseline_months);
     let regime = regime_start(&points, unit, s, &mut scratch);
 
+    // A category's share is judged by the test of its field's whole mix (`shift`); here only
+    // whether it vanished.
+    let share = matches!(series, Series::Share { .. });
     let mut all = points.clone();
     all.push(current);
-    if let Some(shift) = shift_at(&all, regime, unit, s, &mut scratch) {
+    if !share && let Some(shift) = shift_at(&all, regime, unit, s, &mut scratch) {
         if series.one_sided() && !shift.up {
             return None;
         }
@@ -685,6 +680,9 @@ fn own_history(
                 ));
             }
         }
+    }
+    if share {
+        return None;
     }
     let seasonal = unit == Unit::Count
         && period.cadence().seasonal()
@@ -1416,7 +1414,6 @@ mod tests {
             peers: &[],
             labels: &Labels::default(),
             observe: &ObserveSettings::default(),
-            blank_warn_above: &BTreeMap::new(),
         })
     }
 
@@ -1517,7 +1514,6 @@ mod more_tests {
             peers,
             labels: &Labels::default(),
             observe: &ObserveSettings::default(),
-            blank_warn_above: &BTreeMap::new(),
         })
         .iter()
         .map(|a| a.code)
@@ -1640,7 +1636,6 @@ mod more_tests {
             peers: &[],
             labels: &Labels::default(),
             observe: &ObserveSettings::default(),
-            blank_warn_above: &BTreeMap::new(),
         });
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].message.contains("allowing for the time of year"));

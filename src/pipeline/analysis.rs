@@ -121,7 +121,6 @@ pub(super) fn finish(
                 peers: &job.peers,
                 labels: &labels,
                 observe: &pipeline.observe,
-                blank_warn_above: &pipeline.blank_warn_above(),
             })
         }
         _ => Vec::new(),

@@ -201,7 +201,6 @@ pub fn run(project: &Project, history: &History) -> Result<Run, String> {
         .ok_or("the project has no stop_search pipeline")?;
     let settings = check_settings(pipeline);
     let labels = Labels::new(&pipeline.schema, &pipeline.observe);
-    let blank_warn_above = pipeline.blank_warn_above();
     let max_age = pipeline.anomalies.peers.max_age_months as usize;
     let severity = |code: force_returns::finding::Code| {
         pipeline
@@ -287,7 +286,6 @@ pub fn run(project: &Project, history: &History) -> Result<Run, String> {
                         peers: &peers,
                         labels: &labels,
                         observe: &pipeline.observe,
-                        blank_warn_above: &blank_warn_above,
                     });
                     for a in found {
                         let s = severity(a.code);

@@ -105,7 +105,6 @@ pub(super) fn resent(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::ops::Range;
 
     use super::super::tests::month;
@@ -140,7 +139,6 @@ mod tests {
             peers,
             labels: &Labels::default(),
             observe: &ObserveSettings::default(),
-            blank_warn_above: &BTreeMap::new(),
         })
         .into_iter()
         .filter(|a| a.code == Code::AnomalyResentRecords)

@@ -47,7 +47,69 @@ fn proportions(pooled: &[f64]) -> Vec<f64> {
     pooled.iter().map(|n| (n + 0.5) / total).collect()
 }
 
+/// A category that is usually absent and now and then bursts (a power authorised for a few
+/// days): at zero in at least a quarter of the history's periods, and present in some.
+fn bursty(months: &[&Observations], dimension: &str, category: &str) -> bool {
+    let counts: Vec<u64> = months
+        .iter()
+        .map(|h| h.count(dimension, category))
+        .collect();
+    let zeros = counts.iter().filter(|&&n| n == 0).count();
+    zeros * 4 >= counts.len() && zeros < counts.len()
+}
+
+/// Per-period counts of a category over `months`.
+fn series(months: &[&Observations], dimension: &str, category: &str) -> Vec<f64> {
+    months
+        .iter()
+        .map(|h| h.count(dimension, category) as f64)
+        .collect()
+}
+
+/// Pearson correlation of two equally long series (0 when either is flat).
+fn correlation(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len() as f64;
+    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
+    let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
+    for (x, y) in a.iter().zip(b) {
+        ab += (x - ma) * (y - mb);
+        aa += (x - ma) * (x - ma);
+        bb += (y - mb) * (y - mb);
+    }
+    if aa <= 0.0 || bb <= 0.0 {
+        0.0
+    } else {
+        ab / (aa * bb).sqrt()
+    }
+}
+
+/// The bursty categories that burst this period (at least ten records, over three times their
+/// history's upper quartile), with their history series.
+fn bursting(input: &Input<'_>, months: &[&Observations]) -> Vec<Vec<f64>> {
+    let mut out = Vec::new();
+    for dimension in &input.settings.dimensions {
+        let Some(now) = input.current.categories.get(dimension) else {
+            continue;
+        };
+        for (category, &n) in now {
+            if n < 10 || !bursty(months, dimension, category) {
+                continue;
+            }
+            let past = series(months, dimension, category);
+            let upper = crate::analyze::stats::quantile(&past, 0.75).unwrap_or(0.0);
+            if n as f64 > 3.0 * upper.max(1.0) {
+                out.push(past);
+            }
+        }
+    }
+    out
+}
+
 /// Every dimension of `[anomalies] dimensions` whose mix moved far from the force's history.
+/// Bursty categories (usually absent, now and then many) are left out of the test, and a field
+/// one of whose categories moves with a category bursting this period (correlated over the
+/// history) is not tested this period: a burst of a power and the object searched for that goes
+/// with it are the force's operations, not its recording.
 pub(super) fn shifts(input: &Input<'_>, history: &[&Observations], period: Period) -> Vec<Anomaly> {
     let s = input.settings;
     let d = s.distribution;
@@ -62,6 +124,7 @@ pub(super) fn shifts(input: &Input<'_>, history: &[&Observations], period: Perio
         .iter()
         .filter(|dim| input.current.recorded(dim) >= d.min_records)
         .collect();
+    let bursts = bursting(input, &recent);
     let mut out = Vec::new();
     for dimension in &tested {
         let months: Vec<&Observations> = recent
@@ -77,9 +140,17 @@ pub(super) fn shifts(input: &Input<'_>, history: &[&Observations], period: Perio
             .chain(std::iter::once(&input.current))
             .flat_map(|o| o.categories.get(dimension.as_str()).into_iter().flatten())
             .map(|(c, _)| c.as_str())
+            .filter(|c| !bursty(&recent, dimension, c))
             .collect();
         let categories: Vec<&str> = categories.into_iter().collect();
         if categories.len() < 2 {
+            continue;
+        }
+        let moves_with_a_burst = categories.iter().any(|c| {
+            let own = series(&recent, dimension, c);
+            bursts.iter().any(|b| correlation(b, &own) >= 0.6)
+        });
+        if moves_with_a_burst {
             continue;
         }
         let per_month: Vec<Vec<f64>> = months
@@ -218,7 +289,6 @@ mod tests {
             peers: &[],
             labels: &Labels::default(),
             observe: &ObserveSettings::default(),
-            blank_warn_above: &BTreeMap::new(),
         })
         .into_iter()
         .filter(|a| a.code == Code::AnomalyDistributionShift)
