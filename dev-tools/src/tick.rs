@@ -3,7 +3,11 @@
 //!
 //! The finished uploads' state is made as the service leaves it, without processing each:
 //! tiny `incoming/` objects, a done-marker per upload written through the ledger, the
-//! dataset's receipts and manifest (one part a year) with an entry per upload. The new uploads are real returns.
+//! dataset's receipts and manifest (one part a year) with an entry per upload, and the series
+//! an analysis reads (each force's observations of the last four years of its submissions, and
+//! every force's latest), holding the observations of a 200-row return. No metrics files are
+//! made: an analysis reads one only for a submission its series lack. The new uploads are real
+//! returns.
 //! Then it times the ledger read the old way (every done-marker listed), the compaction that
 //! folds them, the ledger read the new way, a run removing finished uploads past the retention
 //! from `incoming/`, and whole runs over what a bucket in service holds: the ledger of every
@@ -16,16 +20,20 @@ use std::time::{Duration, Instant};
 use chrono::{SecondsFormat, Utc};
 use force_returns::clock::{Clock, FixedClock, SystemClock};
 use force_returns::config::Project;
-use force_returns::layout::{self, INCOMING, Parted, incoming_key};
+use force_returns::finding::NoSink;
+use force_returns::layout::{self, INCOMING, Parted, incoming_key, latest_series_key, series_key};
 use force_returns::model::Decision;
+use force_returns::model::series::Series;
 use force_returns::model::{Manifest, ManifestEntry, Receipt, Receipts};
+use force_returns::observe::{Observations, ObservationsBuilder};
 use force_returns::period::Period;
-use force_returns::pipeline::{RunOptions, Service};
+use force_returns::pipeline::{HISTORY_YEARS, RunOptions, Service, check_settings, check_upload};
 use force_returns::scheduler::PipelineRunner;
 use force_returns::shutdown::ShutdownController;
 use force_returns::state::{DoneRecord, State, StateOptions};
 use force_returns::store::{ObjectStore, PutMode};
 use force_returns::telemetry::Metrics;
+use force_returns::validate::UploadScope;
 use tokio::task::JoinSet;
 
 /// Writes run this many at once while the state is made.
@@ -72,6 +80,88 @@ fn new_return(period: Period, rows: usize) -> Vec<u8> {
         );
     }
     s.into_bytes()
+}
+
+/// The observations of a 200-row return for `period` ([`new_return`]), as the service keeps
+/// them in the series.
+fn observed(project: &Project, period: Period) -> anyhow::Result<Observations> {
+    let pipeline = project
+        .pipeline("stop_search")
+        .ok_or_else(|| anyhow::anyhow!("no stop_search pipeline in the project"))?;
+    let mut builder = ObservationsBuilder::new(&pipeline.schema, &pipeline.observe, "", period, "");
+    let bytes = new_return(period, 200);
+    check_upload(
+        bytes.as_slice(),
+        Some(bytes.len() as u64),
+        &check_settings(pipeline),
+        pipeline.limits,
+        UploadScope {
+            force: None,
+            period: Some(period),
+            now: None,
+        },
+        &mut NoSink,
+        &mut |batch, valid| {
+            builder.add(&batch, &valid);
+            Ok(())
+        },
+    )?;
+    Ok(builder.finish())
+}
+
+/// Writes the series the service would have left for the finished uploads `records` (force,
+/// period, submission id): each force's periods within what an analysis reads, and every
+/// force's latest.
+async fn write_series(
+    project: &Project,
+    store: &dyn ObjectStore,
+    records: &[(String, Period, String)],
+) -> anyhow::Result<()> {
+    // As the service keeps them: the years an analysis reads, of months.
+    let window = HISTORY_YEARS * 12;
+    let mut newest: std::collections::BTreeMap<&str, Period> = std::collections::BTreeMap::new();
+    for (force, period, _) in records {
+        let p = newest.entry(force.as_str()).or_insert(*period);
+        *p = (*p).max(*period);
+    }
+    let mut by_force: std::collections::BTreeMap<&str, Series> = std::collections::BTreeMap::new();
+    let mut latest = Series::empty("stop_search");
+    let mut counted: std::collections::HashMap<Period, Observations> =
+        std::collections::HashMap::new();
+    for (force, period, id) in records {
+        let oldest = (0..window).fold(newest[force.as_str()], |p, _| p.prev());
+        if *period < oldest {
+            continue;
+        }
+        if !counted.contains_key(period) {
+            counted.insert(*period, observed(project, *period)?);
+        }
+        let mut o = counted[period].clone();
+        o.force_id.clone_from(force);
+        o.submission_id.clone_from(id);
+        latest.put_latest(o.clone());
+        by_force
+            .entry(force.as_str())
+            .or_insert_with(|| Series::empty("stop_search"))
+            .put(o);
+    }
+    for (force, series) in &by_force {
+        store
+            .put(
+                &series_key("stop_search", force),
+                serde_json::to_vec(series)?,
+                PutMode::Create,
+            )
+            .await?;
+    }
+    store
+        .put(
+            &latest_series_key("stop_search"),
+            serde_json::to_vec(&latest)?,
+            PutMode::Create,
+        )
+        .await?;
+    Ok(())
 }
 
 /// Uploads `count` real returns for `period`, a force each in turn, named `<name>-<i>.csv`.
@@ -221,6 +311,11 @@ pub async fn run(
             )
             .await?;
     }
+    let finished: Vec<(String, Period, String)> = records
+        .iter()
+        .map(|(force, period, _, id, _)| (force.clone(), *period, id.clone()))
+        .collect();
+    write_series(&project, store.as_ref(), &finished).await?;
     results.push(Timed {
         what: format!("make the state of {done} finished uploads"),
         seconds: started.elapsed().as_secs_f64(),
