@@ -14,7 +14,9 @@
 //! finished upload and, in `incoming/`, only the newest month's.
 
 use std::fmt::Write as _;
+use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
@@ -31,10 +33,90 @@ use force_returns::pipeline::{HISTORY_YEARS, RunOptions, Service, check_settings
 use force_returns::scheduler::PipelineRunner;
 use force_returns::shutdown::ShutdownController;
 use force_returns::state::{DoneRecord, State, StateOptions};
-use force_returns::store::{ObjectStore, PutMode};
+use force_returns::store::{self, Downloaded, Feed, ObjectMeta, ObjectStore, PutMode};
 use force_returns::telemetry::Metrics;
 use force_returns::validate::UploadScope;
 use tokio::task::JoinSet;
+
+/// The bucket, counting the requests made through it.
+#[derive(Debug)]
+struct Counting {
+    store: Arc<dyn ObjectStore>,
+    requests: AtomicUsize,
+}
+
+impl Counting {
+    fn requests(&self) -> usize {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    fn count(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for Counting {
+    fn location(&self, key: &str) -> String {
+        self.store.location(key)
+    }
+    async fn list(&self, prefix: &str) -> store::Result<Vec<ObjectMeta>> {
+        self.count();
+        self.store.list(prefix).await
+    }
+    async fn get(&self, key: &str) -> store::Result<(Vec<u8>, ObjectMeta)> {
+        self.count();
+        self.store.get(key).await
+    }
+    async fn download(
+        &self,
+        key: &str,
+        dest: &Path,
+        feed: Option<Feed>,
+    ) -> store::Result<Downloaded> {
+        self.count();
+        self.store.download(key, dest, feed).await
+    }
+    async fn download_version(
+        &self,
+        key: &str,
+        etag: &str,
+        dest: &Path,
+        feed: Option<Feed>,
+    ) -> store::Result<Downloaded> {
+        self.count();
+        self.store.download_version(key, etag, dest, feed).await
+    }
+    async fn put(&self, key: &str, bytes: Vec<u8>, mode: PutMode) -> store::Result<ObjectMeta> {
+        self.count();
+        self.store.put(key, bytes, mode).await
+    }
+    async fn put_file(&self, key: &str, src: &Path, mode: PutMode) -> store::Result<ObjectMeta> {
+        self.count();
+        self.store.put_file(key, src, mode).await
+    }
+    async fn put_sealed_file(
+        &self,
+        key: &str,
+        src: &Path,
+        mode: PutMode,
+    ) -> store::Result<ObjectMeta> {
+        self.count();
+        self.store.put_sealed_file(key, src, mode).await
+    }
+    async fn copy(&self, from: &str, to: &str) -> store::Result<ObjectMeta> {
+        self.count();
+        self.store.copy(from, to).await
+    }
+    async fn delete(&self, key: &str) -> store::Result<()> {
+        self.count();
+        self.store.delete(key).await
+    }
+    async fn delete_version(&self, key: &str, etag: &str) -> store::Result<()> {
+        self.count();
+        self.store.delete_version(key, etag).await
+    }
+}
 
 /// Writes run this many at once while the state is made.
 const CONCURRENT_WRITES: usize = 32;
@@ -196,6 +278,13 @@ pub async fn run(
         store.list(INCOMING).await?.is_empty(),
         "the bucket already holds uploads: give tick-bench an empty one"
     );
+    // Requests are counted as the store's calls (a multipart upload or a retried request is
+    // one); the runs below report theirs.
+    let counting = Arc::new(Counting {
+        store,
+        requests: AtomicUsize::new(0),
+    });
+    let store: Arc<dyn ObjectStore> = Arc::clone(&counting) as Arc<dyn ObjectStore>;
     let forces: Vec<String> = project
         .catalog
         .forces()
@@ -421,7 +510,9 @@ pub async fn run(
         seconds,
         note: format!("{} pending", pending.len()),
     });
+    let before = counting.requests();
     let (outcome, seconds) = time(async { Ok(service.run_once().await?) }).await?;
+    let requests = counting.requests() - before;
     anyhow::ensure!(
         outcome.failed.is_empty(),
         "the run failed: {:?}",
@@ -431,15 +522,17 @@ pub async fn run(
         what: format!("run: {new} new uploads processed"),
         seconds,
         note: format!(
-            "{} processed; with the status table over every expected month",
+            "{} processed, {requests} requests; with the status table over every expected month",
             outcome.processed.len()
         ),
     });
+    let before = counting.requests();
     let (idle, seconds) = time(async { Ok(service.run_once().await?) }).await?;
+    let requests = counting.requests() - before;
     results.push(Timed {
         what: "run: nothing new".into(),
         seconds,
-        note: format!("{} processed", idle.processed.len()),
+        note: format!("{} processed, {requests} requests", idle.processed.len()),
     });
 
     // The worker's tick: the same, with its default of two uploads in flight at once.
@@ -457,8 +550,10 @@ pub async fn run(
         2,
     );
     let (_controller, shutdown) = ShutdownController::new();
+    let before = counting.requests();
     let (report, seconds) =
         time(async { Ok(runner.run_dataset("stop_search", &shutdown).await?) }).await?;
+    let requests = counting.requests() - before;
     anyhow::ensure!(
         report.failed.is_empty(),
         "the worker's run failed: {:?}",
@@ -467,7 +562,7 @@ pub async fn run(
     results.push(Timed {
         what: format!("worker tick, two in flight: {new} new uploads processed"),
         seconds,
-        note: format!("{} processed", report.processed.len()),
+        note: format!("{} processed, {requests} requests", report.processed.len()),
     });
 
     let mut report = format!(
