@@ -38,16 +38,37 @@ use force_returns::telemetry::Metrics;
 use force_returns::validate::UploadScope;
 use tokio::task::JoinSet;
 
-/// The bucket, counting the requests made through it.
+/// The bucket, counting the requests made through it, and the reads of what an analysis
+/// reads its history and peers from: series and metrics files.
 #[derive(Debug)]
 struct Counting {
     store: Arc<dyn ObjectStore>,
     requests: AtomicUsize,
+    series_reads: AtomicUsize,
+    metrics_reads: AtomicUsize,
 }
 
+/// Requests, series read and metrics files read, so far.
+type Counts = (usize, usize, usize);
+
 impl Counting {
-    fn requests(&self) -> usize {
-        self.requests.load(Ordering::Relaxed)
+    fn counts(&self) -> Counts {
+        (
+            self.requests.load(Ordering::Relaxed),
+            self.series_reads.load(Ordering::Relaxed),
+            self.metrics_reads.load(Ordering::Relaxed),
+        )
+    }
+
+    /// What was counted since `before`, in words.
+    fn since(&self, before: Counts) -> String {
+        let now = self.counts();
+        format!(
+            "{} requests, {} series and {} metrics files read",
+            now.0 - before.0,
+            now.1 - before.1,
+            now.2 - before.2
+        )
     }
 
     fn count(&self) {
@@ -66,6 +87,11 @@ impl ObjectStore for Counting {
     }
     async fn get(&self, key: &str) -> store::Result<(Vec<u8>, ObjectMeta)> {
         self.count();
+        if key.starts_with("_state/series/") {
+            self.series_reads.fetch_add(1, Ordering::Relaxed);
+        } else if key.starts_with("snapshots/stop_search_metrics/") {
+            self.metrics_reads.fetch_add(1, Ordering::Relaxed);
+        }
         self.store.get(key).await
     }
     async fn download(
@@ -283,6 +309,8 @@ pub async fn run(
     let counting = Arc::new(Counting {
         store,
         requests: AtomicUsize::new(0),
+        series_reads: AtomicUsize::new(0),
+        metrics_reads: AtomicUsize::new(0),
     });
     let store: Arc<dyn ObjectStore> = Arc::clone(&counting) as Arc<dyn ObjectStore>;
     let forces: Vec<String> = project
@@ -510,9 +538,9 @@ pub async fn run(
         seconds,
         note: format!("{} pending", pending.len()),
     });
-    let before = counting.requests();
+    let before = counting.counts();
     let (outcome, seconds) = time(async { Ok(service.run_once().await?) }).await?;
-    let requests = counting.requests() - before;
+    let counted = counting.since(before);
     anyhow::ensure!(
         outcome.failed.is_empty(),
         "the run failed: {:?}",
@@ -522,17 +550,17 @@ pub async fn run(
         what: format!("run: {new} new uploads processed"),
         seconds,
         note: format!(
-            "{} processed, {requests} requests; with the status table over every expected month",
+            "{} processed, {counted}; with the status table over every expected month",
             outcome.processed.len()
         ),
     });
-    let before = counting.requests();
+    let before = counting.counts();
     let (idle, seconds) = time(async { Ok(service.run_once().await?) }).await?;
-    let requests = counting.requests() - before;
+    let counted = counting.since(before);
     results.push(Timed {
         what: "run: nothing new".into(),
         seconds,
-        note: format!("{} processed, {requests} requests", idle.processed.len()),
+        note: format!("{} processed, {counted}", idle.processed.len()),
     });
 
     // The worker's tick: the same, with its default of two uploads in flight at once.
@@ -550,10 +578,10 @@ pub async fn run(
         2,
     );
     let (_controller, shutdown) = ShutdownController::new();
-    let before = counting.requests();
+    let before = counting.counts();
     let (report, seconds) =
         time(async { Ok(runner.run_dataset("stop_search", &shutdown).await?) }).await?;
-    let requests = counting.requests() - before;
+    let counted = counting.since(before);
     anyhow::ensure!(
         report.failed.is_empty(),
         "the worker's run failed: {:?}",
@@ -562,7 +590,7 @@ pub async fn run(
     results.push(Timed {
         what: format!("worker tick, two in flight: {new} new uploads processed"),
         seconds,
-        note: format!("{} processed, {requests} requests", report.processed.len()),
+        note: format!("{} processed, {counted}", report.processed.len()),
     });
 
     let mut report = format!(
