@@ -17,6 +17,9 @@
 //! _state/done-index/<n>.json                                   the ledger's index generations
 //! _state/locks/<name>.<n>.json                                 locks (leases) on shared state
 //! _state/receipts/<dataset>/<year>.json                        what arrived, for the status
+//! _state/series/<dataset>/force=<force>.json                   a force's observations by period
+//! _state/series/<dataset>/latest.json                          each force's latest period's
+//!                                                              (both a cache of the metrics files)
 //! ```
 //!
 //! Rules:
@@ -749,6 +752,17 @@ impl Parted {
 /// The derived metrics file of a submission.
 pub fn metrics_key(dataset: &str, period: Period, force: &str, submission: &str) -> String {
     format!("snapshots/{dataset}_metrics/period={period}/force={force}/{submission}.parquet")
+}
+
+/// A force's series: the observations of its current submissions over the periods an analysis
+/// looks back on.
+pub fn series_key(dataset: &str, force: &str) -> String {
+    format!("_state/series/{dataset}/force={force}.json")
+}
+
+/// A dataset's latest series: each force's observations of its latest period.
+pub fn latest_series_key(dataset: &str) -> String {
+    format!("_state/series/{dataset}/latest.json")
 }
 
 /// A submission's row of a quality table partitioned by dataset.

@@ -5,18 +5,25 @@
 //!
 //! - [`Decision`]: what checking a whole upload found;
 //! - [`analysis`]: the `[anomalies]` and `[population]` settings of a pipeline;
-//! - [`observe`]: what a record-level return's records yield (`[observe]`);
+//! - [`observe`]: what a record-level return's records yield (`[observe]`), and the
+//!   [`Observations`](observe::Observations) of one submission;
 //! - [`upload`]: the limits of reading an upload, how cells are read, blank-rate thresholds;
+//! - [`fingerprint`]: which records a submission holds, in a bounded sketch, and how much two
+//!   submissions share;
 //! - [`identity`]: the identity of a submission (upload, force, dataset, period), declared once;
 //! - [`manifest`]: which accepted submission is current for each force × period;
 //! - [`receipt`]: one row per processed upload, the state the status of returns comes from;
+//! - [`series`]: observations of current submissions by force and period, and each force's
+//!   latest, kept so that an analysis reads them in one request (a cache of the metrics files);
 //! - [`token`]: tokens unique to one taking (leases, work folders).
 
 pub mod analysis;
+pub mod fingerprint;
 pub mod identity;
 pub mod manifest;
 pub mod observe;
 pub mod receipt;
+pub mod series;
 pub mod token;
 pub mod upload;
 

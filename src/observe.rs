@@ -3,121 +3,29 @@
 //! code-list column (by canonical code and by each code-list attribute), true/false counts of
 //! boolean columns, and what the profile's `[observe]` declares (`model::observe`): records
 //! at a time of day, the subset counted for rates by its breakdown, and agreement between two
-//! dimensions; and a [`Fingerprint`] of its records ([`fingerprint`]), to tell a file sent again.
+//! dimensions; and a fingerprint of its records (`model::fingerprint`), to tell a file sent again.
 //!
 //! [`ObservationsBuilder`] works column by column over a batch's Arrow arrays and keeps one
 //! counter per code of each list, so memory does not grow with the file. Everything the
 //! analysis, the derived metrics and the summaries need comes from these counts; no row is read
-//! twice, and nothing here knows which return it counts.
+//! twice, and nothing here knows which return it counts. The value it yields,
+//! [`Observations`], lives in `model::observe`: the state stores it too (the force's series).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use arrow::array::{Array, BooleanArray, StringArray};
-use serde::{Deserialize, Serialize};
-
 use crate::ingest::{Batch, cell};
-use crate::model::observe::{AgreementDecl, ObserveSettings, ShareDecl, SubsetDecl};
+use crate::model::fingerprint::{FingerprintBuilder, RecordHashes, day_and_time};
+use crate::model::observe::{AgreementDecl, ObserveSettings, SubsetDecl};
 use crate::period::Period;
 use crate::schema::{CodeList, RecordSchema, SnapshotType};
+use arrow::array::{Array, BooleanArray, StringArray};
 use chrono::Datelike;
-pub use fingerprint::Fingerprint;
-use fingerprint::{FingerprintBuilder, RecordHashes, day_and_time};
 
-pub mod fingerprint;
+pub use crate::model::observe::Observations;
 
 /// The category name under which blank cells of the subset's breakdown are counted.
 pub const BLANK: &str = "(blank)";
-
-/// The observations of one submission for one force and period.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Observations {
-    /// Canonical force id.
-    pub force_id: String,
-    /// The period.
-    pub period: Option<Period>,
-    /// The submission counted.
-    pub submission_id: String,
-    /// Records.
-    pub rows: u64,
-    /// Records per day of the period (index 0 is its first day); dates that are not readable
-    /// are not counted.
-    pub by_day: Vec<u64>,
-    /// Records with a readable date.
-    pub dated: u64,
-    /// Per time-of-day share (by name): dated records at exactly that time, or with no time.
-    pub at_time: BTreeMap<String, u64>,
-    /// Blank cells per property (properties with no blanks are left out).
-    pub blanks: BTreeMap<String, u64>,
-    /// Records per category: the dimension is a code-list property (canonical codes), a
-    /// property and one of its code list's attributes (`<property>_<attribute>`), or a boolean
-    /// property (`true` / `false`). Blank cells are not counted here; zero counts are left out.
-    pub categories: BTreeMap<String, BTreeMap<String, u64>>,
-    /// Records in the declared subset (every record when it names no dimension).
-    pub subset: u64,
-    /// The subset by its breakdown's categories, blanks under [`BLANK`].
-    pub subset_by: BTreeMap<String, u64>,
-    /// Per agreement (by name): records where both dimensions agree, and records where both
-    /// are recorded.
-    pub agreements: BTreeMap<String, (u64, u64)>,
-    /// Which records it holds, to compare with other submissions (empty in observations read
-    /// back from a metrics file).
-    #[serde(default, skip_serializing_if = "Fingerprint::is_empty")]
-    pub fingerprint: Fingerprint,
-}
-
-impl Observations {
-    /// Records in one category of a dimension (0 when never seen).
-    pub fn count(&self, dimension: &str, category: &str) -> u64 {
-        self.categories
-            .get(dimension)
-            .and_then(|c| c.get(category))
-            .copied()
-            .unwrap_or(0)
-    }
-
-    /// Records with a recorded (non-blank) value in a dimension.
-    pub fn recorded(&self, dimension: &str) -> u64 {
-        self.categories
-            .get(dimension)
-            .map_or(0, |c| c.values().sum())
-    }
-
-    /// Blank cells of a property.
-    pub fn blank(&self, property: &str) -> u64 {
-        self.blanks.get(property).copied().unwrap_or(0)
-    }
-
-    /// Days of the period with no record.
-    pub fn empty_days(&self) -> u64 {
-        self.by_day.iter().filter(|&&n| n == 0).count() as u64
-    }
-
-    /// Whether these records say anything about a declared share: a time-of-day share always,
-    /// a category share when the dimension was recorded at all.
-    pub fn records(&self, share: &ShareDecl) -> bool {
-        share.is_time_of_day()
-            || share
-                .dimension
-                .as_ref()
-                .is_some_and(|d| self.categories.contains_key(d))
-    }
-
-    /// A declared share's numerator and denominator.
-    pub fn share(&self, share: &ShareDecl) -> (u64, u64) {
-        if share.is_time_of_day() {
-            return (
-                self.at_time.get(&share.name).copied().unwrap_or(0),
-                self.dated,
-            );
-        }
-        let counted: u64 = share.dimension.as_ref().map_or(0, |d| {
-            share.categories.iter().map(|c| self.count(d, c)).sum()
-        });
-        let blank = share.or_blank.as_ref().map_or(0, |p| self.blank(p));
-        (counted + blank, self.rows)
-    }
-}
 
 /// How one property is counted.
 enum Column {

@@ -39,6 +39,8 @@
 
 mod analysis;
 
+pub use analysis::HISTORY_YEARS;
+
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -696,7 +698,7 @@ impl Service {
         let now = self.clock.now();
         let processed_at = rfc3339(now);
         let work = self.work().await?.job()?;
-        let Some(checked) = self
+        let Some(mut checked) = self
             .receive(&mut sub, object, pipeline.as_ref(), now, work.path())
             .await?
         else {
@@ -718,11 +720,31 @@ impl Service {
         let superseded = self
             .commit(&sub, object, &written, receipt.as_ref(), &processed_at)
             .await?;
-        if let Some(l) = sub.location() {
-            self.write_summary(&l.dataset, &l.force_id, l.period)
-                .await?;
-            step("summary written");
-        }
+        // The series are brought up to date while the summary is written: neither reads the
+        // other.
+        let series_read = checked.series.take();
+        let series = async {
+            if let (Some(p), Some(read)) = (pipeline.as_ref(), series_read) {
+                let current = checked
+                    .analysed
+                    .as_ref()
+                    .filter(|_| written.outputs.snapshot.is_some())
+                    .filter(|_| written.decision != Decision::Rejected)
+                    .map(|a| &a.observations);
+                // Boxed: held beside the summary, it would make every caller's future large.
+                Box::pin(self.update_series(p, read, current)).await;
+            }
+        };
+        let summary = async {
+            if let Some(l) = sub.location() {
+                self.write_summary(&l.dataset, &l.force_id, l.period)
+                    .await?;
+                step("summary written");
+            }
+            Ok::<_, PipelineError>(())
+        };
+        let ((), summary) = tokio::join!(series, summary);
+        summary?;
         let record = DoneRecord {
             key: sub.key.clone(),
             etag: sub.etag.clone(),
@@ -802,12 +824,15 @@ impl Service {
         let read_history = async {
             // Owned here, so that a failed read drops it and the check stops waiting.
             let history_read = history_read;
-            let job = match pipeline {
-                Some(p) => self.analysis_job(p, &location).await?,
+            let read = match pipeline {
+                // Boxed: held beside the download and the check, it would make every caller's
+                // future large.
+                Some(p) => Box::pin(self.analysis_job(p, &location)).await?,
                 None => None,
             };
+            let (job, series) = read.unzip();
             let _ = history_read.send(job);
-            Ok::<_, PipelineError>(())
+            Ok::<_, PipelineError>(series)
         };
         let too_large = object.size > limits.max_file_bytes;
         let local = dir.join("upload");
@@ -853,8 +878,9 @@ impl Service {
         let Some(sha256) = archived? else {
             return Ok(None);
         };
-        history_read?;
-        let checked = checked.map_err(|e| PipelineError::Task(e.to_string()))??;
+        let series = history_read?;
+        let mut checked = checked.map_err(|e| PipelineError::Task(e.to_string()))??;
+        checked.series = series;
         step("checked");
         lineage.sha256.clone_from(&sha256);
         sub.sha256 = Some(sha256);
@@ -1167,6 +1193,8 @@ fn lineage_of(sub: &Submission, pipeline: Option<&Pipeline>, processed_at: &str)
 struct Checked {
     outcome: CheckOutcome,
     analysed: Option<analysis::Analysed>,
+    /// The series the analysis read, to update after the commit.
+    series: Option<analysis::SeriesRead>,
     rows_written: u64,
     snapshot_path: PathBuf,
     csv_path: PathBuf,
@@ -1333,6 +1361,7 @@ fn check_to_files(
     Ok(Checked {
         outcome,
         analysed,
+        series: None,
         rows_written,
         snapshot_path,
         csv_path,

@@ -21,16 +21,23 @@
 //!   listed with the etag it had when this worker last read or wrote it is not read again. The
 //!   one document each was before parts is read with them until a commit folds it in and
 //!   deletes it.
+//! - **Per dataset, the series** ([`series`]): each force's observations by period and every
+//!   force's latest period, a cache of the metrics files that an analysis reads first. An
+//!   entry counts only for the submission it names; a series is written back with `If-Match`
+//!   on the etag read (create-only when absent) after a commit, and a lost update only costs a
+//!   read of the metrics files.
 //!
 //! Rules:
-//! - every write of shared state is create-only, or made under the lease that owns it; no
-//!   state object is overwritten by whoever writes last;
+//! - every write of shared state is create-only, made under the lease that owns it, or (a
+//!   series, a cache) a compare-and-swap on the etag read; no state object is overwritten by
+//!   whoever writes last;
 //! - an index generation and a marker are deleted only once a newer generation holds what they
 //!   held, so a reader that lists markers and then the index sees every finished upload;
 //! - locks are taken in one order (`ledger`, then `commit-<dataset>`), so two workers never
 //!   wait on each other.
 
 pub mod lease;
+pub mod series;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::RangeInclusive;
@@ -51,6 +58,7 @@ use crate::model::Decision;
 use crate::model::{Manifest, ManifestChange, ManifestEntry, Receipt, Receipts};
 use crate::store::{ObjectStore, PutMode, StoreError};
 use lease::{Lease, Taken};
+pub use series::SeriesObject;
 
 /// A failure of the shared state.
 #[derive(Debug, thiserror::Error)]

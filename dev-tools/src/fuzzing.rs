@@ -16,7 +16,7 @@
 //!   built for an upload is one the store accepts, and each parser accepts only what its
 //!   builder writes;
 //! - [`state_files`]: bytes read as each state file (done-marker, ledger index, manifest,
-//!   receipts, lease generation): whatever parses is written back as the service writes it,
+//!   receipts, lease generation, series): whatever parses is written back as the service writes it,
 //!   and that parses again to the same value.
 //!
 //! The project (pipelines, schemas, code lists) is loaded once, from the repository this crate
@@ -36,6 +36,7 @@ use force_returns::layout::{
     self, Names, Route, Submission, done_index_key, done_key, generation_key, parse_done_index_key,
     parse_done_key, parse_generation_key,
 };
+use force_returns::model::series::Series;
 use force_returns::model::{Decision, Limits, Manifest, ManifestChange, Receipts};
 use force_returns::period::Period;
 use force_returns::pipeline::{check_settings, check_upload, key_names, parse_upload_key};
@@ -517,6 +518,19 @@ pub fn state_files(data: &[u8]) {
             ManifestChange::AlreadyRecorded
         );
         assert_eq!(manifest, before);
+    }
+    // `_state/series/<dataset>/...` (compact): an entry it holds changes nothing when put again,
+    // nor when put as its force's latest if it is; keeping a window twice drops nothing more.
+    if let Some(mut series) = round_trip::<Series>(data, compact) {
+        let before = series.clone();
+        if let Some(first) = series.observations.first().cloned() {
+            assert!(!series.put(first), "an entry held is not put again");
+            assert_eq!(series, before);
+        }
+        series.keep_last(48);
+        let kept = series.clone();
+        assert!(!series.keep_last(48), "a window kept is kept");
+        assert_eq!(series, kept);
     }
     // `_state/receipts/<dataset>/<year>.json`: a receipt it holds is not added twice.
     if let Some(mut receipts) = round_trip::<Receipts>(data, pretty)

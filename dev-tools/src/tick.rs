@@ -3,30 +3,146 @@
 //!
 //! The finished uploads' state is made as the service leaves it, without processing each:
 //! tiny `incoming/` objects, a done-marker per upload written through the ledger, the
-//! dataset's receipts and manifest (one part a year) with an entry per upload. The new uploads are real returns.
+//! dataset's receipts and manifest (one part a year) with an entry per upload, and the series
+//! an analysis reads (each force's observations of the last four years of its submissions, and
+//! every force's latest), holding the observations of a 200-row return. No metrics files are
+//! made: an analysis reads one only for a submission its series lack. The new uploads are real
+//! returns.
 //! Then it times the ledger read the old way (every done-marker listed), the compaction that
 //! folds them, the ledger read the new way, a run removing finished uploads past the retention
 //! from `incoming/`, and whole runs over what a bucket in service holds: the ledger of every
 //! finished upload and, in `incoming/`, only the newest month's.
 
 use std::fmt::Write as _;
+use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
 use force_returns::clock::{Clock, FixedClock, SystemClock};
 use force_returns::config::Project;
-use force_returns::layout::{self, INCOMING, Parted, incoming_key};
+use force_returns::finding::NoSink;
+use force_returns::layout::{self, INCOMING, Parted, incoming_key, latest_series_key, series_key};
 use force_returns::model::Decision;
+use force_returns::model::series::Series;
 use force_returns::model::{Identity, Manifest, ManifestEntry, Place, Receipt, Receipts, Upload};
+use force_returns::observe::{Observations, ObservationsBuilder};
 use force_returns::period::Period;
-use force_returns::pipeline::{RunOptions, Service};
+use force_returns::pipeline::{HISTORY_YEARS, RunOptions, Service, check_settings, check_upload};
 use force_returns::scheduler::PipelineRunner;
 use force_returns::shutdown::ShutdownController;
 use force_returns::state::{DoneRecord, State, StateOptions};
-use force_returns::store::{ObjectStore, PutMode};
+use force_returns::store::{self, Downloaded, Feed, ObjectMeta, ObjectStore, PutMode};
 use force_returns::telemetry::Metrics;
+use force_returns::validate::UploadScope;
 use tokio::task::JoinSet;
+
+/// The bucket, counting the requests made through it, and the reads of what an analysis
+/// reads its history and peers from: series and metrics files.
+#[derive(Debug)]
+struct Counting {
+    store: Arc<dyn ObjectStore>,
+    requests: AtomicUsize,
+    series_reads: AtomicUsize,
+    metrics_reads: AtomicUsize,
+}
+
+/// Requests, series read and metrics files read, so far.
+type Counts = (usize, usize, usize);
+
+impl Counting {
+    fn counts(&self) -> Counts {
+        (
+            self.requests.load(Ordering::Relaxed),
+            self.series_reads.load(Ordering::Relaxed),
+            self.metrics_reads.load(Ordering::Relaxed),
+        )
+    }
+
+    /// What was counted since `before`, in words.
+    fn since(&self, before: Counts) -> String {
+        let now = self.counts();
+        format!(
+            "{} requests, {} series and {} metrics files read",
+            now.0 - before.0,
+            now.1 - before.1,
+            now.2 - before.2
+        )
+    }
+
+    fn count(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for Counting {
+    fn location(&self, key: &str) -> String {
+        self.store.location(key)
+    }
+    async fn list(&self, prefix: &str) -> store::Result<Vec<ObjectMeta>> {
+        self.count();
+        self.store.list(prefix).await
+    }
+    async fn get(&self, key: &str) -> store::Result<(Vec<u8>, ObjectMeta)> {
+        self.count();
+        if key.starts_with("_state/series/") {
+            self.series_reads.fetch_add(1, Ordering::Relaxed);
+        } else if key.starts_with("snapshots/stop_search_metrics/") {
+            self.metrics_reads.fetch_add(1, Ordering::Relaxed);
+        }
+        self.store.get(key).await
+    }
+    async fn download(
+        &self,
+        key: &str,
+        dest: &Path,
+        feed: Option<Feed>,
+    ) -> store::Result<Downloaded> {
+        self.count();
+        self.store.download(key, dest, feed).await
+    }
+    async fn download_version(
+        &self,
+        key: &str,
+        etag: &str,
+        dest: &Path,
+        feed: Option<Feed>,
+    ) -> store::Result<Downloaded> {
+        self.count();
+        self.store.download_version(key, etag, dest, feed).await
+    }
+    async fn put(&self, key: &str, bytes: Vec<u8>, mode: PutMode) -> store::Result<ObjectMeta> {
+        self.count();
+        self.store.put(key, bytes, mode).await
+    }
+    async fn put_file(&self, key: &str, src: &Path, mode: PutMode) -> store::Result<ObjectMeta> {
+        self.count();
+        self.store.put_file(key, src, mode).await
+    }
+    async fn put_sealed_file(
+        &self,
+        key: &str,
+        src: &Path,
+        mode: PutMode,
+    ) -> store::Result<ObjectMeta> {
+        self.count();
+        self.store.put_sealed_file(key, src, mode).await
+    }
+    async fn copy(&self, from: &str, to: &str) -> store::Result<ObjectMeta> {
+        self.count();
+        self.store.copy(from, to).await
+    }
+    async fn delete(&self, key: &str) -> store::Result<()> {
+        self.count();
+        self.store.delete(key).await
+    }
+    async fn delete_version(&self, key: &str, etag: &str) -> store::Result<()> {
+        self.count();
+        self.store.delete_version(key, etag).await
+    }
+}
 
 /// Writes run this many at once while the state is made.
 const CONCURRENT_WRITES: usize = 32;
@@ -74,6 +190,88 @@ fn new_return(period: Period, rows: usize) -> Vec<u8> {
     s.into_bytes()
 }
 
+/// The observations of a 200-row return for `period` ([`new_return`]), as the service keeps
+/// them in the series.
+fn observed(project: &Project, period: Period) -> anyhow::Result<Observations> {
+    let pipeline = project
+        .pipeline("stop_search")
+        .ok_or_else(|| anyhow::anyhow!("no stop_search pipeline in the project"))?;
+    let mut builder = ObservationsBuilder::new(&pipeline.schema, &pipeline.observe, "", period, "");
+    let bytes = new_return(period, 200);
+    check_upload(
+        bytes.as_slice(),
+        Some(bytes.len() as u64),
+        &check_settings(pipeline),
+        pipeline.limits,
+        UploadScope {
+            force: None,
+            period: Some(period),
+            now: None,
+        },
+        &mut NoSink,
+        &mut |batch, valid| {
+            builder.add(&batch, &valid);
+            Ok(())
+        },
+    )?;
+    Ok(builder.finish())
+}
+
+/// Writes the series the service would have left for the finished uploads `records` (force,
+/// period, submission id): each force's periods within what an analysis reads, and every
+/// force's latest.
+async fn write_series(
+    project: &Project,
+    store: &dyn ObjectStore,
+    records: &[(String, Period, String)],
+) -> anyhow::Result<()> {
+    // As the service keeps them: the years an analysis reads, of months.
+    let window = HISTORY_YEARS * 12;
+    let mut newest: std::collections::BTreeMap<&str, Period> = std::collections::BTreeMap::new();
+    for (force, period, _) in records {
+        let p = newest.entry(force.as_str()).or_insert(*period);
+        *p = (*p).max(*period);
+    }
+    let mut by_force: std::collections::BTreeMap<&str, Series> = std::collections::BTreeMap::new();
+    let mut latest = Series::empty("stop_search");
+    let mut counted: std::collections::HashMap<Period, Observations> =
+        std::collections::HashMap::new();
+    for (force, period, id) in records {
+        let oldest = (0..window).fold(newest[force.as_str()], |p, _| p.prev());
+        if *period < oldest {
+            continue;
+        }
+        if !counted.contains_key(period) {
+            counted.insert(*period, observed(project, *period)?);
+        }
+        let mut o = counted[period].clone();
+        o.force_id.clone_from(force);
+        o.submission_id.clone_from(id);
+        latest.put_latest(o.clone());
+        by_force
+            .entry(force.as_str())
+            .or_insert_with(|| Series::empty("stop_search"))
+            .put(o);
+    }
+    for (force, series) in &by_force {
+        store
+            .put(
+                &series_key("stop_search", force),
+                serde_json::to_vec(series)?,
+                PutMode::Create,
+            )
+            .await?;
+    }
+    store
+        .put(
+            &latest_series_key("stop_search"),
+            serde_json::to_vec(&latest)?,
+            PutMode::Create,
+        )
+        .await?;
+    Ok(())
+}
+
 /// Uploads `count` real returns for `period`, a force each in turn, named `<name>-<i>.csv`.
 async fn upload_returns(
     store: &dyn ObjectStore,
@@ -106,6 +304,15 @@ pub async fn run(
         store.list(INCOMING).await?.is_empty(),
         "the bucket already holds uploads: give tick-bench an empty one"
     );
+    // Requests are counted as the store's calls (a multipart upload or a retried request is
+    // one); the runs below report theirs.
+    let counting = Arc::new(Counting {
+        store,
+        requests: AtomicUsize::new(0),
+        series_reads: AtomicUsize::new(0),
+        metrics_reads: AtomicUsize::new(0),
+    });
+    let store: Arc<dyn ObjectStore> = Arc::clone(&counting) as Arc<dyn ObjectStore>;
     let forces: Vec<String> = project
         .catalog
         .forces()
@@ -221,6 +428,11 @@ pub async fn run(
             )
             .await?;
     }
+    let finished: Vec<(String, Period, String)> = records
+        .iter()
+        .map(|(force, period, _, id, _)| (force.clone(), *period, id.clone()))
+        .collect();
+    write_series(&project, store.as_ref(), &finished).await?;
     results.push(Timed {
         what: format!("make the state of {done} finished uploads"),
         seconds: started.elapsed().as_secs_f64(),
@@ -326,7 +538,9 @@ pub async fn run(
         seconds,
         note: format!("{} pending", pending.len()),
     });
+    let before = counting.counts();
     let (outcome, seconds) = time(async { Ok(service.run_once().await?) }).await?;
+    let counted = counting.since(before);
     anyhow::ensure!(
         outcome.failed.is_empty(),
         "the run failed: {:?}",
@@ -336,15 +550,17 @@ pub async fn run(
         what: format!("run: {new} new uploads processed"),
         seconds,
         note: format!(
-            "{} processed; with the status table over every expected month",
+            "{} processed, {counted}; with the status table over every expected month",
             outcome.processed.len()
         ),
     });
+    let before = counting.counts();
     let (idle, seconds) = time(async { Ok(service.run_once().await?) }).await?;
+    let counted = counting.since(before);
     results.push(Timed {
         what: "run: nothing new".into(),
         seconds,
-        note: format!("{} processed", idle.processed.len()),
+        note: format!("{} processed, {counted}", idle.processed.len()),
     });
 
     // The worker's tick: the same, with its default of two uploads in flight at once.
@@ -362,8 +578,10 @@ pub async fn run(
         2,
     );
     let (_controller, shutdown) = ShutdownController::new();
+    let before = counting.counts();
     let (report, seconds) =
         time(async { Ok(runner.run_dataset("stop_search", &shutdown).await?) }).await?;
+    let counted = counting.since(before);
     anyhow::ensure!(
         report.failed.is_empty(),
         "the worker's run failed: {:?}",
@@ -372,7 +590,7 @@ pub async fn run(
     results.push(Timed {
         what: format!("worker tick, two in flight: {new} new uploads processed"),
         seconds,
-        note: format!("{} processed", report.processed.len()),
+        note: format!("{} processed, {counted}", report.processed.len()),
     });
 
     let mut report = format!(

@@ -331,12 +331,14 @@ impl Series {
         }
     }
 
-    fn band(&self, s: &AnomalySettings) -> Band {
+    /// The range of its values judged against history; none for a category's share, which
+    /// is judged by its field's whole mix (`shift`).
+    fn band(&self, s: &AnomalySettings) -> Option<Band> {
         match self {
-            Series::Volume => s.volume,
-            Series::Share { .. } => s.share,
-            Series::Blank { .. } => s.blank_rate,
-            Series::Recording(_) => s.recording,
+            Series::Volume => Some(s.volume),
+            Series::Share { .. } => None,
+            Series::Blank { .. } => Some(s.blank_rate),
+            Series::Recording(_) => Some(s.recording),
         }
     }
 
@@ -703,7 +705,8 @@ fn own_history(
     } else {
         (center, spread)
     };
-    let r = range(center, spread, unit, series.band(s));
+    let band = series.band(s)?;
+    let r = range(center, spread, unit, band);
     let (up, probability) = tail(current, unit, r)?;
     if probability >= s.probability || (series.one_sided() && !up) {
         return None;
@@ -713,7 +716,7 @@ fn own_history(
         series,
         current,
         r,
-        probability,
+        (band, probability),
         history_used,
         seasonal,
     ))
@@ -1076,7 +1079,7 @@ fn outlier(
     series: &Series,
     current: Point,
     r: Range,
-    probability: f64,
+    (band, probability): (Band, f64),
     (from, to, months): (Period, Period, usize),
     seasonal: bool,
 ) -> Anomaly {
@@ -1084,7 +1087,6 @@ fn outlier(
     let period = current.period;
     let mut a = base(input, series, series.code(), period);
     let x = observed(current, unit);
-    let band = series.band(input.settings);
     a.observed = x;
     a.expected = r.center;
     a.lower = r.lo;

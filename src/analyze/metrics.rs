@@ -399,7 +399,7 @@ mod tests {
         // Everything but the fingerprint, which is not a metric.
         assert!(!counts.fingerprint.is_empty());
         let mut expected = counts;
-        expected.fingerprint = crate::observe::Fingerprint::default();
+        expected.fingerprint = crate::model::fingerprint::Fingerprint::default();
         assert_eq!(back, expected);
     }
 }

@@ -174,8 +174,6 @@ pub struct AnomalySettings {
     pub dimensions: Vec<String>,
     /// Records a month.
     pub volume: Band,
-    /// Category shares.
-    pub share: Band,
     /// Blank rates (increases only).
     pub blank_rate: Band,
     /// The declared recording-quality shares (increases only).
@@ -207,11 +205,6 @@ impl Default for AnomalySettings {
                 z: 4.0,
                 relative: 0.5,
                 min_change: 0.0,
-            },
-            share: Band {
-                z: 4.0,
-                relative: 0.5,
-                min_change: 0.01,
             },
             blank_rate: Band {
                 z: 4.0,
@@ -289,7 +282,6 @@ impl AnomalySettings {
         };
         for (name, band) in [
             ("volume", &self.volume),
-            ("share", &self.share),
             ("blank_rate", &self.blank_rate),
             ("recording", &self.recording),
             ("peers.band", &self.peers.band),

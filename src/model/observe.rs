@@ -12,7 +12,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+use super::fingerprint::Fingerprint;
+use crate::period::Period;
 
 /// The metrics every return's table has, whatever it declares.
 pub const ENGINE_METRICS: [&str; 4] = [
@@ -285,6 +288,101 @@ impl ObserveSettings {
     /// The declared share called `name`.
     pub fn share(&self, name: &str) -> Option<&ShareDecl> {
         self.shares.iter().find(|s| s.name == name)
+    }
+}
+
+/// The observations of one submission for one force and period.
+///
+/// They are stored (the force's series, `crate::model::series`) as JSON. A field added later
+/// must read old objects: the struct takes its default for any field an object lacks, and
+/// fields it does not know are ignored.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Observations {
+    /// Canonical force id.
+    pub force_id: String,
+    /// The period.
+    pub period: Option<Period>,
+    /// The submission counted.
+    pub submission_id: String,
+    /// Records.
+    pub rows: u64,
+    /// Records per day of the period (index 0 is its first day); dates that are not readable
+    /// are not counted.
+    pub by_day: Vec<u64>,
+    /// Records with a readable date.
+    pub dated: u64,
+    /// Per time-of-day share (by name): dated records at exactly that time, or with no time.
+    pub at_time: BTreeMap<String, u64>,
+    /// Blank cells per property (properties with no blanks are left out).
+    pub blanks: BTreeMap<String, u64>,
+    /// Records per category: the dimension is a code-list property (canonical codes), a
+    /// property and one of its code list's attributes (`<property>_<attribute>`), or a boolean
+    /// property (`true` / `false`). Blank cells are not counted here; zero counts are left out.
+    pub categories: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Records in the declared subset (every record when it names no dimension).
+    pub subset: u64,
+    /// The subset by its breakdown's categories, blanks under [`BLANK`].
+    pub subset_by: BTreeMap<String, u64>,
+    /// Per agreement (by name): records where both dimensions agree, and records where both
+    /// are recorded.
+    pub agreements: BTreeMap<String, (u64, u64)>,
+    /// Which records it holds, to compare with other submissions (empty in observations read
+    /// back from a metrics file, and in series written before fingerprints were kept).
+    #[serde(skip_serializing_if = "Fingerprint::is_empty")]
+    pub fingerprint: Fingerprint,
+}
+
+impl Observations {
+    /// Records in one category of a dimension (0 when never seen).
+    pub fn count(&self, dimension: &str, category: &str) -> u64 {
+        self.categories
+            .get(dimension)
+            .and_then(|c| c.get(category))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Records with a recorded (non-blank) value in a dimension.
+    pub fn recorded(&self, dimension: &str) -> u64 {
+        self.categories
+            .get(dimension)
+            .map_or(0, |c| c.values().sum())
+    }
+
+    /// Blank cells of a property.
+    pub fn blank(&self, property: &str) -> u64 {
+        self.blanks.get(property).copied().unwrap_or(0)
+    }
+
+    /// Days of the period with no record.
+    pub fn empty_days(&self) -> u64 {
+        self.by_day.iter().filter(|&&n| n == 0).count() as u64
+    }
+
+    /// Whether these records say anything about a declared share: a time-of-day share always,
+    /// a category share when the dimension was recorded at all.
+    pub fn records(&self, share: &ShareDecl) -> bool {
+        share.is_time_of_day()
+            || share
+                .dimension
+                .as_ref()
+                .is_some_and(|d| self.categories.contains_key(d))
+    }
+
+    /// A declared share's numerator and denominator.
+    pub fn share(&self, share: &ShareDecl) -> (u64, u64) {
+        if share.is_time_of_day() {
+            return (
+                self.at_time.get(&share.name).copied().unwrap_or(0),
+                self.dated,
+            );
+        }
+        let counted: u64 = share.dimension.as_ref().map_or(0, |d| {
+            share.categories.iter().map(|c| self.count(d, c)).sum()
+        });
+        let blank = share.or_blank.as_ref().map_or(0, |p| self.blank(p));
+        (counted + blank, self.rows)
     }
 }
 

@@ -2,8 +2,10 @@
 //!
 //! For each upload with a valid location, while it downloads and is checked, the force's history
 //! (its current accepted submissions of earlier periods, from the dataset manifest's parts of
-//! those years) and the other forces' latest periods are read from their metrics files, sixteen
-//! at a time, through a cache that lives as long as the service. While the check streams
+//! those years) and the other forces' latest periods are read: from the force's series and the
+//! dataset's latest series (two requests, `model::series`) where they hold exactly the
+//! submission the manifest holds current, and otherwise from their metrics files, sixteen at a
+//! time, through a cache that lives as long as the service. While the check streams
 //! accepted batches, an [`ObservationsBuilder`] observes them. After
 //! the check, [`finish`] runs the detection, turns every gap and anomaly into a finding of the
 //! upload's report (and its CSV and findings table), and adjusts the decision: a warning turns
@@ -18,6 +20,9 @@
 //! - (through [`crate::state`], under the dataset's commit lock) `_state/receipts/<dataset>/<year>.json`:
 //!   every processed upload's force, period, decision and arrival time, from which the status
 //!   table is computed;
+//! - (through [`crate::state`], after the commit, compare-and-swap) the force's series and the
+//!   latest series: the accepted upload's observations, and those its analysis had to read from
+//!   metrics files, so that the next analysis finds them in the series;
 //! - `feedback/<force>/summary-<YYYY-MM>.{json,html}`: the force's monthly summary;
 //! - `quality/status/dataset=<d>/status.parquet`: the status of every expected return, after
 //!   each run.
@@ -26,9 +31,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
-use super::{CheckOutcome, PipelineError, Service, order_findings, rfc3339};
+use super::{CheckOutcome, PipelineError, Service, order_findings, rfc3339, step};
 use crate::analyze::metrics::{Rates, metric_rows, observations_from_rows};
 use crate::analyze::status::{self, StatusRow};
 use crate::analyze::summary::{self, DatasetSummary, ForceSummary};
@@ -40,16 +45,20 @@ use crate::analyze::{
 };
 use crate::config::Pipeline;
 use crate::finding::{FindingLog, FindingSink, Severity};
-use crate::layout::{Location, anomalies_key, feedback_base, metrics_key, status_key, summary_key};
+use crate::layout::{
+    Location, anomalies_key, feedback_base, latest_series_key, metrics_key, series_key, status_key,
+    summary_key,
+};
 use crate::model::Decision;
 use crate::model::observe::ObserveSettings;
 use crate::model::{ManifestEntry, Receipt, Receipts};
 use crate::period::{Cadence, Period};
-use crate::state::Years;
+use crate::state::{SeriesObject, Years};
 use crate::store::{PutMode, StoreError};
 
-/// Years of a force's history read for its analysis (48 months, 16 quarters...).
-const HISTORY_YEARS: usize = 4;
+/// Years of a force's history read for its analysis (48 months, 16 quarters...); a force's
+/// series keeps as many years of periods before its latest.
+pub const HISTORY_YEARS: usize = 4;
 /// Metrics files read at once for an upload's history and peers.
 const CONCURRENT_READS: usize = 16;
 /// Metrics kept in memory; past this the cache starts again.
@@ -62,6 +71,19 @@ const CACHE_ENTRIES: usize = 8192;
 #[derive(Default)]
 pub(super) struct Cache {
     observations: Mutex<HashMap<String, Option<Arc<Observations>>>>,
+}
+
+/// What an upload's analysis read of its dataset's series, kept to bring them up to date after
+/// the commit.
+pub(super) struct SeriesRead {
+    /// The force's series.
+    own: SeriesObject,
+    /// Every force's latest period.
+    latest: SeriesObject,
+    /// Observations of the force's history that its series lacked, read from metrics files.
+    history: Vec<Arc<Observations>>,
+    /// Observations of peers that the latest series lacked, read from metrics files.
+    peers: Vec<Arc<Observations>>,
 }
 
 /// The history and peers an upload is analysed against.
@@ -256,15 +278,20 @@ impl Service {
         Ok(out)
     }
 
-    /// Reads what an upload is analysed against.
+    /// Reads what an upload is analysed against: the manifest's current submissions of the
+    /// force's history and its peers' latest periods, their observations from the force's
+    /// series and the latest series where those hold exactly that submission, and from the
+    /// metrics files otherwise. The series are kept, with what the metrics files gave, for
+    /// [`Service::update_series`] after the commit.
     pub(super) async fn analysis_job(
         &self,
         pipeline: &Pipeline,
         location: &Location,
-    ) -> Result<Option<Job>, PipelineError> {
+    ) -> Result<Option<(Job, SeriesRead)>, PipelineError> {
         if !pipeline.anomalies.enabled {
             return Ok(None);
         }
+        let dataset = &pipeline.dataset;
         let period = location.period;
         let cadence = pipeline.period.cadence;
         let oldest = periods_before(period, HISTORY_YEARS * cadence.per_year());
@@ -273,17 +300,32 @@ impl Service {
             .checked_sub_months(chrono::Months::new(pipeline.anomalies.peers.max_age_months))
             .unwrap_or(chrono::NaiveDate::MIN);
         let oldest_peer = cadence.containing(peer_cutoff);
-        // Only the manifest's parts of the years the history and the peers fall in.
+        // Only the manifest's parts of the years the history and the peers fall in; the
+        // series at once, since their keys do not depend on it.
         let years = oldest.min(oldest_peer).year()..=period.year();
-        let Some(manifest) = self
-            .state
-            .manifest(&pipeline.dataset, Years::Range(years))
-            .await?
-        else {
-            return Ok(Some(Job {
-                history: Vec::new(),
-                peers: Vec::new(),
-            }));
+        let (own_key, latest_key) = (
+            series_key(dataset, &location.force_id),
+            latest_series_key(dataset),
+        );
+        let (manifest, own, latest) = tokio::try_join!(
+            self.state.manifest(dataset, Years::Range(years)),
+            self.state.series(&own_key),
+            self.state.series(&latest_key),
+        )?;
+        let mut read = SeriesRead {
+            own,
+            latest,
+            history: Vec::new(),
+            peers: Vec::new(),
+        };
+        let Some(manifest) = manifest else {
+            return Ok(Some((
+                Job {
+                    history: Vec::new(),
+                    peers: Vec::new(),
+                },
+                read,
+            )));
         };
         let this = period;
         let mut history = Vec::new();
@@ -303,13 +345,82 @@ impl Service {
         let own = history.len();
         let entries: Vec<&ManifestEntry> =
             history.into_iter().chain(latest.into_values()).collect();
-        let read = self.observations_of(&pipeline.dataset, &entries).await?;
-        let (history, peers) = read.split_at(own);
+        let mut observed: Vec<Option<Arc<Observations>>> = vec![None; entries.len()];
+        let mut missing = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            let series = if i < own {
+                read.own.series()
+            } else {
+                read.latest.series()
+            };
+            let held = (e.period().cadence().name() == cadence.name())
+                .then(|| series?.find(e.force_id(), e.period(), e.submission_id()))
+                .flatten();
+            match held {
+                Some(o) => observed[i] = Some(Arc::new(o.clone())),
+                None => missing.push(i),
+            }
+        }
+        let missing_entries: Vec<&ManifestEntry> = missing.iter().map(|&i| entries[i]).collect();
+        let from_files = self.observations_of(dataset, &missing_entries).await?;
+        for (i, o) in missing.into_iter().zip(from_files) {
+            if let Some(o) = &o {
+                let repairs = if i < own {
+                    &mut read.history
+                } else {
+                    &mut read.peers
+                };
+                repairs.push(Arc::clone(o));
+            }
+            observed[i] = o;
+        }
+        let (history, peers) = observed.split_at(own);
         let job = Job {
             history: history.iter().flatten().map(|c| (**c).clone()).collect(),
             peers: peers.iter().flatten().map(|c| (**c).clone()).collect(),
         };
-        Ok(Some(job))
+        Ok(Some((job, read)))
+    }
+
+    /// After the commit: puts the upload's observations (`current`, when it was accepted) and
+    /// those its analysis had to read from metrics files into the force's series and the
+    /// latest series, and drops the force's periods older than any analysis reads. A failure
+    /// is logged and costs the next analysis only the reads of the metrics files.
+    pub(super) async fn update_series(
+        &self,
+        pipeline: &Pipeline,
+        read: SeriesRead,
+        current: Option<&Observations>,
+    ) {
+        let dataset = &pipeline.dataset;
+        let window = HISTORY_YEARS * pipeline.period.cadence.per_year();
+        let SeriesRead {
+            own,
+            latest,
+            history,
+            peers,
+        } = read;
+        let own = self.state.update_series(dataset, own, |series| {
+            let mut changed = false;
+            for o in history.iter().map(|o| &**o).chain(current) {
+                changed |= series.put(o.clone());
+            }
+            series.keep_last(window) | changed
+        });
+        let latest = self.state.update_series(dataset, latest, |series| {
+            let mut changed = false;
+            for o in peers.iter().map(|o| &**o).chain(current) {
+                changed |= series.put_latest(o.clone());
+            }
+            changed
+        });
+        let (own, latest) = tokio::join!(own, latest);
+        for result in [own, latest] {
+            if let Err(e) = result {
+                warn!(error = %e, "a series was not updated; the next analysis reads the metrics files it lacks");
+            }
+        }
+        step("series updated");
     }
 
     /// Writes the metrics (accepted uploads) and the anomalies table of an analysed upload;

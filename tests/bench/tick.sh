@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The state benchmark: a run over a bucket that holds many finished uploads and a few new
 # ones, against the S3 test server (moto, started here on a free loopback port) or a local
-# directory. Prints a table of the run's parts (force-returns-dev tick-bench).
+# directory. Prints a table of the run's parts and the requests each run made (force-returns-dev
+# tick-bench).
 #
 #   bash tests/bench/tick.sh                 # 10,000 finished uploads, 5 new, on moto
 #   bash tests/bench/tick.sh 2000 5 local    # on a local bucket

@@ -12,7 +12,9 @@ use force_returns::config::Project;
 use force_returns::layout::{self, Parted, feedback_base};
 use force_returns::pipeline::{RunOptions, RunOutcome, Service, parse_upload_key};
 use force_returns::state::{DoneRecord, State, StateOptions};
-use force_returns::store::{LocalStore, ObjectStore, PutMode, S3Location, S3Options, S3Store};
+use force_returns::store::{
+    Downloaded, Feed, LocalStore, ObjectMeta, ObjectStore, PutMode, S3Location, S3Options, S3Store,
+};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use serde_json::Value;
 
@@ -395,9 +397,14 @@ pub async fn check_processed_exactly_once(store: &Arc<dyn ObjectStore>) -> u64 {
         .into_iter()
         .map(|m| m.key)
         .filter(|k| {
-            !["_state/done/", "_state/done-index/", "_state/receipts/"]
-                .iter()
-                .any(|p| k.starts_with(p))
+            ![
+                "_state/done/",
+                "_state/done-index/",
+                "_state/receipts/",
+                "_state/series/",
+            ]
+            .iter()
+            .any(|p| k.starts_with(p))
         })
         .collect();
     assert!(left.is_empty(), "claims or locks left behind: {left:?}");
@@ -544,5 +551,103 @@ impl TokioClock {
 impl Clock for TokioClock {
     fn now(&self) -> chrono::DateTime<chrono::Utc> {
         self.base + chrono::Duration::from_std(self.start.elapsed()).unwrap()
+    }
+}
+
+/// A local bucket that counts its requests: every request, and the reads (`get`) of each key.
+#[derive(Debug)]
+pub struct Counted {
+    store: LocalStore,
+    reads: std::sync::Mutex<BTreeMap<String, usize>>,
+    requests: AtomicUsize,
+}
+
+impl Counted {
+    /// Counts the requests to the local bucket in `dir`.
+    pub fn new(dir: &Path) -> Arc<Counted> {
+        Arc::new(Counted {
+            store: LocalStore::new(dir).unwrap(),
+            reads: std::sync::Mutex::default(),
+            requests: AtomicUsize::new(0),
+        })
+    }
+
+    /// Reads so far, by key.
+    pub fn reads(&self) -> BTreeMap<String, usize> {
+        self.reads.lock().unwrap().clone()
+    }
+
+    /// Reads of `key` so far.
+    pub fn reads_of(&self, key: &str) -> usize {
+        self.reads.lock().unwrap().get(key).copied().unwrap_or(0)
+    }
+
+    /// Requests of every kind so far.
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    fn count(&self) {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for Counted {
+    fn location(&self, key: &str) -> String {
+        self.store.location(key)
+    }
+    async fn list(&self, prefix: &str) -> force_returns::store::Result<Vec<ObjectMeta>> {
+        self.count();
+        self.store.list(prefix).await
+    }
+    async fn get(&self, key: &str) -> force_returns::store::Result<(Vec<u8>, ObjectMeta)> {
+        self.count();
+        *self
+            .reads
+            .lock()
+            .unwrap()
+            .entry(key.to_owned())
+            .or_default() += 1;
+        self.store.get(key).await
+    }
+    async fn download(
+        &self,
+        key: &str,
+        dest: &Path,
+        feed: Option<Feed>,
+    ) -> force_returns::store::Result<Downloaded> {
+        self.count();
+        self.store.download(key, dest, feed).await
+    }
+    async fn put(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        mode: PutMode,
+    ) -> force_returns::store::Result<ObjectMeta> {
+        self.count();
+        self.store.put(key, bytes, mode).await
+    }
+    async fn put_file(
+        &self,
+        key: &str,
+        src: &Path,
+        mode: PutMode,
+    ) -> force_returns::store::Result<ObjectMeta> {
+        self.count();
+        self.store.put_file(key, src, mode).await
+    }
+    async fn copy(&self, from: &str, to: &str) -> force_returns::store::Result<ObjectMeta> {
+        self.count();
+        self.store.copy(from, to).await
+    }
+    async fn delete(&self, key: &str) -> force_returns::store::Result<()> {
+        self.count();
+        self.store.delete(key).await
+    }
+    async fn delete_version(&self, key: &str, etag: &str) -> force_returns::store::Result<()> {
+        self.count();
+        self.store.delete_version(key, etag).await
     }
 }

@@ -46,8 +46,9 @@ use crate::fault_proxy::{Fault, FaultProxy, Rule};
 
 /// The steps `pipeline` logs for an upload, in the order it takes them. An upload whose key has
 /// no place is `judged` instead of `downloaded`, `archived` and `checked`; only accepted uploads
-/// log `snapshot written` and `manifest committed`; `claim renewed` comes between any two.
-const STEPS: [&str; 15] = [
+/// log `snapshot written` and `manifest committed`; `series updated` and `summary written` are
+/// written at once, in either order; `claim renewed` comes between any two.
+const STEPS: [&str; 16] = [
     "claimed",
     "downloaded",
     "archived",
@@ -59,6 +60,7 @@ const STEPS: [&str; 15] = [
     "analysis written",
     "manifest committed",
     "receipt recorded",
+    "series updated",
     "summary written",
     "marked done",
     "claim cleared",
@@ -715,7 +717,7 @@ async fn a_run_killed_at_every_step_and_at_random_times_is_finished_by_a_restart
 // S3: killed while each kind of write is held.
 
 /// What a kind of write is, from its method and target: the state objects (claims, the commit
-/// lock, manifest, receipts, done-markers) and each kind of output.
+/// lock, manifest, receipts, series, done-markers) and each kind of output.
 fn write_kind(method: &str, target: &str) -> String {
     let key = target.split('?').next().unwrap_or_default();
     let named = |prefix: &str| key.starts_with(prefix);
@@ -735,6 +737,8 @@ fn write_kind(method: &str, target: &str) -> String {
         "done-marker"
     } else if named("_state/receipts/") {
         "receipts"
+    } else if named("_state/series/") {
+        "series"
     } else if key.contains("/_manifest/") {
         "manifest"
     } else if named("snapshots/stop_search_metrics/") {
@@ -767,11 +771,12 @@ fn write_kind(method: &str, target: &str) -> String {
 
 /// State writes are killed at with the held write reset and released both; output writes with
 /// one of the two, in turn.
-const STATE_KINDS: [&str; 7] = [
+const STATE_KINDS: [&str; 8] = [
     "claim",
     "lock",
     "manifest",
     "receipts",
+    "series",
     "lock release",
     "done-marker",
     "claim delete",

@@ -31,4 +31,5 @@ mod report_browser;
 mod runs;
 mod s3;
 mod s3_faults;
+mod series;
 mod worker;

@@ -1,6 +1,6 @@
 //! Records sent again: a file that holds, record for record, the force's previous period (its
 //! dates moved on or not) or another force's return, compared by the submissions' fingerprints
-//! (`crate::observe::fingerprint`), not by their counts.
+//! (`crate::model::fingerprint`), not by their counts.
 //!
 //! The share of distinct records two submissions hold in common is compared with the force's
 //! own usual overlap between consecutive periods: records with times to the second and
@@ -89,7 +89,7 @@ pub(super) fn resent(
         probability: 0.0,
         method: format!(
             "share of distinct {word} (every field; dates by day of the month and time) held by both submissions, estimated from fingerprints of {} {word} each",
-            crate::observe::fingerprint::SIZE
+            crate::model::fingerprint::SIZE
         ),
         history_months: u32::try_from(pairs).unwrap_or(u32::MAX),
         history_from: dated.first().and_then(|h| h.period),
@@ -111,8 +111,8 @@ mod tests {
     use super::*;
     use crate::analyze::{Labels, detect};
     use crate::model::analysis::AnomalySettings;
+    use crate::model::fingerprint::{FingerprintBuilder, RecordHashes};
     use crate::model::observe::ObserveSettings;
-    use crate::observe::fingerprint::{FingerprintBuilder, RecordHashes};
 
     /// A force's month whose records are numbered `records` (the same number, the same record).
     fn holding(force: &str, period: &str, records: Range<u64>) -> Observations {

@@ -106,7 +106,8 @@ fn bursting(input: &Input<'_>, months: &[&Observations]) -> Vec<Vec<f64>> {
 }
 
 /// Every dimension of `[anomalies] dimensions` whose mix moved far from the force's history.
-/// Bursty categories (usually absent, now and then many) are left out of the test, and a field
+/// Categories a declared recording share counts (a field's "not stated") are left to that
+/// share's series, which judges them with their blanks. Bursty categories (usually absent, now and then many) are left out of the test, and a field
 /// one of whose categories moves with a category bursting this period (correlated over the
 /// history) is not tested this period: a burst of a power and the object searched for that goes
 /// with it are the force's operations, not its recording.
@@ -140,7 +141,7 @@ pub(super) fn shifts(input: &Input<'_>, history: &[&Observations], period: Perio
             .chain(std::iter::once(&input.current))
             .flat_map(|o| o.categories.get(dimension.as_str()).into_iter().flatten())
             .map(|(c, _)| c.as_str())
-            .filter(|c| !bursty(&recent, dimension, c))
+            .filter(|c| !bursty(&recent, dimension, c) && !input.labels.covered(dimension, c))
             .collect();
         let categories: Vec<&str> = categories.into_iter().collect();
         if categories.len() < 2 {
