@@ -52,4 +52,5 @@ pub const CODES: &[Code] = &[
     Code::AnomalyPeerShare,
     Code::AnomalyResentRecords,
     Code::AnomalyDistributionShift,
+    Code::AnomalyFieldsAgree,
 ];

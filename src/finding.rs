@@ -143,6 +143,7 @@ codes! {
     AnomalyPeerShare => "anomaly_peer_share", Info, File;
     AnomalyResentRecords => "anomaly_resent_records", Warning, File;
     AnomalyDistributionShift => "anomaly_distribution_shift", Warning, File;
+    AnomalyFieldsAgree => "anomaly_fields_agree", Warning, File;
 }
 
 impl Code {
@@ -368,6 +369,9 @@ pub fn hint(code: Code) -> &'static str {
         }
         Code::AnomalyDistributionShift => {
             "check how your records system maps this field's codes (two codes exchanged, or one folded into another); if the figures are right, say what changed"
+        }
+        Code::AnomalyFieldsAgree => {
+            "check that each field is recorded in its own right and not filled in from the other"
         }
         Code::AnomalyResentRecords => {
             "check that the file is this period's extract of your own force; if it is not, upload the right one"

@@ -36,7 +36,7 @@ use super::stats::{
 };
 use crate::finding::{Code, Finding, Severity};
 use crate::model::analysis::{AnomalySettings, Band, PeerSeries};
-use crate::model::observe::{ObserveSettings, ShareDecl};
+use crate::model::observe::{AgreementDecl, ObserveSettings, ShareDecl};
 use crate::observe::Observations;
 use crate::period::{Cadence, Period};
 use crate::schema::RecordSchema;
@@ -277,6 +277,8 @@ enum Series {
     Blank { property: String },
     /// A recording-quality share the profile declares (`[[observe.shares]]`).
     Recording(ShareDecl),
+    /// How often two dimensions agree (`[[observe.agreements]]`), by the agreement's name.
+    Agreement(AgreementDecl),
 }
 
 /// One month of a series: numerator and denominator (1 for counts).
@@ -297,6 +299,7 @@ impl Series {
             } => (c.count(dimension, category), c.recorded(dimension)),
             Series::Blank { property } => (c.blank(property), c.rows),
             Series::Recording(share) => c.share(share),
+            Series::Agreement(a) => c.agreements.get(&a.name).copied().unwrap_or((0, 0)),
         }
     }
 
@@ -319,7 +322,10 @@ impl Series {
 
     /// Series where only an increase is a problem.
     fn one_sided(&self) -> bool {
-        matches!(self, Series::Blank { .. } | Series::Recording(_))
+        matches!(
+            self,
+            Series::Blank { .. } | Series::Recording(_) | Series::Agreement(_)
+        )
     }
 
     fn code(&self) -> Code {
@@ -328,6 +334,7 @@ impl Series {
             Series::Share { .. } => Code::AnomalyCategoryShare,
             Series::Blank { .. } => Code::BlankRateVsHistory,
             Series::Recording(_) => Code::AnomalyRecordingShare,
+            Series::Agreement(_) => Code::AnomalyFieldsAgree,
         }
     }
 
@@ -339,6 +346,7 @@ impl Series {
             Series::Share { .. } => None,
             Series::Blank { .. } => Some(s.blank_rate),
             Series::Recording(_) => Some(s.recording),
+            Series::Agreement(_) => Some(s.agreement),
         }
     }
 
@@ -351,6 +359,11 @@ impl Series {
             } => format!("share of {} = {category}", labels.of(dimension)),
             Series::Blank { property } => format!("blank rate of {}", labels.of(property)),
             Series::Recording(share) => share.title.clone(),
+            Series::Agreement(a) => format!(
+                "agreement of {} and {}",
+                labels.of(&a.dimensions[0]),
+                labels.of(&a.dimensions[1])
+            ),
         }
     }
 
@@ -373,6 +386,7 @@ impl Series {
             Series::Blank { property } => Some(property.clone()),
             Series::Share { dimension, .. } => Some(dimension.clone()),
             Series::Recording(share) => share.or_blank.clone(),
+            Series::Agreement(a) => Some(a.dimensions[0].clone()),
             Series::Volume => None,
         }
     }
@@ -410,6 +424,11 @@ fn own_series(input: &Input<'_>, history: &[&Observations]) -> Vec<Series> {
     for share in shares {
         if periods().any(|c| c.records(share)) {
             out.push(Series::Recording(share.clone()));
+        }
+    }
+    for agreement in &input.observe.agreements {
+        if periods().any(|c| c.agreements.contains_key(&agreement.name)) {
+            out.push(Series::Agreement(agreement.clone()));
         }
     }
     out
@@ -1062,6 +1081,15 @@ fn what(series: &Series, point: Point, labels: &Labels) -> String {
             thousands(point.num as f64),
             thousands(point.den as f64)
         ),
+        Series::Agreement(a) => format!(
+            "{} and {} agree in {} of the {} that give both ({} of {})",
+            labels.of(&a.dimensions[0]),
+            labels.of(&a.dimensions[1]),
+            percent(point.num as f64 / point.den.max(1) as f64),
+            labels.records,
+            thousands(point.num as f64),
+            thousands(point.den as f64)
+        ),
     }
 }
 
@@ -1291,6 +1319,10 @@ fn advice(series: &Series, cadence: Cadence) -> String {
         Series::Share { .. } => "Check the code mapping of your records system for this field; if the change is real, no action is needed.".to_owned(),
         Series::Blank { .. } => "Check that the field is still being recorded and exported.".to_owned(),
         Series::Recording(share) => share.advice.clone(),
+        Series::Agreement(a) => format!(
+            "Check that {} is recorded in its own right and not filled in from {}.",
+            a.dimensions[0], a.dimensions[1]
+        ),
     }
 }
 
@@ -1646,5 +1678,48 @@ mod more_tests {
             "{}",
             found[0].expected
         );
+    }
+
+    #[test]
+    fn two_fields_that_suddenly_agree_are_reported_and_their_usual_agreement_is_not() {
+        let observe = ObserveSettings {
+            agreements: vec![AgreementDecl {
+                name: "agree".into(),
+                dimensions: ["a".into(), "b".into()],
+                ignore: Vec::new(),
+            }],
+            ..ObserveSettings::default()
+        };
+        let with = |period: &str, agree: u64| {
+            let mut o = month("kent", period, 1000, 0.5);
+            o.agreements.insert("agree".into(), (agree, 1000));
+            o
+        };
+        let history: Vec<Observations> = (1..=12u64)
+            .map(|m| with(&format!("2022-{m:02}"), 840 + (m % 3) * 10))
+            .collect();
+        let found = |current: &Observations| {
+            detect(&Input {
+                settings: &settings(),
+                current,
+                history: &history,
+                peers: &[],
+                labels: &Labels::default(),
+                observe: &observe,
+            })
+            .into_iter()
+            .filter(|a| a.code == Code::AnomalyFieldsAgree)
+            .collect::<Vec<_>>()
+        };
+        let copied = found(&with("2023-01", 1000));
+        assert_eq!(copied.len(), 1, "{copied:?}");
+        assert!(
+            copied[0].message.contains("agree in 100.0%"),
+            "{}",
+            copied[0].message
+        );
+        assert!(found(&with("2023-01", 860)).is_empty());
+        // Agreeing less often is not a recording problem.
+        assert!(found(&with("2023-01", 500)).is_empty());
     }
 }

@@ -178,6 +178,8 @@ pub struct AnomalySettings {
     pub blank_rate: Band,
     /// The declared recording-quality shares (increases only).
     pub recording: Band,
+    /// How often two declared dimensions agree (increases only).
+    pub agreement: Band,
     /// A category with no records is reported when history expects at least this many.
     pub vanished_min_expected: f64,
     /// Lasting steps.
@@ -214,6 +216,11 @@ impl Default for AnomalySettings {
             recording: Band {
                 z: 4.0,
                 relative: 0.5,
+                min_change: 0.05,
+            },
+            agreement: Band {
+                z: 4.0,
+                relative: 0.0,
                 min_change: 0.05,
             },
             vanished_min_expected: 10.0,
@@ -284,6 +291,7 @@ impl AnomalySettings {
             ("volume", &self.volume),
             ("blank_rate", &self.blank_rate),
             ("recording", &self.recording),
+            ("agreement", &self.agreement),
             ("peers.band", &self.peers.band),
         ] {
             positive(&format!("{name}.z"), band.z, &mut problems);
