@@ -18,6 +18,25 @@ use force_returns::store::{
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use serde_json::Value;
 
+/// A clean stop-and-search return of `rows` records dated in `period` (`YYYY-MM`), every
+/// record a different time, with self-defined ethnicity `ethnicity`.
+pub fn stop_search_file(period: &str, rows: usize, ethnicity: &str) -> Vec<u8> {
+    use std::fmt::Write as _;
+    let mut s = String::from(
+        "Type,Date,Part of a policing operation,Policing operation,Latitude,Longitude,Gender,Age range,Self-defined ethnicity,Officer-defined ethnicity,Legislation,Object of search,Outcome,Outcome linked to object of search,Removal of more than just outer clothing\n",
+    );
+    for i in 0..rows {
+        let _ = writeln!(
+            s,
+            "Person search,{period}-{:02}T{:02}:{:02}:00+00:00,False,,53.4,-1.4,Female,25-34,{ethnicity},White,Police and Criminal Evidence Act 1984 (section 1),Stolen goods,Arrest,True,False",
+            i % 28 + 1,
+            i % 24,
+            i % 60
+        );
+    }
+    s.into_bytes()
+}
+
 pub fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

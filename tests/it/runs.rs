@@ -2,7 +2,6 @@
 //! resubmission, and the snapshots read back by independent readers.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -15,7 +14,7 @@ use force_returns::model::Decision;
 
 use crate::common::{
     Counted, TestBucket, check_processed_exactly_once, done_records, on_both_backends, project,
-    read_bucket, shared_fixtures, state_of,
+    read_bucket, shared_fixtures, state_of, stop_search_file,
 };
 
 async fn upload_real_extracts(bucket: &TestBucket) -> usize {
@@ -191,19 +190,7 @@ async fn real_extracts_are_all_accepted_and_read_back_by_pyarrow_and_duckdb(buck
 }
 
 fn small_file(rows: usize, ethnicity: &str) -> Vec<u8> {
-    let mut s = String::from(
-        "Type,Date,Part of a policing operation,Policing operation,Latitude,Longitude,Gender,Age range,Self-defined ethnicity,Officer-defined ethnicity,Legislation,Object of search,Outcome,Outcome linked to object of search,Removal of more than just outer clothing\n",
-    );
-    for i in 0..rows {
-        let _ = writeln!(
-            s,
-            "Person search,2020-01-{:02}T{:02}:{:02}:00+00:00,False,,53.4,-1.4,Female,25-34,{ethnicity},White,Police and Criminal Evidence Act 1984 (section 1),Stolen goods,Arrest,True,False",
-            i % 28 + 1,
-            i % 24,
-            i % 60
-        );
-    }
-    s.into_bytes()
+    stop_search_file("2020-01", rows, ethnicity)
 }
 
 on_both_backends!(second_run_processes_nothing_and_a_resubmission_supersedes_the_first);

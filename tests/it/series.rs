@@ -2,7 +2,6 @@
 //! for the submission the manifest holds current, and never needed: a stale or missing one
 //! falls back to the metrics files, and the next upload puts right what the series lacked.
 
-use std::fmt::Write;
 use std::sync::Arc;
 
 use force_returns::layout::{latest_series_key, metrics_key, series_key};
@@ -11,23 +10,13 @@ use force_returns::pipeline::{RunOptions, Service};
 use force_returns::state::Years;
 use force_returns::store::{ObjectStore, PutMode};
 
-use crate::common::{Counted, TestBucket, check_processed_exactly_once, project, state_of};
+use crate::common::{
+    Counted, TestBucket, check_processed_exactly_once, project, state_of, stop_search_file,
+};
 
 /// A clean return of `rows` records dated in `period` (`YYYY-MM`).
 fn month(period: &str, rows: usize) -> Vec<u8> {
-    let mut s = String::from(
-        "Type,Date,Part of a policing operation,Policing operation,Latitude,Longitude,Gender,Age range,Self-defined ethnicity,Officer-defined ethnicity,Legislation,Object of search,Outcome,Outcome linked to object of search,Removal of more than just outer clothing\n",
-    );
-    for i in 0..rows {
-        let _ = writeln!(
-            s,
-            "Person search,{period}-{:02}T{:02}:{:02}:00+00:00,False,,53.4,-1.4,Female,25-34,W1,White,Police and Criminal Evidence Act 1984 (section 1),Stolen goods,Arrest,True,False",
-            i % 28 + 1,
-            i % 24,
-            i % 60
-        );
-    }
-    s.into_bytes()
+    stop_search_file(period, rows, "W1")
 }
 
 async fn upload(bucket: &TestBucket, force: &str, period: &str, name: &str) {
