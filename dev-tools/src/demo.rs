@@ -587,7 +587,7 @@ pub const INCIDENTS: &[PlantedIncident] = &[
         months: 17,
         description: "Community resolution exported as no further action in 90% of cases for 17 months, then exported properly (Kent's compliant handcuffing, +71.5% after the fix)",
         expected: Detection::Codes {
-            codes: &[Code::AnomalyCategoryShare, Code::AnomalyLevelShift],
+            codes: &[Code::AnomalyDistributionShift],
             months_back: 18,
             tolerance: 1,
         },
