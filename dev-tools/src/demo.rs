@@ -185,6 +185,9 @@ pub const NOT_PLANTED: &[Code] = &[
     Code::ValueThousandsSeparator,
     Code::ValueSmartQuotes,
     Code::ValuePlaceholder,
+    Code::AnomalyCategoryShare,
+    Code::AnomalyResentRecords,
+    Code::AnomalyFieldsAgree,
 ];
 
 const REJECTED: &str = "rejected";
