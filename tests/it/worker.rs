@@ -33,9 +33,15 @@ const HEADER: &str = "Type,Date,Part of a policing operation,Policing operation,
 
 /// A clean January 2020 extract of `rows` distinct searches.
 fn extract(rows: usize) -> Vec<u8> {
+    extract_from(0, rows)
+}
+
+/// January's records numbered `first..first + rows`: two forces' returns of different numbers
+/// hold different records (the same records would be one file sent again).
+fn extract_from(first: usize, rows: usize) -> Vec<u8> {
     let mut s = String::with_capacity(HEADER.len() + rows * 240);
     s.push_str(HEADER);
-    for i in 0..rows {
+    for i in first..first + rows {
         // Every day of January has records, as a whole month's extract does.
         let (day, second) = (i % 31 + 1, (i / 31) % 86_400);
         let _ = writeln!(
@@ -684,7 +690,7 @@ fn the_worker_takes_the_backlog_then_new_uploads_on_the_next_tick_and_counts_the
 
     // Uploads made while it runs: taken on the next tick (every 2 s), not at start.
     let uploaded = Instant::now();
-    upload(key("kent", "new.csv"), extract(40));
+    upload(key("kent", "new.csv"), extract_from(100, 40));
     upload(
         key("durham", "blank-type.csv"),
         std::fs::read(manifest_dir().join("tests/fixtures/defects/blank_type/input.csv")).unwrap(),
@@ -784,9 +790,11 @@ fn sigterm_mid_processing_leaves_nothing_partial_and_restarts_finish_the_backlog
         .build()
         .unwrap();
     let forces = ["durham", "kent", "essex", "surrey"];
-    for force in forces {
+    for (i, force) in forces.into_iter().enumerate() {
+        // Each force its own records: the same file from two forces is a file sent again.
+        let records = extract_from(i * 100_000, 60_000);
         runtime
-            .block_on(store.put(&key(force, "big.csv"), extract(60_000), PutMode::Overwrite))
+            .block_on(store.put(&key(force, "big.csv"), records, PutMode::Overwrite))
             .unwrap();
     }
     let claims = |n: usize| {
