@@ -314,6 +314,7 @@ mod tests {
             not_received: BTreeMap::new(),
             records: 0,
             seconds: 0.0,
+            detect_seconds: 0.0,
         };
         let found = |s: &Score| {
             s.classes

@@ -191,6 +191,8 @@ pub struct Run {
     pub records: u64,
     /// Seconds the run took (generation, checks, analysis).
     pub seconds: f64,
+    /// Seconds spent in `detect` alone, over every upload analysed.
+    pub detect_seconds: f64,
 }
 
 /// Runs the engine over every upload of `history`.
@@ -216,6 +218,7 @@ pub fn run(project: &Project, history: &History) -> Result<Run, String> {
     let mut receipts = Receipts::new(&pipeline.dataset);
     let mut seen = Vec::new();
     let mut records = 0;
+    let mut detect_seconds = 0.0;
     for month in 0..MONTHS {
         let mut order: Vec<usize> = (0..forces.len()).collect();
         Rng::new(&[history.config().seed, 6, month as u64]).shuffle(&mut order);
@@ -279,6 +282,7 @@ pub fn run(project: &Project, history: &History) -> Result<Run, String> {
                         .filter(|(m, _)| month - m <= max_age)
                         .map(|(_, o)| o.clone())
                         .collect();
+                    let detecting = Instant::now();
                     let found = detect(&Input {
                         settings: &pipeline.anomalies,
                         current: &observations,
@@ -287,6 +291,7 @@ pub fn run(project: &Project, history: &History) -> Result<Run, String> {
                         labels: &labels,
                         observe: &pipeline.observe,
                     });
+                    detect_seconds += detecting.elapsed().as_secs_f64();
                     for a in found {
                         let s = severity(a.code);
                         if s >= Severity::Warning {
@@ -365,6 +370,7 @@ pub fn run(project: &Project, history: &History) -> Result<Run, String> {
         not_received,
         records,
         seconds: started.elapsed().as_secs_f64(),
+        detect_seconds,
     })
 }
 
@@ -413,6 +419,8 @@ pub struct Score {
     pub records: u64,
     /// Seconds the run took.
     pub seconds: f64,
+    /// Seconds spent in `detect` alone.
+    pub detect_seconds: f64,
 }
 
 /// Scores `run` against what `history` planted.
@@ -520,6 +528,7 @@ pub fn score(history: &History, run: &Run) -> Score {
         alarms,
         records: run.records,
         seconds: run.seconds,
+        detect_seconds: run.detect_seconds,
     }
 }
 
@@ -591,11 +600,14 @@ impl Summary {
         let scale = self.scores.first().map_or(1.0, |s| s.scale);
         let records: u64 = self.scores.iter().map(|s| s.records).sum();
         let seconds: f64 = self.scores.iter().map(|s| s.seconds).sum();
+        let detecting: f64 = self.scores.iter().map(|s| s.detect_seconds).sum();
+        let per_period = detecting / (self.scores.len().max(1) * MONTHS) as f64;
         let _ = writeln!(
             out,
-            "Seeds {} ({}), scale {scale}, {MONTHS} months from 2021-04, 43 forces: {records} records, {seconds:.1} s. National shock: {}.\n",
+            "Seeds {} ({}), scale {scale}, {MONTHS} months from 2021-04, 43 forces: {records} records, {seconds:.1} s, of which detection {detecting:.2} s ({:.1} ms for one month of every force against its history). National shock: {}.\n",
             seeds.join(", "),
             self.name,
+            per_period * 1000.0,
             self.scores
                 .iter()
                 .map(|s| format!("{} (seed {})", s.shock, s.seed))
@@ -704,6 +716,7 @@ impl Summary {
                 "scale": s.scale,
                 "records": s.records,
                 "seconds": s.seconds,
+                "detect_seconds": s.detect_seconds,
                 "clean_forces": s.clean_forces,
                 "shock": s.shock,
                 "false_gaps": s.false_gaps,
