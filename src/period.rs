@@ -267,7 +267,7 @@ impl Cadence {
                     Err(bad())
                 }
             }
-            (_, p) if p.cadence.name() == self.name() => Ok(p),
+            (_, p) if p.is_of(self) => Ok(p),
             (_, p) => Err(BadPeriod::WrongCadence {
                 token: token.to_owned(),
                 found: p.cadence.name(),
@@ -393,6 +393,12 @@ impl Period {
     /// Its cadence.
     pub fn cadence(self) -> Cadence {
         self.cadence
+    }
+
+    /// Whether it is a period of `cadence`'s kind (any snapshot date is a snapshot's period:
+    /// which dates a dataset takes is its own rule, checked when a key is read).
+    pub fn is_of(self, cadence: Cadence) -> bool {
+        self.cadence.name() == cadence.name()
     }
 
     /// The calendar year of its first day (for a financial year, the year it begins).

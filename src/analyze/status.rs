@@ -415,7 +415,7 @@ mod tests {
         let forces: Vec<String> = ["a", "b", "c", "d", "e", "f", "g"]
             .map(String::from)
             .to_vec();
-        let mut r = Receipts::default();
+        let mut r = Receipts::new("x");
         // a: accepted on time; b: with warnings; c: rejected then fixed after the deadline;
         // d: rejected only; e: nothing; f: a zero report; g: accepted, then a later correction.
         assert!(r.add(receipt(

@@ -90,12 +90,6 @@ pub enum ManifestChange {
     },
 }
 
-impl Default for Manifest {
-    fn default() -> Manifest {
-        Manifest::new("")
-    }
-}
-
 impl Manifest {
     /// An empty manifest of `dataset`, in today's format.
     pub fn new(dataset: &str) -> Manifest {

@@ -60,12 +60,6 @@ pub struct Receipts {
     pub receipts: Vec<Receipt>,
 }
 
-impl Default for Receipts {
-    fn default() -> Receipts {
-        Receipts::new("")
-    }
-}
-
 impl Receipts {
     /// No receipts of `dataset`, in today's format.
     pub fn new(dataset: &str) -> Receipts {

@@ -65,40 +65,34 @@ impl Series {
     /// Holds `o` for its force and period, in place of what was held there. Returns whether
     /// anything changed; observations without a period are not held.
     pub fn put(&mut self, o: Observations) -> bool {
-        if o.period.is_none() {
-            return false;
-        }
-        match self
-            .observations
-            .iter_mut()
-            .find(|h| h.force_id == o.force_id && h.period == o.period)
-        {
-            Some(held) if *held == o => false,
-            Some(held) => {
-                *held = o;
-                true
-            }
-            None => {
-                self.observations.push(o);
-                self.sort();
-                true
-            }
-        }
+        self.hold(o, |held, o| held.period == o.period, |_, _| true)
     }
 
     /// Holds `o` as its force's latest period: in place of the force's observations when they
     /// are of the same period or an earlier one; kept out when the force has a later one.
     /// Returns whether anything changed.
     pub fn put_latest(&mut self, o: Observations) -> bool {
+        self.hold(o, |_, _| true, |held, o| held.period <= o.period)
+    }
+
+    /// Holds `o` in place of the force's entry that `same` picks, when `replaces` says it may,
+    /// or beside the others when there is none. Returns whether anything changed; observations
+    /// without a period are not held.
+    fn hold(
+        &mut self,
+        o: Observations,
+        same: impl Fn(&Observations, &Observations) -> bool,
+        replaces: impl Fn(&Observations, &Observations) -> bool,
+    ) -> bool {
         if o.period.is_none() {
             return false;
         }
         match self
             .observations
             .iter_mut()
-            .find(|h| h.force_id == o.force_id)
+            .find(|h| h.force_id == o.force_id && same(h, &o))
         {
-            Some(held) if held.period > o.period || *held == o => false,
+            Some(held) if *held == o || !replaces(held, &o) => false,
             Some(held) => {
                 *held = o;
                 true

@@ -227,7 +227,7 @@ impl Service {
                     continue;
                 }
                 // An entry of a period the dataset's cadence does not have is not analysed.
-                if cadence.is_some_and(|c| c.name() == e.period().cadence().name()) {
+                if cadence.is_some_and(|c| e.period().is_of(c)) {
                     wanted.push((i, key, e.period()));
                 }
             }
@@ -353,7 +353,9 @@ impl Service {
             } else {
                 read.latest.series()
             };
-            let held = (e.period().cadence().name() == cadence.name())
+            let held = e
+                .period()
+                .is_of(cadence)
                 .then(|| series?.find(e.force_id(), e.period(), e.submission_id()))
                 .flatten();
             match held {
@@ -545,7 +547,7 @@ impl Service {
         for pipeline in self.project.pipelines.values() {
             // A summary is of one period: datasets of another cadence have their own.
             let cadence = pipeline.period.cadence;
-            if cadence.name() != period.cadence().name() {
+            if !period.is_of(cadence) {
                 continue;
             }
             let recent_from = periods_before(period, cadence.per_year().max(1) - 1);

@@ -302,6 +302,18 @@ impl TestBucket {
         Service::new(project(), self.store.clone(), self.clock.clone(), options)
     }
 
+    /// A service over this bucket's folder through a store that counts its requests.
+    pub fn counted_service(&self) -> (Arc<Counted>, Service) {
+        let store = Counted::new(self.dir.path());
+        let service = Service::new(
+            project(),
+            Arc::clone(&store) as Arc<dyn ObjectStore>,
+            self.clock.clone(),
+            RunOptions::default(),
+        );
+        (store, service)
+    }
+
     pub async fn run(&self) -> RunOutcome {
         let outcome = self
             .service(RunOptions::default())

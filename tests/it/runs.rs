@@ -13,8 +13,8 @@ use force_returns::store::{self, LocalStore, ObjectMeta, ObjectStore, PutMode, S
 use force_returns::model::Decision;
 
 use crate::common::{
-    Counted, TestBucket, check_processed_exactly_once, done_records, on_both_backends, project,
-    read_bucket, shared_fixtures, state_of, stop_search_file,
+    TestBucket, check_processed_exactly_once, done_records, on_both_backends, project, read_bucket,
+    shared_fixtures, state_of, stop_search_file,
 };
 
 async fn upload_real_extracts(bucket: &TestBucket) -> usize {
@@ -960,13 +960,7 @@ async fn a_run_asks_for_a_missing_metrics_file_once() {
             )
             .await;
     }
-    let store = Counted::new(bucket.dir.path());
-    let service = Service::new(
-        project(),
-        Arc::clone(&store) as Arc<dyn ObjectStore>,
-        bucket.clock.clone(),
-        RunOptions::default(),
-    );
+    let (store, service) = bucket.counted_service();
     let outcome = service.run_once().await.unwrap();
     assert_eq!(outcome.processed.len(), 3, "{:?}", outcome.failed);
     let reads = store.reads();
@@ -994,13 +988,7 @@ async fn a_part_is_read_again_only_once_another_writer_has_changed_it() {
             )
             .await;
     }
-    let store = Counted::new(bucket.dir.path());
-    let service = Service::new(
-        project(),
-        Arc::clone(&store) as Arc<dyn ObjectStore>,
-        bucket.clock.clone(),
-        RunOptions::default(),
-    );
+    let (store, service) = bucket.counted_service();
     let outcome = service.run_once().await.unwrap();
     assert_eq!(outcome.processed.len(), 3, "{:?}", outcome.failed);
     let parts = [

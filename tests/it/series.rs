@@ -2,17 +2,12 @@
 //! for the submission the manifest holds current, and never needed: a stale or missing one
 //! falls back to the metrics files, and the next upload puts right what the series lacked.
 
-use std::sync::Arc;
-
 use force_returns::layout::{latest_series_key, metrics_key, series_key};
 use force_returns::model::series::Series;
-use force_returns::pipeline::{RunOptions, Service};
 use force_returns::state::Years;
-use force_returns::store::{ObjectStore, PutMode};
+use force_returns::store::PutMode;
 
-use crate::common::{
-    Counted, TestBucket, check_processed_exactly_once, project, state_of, stop_search_file,
-};
+use crate::common::{TestBucket, check_processed_exactly_once, state_of, stop_search_file};
 
 /// A clean return of `rows` records dated in `period` (`YYYY-MM`).
 fn month(period: &str, rows: usize) -> Vec<u8> {
@@ -71,18 +66,6 @@ async fn current(bucket: &TestBucket, force: &str) -> Vec<(String, String, Strin
     out
 }
 
-/// A service over a store that counts its requests.
-fn counted_service(bucket: &TestBucket) -> (Arc<Counted>, Service) {
-    let store = Counted::new(bucket.dir.path());
-    let service = Service::new(
-        project(),
-        Arc::clone(&store) as Arc<dyn ObjectStore>,
-        bucket.clock.clone(),
-        RunOptions::default(),
-    );
-    (store, service)
-}
-
 fn metrics_of(force: &str, period: &str, submission: &str) -> String {
     metrics_key("stop_search", period.parse().unwrap(), force, submission)
 }
@@ -119,7 +102,7 @@ async fn an_analysis_reads_two_series_and_no_metrics_file() {
     for force in ["kent", "essex", "durham"] {
         upload(&bucket, force, "2020-01", "r.csv").await;
     }
-    let (store, service) = counted_service(&bucket);
+    let (store, service) = bucket.counted_service();
     let outcome = service.run_once().await.unwrap();
     assert_eq!(outcome.processed.len(), 3, "{:?}", outcome.failed);
     let reads = store.reads();
@@ -175,7 +158,7 @@ async fn a_series_entry_of_another_submission_is_not_used_and_is_put_right() {
         .unwrap();
 
     upload(&bucket, "kent", "2020-01", "r.csv").await;
-    let (store, service) = counted_service(&bucket);
+    let (store, service) = bucket.counted_service();
     assert_eq!(service.run_once().await.unwrap().processed.len(), 1);
     assert_eq!(
         store.reads_of(&metrics_of("kent", "2019-12", &submission)),
@@ -202,7 +185,7 @@ async fn without_series_the_analysis_reads_the_metrics_files_and_the_series_are_
     let before = current(&bucket, "kent").await;
 
     upload(&bucket, "kent", "2020-01", "r.csv").await;
-    let (store, service) = counted_service(&bucket);
+    let (store, service) = bucket.counted_service();
     let outcome = service.run_once().await.unwrap();
     assert_eq!(outcome.processed.len(), 1, "{:?}", outcome.failed);
     for (force, period, submission) in before.iter().chain(current(&bucket, "essex").await.iter()) {
@@ -227,7 +210,7 @@ async fn without_series_the_analysis_reads_the_metrics_files_and_the_series_are_
 
     // The next upload reads no metrics file.
     upload(&bucket, "kent", "2020-02", "r.csv").await;
-    let (store, service) = counted_service(&bucket);
+    let (store, service) = bucket.counted_service();
     assert_eq!(service.run_once().await.unwrap().processed.len(), 1);
     assert!(
         store
@@ -257,7 +240,7 @@ async fn a_series_of_a_later_format_is_neither_used_nor_overwritten() {
     let [(_, _, submission)] = <[_; 1]>::try_from(current(&bucket, "kent").await).unwrap();
 
     upload(&bucket, "kent", "2020-01", "r.csv").await;
-    let (store, service) = counted_service(&bucket);
+    let (store, service) = bucket.counted_service();
     assert_eq!(service.run_once().await.unwrap().processed.len(), 1);
     assert_eq!(
         store.reads_of(&metrics_of("kent", "2019-12", &submission)),

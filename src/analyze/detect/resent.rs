@@ -98,7 +98,7 @@ pub(super) fn resent(
         message: format!(
             "{} of this {}'s {word} are the same, field for field (apart from the year and month of their date), as in {whose}; {usual_words}. The file looks like that return sent again",
             percent(shared),
-            c.period.map_or("period", |p| p.cadence().word()),
+            period.cadence().word(),
         ),
     })
 }

@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 
 use super::{Anomaly, Input, Unit, history_words, percent};
-use crate::analyze::stats::{chi_square_sf, median};
+use crate::analyze::stats::{chi_square_sf, median, quantile};
 use crate::finding::Code;
 use crate::observe::Observations;
 use crate::period::Period;
@@ -96,7 +96,7 @@ fn bursting(input: &Input<'_>, months: &[&Observations]) -> Vec<Vec<f64>> {
                 continue;
             }
             let past = series(months, dimension, category);
-            let upper = crate::analyze::stats::quantile(&past, 0.75).unwrap_or(0.0);
+            let upper = quantile(&past, 0.75).unwrap_or(0.0);
             if n as f64 > 3.0 * upper.max(1.0) {
                 out.push(past);
             }
