@@ -186,6 +186,7 @@ pub const NOT_PLANTED: &[Code] = &[
     Code::ValueSmartQuotes,
     Code::ValuePlaceholder,
     Code::AnomalyCategoryShare,
+    Code::BlankRateVsHistory,
     Code::AnomalyResentRecords,
     Code::AnomalyFieldsAgree,
 ];
@@ -727,7 +728,7 @@ pub const INCIDENTS: &[PlantedIncident] = &[
         months: 4,
         description: "Officer-defined ethnicity blank in about one search in eight for four months (usually one in 15 to one in 60): under the 15% warning threshold, far above the force's own rate",
         expected: Detection::Codes {
-            codes: &[Code::BlankRateVsHistory, Code::AnomalyLevelShift],
+            codes: &[Code::AnomalyRecordingShare, Code::AnomalyLevelShift],
             months_back: 20,
             tolerance: 1,
         },

@@ -258,7 +258,7 @@ pub fn detect(input: &Input<'_>) -> Vec<Anomaly> {
         out.extend(own_history(input, &history, period, &series));
     }
     out.extend(shift::shifts(input, &history, period));
-    out.extend(peer_checks(input, period));
+    out.extend(peer_checks(input, &history, period));
     out
 }
 
@@ -332,8 +332,7 @@ impl Series {
         match self {
             Series::Volume => Code::AnomalyVolume,
             Series::Share { .. } => Code::AnomalyCategoryShare,
-            Series::Blank { .. } => Code::BlankRateVsHistory,
-            Series::Recording(_) => Code::AnomalyRecordingShare,
+            Series::Blank { .. } | Series::Recording(_) => Code::AnomalyRecordingShare,
             Series::Agreement(_) => Code::AnomalyFieldsAgree,
         }
     }
@@ -745,7 +744,7 @@ fn own_history(
 // Peers
 // ---------------------------------------------------------------------------------------------
 
-fn peer_checks(input: &Input<'_>, period: Period) -> Vec<Anomaly> {
+fn peer_checks(input: &Input<'_>, history: &[&Observations], period: Period) -> Vec<Anomaly> {
     let s = input.settings;
     let p = &s.peers;
     let peers: Vec<&Observations> = input
@@ -795,24 +794,22 @@ fn peer_checks(input: &Input<'_>, period: Period) -> Vec<Anomaly> {
             }
         };
         for series in series {
-            out.extend(peer_check(input, &peers, &series, period));
+            out.extend(peer_check(input, history, &peers, &series, period));
         }
     }
     out
 }
 
+/// A difference from the other forces: this period's value against their latest, and, when it
+/// has lasted, how many of the force's returns show it.
 fn peer_check(
     input: &Input<'_>,
+    history: &[&Observations],
     peers: &[&Observations],
     series: &Series,
     period: Period,
 ) -> Option<Anomaly> {
-    let s = input.settings;
-    let p = &s.peers;
-    let current = series.point(input.current)?;
-    if current.den < p.min_records {
-        return None;
-    }
+    let p = &input.settings.peers;
     let shares: Vec<f64> = peers
         .iter()
         .map(|c| series.observe(c))
@@ -822,38 +819,70 @@ fn peer_check(
     if shares.len() < p.min_peers {
         return None;
     }
-    let center = median(&shares)?;
-    let low = quantile(&shares, 0.1)?;
-    let high = quantile(&shares, 0.9)?;
-    if current.num == 0 {
-        // Zero where nearly every other force has some: judged at the lowest tenth of forces.
-        let with_some = shares.iter().filter(|v| **v > 0.0).count() as f64 / shares.len() as f64;
-        if with_some >= 0.9 && low * current.den as f64 >= s.vanished_min_expected {
-            let probability = binomial_cdf(0, current.den, low);
-            if probability < s.probability {
-                let r = Range {
-                    center,
-                    lo: low,
-                    hi: high,
-                };
-                return Some(peer(
-                    input,
-                    series,
-                    current,
-                    r,
-                    probability,
-                    shares.len(),
-                    period,
-                ));
-            }
+    let current = series.point(input.current)?;
+    let (r, probability) = peer_outlier(input.settings, &shares, current)?;
+    // The force's own earlier returns against the same peers: a difference in each of the last
+    // `lasting_periods` returns, and not in the one before them, is new and lasting.
+    let before = history
+        .iter()
+        .rev()
+        .take_while(|c| {
+            series
+                .point(c)
+                .is_some_and(|q| peer_outlier(input.settings, &shares, q).is_some())
+        })
+        .count();
+    let lasting = before + 1;
+    let mut a = peer(input, series, current, r, probability, shares.len(), period);
+    if lasting >= p.lasting_periods.max(2) as usize {
+        let first = history[history.len() - before].period.unwrap_or(period);
+        a.since = Some(first);
+        if lasting == p.lasting_periods as usize {
+            a.severity = Severity::Warning;
+            let _ = write!(
+                a.message,
+                " Each of your {lasting} returns since {} is as far from the other forces: a lasting difference, reported once.",
+                period_name(first)
+            );
+        } else {
+            let _ = write!(
+                a.message,
+                " This has lasted since {} ({lasting} returns) and was reported when it began.",
+                period_name(first)
+            );
         }
+    }
+    Some(a)
+}
+
+/// Whether `point` is far from the other forces' `shares`: the range it was judged against and
+/// how probable it is at the range's edge.
+fn peer_outlier(s: &AnomalySettings, shares: &[f64], point: Point) -> Option<(Range, f64)> {
+    let p = &s.peers;
+    if point.den < p.min_records {
         return None;
     }
-    let spread = scaled_mad(&shares).unwrap_or(0.0);
+    let center = median(shares)?;
+    let low = quantile(shares, 0.1)?;
+    let high = quantile(shares, 0.9)?;
+    if point.num == 0 {
+        // Zero where nearly every other force has some: judged at the lowest tenth of forces.
+        let with_some = shares.iter().filter(|v| **v > 0.0).count() as f64 / shares.len() as f64;
+        if with_some < 0.9 || low * (point.den as f64) < s.vanished_min_expected {
+            return None;
+        }
+        let probability = binomial_cdf(0, point.den, low);
+        let r = Range {
+            center,
+            lo: low,
+            hi: high,
+        };
+        return (probability < s.probability).then_some((r, probability));
+    }
+    let spread = scaled_mad(shares).unwrap_or(0.0);
     let r = range(center, spread, Unit::Share, p.band);
-    let (_, probability) = tail(current, Unit::Share, r)?;
-    (probability < s.probability)
-        .then(|| peer(input, series, current, r, probability, shares.len(), period))
+    let (_, probability) = tail(point, Unit::Share, r)?;
+    (probability < s.probability).then_some((r, probability))
 }
 
 /// Calendar months from the first day of `from` to the first day of `to`, whatever their
@@ -885,7 +914,8 @@ fn gap_days(input: &Input<'_>, history: &[&Observations], period: Period) -> Opt
     }
     // A day at the force's own lower decile of daily counts (or at the month's average, if
     // that is lower, as it is for forces with a few records a month) is empty with this
-    // probability; the force's history of empty days can only make empty days more usual.
+    // probability; the force's history of empty days makes them more usual, or, when it has
+    // hardly any, less.
     let low = quantile(&busy, 0.1)?.min(c.dated as f64 / days as f64);
     let model = (-low).exp();
     let recent: Vec<&&Observations> = history
@@ -899,7 +929,17 @@ fn gap_days(input: &Input<'_>, history: &[&Observations], period: Period) -> Opt
         .map(|h| h.empty_days() as f64 / h.by_day.len() as f64)
         .collect();
     let past_share = if past.len() >= 3 { median(&past) } else { None };
-    let p0 = model.max(past_share.unwrap_or(0.0)).max(1e-300);
+    // Days of the recent history: a force with hundreds of days and hardly an empty one has
+    // empty days at most this often (the rule of three's upper bound), which, when lower, takes
+    // the place of the model, so a clean history is evidence too.
+    let past_days: u64 = recent.iter().map(|h| h.by_day.len() as u64).sum();
+    let past_empty: u64 = recent.iter().map(|h| h.empty_days()).sum();
+    let seen = if past.len() >= 3 {
+        (past_empty as f64 + 3.0) / past_days.max(1) as f64
+    } else {
+        1.0
+    };
+    let p0 = model.min(seen).max(past_share.unwrap_or(0.0)).max(1e-300);
     let (run_start, run) = longest_run(&c.by_day);
     let count_tail = binomial_sf(empty, days, p0);
     let run_tail = (days as f64 * p0.powi(i32::try_from(run).unwrap_or(i32::MAX))).min(1.0);
@@ -1599,7 +1639,7 @@ mod more_tests {
         assert!(codes(&history, &better, &[]).is_empty());
         let mut worse = month("f", "2024-01", 1000, 0.5);
         worse.blanks.insert("gender".into(), 160);
-        assert_eq!(codes(&history, &worse, &[]), [Code::BlankRateVsHistory]);
+        assert_eq!(codes(&history, &worse, &[]), [Code::AnomalyRecordingShare]);
     }
 
     #[test]
@@ -1620,6 +1660,47 @@ mod more_tests {
         assert!(codes(&[], &month("f", "2024-01", 500, 0.05), &peers).is_empty());
         // Too few peers to compare with.
         assert!(codes(&[], &current, &peers[..5]).is_empty());
+    }
+
+    #[test]
+    fn a_difference_from_the_peers_that_lasts_is_a_warning_once() {
+        let peers: Vec<Observations> = (0..20)
+            .map(|i| {
+                month(
+                    &format!("p{i}"),
+                    "2024-06",
+                    500 + i,
+                    0.04 + i as f64 / 2000.0,
+                )
+            })
+            .collect();
+        let own = |m: u32, share: f64| month("f", &format!("2024-{m:02}"), 500, share);
+        let severities = |history: &[Observations], current: &Observations| -> Vec<Severity> {
+            detect(&Input {
+                settings: &settings(),
+                current,
+                history,
+                peers: &peers,
+                labels: &Labels::default(),
+                observe: &ObserveSettings::default(),
+            })
+            .iter()
+            .filter(|a| a.code == Code::AnomalyPeerShare)
+            .map(|a| a.severity)
+            .collect()
+        };
+        // One month apart from the others: information.
+        let ordinary: Vec<Observations> = (1..=5).map(|m| own(m, 0.045)).collect();
+        assert_eq!(severities(&ordinary, &own(6, 0.0)), [Severity::Info]);
+        // The third month in a row: a warning, said once.
+        let mut apart: Vec<Observations> = (1..=3).map(|m| own(m, 0.045)).collect();
+        apart.extend((4..=5).map(|m| own(m, 0.0)));
+        assert_eq!(severities(&apart, &own(6, 0.0)), [Severity::Warning]);
+        // From the fourth on, information again: it was reported when it began.
+        let always: Vec<Observations> = (1..=5).map(|m| own(m, 0.0)).collect();
+        assert_eq!(severities(&always, &own(6, 0.0)), [Severity::Info]);
+        // A force whose every return so far differs is warned at its third.
+        assert_eq!(severities(&always[3..], &own(6, 0.0)), [Severity::Warning]);
     }
 
     #[test]
@@ -1645,6 +1726,39 @@ mod more_tests {
             })
             .collect();
         assert!(codes(&[], &quiet, &[]).is_empty());
+    }
+
+    #[test]
+    fn a_history_without_empty_days_makes_a_half_month_a_gap_even_on_uneven_days() {
+        // About 6 a day, some days only 1: from this month alone, an empty day is too usual to
+        // be sure of a 17-day run.
+        let uneven = |period: &str, upto: usize| {
+            let mut m = month("s", period, 0, 0.5);
+            m.by_day = (0..31)
+                .map(|d| {
+                    if d < upto {
+                        [1, 6, 9, 4, 11, 7][d % 6]
+                    } else {
+                        0
+                    }
+                })
+                .collect();
+            m.rows = m.by_day.iter().sum();
+            m.dated = m.rows;
+            m
+        };
+        let half = uneven("2024-01", 14);
+        assert!(codes(&[], &half, &[]).is_empty());
+        // A year of months with not one empty day says otherwise.
+        let history: Vec<Observations> = (1..=12)
+            .map(|m| uneven(&format!("2023-{m:02}"), 31))
+            .collect();
+        assert_eq!(codes(&history, &half, &[]), [Code::GapDaysWithoutRecords]);
+        // Two scattered empty days in that force's month are still nothing to report.
+        let mut two = uneven("2024-01", 31);
+        two.by_day[9] = 0;
+        two.by_day[20] = 0;
+        assert!(codes(&history, &two, &[]).is_empty());
     }
 
     #[test]

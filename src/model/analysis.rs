@@ -69,6 +69,10 @@ pub struct PeerSettings {
     pub min_records: u64,
     /// The band around the peers' median.
     pub band: Band,
+    /// A difference in this many of the force's returns in a row (this one and those before
+    /// it, each against the other forces' latest) is reported at warning, once, in the return
+    /// that completes the run; a shorter one is information.
+    pub lasting_periods: u32,
     /// What is compared: a declared share (`[[observe.shares]]`, by name), a dimension (every
     /// category) or `dimension=category`.
     pub series: Vec<String>,
@@ -85,6 +89,7 @@ impl Default for PeerSettings {
                 relative: 1.0,
                 min_change: 0.05,
             },
+            lasting_periods: 3,
             series: Vec::new(),
         }
     }

@@ -160,7 +160,11 @@ pub(super) fn finish(
     )
     .listing_per_code(pipeline.decision.findings_per_code);
     for a in &mut anomalies {
-        a.severity = log.severity_of(a.code);
+        // The pipeline's override of a code wins; otherwise the detector's severity stands (the
+        // code's default, or warning for a lasting difference from the other forces).
+        if let Some(s) = pipeline.severity_overrides.get(&a.code) {
+            a.severity = *s;
+        }
         let header = a.column.as_deref().and_then(|c| {
             let i = pipeline
                 .schema

@@ -123,6 +123,12 @@ impl Class {
         }
     }
 
+    /// Whether it affects every month of the history: its month is then only where it is
+    /// listed, not when it began.
+    pub fn whole_history(self) -> bool {
+        self == Class::PeerMiscoding
+    }
+
     /// Months of the history it affects, from its month `m` (0-based).
     fn affects(self, m: usize, month: usize) -> bool {
         match self {

@@ -14,7 +14,9 @@
 //!
 //! - **recall**: an incident is found when its force gets a finding whose code is in its
 //!   class's accepted set ([`TARGETS`]) in the incident month or, where the class allows, the
-//!   month after; for missing periods, when every missing month is `overdue`;
+//!   month after; for missing periods, when every missing month is `overdue`; for a class that
+//!   affects the whole history (a force that always codes differently from its peers), in any
+//!   month, since it has no month of its own;
 //! - **false alarms**: every finding on a force with no incident, per force-year, apart for the
 //!   months of the national shock and the ordinary months, and by code.
 
@@ -204,13 +206,6 @@ pub fn run(project: &Project, history: &History) -> Result<Run, String> {
     let settings = check_settings(pipeline);
     let labels = Labels::new(&pipeline.schema, &pipeline.observe);
     let max_age = pipeline.anomalies.peers.max_age_months as usize;
-    let severity = |code: force_returns::finding::Code| {
-        pipeline
-            .severity_overrides
-            .get(&code)
-            .copied()
-            .unwrap_or_else(|| code.default_severity())
-    };
     let forces = history.force_ids();
     let periods = history.periods();
     // Each force's accepted months, oldest first, and its latest accepted month.
@@ -293,7 +288,11 @@ pub fn run(project: &Project, history: &History) -> Result<Run, String> {
                     });
                     detect_seconds += detecting.elapsed().as_secs_f64();
                     for a in found {
-                        let s = severity(a.code);
+                        let s = pipeline
+                            .severity_overrides
+                            .get(&a.code)
+                            .copied()
+                            .unwrap_or(a.severity);
                         if s >= Severity::Warning {
                             seen.push(Seen {
                                 force: id.to_owned(),
@@ -441,7 +440,11 @@ pub fn score(history: &History, run: &Run) -> Score {
                 .count();
             (n == 3, vec![format!("{n} of 3 months overdue")])
         } else {
-            let window = incident.month..=incident.month + t.months_after;
+            let window = if incident.class.whole_history() {
+                0..=MONTHS - 1
+            } else {
+                incident.month..=incident.month + t.months_after
+            };
             let mut detected = false;
             let mut found = Vec::new();
             for s in run
