@@ -125,7 +125,11 @@ pub(super) fn shifts(input: &Input<'_>, history: &[&Observations], period: Perio
         .iter()
         .filter(|dim| input.current.recorded(dim) >= d.min_records)
         .collect();
-    let bursts = bursting(input, &recent);
+    // Whether a category bursts, and what moves with its bursts, is read from the whole history
+    // the analysis has (up to four years): a power used a few times a year may be absent from
+    // all of the last twelve months.
+    let whole: Vec<&Observations> = history.iter().rev().copied().collect();
+    let bursts = bursting(input, &whole);
     let mut out = Vec::new();
     for dimension in &tested {
         let months: Vec<&Observations> = recent
@@ -141,14 +145,14 @@ pub(super) fn shifts(input: &Input<'_>, history: &[&Observations], period: Perio
             .chain(std::iter::once(&input.current))
             .flat_map(|o| o.categories.get(dimension.as_str()).into_iter().flatten())
             .map(|(c, _)| c.as_str())
-            .filter(|c| !bursty(&recent, dimension, c) && !input.labels.covered(dimension, c))
+            .filter(|c| !bursty(&whole, dimension, c) && !input.labels.covered(dimension, c))
             .collect();
         let categories: Vec<&str> = categories.into_iter().collect();
         if categories.len() < 2 {
             continue;
         }
         let moves_with_a_burst = categories.iter().any(|c| {
-            let own = series(&recent, dimension, c);
+            let own = series(&whole, dimension, c);
             bursts.iter().any(|b| correlation(b, &own) >= 0.6)
         });
         if moves_with_a_burst {
@@ -350,6 +354,55 @@ mod tests {
         assert!(found(&swinging, &month).is_empty());
         let folded = mix("kent", "2024-01", &[("A", 600), ("B", 400), ("C", 0)]);
         assert_eq!(found(&history(), &folded).len(), 1);
+    }
+
+    /// A month with a power (`d`: `A`, `B`, the bursting `S`) and the object searched for
+    /// (`o`: `drugs`, `weapons`), where each search under `S` is for a weapon.
+    fn operation(period: &str, i: u64, s: u64) -> Observations {
+        let wobble = (i % 3) * 10;
+        let mut o = mix(
+            "kent",
+            period,
+            &[("A", 400 + wobble), ("B", 200 - wobble), ("S", s)],
+        );
+        o.categories.insert(
+            "o".to_owned(),
+            BTreeMap::from([("drugs".to_owned(), 450), ("weapons".to_owned(), 150 + s)]),
+        );
+        o
+    }
+
+    fn shifted(history: &[Observations], current: &Observations) -> Vec<String> {
+        detect(&Input {
+            settings: &AnomalySettings {
+                dimensions: vec!["d".into(), "o".into()],
+                ..AnomalySettings::default()
+            },
+            current,
+            history,
+            peers: &[],
+            labels: &Labels::default(),
+            observe: &ObserveSettings::default(),
+        })
+        .into_iter()
+        .filter(|a| a.code == Code::AnomalyDistributionShift)
+        .filter_map(|a| a.dimension)
+        .collect()
+    }
+
+    #[test]
+    fn a_power_that_bursts_a_few_times_a_year_is_not_a_shift_nor_is_its_object() {
+        // Three years; the power `S` is used for a few days in four months, none in the last 12.
+        let months: Vec<Observations> = (0..36u64)
+            .map(|i| {
+                let s = if [2, 9, 14, 20].contains(&i) { 80 } else { 0 };
+                operation(&format!("{}-{:02}", 2021 + i / 12, i % 12 + 1), i, s)
+            })
+            .collect();
+        let burst = operation("2024-01", 0, 90);
+        assert!(shifted(&months, &burst).is_empty());
+        // With only the last year to go by, the same month looks like a change of recording.
+        assert_eq!(shifted(&months[24..], &burst), ["d", "o"]);
     }
 
     #[test]
