@@ -740,6 +740,12 @@ impl Service {
                 self.write_summary(&l.dataset, &l.force_id, l.period)
                     .await?;
                 step("summary written");
+                let notices = checked
+                    .analysed
+                    .as_ref()
+                    .filter(|_| written.decision != Decision::Rejected)
+                    .map_or(&[][..], |a| &a.notices[..]);
+                self.add_notices(&l.dataset, notices).await?;
             }
             Ok::<_, PipelineError>(())
         };

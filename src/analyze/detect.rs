@@ -590,20 +590,45 @@ fn shift_at(
     })
 }
 
-/// Index where the latest regime of `points` starts (0 when no lasting step was found).
-fn regime_start(
+/// The latest regime of `points`, followed by `next`: the index of its lasting step's first
+/// point (0 when none was found), and its points since, without the episodes inside it. A step is an episode when a later
+/// point is back inside the range it left (a national shock that ends, an operation): the
+/// regime before it goes on, and the episode's points are no part of its baseline.
+fn regime(
     points: &[Point],
+    next: Point,
     unit: Unit,
     s: &AnomalySettings,
     scratch: &mut Vec<f64>,
-) -> usize {
+) -> (usize, Vec<Point>) {
     let mut start = 0;
-    for t in 0..points.len() {
+    let mut left: Option<(usize, Range)> = None;
+    let mut episodes: Vec<std::ops::Range<usize>> = Vec::new();
+    for t in 0..=points.len() {
+        let point = points.get(t).copied().unwrap_or(next);
+        if let Some((before, r)) = left
+            && tail(point, unit, r).is_none()
+        {
+            episodes.push(start..t);
+            start = before;
+            left = None;
+            continue;
+        }
+        if t == points.len() {
+            break;
+        }
         if let Some(shift) = shift_at(&points[..=t], start, unit, s, scratch) {
+            left = Some((start, shift.range));
             start = shift.start;
         }
     }
-    start
+    let kept = points
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i >= start && !episodes.iter().any(|e| e.contains(i)))
+        .map(|(_, p)| *p)
+        .collect();
+    (start, kept)
 }
 
 /// Seasonal factors of a volume series (month of year for months, quarter of year for
@@ -650,7 +675,7 @@ fn own_history(
     let points: Vec<Point> = history.iter().filter_map(|h| series.point(h)).collect();
     let current = series.point(input.current)?;
     let mut scratch = Vec::with_capacity(s.baseline_months);
-    let regime = regime_start(&points, unit, s, &mut scratch);
+    let (regime, regime_points) = regime(&points, current, unit, s, &mut scratch);
 
     // A category's share is judged by the test of its field's whole mix (`shift`); here only
     // whether it vanished.
@@ -668,7 +693,7 @@ fn own_history(
     } else {
         s.level_shift.months
     };
-    let regime_points = &points[regime..];
+    let regime_points = &regime_points[..];
     if regime_points.len() < need {
         return None;
     }
@@ -1557,6 +1582,35 @@ mod tests {
             shift[0].message
         );
         assert!(at("2023-02").is_empty());
+    }
+
+    #[test]
+    fn a_step_that_ends_is_an_episode_not_a_new_baseline() {
+        // Three months at a fifth of the usual level (a national lockdown), then back.
+        let months = periods(24);
+        let noise = [0, 7, -5, 3, -8, 6, -2, 4, -6, 1, 5, -3];
+        let all: Vec<Observations> = months
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let base = 500 + noise[i % 12];
+                let rows = if (14..17).contains(&i) {
+                    base / 5
+                } else {
+                    base
+                };
+                month("f", p, rows as u64, 0.2)
+            })
+            .collect();
+        for i in 6..all.len() {
+            let codes: Vec<Code> = run(&all[..i], &all[i]).iter().map(|a| a.code).collect();
+            let expected: &[Code] = match months[i].as_str() {
+                "2023-03" | "2023-04" => &[Code::AnomalyVolume],
+                "2023-05" => &[Code::AnomalyLevelShift],
+                _ => &[],
+            };
+            assert_eq!(codes, expected, "{}", months[i]);
+        }
     }
 }
 

@@ -98,6 +98,9 @@ pub(super) struct Analysed {
     pub(super) observations: Observations,
     /// Its gaps and anomalies, with the pipeline's severities.
     pub(super) anomalies: Vec<Anomaly>,
+    /// Anomalies its analysis found in other forces' returns (another force's file sent as
+    /// this one): added to those returns' anomalies once this upload is committed.
+    pub(super) notices: Vec<Anomaly>,
 }
 
 /// An observations builder for an upload with a valid location.
@@ -133,7 +136,7 @@ pub(super) fn finish(
         return Ok(None);
     }
     let observations = builder.finish();
-    let mut anomalies = match job {
+    let found = match job {
         Some(job) if pipeline.anomalies.enabled => {
             let labels = Labels::new(&pipeline.schema, &pipeline.observe);
             detect(&Input {
@@ -147,10 +150,19 @@ pub(super) fn finish(
         }
         _ => Vec::new(),
     };
+    let (mut anomalies, mut notices): (Vec<Anomaly>, Vec<Anomaly>) = found
+        .into_iter()
+        .partition(|a| a.submission_id == observations.submission_id);
+    for a in &mut notices {
+        if let Some(s) = pipeline.severity_overrides.get(&a.code) {
+            a.severity = *s;
+        }
+    }
     if anomalies.is_empty() {
         return Ok(Some(Analysed {
             observations,
             anomalies,
+            notices,
         }));
     }
     let mut log = FindingLog::new(
@@ -191,6 +203,7 @@ pub(super) fn finish(
     Ok(Some(Analysed {
         observations,
         anomalies,
+        notices,
     }))
 }
 
@@ -650,6 +663,60 @@ impl Service {
                 PutMode::Overwrite,
             ),
         )?;
+        Ok(())
+    }
+
+    /// After the commit: adds each notice to the anomalies of the return it concerns and
+    /// writes that force's summary again, so a force whose file another force's return repeats
+    /// hears of it whichever was processed first. The anomalies object is rewritten only while
+    /// it is the version read (`If-Match`), a few times over; a notice already there is not
+    /// added again, so a reprocessed upload adds nothing.
+    pub(super) async fn add_notices(
+        &self,
+        dataset: &str,
+        notices: &[Anomaly],
+    ) -> Result<(), PipelineError> {
+        const ATTEMPTS: usize = 4;
+        for notice in notices {
+            let key = anomalies_key(dataset, &notice.submission_id);
+            let mut added = false;
+            for _ in 0..ATTEMPTS {
+                let (mut anomalies, mode) = match self.store.get(&key).await {
+                    Ok((bytes, meta)) => (read_anomalies(bytes)?, PutMode::Update(meta.etag)),
+                    Err(StoreError::NotFound { .. }) => (Vec::new(), PutMode::Create),
+                    Err(e) => return Err(e.into()),
+                };
+                if anomalies
+                    .iter()
+                    .any(|a| a.code == notice.code && a.series == notice.series)
+                {
+                    added = true;
+                    break;
+                }
+                anomalies.push(notice.clone());
+                match self
+                    .store
+                    .put(&key, anomalies_parquet(dataset, &anomalies)?, mode)
+                    .await
+                {
+                    Ok(_) => {
+                        added = true;
+                        break;
+                    }
+                    Err(StoreError::Changed { .. } | StoreError::AlreadyExists { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if !added {
+                return Err(StoreError::Changed {
+                    location: self.store.location(&key),
+                }
+                .into());
+            }
+            self.write_summary(dataset, &notice.force_id, notice.period)
+                .await?;
+            info!(force = %notice.force_id, code = notice.code.as_str(), "notice added to another force's return");
+        }
         Ok(())
     }
 

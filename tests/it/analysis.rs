@@ -428,3 +428,83 @@ async fn real_extracts_give_the_expected_status_anomalies_and_rates() {
         ));
     }
 }
+
+/// Two forces send the same file for a month: the one processed second is told at once, and the
+/// one processed first is told too, on its own return's anomalies and its summary.
+#[tokio::test]
+async fn the_same_file_from_two_forces_is_reported_to_both_whichever_came_first() {
+    let bucket = TestBucket::new();
+    let file = crate::common::stop_search_file("2019-12", 40, "W1");
+    bucket
+        .upload("incoming/essex/stop_search/2019-12/a.csv", file.clone())
+        .await;
+    let first = bucket.run().await;
+    assert_eq!(first.processed.len(), 1);
+    let essex = first.processed[0].received.upload.submission_id.clone();
+    assert!(
+        first.processed[0].codes.is_empty(),
+        "{:?}",
+        first.processed[0].codes
+    );
+    bucket
+        .upload("incoming/kent/stop_search/2019-12/b.csv", file.clone())
+        .await;
+    let second = bucket.run().await;
+    assert_eq!(second.processed.len(), 1);
+    assert!(
+        second.processed[0]
+            .codes
+            .contains_key("anomaly_resent_records"),
+        "{:?}",
+        second.processed[0].codes
+    );
+
+    let (bytes, _) = bucket
+        .store
+        .get(&anomalies_key("stop_search", &essex))
+        .await
+        .unwrap();
+    let notices: Vec<_> = read_anomalies(bytes)
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.code == Code::AnomalyResentRecords)
+        .collect();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert_eq!(
+        (
+            notices[0].force_id.as_str(),
+            notices[0].submission_id.as_str()
+        ),
+        ("essex", essex.as_str())
+    );
+    assert_eq!(notices[0].severity, Severity::Warning);
+    assert!(
+        notices[0]
+            .message
+            .contains("kent's return for December 2019, processed after yours"),
+        "{}",
+        notices[0].message
+    );
+    let summary = bucket
+        .get_json(&summary_key("essex", "2019-12".parse().unwrap(), "json"))
+        .await;
+    let codes: Vec<&str> = summary["datasets"][0]["anomalies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["code"].as_str())
+        .collect();
+    assert_eq!(codes, ["anomaly_resent_records"]);
+
+    // Kent sends the same file again: told again, but Essex's return holds one notice.
+    bucket
+        .upload("incoming/kent/stop_search/2019-12/c.csv", file)
+        .await;
+    assert_eq!(bucket.run().await.processed.len(), 1);
+    let (bytes, _) = bucket
+        .store
+        .get(&anomalies_key("stop_search", &essex))
+        .await
+        .unwrap();
+    assert_eq!(read_anomalies(bytes).unwrap().len(), 1);
+}

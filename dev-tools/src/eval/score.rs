@@ -294,13 +294,18 @@ pub fn run(project: &Project, history: &History) -> Result<Run, String> {
                             .copied()
                             .unwrap_or(a.severity);
                         if s >= Severity::Warning {
+                            // A notice about another force's return of this month is seen by
+                            // that force (the pipeline adds it to that return's anomalies).
                             seen.push(Seen {
-                                force: id.to_owned(),
+                                force: a.force_id.clone(),
                                 month,
                                 code: a.code.as_str().to_owned(),
                                 severity: s,
                                 what: a.series.clone(),
                             });
+                        }
+                        if a.submission_id != observations.submission_id {
+                            continue;
                         }
                         decision = match (decision, s) {
                             (_, Severity::Error) => Decision::Rejected,

@@ -6,6 +6,12 @@
 //! own usual overlap between consecutive periods: records with times to the second and
 //! locations almost never repeat, but a return without them may repeat many every period, and
 //! only a jump above that is a file sent again.
+//!
+//! When the other return is another force's for the same period, either force may be the one
+//! that sent the other's file, and whichever return was processed first could not be compared
+//! with the second. So the finding is made twice: for this upload, and as a notice for the other
+//! force's return (its `force_id` and `submission_id`), which the pipeline adds to that return's
+//! anomalies once this upload is committed.
 
 use super::{Anomaly, Input, Unit, percent, period_name};
 use crate::finding::Code;
@@ -13,12 +19,40 @@ use crate::observe::Observations;
 use crate::period::Period;
 
 /// The worst overlap of this period's records with the force's previous period or another
-/// force's latest return, when it is far above the force's usual overlap.
-pub(super) fn resent(
-    input: &Input<'_>,
-    history: &[&Observations],
+/// force's latest return, when it is far above the force's usual overlap: the finding, and for
+/// another force's return of the same period, the notice to that force.
+pub(super) fn resent(input: &Input<'_>, history: &[&Observations], period: Period) -> Vec<Anomaly> {
+    let Some((found, other)) = found(input, history, period) else {
+        return Vec::new();
+    };
+    let mut out = vec![found.clone()];
+    if other.force_id != input.current.force_id && other.period == Some(period) {
+        let word = &input.labels.records;
+        out.push(Anomaly {
+            force_id: other.force_id.clone(),
+            submission_id: other.submission_id.clone(),
+            series: format!(
+                "{word} in common with {}'s return for {}",
+                input.current.force_id,
+                period_name(period)
+            ),
+            message: format!(
+                "{} of the {word} in {}'s return for {}, processed after yours, are the same, field for field, as in yours. One of the two forces sent the other's file: check that the file you sent is your own extract",
+                percent(found.observed),
+                input.current.force_id,
+                period_name(period),
+            ),
+            ..found
+        });
+    }
+    out
+}
+
+fn found<'a>(
+    input: &'a Input<'_>,
+    history: &[&'a Observations],
     period: Period,
-) -> Option<Anomaly> {
+) -> Option<(Anomaly, &'a Observations)> {
     let s = input.settings.resent;
     let c = input.current;
     if c.rows < s.min_records || c.fingerprint.is_empty() {
@@ -71,7 +105,7 @@ pub(super) fn resent(
             percent(usual)
         )
     };
-    Some(Anomaly {
+    let anomaly = Anomaly {
         code: Code::AnomalyResentRecords,
         severity: Code::AnomalyResentRecords.default_severity(),
         force_id: c.force_id.clone(),
@@ -100,7 +134,8 @@ pub(super) fn resent(
             percent(shared),
             period.cadence().word(),
         ),
-    })
+    };
+    Some((anomaly, other))
 }
 
 #[cfg(test)]
@@ -182,12 +217,28 @@ mod tests {
         let essex = holding("essex", "2024-01", 50_000..50_300);
         let copied = holding("kent", "2024-01", 50_000..50_300);
         let found = resent_found(&history, std::slice::from_ref(&essex), &copied);
-        assert_eq!(found.len(), 1);
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[0].force_id, "kent");
         assert!(
             found[0].message.contains("essex's return"),
             "{}",
             found[0].message
         );
+        // Essex, processed first, could not know: it is told too, on its own return.
+        assert_eq!(
+            (found[1].force_id.as_str(), found[1].submission_id.as_str()),
+            ("essex", essex.submission_id.as_str())
+        );
+        assert!(
+            found[1]
+                .message
+                .contains("kent's return for January 2024, processed after yours"),
+            "{}",
+            found[1].message
+        );
+        // Essex's return of the month before is not this month's: only Kent is told.
+        let december = holding("essex", "2023-12", 50_000..50_300);
+        assert_eq!(resent_found(&history, &[december], &copied).len(), 1);
         let tiny_history = distinct_history("kent", 10);
         let tiny = holding("kent", "2024-01", 11_000..11_010);
         assert!(resent_found(&tiny_history, &[], &tiny).is_empty());
