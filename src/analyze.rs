@@ -34,7 +34,7 @@ pub mod summary;
 pub mod tables;
 
 pub use crate::observe::{Observations, ObservationsBuilder};
-pub use detect::{Anomaly, Input, Labels, detect};
+pub use detect::{Anomaly, Input, Labels, detect, usual_records};
 pub use metrics::{MetricRow, Rates, metric_rows};
 pub use status::{Status, StatusRow};
 

@@ -234,6 +234,32 @@ pub struct Input<'a> {
     pub observe: &'a ObserveSettings,
 }
 
+/// The force's usual records a period before `current`: the median of its latest
+/// `baseline_months` earlier periods in `history` (none without any). Stored with the
+/// observations (`usual_rows`), it lets other forces' analyses see a national movement.
+pub fn usual_records(
+    current: &Observations,
+    history: &[Observations],
+    baseline_months: usize,
+) -> Option<f64> {
+    let mut earlier: Vec<&Observations> = history
+        .iter()
+        .filter(|h| {
+            h.force_id == current.force_id
+                && h.period.is_some()
+                && current.period.is_some_and(|p| h.period < Some(p))
+        })
+        .collect();
+    earlier.sort_by_key(|h| h.period);
+    let rows: Vec<f64> = earlier
+        .iter()
+        .rev()
+        .take(baseline_months)
+        .map(|h| h.rows as f64)
+        .collect();
+    median(&rows)
+}
+
 /// Every gap and anomaly of this month.
 pub fn detect(input: &Input<'_>) -> Vec<Anomaly> {
     let s = input.settings;
@@ -686,7 +712,11 @@ fn own_history(
         if series.one_sided() && !shift.up {
             return None;
         }
-        return Some(level_shift(input, series, &all, &shift, period));
+        let mut a = level_shift(input, series, &all, &shift, period);
+        if *series == Series::Volume {
+            national(input, &mut a, current, shift.range, period);
+        }
+        return Some(a);
     }
     let need = if regime == 0 {
         s.min_history_months
@@ -754,7 +784,7 @@ fn own_history(
     if probability >= s.probability || (series.one_sided() && !up) {
         return None;
     }
-    Some(outlier(
+    let mut a = outlier(
         input,
         series,
         current,
@@ -762,7 +792,63 @@ fn own_history(
         (band, probability),
         history_used,
         seasonal,
-    ))
+    );
+    if *series == Series::Volume {
+        national(input, &mut a, current, r, period);
+    }
+    Some(a)
+}
+
+/// Explains a volume anomaly by the other forces, when they moved too: across the forces whose
+/// latest return is of this period, the median of their records against their own usual level.
+/// A force whose value is ordinary once its range moves by that much moved with them: the
+/// anomaly is information, a national movement. One that is still far off keeps its warning,
+/// which says how far the others moved.
+fn national(input: &Input<'_>, a: &mut Anomaly, current: Point, r: Range, period: Period) {
+    let s = input.settings;
+    let ratios: Vec<f64> = input
+        .peers
+        .iter()
+        .filter(|p| p.force_id != input.current.force_id && p.period == Some(period))
+        .filter_map(|p| p.usual_rows.filter(|u| *u > 0.0).map(|u| p.rows as f64 / u))
+        .collect();
+    if ratios.len() < s.peers.min_peers {
+        return;
+    }
+    let Some(factor) = median(&ratios) else {
+        return;
+    };
+    if (factor - 1.0).abs() < s.peers.national_min_change {
+        return;
+    }
+    let moved = Range {
+        center: r.center * factor,
+        lo: r.lo * factor,
+        hi: r.hi * factor,
+    };
+    let with_them = tail(current, Unit::Count, moved).is_none_or(|(_, p)| p >= s.probability);
+    let others = format!(
+        "across {} other forces this {}, records were {} of their usual level (median)",
+        ratios.len(),
+        period.cadence().word(),
+        percent(factor)
+    );
+    if with_them {
+        a.severity = Severity::Info;
+        let _ = write!(
+            a.message,
+            " Most forces moved the same way: {others}. Moved with them, your range would be {} to {}, and this is inside it: a national movement, not yours alone.",
+            thousands(moved.lo),
+            thousands(moved.hi)
+        );
+    } else {
+        let _ = write!(
+            a.message,
+            " Other forces moved too ({others}), but yours is far outside even the range moved with them ({} to {}).",
+            thousands(moved.lo),
+            thousands(moved.hi)
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -859,7 +945,7 @@ fn peer_check(
         .count();
     let lasting = before + 1;
     let mut a = peer(input, series, current, r, probability, shares.len(), period);
-    if lasting >= p.lasting_periods.max(2) as usize {
+    if lasting >= p.lasting_periods as usize {
         let first = history[history.len() - before].period.unwrap_or(period);
         a.since = Some(first);
         if lasting == p.lasting_periods as usize {
@@ -1714,6 +1800,65 @@ mod more_tests {
         assert!(codes(&[], &month("f", "2024-01", 500, 0.05), &peers).is_empty());
         // Too few peers to compare with.
         assert!(codes(&[], &current, &peers[..5]).is_empty());
+    }
+
+    #[test]
+    fn a_fall_every_force_shares_is_national_information_and_a_deeper_one_still_warns() {
+        let history = year("f", 1000, 0.5);
+        let peers = |share_of_usual: f64| -> Vec<Observations> {
+            (0..12)
+                .map(|i| {
+                    let usual = 800.0 + 50.0 * f64::from(i);
+                    let mut p = month(
+                        &format!("p{i}"),
+                        "2024-01",
+                        (usual * share_of_usual) as u64,
+                        0.5,
+                    );
+                    p.usual_rows = Some(usual);
+                    p
+                })
+                .collect()
+        };
+        let volume = |current: &Observations, peers: &[Observations]| -> Vec<(Severity, String)> {
+            detect(&Input {
+                settings: &settings(),
+                current,
+                history: &history,
+                peers,
+                labels: &Labels::default(),
+                observe: &ObserveSettings::default(),
+            })
+            .into_iter()
+            .filter(|a| a.code == Code::AnomalyVolume)
+            .map(|a| (a.severity, a.message))
+            .collect()
+        };
+        let lockdown = month("f", "2024-01", 300, 0.5);
+        // Alone, a fall to 30% is a warning.
+        let alone = volume(&lockdown, &peers(1.0));
+        assert_eq!(alone.len(), 1);
+        assert_eq!(alone[0].0, Severity::Warning);
+        // Every other force at 30% of its usual level: the same fall is national.
+        let together = volume(&lockdown, &peers(0.3));
+        assert_eq!(together[0].0, Severity::Info, "{}", together[0].1);
+        assert!(
+            together[0]
+                .1
+                .contains("across 12 other forces this month, records were 30.0%"),
+            "{}",
+            together[0].1
+        );
+        // Others at 70%: a fall to 15% is far beyond theirs and still warns, saying so.
+        let further = volume(&month("f", "2024-01", 150, 0.5), &peers(0.7));
+        assert_eq!(further[0].0, Severity::Warning);
+        assert!(
+            further[0].1.contains("but yours is far outside"),
+            "{}",
+            further[0].1
+        );
+        // Too few forces of this month to say what moved nationally.
+        assert_eq!(volume(&lockdown, &peers(0.3)[..5])[0].0, Severity::Warning);
     }
 
     #[test]

@@ -73,6 +73,10 @@ pub struct PeerSettings {
     /// it, each against the other forces' latest) is reported at warning, once, in the return
     /// that completes the run; a shorter one is information.
     pub lasting_periods: u32,
+    /// A volume anomaly is explained as national when the other forces' records this period,
+    /// each against its own usual level, moved by at least this much (median of the forces) and
+    /// the force's value is ordinary once its expectation moves with them.
+    pub national_min_change: f64,
     /// What is compared: a declared share (`[[observe.shares]]`, by name), a dimension (every
     /// category) or `dimension=category`.
     pub series: Vec<String>,
@@ -90,6 +94,7 @@ impl Default for PeerSettings {
                 min_change: 0.05,
             },
             lasting_periods: 3,
+            national_min_change: 0.2,
             series: Vec::new(),
         }
     }
@@ -315,6 +320,7 @@ impl AnomalySettings {
             ("resent.min_similarity", self.resent.min_similarity),
             ("resent.above_usual", self.resent.above_usual),
             ("distribution.min_change", self.distribution.min_change),
+            ("peers.national_min_change", self.peers.national_min_change),
         ] {
             share(name, p, &mut problems);
         }
@@ -329,6 +335,9 @@ impl AnomalySettings {
             self.vanished_min_expected,
             &mut problems,
         );
+        if self.peers.lasting_periods < 2 {
+            problems.push("anomalies.peers.lasting_periods must be at least 2".into());
+        }
         if self.level_shift.months < 2 {
             problems.push("anomalies.level_shift.months must be at least 2".into());
         }
@@ -402,4 +411,39 @@ pub struct PopulationSettings {
 
 fn yes() -> bool {
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_pass_and_values_out_of_range_are_named() {
+        let dimensions = BTreeMap::new();
+        let observe = ObserveSettings::default();
+        assert!(
+            AnomalySettings::default()
+                .check(&dimensions, &observe)
+                .is_empty()
+        );
+        let bad = AnomalySettings {
+            probability: 2.0,
+            peers: PeerSettings {
+                national_min_change: -0.1,
+                lasting_periods: 1,
+                ..PeerSettings::default()
+            },
+            ..AnomalySettings::default()
+        };
+        let problems = bad.check(&dimensions, &observe);
+        assert_eq!(
+            problems,
+            [
+                "anomalies.probability must be between 0 and 1, not 2",
+                "anomalies.peers.national_min_change must be between 0 and 1, not -0.1",
+                "anomalies.peers.lasting_periods must be at least 2",
+            ],
+            "{problems:?}"
+        );
+    }
 }

@@ -331,6 +331,12 @@ pub struct Observations {
     /// back from a metrics file, and in series written before fingerprints were kept).
     #[serde(skip_serializing_if = "Fingerprint::is_empty")]
     pub fingerprint: Fingerprint,
+    /// The force's usual records a period when this submission was analysed (the median of up
+    /// to a year of its earlier periods), so that another force's analysis can tell a movement
+    /// of every force from its own (none when there was no history, and in observations read
+    /// back from a metrics file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usual_rows: Option<f64>,
 }
 
 impl Observations {

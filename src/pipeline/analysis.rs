@@ -41,7 +41,7 @@ use crate::analyze::tables::{
     MetricsHeader, anomalies_parquet, metrics_parquet, read_anomalies, read_metrics, status_parquet,
 };
 use crate::analyze::{
-    Anomaly, Input, Labels, MetricRow, Observations, ObservationsBuilder, detect,
+    Anomaly, Input, Labels, MetricRow, Observations, ObservationsBuilder, detect, usual_records,
 };
 use crate::config::Pipeline;
 use crate::finding::{FindingLog, FindingSink, Severity};
@@ -135,7 +135,14 @@ pub(super) fn finish(
     if outcome.verdict.decision == Decision::Rejected {
         return Ok(None);
     }
-    let observations = builder.finish();
+    let mut observations = builder.finish();
+    if let Some(job) = job {
+        observations.usual_rows = usual_records(
+            &observations,
+            &job.history,
+            pipeline.anomalies.baseline_months,
+        );
+    }
     let found = match job {
         Some(job) if pipeline.anomalies.enabled => {
             let labels = Labels::new(&pipeline.schema, &pipeline.observe);

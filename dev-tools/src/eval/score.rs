@@ -27,7 +27,9 @@ use std::time::Instant;
 use arrow::array::BooleanArray;
 use chrono::Duration;
 use force_returns::analyze::status::{self, Status};
-use force_returns::analyze::{Input, Labels, Observations, ObservationsBuilder, detect};
+use force_returns::analyze::{
+    Input, Labels, Observations, ObservationsBuilder, detect, usual_records,
+};
 use force_returns::config::Project;
 use force_returns::finding::{NoSink, Severity};
 use force_returns::model::{Decision, Identity, Place, Receipt, Receipts, Upload};
@@ -262,13 +264,15 @@ pub fn run(project: &Project, history: &History) -> Result<Run, String> {
             }
             let mut decision = outcome.verdict.decision;
             if decision != Decision::Rejected {
-                let observations = builder.finish();
+                let mut observations = builder.finish();
                 if pipeline.anomalies.enabled {
                     let own: Vec<Observations> = accepted[force]
                         .iter()
                         .filter(|(m, _)| month - m <= HISTORY_MONTHS)
                         .map(|(_, o)| o.clone())
                         .collect();
+                    observations.usual_rows =
+                        usual_records(&observations, &own, pipeline.anomalies.baseline_months);
                     let peers: Vec<Observations> = accepted
                         .iter()
                         .enumerate()
