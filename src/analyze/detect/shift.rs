@@ -8,6 +8,7 @@
 //! field. The finding names the categories that moved most.
 
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 
 use super::{Anomaly, Input, Unit, history_words, percent};
 use crate::analyze::stats::{chi_square_sf, median, quantile};
@@ -208,7 +209,8 @@ pub(super) fn shifts(input: &Input<'_>, history: &[&Observations], period: Perio
         let label = input.labels.of(dimension);
         let from = months.last().and_then(|h| h.period).unwrap_or(period);
         let to = months.first().and_then(|h| h.period).unwrap_or(period);
-        out.push(Anomaly {
+        let records_moved = moved * total;
+        out.push((records_moved, Anomaly {
             code: Code::AnomalyDistributionShift,
             severity: Code::AnomalyDistributionShift.default_severity(),
             force_id: input.current.force_id.clone(),
@@ -244,9 +246,36 @@ pub(super) fn shifts(input: &Input<'_>, history: &[&Observations], period: Perio
                 named.join(", "),
                 one_in(probability)
             ),
-        });
+        }));
     }
-    out
+    together(out, &input.labels.records)
+}
+
+/// Shifts of several fields in one period that moved about as many records (within a third of
+/// the larger) are most likely the same records: a burst of searches under one power for one
+/// object moves both fields. They are one finding, the largest, naming the others.
+fn together(mut shifts: Vec<(f64, Anomaly)>, word: &str) -> Vec<Anomaly> {
+    shifts.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut out: Vec<(f64, Anomaly)> = Vec::new();
+    for (records, shift) in shifts {
+        match out
+            .iter_mut()
+            .find(|(lead, _)| records >= *lead * (2.0 / 3.0))
+        {
+            Some((lead, first)) => {
+                let label = shift.series.trim_start_matches("mix of ");
+                let _ = write!(
+                    first.message,
+                    ". The mix of {label} moved with it, by about as many {word} ({} against {}): most likely the same {word}",
+                    super::thousands(records),
+                    super::thousands(*lead)
+                );
+                let _ = write!(first.series, " and {label}");
+            }
+            None => out.push((records, shift)),
+        }
+    }
+    out.into_iter().map(|(_, a)| a).collect()
 }
 
 /// `1 / p` in words: `10,000`, `a million`, `10^12`.
@@ -386,7 +415,7 @@ mod tests {
         })
         .into_iter()
         .filter(|a| a.code == Code::AnomalyDistributionShift)
-        .filter_map(|a| a.dimension)
+        .map(|a| a.series)
         .collect()
     }
 
@@ -401,8 +430,16 @@ mod tests {
             .collect();
         let burst = operation("2024-01", 0, 90);
         assert!(shifted(&months, &burst).is_empty());
-        // With only the last year to go by, the same month looks like a change of recording.
-        assert_eq!(shifted(&months[24..], &burst), ["d", "o"]);
+        // With only the last year to go by, the same month looks like a change of recording:
+        // of both fields, by the same records, so one finding naming both.
+        assert_eq!(shifted(&months[24..], &burst), ["mix of d and o"]);
+        // The object moving by three times as many records as the power is another matter.
+        let mut apart = burst.clone();
+        apart.categories.insert(
+            "o".to_owned(),
+            BTreeMap::from([("drugs".to_owned(), 150), ("weapons".to_owned(), 540)]),
+        );
+        assert_eq!(shifted(&months[24..], &apart), ["mix of o", "mix of d"]);
     }
 
     #[test]
