@@ -931,7 +931,8 @@ fn peer_check(
         return None;
     }
     let current = series.point(input.current)?;
-    let (r, probability) = peer_outlier(input.settings, &shares, current)?;
+    let peers_now = PeerShares::of(&shares)?;
+    let (r, probability) = peers_now.outlier(input.settings, current)?;
     // The force's own earlier returns against the same peers: a difference in each of the last
     // `lasting_periods` returns, and not in the one before them, is new and lasting.
     let before = history
@@ -940,7 +941,7 @@ fn peer_check(
         .take_while(|c| {
             series
                 .point(c)
-                .is_some_and(|q| peer_outlier(input.settings, &shares, q).is_some())
+                .is_some_and(|q| peers_now.outlier(input.settings, q).is_some())
         })
         .count();
     let lasting = before + 1;
@@ -966,34 +967,49 @@ fn peer_check(
     Some(a)
 }
 
-/// Whether `point` is far from the other forces' `shares`: the range it was judged against and
-/// how probable it is at the range's edge.
-fn peer_outlier(s: &AnomalySettings, shares: &[f64], point: Point) -> Option<(Range, f64)> {
-    let p = &s.peers;
-    if point.den < p.min_records {
-        return None;
+/// The other forces' shares of one series, summarised once for every point judged against them.
+struct PeerShares {
+    center: f64,
+    low: f64,
+    high: f64,
+    spread: f64,
+    with_some: f64,
+}
+
+impl PeerShares {
+    fn of(shares: &[f64]) -> Option<PeerShares> {
+        Some(PeerShares {
+            center: median(shares)?,
+            low: quantile(shares, 0.1)?,
+            high: quantile(shares, 0.9)?,
+            spread: scaled_mad(shares).unwrap_or(0.0),
+            with_some: shares.iter().filter(|v| **v > 0.0).count() as f64 / shares.len() as f64,
+        })
     }
-    let center = median(shares)?;
-    let low = quantile(shares, 0.1)?;
-    let high = quantile(shares, 0.9)?;
-    if point.num == 0 {
-        // Zero where nearly every other force has some: judged at the lowest tenth of forces.
-        let with_some = shares.iter().filter(|v| **v > 0.0).count() as f64 / shares.len() as f64;
-        if with_some < 0.9 || low * (point.den as f64) < s.vanished_min_expected {
+
+    /// Whether `point` is far from the other forces: the range it was judged against and how
+    /// probable it is at the range's edge.
+    fn outlier(&self, s: &AnomalySettings, point: Point) -> Option<(Range, f64)> {
+        if point.den < s.peers.min_records {
             return None;
         }
-        let probability = binomial_cdf(0, point.den, low);
-        let r = Range {
-            center,
-            lo: low,
-            hi: high,
-        };
-        return (probability < s.probability).then_some((r, probability));
+        if point.num == 0 {
+            // Zero where nearly every other force has some: judged at the lowest tenth of forces.
+            if self.with_some < 0.9 || self.low * (point.den as f64) < s.vanished_min_expected {
+                return None;
+            }
+            let probability = binomial_cdf(0, point.den, self.low);
+            let r = Range {
+                center: self.center,
+                lo: self.low,
+                hi: self.high,
+            };
+            return (probability < s.probability).then_some((r, probability));
+        }
+        let r = range(self.center, self.spread, Unit::Share, s.peers.band);
+        let (_, probability) = tail(point, Unit::Share, r)?;
+        (probability < s.probability).then_some((r, probability))
     }
-    let spread = scaled_mad(shares).unwrap_or(0.0);
-    let r = range(center, spread, Unit::Share, p.band);
-    let (_, probability) = tail(point, Unit::Share, r)?;
-    (probability < s.probability).then_some((r, probability))
 }
 
 /// Calendar months from the first day of `from` to the first day of `to`, whatever their

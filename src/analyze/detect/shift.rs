@@ -146,9 +146,11 @@ pub(super) fn shifts(input: &Input<'_>, history: &[&Observations], period: Perio
             .chain(std::iter::once(&input.current))
             .flat_map(|o| o.categories.get(dimension.as_str()).into_iter().flatten())
             .map(|(c, _)| c.as_str())
+            .collect();
+        let categories: Vec<&str> = categories
+            .into_iter()
             .filter(|c| !bursty(&whole, dimension, c) && !input.labels.covered(dimension, c))
             .collect();
-        let categories: Vec<&str> = categories.into_iter().collect();
         if categories.len() < 2 {
             continue;
         }
