@@ -1646,19 +1646,22 @@ mod tests {
         assert_eq!(period_name("2020-01".parse().unwrap()), "January 2020");
     }
 
-    #[test]
-    fn a_fourfold_step_alarms_twice_then_is_a_level_shift_then_the_new_baseline() {
+    /// Two years of a force's months from 2022-01, about 500 a month; `rows` gives month `i`'s
+    /// records from its usual level.
+    fn two_years(rows: impl Fn(usize, i64) -> i64) -> (Vec<String>, Vec<Observations>) {
         let months = periods(24);
         let noise = [0, 7, -5, 3, -8, 6, -2, 4, -6, 1, 5, -3];
-        let all: Vec<Observations> = months
+        let all = months
             .iter()
             .enumerate()
-            .map(|(i, p)| {
-                let base = 500 + noise[i % 12];
-                let rows = if i >= 14 { base * 4 } else { base };
-                month("f", p, rows as u64, 0.2)
-            })
+            .map(|(i, p)| month("f", p, rows(i, 500 + noise[i % 12]) as u64, 0.2))
             .collect();
+        (months, all)
+    }
+
+    #[test]
+    fn a_fourfold_step_alarms_twice_then_is_a_level_shift_then_the_new_baseline() {
+        let (months, all) = two_years(|i, base| if i >= 14 { base * 4 } else { base });
         let mut codes = Vec::new();
         for i in 6..all.len() {
             let found = run(&all[..i], &all[i]);
@@ -1689,21 +1692,13 @@ mod tests {
     #[test]
     fn a_step_that_ends_is_an_episode_not_a_new_baseline() {
         // Three months at a fifth of the usual level (a national lockdown), then back.
-        let months = periods(24);
-        let noise = [0, 7, -5, 3, -8, 6, -2, 4, -6, 1, 5, -3];
-        let all: Vec<Observations> = months
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let base = 500 + noise[i % 12];
-                let rows = if (14..17).contains(&i) {
-                    base / 5
-                } else {
-                    base
-                };
-                month("f", p, rows as u64, 0.2)
-            })
-            .collect();
+        let (months, all) = two_years(|i, base| {
+            if (14..17).contains(&i) {
+                base / 5
+            } else {
+                base
+            }
+        });
         for i in 6..all.len() {
             let codes: Vec<Code> = run(&all[..i], &all[i]).iter().map(|a| a.code).collect();
             let expected: &[Code] = match months[i].as_str() {

@@ -314,10 +314,15 @@ mod tests {
         o
     }
 
-    fn found(history: &[Observations], current: &Observations) -> Vec<Anomaly> {
+    /// The distribution shifts of `current`, the dimensions compared being `dimensions`.
+    fn shifts_of(
+        dimensions: &[&str],
+        history: &[Observations],
+        current: &Observations,
+    ) -> Vec<Anomaly> {
         detect(&Input {
             settings: &AnomalySettings {
-                dimensions: vec!["d".into()],
+                dimensions: dimensions.iter().map(|d| (*d).to_owned()).collect(),
                 ..AnomalySettings::default()
             },
             current,
@@ -329,6 +334,10 @@ mod tests {
         .into_iter()
         .filter(|a| a.code == Code::AnomalyDistributionShift)
         .collect()
+    }
+
+    fn found(history: &[Observations], current: &Observations) -> Vec<Anomaly> {
+        shifts_of(&["d"], history, current)
     }
 
     /// Twelve months of 1,000 records: `A` 600 ± 30, `B` 300, `C` 100 ∓ 30.
@@ -404,21 +413,10 @@ mod tests {
     }
 
     fn shifted(history: &[Observations], current: &Observations) -> Vec<String> {
-        detect(&Input {
-            settings: &AnomalySettings {
-                dimensions: vec!["d".into(), "o".into()],
-                ..AnomalySettings::default()
-            },
-            current,
-            history,
-            peers: &[],
-            labels: &Labels::default(),
-            observe: &ObserveSettings::default(),
-        })
-        .into_iter()
-        .filter(|a| a.code == Code::AnomalyDistributionShift)
-        .map(|a| a.series)
-        .collect()
+        shifts_of(&["d", "o"], history, current)
+            .into_iter()
+            .map(|a| a.series)
+            .collect()
     }
 
     #[test]
