@@ -617,9 +617,10 @@ fn shift_at(
 }
 
 /// The latest regime of `points`, followed by `next`: the index of its lasting step's first
-/// point (0 when none was found), and its points since, without the episodes inside it. A step is an episode when a later
-/// point is back inside the range it left (a national shock that ends, an operation): the
-/// regime before it goes on, and the episode's points are no part of its baseline.
+/// point (0 when none was found), and its points since, without the episodes inside it. A
+/// step is an episode when a later point is back inside the range it left (a national shock
+/// that ends, an operation): the regime before it goes on, and the episode's points are no
+/// part of its baseline.
 fn regime(
     points: &[Point],
     next: Point,
@@ -701,7 +702,7 @@ fn own_history(
     let points: Vec<Point> = history.iter().filter_map(|h| series.point(h)).collect();
     let current = series.point(input.current)?;
     let mut scratch = Vec::with_capacity(s.baseline_months);
-    let (regime, regime_points) = regime(&points, current, unit, s, &mut scratch);
+    let (regime, kept) = regime(&points, current, unit, s, &mut scratch);
 
     // A category's share is judged by the test of its field's whole mix (`shift`); here only
     // whether it vanished.
@@ -723,7 +724,7 @@ fn own_history(
     } else {
         s.level_shift.months
     };
-    let regime_points = &regime_points[..];
+    let regime_points = kept.as_slice();
     if regime_points.len() < need {
         return None;
     }
