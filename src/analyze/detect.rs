@@ -31,8 +31,8 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use super::stats::{
-    binomial_cdf, binomial_sf, median, median_mad_in_place, poisson_cdf, poisson_sf, quantile,
-    scaled_mad,
+    binomial_cdf, binomial_sf, median, median_mad_in_place, negative_binomial_cdf,
+    negative_binomial_sf, poisson_cdf, poisson_sf, quantile, scaled_mad,
 };
 use crate::finding::{Code, Finding, Severity};
 use crate::model::analysis::{AnomalySettings, Band, PeerSeries};
@@ -471,6 +471,17 @@ struct Range {
     hi: f64,
 }
 
+impl Range {
+    /// The range moved by `factor`.
+    fn scaled(self, factor: f64) -> Range {
+        Range {
+            center: self.center * factor,
+            lo: self.lo * factor,
+            hi: self.hi * factor,
+        }
+    }
+}
+
 fn range(center: f64, spread: f64, unit: Unit, band: Band) -> Range {
     // The relative part follows the share itself, so a large category moves a lot before it
     // is unusual (its small neighbours, whose relative change is large, carry the signal).
@@ -715,7 +726,11 @@ fn own_history(
         }
         let mut a = level_shift(input, series, &all, &shift, period);
         if *series == Series::Volume {
-            national(input, &mut a, current, shift.range, period);
+            national(input, &mut a, period, |factor| {
+                let moved = shift.range.scaled(factor);
+                let off = tail(current, Unit::Count, moved).is_some_and(|(_, p)| p < s.probability);
+                (off, moved)
+            });
         }
         return Some(a);
     }
@@ -780,12 +795,34 @@ fn own_history(
         (center, spread)
     };
     let band = series.band(s)?;
+    if *series == Series::Volume {
+        let model = VolumeModel::new(center, spread, base.len(), band);
+        let probability = model.judge(current, s.probability)?;
+        let mut a = outlier(
+            input,
+            series,
+            current,
+            model.range(s.probability),
+            (band, probability),
+            history_used,
+            seasonal,
+        );
+        a.method = model.method(history_used, seasonal, s.probability);
+        national(input, &mut a, period, |factor| {
+            let moved = model.scaled(factor);
+            (
+                moved.judge(current, s.probability).is_some(),
+                moved.range(s.probability),
+            )
+        });
+        return Some(a);
+    }
     let r = range(center, spread, unit, band);
     let (up, probability) = tail(current, unit, r)?;
     if probability >= s.probability || (series.one_sided() && !up) {
         return None;
     }
-    let mut a = outlier(
+    Some(outlier(
         input,
         series,
         current,
@@ -793,11 +830,110 @@ fn own_history(
         (band, probability),
         history_used,
         seasonal,
-    );
-    if *series == Series::Volume {
-        national(input, &mut a, current, r, period);
+    ))
+}
+
+/// Records a period as a negative binomial count: the expected value from the history, and an
+/// over-dispersion estimated from the history's own spread, raised for the few periods it is
+/// estimated from and never below the band's `min_change` (the least relative variation any
+/// force's months have). A value is flagged when its exact tail probability is under the
+/// pipeline's and it is at least `relative` away from the expectation.
+#[derive(Debug, Clone, Copy)]
+struct VolumeModel {
+    mean: f64,
+    dispersion: f64,
+    /// The history's relative spread (scaled MAD ÷ median), and raised for its length.
+    spread: (f64, f64),
+    band: Band,
+}
+
+impl VolumeModel {
+    fn new(center: f64, spread: f64, periods: usize, band: Band) -> VolumeModel {
+        let relative = if center > 0.0 { spread / center } else { 0.0 };
+        // About one standard error of a MAD-based spread (its efficiency is 37%) higher.
+        let raised = relative * (1.0 + 1.0 / (0.37 * 2.0 * periods.max(1) as f64).sqrt());
+        let extra = raised * raised - 1.0 / center.max(1.0);
+        VolumeModel {
+            mean: center,
+            dispersion: extra.max(band.min_change * band.min_change),
+            spread: (relative, raised),
+            band,
+        }
     }
-    Some(a)
+
+    /// The same model with its expectation moved by `factor`.
+    fn scaled(self, factor: f64) -> VolumeModel {
+        VolumeModel {
+            mean: self.mean * factor,
+            ..self
+        }
+    }
+
+    /// The tail probability of `point` when it is far from the expectation, improbable and
+    /// at least `relative` away; `None` otherwise.
+    fn judge(&self, point: Point, probability: f64) -> Option<f64> {
+        let x = point.num as f64;
+        if self.mean <= 0.0 || (x / self.mean - 1.0).abs() < self.band.relative {
+            return None;
+        }
+        let p = if x > self.mean {
+            negative_binomial_sf(point.num, self.mean, self.dispersion)
+        } else {
+            negative_binomial_cdf(point.num, self.mean, self.dispersion)
+        };
+        (p < probability).then_some(p)
+    }
+
+    /// What would not be flagged at `probability`: from the lowest count whose lower tail is
+    /// not under it (and no nearer than `relative`) to the highest whose upper tail is not.
+    fn range(&self, probability: f64) -> Range {
+        let low_edge = (self.mean * (1.0 - self.band.relative)).floor().max(0.0) as u64;
+        let high_edge = (self.mean * (1.0 + self.band.relative)).ceil() as u64;
+        // The first count from which the lower tail is at least `probability` (the cdf rises).
+        let (mut a, mut b) = (0u64, low_edge);
+        while a < b {
+            let m = a + (b - a) / 2;
+            if negative_binomial_cdf(m, self.mean, self.dispersion) < probability {
+                a = m + 1;
+            } else {
+                b = m;
+            }
+        }
+        let lo = a;
+        // The first count above which the upper tail is under `probability` (the sf falls).
+        let sd = (self.mean + self.dispersion * self.mean * self.mean).sqrt();
+        let (mut a, mut b) = (high_edge, high_edge + 64 + (40.0 * sd) as u64);
+        while a < b {
+            let m = a + (b - a) / 2;
+            if negative_binomial_sf(m, self.mean, self.dispersion) >= probability {
+                a = m + 1;
+            } else {
+                b = m;
+            }
+        }
+        Range {
+            center: self.mean,
+            lo: lo as f64,
+            hi: a.saturating_sub(1) as f64,
+        }
+    }
+
+    fn method(&self, (from, _, months): (Period, Period, usize), seasonal: bool, p: f64) -> String {
+        format!(
+            "negative binomial: expected the median of {}{}; over-dispersion {:.3} from their spread ({} of the level, {} allowing for how few they are, at least {}); flagged when the exact tail is below {p} and the value at least {} from the expectation",
+            from.cadence().count(months),
+            if seasonal {
+                format!(", adjusted by {}-of-year factors", from.cadence().word())
+            } else {
+                String::new()
+            },
+            self.dispersion,
+            percent(self.spread.0),
+            percent(self.spread.1),
+            percent(self.band.min_change),
+            percent(self.band.relative),
+        )
+    }
 }
 
 /// Explains a volume anomaly by the other forces, when they moved too: across the forces whose
@@ -805,7 +941,12 @@ fn own_history(
 /// A force whose value is ordinary once its range moves by that much moved with them: the
 /// anomaly is information, a national movement. One that is still far off keeps its warning,
 /// which says how far the others moved.
-fn national(input: &Input<'_>, a: &mut Anomaly, current: Point, r: Range, period: Period) {
+fn national(
+    input: &Input<'_>,
+    a: &mut Anomaly,
+    period: Period,
+    moved_with: impl Fn(f64) -> (bool, Range),
+) {
     let s = input.settings;
     let ratios: Vec<f64> = input
         .peers
@@ -822,12 +963,8 @@ fn national(input: &Input<'_>, a: &mut Anomaly, current: Point, r: Range, period
     if (factor - 1.0).abs() < s.peers.national_min_change {
         return;
     }
-    let moved = Range {
-        center: r.center * factor,
-        lo: r.lo * factor,
-        hi: r.hi * factor,
-    };
-    let with_them = tail(current, Unit::Count, moved).is_none_or(|(_, p)| p >= s.probability);
+    let (still_off, moved) = moved_with(factor);
+    let with_them = !still_off;
     let others = format!(
         "across {} other forces this {}, records were {} of their usual level (median)",
         ratios.len(),
@@ -1688,6 +1825,47 @@ mod tests {
             shift[0].message
         );
         assert!(at("2023-02").is_empty());
+    }
+
+    #[test]
+    fn volume_is_judged_against_the_forces_own_over_dispersion() {
+        let volume = |history: &[Observations], rows: u64| -> Vec<Code> {
+            run(history, &month("f", "2024-01", rows, 0.2))
+                .iter()
+                .map(|a| a.code)
+                .filter(|c| *c == Code::AnomalyVolume)
+                .collect()
+        };
+        let history = |swing: [i64; 12]| -> Vec<Observations> {
+            (0..12)
+                .map(|m| {
+                    month(
+                        "f",
+                        &format!("2023-{:02}", m + 1),
+                        (1000 + swing[m]) as u64,
+                        0.2,
+                    )
+                })
+                .collect()
+        };
+        // Months within a few percent of 1,000 (judged as varying by at least `min_change`, 20%):
+        // twice as many is an alarm, and so is 40%.
+        let steady = history([0, 30, -20, 10, -40, 25, -5, 15, -30, 35, -10, 5]);
+        assert_eq!(volume(&steady, 2000), [Code::AnomalyVolume]);
+        assert_eq!(volume(&steady, 400), [Code::AnomalyVolume]);
+        // The range it states is what would not have been flagged: 2,000 is above it, and the
+        // least change reported (40%) is inside it.
+        let double = run(&steady, &month("f", "2024-01", 2000, 0.2));
+        let (lower, upper) = (double[0].lower, double[0].upper);
+        assert!(lower < 600.0 && (1400.0..2000.0).contains(&upper), "{lower} {upper}");
+        // 30% fewer is under the least change reported (`relative`), however steady.
+        assert!(volume(&steady, 700).is_empty());
+        // Months swinging by 40% either way: twice as many is within what this force does.
+        let swinging = history([
+            0, 400, -350, 300, -400, 380, -300, 350, -380, 400, -250, 300,
+        ]);
+        assert!(volume(&swinging, 2000).is_empty());
+        assert_eq!(volume(&swinging, 4000), [Code::AnomalyVolume]);
     }
 
     #[test]

@@ -177,6 +177,20 @@ fn ln_binomial_pmf(k: u64, n: u64, p: f64) -> f64 {
         + (nf - kf) * (1.0 - p).ln()
 }
 
+/// `ln` of the negative binomial probability of exactly `k` with mean `mean` and variance
+/// `mean + dispersion × mean²` (a Poisson whose mean is gamma-distributed with shape
+/// `1 / dispersion`); a dispersion of 0 is the Poisson.
+fn ln_negative_binomial_pmf(k: u64, mean: f64, dispersion: f64) -> f64 {
+    if dispersion <= 0.0 || mean <= 0.0 {
+        return ln_poisson_pmf(k, mean);
+    }
+    let r = 1.0 / dispersion;
+    let kf = k as f64;
+    ln_gamma(kf + r) - ln_gamma(r) - ln_gamma(kf + 1.0)
+        + r * (r / (r + mean)).ln()
+        + kf * (mean / (r + mean)).ln()
+}
+
 /// Sums probabilities given as logarithms, from the largest term, stopping when terms no
 /// longer matter.
 fn sum_ln(terms: impl Iterator<Item = f64>) -> f64 {
@@ -216,6 +230,25 @@ pub fn poisson_sf(k: u64, lambda: f64) -> f64 {
     // Terms beyond k shrink once past the mode; a generous bound covers the rest.
     let end = k + 64 + (20.0 * lambda.max(1.0).sqrt() + lambda) as u64;
     sum_ln((k..=end).map(|i| ln_poisson_pmf(i, lambda)))
+}
+
+/// P(X ≤ k) for X negative binomial with `mean` and variance `mean + dispersion × mean²`.
+pub fn negative_binomial_cdf(k: u64, mean: f64, dispersion: f64) -> f64 {
+    sum_ln(
+        (0..=k)
+            .rev()
+            .map(|i| ln_negative_binomial_pmf(i, mean, dispersion)),
+    )
+}
+
+/// P(X ≥ k) for X negative binomial with `mean` and variance `mean + dispersion × mean²`.
+pub fn negative_binomial_sf(k: u64, mean: f64, dispersion: f64) -> f64 {
+    if k == 0 {
+        return 1.0;
+    }
+    let sd = (mean + dispersion * mean * mean).max(1.0).sqrt();
+    let end = k + 64 + (40.0 * sd + mean) as u64;
+    sum_ln((k..=end).map(|i| ln_negative_binomial_pmf(i, mean, dispersion)))
 }
 
 /// P(X ≤ k) for X ~ Binomial(`n`, `p`).
@@ -271,6 +304,30 @@ mod tests {
         let tiny = poisson_sf(60, 10.0);
         assert!(tiny > 0.0 && tiny < 1e-20, "{tiny}");
         assert!(close(poisson_cdf(0, 100.0), (-100.0f64).exp(), 1e-9));
+    }
+
+    #[test]
+    fn negative_binomial_tails_match_known_values() {
+        // Shape 1 (dispersion 1) is geometric: P(X = k) = (1 - p) p^k with p = mean / (1 + mean).
+        // Mean 3: P(X ≤ 2) = 1 - 0.75^3 = 0.578125; P(X ≥ 4) = 0.75^4.
+        assert!(close(negative_binomial_cdf(2, 3.0, 1.0), 0.578_125, 1e-10));
+        assert!(close(
+            negative_binomial_sf(4, 3.0, 1.0),
+            0.75f64.powi(4),
+            1e-10
+        ));
+        // Dispersion 0 is the Poisson.
+        assert!(close(
+            negative_binomial_cdf(2, 1.0, 0.0),
+            0.919_698_602_928_606,
+            1e-10
+        ));
+        // Mean 120, shape 8 (dispersion 0.125): P(X ≤ 60) = 0.061162166110895 (summed in
+        // Python from the gamma-Poisson formula).
+        let half = negative_binomial_cdf(60, 120.0, 0.125);
+        assert!(close(half, 0.061_162_166_110_895, 1e-9), "{half}");
+        // Over-dispersion makes a doubling far more probable than under a Poisson.
+        assert!(negative_binomial_sf(240, 120.0, 0.05) > 1e3 * poisson_sf(240, 120.0));
     }
 
     #[test]

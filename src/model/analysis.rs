@@ -215,8 +215,8 @@ impl Default for AnomalySettings {
             dimensions: Vec::new(),
             volume: Band {
                 z: 4.0,
-                relative: 0.5,
-                min_change: 0.0,
+                relative: 0.4,
+                min_change: 0.2,
             },
             blank_rate: Band {
                 z: 4.0,
