@@ -1857,7 +1857,10 @@ mod tests {
         // least change reported (40%) is inside it.
         let double = run(&steady, &month("f", "2024-01", 2000, 0.2));
         let (lower, upper) = (double[0].lower, double[0].upper);
-        assert!(lower < 600.0 && (1400.0..2000.0).contains(&upper), "{lower} {upper}");
+        assert!(
+            lower < 600.0 && (1400.0..2000.0).contains(&upper),
+            "{lower} {upper}"
+        );
         // 30% fewer is under the least change reported (`relative`), however steady.
         assert!(volume(&steady, 700).is_empty());
         // Months swinging by 40% either way: twice as many is within what this force does.
