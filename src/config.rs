@@ -15,13 +15,14 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::catalogue::MetricCatalogue;
 use crate::finding::{Code, Severity};
 use crate::model::analysis::{AnomalySettings, PopulationSettings};
 use crate::model::observe::ObserveSettings;
 use crate::model::{BlankThreshold, Limits, ReadingSettings};
 use crate::period::{CADENCE_NAMES, Cadence, Deadline, Period, SnapshotDates};
 use crate::rules::{DECLARED_CODES, RuleDecl, RuleSet};
-use crate::schema::{Catalog, CodeList, Population, RecordSchema};
+use crate::schema::{CodeList, CodeLists, Population, RecordSchema};
 
 /// One problem found while loading configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,7 +196,9 @@ pub struct Project {
     /// The folder.
     pub root: PathBuf,
     /// Code lists.
-    pub catalog: Catalog,
+    pub code_lists: CodeLists,
+    /// The metric catalogues of `schemas/catalogue/`, oldest version first.
+    pub catalogues: Vec<Arc<MetricCatalogue>>,
     /// Pipelines by dataset id.
     pub pipelines: BTreeMap<String, Pipeline>,
 }
@@ -204,14 +207,19 @@ impl Project {
     /// Loads and checks `root/pipelines` and `root/schemas`, returning every problem found.
     pub fn load(root: &Path) -> Result<Project, ConfigErrors> {
         let mut problems = Vec::new();
-        let catalog = load_catalog(&root.join("schemas").join("reference"), &mut problems);
-        if catalog.forces().is_none() {
+        let code_lists = load_code_lists(&root.join("schemas").join("reference"), &mut problems);
+        if code_lists.forces().is_none() {
             problems.push(ConfigProblem {
                 file: root.join("schemas/reference/forces.json"),
                 line: None,
                 message: "the forces code list is missing".into(),
             });
         }
+        let catalogues = load_catalogues(
+            &root.join("schemas").join("catalogue"),
+            &code_lists,
+            &mut problems,
+        );
         let mut pipelines = BTreeMap::new();
         let dir = root.join("pipelines");
         match sorted_files(&dir, "toml") {
@@ -222,7 +230,7 @@ impl Project {
             }),
             Ok(files) => {
                 for file in files {
-                    if let Some(p) = load_pipeline(root, &file, &catalog, &mut problems) {
+                    if let Some(p) = load_pipeline(root, &file, &code_lists, &mut problems) {
                         if pipelines.contains_key(&p.dataset) {
                             problems.push(ConfigProblem {
                                 file: file.clone(),
@@ -243,7 +251,8 @@ impl Project {
         if problems.is_empty() {
             Ok(Project {
                 root: root.to_owned(),
-                catalog,
+                code_lists,
+                catalogues,
                 pipelines,
             })
         } else {
@@ -255,6 +264,74 @@ impl Project {
     pub fn pipeline(&self, dataset: &str) -> Option<&Pipeline> {
         self.pipelines.get(dataset)
     }
+
+    /// The metric catalogue of this version, or the latest without one.
+    pub fn catalogue(&self, version: Option<u32>) -> Option<&Arc<MetricCatalogue>> {
+        match version {
+            Some(v) => self.catalogues.iter().find(|c| c.version == v),
+            None => self.catalogues.last(),
+        }
+    }
+}
+
+/// The file in `schemas/catalogue/` that every catalogue is checked against.
+pub const CATALOGUE_SCHEMA_FILE: &str = "catalogue.schema.json";
+
+/// Loads every `v<N>.json` of `dir` (none when the folder does not exist), each checked against
+/// `dir/catalogue.schema.json`, sorted by version.
+fn load_catalogues(
+    dir: &Path,
+    code_lists: &CodeLists,
+    problems: &mut Vec<ConfigProblem>,
+) -> Vec<Arc<MetricCatalogue>> {
+    if !dir.exists() {
+        return Vec::new();
+    }
+    let problem = |file: &Path, line: Option<usize>, message: String| ConfigProblem {
+        file: file.to_owned(),
+        line,
+        message,
+    };
+    let schema_file = dir.join(CATALOGUE_SCHEMA_FILE);
+    let meta: serde_json::Value = match std::fs::read_to_string(&schema_file)
+        .map_err(|e| format!("cannot read the catalogue's schema: {e}"))
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| format!("not valid JSON: {e}")))
+    {
+        Ok(v) => v,
+        Err(message) => {
+            problems.push(problem(&schema_file, None, message));
+            return Vec::new();
+        }
+    };
+    let files = match sorted_files(dir, "json") {
+        Ok(files) => files,
+        Err(e) => {
+            problems.push(problem(dir, None, format!("cannot read the folder: {e}")));
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    for file in files.iter().filter(|f| **f != schema_file) {
+        let stem = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(problem(file, None, format!("cannot read: {e}")));
+                continue;
+            }
+        };
+        match MetricCatalogue::parse(stem, &text, &meta, code_lists) {
+            Ok(c) => out.push(Arc::new(c)),
+            Err(errs) => {
+                problems.extend(errs.into_iter().map(|e| problem(file, e.line, e.message)));
+            }
+        }
+    }
+    out.sort_by_key(|c| c.version);
+    out
 }
 
 fn sorted_files(dir: &Path, ext: &str) -> std::io::Result<Vec<PathBuf>> {
@@ -267,8 +344,8 @@ fn sorted_files(dir: &Path, ext: &str) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn load_catalog(dir: &Path, problems: &mut Vec<ConfigProblem>) -> Catalog {
-    let mut catalog = Catalog::default();
+fn load_code_lists(dir: &Path, problems: &mut Vec<ConfigProblem>) -> CodeLists {
+    let mut code_lists = CodeLists::default();
     let files = match sorted_files(dir, "json") {
         Ok(f) => f,
         Err(e) => {
@@ -277,7 +354,7 @@ fn load_catalog(dir: &Path, problems: &mut Vec<ConfigProblem>) -> Catalog {
                 line: None,
                 message: format!("cannot read the folder: {e}"),
             });
-            return catalog;
+            return code_lists;
         }
     };
     for file in files {
@@ -294,7 +371,7 @@ fn load_catalog(dir: &Path, problems: &mut Vec<ConfigProblem>) -> Catalog {
             })
             .and_then(|text| CodeList::parse(stem, &text));
         match parsed {
-            Ok(list) => catalog.insert(list),
+            Ok(list) => code_lists.insert(list),
             Err(errs) => problems.extend(errs.into_iter().map(|e| ConfigProblem {
                 file: file.clone(),
                 line: e.line,
@@ -302,14 +379,14 @@ fn load_catalog(dir: &Path, problems: &mut Vec<ConfigProblem>) -> Catalog {
             })),
         }
     }
-    catalog
+    code_lists
 }
 
 /// Loads a record schema file by id (`stop_search/v1` → `schemas/stop_search/v1.json`).
 pub fn load_schema(
     root: &Path,
     id: &str,
-    catalog: &Catalog,
+    code_lists: &CodeLists,
 ) -> Result<RecordSchema, Vec<ConfigProblem>> {
     let file = root.join("schemas").join(format!("{id}.json"));
     let text = std::fs::read_to_string(&file).map_err(|e| {
@@ -319,7 +396,7 @@ pub fn load_schema(
             message: format!("cannot read schema `{id}`: {e}"),
         }]
     })?;
-    RecordSchema::parse(id, &text, catalog).map_err(|errs| {
+    RecordSchema::parse(id, &text, code_lists).map_err(|errs| {
         errs.into_iter()
             .map(|e| ConfigProblem {
                 file: file.clone(),
@@ -346,7 +423,7 @@ fn line_of_key(text: &str, key: &str) -> Option<usize> {
 fn load_pipeline(
     root: &Path,
     file: &Path,
-    catalog: &Catalog,
+    code_lists: &CodeLists,
     problems: &mut Vec<ConfigProblem>,
 ) -> Option<Pipeline> {
     let problem = |line: Option<usize>, message: String| ConfigProblem {
@@ -442,7 +519,7 @@ fn load_pipeline(
             )),
         }
     }
-    let schema = match load_schema(root, &parsed.schema, catalog) {
+    let schema = match load_schema(root, &parsed.schema, code_lists) {
         Ok(s) => Some(s),
         Err(mut errs) => {
             problems.push(problem(
@@ -532,7 +609,7 @@ fn load_pipeline(
     let period = period_settings(&text, parsed.period, &mut |line, message| {
         problems.push(problem(line, message));
     });
-    let expected = match expected_forces(&period.expected_forces, catalog) {
+    let expected = match expected_forces(&period.expected_forces, code_lists) {
         Ok(f) => f,
         Err(message) => {
             problems.push(problem(line_of_key(&text, "expected_forces"), message));
@@ -548,7 +625,7 @@ fn load_pipeline(
         load_population(
             root,
             settings,
-            catalog,
+            code_lists,
             problems,
             section_line("population"),
         )
@@ -722,7 +799,7 @@ fn population_problems(
 fn load_population(
     root: &Path,
     settings: &PopulationSettings,
-    catalog: &Catalog,
+    code_lists: &CodeLists,
     problems: &mut Vec<ConfigProblem>,
     line: Option<usize>,
 ) -> Option<Arc<Population>> {
@@ -739,7 +816,7 @@ fn load_population(
             return None;
         }
     };
-    let forces = catalog.forces()?;
+    let forces = code_lists.forces()?;
     match Population::parse(&text, settings, forces) {
         Ok(p) => Some(Arc::new(p)),
         Err(errs) => {
@@ -756,8 +833,8 @@ fn load_population(
 /// The forces whose returns are expected, from entries that are force ids or the groups `all`
 /// (every force in the forces list) and `territorial` (the forces with an ONS police force area
 /// code: the 43 of England and Wales, not British Transport Police).
-fn expected_forces(entries: &[String], catalog: &Catalog) -> Result<Vec<String>, String> {
-    let Some(forces) = catalog.forces() else {
+fn expected_forces(entries: &[String], code_lists: &CodeLists) -> Result<Vec<String>, String> {
+    let Some(forces) = code_lists.forces() else {
         return Err("the forces code list is missing".into());
     };
     let mut out: Vec<String> = Vec::new();

@@ -1243,14 +1243,14 @@ mod tests {
 
     use super::*;
     use crate::finding::{CodeSummary, NoSink};
-    use crate::schema::Catalog;
+    use crate::schema::CodeLists;
 
     fn schema() -> RecordSchema {
         RecordSchema::parse(
             "t",
             r#"{"type":"object","required":["a","b"],"properties":{
                 "a":{"type":"string","x-aliases":["Col A"]},"b":{"type":["string","null"]}}}"#,
-            &Catalog::default(),
+            &CodeLists::default(),
         )
         .unwrap()
     }

@@ -10,7 +10,8 @@
 //!   receipts, tokens); [`period`], [`finding`] and
 //!   [`clock`] are bottom modules of their own;
 //! - [`schema`] parses record schemas, reference code lists and the population reference;
-//!   [`rules`] applies the plausibility rules a pipeline declares in its profile;
+//!   [`rules`] applies the plausibility rules a pipeline declares in its profile; [`catalogue`]
+//!   parses and checks the metric catalogue (metrics, units, dimensions, their rules);
 //! - [`store`] is the only code that talks to object storage; [`layout`] builds and parses
 //!   every bucket key (pure); [`state`] is the commit protocol over the store: claims and locks
 //!   (leases from create-only writes), the ledger of finished uploads, manifests and receipts;
@@ -37,6 +38,7 @@
 
 pub mod analyze;
 pub mod api;
+pub mod catalogue;
 pub mod clock;
 pub mod config;
 pub mod encoding;

@@ -14,13 +14,14 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use force_returns::analyze::status::render_text;
 use force_returns::api;
+use force_returns::catalogue;
 use force_returns::clock::{Clock, FixedClock, SystemClock};
 use force_returns::config::Project;
 use force_returns::model::{Decision, Limits};
 use force_returns::period::Deadline;
 use force_returns::pipeline::{CheckOutcome, RunOptions, Service, check_settings, validate_local};
 use force_returns::scheduler::{self, PipelineRunner, Stopped, Worker};
-use force_returns::schema::{Catalog, RecordSchema};
+use force_returns::schema::{CodeLists, RecordSchema};
 use force_returns::shutdown::ShutdownController;
 use force_returns::store::{self, S3Location, S3Options, S3Store};
 use force_returns::telemetry::Metrics;
@@ -54,6 +55,13 @@ enum LogFormat {
 enum OutputFormat {
     Text,
     Json,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum CatalogueFormat {
+    Text,
+    Json,
+    Markdown,
 }
 
 #[derive(Subcommand)]
@@ -116,6 +124,16 @@ enum Command {
     },
     /// Load every pipeline, schema and code list and report every problem at once.
     CheckConfig,
+    /// Print the metric catalogue: every metric forces report in aggregate returns, its unit,
+    /// dimensions, parts, alignment and rules (`--format markdown` is docs/catalogue.md).
+    Catalogue {
+        /// The catalogue's version (default: the latest in schemas/catalogue/).
+        #[arg(long)]
+        version: Option<u32>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: CatalogueFormat,
+    },
     /// Print a dataset's record schema with code lists expanded (the contract for forces).
     Schema {
         /// Dataset id.
@@ -273,6 +291,36 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                         |pop| format!("population: {} ({} areas)", pop.source, pop.areas.len())
                     )
                 );
+            }
+            for c in &project.catalogues {
+                println!(
+                    "ok  metric catalogue v{}  {} metrics ({} mandatory), {} dimensions",
+                    c.version,
+                    c.metrics.len(),
+                    c.metrics.iter().filter(|m| m.mandatory).count(),
+                    c.dimensions().len()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Catalogue { version, format } => {
+            let project = load_project(&root)?;
+            let catalogue = project.catalogue(version).with_context(|| match version {
+                Some(v) => format!(
+                    "no metric catalogue v{v} in {}",
+                    root.join("schemas/catalogue").display()
+                ),
+                None => format!(
+                    "no metric catalogue in {}",
+                    root.join("schemas/catalogue").display()
+                ),
+            })?;
+            match format {
+                CatalogueFormat::Text => print!("{}", catalogue::render::text(catalogue)),
+                CatalogueFormat::Json => {
+                    println!("{}", serde_json::to_string_pretty(&catalogue.to_json())?);
+                }
+                CatalogueFormat::Markdown => print!("{}", catalogue::render::markdown(catalogue)),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -476,7 +524,7 @@ fn upload_url_command(
 ) -> Result<ExitCode> {
     let project = load_project(root)?;
     let force = project
-        .catalog
+        .code_lists
         .forces()
         .and_then(|f| f.lookup_loose(force))
         .with_context(|| format!("`{force}` is not a force id, ONS code or name"))?;
@@ -534,11 +582,12 @@ fn validate_command(
     let (settings, limits, scope) = if let Some(schema_path) = schema {
         let text = std::fs::read_to_string(&schema_path)
             .with_context(|| format!("failed to read schema {}", schema_path.display()))?;
-        let catalog = Project::load(root).map_or_else(|_| Catalog::default(), |p| p.catalog);
+        let code_lists =
+            Project::load(root).map_or_else(|_| CodeLists::default(), |p| p.code_lists);
         let id = schema_path
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        let schema = RecordSchema::parse(&id, &text, &catalog).map_err(|errs| {
+        let schema = RecordSchema::parse(&id, &text, &code_lists).map_err(|errs| {
             anyhow::anyhow!(
                 "the schema {} has problems:\n{}",
                 schema_path.display(),
@@ -567,7 +616,7 @@ fn validate_command(
         })?;
         let force = force.unwrap_or_default();
         let entry = project
-            .catalog
+            .code_lists
             .forces()
             .and_then(|f| f.lookup_loose(&force))
             .with_context(|| format!("`{force}` is not a force id, ONS code or name"))?;

@@ -556,7 +556,7 @@ mod tests {
     use super::*;
     use crate::finding::{FindingLog, FindingSink};
     use crate::ingest::{Batch, Distinct, HeaderMap};
-    use crate::schema::Catalog;
+    use crate::schema::CodeLists;
     use crate::validate::{CheckSettings, Checker, UploadScope, row_object};
 
     fn schema() -> RecordSchema {
@@ -568,7 +568,7 @@ mod tests {
                 "n":{"type":["number","null"]},
                 "c":{"type":["string","null"],"enum":["Arrest","Don't know","-"]},
                 "s":{"type":["string","null"]}}}"#,
-            &Catalog::default(),
+            &CodeLists::default(),
         )
         .unwrap()
     }
@@ -708,7 +708,7 @@ mod tests {
                 1..12,
             )
         ) {
-            let schema = RecordSchema::parse("readings", READINGS, &Catalog::default()).unwrap();
+            let schema = RecordSchema::parse("readings", READINGS, &CodeLists::default()).unwrap();
             let (batch, ok, findings) = check_rows(&schema, &rows);
             let reference = schema.compile_reference().unwrap();
             let schema_codes = [
@@ -739,7 +739,7 @@ mod tests {
 
     #[test]
     fn cells_are_read_as_excel_writes_them_and_counted_per_column() {
-        let schema = RecordSchema::parse("readings", READINGS, &Catalog::default()).unwrap();
+        let schema = RecordSchema::parse("readings", READINGS, &CodeLists::default()).unwrap();
         let row = |cells: [&str; 5]| {
             cells
                 .iter()

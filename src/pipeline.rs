@@ -96,7 +96,7 @@ pub enum PipelineError {
 /// The names an upload key is read against: the project's force ids (with their other
 /// spellings, to name the nearest id) and dataset ids.
 pub fn key_names(project: &Project) -> Names {
-    let forces = project.catalog.forces().map_or_else(Vec::new, |list| {
+    let forces = project.code_lists.forces().map_or_else(Vec::new, |list| {
         list.codes
             .iter()
             .map(|c| {
@@ -1086,7 +1086,7 @@ impl Service {
         let force_id = sub.force().map(str::to_owned);
         let force_name = force_id.as_ref().and_then(|f| {
             self.project
-                .catalog
+                .code_lists
                 .forces()
                 .and_then(|l| l.codes.iter().find(|c| &c.code == f))
                 .map(|c| c.label.clone())

@@ -1130,12 +1130,12 @@ mod tests {
 
     use super::*;
     use crate::finding::{FindingSink, NoSink};
-    use crate::schema::Catalog;
+    use crate::schema::CodeLists;
 
     /// A schema with a number, a date, a code list with a legacy spelling, a boolean and text.
     fn schema() -> RecordSchema {
-        let mut catalog = Catalog::default();
-        catalog.insert(
+        let mut code_lists = CodeLists::default();
+        code_lists.insert(
             CodeList::parse(
                 "band",
                 r#"{"id":"band","title":"Bands","codes":[
@@ -1152,7 +1152,7 @@ mod tests {
                 "band":{"title":"Band","type":["string","null"],"x-codelist":"band"},
                 "flag":{"title":"Flag","type":["boolean","null"]},
                 "note":{"title":"Note","type":["string","null"]}}}"#,
-            &catalog,
+            &code_lists,
         )
         .unwrap()
     }
@@ -1582,7 +1582,7 @@ why = "children are never flagged"
                 "baton_use":{"type":["string","null"]},
                 "subject_outcome":{"type":["string","null"]},
                 "subject_injured":{"type":["boolean","null"]}}}"#,
-            &Catalog::default(),
+            &CodeLists::default(),
         )
         .unwrap();
         let mut blocks = 0;

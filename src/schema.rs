@@ -194,11 +194,11 @@ impl CodeList {
 
 /// All reference code lists, by id.
 #[derive(Debug, Clone, Default)]
-pub struct Catalog {
+pub struct CodeLists {
     lists: BTreeMap<String, Arc<CodeList>>,
 }
 
-impl Catalog {
+impl CodeLists {
     /// Adds a parsed list.
     pub fn insert(&mut self, list: CodeList) {
         self.lists.insert(list.id.clone(), Arc::new(list));
@@ -385,11 +385,11 @@ pub struct RecordSchema {
 
 impl RecordSchema {
     /// Parses a record schema. `id` names it in messages and lineage; code lists come from
-    /// `catalog` (an ad-hoc schema without `x-codelist` needs none).
+    /// `code_lists` (an ad-hoc schema without `x-codelist` needs none).
     pub fn parse(
         id: &str,
         text: &str,
-        catalog: &Catalog,
+        code_lists: &CodeLists,
     ) -> Result<RecordSchema, Vec<SchemaProblem>> {
         let mut root: Value =
             serde_json::from_str(text).map_err(|e| vec![SchemaProblem::from_json(&e)])?;
@@ -421,7 +421,7 @@ impl RecordSchema {
         match object.get_mut("properties") {
             Some(Value::Object(props)) => {
                 for (name, sub) in props.iter_mut() {
-                    match parse_property(name, sub, catalog) {
+                    match parse_property(name, sub, code_lists) {
                         Ok(p) => properties.push(p),
                         Err(mut e) => problems.append(&mut e),
                     }
@@ -546,7 +546,7 @@ pub fn reference_options() -> jsonschema::ValidationOptions<'static> {
 fn parse_property(
     name: &str,
     sub: &mut Value,
-    catalog: &Catalog,
+    code_lists: &CodeLists,
 ) -> Result<Property, Vec<SchemaProblem>> {
     let mut problems = Vec::new();
     let here = |m: String| SchemaProblem::new(format!("property `{name}`: {m}"));
@@ -572,7 +572,7 @@ fn parse_property(
     let codelist = match obj.get("x-codelist") {
         None => None,
         Some(Value::String(id)) => {
-            if let Some(list) = catalog.get(id) {
+            if let Some(list) = code_lists.get(id) {
                 if obj.contains_key("enum") {
                     problems.push(here("has both `x-codelist` and its own `enum`".into()));
                 }
@@ -688,7 +688,7 @@ fn parse_property(
 mod tests {
     use super::*;
 
-    fn catalog() -> Catalog {
+    fn code_lists() -> CodeLists {
         let list = CodeList::parse(
             "colour",
             r#"{"id":"colour","title":"Colours","attributes":["warm"],"codes":[
@@ -696,7 +696,7 @@ mod tests {
                 {"code":"B","label":"Blue","attributes":{"warm":"no"}}]}"#,
         )
         .unwrap();
-        let mut c = Catalog::default();
+        let mut c = CodeLists::default();
         c.insert(list);
         c
     }
@@ -707,7 +707,7 @@ mod tests {
             "t",
             r#"{"type":"object","properties":{"c":{"type":["string","null"],"x-codelist":"colour",
                 "x-snapshot":{"type":"code","attributes":["warm"]}}}}"#,
-            &catalog(),
+            &code_lists(),
         )
         .unwrap();
         let e = schema.resolved["properties"]["c"]["enum"]
@@ -728,7 +728,7 @@ mod tests {
             "t",
             r#"{"properties":{"a":{"x-codelist":"nope"},"b":{"type":"strin"},"c":{"x-pii":"secret"}},
                "required":["d"]}"#,
-            &catalog(),
+            &code_lists(),
         )
         .unwrap_err();
         // Four from our reading, one from the draft 2020-12 meta-schema (the bad type).

@@ -1414,7 +1414,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::schema::Catalog;
+    use crate::schema::CodeLists;
 
     /// A schema using every keyword the plan covers, with the edge cases that differ between
     /// naive implementations (integers written as floats, exclusive bounds, code points).
@@ -1564,7 +1564,7 @@ mod tests {
 
         #[test]
         fn plan_agrees_with_jsonschema_on_every_keyword(rows in prop::collection::vec(prop::collection::vec(cell(), 13), 1..8)) {
-            let schema = RecordSchema::parse("keywords", KEYWORDS, &Catalog::default()).unwrap();
+            let schema = RecordSchema::parse("keywords", KEYWORDS, &CodeLists::default()).unwrap();
             agree(&schema, &rows);
         }
     }
@@ -1633,7 +1633,7 @@ mod tests {
         let schema = RecordSchema::parse(
             "x",
             r#"{"type":"object","properties":{"a":{"type":"string","format":"email"},"n":{"multipleOf":0.5}}}"#,
-            &Catalog::default(),
+            &CodeLists::default(),
         )
         .unwrap();
         assert!(Plan::compile(&schema).unwrap().uses_fallback());

@@ -4,7 +4,7 @@
 //! [`uploads`] streams one upload at a time (never the whole set in memory): for each month of
 //! the configured window and each of the 43 territorial forces, one clean return in the exact
 //! data.police.uk extract format, with volumes in proportion to the force's share of national
-//! stop and search, mild seasonality and Poisson-like noise. Values come from the catalog's code
+//! stop and search, mild seasonality and Poisson-like noise. Values come from the code lists' code
 //! lists with realistic mixes, and blanks are placed by exact quotas so that every clean return
 //! stays below the warning thresholds of `pipelines/stop_search.toml` and is `accepted` with no
 //! findings. The [`PLANTED`] uploads replace or add to one force × month each and together cover
@@ -29,7 +29,7 @@ use chrono::{DateTime, Datelike, Utc};
 use force_returns::finding::Code;
 use force_returns::model::Limits;
 use force_returns::period::Period;
-use force_returns::schema::{Catalog, CodeList};
+use force_returns::schema::{CodeList, CodeLists};
 
 /// What to generate.
 #[derive(Debug, Clone, PartialEq)]
@@ -755,10 +755,10 @@ pub fn demo_limits() -> Limits {
 /// are uploaded: a misfiled first attempt before the force's clean return, a resubmission
 /// after the month's other uploads.
 pub fn uploads<'a>(
-    catalog: &'a Catalog,
+    code_lists: &'a CodeLists,
     config: &'a DemoConfig,
 ) -> impl Iterator<Item = DemoUpload> + 'a {
-    uploads_where(catalog, config, |_, _| true)
+    uploads_where(code_lists, config, |_, _| true)
 }
 
 /// The uploads of [`uploads`] for the force-months `keep` selects (force id, month), the
@@ -766,13 +766,13 @@ pub fn uploads<'a>(
 /// at the cost of the selected months only. A selected month brings every upload of that
 /// force and month (a misfiled first attempt and a resubmission included).
 pub fn uploads_where<'a>(
-    catalog: &'a Catalog,
+    code_lists: &'a CodeLists,
     config: &'a DemoConfig,
     keep: impl Fn(&str, Period) -> bool + 'a,
 ) -> impl Iterator<Item = DemoUpload> + 'a {
     Uploads {
         config,
-        vocab: Vocab::new(catalog, config.seed),
+        vocab: Vocab::new(code_lists, config.seed),
         periods: config.end.trailing(config.months),
         next_period: 0,
         jobs: VecDeque::new(),
@@ -1037,7 +1037,7 @@ fn places(seed: u64, f: &ForceInfo) -> Vec<(String, String)> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Value mixes, by code (resolved against the catalog's code lists)
+// Value mixes, by code (resolved against the code lists)
 // ---------------------------------------------------------------------------------------------
 
 /// Relative weights of codes.
@@ -1419,7 +1419,7 @@ fn cumulate(weights: impl IntoIterator<Item = f64>) -> Vec<f64> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Vocabulary: weighted choices resolved against the catalog
+// Vocabulary: weighted choices resolved against the code lists
 // ---------------------------------------------------------------------------------------------
 
 /// One value a column can take.
@@ -1429,7 +1429,7 @@ struct Item {
     group: String,
 }
 
-/// A weighted choice among code-list entries. Codes missing from the catalog are left out.
+/// A weighted choice among code-list entries. Codes missing from the code lists are left out.
 struct Picker {
     items: Vec<Item>,
     cumulative: Vec<f64>,
@@ -1463,7 +1463,7 @@ impl Picker {
 
     fn pick(&self, rng: &mut Rng) -> Option<&Item> {
         if self.items.is_empty() {
-            // Keep the stream aligned whatever the catalog holds.
+            // Keep the stream aligned whatever the code lists hold.
             rng.next_u64();
             return None;
         }
@@ -1473,7 +1473,7 @@ impl Picker {
 
 /// Everything rows are drawn from, built once per run.
 struct Vocab {
-    /// The territorial forces the catalog knows, in `FORCES` order.
+    /// The territorial forces the code lists know, in `FORCES` order.
     forces: Vec<&'static ForceInfo>,
     force_labels: Vec<String>,
     force_cumulative: Vec<f64>,
@@ -1492,8 +1492,8 @@ struct Vocab {
 }
 
 impl Vocab {
-    fn new(catalog: &Catalog, seed: u64) -> Vocab {
-        let list = |id: &str| catalog.get(id).map(AsRef::as_ref);
+    fn new(code_lists: &CodeLists, seed: u64) -> Vocab {
+        let list = |id: &str| code_lists.get(id).map(AsRef::as_ref);
         let force_list = list("forces");
         let forces: Vec<&'static ForceInfo> = FORCES
             .iter()
@@ -2592,18 +2592,18 @@ mod tests {
     use force_returns::pipeline::{check_settings, check_upload, parse_upload_key};
     use force_returns::validate::UploadScope;
 
-    fn catalog() -> Catalog {
+    fn code_lists() -> CodeLists {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/reference");
-        let mut catalog = Catalog::default();
+        let mut code_lists = CodeLists::default();
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "json") {
                 let stem = path.file_stem().unwrap().to_str().unwrap().to_owned();
                 let text = std::fs::read_to_string(&path).unwrap();
-                catalog.insert(CodeList::parse(&stem, &text).unwrap());
+                code_lists.insert(CodeList::parse(&stem, &text).unwrap());
             }
         }
-        catalog
+        code_lists
     }
 
     fn small(seed: u64, months: usize) -> DemoConfig {
@@ -2615,8 +2615,8 @@ mod tests {
         }
     }
 
-    fn fingerprint(catalog: &Catalog, config: &DemoConfig) -> Vec<(String, u64)> {
-        uploads(catalog, config)
+    fn fingerprint(code_lists: &CodeLists, config: &DemoConfig) -> Vec<(String, u64)> {
+        uploads(code_lists, config)
             .map(|u| {
                 let hash = u.bytes.iter().fold(tag(&u.key), |h, &b| {
                     (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3)
@@ -2636,10 +2636,10 @@ mod tests {
 
     #[test]
     fn output_is_deterministic_and_depends_on_the_seed() {
-        let catalog = catalog();
-        let a = fingerprint(&catalog, &small(7, 2));
-        assert_eq!(a, fingerprint(&catalog, &small(7, 2)));
-        let b = fingerprint(&catalog, &small(8, 2));
+        let code_lists = code_lists();
+        let a = fingerprint(&code_lists, &small(7, 2));
+        assert_eq!(a, fingerprint(&code_lists, &small(7, 2)));
+        let b = fingerprint(&code_lists, &small(8, 2));
         assert_eq!(a.len(), b.len());
         let same = a.iter().zip(&b).filter(|(x, y)| x.1 == y.1).count();
         // Only the fixed planted files (the empty file) may coincide.
@@ -2647,12 +2647,12 @@ mod tests {
     }
 
     #[test]
-    fn every_territorial_force_is_generated_and_the_table_resolves_against_the_catalog() {
-        let catalog = catalog();
-        let vocab = Vocab::new(&catalog, 1);
+    fn every_territorial_force_is_generated_and_the_table_resolves_against_the_code_lists() {
+        let code_lists = code_lists();
+        let vocab = Vocab::new(&code_lists, 1);
         assert_eq!(vocab.forces.len(), 43);
         assert!(vocab.forces.iter().all(|f| f.id != "btp"));
-        let forces = catalog.forces().unwrap();
+        let forces = code_lists.forces().unwrap();
         let listed: BTreeSet<&str> = forces
             .codes
             .iter()
@@ -2724,14 +2724,14 @@ mod tests {
 
     #[test]
     fn clean_files_have_the_exact_header_and_fifteen_fields_per_distinct_row() {
-        let catalog = catalog();
+        let code_lists = code_lists();
         let config = DemoConfig {
             scale: 0.05,
             months: 2,
             ..DemoConfig::default()
         };
         let mut clean = 0;
-        for upload in uploads(&catalog, &config).filter(|u| u.defect.is_none()) {
+        for upload in uploads(&code_lists, &config).filter(|u| u.defect.is_none()) {
             clean += 1;
             let records = records(&upload.bytes);
             assert_eq!(records[0], HEADER, "{}", upload.key);
@@ -2817,7 +2817,7 @@ mod tests {
 
     #[test]
     fn incidents_stay_inside_the_window_and_clear_of_the_file_defects() {
-        let catalog = catalog();
+        let code_lists = code_lists();
         let ours: BTreeSet<&str> = FORCES.iter().map(|f| f.id).collect();
         let ids: HashSet<&str> = INCIDENTS.iter().map(|i| i.id).collect();
         assert_eq!(ids.len(), INCIDENTS.len());
@@ -2843,7 +2843,7 @@ mod tests {
         }
         // Missing months are not uploaded; every other month of every force is.
         let config = history();
-        let keys: HashSet<String> = uploads(&catalog, &config).map(|u| u.key).collect();
+        let keys: HashSet<String> = uploads(&code_lists, &config).map(|u| u.key).collect();
         for i in INCIDENTS.iter().filter(|i| i.tweak == Tweak::Missing) {
             for p in i.periods(&config) {
                 assert!(!keys.contains(&key(i.force, &p.to_string(), &file_name(p, i.force))));
@@ -2863,7 +2863,7 @@ mod tests {
 
     #[test]
     fn uploads_where_gives_the_selected_uploads_of_the_whole_stream() {
-        let catalog = catalog();
+        let code_lists = code_lists();
         let config = DemoConfig {
             incidents: true,
             ..small(5, 12)
@@ -2895,11 +2895,11 @@ mod tests {
                 u.incident.map(|i| i.id),
             )
         };
-        let expected: Vec<_> = uploads(&catalog, &config)
+        let expected: Vec<_> = uploads(&code_lists, &config)
             .filter(|u| keep(&force_of(u), month_of(u)))
             .map(summary)
             .collect();
-        let selected: Vec<_> = uploads_where(&catalog, &config, keep)
+        let selected: Vec<_> = uploads_where(&code_lists, &config, keep)
             .map(summary)
             .collect();
         // Two whole forces (with a misfiled attempt and a resubmission) and one month.
@@ -2912,7 +2912,7 @@ mod tests {
 
     #[test]
     fn incidents_change_the_returns_as_documented() {
-        let catalog = catalog();
+        let code_lists = code_lists();
         let config = DemoConfig {
             scale: 1.0,
             defects: false,
@@ -2921,7 +2921,7 @@ mod tests {
         let wanted: HashSet<&str> = ["greater-manchester", "durham", "kent", "west-mercia"].into();
         let at = |back: usize| (0..back).fold(config.end, |p, _| p.prev());
         let mut seen = 0;
-        for u in uploads(&catalog, &config) {
+        for u in uploads(&code_lists, &config) {
             let parts: Vec<&str> = u.key.split('/').collect();
             let (force, period): (&str, Period) = (parts[1], parts[3].parse().unwrap());
             if !wanted.contains(force) {
@@ -2974,8 +2974,8 @@ mod tests {
 
     #[test]
     fn uploads_arrive_after_their_month_and_before_the_deadline() {
-        let catalog = catalog();
-        for u in uploads(&catalog, &history()) {
+        let code_lists = code_lists();
+        for u in uploads(&code_lists, &history()) {
             // Misfiled uploads have no readable month folder.
             let Some(Ok(period)) = u.key.split('/').nth(3).map(str::parse::<Period>) else {
                 continue;
@@ -2996,9 +2996,9 @@ mod tests {
 
     #[test]
     fn planted_keys_are_distinct_and_ids_unique() {
-        let catalog = catalog();
+        let code_lists = code_lists();
         let config = small(3, 12);
-        let keys: Vec<String> = uploads(&catalog, &config).map(|u| u.key).collect();
+        let keys: Vec<String> = uploads(&code_lists, &config).map(|u| u.key).collect();
         let distinct: HashSet<&String> = keys.iter().collect();
         assert_eq!(distinct.len(), keys.len());
         let ids: HashSet<&str> = PLANTED.iter().map(|d| d.id).collect();
@@ -3022,7 +3022,7 @@ mod tests {
         let config = small(DemoConfig::default().seed, 12);
         let limits = demo_limits();
         let mut seen: HashMap<&str, usize> = HashMap::new();
-        for upload in uploads(&project.catalog, &config) {
+        for upload in uploads(&project.code_lists, &config) {
             let (codes, decision) = match parse_upload_key(&upload.key, &project) {
                 Err(_) => (BTreeSet::from([Code::UploadLocationInvalid]), "rejected"),
                 Ok(location) => {
@@ -3073,11 +3073,11 @@ mod tests {
 
     #[test]
     fn over_limit_files_stay_on_the_right_side_of_the_other_limits() {
-        let catalog = catalog();
+        let code_lists = code_lists();
         let config = small(11, 12);
         let limits = demo_limits();
         let mut checked = 0;
-        for upload in uploads(&catalog, &config).filter(|u| u.defect.is_some()) {
+        for upload in uploads(&code_lists, &config).filter(|u| u.defect.is_some()) {
             let d = upload.defect.unwrap();
             let size = upload.bytes.len() as u64;
             let rows = upload.bytes.split(|&b| b == b'\n').count() as u64 - 1;

@@ -206,7 +206,7 @@ fn demo_command(root: &Path, bucket: &Path, config: &DemoConfig) -> Result<ExitC
         );
         let (mut written, mut bytes, mut planted) = (0usize, 0usize, BTreeMap::new());
         let started_at = std::time::SystemTime::now();
-        for upload in uploads(&project.catalog, config) {
+        for upload in uploads(&project.code_lists, config) {
             if let Some(d) = upload.defect {
                 planted.insert(upload.key.clone(), d);
             }

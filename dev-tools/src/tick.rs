@@ -314,7 +314,7 @@ pub async fn run(
     });
     let store: Arc<dyn ObjectStore> = Arc::clone(&counting) as Arc<dyn ObjectStore>;
     let forces: Vec<String> = project
-        .catalog
+        .code_lists
         .forces()
         .map(|f| f.codes.iter().map(|c| c.code.clone()).collect())
         .unwrap_or_default();

@@ -359,7 +359,7 @@ fn head_rows(bytes: &[u8], eof: bool, delimiter: u8, limits: &Limits) -> Vec<Hea
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::Catalog;
+    use crate::schema::CodeLists;
 
     fn schema() -> RecordSchema {
         RecordSchema::parse(
@@ -367,7 +367,7 @@ mod tests {
             r#"{"type":"object","required":["a","b"],"properties":{
                 "a":{"type":"string","x-aliases":["Col A"]},"b":{"type":["string","null"]},
                 "c":{"type":["string","null"]}}}"#,
-            &Catalog::default(),
+            &CodeLists::default(),
         )
         .unwrap()
     }

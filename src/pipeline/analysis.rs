@@ -642,7 +642,7 @@ impl Service {
         }
         let force_name = self
             .project
-            .catalog
+            .code_lists
             .forces()
             .and_then(|l| l.codes.iter().find(|c| c.code == force))
             .map(|c| c.label.clone());

@@ -177,7 +177,7 @@ mod tests {
 
     fn forces() -> std::sync::Arc<CodeList> {
         let project = Project::load(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
-        std::sync::Arc::clone(project.catalog.forces().unwrap())
+        std::sync::Arc::clone(project.code_lists.forces().unwrap())
     }
 
     #[test]

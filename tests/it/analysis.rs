@@ -43,7 +43,7 @@ async fn a_half_month_extract_reaches_the_report_the_tables_and_the_summary() {
         defects: false,
         ..DemoConfig::default()
     };
-    for u in uploads(&project.catalog, &config).filter(|u| u.key.contains("/durham/")) {
+    for u in uploads(&project.code_lists, &config).filter(|u| u.key.contains("/durham/")) {
         upload_at(&bucket, &u.key, u.bytes, u.uploaded_at).await;
     }
     // After every upload of March 2025, before its deadline.
@@ -194,7 +194,7 @@ async fn an_anomaly_raised_to_error_by_the_pipeline_rejects_the_upload() {
         defects: false,
         ..DemoConfig::default()
     };
-    let june = uploads(&project.catalog, &config)
+    let june = uploads(&project.code_lists, &config)
         .find(|u| u.key.contains("/durham/stop_search/2024-06/"))
         .unwrap();
     // Processed when it arrives: the service refuses a month that has not begun.

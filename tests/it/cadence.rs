@@ -13,20 +13,7 @@ use force_returns::period::Cadence;
 use force_returns::pipeline::{RunOptions, Service};
 use force_returns_dev::demo::{DemoConfig, uploads};
 
-use crate::common::{TestBucket, manifest_dir};
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
+use crate::common::{TestBucket, copy_dir, manifest_dir};
 
 /// The stop-search profile and schema, returned quarterly.
 fn quarterly_project(root: &Path) -> Project {
@@ -56,7 +43,7 @@ async fn a_quarterly_dataset_takes_quarter_folders_and_refuses_month_folders() {
         incidents: false,
         ..DemoConfig::default()
     };
-    let march = uploads(&project.catalog, &config)
+    let march = uploads(&project.code_lists, &config)
         .find(|u| u.key.starts_with("incoming/durham/stop_search/2024-03/"))
         .unwrap();
     assert!(

@@ -1,8 +1,5 @@
 //! The command line as a force or operator uses it: exit codes, output, ad-hoc schemas.
-
-use std::path::Path;
-
-use crate::common::{force_returns, manifest_dir, output_text as text, shared_fixtures};
+use crate::common::{copy_dir, force_returns, manifest_dir, output_text as text, shared_fixtures};
 
 #[test]
 fn validate_accepts_a_real_extract_under_any_spelling_of_the_force() {
@@ -227,19 +224,6 @@ fn check_config_reports_every_problem_with_file_and_line() {
         "{t}"
     );
     assert!(t.contains("blank_rates names `lattitude`"), "{t}");
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let p = e.unwrap().path();
-        let dest = to.join(p.file_name().unwrap());
-        if p.is_dir() {
-            copy_dir(&p, &dest);
-        } else {
-            std::fs::copy(&p, &dest).unwrap();
-        }
-    }
 }
 
 #[test]

@@ -47,6 +47,20 @@ pub fn project() -> Arc<Project> {
 
 /// A piece the test needs is missing: the test fails, saying how to get it. No test passes
 /// by skipping what it is there to check.
+/// Copies a folder and everything in it (a project's `schemas/` into a test's own folder).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
 pub fn missing(what: &str) -> ! {
     panic!(
         "{what} is missing: run `bash tests/run`, which installs the test tools (into .venv/ and \

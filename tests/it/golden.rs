@@ -77,7 +77,7 @@ async fn the_demo_history_gives_the_recorded_outputs() {
         .iter()
         .map(|d| (d.force, d.period(&config)))
         .collect();
-    let files = uploads_where(&project.catalog, &config, |force, period| {
+    let files = uploads_where(&project.code_lists, &config, |force, period| {
         DEMO_FORCES.contains(&force) || defect_months.contains(&(force, period))
     })
     .map(|upload| (upload.key, upload.bytes, upload.uploaded_at));

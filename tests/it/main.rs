@@ -17,6 +17,7 @@
 mod analysis;
 mod architecture;
 mod cadence;
+mod catalogue;
 mod cli;
 mod common;
 mod corpus;

@@ -402,7 +402,7 @@ async fn concurrent_runs_lose_no_manifest_entry_even_where_compare_and_swap_is_n
         LocalStore::new(bucket.dir.path()).unwrap(),
     ));
     let project = project();
-    let forces: Vec<String> = project.catalog.forces().unwrap().codes[..32]
+    let forces: Vec<String> = project.code_lists.forces().unwrap().codes[..32]
         .iter()
         .map(|c| c.code.clone())
         .collect();
@@ -709,7 +709,7 @@ on_both_backends!(racing_runs_that_compact_the_ledger_lose_and_repeat_nothing);
 async fn racing_runs_that_compact_the_ledger_lose_and_repeat_nothing(bucket: TestBucket) {
     const RUNS: usize = 4;
     let project = project();
-    let forces: Vec<String> = project.catalog.forces().unwrap().codes[..40]
+    let forces: Vec<String> = project.code_lists.forces().unwrap().codes[..40]
         .iter()
         .map(|c| c.code.clone())
         .collect();

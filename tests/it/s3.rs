@@ -154,7 +154,7 @@ async fn the_demo_gives_the_same_outputs_from_s3_as_from_a_local_bucket() {
         defects: true,
         incidents: false,
     };
-    let demo: Vec<_> = uploads(&project.catalog, &config).collect();
+    let demo: Vec<_> = uploads(&project.code_lists, &config).collect();
     for upload in &demo {
         local.upload(&upload.key, upload.bytes.clone()).await;
         s3.upload(&upload.key, upload.bytes.clone()).await;
@@ -377,7 +377,7 @@ async fn racing_worker_processes_process_every_upload_exactly_once() {
         incidents: false,
     };
     let mut n = 0;
-    for upload in uploads(&project.catalog, &config) {
+    for upload in uploads(&project.code_lists, &config) {
         store
             .put(&upload.key, upload.bytes, PutMode::Overwrite)
             .await

@@ -939,7 +939,7 @@ async fn four_worker_processes_share_two_hundred_uploads_each_processed_exactly_
     bucket: TestBucket,
 ) {
     const WORKERS: usize = 4;
-    let forces: Vec<String> = project().catalog.forces().unwrap().codes[..43]
+    let forces: Vec<String> = project().code_lists.forces().unwrap().codes[..43]
         .iter()
         .map(|c| c.code.clone())
         .collect();
