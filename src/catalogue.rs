@@ -22,6 +22,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::finding::Severity;
+use crate::layout::edit_distance;
 use crate::schema::{CodeLists, SchemaProblem};
 
 /// What a metric's values are.
@@ -249,6 +250,9 @@ pub struct Metric {
     pub numerator: Option<Part>,
     /// The denominator, for rates, ratios and percentages.
     pub denominator: Option<Part>,
+    /// Codes the metric is never given for, by dimension name (a rate per 1,000 for ethnicity
+    /// not stated has no population).
+    pub not_for: BTreeMap<String, Vec<String>>,
     /// Whether a return must report it.
     pub mandatory: bool,
     /// The breakdowns a return must report when mandatory: each a set of dimension names,
@@ -264,6 +268,13 @@ impl Metric {
     /// Its dimension of this name.
     pub fn dimension(&self, name: &str) -> Option<&Dimension> {
         self.dimensions.iter().find(|d| d.name == name)
+    }
+
+    /// Whether the metric is never given for `code` of dimension `name`.
+    pub fn excludes(&self, name: &str, code: &str) -> bool {
+        self.not_for
+            .get(name)
+            .is_some_and(|codes| codes.iter().any(|c| c == code))
     }
 }
 
@@ -332,6 +343,8 @@ struct MetricFile {
     numerator: Option<PartFile>,
     #[serde(default)]
     denominator: Option<PartFile>,
+    #[serde(default)]
+    not_for: BTreeMap<String, Vec<String>>,
     mandatory: bool,
     #[serde(default)]
     breakdowns: Option<Vec<Vec<String>>>,
@@ -452,6 +465,7 @@ impl MetricCatalogue {
                     "numerator_at": part_at(&m.numerator),
                     "denominator": part(&m.denominator),
                     "denominator_at": part_at(&m.denominator),
+                    "not_for": m.not_for,
                     "mandatory": m.mandatory,
                     "breakdowns": m.breakdowns,
                     "alignment": alignment,
@@ -489,23 +503,6 @@ pub fn nearest<'a>(
         .take(n)
         .map(|(_, c)| c)
         .collect()
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let above = row[j + 1];
-            row[j + 1] = (above + 1)
-                .min(row[j] + 1)
-                .min(diagonal + usize::from(ca != cb));
-            diagonal = above;
-        }
-    }
-    row[b.len()]
 }
 
 /// The line of the innermost metric an instance path (`/metrics/3/unit`) points into.
@@ -594,6 +591,25 @@ impl<'a> Checker<'a> {
                     }
                 }
             }
+            for (name, codes) in &m.not_for {
+                match dimensions.iter().find(|d| &d.name == name) {
+                    None => self.problem(
+                        &m.id,
+                        format!("not_for names `{name}`, which is not one of its dimensions"),
+                    ),
+                    Some(d) => {
+                        for code in codes.iter().filter(|c| !d.codes.contains(c)) {
+                            self.problem(
+                                &m.id,
+                                format!(
+                                    "not_for gives `{code}`, which is not a code of `{}`",
+                                    d.codelist
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
             let rules = self.rules(m, &dimensions);
             metrics.push(Metric {
                 id: m.id.clone(),
@@ -605,6 +621,7 @@ impl<'a> Checker<'a> {
                 dimensions,
                 numerator,
                 denominator,
+                not_for: m.not_for.clone(),
                 mandatory: m.mandatory,
                 breakdowns,
                 alignment: m.alignment.clone(),

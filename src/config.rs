@@ -23,6 +23,7 @@ use crate::model::{BlankThreshold, Limits, ReadingSettings};
 use crate::period::{CADENCE_NAMES, Cadence, Deadline, Period, SnapshotDates};
 use crate::rules::{DECLARED_CODES, RuleDecl, RuleSet};
 use crate::schema::{CodeList, CodeLists, Population, RecordSchema};
+use crate::validate::table::{DEFAULT_MARKERS, DimensionColumn, TableCheck};
 
 /// One problem found while loading configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +152,31 @@ struct PipelineFile {
     population: Option<PopulationSettings>,
     #[serde(default)]
     observe: ObserveSettings,
+    #[serde(default)]
+    catalogue: Option<CatalogueSection>,
+}
+
+/// The `[catalogue]` section: the return is an aggregate one, in long form, checked against the
+/// metric catalogue; the properties holding each part of a row.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogueSection {
+    /// The catalogue's version (default: the latest).
+    #[serde(default)]
+    version: Option<u32>,
+    /// The property holding the metric's id.
+    metric: String,
+    /// The property holding the value.
+    value: String,
+    /// The property holding the numerator, if the return has one.
+    #[serde(default)]
+    numerator: Option<String>,
+    /// The property holding the denominator, if the return has one.
+    #[serde(default)]
+    denominator: Option<String>,
+    /// The suppression markers (default: those of official statistics).
+    #[serde(default)]
+    markers: Option<Vec<String>>,
 }
 
 /// A loaded and checked pipeline: one dataset's schema, schedule and rules.
@@ -184,6 +210,8 @@ pub struct Pipeline {
     pub observe: ObserveSettings,
     /// The population reference for rates per 1,000, when configured and present.
     pub population: Option<Arc<Population>>,
+    /// For an aggregate return (`[catalogue]`), its checks against the metric catalogue.
+    pub table: Option<Arc<TableCheck>>,
     /// The forces whose returns are expected (resolved ids, sorted).
     pub expected_forces: Vec<String>,
     /// The file it came from.
@@ -230,7 +258,9 @@ impl Project {
             }),
             Ok(files) => {
                 for file in files {
-                    if let Some(p) = load_pipeline(root, &file, &code_lists, &mut problems) {
+                    if let Some(p) =
+                        load_pipeline(root, &file, &code_lists, &catalogues, &mut problems)
+                    {
                         if pipelines.contains_key(&p.dataset) {
                             problems.push(ConfigProblem {
                                 file: file.clone(),
@@ -424,6 +454,7 @@ fn load_pipeline(
     root: &Path,
     file: &Path,
     code_lists: &CodeLists,
+    catalogues: &[Arc<MetricCatalogue>],
     problems: &mut Vec<ConfigProblem>,
 ) -> Option<Pipeline> {
     let problem = |line: Option<usize>, message: String| ConfigProblem {
@@ -630,6 +661,28 @@ fn load_pipeline(
             section_line("population"),
         )
     });
+    let table = match (&schema, &parsed.catalogue) {
+        (Some(schema), Some(section)) => {
+            let built = table_check(
+                schema,
+                section,
+                catalogues,
+                code_lists,
+                period.cadence.name(),
+                parsed.decision.max_error_row_share,
+            );
+            match built {
+                Ok(t) => Some(Arc::new(t)),
+                Err(messages) => {
+                    for message in messages {
+                        problems.push(problem(section_line("catalogue"), message));
+                    }
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     if problems.len() > start {
         return None;
     }
@@ -648,9 +701,101 @@ fn load_pipeline(
         anomalies: parsed.anomalies,
         observe: parsed.observe,
         population,
+        table,
         expected_forces: expected,
         file: file.to_owned(),
     })
+}
+
+/// Compiles the `[catalogue]` section against the schema: each named property exists, and
+/// every dimension of the catalogue is a property of the schema with the dimension's code list.
+fn table_check(
+    schema: &RecordSchema,
+    section: &CatalogueSection,
+    catalogues: &[Arc<MetricCatalogue>],
+    code_lists: &CodeLists,
+    cadence: &str,
+    max_error_row_share: f64,
+) -> Result<TableCheck, Vec<String>> {
+    let mut problems = Vec::new();
+    let catalogue = match section.version {
+        Some(v) => catalogues.iter().find(|c| c.version == v),
+        None => catalogues.last(),
+    };
+    let Some(catalogue) = catalogue else {
+        return Err(vec![match section.version {
+            Some(v) => format!(
+                "there is no usable metric catalogue v{v} in schemas/catalogue/ (a catalogue with problems is not loaded)"
+            ),
+            None => "there is no usable metric catalogue in schemas/catalogue/ (a catalogue with problems is not loaded)".to_owned(),
+        }]);
+    };
+    let mut property = |role: &str, name: &str| {
+        let index = schema.properties.iter().position(|p| p.name == name);
+        if index.is_none() {
+            problems.push(format!(
+                "{role} = \"{name}\" is not a property of schema {}",
+                schema.id
+            ));
+        }
+        index
+    };
+    let metric = property("metric", &section.metric);
+    let value = property("value", &section.value);
+    let numerator = section
+        .numerator
+        .as_deref()
+        .and_then(|n| property("numerator", n));
+    let denominator = section
+        .denominator
+        .as_deref()
+        .and_then(|n| property("denominator", n));
+    let mut dimensions = Vec::new();
+    for d in catalogue.dimensions() {
+        let Some(index) = schema.properties.iter().position(|p| p.name == d.name) else {
+            problems.push(format!(
+                "the catalogue's dimension `{}` is not a property of schema {}: an aggregate return has a column for each",
+                d.name, schema.id
+            ));
+            continue;
+        };
+        if let Some(list) = &schema.properties[index].codelist
+            && list.id != d.codelist
+        {
+            problems.push(format!(
+                "property `{}` of schema {} uses code list `{}`, but the catalogue's dimension uses `{}`",
+                d.name, schema.id, list.id, d.codelist
+            ));
+        }
+        if let Some(list) = code_lists.get(&d.codelist) {
+            dimensions.push(DimensionColumn {
+                name: d.name.clone(),
+                property: index,
+                list: Arc::clone(list),
+            });
+        }
+    }
+    if max_error_row_share > 0.0 {
+        problems.push(format!(
+            "an aggregate return is taken whole or not at all (its rules look across rows): [decision] max_error_row_share must be 0, not {max_error_row_share}"
+        ));
+    }
+    match (metric, value) {
+        (Some(metric), Some(value)) if problems.is_empty() => Ok(TableCheck {
+            catalogue: Arc::clone(catalogue),
+            cadence: cadence.to_owned(),
+            metric,
+            value,
+            numerator,
+            denominator,
+            dimensions,
+            markers: section
+                .markers
+                .clone()
+                .unwrap_or_else(|| DEFAULT_MARKERS.iter().map(|m| (*m).to_owned()).collect()),
+        }),
+        _ => Err(problems),
+    }
 }
 
 /// Reads the `[period]` section: the cadence (default month) with its snapshot dates, the

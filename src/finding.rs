@@ -144,6 +144,16 @@ codes! {
     AnomalyResentRecords => "anomaly_resent_records", Warning, File;
     AnomalyDistributionShift => "anomaly_distribution_shift", Warning, File;
     AnomalyFieldsAgree => "anomaly_fields_agree", Warning, File;
+    MetricUnknown => "metric_unknown", Error, Row;
+    MetricDimensionUnknown => "metric_dimension_unknown", Error, Row;
+    MetricValueInvalid => "metric_value_invalid", Error, Row;
+    MetricDuplicate => "metric_duplicate", Error, Row;
+    MetricOutOfRange => "metric_out_of_range", Error, Row;
+    MetricPartsTotal => "metric_parts_total", Error, Row;
+    MetricNumeratorAboveDenominator => "metric_numerator_above_denominator", Error, Row;
+    MetricDisagreesWithParts => "metric_disagrees_with_parts", Warning, Row;
+    MetricSuppressed => "metric_suppressed", Info, File;
+    MetricMissing => "metric_missing", Warning, File;
 }
 
 impl Code {
@@ -375,6 +385,30 @@ pub fn hint(code: Code) -> &'static str {
         }
         Code::AnomalyResentRecords => {
             "check that the file is this period's extract of your own force; if it is not, upload the right one"
+        }
+        Code::MetricUnknown => {
+            "use a metric id of the catalogue (`force-returns catalogue`, or the template's rows)"
+        }
+        Code::MetricDimensionUnknown => {
+            "leave blank the breakdowns the metric does not have, and use the codes of each code list"
+        }
+        Code::MetricValueInvalid => {
+            "give each value as a number, or as a suppression marker where the figure is withheld"
+        }
+        Code::MetricDuplicate => "keep one row per metric and breakdown, and remove the other",
+        Code::MetricOutOfRange => "check the figure: its unit does not allow this value",
+        Code::MetricPartsTotal => {
+            "check that the breakdown and its total come from the same count, or mark a withheld part as suppressed"
+        }
+        Code::MetricNumeratorAboveDenominator => {
+            "check that the numerator counts a part of what the denominator counts"
+        }
+        Code::MetricDisagreesWithParts => {
+            "recompute the rate from its numerator and denominator, or correct whichever of the three is wrong"
+        }
+        Code::MetricSuppressed => "nothing to do, unless a figure was withheld by mistake",
+        Code::MetricMissing => {
+            "add the missing rows; a zero is a figure, and a withheld figure is a marker"
         }
     }
 }

@@ -193,8 +193,8 @@ fn nearest<'a>(
     }
 }
 
-/// Levenshtein distance, in characters.
-fn edit_distance(a: &str, b: &str) -> usize {
+/// Levenshtein distance, in characters (also how the metric catalogue finds the nearest ids).
+pub fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut row: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {

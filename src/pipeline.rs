@@ -148,6 +148,7 @@ pub fn check_settings(pipeline: &Pipeline) -> CheckSettings {
         examples_per_code: pipeline.decision.examples_per_code,
         findings_per_code: pipeline.decision.findings_per_code,
         severity_overrides: pipeline.severity_overrides.clone(),
+        table: pipeline.table.clone(),
     }
 }
 

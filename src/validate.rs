@@ -38,6 +38,10 @@ use crate::rules::{self, RuleSet, UploadRules};
 use crate::schema::{Property, RecordSchema, Spelling, TypeSet, UploadContext};
 use crate::spill::RepeatFinder;
 
+pub mod table;
+
+use table::{Cells, TableCheck, TableRows};
+
 /// A cell as JSON Schema sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Cell<'a> {
@@ -622,6 +626,8 @@ pub struct CheckSettings {
     pub findings_per_code: u64,
     /// Severity overrides by finding code.
     pub severity_overrides: BTreeMap<Code, Severity>,
+    /// The checks across rows of an aggregate return against the metric catalogue.
+    pub table: Option<Arc<TableCheck>>,
 }
 
 impl CheckSettings {
@@ -637,6 +643,7 @@ impl CheckSettings {
             examples_per_code: crate::finding::DEFAULT_EXAMPLES_PER_CODE,
             findings_per_code: crate::finding::DEFAULT_LISTED_PER_CODE,
             severity_overrides: BTreeMap::new(),
+            table: None,
         }
     }
 }
@@ -658,6 +665,8 @@ pub struct Checker<'p> {
     unique: Vec<Option<RepeatFinder>>,
     /// Readings of values as Excel writes them, and their counts.
     normaliser: Normaliser,
+    /// The rows of an aggregate return, for the checks against the metric catalogue.
+    table: Option<TableRows<'p>>,
 }
 
 /// One distinct value of a column as judged: its finding, its reading (an index into the
@@ -710,6 +719,10 @@ impl<'p> Checker<'p> {
             .map(|p| p.unique.then(|| RepeatFinder::new(true)))
             .collect();
         let normaliser = Normaliser::new(schema, &settings.reading, scope.period);
+        let table = settings
+            .table
+            .as_deref()
+            .map(|t| t.rows(|p| header.column_name(schema, p)));
         Ok(Checker {
             settings,
             plan: Plan::compile(schema)?,
@@ -724,6 +737,7 @@ impl<'p> Checker<'p> {
             error_rows: Bitset::default(),
             repeated_rows: RepeatFinder::new(false),
             unique,
+            table,
         })
     }
 
@@ -758,12 +772,74 @@ impl<'p> Checker<'p> {
             self.plan.fallback = Some(fallback);
         }
         self.remember_rows(batch)?;
+        if self.table.is_some() {
+            self.check_table_rows(batch, &mut row_ok, log);
+        }
         for (i, ok) in row_ok.iter().enumerate() {
             if !ok {
                 self.error_rows.set(batch.rows[i] - 2);
             }
         }
         Ok(BooleanArray::from(row_ok))
+    }
+
+    /// Hands the rows the schema accepted to the table checks; a row they find an error in
+    /// is left out like any other.
+    fn check_table_rows(&mut self, batch: &Batch, row_ok: &mut [bool], log: &mut FindingLog<'_>) {
+        let (Some(check), Some(rows)) = (self.settings.table.as_deref(), self.table.as_mut())
+        else {
+            return;
+        };
+        let column = |p: Option<usize>| p.and_then(|p| batch.column(p));
+        let metric = column(Some(check.metric));
+        let value = column(Some(check.value));
+        let numerator = column(check.numerator);
+        let denominator = column(check.denominator);
+        let dimensions: Vec<Option<&StringArray>> = check
+            .dimensions
+            .iter()
+            .map(|d| column(Some(d.property)))
+            .collect();
+        let mut cells_of_dimensions = vec![None; dimensions.len()];
+        let mut found = table::Found::default();
+        for (i, ok) in row_ok.iter_mut().enumerate() {
+            if !*ok {
+                continue;
+            }
+            for (slot, c) in cells_of_dimensions.iter_mut().zip(&dimensions) {
+                *slot = text(*c, i);
+            }
+            let before = found.0.len();
+            rows.push(
+                Cells {
+                    row: batch.rows[i],
+                    metric: text(metric, i),
+                    dimensions: &cells_of_dimensions,
+                    value: text(value, i),
+                    numerator: text(numerator, i),
+                    denominator: text(denominator, i),
+                },
+                &mut found,
+            );
+            let overrides = &self.settings.severity_overrides;
+            if found.0[before..]
+                .iter()
+                .any(|f| table_severity(overrides, f) == Severity::Error)
+            {
+                *ok = false;
+            }
+        }
+        for f in found.0 {
+            Self::record_table_finding(f, log);
+        }
+    }
+
+    fn record_table_finding(f: table::TableFinding, log: &mut FindingLog<'_>) {
+        if f.declared {
+            log.push_declared(f.finding);
+        } else {
+            log.push(f.finding);
+        }
     }
 
     /// Checks one column of a batch: its findings, its values numbered, and, when some cells
@@ -1245,6 +1321,18 @@ impl<'p> Checker<'p> {
         log: &mut FindingLog<'_>,
     ) -> std::io::Result<Verdict> {
         self.report_repeats(log)?;
+        if let Some(rows) = self.table.take() {
+            let mut found = table::Found::default();
+            rows.finish(&mut found);
+            for f in found.0 {
+                if let Some(row) = f.finding.row
+                    && table_severity(&self.settings.severity_overrides, &f) == Severity::Error
+                {
+                    self.error_rows.set(row - 2);
+                }
+                Self::record_table_finding(f, log);
+            }
+        }
         let schema = &self.settings.schema;
         for note in self
             .normaliser
@@ -1334,6 +1422,20 @@ impl<'p> Checker<'p> {
             error_rows,
             columns,
         })
+    }
+}
+
+/// The text of row `i` of a column the upload may not have.
+fn text(c: Option<&StringArray>, i: usize) -> Option<&str> {
+    c.and_then(|c| crate::ingest::cell(c, i))
+}
+
+/// The severity a table finding has once the pipeline's overrides are applied (a catalogue
+/// rule's own severity stands).
+fn table_severity(overrides: &BTreeMap<Code, Severity>, f: &table::TableFinding) -> Severity {
+    match overrides.get(&f.finding.code) {
+        Some(&s) if !f.declared => s,
+        _ => f.finding.severity,
     }
 }
 

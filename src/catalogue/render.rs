@@ -172,6 +172,14 @@ pub fn markdown(catalogue: &MetricCatalogue) -> String {
         if let (Some(n), Some(d)) = (&m.numerator, &m.denominator) {
             let _ = writeln!(out, "- Numerator: {}; denominator: {}", part(n), part(d));
         }
+        if !m.not_for.is_empty() {
+            let excluded: Vec<String> = m
+                .not_for
+                .iter()
+                .map(|(name, codes)| format!("{name} = {}", codes.join(", ")))
+                .collect();
+            let _ = writeln!(out, "- Never given for: {}", excluded.join("; "));
+        }
         if m.mandatory {
             let breakdowns: Vec<String> = m
                 .breakdowns

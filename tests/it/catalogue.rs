@@ -214,7 +214,12 @@ fn check_config_reports_every_catalogue_problem_with_its_line() {
     let o = force_returns(&["--project", dir.path().to_str().unwrap(), "check-config"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let t = text(&o);
-    assert!(t.contains("4 configuration problem(s)"), "{t}");
+    // Four in the catalogue, and the data pack, which cannot be checked without it.
+    assert!(t.contains("5 configuration problem(s)"), "{t}");
+    assert!(
+        t.contains("data_pack.toml:") && t.contains("there is no usable metric catalogue"),
+        "{t}"
+    );
     let line_of = |id: &str| {
         broken
             .lines()

@@ -696,3 +696,34 @@ impl ObjectStore for Counted {
         self.store.delete_version(key, etag).await
     }
 }
+
+/// Every Parquet file of a snapshot folder read with pyarrow: the rows of each as JSON objects,
+/// and the column names of the first.
+pub fn read_folder(folder: &Path) -> (Vec<Value>, Vec<String>) {
+    let script = r#"
+import glob, json, os, sys
+import pyarrow.parquet as pq
+tables = [pq.ParquetFile(p).read() for p in sorted(glob.glob(os.path.join(sys.argv[1], "*.parquet")))]
+json.dump({"rows": [r for t in tables for r in t.to_pylist()],
+           "columns": tables[0].schema.names if tables else []}, sys.stdout, default=str)
+"#;
+    let out = std::process::Command::new(python())
+        .args(["-c", script])
+        .arg(folder)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names = v["columns"].as_array().unwrap();
+    (
+        v["rows"].as_array().unwrap().clone(),
+        names
+            .iter()
+            .map(|c| c.as_str().unwrap().to_owned())
+            .collect(),
+    )
+}

@@ -22,6 +22,7 @@ mod cli;
 mod common;
 mod corpus;
 mod crash;
+mod data_pack;
 mod fault_proxy;
 mod fuzz_replay;
 mod golden;

@@ -8,11 +8,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
 
-use crate::common::{force_returns, manifest_dir, output_text as text, python};
+use crate::common::{force_returns, manifest_dir, output_text as text, read_folder};
 
 const SCHEMA: &str = r#"{
   "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -167,37 +166,6 @@ fn quarter_csv(year: i32, quarter: u32, rows: u64, rng: &mut Lcg) -> (String, u6
 fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, text).unwrap();
-}
-
-/// Every Parquet file of a snapshot folder read with pyarrow: the rows of each as JSON objects,
-/// and the column names of the first.
-fn read_folder(folder: &Path) -> (Vec<Value>, Vec<String>) {
-    let script = r#"
-import glob, json, os, sys
-import pyarrow.parquet as pq
-tables = [pq.ParquetFile(p).read() for p in sorted(glob.glob(os.path.join(sys.argv[1], "*.parquet")))]
-json.dump({"rows": [r for t in tables for r in t.to_pylist()],
-           "columns": tables[0].schema.names if tables else []}, sys.stdout, default=str)
-"#;
-    let out = Command::new(python())
-        .args(["-c", script])
-        .arg(folder)
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let names = v["columns"].as_array().unwrap();
-    (
-        v["rows"].as_array().unwrap().clone(),
-        names
-            .iter()
-            .map(|c| c.as_str().unwrap().to_owned())
-            .collect(),
-    )
 }
 
 /// The metrics rows of one snapshot folder: `metric|dimension|category` → (value, numerator).

@@ -9,7 +9,7 @@ use force_returns::config::Project;
 use force_returns::pipeline::{RunOptions, Service};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use crate::common::{TestBucket, manifest_dir, on_both_backends, project};
+use crate::common::{TestBucket, copy_dir, manifest_dir, on_both_backends, project};
 
 const HEADER: &str = "Type,Date,Part of a policing operation,Policing operation,Latitude,Longitude,Gender,Age range,Self-defined ethnicity,Officer-defined ethnicity,Legislation,Object of search,Outcome,Outcome linked to object of search,Removal of more than just outer clothing";
 
@@ -217,18 +217,5 @@ fn check_config_reports_every_rule_problem_with_its_line() {
     ] {
         let expected = format!("stop_search.toml:{}: {message}", line_of(needle));
         assert!(text.contains(&expected), "{expected}\n{text}");
-    }
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
     }
 }

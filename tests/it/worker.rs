@@ -25,7 +25,7 @@ use force_returns::telemetry::Metrics;
 use parquet::file::reader::FileReader as _;
 
 use crate::common::{
-    TestBucket, TokioClock, check_processed_exactly_once, done_records, manifest_dir,
+    TestBucket, TokioClock, check_processed_exactly_once, copy_dir, done_records, manifest_dir,
     on_both_backends, parted_json_in, project, state_of,
 };
 
@@ -369,18 +369,6 @@ async fn a_workers_run_writes_the_status_of_expected_returns_as_run_once_does() 
 
 /// A project folder like the real one, with the stop-and-search pipeline on `schedule`.
 fn project_with_schedule(schedule: &str) -> tempfile::TempDir {
-    fn copy_dir(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).unwrap();
-        for entry in std::fs::read_dir(from).unwrap() {
-            let entry = entry.unwrap();
-            let dest = to.join(entry.file_name());
-            if entry.file_type().unwrap().is_dir() {
-                copy_dir(&entry.path(), &dest);
-            } else {
-                std::fs::copy(entry.path(), dest).unwrap();
-            }
-        }
-    }
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&manifest_dir().join("schemas"), &dir.path().join("schemas"));
     let real = std::fs::read_to_string(manifest_dir().join("pipelines/stop_search.toml")).unwrap();

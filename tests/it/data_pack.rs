@@ -1,0 +1,291 @@
+//! The aggregate data pack through the real binary: `validate` judges each row and the whole
+//! table against the metric catalogue, and `run --once` takes a pack to a Parquet snapshot that
+//! pyarrow reads, its withheld figures null and counted.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::common::{force_returns, output_text as text, read_folder};
+
+const HEADER: &str = "force,period,metric,ethnicity,outcome_group,value,numerator,denominator,note";
+
+/// A pack of stop-and-search figures: searches by ethnicity (one withheld) and by outcome,
+/// the population, rates per 1,000 and the disparity ratio, all agreeing with each other.
+fn pack_rows() -> Vec<String> {
+    let searches = [
+        ("Asian", "100", 20_000.0),
+        ("Black", "200", 5_000.0),
+        ("Mixed", "[c]", 4_000.0),
+        ("Other", "50", 2_000.0),
+        ("White", "600", 500_000.0),
+        ("Not stated", "20", 0.0),
+    ];
+    let mut rows = vec!["kent,FY2024-25,stop_search_searches,,,\"1,000\",,,".to_owned()];
+    for (group, n, _) in searches {
+        rows.push(format!(
+            "kent,FY2024-25,stop_search_searches,{group},,{n},,,"
+        ));
+    }
+    for (group, n) in [
+        ("Arrest", 150),
+        ("Charge or summons", 50),
+        ("Out of court disposal", 100),
+        ("No further action", 650),
+        ("Other", 50),
+    ] {
+        rows.push(format!(
+            "kent,FY2024-25,stop_search_searches,,{group},{n},,,"
+        ));
+    }
+    let white_rate = 600.0 / 500_000.0 * 1000.0;
+    rows.push("kent,FY2024-25,population,,,531000,,,".to_owned());
+    rows.push(format!(
+        "kent,FY2024-25,stop_search_rate_per_1000,,,{:.3},1000,531000,",
+        1000.0 / 531_000.0 * 1000.0
+    ));
+    for (group, n, people) in searches {
+        if people == 0.0 {
+            continue;
+        }
+        rows.push(format!("kent,FY2024-25,population,{group},,{people},,,"));
+        let Ok(n) = n.parse::<f64>() else {
+            // A withheld count withholds the rate and ratio computed from it.
+            rows.push(format!(
+                "kent,FY2024-25,stop_search_rate_per_1000,{group},,[c],,,"
+            ));
+            rows.push(format!(
+                "kent,FY2024-25,stop_search_disparity_ratio,{group},,[c],,,"
+            ));
+            continue;
+        };
+        let rate = n / people * 1000.0;
+        rows.push(format!(
+            "kent,FY2024-25,stop_search_rate_per_1000,{group},,{rate:.3},{n},{people},"
+        ));
+        rows.push(format!(
+            "kent,FY2024-25,stop_search_disparity_ratio,{group},,{:.2},,,",
+            rate / white_rate
+        ));
+    }
+    rows
+}
+
+fn csv(rows: &[String]) -> String {
+    format!("{HEADER}\n{}\n", rows.join("\n"))
+}
+
+fn validate(file: &Path) -> (Option<i32>, Value) {
+    let o = force_returns(&[
+        "validate",
+        file.to_str().unwrap(),
+        "--dataset",
+        "data_pack",
+        "--force",
+        "kent",
+        "--period",
+        "FY2024-25",
+        "--format",
+        "json",
+    ]);
+    let v = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)));
+    (o.status.code(), v)
+}
+
+/// The examples of a code: (row, column, message).
+fn examples(v: &Value, code: &str) -> Vec<(Option<u64>, String, String)> {
+    v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["code"] == code)
+        .flat_map(|f| f["examples"].as_array().unwrap().clone())
+        .map(|e| {
+            (
+                e["row"].as_u64(),
+                e["column"].as_str().unwrap_or_default().to_owned(),
+                e["message"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_consistent_pack_is_accepted_and_every_break_of_the_catalogues_rules_is_found_where_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pack.csv");
+    std::fs::write(&file, csv(&pack_rows())).unwrap();
+    let (code, v) = validate(&file);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["decision"], "accepted_with_warnings", "{v}");
+    let codes: Vec<&str> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["code"].as_str().unwrap())
+        .collect();
+    // What the pack leaves out (use of force, arrests, shares) is missing, and the withheld
+    // figure is counted; nothing else.
+    assert_eq!(
+        codes,
+        [
+            "metric_missing",
+            "value_thousands_separator",
+            "metric_suppressed"
+        ],
+        "{v}"
+    );
+    let suppressed = examples(&v, "metric_suppressed");
+    assert!(
+        suppressed[0]
+            .2
+            .starts_with("3 values are suppression markers")
+    );
+    assert!(
+        examples(&v, "metric_missing")
+            .iter()
+            .all(|(_, _, m)| !m.starts_with("`stop_search_searches`")
+                && !m.starts_with("`stop_search_rate_per_1000`")),
+        "{v}"
+    );
+
+    // The same pack with one break of each kind: rows 2 onwards are the pack's rows.
+    let mut rows = pack_rows();
+    let row_of = |rows: &[String], needle: &str| {
+        rows.iter().position(|r| r.contains(needle)).unwrap() as u64 + 2
+    };
+    let total = row_of(&rows, "stop_search_searches,,,\"1,000\"");
+    rows[0] = "kent,FY2024-25,stop_search_searches,,,900,,,".to_owned();
+    let black_rate = row_of(&rows, "stop_search_rate_per_1000,Black");
+    rows[(black_rate - 2) as usize] =
+        "kent,FY2024-25,stop_search_rate_per_1000,Black,,4,200,5000,".to_owned();
+    rows.push("kent,FY2024-25,stop_search_serches,Black,,5,,,".to_owned());
+    rows.push("kent,FY2024-25,population,Black,Arrest,5,,,".to_owned());
+    rows.push("kent,FY2024-25,stop_search_searches,Black,,200,,,".to_owned());
+    rows.push("kent,FY2024-25,stop_search_nfa_share,,,-4,,,".to_owned());
+    rows.push("kent,FY2024-25,stop_search_arrest_share,,,,,,".to_owned());
+    let last = rows.len() as u64 + 1;
+    std::fs::write(&file, csv(&rows)).unwrap();
+    let (code, v) = validate(&file);
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(v["decision"], "rejected");
+    let one = |code: &str| {
+        let e = examples(&v, code);
+        assert_eq!(e.len(), 1, "{code}: {e:?}");
+        e.into_iter().next().unwrap()
+    };
+    // Both breakdowns of the searches disagree with the new total: by ethnicity (with a part
+    // withheld, those given already exceed it) and by outcome.
+    let parts = examples(&v, "metric_parts_total");
+    assert!(
+        parts
+            .iter()
+            .all(|(row, column, _)| *row == Some(total) && column == "value")
+    );
+    let messages: Vec<&str> = parts.iter().map(|(_, _, m)| m.as_str()).collect();
+    assert_eq!(
+        messages,
+        [
+            "`stop_search_searches` (the total): the values by ethnicity (those given) already exceed 970, not the total 900",
+            "`stop_search_searches` (the total): the values by outcome_group add up to 1000, not the total 900",
+        ]
+    );
+    // The Black rate disagrees with its own numerator and denominator, and with the searches
+    // and population rows; what is computed from the changed figures disagrees in turn (the
+    // total rate, the Black disparity ratio).
+    let off = examples(&v, "metric_disagrees_with_parts");
+    let at_black: Vec<&str> = off
+        .iter()
+        .filter(|(row, _, _)| *row == Some(black_rate))
+        .map(|(_, _, m)| m.as_str())
+        .collect();
+    assert_eq!(
+        at_black,
+        [
+            "`stop_search_rate_per_1000` is 4, but its numerator 200 over its denominator 5000 gives 40",
+            "`stop_search_rate_per_1000` by ethnicity = Black is 4, but `stop_search_searches` over `population` in this return gives 40 (200 over 5000)",
+        ],
+        "{off:?}"
+    );
+    assert!(
+        off.iter()
+            .any(|(_, _, m)| m.starts_with("`stop_search_disparity_ratio` by ethnicity = Black")),
+        "{off:?}"
+    );
+    let (row, column, message) = one("metric_unknown");
+    assert_eq!((row, column.as_str()), (Some(last - 4), "metric"));
+    assert!(
+        message.contains("(did you mean `stop_search_searches`?)"),
+        "{message}"
+    );
+    let (row, column, _) = one("metric_dimension_unknown");
+    assert_eq!((row, column.as_str()), (Some(last - 3), "outcome_group"));
+    let (row, _, message) = one("metric_duplicate");
+    assert_eq!(row, Some(last - 2));
+    assert!(
+        message.contains("by ethnicity = Black is given twice"),
+        "{message}"
+    );
+    let (row, _, message) = one("metric_out_of_range");
+    assert_eq!(row, Some(last - 1));
+    assert!(message.contains("is -4, below zero"), "{message}");
+    let (row, _, message) = one("metric_value_invalid");
+    assert_eq!(row, Some(last));
+    assert!(
+        message.contains("is blank: give the figure, or a suppression marker"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_pack_goes_through_the_worker_to_a_snapshot_pyarrow_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("bucket");
+    let incoming = bucket.join("incoming/kent/data_pack/FY2024-25");
+    std::fs::create_dir_all(&incoming).unwrap();
+    let rows = pack_rows();
+    std::fs::write(incoming.join("pack.csv"), csv(&rows)).unwrap();
+    let o = force_returns(&["run", "--once", "--bucket", bucket.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("accepted_with_warnings"), "{}", text(&o));
+    let (stored, columns) =
+        read_folder(&bucket.join("snapshots/data_pack/period=FY2024-25/force=kent"));
+    assert_eq!(stored.len(), rows.len());
+    for c in [
+        "metric",
+        "ethnicity",
+        "outcome_group",
+        "value",
+        "numerator",
+        "denominator",
+    ] {
+        assert!(columns.iter().any(|x| x == c), "{c} in {columns:?}");
+    }
+    let find = |metric: &str, ethnicity: Option<&str>| {
+        stored
+            .iter()
+            .find(|r| {
+                r["metric"] == metric
+                    && r["ethnicity"].as_str() == ethnicity
+                    && r["outcome_group"].is_null()
+            })
+            .unwrap_or_else(|| panic!("{metric} {ethnicity:?}"))
+    };
+    assert_eq!(find("stop_search_searches", None)["value"], 1000.0);
+    assert_eq!(find("stop_search_searches", Some("Black"))["value"], 200.0);
+    // A withheld figure is null in the snapshot, never a number.
+    assert!(find("stop_search_searches", Some("Mixed"))["value"].is_null());
+    assert_eq!(
+        find("stop_search_rate_per_1000", Some("Black"))["denominator"],
+        5000.0
+    );
+    // The force's report says what was missing.
+    let report = std::fs::read_dir(bucket.join("feedback/kent/data_pack/FY2024-25"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .unwrap();
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap();
+    let text = report.to_string();
+    assert!(text.contains("metric_missing") && text.contains("use_of_force_tactic_uses"));
+}
