@@ -96,7 +96,8 @@ pub fn render_json(report: &Report) -> Vec<u8> {
 }
 
 /// Writes each finding it is given as one CSV line:
-/// `row,column,severity,code,message,value,rule,schema_path,hint`.
+/// `row,column,severity,code,message,value,rule,schema_path,hint,cell` (`cell`: `data!D17` for a
+/// workbook upload).
 pub struct CsvFindingSink<W: Write> {
     out: W,
 }
@@ -106,7 +107,7 @@ impl<W: Write> CsvFindingSink<W> {
     /// accents and symbols correctly).
     pub fn new(mut out: W) -> std::io::Result<Self> {
         out.write_all(
-            b"\xef\xbb\xbfrow,column,severity,code,message,value,rule,schema_path,hint\r\n",
+            b"\xef\xbb\xbfrow,column,severity,code,message,value,rule,schema_path,hint,cell\r\n",
         )?;
         Ok(CsvFindingSink { out })
     }
@@ -182,6 +183,7 @@ impl<W: Write> FindingSink for CsvFindingSink<W> {
             &f.rule,
             f.schema_path.as_deref().unwrap_or(""),
             &f.hint,
+            f.cell.as_deref().unwrap_or(""),
         ];
         for (i, field) in fields.iter().enumerate() {
             if i > 0 {
@@ -1104,16 +1106,16 @@ mod tests {
         sink.accept(&finding).unwrap();
         let bytes = sink.into_inner().unwrap();
 
-        let expected = "\u{feff}row,column,severity,code,message,value,rule,schema_path,hint\r\n\
+        let expected = "\u{feff}row,column,severity,code,message,value,rule,schema_path,hint,cell\r\n\
              7,type,error,value_schema,\"said \"\"no\"\", then\nleft\",\"'=HYPERLINK(\"\"x\"\")\",\
-             enum,,correct the value as the message says\r\n";
+             enum,,correct the value as the message says,\r\n";
         assert_eq!(String::from_utf8(bytes.clone()).unwrap(), expected);
 
         let records = parse_csv(&bytes);
         assert_eq!(records.len(), 2);
         assert_eq!(records[0][0], "row");
         let row = &records[1];
-        assert_eq!(row.len(), 9);
+        assert_eq!(row.len(), 10);
         assert_eq!(row[0], "7");
         assert_eq!(row[4], message);
         assert_eq!(row[5], "'=HYPERLINK(\"x\")");

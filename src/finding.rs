@@ -11,7 +11,7 @@
 //! code saying how many more there were (the CSV report and the quality table stream from it,
 //! so their size is bounded too).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -144,6 +144,8 @@ codes! {
     AnomalyResentRecords => "anomaly_resent_records", Warning, File;
     AnomalyDistributionShift => "anomaly_distribution_shift", Warning, File;
     AnomalyFieldsAgree => "anomaly_fields_agree", Warning, File;
+    WorkbookUnreadable => "workbook_unreadable", Error, File;
+    WorkbookSheetRead => "workbook_sheet_read", Info, File;
     MetricUnknown => "metric_unknown", Error, Row;
     MetricDimensionUnknown => "metric_dimension_unknown", Error, Row;
     MetricValueInvalid => "metric_value_invalid", Error, Row;
@@ -206,6 +208,10 @@ pub struct Finding {
     /// JSON pointer into the schema, when a schema rule was broken.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schema_path: Option<String>,
+    /// The cell of a workbook upload the finding is about (`data!D17`), when it has a row and
+    /// a column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cell: Option<String>,
     /// How to fix it, in plain words.
     pub hint: String,
 }
@@ -222,6 +228,7 @@ impl Finding {
             value: None,
             rule: rule.into(),
             schema_path: None,
+            cell: None,
             hint: hint(code).to_owned(),
         }
     }
@@ -386,6 +393,12 @@ pub fn hint(code: Code) -> &'static str {
         Code::AnomalyResentRecords => {
             "check that the file is this period's extract of your own force; if it is not, upload the right one"
         }
+        Code::WorkbookUnreadable => {
+            "save the workbook without a password as .xlsx (or the sheet as CSV UTF-8) and upload that"
+        }
+        Code::WorkbookSheetRead => {
+            "nothing to do; to send another sheet, name it `data` or put it first"
+        }
         Code::MetricUnknown => {
             "use a metric id of the catalogue (`force-returns catalogue`, or the template's rows)"
         }
@@ -428,6 +441,63 @@ impl FindingSink for NoSink {
     }
 }
 
+/// How the cells of a workbook's sheet are named: `data!D17` for row 17 of the column whose
+/// header is the fourth of the sheet's used columns.
+#[derive(Debug, Clone)]
+pub struct CellNames {
+    sheet: String,
+    first_column: u32,
+    columns: HashMap<String, u32>,
+}
+
+impl CellNames {
+    /// The sheet's name and its first used column (0 for A).
+    pub fn new(sheet: String, first_column: u32) -> Self {
+        CellNames {
+            sheet,
+            first_column,
+            columns: HashMap::new(),
+        }
+    }
+
+    /// The header cells, in column order, that findings name their column by.
+    pub fn set_headers(&mut self, headers: &[String]) {
+        self.columns = headers
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h.clone(), i as u32))
+            .collect();
+    }
+
+    /// `sheet!<column letters><row>` for a row and a header, when the header is known.
+    pub fn name(&self, row: u64, header: &str) -> Option<String> {
+        let index = self.columns.get(header)? + self.first_column;
+        let quoted = if self
+            .sheet
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            self.sheet.clone()
+        } else {
+            format!("'{}'", self.sheet.replace('\'', "''"))
+        };
+        Some(format!("{quoted}!{}{row}", column_letters(index)))
+    }
+}
+
+/// `A` for 0, `Z` for 25, `AA` for 26, as a spreadsheet names its columns.
+pub fn column_letters(index: u32) -> String {
+    let mut n = index + 1;
+    let mut letters = Vec::new();
+    while n > 0 {
+        let rem = (n - 1) % 26;
+        letters.push(b'A' + rem as u8);
+        n = (n - 1) / 26;
+    }
+    letters.reverse();
+    String::from_utf8(letters).unwrap_or_default()
+}
+
 /// Counts and capped examples of one code.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CodeSummary {
@@ -462,6 +532,7 @@ pub const LISTING_RULE: &str = "findings_per_code";
 
 /// Bounded-memory record of an upload's findings.
 pub struct FindingLog<'s> {
+    cells: Option<CellNames>,
     by_code: BTreeMap<Code, CodeSummary>,
     severity_overrides: BTreeMap<Code, Severity>,
     examples_per_code: usize,
@@ -480,6 +551,7 @@ impl<'s> FindingLog<'s> {
         sink: &'s mut dyn FindingSink,
     ) -> Self {
         FindingLog {
+            cells: None,
             by_code: BTreeMap::new(),
             severity_overrides,
             examples_per_code,
@@ -520,7 +592,17 @@ impl<'s> FindingLog<'s> {
         self.record(finding);
     }
 
-    fn record(&mut self, finding: Finding) {
+    /// Names the cell of each finding with a row and a column from now on (a workbook upload).
+    pub fn name_cells(&mut self, cells: CellNames) {
+        self.cells = Some(cells);
+    }
+
+    fn record(&mut self, mut finding: Finding) {
+        if let (Some(cells), Some(row), Some(column), None) =
+            (&self.cells, finding.row, &finding.column, &finding.cell)
+        {
+            finding.cell = cells.name(row, column);
+        }
         let summary = self
             .by_code
             .entry(finding.code)

@@ -56,7 +56,9 @@ use crate::clock::Clock;
 use crate::config::{Pipeline, Project};
 use crate::feedback::{CsvFindingSink, Outputs, REPORT_VERSION, Report, render_html, render_json};
 use crate::finding::{Code, CodeSummary, Finding, FindingLog, FindingSink, NoSink, Severity};
-use crate::ingest::{Batch, CsvDecoder, DEFAULT_BATCH_ROWS, DecodeStats, HeaderMap, Start};
+use crate::ingest::{
+    Batch, CsvDecoder, DEFAULT_BATCH_ROWS, DecodeStats, HeaderMap, Start, workbook,
+};
 use crate::layout::{self, INCOMING, Location, Names, Problem, Route, Submission};
 use crate::model::{Decision, Limits, ManifestEntry, Receipt, Received};
 use crate::snapshot::{
@@ -209,8 +211,52 @@ pub fn check_upload<R: Read + Send>(
             },
         );
     }
+    // A workbook is read as the CSV text of its sheet; anything else as sent.
+    let mut input = input;
+    let mut head = Vec::with_capacity(8);
+    (&mut input).take(8).read_to_end(&mut head)?;
+    let mut cells = None;
+    let mut sheet_failure = None;
+    let source: Box<dyn Read + Send + '_> = if workbook::is_workbook(&head) {
+        let mut bytes = head;
+        (&mut input)
+            .take(limits.max_file_bytes.saturating_add(1))
+            .read_to_end(&mut bytes)?;
+        let read = bytes.len() as u64;
+        if read > limits.max_file_bytes {
+            log.push(Finding::new(
+                Code::FileTooLarge,
+                format!(
+                    "the workbook is more than {} bytes, the limit; it was not read",
+                    limits.max_file_bytes
+                ),
+                "max_file_bytes",
+            ));
+            return stopped(log, DecodeStats::default());
+        }
+        match workbook::open(bytes) {
+            Ok(opened) => {
+                log.push(opened.note);
+                cells = Some(opened.cells);
+                sheet_failure = Some(opened.text.failure());
+                Box::new(opened.text)
+            }
+            Err(finding) => {
+                log.push(*finding);
+                return stopped(
+                    log,
+                    DecodeStats {
+                        bytes: read,
+                        ..DecodeStats::default()
+                    },
+                );
+            }
+        }
+    } else {
+        Box::new(std::io::Cursor::new(head).chain(input))
+    };
     let mut decoder = match CsvDecoder::start(
-        input,
+        source,
         &settings.schema,
         limits,
         DEFAULT_BATCH_ROWS,
@@ -220,6 +266,10 @@ pub fn check_upload<R: Read + Send>(
         Start::Stopped(stats) => return stopped(log, stats),
     };
     let header = decoder.header().clone();
+    if let Some(mut cells) = cells {
+        cells.set_headers(&header.headers);
+        log.name_cells(cells);
+    }
     let mut checker =
         Checker::new(settings, scope, header.clone()).map_err(PipelineError::Schema)?;
     // Decoding runs on its own thread, a couple of batches ahead of checking and writing, so
@@ -271,6 +321,17 @@ pub fn check_upload<R: Read + Send>(
             .map_err(|_| PipelineError::Task("the decoder thread panicked".into()))?;
         result
     })?;
+    let stopped_part_way = sheet_failure.and_then(|f| f.lock().ok().and_then(|mut m| m.take()));
+    if let Some(message) = stopped_part_way {
+        log.push(Finding::new(
+            Code::WorkbookUnreadable,
+            format!(
+                "the sheet could not be read after its first {} rows: {message}",
+                decode.records
+            ),
+            "workbook",
+        ));
+    }
     if decode.records == 0 {
         log.push(Finding::new(
             Code::NoRows,

@@ -775,6 +775,7 @@ impl<W: Write + Send> QualityFindingSink<W> {
             s("value", true),
             s("rule", false),
             s("schema_path", true),
+            s("cell", true),
         ]));
         let writer = ArrowWriter::try_new(
             out,
@@ -849,6 +850,9 @@ impl<W: Write + Send> QualityFindingSink<W> {
                     p.iter()
                         .map(|f| f.schema_path.as_deref())
                         .collect::<Vec<_>>(),
+                )),
+                Arc::new(StringArray::from(
+                    p.iter().map(|f| f.cell.as_deref()).collect::<Vec<_>>(),
                 )),
             ],
         )?;

@@ -97,7 +97,7 @@ pub fn output_text(o: &std::process::Output) -> String {
     )
 }
 
-/// The Python with pyarrow and duckdb.
+/// The Python with pyarrow, duckdb and openpyxl.
 pub fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("FORCE_RETURNS_TEST_PYTHON") {
         return PathBuf::from(p);
@@ -106,7 +106,7 @@ pub fn python() -> PathBuf {
     if venv.exists() {
         venv
     } else {
-        missing("python with pyarrow and duckdb")
+        missing("python with pyarrow, duckdb and openpyxl")
     }
 }
 

@@ -289,3 +289,134 @@ fn a_pack_goes_through_the_worker_to_a_snapshot_pyarrow_reads() {
     let text = report.to_string();
     assert!(text.contains("metric_missing") && text.contains("use_of_force_tactic_uses"));
 }
+
+/// Writes `rows` (CSV lines of the pack) into the `data` sheet of a workbook saved by openpyxl,
+/// after a README sheet and under a merged title row and a blank one; cells that read as
+/// numbers are stored as numbers, the rest (`1,000`, `[c]`) as text.
+fn openpyxl_pack(path: &Path, rows: &[String]) {
+    let script = r#"
+import csv, io, sys
+import openpyxl
+path, text = sys.argv[1], sys.stdin.read()
+wb = openpyxl.Workbook()
+readme = wb.active
+readme.title = "README"
+readme["A1"] = "Fill in the data sheet; one row per metric and breakdown."
+data = wb.create_sheet("data")
+data["A1"] = "Police Race Action Plan data pack"
+data.merge_cells("A1:D1")
+for r, row in enumerate(csv.reader(io.StringIO(text)), start=3):
+    for c, cell in enumerate(row, start=1):
+        if cell == "":
+            continue
+        value = cell
+        if r > 3:
+            for kind in (int, float):
+                try:
+                    value = kind(cell)
+                    break
+                except ValueError:
+                    pass
+        data.cell(row=r, column=c, value=value)
+wb.save(path)
+"#;
+    let mut child = std::process::Command::new(crate::common::python())
+        .args(["-c", script])
+        .arg(path)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python runs");
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(csv(rows).as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "openpyxl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_workbook_is_read_from_its_data_sheet_and_findings_name_the_cell() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pack.xlsx");
+    let mut rows = pack_rows();
+    rows.push("kent,FY2024-25,stop_search_serches,Black,,5,,,".to_owned());
+    openpyxl_pack(&file, &rows);
+    let (code, v) = validate(&file);
+    assert_eq!(code, Some(1), "{v}");
+    let note = examples(&v, "workbook_sheet_read");
+    assert!(
+        note[0]
+            .2
+            .starts_with("read sheet `data` of the workbook (2 sheets: README, data)"),
+        "{note:?}"
+    );
+    // The title rows above the header are skipped; the sheet's row numbers are kept.
+    let unknown: Vec<&Value> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["code"] == "metric_unknown")
+        .flat_map(|f| f["examples"].as_array().unwrap())
+        .collect();
+    assert_eq!(unknown.len(), 1, "{v}");
+    let sheet_row = rows.len() as u64 + 3;
+    assert_eq!(unknown[0]["row"], sheet_row);
+    assert_eq!(unknown[0]["cell"], format!("data!C{sheet_row}"));
+    // Everything else reads as the CSV did: the same figures, the same table (`1,000` is text
+    // in the sheet, a number stored as text, read without its separator).
+    let codes: Vec<&str> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            "metric_unknown",
+            "metric_missing",
+            "rows_above_header",
+            "value_thousands_separator",
+            "workbook_sheet_read",
+            "metric_suppressed"
+        ],
+        "{v}"
+    );
+}
+
+#[test]
+fn files_that_are_not_readable_workbooks_are_findings_not_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    // A zip archive holding a text file, and a compound file such as a password-protected
+    // workbook is saved as (its header only).
+    let zip = dir.path().join("notes.xlsx");
+    let mut bytes = b"PK\x03\x04".to_vec();
+    bytes.extend_from_slice(&[0u8; 200]);
+    std::fs::write(&zip, bytes).unwrap();
+    let protected = dir.path().join("protected.xlsx");
+    let mut bytes = vec![0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
+    bytes.extend_from_slice(&[0u8; 504]);
+    std::fs::write(&protected, bytes).unwrap();
+    for (file, says) in [
+        (
+            &zip,
+            "the file is a zip archive but not a workbook that can be read",
+        ),
+        (
+            &protected,
+            "the file is a password-protected workbook, or an old-style .xls",
+        ),
+    ] {
+        let (code, v) = validate(file);
+        assert_eq!(code, Some(1), "{v}");
+        let found = examples(&v, "workbook_unreadable");
+        assert_eq!(found.len(), 1, "{v}");
+        assert!(found[0].2.starts_with(says), "{}", found[0].2);
+    }
+}

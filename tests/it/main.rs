@@ -34,4 +34,5 @@ mod runs;
 mod s3;
 mod s3_faults;
 mod series;
+mod workbook;
 mod worker;
