@@ -421,10 +421,15 @@ fn write_code_block(out: &mut String, s: &CodeSummary, csv_name: Option<&str>) -
         writeln!(out, "<tbody>")?;
         for f in &s.examples {
             let row = f.row.map_or_else(dash, thousands);
-            let column = f
-                .column
-                .as_deref()
-                .map_or_else(dash, |c| escape(c).to_string());
+            let column = match (f.column.as_deref(), f.cell.as_deref()) {
+                (None, _) => dash(),
+                (Some(c), None) => escape(c).to_string(),
+                (Some(c), Some(cell)) => format!(
+                    "{} <span class=\"muted\">({})</span>",
+                    escape(c),
+                    escape(cell)
+                ),
+            };
             let value = match f.value.as_deref() {
                 None => dash(),
                 Some("") => "<span class=\"muted\">(blank)</span>".to_owned(),

@@ -700,6 +700,9 @@ fn print_text(file: &Path, settings: &CheckSettings, scope: &UploadScope, o: &Ch
             if let Some(c) = &f.column {
                 at.push(format!("column \"{c}\""));
             }
+            if let Some(cell) = &f.cell {
+                at.push(format!("cell {cell}"));
+            }
             let at = if at.is_empty() {
                 String::new()
             } else {

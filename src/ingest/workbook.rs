@@ -196,9 +196,12 @@ struct Writer {
     /// The field last written in this row, counted from the sheet's first column.
     last: Option<u32>,
     first_column: u32,
-    /// The sheet's width in columns: every row is given as many cells (the decoder wants
-    /// rows as wide as the header).
+    /// The sheet's width in columns as it declares it (not every writer declares it right),
+    /// and the most cells a row has had so far: every row is given at least as many cells
+    /// as either (the decoder wants rows as wide as the header; a spreadsheet leaves out the
+    /// empty cells at the end of a row).
     width: u32,
+    widest: u32,
     text: String,
 }
 
@@ -214,6 +217,7 @@ impl Writer {
             last: None,
             first_column,
             width,
+            widest: 0,
             text: String::new(),
         }
     }
@@ -221,7 +225,8 @@ impl Writer {
     /// Ends the row being written, padded to the sheet's width.
     fn end_row(&mut self) {
         let written = self.last.map_or(0, |l| l + 1);
-        for _ in written.max(1)..self.width {
+        self.widest = self.widest.max(written);
+        for _ in written.max(1)..self.width.max(self.widest) {
             self.buf.push(b',');
         }
         self.buf.extend_from_slice(b"\r\n");
@@ -368,6 +373,19 @@ mod tests {
             ],
         );
         assert_eq!(text, "Title,,\r\n,,\r\na,b,c\r\n1,,3\r\n,x,\r\n");
+        // A sheet that declares no width (openpyxl's write-only mode): rows are as wide as the
+        // widest so far, the header.
+        let text = sheet(
+            0,
+            1,
+            &[
+                (0, 0, s("a")),
+                (0, 1, s("b")),
+                (0, 2, s("c")),
+                (1, 0, s("1")),
+            ],
+        );
+        assert_eq!(text, "a,b,c\r\n1,,\r\n");
     }
 
     #[test]
