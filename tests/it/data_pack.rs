@@ -92,6 +92,16 @@ fn validate(file: &Path) -> (Option<i32>, Value) {
     (o.status.code(), v)
 }
 
+/// The codes of a report, in its order.
+fn codes(v: &Value) -> Vec<&str> {
+    v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["code"].as_str().unwrap())
+        .collect()
+}
+
 /// The examples of a code: (row, column, message).
 fn examples(v: &Value, code: &str) -> Vec<(Option<u64>, String, String)> {
     v["findings"]
@@ -118,12 +128,7 @@ fn a_consistent_pack_is_accepted_and_every_break_of_the_catalogues_rules_is_foun
     let (code, v) = validate(&file);
     assert_eq!(code, Some(0), "{v}");
     assert_eq!(v["decision"], "accepted_with_warnings", "{v}");
-    let codes: Vec<&str> = v["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["code"].as_str().unwrap())
-        .collect();
+    let codes = codes(&v);
     // What the pack leaves out (use of force, arrests, shares) is missing, and the withheld
     // figure is counted; nothing else.
     assert_eq!(
@@ -370,12 +375,7 @@ fn a_workbook_is_read_from_its_data_sheet_and_findings_name_the_cell() {
     assert_eq!(unknown[0]["cell"], format!("data!C{sheet_row}"));
     // Everything else reads as the CSV did: the same figures, the same table (`1,000` is text
     // in the sheet, a number stored as text, read without its separator).
-    let codes: Vec<&str> = v["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["code"].as_str().unwrap())
-        .collect();
+    let codes = codes(&v);
     assert_eq!(
         codes,
         [
