@@ -123,7 +123,11 @@ pub fn open(bytes: Vec<u8>) -> Result<Opened, Box<Finding>> {
     let stopped = Arc::clone(&failure);
     let sheet_name = sheet.clone();
     std::thread::spawn(move || {
-        let result = read_sheet(&mut workbook, &sheet_name, tx, &first_column_tx);
+        // A reader that panics on a malformed sheet stops the sheet like an error does.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            read_sheet(&mut workbook, &sheet_name, tx, &first_column_tx)
+        }))
+        .unwrap_or_else(|_| Err("the workbook reader failed on the sheet's contents".to_owned()));
         if let Err(message) = result
             && message != READER_GONE
             && let Ok(mut slot) = stopped.lock()
