@@ -16,7 +16,8 @@
 //!   every bucket key (pure); [`state`] is the commit protocol over the store: claims and locks
 //!   (leases from create-only writes), the ledger of finished uploads, manifests and receipts;
 //! - [`encoding`] recognises how an upload is encoded and converts UTF-16 and Windows-1252 to
-//!   UTF-8; [`ingest`] turns uploaded bytes into Arrow batches and decode findings;
+//!   UTF-8; [`ingest`] turns uploaded bytes (CSV text, or a workbook's sheet read as
+//!   CSV text) into Arrow batches and decode findings;
 //! - [`validate`] checks batches column by column and decides, given a
 //!   [`validate::CheckSettings`]; [`normalise`] reads values as Excel writes them (dates,
 //!   thousands separators, smart quotes, placeholders);
