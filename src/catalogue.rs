@@ -100,6 +100,17 @@ pub struct Part {
     pub at: BTreeMap<String, Vec<String>>,
 }
 
+impl Part {
+    /// Its fixed codes in words, `ethnicity = White; tactic = CED + AEP` (empty when none).
+    pub fn fixed(&self) -> String {
+        self.at
+            .iter()
+            .map(|(name, codes)| format!("{name} = {}", codes.join(" + ")))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
 /// Where a metric lines up with a published requirement.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]

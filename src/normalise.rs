@@ -388,7 +388,7 @@ fn plain_quotes(text: &str, passes: &impl Fn(&str) -> bool) -> Option<String> {
 /// `text` without its thousands separators, when it is a number written with them: an
 /// optional sign, one to three digits, groups of a comma and three digits, an optional
 /// decimal part.
-fn without_thousands(text: &str) -> Option<String> {
+pub(crate) fn without_thousands(text: &str) -> Option<String> {
     let unsigned = text.strip_prefix(['-', '+']).unwrap_or(text);
     let (whole, fraction) = match unsigned.split_once('.') {
         Some((w, f)) => (w, Some(f)),

@@ -74,11 +74,7 @@ fn dimension_names(m: &Metric) -> String {
 fn part(p: &Part) -> String {
     let mut out = format!("[`{0}`](#{0})", p.metric);
     if !p.at.is_empty() {
-        let fixed: Vec<String> =
-            p.at.iter()
-                .map(|(name, codes)| format!("{name} = {}", codes.join(" + ")))
-                .collect();
-        let _ = write!(out, " at {}", fixed.join("; "));
+        let _ = write!(out, " at {}", p.fixed());
     }
     out
 }

@@ -168,33 +168,8 @@ impl TableCheck {
 fn number(text: &str) -> Option<f64> {
     let text = text.trim();
     super::parse_f64(text)
-        .or_else(|| thousands(text).and_then(|t| super::parse_f64(&t)))
+        .or_else(|| crate::normalise::without_thousands(text).and_then(|t| super::parse_f64(&t)))
         .filter(|v| v.is_finite())
-}
-
-/// `1,234,567.5` without its separators, when every group after the first has three digits.
-fn thousands(text: &str) -> Option<String> {
-    let (sign, rest) = text.strip_prefix('-').map_or(("", text), |r| ("-", r));
-    let (whole, fraction) = rest
-        .split_once('.')
-        .map_or((rest, None), |(w, f)| (w, Some(f)));
-    let mut groups = whole.split(',');
-    let first = groups.next()?;
-    let rest: Vec<&str> = groups.collect();
-    let digits = |g: &str| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit());
-    if rest.is_empty()
-        || !digits(first)
-        || first.len() > 3
-        || !rest.iter().all(|g| g.len() == 3 && digits(g))
-    {
-        return None;
-    }
-    let mut out = format!("{sign}{first}{}", rest.concat());
-    if let Some(f) = fraction {
-        out.push('.');
-        out.push_str(f);
-    }
-    Some(out)
 }
 
 fn show(v: f64) -> String {
@@ -818,12 +793,7 @@ fn part_name(part: &Part) -> String {
     if part.at.is_empty() {
         format!("`{}`", part.metric)
     } else {
-        let fixed: Vec<String> = part
-            .at
-            .iter()
-            .map(|(name, codes)| format!("{name} = {}", codes.join(" + ")))
-            .collect();
-        format!("`{}` at {}", part.metric, fixed.join(", "))
+        format!("`{}` at {}", part.metric, part.fixed())
     }
 }
 
