@@ -287,6 +287,34 @@ impl Metric {
             .get(name)
             .is_some_and(|codes| codes.iter().any(|c| c == code))
     }
+
+    /// The rows one of its breakdowns asks for: every combination of the codes of the
+    /// breakdown's dimensions (the last fastest), less the codes the metric is never given
+    /// for. A row holds, for each dimension of the breakdown in its order, the dimension and
+    /// the code's position in its list. The total (`[]`) is one empty row.
+    pub fn breakdown_rows(&self, breakdown: &[String]) -> Vec<Vec<(&Dimension, usize)>> {
+        let dims: Vec<&Dimension> = breakdown
+            .iter()
+            .filter_map(|name| self.dimension(name))
+            .collect();
+        let mut rows = vec![Vec::new()];
+        for d in dims {
+            let given: Vec<usize> = (0..d.codes.len())
+                .filter(|&c| !self.excludes(&d.name, &d.codes[c]))
+                .collect();
+            rows = rows
+                .into_iter()
+                .flat_map(|row: Vec<(&Dimension, usize)>| {
+                    given.iter().map(move |&c| {
+                        let mut row = row.clone();
+                        row.push((d, c));
+                        row
+                    })
+                })
+                .collect();
+        }
+        rows
+    }
 }
 
 /// A checked catalogue.

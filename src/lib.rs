@@ -32,7 +32,7 @@
 //! - [`pipeline`] runs discover → claim → decode → validate → write → observe → report;
 //! - [`scheduler`] follows each pipeline's cron schedule with bounded concurrency and a
 //!   graceful [`shutdown`]; [`telemetry`] counts what it does and [`api`] serves health and
-//!   metrics over HTTP.
+//!   metrics over HTTP; [`template`] writes the workbook a force fills in for a return.
 //!
 //! The demo, the evaluation and the data generators live in the `force-returns-dev` crate
 //! (`dev-tools/`), which tests and benchmarks use and the service binary never links.
@@ -61,5 +61,6 @@ pub mod spill;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod template;
 pub mod validate;
 pub mod workdir;

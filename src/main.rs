@@ -25,6 +25,7 @@ use force_returns::schema::{CodeLists, RecordSchema};
 use force_returns::shutdown::ShutdownController;
 use force_returns::store::{self, S3Location, S3Options, S3Store};
 use force_returns::telemetry::Metrics;
+use force_returns::template;
 use force_returns::validate::{CheckSettings, UploadScope};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
@@ -133,6 +134,22 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         format: CatalogueFormat,
+    },
+    /// Write a workbook a force fills in for one return: the header the schema names,
+    /// drop-downs from its code lists and, for an aggregate return, every mandatory row of the
+    /// catalogue pre-filled with its metric and breakdown.
+    Template {
+        /// Dataset id, e.g. `data_pack`.
+        dataset: String,
+        /// Force: data.police.uk id (south-yorkshire), ONS code (E23000011) or name.
+        #[arg(long)]
+        force: String,
+        /// Period the return is for, in its dataset's cadence: FY2024-25, 2024-03, ...
+        #[arg(long)]
+        period: String,
+        /// Where to write the workbook (.xlsx).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Print a dataset's record schema with code lists expanded (the contract for forces).
     Schema {
@@ -324,6 +341,12 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Template {
+            dataset,
+            force,
+            period,
+            out,
+        } => template_command(&root, &dataset, &force, &period, &out),
         Command::Schema { dataset } => {
             let project = load_project(&root)?;
             let p = project
@@ -567,6 +590,44 @@ fn upload_url_command(
         "upload one file to {key} within {expires_minutes} minutes with:\n  curl --fail{headers} -T <your file> '<the URL below>'\nthe URL takes one upload: once the file is there, another is refused (412 Precondition Failed); to correct it, ask for a URL for a new file name"
     );
     println!("{}", presigned.url);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn template_command(
+    root: &Path,
+    dataset: &str,
+    force: &str,
+    period: &str,
+    out: &Path,
+) -> Result<ExitCode> {
+    let project = load_project(root)?;
+    let pipeline = project.pipeline(dataset).with_context(|| {
+        format!(
+            "no pipeline for dataset `{dataset}`; known: {:?}",
+            project.pipelines.keys().collect::<Vec<_>>()
+        )
+    })?;
+    let force = project
+        .code_lists
+        .forces()
+        .and_then(|f| f.lookup_loose(force))
+        .with_context(|| format!("`{force}` is not a force id, ONS code or name"))?;
+    let period = pipeline.period.cadence.parse(period)?;
+    let bytes = template::write(template::TemplateFor {
+        pipeline,
+        force,
+        period: &period,
+    })
+    .context("failed to build the workbook")?;
+    std::fs::write(out, bytes).with_context(|| format!("failed to write {}", out.display()))?;
+    println!(
+        "wrote {} ({} for {}, {}): fill in the sheet `{}`",
+        out.display(),
+        pipeline.title,
+        force.label,
+        period,
+        template::DATA_SHEET
+    );
     Ok(ExitCode::SUCCESS)
 }
 

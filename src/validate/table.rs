@@ -67,6 +67,9 @@ enum Figure {
     Number(f64),
     /// The index of the marker.
     Suppressed(u8),
+    /// Blank, or neither a number nor a marker: the row is there (it is no duplicate, and the
+    /// metric's breakdown is not missing), but its figure, already an error, is not used.
+    Unreadable,
 }
 
 /// A finding of the table checks, and whether its severity is the catalogue's rule's (which a
@@ -304,7 +307,7 @@ impl TableRows<'_> {
                     )
                     .in_column(&self.value_header),
                 );
-                return;
+                Figure::Unreadable
             }
             Some(text) => {
                 if let Some(m) = check.markers.iter().position(|m| m == text) {
@@ -326,7 +329,7 @@ impl TableRows<'_> {
                         .in_column(&self.value_header)
                         .with_value(text),
                     );
-                    return;
+                    Figure::Unreadable
                 }
             }
         };
@@ -529,7 +532,7 @@ impl TableRows<'_> {
                         sum += v;
                         given += 1;
                     }
-                    Some(Figure::Suppressed(_)) | None => complete = false,
+                    Some(Figure::Suppressed(_) | Figure::Unreadable) | None => complete = false,
                 }
             }
             if given == 0 {
@@ -609,7 +612,7 @@ impl TableRows<'_> {
         keys.iter()
             .map(|k| match self.rows[target].get(k)?.figure {
                 Figure::Number(v) => Some(v),
-                Figure::Suppressed(_) => None,
+                Figure::Suppressed(_) | Figure::Unreadable => None,
             })
             .sum()
     }
@@ -714,38 +717,18 @@ impl TableRows<'_> {
     fn mandatory(&self, index: usize, found: &mut Found) {
         let metric = &self.check.catalogue.metrics[index];
         for breakdown in &metric.breakdowns {
-            let dims: Vec<usize> = breakdown
-                .iter()
-                .filter_map(|name| self.check.dimension_index(name))
+            let rows = metric.breakdown_rows(breakdown);
+            let expected = rows.len() as u64;
+            let missing: Vec<Key> = rows
+                .into_iter()
+                .filter_map(|row| {
+                    let mut key: Key = vec![None; self.check.dimensions.len()];
+                    for (d, code) in row {
+                        key[self.check.dimension_index(&d.name)?] = Some(code as u32);
+                    }
+                    (!self.rows[index].contains_key(&key)).then_some(key)
+                })
                 .collect();
-            let sizes: Vec<u64> = dims
-                .iter()
-                .map(|&d| self.check.dimensions[d].list.codes.len() as u64)
-                .collect();
-            let combinations: u64 = sizes.iter().product();
-            let mut expected_excluded = 0u64;
-            let mut missing: Vec<Key> = Vec::new();
-            for n in 0..combinations {
-                // The n-th combination of codes, the last dimension fastest.
-                let mut key: Key = vec![None; self.check.dimensions.len()];
-                let mut rest = n;
-                for (&d, &size) in dims.iter().zip(&sizes).rev() {
-                    key[d] = Some((rest % size) as u32);
-                    rest /= size;
-                }
-                let excluded = dims.iter().any(|&d| {
-                    let column = &self.check.dimensions[d];
-                    key[d].is_some_and(|c| {
-                        metric.excludes(&column.name, &column.list.codes[c as usize].code)
-                    })
-                });
-                if excluded {
-                    expected_excluded += 1;
-                } else if !self.rows[index].contains_key(&key) {
-                    missing.push(key);
-                }
-            }
-            let expected = combinations - expected_excluded;
             if missing.is_empty() {
                 continue;
             }

@@ -110,6 +110,38 @@ pub fn python() -> PathBuf {
     }
 }
 
+/// LibreOffice's `soffice` (Debian `libreoffice-calc-nogui`, which `tests/run` installs).
+pub fn soffice() -> PathBuf {
+    match std::env::var_os("FORCE_RETURNS_TEST_SOFFICE") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => missing("LibreOffice (soffice, FORCE_RETURNS_TEST_SOFFICE)"),
+    }
+}
+
+/// Saves `file` as `format` (`xlsx`, `ods`) with headless LibreOffice, into `dir`, with a
+/// profile of its own so that conversions running at once do not share one; returns the path.
+pub fn libreoffice_save_as(file: &Path, format: &str, dir: &Path) -> PathBuf {
+    let profile = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(soffice())
+        .arg(format!(
+            "-env:UserInstallation=file://{}",
+            profile.path().display()
+        ))
+        .args(["--headless", "--convert-to", format, "--outdir"])
+        .arg(dir)
+        .arg(file)
+        .output()
+        .expect("soffice runs");
+    let saved = dir.join(file.with_extension(format).file_name().unwrap());
+    assert!(
+        out.status.success() && saved.is_file(),
+        "LibreOffice did not save {}: {}",
+        saved.display(),
+        output_text(&out)
+    );
+    saved
+}
+
 /// Reads a bucket with `pyarrow` and `DuckDB` (`tests/py/read_bucket.py`).
 pub fn read_bucket(bucket: &Path, dataset: &str) -> serde_json::Value {
     let python = python();

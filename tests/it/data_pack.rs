@@ -6,7 +6,9 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::common::{force_returns, output_text as text, read_folder};
+use crate::common::{
+    force_returns, libreoffice_save_as, manifest_dir, output_text as text, python, read_folder,
+};
 
 const HEADER: &str = "force,period,metric,ethnicity,outcome_group,value,numerator,denominator,note";
 
@@ -418,5 +420,171 @@ fn files_that_are_not_readable_workbooks_are_findings_not_failures() {
         let found = examples(&v, "workbook_unreadable");
         assert_eq!(found.len(), 1, "{v}");
         assert!(found[0].2.starts_with(says), "{}", found[0].2);
+    }
+}
+
+/// The counts of every code of a `validate --format json` report, by severity.
+fn counts(v: &Value) -> Vec<(String, String, u64)> {
+    v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["severity"].as_str().unwrap().to_owned(),
+                f["code"].as_str().unwrap().to_owned(),
+                f["count"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_template_holds_every_mandatory_row_and_validates_clean_once_filled_and_resaved() {
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("pack.xlsx");
+    let o = force_returns(&[
+        "template",
+        "data_pack",
+        "--force",
+        "Kent Police",
+        "--period",
+        "FY2024-25",
+        "--out",
+        template.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("fill in the sheet `data`"),
+        "{}",
+        text(&o)
+    );
+
+    // Sent as it comes, every pre-filled row is refused for its blank value and for nothing
+    // else: its metric, codes, force and period are all valid, and no mandatory row is missing.
+    let (code, v) = validate(&template);
+    assert_eq!(code, Some(1), "{v}");
+    let found = counts(&v);
+    let rows = v["rows_read"].as_u64().unwrap();
+    assert!(rows > 100, "{v}");
+    assert_eq!(
+        found,
+        vec![
+            ("error".to_owned(), "metric_value_invalid".to_owned(), rows),
+            ("info".to_owned(), "workbook_sheet_read".to_owned(), 1),
+        ],
+        "{v}"
+    );
+
+    // openpyxl reads it as Excel would and fills in one consistent set of figures.
+    let catalogue = dir.path().join("catalogue.json");
+    let o = force_returns(&["catalogue", "--format", "json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    std::fs::write(&catalogue, &o.stdout).unwrap();
+    let filled = dir.path().join("filled.xlsx");
+    let o = std::process::Command::new(python())
+        .arg(manifest_dir().join("tests/py/fill_template.py"))
+        .args([&catalogue, &template, &filled])
+        .output()
+        .expect("python runs");
+    assert!(o.status.success(), "{}", text(&o));
+    let facts: Value = serde_json::from_slice(&o.stdout).unwrap();
+
+    assert_eq!(
+        facts["sheets"],
+        serde_json::json!(["README", "data", "lists"])
+    );
+    assert_eq!(facts["states"]["lists"], "hidden");
+    assert_eq!(facts["protected"], true, "the data sheet is protected");
+    assert_eq!(facts["frozen"], "A2", "the header row stays in view");
+    let header: Vec<&str> = facts["header"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap())
+        .collect();
+    assert_eq!(&header[..3], ["force", "period", "metric"]);
+    assert!(
+        facts["header_locked"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l == true)
+    );
+    // The pre-filled cells stay editable.
+    assert_eq!(
+        facts["first_row_locked"][header.iter().position(|h| *h == "metric").unwrap()],
+        false
+    );
+
+    // The rows are exactly those the catalogue makes mandatory, worked out from its JSON.
+    let rows_of = |list: &Value, metric: &str, key: &str| -> Vec<String> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                if r.is_array() {
+                    format!("{} {}", r[0], r[1])
+                } else {
+                    format!("{} {}", r[metric], r[key])
+                }
+            })
+            .collect()
+    };
+    let mut got = rows_of(&facts["rows"], "metric", "key");
+    let mut expected = rows_of(&facts["expected"], "", "");
+    got.sort();
+    expected.sort();
+    assert_eq!(got.len() as u64, rows);
+    assert_eq!(got, expected);
+    for row in facts["rows"].as_array().unwrap() {
+        assert_eq!(row["force"], "kent");
+        assert_eq!(row["period"], "FY2024-25");
+    }
+
+    // A drop-down on the force, the metric and every breakdown column; figures checked.
+    let validations = facts["validations"].as_array().unwrap();
+    let column_of = |name: &str| {
+        let c = header.iter().position(|h| *h == name).unwrap();
+        (b'A' + c as u8) as char
+    };
+    for name in ["force", "metric", "ethnicity", "outcome_group", "tactic"] {
+        let column = column_of(name);
+        assert!(
+            validations.iter().any(|v| v["type"] == "list"
+                && v["range"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("{column}2:"))
+                && v["formula"].as_str().unwrap().starts_with("lists!")),
+            "no drop-down on {name}: {validations:?}"
+        );
+    }
+    let value = column_of("value");
+    assert!(
+        validations.iter().any(|v| v["type"] == "custom"
+            && v["formula"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("ISNUMBER({value}2)"))
+            && v["formula"].as_str().unwrap().contains("\"[c]\"")),
+        "{validations:?}"
+    );
+
+    // Filled, it is accepted with nothing to say but which sheet was read; and so it is once
+    // LibreOffice has opened and saved it again.
+    let resaved_dir = dir.path().join("libreoffice");
+    std::fs::create_dir(&resaved_dir).unwrap();
+    let resaved = libreoffice_save_as(&filled, "xlsx", &resaved_dir);
+    for file in [&filled, &resaved] {
+        let (code, v) = validate(file);
+        assert_eq!(code, Some(0), "{}: {v}", file.display());
+        assert_eq!(
+            counts(&v),
+            vec![("info".to_owned(), "workbook_sheet_read".to_owned(), 1)],
+            "{}: {v}",
+            file.display()
+        );
+        assert_eq!(v["rows_read"].as_u64(), Some(rows));
     }
 }

@@ -6,7 +6,9 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::common::{force_returns, output_text as text, python, shared_fixtures};
+use crate::common::{
+    force_returns, libreoffice_save_as, output_text as text, python, shared_fixtures,
+};
 
 /// Saves `csv` as an XLSX workbook with openpyxl: the `Date` column as Excel date-times (as
 /// Excel stores them, without an offset), numbers as numbers, blank cells left out.
@@ -93,4 +95,23 @@ fn a_real_extract_saved_as_a_workbook_is_judged_as_its_csv() {
     assert_eq!(from_workbook.remove("workbook_sheet_read"), Some(1));
     assert_eq!(from_workbook.remove("value_excel_date"), Some(1));
     assert_eq!(from_workbook, from_csv);
+}
+
+#[test]
+fn a_real_extract_saved_by_libreoffice_as_xlsx_and_as_ods_is_judged_as_its_csv() {
+    let csv =
+        shared_fixtures().join("police-uk/stop-and-search/2020-01-durham-stop-and-search.csv");
+    let dir = tempfile::tempdir().unwrap();
+    let (expected_decision, from_csv) = judged(&csv);
+    for format in ["xlsx", "ods"] {
+        let saved = libreoffice_save_as(&csv, format, dir.path());
+        let (decision, mut from_workbook) = judged(&saved);
+        assert_eq!(decision, expected_decision, "{format}");
+        assert_eq!(
+            from_workbook.remove("workbook_sheet_read"),
+            Some(1),
+            "{format}"
+        );
+        assert_eq!(from_workbook, from_csv, "{format}");
+    }
 }
