@@ -34,6 +34,7 @@ use crate::model::Limits;
 use crate::schema::RecordSchema;
 
 mod header;
+pub mod tables;
 pub mod workbook;
 
 use header::{Found, Header};

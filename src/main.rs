@@ -17,6 +17,8 @@ use force_returns::api;
 use force_returns::catalogue;
 use force_returns::clock::{Clock, FixedClock, SystemClock};
 use force_returns::config::Project;
+use force_returns::finding;
+use force_returns::ingest::{tables, workbook};
 use force_returns::model::{Decision, Limits};
 use force_returns::period::Deadline;
 use force_returns::pipeline::{CheckOutcome, RunOptions, Service, check_settings, validate_local};
@@ -27,6 +29,7 @@ use force_returns::store::{self, S3Location, S3Options, S3Store};
 use force_returns::telemetry::Metrics;
 use force_returns::template;
 use force_returns::validate::{CheckSettings, UploadScope};
+use serde_json::{Value, json};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 #[derive(Parser)]
@@ -150,6 +153,15 @@ enum Command {
         /// Where to write the workbook (.xlsx).
         #[arg(long)]
         out: PathBuf,
+    },
+    /// List a workbook's sheets and the tables found on each (header rows, body, column
+    /// names), as in published statistics with titles, notes and several tables to a sheet.
+    Tables {
+        /// The workbook (.xlsx, .ods, .xlsb, .xls).
+        file: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: OutputFormat,
     },
     /// Print a dataset's record schema with code lists expanded (the contract for forces).
     Schema {
@@ -347,6 +359,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             period,
             out,
         } => template_command(&root, &dataset, &force, &period, &out),
+        Command::Tables { file, format } => tables_command(&file, format),
         Command::Schema { dataset } => {
             let project = load_project(&root)?;
             let p = project
@@ -590,6 +603,89 @@ fn upload_url_command(
         "upload one file to {key} within {expires_minutes} minutes with:\n  curl --fail{headers} -T <your file> '<the URL below>'\nthe URL takes one upload: once the file is there, another is refused (412 Precondition Failed); to correct it, ask for a URL for a new file name"
     );
     println!("{}", presigned.url);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tables_command(file: &Path, format: OutputFormat) -> Result<ExitCode> {
+    let limit = Limits::default().max_file_bytes;
+    let size = std::fs::metadata(file)
+        .with_context(|| format!("failed to read {}", file.display()))?
+        .len();
+    if size > limit {
+        bail!(
+            "{} is {size} bytes, above the {limit} bytes an upload may have",
+            file.display()
+        );
+    }
+    let bytes =
+        std::fs::read(file).with_context(|| format!("failed to read {}", file.display()))?;
+    let sheets = workbook::sheets(bytes).map_err(|f| anyhow::anyhow!("{}", f.message))?;
+    let found: Vec<Value> = sheets
+        .iter()
+        .map(|sheet| {
+            let (top, left) = (sheet.origin.0 as usize, sheet.origin.1 as usize);
+            let tables: Vec<Value> = sheet.grid.as_ref().map_or_else(
+                |_| Vec::new(),
+                |grid| {
+                    tables::find(grid)
+                        .iter()
+                        .map(|t| {
+                            let row = |r: usize| top + r + 1;
+                            let letter = |c: usize| finding::column_letters((left + c) as u32);
+                            let first_row = t.header.map_or(t.body.0, |h| h.0);
+                            json!({
+                                "range": format!("{}{}:{}{}", letter(t.columns.0), row(first_row), letter(t.columns.1), row(t.body.1)),
+                                "header_rows": t.header.map(|(a, b)| [row(a), row(b)]),
+                                "body_rows": [row(t.body.0), row(t.body.1)],
+                                "rows": t.rows,
+                                "columns": t.names.iter().enumerate().map(|(i, n)| json!({"column": letter(t.columns.0 + i), "name": n})).collect::<Vec<_>>(),
+                            })
+                        })
+                        .collect()
+                },
+            );
+            json!({"sheet": sheet.name, "error": sheet.grid.as_ref().err(), "tables": tables})
+        })
+        .collect();
+    match format {
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"file": file.display().to_string(), "sheets": found})
+            )?
+        ),
+        OutputFormat::Text => {
+            println!("{}: {} sheet(s)", file.display(), found.len());
+            for sheet in &found {
+                let name = sheet["sheet"].as_str().unwrap_or_default();
+                if let Some(e) = sheet["error"].as_str() {
+                    println!("  {name}: could not be read: {e}");
+                    continue;
+                }
+                let tables = sheet["tables"].as_array().map_or(&[][..], Vec::as_slice);
+                if tables.is_empty() {
+                    println!("  {name}: no table (no row of figures)");
+                }
+                for t in tables {
+                    let header = match t["header_rows"].as_array() {
+                        Some(h) if h[0] == h[1] => format!("header row {}", h[0]),
+                        Some(h) => format!("header rows {}-{}", h[0], h[1]),
+                        None => "no header".to_owned(),
+                    };
+                    let columns: Vec<&str> = t["columns"]
+                        .as_array()
+                        .map(|c| c.iter().filter_map(|c| c["name"].as_str()).collect())
+                        .unwrap_or_default();
+                    println!(
+                        "  {name}!{}: {header}, {} row(s) of figures: {}",
+                        t["range"].as_str().unwrap_or_default(),
+                        t["rows"],
+                        columns.join(" | ")
+                    );
+                }
+            }
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -17,6 +17,7 @@ use rust_xlsxwriter::{
 };
 
 use crate::config::Pipeline;
+use crate::finding::column_letters;
 use crate::period::Period;
 use crate::schema::{CodeEntry, UploadContext};
 
@@ -162,19 +163,6 @@ fn prefilled_rows(on: TemplateFor<'_>) -> Vec<Vec<Option<String>>> {
     rows
 }
 
-/// `A`, `B`, ..., `Z`, `AA`: a zero-based column's letters.
-fn letters(column: usize) -> String {
-    let mut n = column + 1;
-    let mut out = Vec::new();
-    while n > 0 {
-        let rem = (n - 1) % 26;
-        out.push(b'A' + rem as u8);
-        n = (n - 1) / 26;
-    }
-    out.reverse();
-    String::from_utf8(out).unwrap_or_default()
-}
-
 /// `text` cut to Excel's message limit.
 fn message(text: &str) -> String {
     if text.chars().count() <= MESSAGE_LIMIT {
@@ -218,7 +206,7 @@ fn data_sheet(
         if let Some((name, codes)) = &column.list {
             let range = format!(
                 "=lists!${0}$2:${0}${1}",
-                letters(list_column),
+                column_letters(list_column as u32),
                 codes.len() + 1
             );
             list_column += 1;
@@ -233,7 +221,7 @@ fn data_sheet(
                 )))?;
             sheet.add_data_validation(1, col, last, col, &validation)?;
         } else if column.figure {
-            let top = format!("{}2", letters(c));
+            let top = format!("{}2", column_letters(c as u32));
             let mut accepted = format!("ISNUMBER({top})");
             for m in &markers {
                 let _ = write!(accepted, ",{top}=\"{}\"", m.replace('"', "\"\""));
@@ -429,15 +417,6 @@ fn readme(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn column_letters_run_past_z() {
-        let got: Vec<String> = [0, 1, 25, 26, 27, 51, 52, 701, 702]
-            .into_iter()
-            .map(letters)
-            .collect();
-        assert_eq!(got, ["A", "B", "Z", "AA", "AB", "AZ", "BA", "ZZ", "AAA"]);
-    }
 
     #[test]
     fn messages_are_cut_to_excels_limit() {

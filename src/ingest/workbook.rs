@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use calamine::{Data, Reader, Sheets, open_workbook_auto_from_rs};
 
+use super::tables;
 use crate::finding::{CellNames, Code, Finding};
 
 /// The first bytes of a zip archive (XLSX, ODS).
@@ -81,16 +82,8 @@ pub struct Opened {
 pub fn open(bytes: Vec<u8>) -> Result<Opened, Box<Finding>> {
     let compound = bytes.starts_with(&COMPOUND_MAGIC);
     let data: Arc<[u8]> = bytes.into();
-    let mut workbook = open_workbook_auto_from_rs(Cursor::new(data)).map_err(|e| {
-        let message = if compound {
-            "the file is a password-protected workbook, or an old-style .xls that could not be read: save it without a password as .xlsx (or as CSV UTF-8) and upload that".to_owned()
-        } else {
-            format!(
-                "the file is a zip archive but not a workbook that can be read ({e}): save it as .xlsx (or as CSV UTF-8) and upload that"
-            )
-        };
-        Box::new(Finding::new(Code::WorkbookUnreadable, message, "workbook"))
-    })?;
+    let mut workbook = open_workbook_auto_from_rs(Cursor::new(data))
+        .map_err(|e| Box::new(unreadable(compound, &e.to_string())))?;
     let names = workbook.sheet_names();
     let Some(sheet) = names
         .iter()
@@ -146,6 +139,89 @@ pub fn open(bytes: Vec<u8>) -> Result<Opened, Box<Finding>> {
         cells: CellNames::new(sheet, first_column),
         note,
     })
+}
+
+/// One sheet of a workbook read whole, for finding its tables.
+#[derive(Debug)]
+pub struct Sheet {
+    /// Its name.
+    pub name: String,
+    /// Its first row and column (zero-based): the grid's top-left cell.
+    pub origin: (u32, u32),
+    /// Its cells, row by row from the origin; or why it could not be read.
+    pub grid: Result<Vec<Vec<tables::Cell>>, String>,
+}
+
+/// Every sheet of a workbook, read whole (for `force-returns tables`, on a file within the
+/// upload size limit): cells as a spreadsheet shows them, typed as text, figures or dates.
+pub fn sheets(bytes: Vec<u8>) -> Result<Vec<Sheet>, Box<Finding>> {
+    let compound = bytes.starts_with(&COMPOUND_MAGIC);
+    let data: Arc<[u8]> = bytes.into();
+    let mut workbook = open_workbook_auto_from_rs(Cursor::new(data))
+        .map_err(|e| Box::new(unreadable(compound, &e.to_string())))?;
+    let names = workbook.sheet_names();
+    Ok(names
+        .into_iter()
+        .map(|name| {
+            let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                workbook.worksheet_range(&name).map_err(|e| e.to_string())
+            }))
+            .unwrap_or_else(|_| Err("the workbook reader failed on the sheet's contents".into()));
+            match read {
+                Ok(range) => {
+                    let origin = range.start().unwrap_or((0, 0));
+                    let mut text = String::new();
+                    let grid = range
+                        .rows()
+                        .map(|row| {
+                            row.iter()
+                                .map(|value| {
+                                    text.clear();
+                                    write_value(value, &mut text);
+                                    match value {
+                                        Data::Empty => tables::Cell::Empty,
+                                        Data::Int(_) | Data::Float(_) => {
+                                            tables::Cell::Figure(text.clone())
+                                        }
+                                        Data::DateTime(_) | Data::DateTimeIso(_) => {
+                                            tables::Cell::Date(text.clone())
+                                        }
+                                        _ if text.trim().is_empty() => tables::Cell::Empty,
+                                        _ if tables::is_figure(&text) => {
+                                            tables::Cell::Figure(text.clone())
+                                        }
+                                        _ => tables::Cell::Text(text.clone()),
+                                    }
+                                })
+                                .collect()
+                        })
+                        .collect();
+                    Sheet {
+                        name,
+                        origin,
+                        grid: Ok(grid),
+                    }
+                }
+                Err(e) => Sheet {
+                    name,
+                    origin: (0, 0),
+                    grid: Err(e),
+                },
+            }
+        })
+        .collect())
+}
+
+/// The finding for a file that does not open as a workbook.
+fn unreadable(compound: bool, error: &str) -> Finding {
+    let message = if compound {
+        "the file is a password-protected workbook, or an old-style .xls that could not be read: save it without a password as .xlsx (or as CSV UTF-8) and upload that".to_owned()
+    } else {
+        format!(
+            "the file is a zip archive but not a workbook that can be read ({error}): save it as .xlsx (or as CSV UTF-8) and upload that"
+        )
+    };
+    Finding::new(Code::WorkbookUnreadable, message, "workbook")
 }
 
 /// Reads the sheet into CSV text chunks on `tx`, after sending its first column.

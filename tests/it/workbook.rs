@@ -115,3 +115,176 @@ fn a_real_extract_saved_by_libreoffice_as_xlsx_and_as_ods_is_judged_as_its_csv()
         assert_eq!(from_workbook, from_csv, "{format}");
     }
 }
+
+/// `force-returns tables --format json` on a file.
+fn tables(file: &Path) -> Value {
+    let o = force_returns(&["tables", file.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)))
+}
+
+/// The tables of `sheet` as (range, column names).
+fn sheet_tables<'a>(found: &'a Value, sheet: &str) -> Vec<(&'a str, Vec<&'a str>)> {
+    found["sheets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["sheet"] == sheet)
+        .unwrap_or_else(|| panic!("no sheet {sheet}"))["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["range"].as_str().unwrap(),
+                t["columns"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c["name"].as_str().unwrap())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// For each table found, what the same workbook saved by LibreOffice as XLSX holds where the
+/// table is said to be, read by openpyxl: the text of the header's last row, and whether the
+/// body's first and last rows hold a number.
+fn check_positions(found: &Value, xlsx: &Path) -> Value {
+    let script = r#"
+import json, re, sys
+import openpyxl
+from openpyxl.utils import column_index_from_string
+found = json.load(sys.stdin)
+wb = openpyxl.load_workbook(sys.argv[1], read_only=True)
+out = []
+for sheet in found["sheets"]:
+    ws = wb[sheet["sheet"]]
+    rows = list(ws.iter_rows(values_only=True))
+    for t in sheet["tables"]:
+        first, last = re.match(r"([A-Z]+)\d+:([A-Z]+)\d+", t["range"]).groups()
+        a, b = column_index_from_string(first) - 1, column_index_from_string(last) - 1
+        cells = lambda r: list(rows[r - 1][a:b + 1]) if r - 1 < len(rows) else []
+        number = lambda r: any(isinstance(c, (int, float)) or c in ("..", "*", "[c]", "[x]", "-") for c in cells(r))
+        header = t["header_rows"][1] if t["header_rows"] else None
+        out.append({
+            "sheet": sheet["sheet"], "range": t["range"],
+            "header": [" ".join(str(c).split()) for c in cells(header) if c is not None and not hasattr(c, "year")] if header else [],
+            "body_first_has_figure": number(t["body_rows"][0]),
+            "body_last_has_figure": number(t["body_rows"][1]),
+            "row_after_has_figure": number(t["body_rows"][1] + 1),
+        })
+print(json.dumps(out))
+"#;
+    let mut child = std::process::Command::new(python())
+        .args(["-c", script])
+        .arg(xlsx)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python runs");
+    {
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(found.to_string().as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_home_offices_published_workbooks_are_read_and_their_tables_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let home_office = shared_fixtures().join("home-office");
+    let use_of_force = home_office.join("police-use-of-force-apr2018-mar2019-tables.ods");
+    let workforce = home_office.join("police-workforce-sep19-tables.ods");
+    for (file, sheets, with_tables) in [(&use_of_force, 19, 17), (&workforce, 14, 13)] {
+        let found = tables(file);
+        let all = found["sheets"].as_array().unwrap();
+        assert_eq!(all.len(), sheets, "{found}");
+        assert!(all.iter().all(|s| s["error"].is_null()), "{found}");
+        let table_sheets = all
+            .iter()
+            .filter(|s| s["sheet"].as_str().unwrap().starts_with("Table_"))
+            .filter(|s| !s["tables"].as_array().unwrap().is_empty())
+            .count();
+        assert_eq!(
+            table_sheets, with_tables,
+            "every Table_ sheet has a table: {found}"
+        );
+        // Where each table is said to be, the workbook as LibreOffice saves it and openpyxl
+        // reads it has the header's names above figures, and the body ends where they do.
+        let xlsx = libreoffice_save_as(file, "xlsx", dir.path());
+        for t in check_positions(&found, &xlsx).as_array().unwrap() {
+            assert_eq!(t["body_first_has_figure"], true, "{t}");
+            assert_eq!(t["body_last_has_figure"], true, "{t}");
+            assert_eq!(t["row_after_has_figure"], false, "{t}");
+            let names = sheet_tables(&found, t["sheet"].as_str().unwrap())
+                .into_iter()
+                .find(|(range, _)| *range == t["range"])
+                .unwrap()
+                .1
+                .join(" | ");
+            for cell in t["header"].as_array().unwrap() {
+                assert!(
+                    names.contains(cell.as_str().unwrap()),
+                    "{cell} not in {names}"
+                );
+            }
+        }
+    }
+
+    let found = tables(&use_of_force);
+    // Incidents by force: one header row under the title and the "Contents" link; the rows
+    // run to the last force, above the notes.
+    assert_eq!(
+        sheet_tables(&found, "Table_12"),
+        vec![("A4:C58", vec!["Region", "Police force", "Total"])]
+    );
+    // Taser (CED) by type of use, per force and year: the column set of the CED table.
+    let ced = sheet_tables(&found, "Table_13");
+    assert_eq!(ced.len(), 1);
+    for name in [
+        "Financial year",
+        "Police force",
+        "Drawn",
+        "Red-dot",
+        "Arced",
+        "Fired",
+    ] {
+        assert!(ced[0].1.contains(&name), "{name}: {:?}", ced[0].1);
+    }
+    // Tactics by age: a line of national totals under the age headings, then the table,
+    // whose age columns are named by the headings above the totals.
+    let by_age = sheet_tables(&found, "Table_2");
+    assert_eq!(by_age.len(), 2, "{by_age:?}");
+    assert!(
+        by_age[1]
+            .1
+            .starts_with(&["Type of force", "Tactic", "Under 11 years"])
+    );
+    // Tactics by ethnicity per force: a header of two rows, its group label carried over.
+    let by_ethnicity = sheet_tables(&found, "Table_16");
+    assert!(
+        by_ethnicity[0]
+            .1
+            .contains(&"Perceived ethnicity / Black (or Black British)")
+    );
+
+    // The workforce: a four-row header with dates, under a title.
+    let found = tables(&workforce);
+    let officers = sheet_tables(&found, "Table_7");
+    assert_eq!(officers.len(), 1);
+    assert!(officers[0].0.starts_with("A3:"), "{officers:?}");
+}
