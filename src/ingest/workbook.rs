@@ -10,7 +10,9 @@
 //! formulas as their cached values, booleans as `true`/`false`, error values as written
 //! (`#DIV/0!`). An XLSX sheet is streamed cell by cell on a thread of its own, a few chunks
 //! ahead of the decoder, so memory stays bounded whatever the number of rows; other formats
-//! are read whole (their files are bounded by the upload size limit). A file that is not a
+//! are read whole (their files are bounded by the upload size limit), as are an XLSX's shared
+//! strings: a part read whole that its archive says unpacks to more than
+//! [`MAX_WHOLE_PART_BYTES`] is refused before anything is unpacked. A file that is not a
 //! workbook, a password-protected one, and a sheet whose XML breaks part way become
 //! findings, never a panic.
 
@@ -30,6 +32,11 @@ const COMPOUND_MAGIC: [u8; 8] = [0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1]
 
 /// Bytes of CSV text gathered before they are handed to the decoder.
 const CHUNK: usize = 64 * 1024;
+
+/// The most a part of a workbook that is read whole may unpack to, as its zip archive
+/// declares: the shared strings of an XLSX or XLSB, the content of an ODS, an XLSB sheet. An
+/// XLSX sheet is streamed and has no such bound; its rows are bounded by the return's limit.
+pub const MAX_WHOLE_PART_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Whether the upload's first bytes are a workbook's (a zip or a compound file).
 pub fn is_workbook(first: &[u8]) -> bool {
@@ -81,6 +88,7 @@ pub struct Opened {
 /// is an error finding.
 pub fn open(bytes: Vec<u8>) -> Result<Opened, Box<Finding>> {
     let compound = bytes.starts_with(&COMPOUND_MAGIC);
+    whole_parts_fit(&bytes)?;
     let data: Arc<[u8]> = bytes.into();
     let mut workbook = open_workbook_auto_from_rs(Cursor::new(data))
         .map_err(|e| Box::new(unreadable(compound, &e.to_string())))?;
@@ -156,6 +164,7 @@ pub struct Sheet {
 /// upload size limit): cells as a spreadsheet shows them, typed as text, figures or dates.
 pub fn sheets(bytes: Vec<u8>) -> Result<Vec<Sheet>, Box<Finding>> {
     let compound = bytes.starts_with(&COMPOUND_MAGIC);
+    whole_parts_fit(&bytes)?;
     let data: Arc<[u8]> = bytes.into();
     let mut workbook = open_workbook_auto_from_rs(Cursor::new(data))
         .map_err(|e| Box::new(unreadable(compound, &e.to_string())))?;
@@ -210,6 +219,40 @@ pub fn sheets(bytes: Vec<u8>) -> Result<Vec<Sheet>, Box<Finding>> {
             }
         })
         .collect())
+}
+
+/// Checks, from a zip archive's directory and before anything is unpacked, that no part read
+/// whole unpacks to more than [`MAX_WHOLE_PART_BYTES`]. A file that is not a zip archive
+/// passes: opening it as a workbook says what it is.
+fn whole_parts_fit(bytes: &[u8]) -> Result<(), Box<Finding>> {
+    let Ok(mut archive) = zip::ZipArchive::new(Cursor::new(bytes)) else {
+        return Ok(());
+    };
+    for index in 0..archive.len() {
+        let Ok(part) = archive.by_index_raw(index) else {
+            continue;
+        };
+        let name = part.name().to_ascii_lowercase();
+        let whole = matches!(
+            name.as_str(),
+            "xl/sharedstrings.xml" | "xl/sharedstrings.bin" | "content.xml"
+        ) || (name.starts_with("xl/worksheets/")
+            && std::path::Path::new(&name)
+                .extension()
+                .is_some_and(|e| e == "bin"));
+        if whole && part.size() > MAX_WHOLE_PART_BYTES {
+            return Err(Box::new(Finding::new(
+                Code::FileTooLarge,
+                format!(
+                    "the workbook's part `{}` unpacks to {} bytes, above the {MAX_WHOLE_PART_BYTES} bytes a part read whole may have; it was not read: save the sheet as CSV UTF-8 and upload that",
+                    part.name(),
+                    part.size()
+                ),
+                "workbook",
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The finding for a file that does not open as a workbook.

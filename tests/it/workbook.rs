@@ -288,3 +288,109 @@ fn the_home_offices_published_workbooks_are_read_and_their_tables_found() {
     assert_eq!(officers.len(), 1);
     assert!(officers[0].0.starts_with("A3:"), "{officers:?}");
 }
+
+/// Writes a workbook with `tests/py/make_workbook.py`.
+fn make_workbook(path: &Path, kind: &str, size: u64) {
+    let o = std::process::Command::new(python())
+        .arg(crate::common::manifest_dir().join("tests/py/make_workbook.py"))
+        .arg(path)
+        .arg(kind)
+        .arg(size.to_string())
+        .output()
+        .expect("python runs");
+    assert!(o.status.success(), "make_workbook.py {kind}: {}", text(&o));
+}
+
+/// `validate --format json` of a data pack run from Python, which also reports the peak
+/// resident memory of the run (`getrusage` of its child), in bytes.
+fn validate_measured(file: &Path) -> (i32, Value, u64) {
+    let script = r#"
+import json, resource, subprocess, sys
+p = subprocess.run(sys.argv[1:], capture_output=True)
+peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+print(json.dumps({"code": p.returncode, "peak": peak, "stdout": p.stdout.decode(), "stderr": p.stderr.decode()}))
+"#;
+    let o = std::process::Command::new(python())
+        .args(["-c", script, env!("CARGO_BIN_EXE_force-returns")])
+        .args(["validate", file.to_str().unwrap()])
+        .args(["--dataset", "data_pack", "--force", "kent"])
+        .args(["--period", "FY2024-25", "--format", "json"])
+        .current_dir(crate::common::manifest_dir())
+        .output()
+        .expect("python runs");
+    assert!(o.status.success(), "{}", text(&o));
+    let run: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let report: Value =
+        serde_json::from_str(run["stdout"].as_str().unwrap()).unwrap_or_else(|_| panic!("{run}"));
+    (
+        run["code"].as_i64().unwrap() as i32,
+        report,
+        run["peak"].as_u64().unwrap(),
+    )
+}
+
+/// The first message of `code` in a report.
+fn message<'a>(report: &'a Value, code: &str) -> Option<&'a str> {
+    report["findings"]
+        .as_array()?
+        .iter()
+        .find(|f| f["code"] == code)?["examples"][0]["message"]
+        .as_str()
+}
+
+#[test]
+fn malformed_and_oversized_workbooks_are_findings_in_bounded_memory() {
+    /// Far above what any of these needs (a debug build, a million rows: about 70 MiB), far
+    /// below what reading them whole would take.
+    const BOUND: u64 = 256 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, u64, &str, &str); 5] = [
+        (
+            "encrypted",
+            0,
+            "workbook_unreadable",
+            "the file is a password-protected workbook",
+        ),
+        (
+            "not-a-workbook",
+            0,
+            "workbook_unreadable",
+            "the file is a zip archive but not a workbook",
+        ),
+        (
+            // One row past the return's limit of a million.
+            "rows",
+            1_000_001,
+            "too_many_rows",
+            "",
+        ),
+        // One cell of 10 MB, far past the return's cell limit (4 KiB).
+        ("big-cell", 10_000_000, "cell_too_long", ""),
+        // Shared strings that unpack past the 64 MiB a part read whole may have.
+        (
+            "shared-strings",
+            70_000_000,
+            "file_too_large",
+            "the workbook's part `xl/sharedStrings.xml` unpacks to",
+        ),
+    ];
+    for (kind, size, code, says) in cases {
+        let file = dir.path().join(format!("{kind}.xlsx"));
+        make_workbook(&file, kind, size);
+        let (exit, report, peak) = validate_measured(&file);
+        assert_eq!(exit, 1, "{kind}: {report}");
+        let found = message(&report, code).unwrap_or_else(|| panic!("{kind}: no {code}: {report}"));
+        assert!(found.starts_with(says), "{kind}: {found}");
+        assert!(peak < BOUND, "{kind}: peak memory {peak} bytes");
+        if kind == "big-cell" {
+            let cell = report["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["code"] == code)
+                .unwrap()["examples"][0]["cell"]
+                .clone();
+            assert_eq!(cell, "data!A3", "{report}");
+        }
+    }
+}
