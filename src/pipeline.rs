@@ -1254,6 +1254,9 @@ fn lineage_of(sub: &Submission, pipeline: Option<&Pipeline>, processed_at: &str)
         schema_version: pipeline
             .and_then(|p| p.schema.version.clone())
             .unwrap_or_default(),
+        catalogue_version: pipeline
+            .and_then(|p| p.table.as_ref())
+            .map(|t| t.catalogue.version.to_string()),
         ingested_at: processed_at.to_owned(),
     }
 }

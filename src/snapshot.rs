@@ -4,7 +4,8 @@
 //! annotations say: timestamps in UTC, booleans, floats, and codes as dictionary-encoded
 //! canonical values with their attributes (for example self-defined ethnicity `W1` with group
 //! `White`). Every file's key-value metadata carries its lineage: submission id, source key,
-//! SHA-256, schema id and version, and when it was ingested. Files are Snappy-compressed
+//! SHA-256, schema id and version (and, for an aggregate return, the metric catalogue's
+//! version), and when it was ingested. Files are Snappy-compressed
 //! ([`COMPRESSION`]).
 //!
 //! Readers find the current file of each force × period through the dataset's manifest
@@ -65,6 +66,9 @@ pub struct Lineage {
     pub schema_id: String,
     /// Schema version.
     pub schema_version: String,
+    /// For an aggregate return, the version of the metric catalogue it was checked against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalogue_version: Option<String>,
     /// When the upload was processed (RFC 3339).
     pub ingested_at: String,
 }
@@ -84,6 +88,11 @@ impl Lineage {
         ]
         .into_iter()
         .map(|(k, v)| KeyValue::new(k.to_owned(), v.clone()))
+        .chain(
+            self.catalogue_version
+                .iter()
+                .map(|v| KeyValue::new("force_returns.catalogue_version".to_owned(), v.clone())),
+        )
         .collect()
     }
 }
@@ -907,6 +916,7 @@ mod tests {
             sha256: String::new(),
             schema_id: "stop_search/v1".into(),
             schema_version: "1".into(),
+            catalogue_version: None,
             ingested_at: "2024-04-01T00:00:00Z".into(),
         };
         let keep = BooleanArray::from((0..batch.len()).map(|i| i % 5 != 3).collect::<Vec<_>>());

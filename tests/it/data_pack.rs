@@ -7,7 +7,8 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::common::{
-    force_returns, libreoffice_save_as, manifest_dir, output_text as text, python, read_folder,
+    force_returns, libreoffice_save_as, manifest_dir, output_text as text, python, read_bucket,
+    read_folder,
 };
 
 const HEADER: &str = "force,period,metric,ethnicity,outcome_group,value,numerator,denominator,note";
@@ -258,6 +259,11 @@ fn a_pack_goes_through_the_worker_to_a_snapshot_pyarrow_reads() {
     let (stored, columns) =
         read_folder(&bucket.join("snapshots/data_pack/period=FY2024-25/force=kent"));
     assert_eq!(stored.len(), rows.len());
+    // pyarrow reads the lineage, with the catalogue the pack was checked against.
+    let read = read_bucket(&bucket, "data_pack");
+    let meta = &read["snapshots"][0]["metadata"];
+    assert_eq!(meta["force_returns.schema_id"], "data_pack/v1", "{read}");
+    assert_eq!(meta["force_returns.catalogue_version"], "1", "{read}");
     for c in [
         "metric",
         "ethnicity",

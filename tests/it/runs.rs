@@ -158,6 +158,11 @@ async fn real_extracts_are_all_accepted_and_read_back_by_pyarrow_and_duckdb(buck
         );
         assert_eq!(meta["force_returns.schema_id"], "stop_search/v1");
         assert_eq!(meta["force_returns.schema_version"], "1");
+        // A record-level return is checked against no metric catalogue.
+        assert!(
+            meta.get("force_returns.catalogue_version").is_none(),
+            "{meta}"
+        );
         assert_eq!(meta["force_returns.sha256"].as_str().unwrap().len(), 64);
         assert!(
             meta["force_returns.ingested_at"]
