@@ -60,6 +60,7 @@ use crate::ingest::{
     Batch, CsvDecoder, DEFAULT_BATCH_ROWS, DecodeStats, HeaderMap, Start, workbook,
 };
 use crate::layout::{self, INCOMING, Location, Names, Problem, Route, Submission};
+use crate::model::observe::Figures;
 use crate::model::{Decision, Limits, ManifestEntry, Receipt, Received};
 use crate::snapshot::{
     Lineage, QualityFindingSink, SnapshotWriter, SubmissionRecord, Tee, submissions_parquet,
@@ -186,6 +187,7 @@ pub fn check_upload<R: Read + Send>(
                     rows_checked: 0,
                     error_rows: decode.rejected_rows,
                     columns: Vec::new(),
+                    figures: Figures::new(),
                 },
                 findings: log.finish()?,
                 decode,
@@ -1419,6 +1421,7 @@ fn check_to_files(
                     rows_checked: 0,
                     error_rows: 0,
                     columns: Vec::<ColumnStats>::new(),
+                    figures: Figures::new(),
                 },
                 findings: log.finish()?,
                 decode: DecodeStats::default(),

@@ -31,6 +31,7 @@ use serde_json::Value;
 
 use crate::finding::{Code, Finding, FindingLog, Severity};
 use crate::ingest::{Batch, Distinct, HeaderMap};
+use crate::model::observe::Figures;
 use crate::model::{BlankThreshold, Decision, ReadingSettings};
 use crate::normalise::{Normaliser, Reading};
 use crate::period::{DaySpan, Period};
@@ -702,6 +703,8 @@ pub struct Verdict {
     pub error_rows: u64,
     /// Per-column counts.
     pub columns: Vec<ColumnStats>,
+    /// For an aggregate return, its figures given as numbers, by metric and breakdown.
+    pub figures: Figures,
 }
 
 impl<'p> Checker<'p> {
@@ -1321,9 +1324,10 @@ impl<'p> Checker<'p> {
         log: &mut FindingLog<'_>,
     ) -> std::io::Result<Verdict> {
         self.report_repeats(log)?;
+        let mut figures = Figures::new();
         if let Some(rows) = self.table.take() {
             let mut found = table::Found::default();
-            rows.finish(&mut found);
+            figures = rows.finish(&mut found);
             for f in found.0 {
                 if let Some(row) = f.finding.row
                     && table_severity(&self.settings.severity_overrides, &f) == Severity::Error
@@ -1421,6 +1425,7 @@ impl<'p> Checker<'p> {
             rows_checked: rows,
             error_rows,
             columns,
+            figures,
         })
     }
 }

@@ -17,6 +17,7 @@
 //! | `population` | (none), or `<subset by>` | (none), or a group | residents |
 //! | `rate_per_1000` | (none), or `<subset by>` | (none) = all, or a group | subset ÷ residents × 1,000 |
 //! | `disparity_ratio` | `<subset by>` | a group other than the reference | the group's rate ÷ the reference group's rate |
+//! | a catalogue metric's id (an aggregate return's figure) | (none), or its breakdown's dimensions joined by ` × ` | (none), or their codes joined the same way | the figure as the return gave it |
 //!
 //! Ratios carry their numerator and denominator, so a reader can add periods or forces up and
 //! divide again. Rates follow `DOMAIN.md`: a group's rate counts the subset's records of that
@@ -28,7 +29,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::observe::ObserveSettings;
+use crate::model::observe::{ObserveSettings, breakdown_columns, breakdown_from_columns};
 use crate::observe::Observations;
 use crate::period::Period;
 use crate::schema::AreaPopulation;
@@ -91,6 +92,12 @@ pub fn metric_rows(
     let records = observe.records.as_str();
     let rows = c.rows as f64;
     let mut out = vec![row(records, "", "", rows)];
+    for (metric, by) in &c.figures {
+        for (key, &value) in by {
+            let (dimension, category) = breakdown_columns(key);
+            out.push(row(metric, &dimension, &category, value));
+        }
+    }
     for (dimension, categories) in &c.categories {
         for (category, &n) in categories {
             out.push(row(records, dimension, category, n as f64));
@@ -170,12 +177,14 @@ pub fn metric_rows(
 }
 
 /// Rebuilds a submission's observations from its metric rows (the history the analysis reads
-/// back).
+/// back). For an aggregate return (`figures`), every row but the records' is one of its
+/// figures.
 pub fn observations_from_rows(
     force_id: &str,
     period: Period,
     submission_id: &str,
     observe: &ObserveSettings,
+    figures: bool,
     rows: &[MetricRow],
 ) -> Observations {
     let mut c = Observations {
@@ -220,14 +229,19 @@ pub fn observations_from_rows(
                         .insert(r.category.clone(), whole(r.value));
                 }
             }
+        } else if metric == "blank_rate" && dimension == "column" {
+            c.blanks.insert(r.category.clone(), ratio.0);
+        } else if figures {
+            c.figures
+                .entry(metric.to_owned())
+                .or_default()
+                .insert(breakdown_from_columns(dimension, &r.category), r.value);
         } else if Some(metric) == subset {
             if dimension.is_empty() {
                 c.subset = whole(r.value);
             } else {
                 c.subset_by.insert(r.category.clone(), whole(r.value));
             }
-        } else if metric == "blank_rate" && dimension == "column" {
-            c.blanks.insert(r.category.clone(), ratio.0);
         } else if let Some(share) = observe.share(metric).filter(|s| s.is_time_of_day()) {
             if ratio.0 > 0 {
                 c.at_time.insert(share.name.clone(), ratio.0);
@@ -394,6 +408,7 @@ mod tests {
             counts.period.unwrap(),
             &counts.submission_id,
             &observe,
+            false,
             &rows,
         );
         // Everything but the fingerprint, which is not a metric.
@@ -401,5 +416,50 @@ mod tests {
         let mut expected = counts;
         expected.fingerprint = crate::model::fingerprint::Fingerprint::default();
         assert_eq!(back, expected);
+    }
+
+    #[test]
+    fn an_aggregate_returns_figures_survive_the_round_trip_through_metric_rows() {
+        let period: Period = "FY2024-25".parse().unwrap();
+        let observe = ObserveSettings {
+            records: "rows".into(),
+            ..ObserveSettings::default()
+        };
+        let mut counts = Observations {
+            force_id: "kent".into(),
+            period: Some(period),
+            submission_id: "s1".into(),
+            rows: 4,
+            by_day: vec![0; period.days() as usize],
+            blanks: BTreeMap::from([("tactic".to_owned(), 3)]),
+            ..Observations::default()
+        };
+        // The catalogue's `population` is a figure here, not the engine's metric of that name.
+        for (metric, key, value) in [
+            ("population", "", 1_850_000.0),
+            ("stop_search_searches", "ethnicity=Black", 200.0),
+            (
+                "use_of_force_disparity_ratio",
+                "ethnicity=Black; tactic=CED",
+                3.25,
+            ),
+            ("stop_search_searches", "", 1000.0),
+        ] {
+            counts
+                .figures
+                .entry(metric.into())
+                .or_default()
+                .insert(key.into(), value);
+        }
+        let rows = metric_rows(&counts, &observe, None);
+        let two = find(
+            &rows,
+            "use_of_force_disparity_ratio",
+            "ethnicity × tactic",
+            "Black × CED",
+        );
+        assert_eq!(two.map(|r| r.value), Some(3.25));
+        let back = observations_from_rows("kent", period, "s1", &observe, true, &rows);
+        assert_eq!(back, counts);
     }
 }

@@ -291,6 +291,45 @@ impl ObserveSettings {
     }
 }
 
+/// An aggregate return's figures: metric id → breakdown ([`breakdown_key`]) → value.
+pub type Figures = BTreeMap<String, BTreeMap<String, f64>>;
+
+/// What joins the dimensions (and the codes) of a breakdown of several in the metrics table.
+pub const BREAKDOWN_JOIN: &str = " × ";
+
+/// How a breakdown is keyed in [`Figures`]: each dimension and its code, in the catalogue's
+/// order (`ethnicity=Black; tactic=CED`); empty for a total.
+pub fn breakdown_key<'a>(cells: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    cells
+        .into_iter()
+        .map(|(d, c)| format!("{d}={c}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A breakdown key as the metrics table's dimension and category: `ethnicity × tactic` and
+/// `Black × CED`; `ethnicity` and `Black`; both empty for a total.
+pub fn breakdown_columns(key: &str) -> (String, String) {
+    let (dimensions, codes): (Vec<&str>, Vec<&str>) = key
+        .split("; ")
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| p.split_once('='))
+        .unzip();
+    (dimensions.join(BREAKDOWN_JOIN), codes.join(BREAKDOWN_JOIN))
+}
+
+/// The breakdown key of a metrics table's dimension and category ([`breakdown_columns`] back).
+pub fn breakdown_from_columns(dimension: &str, category: &str) -> String {
+    if dimension.is_empty() {
+        return String::new();
+    }
+    breakdown_key(
+        dimension
+            .split(BREAKDOWN_JOIN)
+            .zip(category.split(BREAKDOWN_JOIN)),
+    )
+}
+
 /// The observations of one submission for one force and period.
 ///
 /// They are stored (the force's series, `crate::model::series`) as JSON. A field added later
@@ -331,6 +370,10 @@ pub struct Observations {
     /// back from a metrics file, and in series written before fingerprints were kept).
     #[serde(skip_serializing_if = "Fingerprint::is_empty")]
     pub fingerprint: Fingerprint,
+    /// For an aggregate return: each figure it gave as a number, by metric id and breakdown
+    /// ([`breakdown_key`]; `""` for the metric's total). Withheld figures are left out.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub figures: Figures,
     /// The force's usual records a period when this submission was analysed (the median of up
     /// to a year of its earlier periods), so that another force's analysis can tell a movement
     /// of every force from its own (none when there was no history, and in observations read

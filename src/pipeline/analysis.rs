@@ -136,6 +136,7 @@ pub(super) fn finish(
         return Ok(None);
     }
     let mut observations = builder.finish();
+    observations.figures.clone_from(&outcome.verdict.figures);
     if let Some(job) = job {
         observations.usual_rows = usual_records(
             &observations,
@@ -236,6 +237,7 @@ impl Service {
         let pipeline = self.project.pipeline(dataset);
         let cadence = pipeline.map(|p| p.period.cadence);
         let observe = pipeline.map(|p| &p.observe);
+        let aggregate = pipeline.is_some_and(|p| p.table.is_some());
         let mut out = vec![None; entries.len()];
         let mut wanted = Vec::new();
         {
@@ -282,6 +284,7 @@ impl Service {
                         period,
                         e.submission_id(),
                         observe.unwrap_or(&default),
+                        aggregate,
                         &read_metrics(bytes)?,
                     )))
                 }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use crate::catalogue::{Check, Metric, MetricCatalogue, Part, did_you_mean, nearest};
 use crate::finding::{Code, Finding};
+use crate::model::observe::{Figures, breakdown_key};
 use crate::schema::CodeList;
 
 /// The suppression markers of official statistics, read as such unless a profile lists others:
@@ -450,8 +451,9 @@ impl TableRows<'_> {
         }
     }
 
-    /// The table's checks, once every row is in.
-    pub fn finish(self, found: &mut Found) {
+    /// The table's checks, once every row is in; returns the figures given as numbers, for
+    /// the return's observations.
+    pub fn finish(self, found: &mut Found) -> Figures {
         let used: Vec<String> = self
             .check
             .markers
@@ -499,6 +501,29 @@ impl TableRows<'_> {
                 self.mandatory(index, found);
             }
         }
+        self.figures()
+    }
+
+    /// Every figure given as a number, by metric and breakdown.
+    fn figures(&self) -> Figures {
+        let mut out = Figures::new();
+        for (metric, rows) in self.check.catalogue.metrics.iter().zip(&self.rows) {
+            for (key, row) in rows {
+                let Figure::Number(v) = row.figure else {
+                    continue;
+                };
+                let cells = key
+                    .iter()
+                    .zip(&self.check.dimensions)
+                    .filter_map(|(code, d)| {
+                        code.map(|c| (d.name.as_str(), d.list.codes[c as usize].code.as_str()))
+                    });
+                out.entry(metric.id.clone())
+                    .or_default()
+                    .insert(breakdown_key(cells), v);
+            }
+        }
+        out
     }
 
     fn parts_add_up(

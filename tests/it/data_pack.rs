@@ -292,6 +292,29 @@ fn a_pack_goes_through_the_worker_to_a_snapshot_pyarrow_reads() {
         find("stop_search_rate_per_1000", Some("Black"))["denominator"],
         5000.0
     );
+    // The pack's figures are its observations: each a row of its metrics table, by metric and
+    // breakdown, withheld ones left out.
+    let (metrics, _) =
+        read_folder(&bucket.join("snapshots/data_pack_metrics/period=FY2024-25/force=kent"));
+    let figure = |metric: &str, dimension: &str, category: &str| {
+        metrics
+            .iter()
+            .find(|r| {
+                r["metric"] == metric && r["dimension"] == dimension && r["category"] == category
+            })
+            .map(|r| r["value"].as_f64().unwrap())
+    };
+    assert_eq!(figure("stop_search_searches", "", ""), Some(1000.0));
+    assert_eq!(
+        figure("stop_search_searches", "ethnicity", "Black"),
+        Some(200.0)
+    );
+    assert_eq!(
+        figure("stop_search_searches", "outcome_group", "Arrest"),
+        Some(150.0)
+    );
+    assert_eq!(figure("stop_search_searches", "ethnicity", "Mixed"), None);
+    assert_eq!(figure("population", "ethnicity", "White"), Some(500_000.0));
     // The force's report says what was missing.
     let report = std::fs::read_dir(bucket.join("feedback/kent/data_pack/FY2024-25"))
         .unwrap()
