@@ -13,6 +13,8 @@
 //!   disparity ratios) and observations read back from it;
 //! - [`detect`]: gaps inside a submission and anomalies against the force's own history and
 //!   its peers, each with observed value, expected range, method, history and message;
+//! - [`reconcile`]: an aggregate return's counts against the records of the record-level
+//!   return they can be computed from, for the same force and period;
 //! - [`status`]: expected returns and their status (`accepted` … `overdue`);
 //! - [`summary`]: the per-force monthly summary's values (`feedback` renders it);
 //! - [`tables`]: the metrics, anomalies and status tables as Parquet;
@@ -28,6 +30,7 @@
 
 pub mod detect;
 pub mod metrics;
+pub mod reconcile;
 pub mod stats;
 pub mod status;
 pub mod summary;

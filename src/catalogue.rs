@@ -266,6 +266,8 @@ pub struct Metric {
     pub not_for: BTreeMap<String, Vec<String>>,
     /// Whether a return must report it.
     pub mandatory: bool,
+    /// For a count, the record-level return it can be computed from.
+    pub computed_from: Option<ComputedFrom>,
     /// The breakdowns a return must report when mandatory: each a set of dimension names,
     /// every combination of their codes one row (`[]` is the total).
     pub breakdowns: Vec<Vec<String>>,
@@ -315,6 +317,19 @@ impl Metric {
         }
         rows
     }
+}
+
+/// The record-level return a count can be computed from, to reconcile the two.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ComputedFrom {
+    /// The record-level dataset.
+    pub dataset: String,
+    /// The metric's dimension → the record-level return's dimension (a code-list property,
+    /// or `<property>_<attribute>`) whose categories are the same codes.
+    pub dimensions: BTreeMap<String, String>,
+    /// The metric's dimension → the code that records with no value in it count under.
+    #[serde(default)]
+    pub blank: BTreeMap<String, String>,
 }
 
 /// A checked catalogue.
@@ -385,6 +400,8 @@ struct MetricFile {
     #[serde(default)]
     not_for: BTreeMap<String, Vec<String>>,
     mandatory: bool,
+    #[serde(default)]
+    computed_from: Option<ComputedFrom>,
     #[serde(default)]
     breakdowns: Option<Vec<Vec<String>>>,
     alignment: Alignment,
@@ -506,6 +523,9 @@ impl MetricCatalogue {
                     "denominator_at": part_at(&m.denominator),
                     "not_for": m.not_for,
                     "mandatory": m.mandatory,
+                    "computed_from": m.computed_from.as_ref().map(|c| json!({
+                        "dataset": c.dataset, "dimensions": c.dimensions, "blank": c.blank,
+                    })),
                     "breakdowns": m.breakdowns,
                     "alignment": alignment,
                     "rules": m.rules.iter().map(Rule::to_json).collect::<Vec<_>>(),
@@ -649,6 +669,40 @@ impl<'a> Checker<'a> {
                     }
                 }
             }
+            if let Some(c) = &m.computed_from {
+                if !matches!(m.unit, Unit::Count | Unit::Headcount) {
+                    self.problem(
+                        &m.id,
+                        format!(
+                            "computed_from is for counts of records; a {} is checked against its numerator and denominator instead",
+                            m.unit
+                        ),
+                    );
+                }
+                for name in c.dimensions.keys().chain(c.blank.keys()) {
+                    if !dimensions.iter().any(|d| &d.name == name) {
+                        self.problem(
+                            &m.id,
+                            format!(
+                                "computed_from names `{name}`, which is not one of its dimensions"
+                            ),
+                        );
+                    }
+                }
+                for (name, code) in &c.blank {
+                    if let Some(d) = dimensions.iter().find(|d| &d.name == name)
+                        && !d.codes.contains(code)
+                    {
+                        self.problem(
+                            &m.id,
+                            format!(
+                                "computed_from.blank gives `{code}`, which is not a code of `{}`",
+                                d.codelist
+                            ),
+                        );
+                    }
+                }
+            }
             let rules = self.rules(m, &dimensions);
             metrics.push(Metric {
                 id: m.id.clone(),
@@ -662,6 +716,7 @@ impl<'a> Checker<'a> {
                 denominator,
                 not_for: m.not_for.clone(),
                 mandatory: m.mandatory,
+                computed_from: m.computed_from.clone(),
                 breakdowns,
                 alignment: m.alignment.clone(),
                 rules,

@@ -249,6 +249,7 @@ impl Project {
             &mut problems,
         );
         let mut pipelines = BTreeMap::new();
+        let before_pipelines = problems.len();
         let dir = root.join("pipelines");
         match sorted_files(&dir, "toml") {
             Ok(files) if files.is_empty() => problems.push(ConfigProblem {
@@ -278,6 +279,9 @@ impl Project {
                 message: format!("cannot read the folder: {e}"),
             }),
         }
+        // A pipeline that failed to load is not named missing again.
+        let all_loaded = problems.len() == before_pipelines;
+        reconciled_sources(root, &catalogues, &pipelines, all_loaded, &mut problems);
         if problems.is_empty() {
             Ok(Project {
                 root: root.to_owned(),
@@ -300,6 +304,69 @@ impl Project {
         match version {
             Some(v) => self.catalogues.iter().find(|c| c.version == v),
             None => self.catalogues.last(),
+        }
+    }
+}
+
+/// Checks each catalogue metric's `computed_from` against the pipelines: its dataset has one
+/// (unless a pipeline failed to load, which may be it), and each dimension it names is a
+/// dimension of that dataset's schema.
+fn reconciled_sources(
+    root: &Path,
+    catalogues: &[Arc<MetricCatalogue>],
+    pipelines: &BTreeMap<String, Pipeline>,
+    all_loaded: bool,
+    problems: &mut Vec<ConfigProblem>,
+) {
+    for catalogue in catalogues {
+        let file = root
+            .join("schemas/catalogue")
+            .join(format!("v{}.json", catalogue.version));
+        for m in &catalogue.metrics {
+            let Some(c) = &m.computed_from else {
+                continue;
+            };
+            let mut problem = |message: String| {
+                problems.push(ConfigProblem {
+                    file: file.clone(),
+                    line: None,
+                    message: format!("metric `{}`: {message}", m.id),
+                });
+            };
+            let Some(source) = pipelines.get(&c.dataset) else {
+                if !all_loaded {
+                    continue;
+                }
+                problem(format!(
+                    "computed_from names dataset `{}`, which has no pipeline (known: {:?})",
+                    c.dataset,
+                    pipelines.keys().collect::<Vec<_>>()
+                ));
+                continue;
+            };
+            let dimensions = source.schema.dimensions();
+            for (name, from) in &c.dimensions {
+                match dimensions.get(from) {
+                    None => problem(format!(
+                        "computed_from takes {name} from `{from}`, which is not a dimension of schema {} (one of {:?})",
+                        source.schema.id,
+                        dimensions.keys().collect::<Vec<_>>()
+                    )),
+                    Some(values) => {
+                        let codes = m.dimension(name).map_or(&[][..], |d| &d.codes[..]);
+                        let unknown: Vec<&String> =
+                            codes.iter().filter(|c| !values.contains(c)).collect();
+                        let blank = c.blank.get(name);
+                        let unknown: Vec<&&String> =
+                            unknown.iter().filter(|c| Some(**c) != blank).collect();
+                        if !unknown.is_empty() {
+                            problem(format!(
+                                "computed_from takes {name} from `{from}`, whose categories do not include {unknown:?}"
+                            ));
+                        }
+                    }
+                }
+            }
         }
     }
 }

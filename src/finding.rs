@@ -156,6 +156,9 @@ codes! {
     MetricDisagreesWithParts => "metric_disagrees_with_parts", Warning, Row;
     MetricSuppressed => "metric_suppressed", Info, File;
     MetricMissing => "metric_missing", Warning, File;
+    ReconciliationDiffers => "reconciliation_differs", Warning, File;
+    ReconciliationAgrees => "reconciliation_agrees", Info, File;
+    ReconciliationPending => "reconciliation_pending", Info, File;
 }
 
 impl Code {
@@ -392,6 +395,13 @@ pub fn hint(code: Code) -> &'static str {
         }
         Code::AnomalyResentRecords => {
             "check that the file is this period's extract of your own force; if it is not, upload the right one"
+        }
+        Code::ReconciliationDiffers => {
+            "find which is right: a pack compiled from an earlier extract, or records added or corrected since, explain most differences; send again whichever is wrong"
+        }
+        Code::ReconciliationAgrees => "nothing to do",
+        Code::ReconciliationPending => {
+            "nothing to do now: the figures are compared when the rest of the records arrive"
         }
         Code::WorkbookUnreadable => {
             "save the workbook without a password as .xlsx (or the sheet as CSV UTF-8) and upload that"

@@ -810,6 +810,12 @@ impl Service {
                     .filter(|_| written.decision != Decision::Rejected)
                     .map_or(&[][..], |a| &a.notices[..]);
                 self.add_notices(&l.dataset, notices).await?;
+                let elsewhere = checked
+                    .analysed
+                    .as_ref()
+                    .filter(|_| written.decision != Decision::Rejected)
+                    .map_or(&[][..], |a| &a.elsewhere[..]);
+                self.replace_reconciliation(elsewhere).await?;
             }
             Ok::<_, PipelineError>(())
         };
@@ -950,7 +956,7 @@ impl Service {
         };
         let series = history_read?;
         let mut checked = checked.map_err(|e| PipelineError::Task(e.to_string()))??;
-        checked.series = series;
+        checked.series = series.flatten();
         step("checked");
         lineage.sha256.clone_from(&sha256);
         sub.sha256 = Some(sha256);

@@ -201,6 +201,9 @@ pub const NOT_PLANTED: &[Code] = &[
     Code::MetricDisagreesWithParts,
     Code::MetricSuppressed,
     Code::MetricMissing,
+    Code::ReconciliationDiffers,
+    Code::ReconciliationAgrees,
+    Code::ReconciliationPending,
 ];
 
 const REJECTED: &str = "rejected";

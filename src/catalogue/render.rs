@@ -176,6 +176,24 @@ pub fn markdown(catalogue: &MetricCatalogue) -> String {
                 .collect();
             let _ = writeln!(out, "- Never given for: {}", excluded.join("; "));
         }
+        if let Some(c) = &m.computed_from {
+            let mut by: Vec<String> = c
+                .dimensions
+                .iter()
+                .map(|(name, source)| format!("{name} from `{source}`"))
+                .collect();
+            by.extend(
+                c.blank
+                    .iter()
+                    .map(|(name, code)| format!("records with no {name} under `{code}`")),
+            );
+            let _ = writeln!(
+                out,
+                "- Reconciled with the force's `{}` records for the same period: the total is their count; {}",
+                c.dataset,
+                by.join("; ")
+            );
+        }
         if m.mandatory {
             let breakdowns: Vec<String> = m
                 .breakdowns

@@ -27,7 +27,7 @@
 //! - `quality/status/dataset=<d>/status.parquet`: the status of every expected return, after
 //!   each run.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -35,6 +35,7 @@ use tracing::{error, info, warn};
 
 use super::{CheckOutcome, PipelineError, Service, order_findings, rfc3339, step};
 use crate::analyze::metrics::{Rates, metric_rows, observations_from_rows};
+use crate::analyze::reconcile::{Held, computed_from, reconcile};
 use crate::analyze::status::{self, StatusRow};
 use crate::analyze::summary::{self, DatasetSummary, ForceSummary};
 use crate::analyze::tables::{
@@ -43,8 +44,9 @@ use crate::analyze::tables::{
 use crate::analyze::{
     Anomaly, Input, Labels, MetricRow, Observations, ObservationsBuilder, detect, usual_records,
 };
+use crate::catalogue::MetricCatalogue;
 use crate::config::Pipeline;
-use crate::finding::{FindingLog, FindingSink, Severity};
+use crate::finding::{Code, FindingLog, FindingSink, Severity};
 use crate::layout::{
     Location, anomalies_key, feedback_base, latest_series_key, metrics_key, series_key, status_key,
     summary_key,
@@ -86,10 +88,29 @@ pub(super) struct SeriesRead {
     peers: Vec<Arc<Observations>>,
 }
 
-/// The history and peers an upload is analysed against.
+/// The history and peers an upload is analysed against, and what it is reconciled with.
 pub(super) struct Job {
     history: Vec<Observations>,
     peers: Vec<Observations>,
+    reconcile: Vec<Reconcile>,
+}
+
+/// One reconciliation an upload takes part in: an aggregate return of the force (this upload,
+/// or one held) and the record-level submissions of one dataset inside its period (other than
+/// this upload's).
+pub(super) struct Reconcile {
+    /// The aggregate return's dataset.
+    aggregate_dataset: String,
+    /// Its catalogue.
+    catalogue: Arc<MetricCatalogue>,
+    /// The aggregate return's observations: `None` when it is this upload.
+    aggregate: Option<Observations>,
+    /// The record-level dataset.
+    source: String,
+    /// Its periods inside the aggregate return's period.
+    expected: Vec<Period>,
+    /// The force's current submissions of those periods, but for this upload's.
+    held: Vec<Observations>,
 }
 
 /// What the analysis of an accepted upload produced.
@@ -101,6 +122,9 @@ pub(super) struct Analysed {
     /// Anomalies its analysis found in other forces' returns (another force's file sent as
     /// this one): added to those returns' anomalies once this upload is committed.
     pub(super) notices: Vec<Anomaly>,
+    /// Findings for the force's return of another dataset (the aggregate return this upload's
+    /// records reconcile with), by that dataset: they replace its earlier reconciliation.
+    pub(super) elsewhere: Vec<(String, Anomaly)>,
 }
 
 /// An observations builder for an upload with a valid location.
@@ -161,6 +185,52 @@ pub(super) fn finish(
     let (mut anomalies, mut notices): (Vec<Anomaly>, Vec<Anomaly>) = found
         .into_iter()
         .partition(|a| a.submission_id == observations.submission_id);
+    let mut elsewhere = Vec::new();
+    for r in job.map_or(&[][..], |j| &j.reconcile[..]) {
+        let mut held: Vec<&Observations> = r.held.iter().collect();
+        match &r.aggregate {
+            // This upload is the aggregate return.
+            None => anomalies.extend(reconcile(
+                &r.catalogue,
+                &observations,
+                Held {
+                    dataset: &r.source,
+                    expected: &r.expected,
+                    held: &held,
+                },
+            )),
+            // This upload is one of the records an aggregate return held is reconciled with.
+            Some(aggregate) => {
+                if observations.period.is_some_and(|p| r.expected.contains(&p)) {
+                    held.push(&observations);
+                }
+                let found = reconcile(
+                    &r.catalogue,
+                    aggregate,
+                    Held {
+                        dataset: &r.source,
+                        expected: &r.expected,
+                        held: &held,
+                    },
+                );
+                if !found.iter().any(|a| a.code == Code::ReconciliationPending)
+                    && let Some(period) = observations.period
+                {
+                    anomalies.extend(found.iter().map(|a| Anomaly {
+                        severity: Severity::Info,
+                        submission_id: observations.submission_id.clone(),
+                        period,
+                        message: format!(
+                            "with this return, the force's {} for {} is reconciled with its records: {}",
+                            r.aggregate_dataset, a.period, a.message
+                        ),
+                        ..a.clone()
+                    }));
+                }
+                elsewhere.extend(found.into_iter().map(|a| (r.aggregate_dataset.clone(), a)));
+            }
+        }
+    }
     for a in &mut notices {
         if let Some(s) = pipeline.severity_overrides.get(&a.code) {
             a.severity = *s;
@@ -171,6 +241,7 @@ pub(super) fn finish(
             observations,
             anomalies,
             notices,
+            elsewhere,
         }));
     }
     let mut log = FindingLog::new(
@@ -212,6 +283,7 @@ pub(super) fn finish(
         observations,
         anomalies,
         notices,
+        elsewhere,
     }))
 }
 
@@ -219,6 +291,25 @@ pub(super) fn finish(
 fn earliest(receipts: &Receipts, cadence: Cadence) -> Option<Period> {
     let first = receipts.receipts.iter().map(Receipt::period).min()?;
     Some(cadence.containing(first.first_day()))
+}
+
+/// Whether a code is one of reconciliation's, which a later reconciliation replaces.
+fn is_reconciliation(code: Code) -> bool {
+    matches!(
+        code,
+        Code::ReconciliationDiffers | Code::ReconciliationAgrees | Code::ReconciliationPending
+    )
+}
+
+/// The periods of `cadence` inside `outer`, in order (the twelve months of a financial year).
+fn periods_within(cadence: Cadence, outer: Period) -> Vec<Period> {
+    let mut out = Vec::new();
+    let mut p = cadence.containing(outer.first_day());
+    while p.first_day() <= outer.last_day() && p.first_day() >= outer.first_day() {
+        out.push(p);
+        p = p.next();
+    }
+    out
 }
 
 fn periods_before(p: Period, n: usize) -> Period {
@@ -314,9 +405,19 @@ impl Service {
         &self,
         pipeline: &Pipeline,
         location: &Location,
-    ) -> Result<Option<(Job, SeriesRead)>, PipelineError> {
+    ) -> Result<Option<(Job, Option<SeriesRead>)>, PipelineError> {
+        let reconcile = self.reconciliation_reads(pipeline, location).await?;
         if !pipeline.anomalies.enabled {
-            return Ok(None);
+            return Ok((!reconcile.is_empty()).then(|| {
+                (
+                    Job {
+                        history: Vec::new(),
+                        peers: Vec::new(),
+                        reconcile,
+                    },
+                    None,
+                )
+            }));
         }
         let dataset = &pipeline.dataset;
         let period = location.period;
@@ -350,8 +451,9 @@ impl Service {
                 Job {
                     history: Vec::new(),
                     peers: Vec::new(),
+                    reconcile,
                 },
-                read,
+                Some(read),
             )));
         };
         let this = period;
@@ -407,8 +509,132 @@ impl Service {
         let job = Job {
             history: history.iter().flatten().map(|c| (**c).clone()).collect(),
             peers: peers.iter().flatten().map(|c| (**c).clone()).collect(),
+            reconcile,
         };
-        Ok(Some((job, read)))
+        Ok(Some((job, Some(read))))
+    }
+
+    /// What an upload is reconciled with ([`Reconcile`]): for an aggregate return, the
+    /// force's submissions of each record-level dataset its catalogue computes counts from;
+    /// for a record-level return, the force's aggregate return held for the period containing
+    /// it, of each pipeline whose catalogue computes counts from it, and the force's other
+    /// submissions inside that period.
+    async fn reconciliation_reads(
+        &self,
+        pipeline: &Pipeline,
+        location: &Location,
+    ) -> Result<Vec<Reconcile>, PipelineError> {
+        let force = location.force_id.as_str();
+        let mut out = Vec::new();
+        if let Some(table) = &pipeline.table {
+            let sources: BTreeSet<&str> = table
+                .catalogue
+                .metrics
+                .iter()
+                .filter_map(|m| m.computed_from.as_ref())
+                .map(|c| c.dataset.as_str())
+                .collect();
+            for source in sources {
+                let Some(records) = self.project.pipeline(source) else {
+                    continue;
+                };
+                let expected = periods_within(records.period.cadence, location.period);
+                let held = self.held(source, force, &expected, None).await?;
+                out.push(Reconcile {
+                    aggregate_dataset: pipeline.dataset.clone(),
+                    catalogue: Arc::clone(&table.catalogue),
+                    aggregate: None,
+                    source: source.to_owned(),
+                    expected,
+                    held,
+                });
+            }
+        }
+        for other in self.project.pipelines.values() {
+            let Some(table) = &other.table else {
+                continue;
+            };
+            if computed_from(&table.catalogue, &pipeline.dataset)
+                .next()
+                .is_none()
+            {
+                continue;
+            }
+            let period = other.period.cadence.containing(location.period.first_day());
+            let Some(aggregate) = self
+                .held(&other.dataset, force, &[period], None)
+                .await?
+                .into_iter()
+                .next()
+            else {
+                continue;
+            };
+            let expected = periods_within(pipeline.period.cadence, period);
+            let held = self
+                .held(&pipeline.dataset, force, &expected, Some(location.period))
+                .await?;
+            out.push(Reconcile {
+                aggregate_dataset: other.dataset.clone(),
+                catalogue: Arc::clone(&table.catalogue),
+                aggregate: Some(aggregate),
+                source: pipeline.dataset.clone(),
+                expected,
+                held,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The force's current submissions of `dataset` for `periods` (but `except`): from its
+    /// series where it holds them, else from their metrics files.
+    async fn held(
+        &self,
+        dataset: &str,
+        force: &str,
+        periods: &[Period],
+        except: Option<Period>,
+    ) -> Result<Vec<Observations>, PipelineError> {
+        let (Some(first), Some(last)) = (periods.first(), periods.last()) else {
+            return Ok(Vec::new());
+        };
+        // The manifest first: most often nothing is held, and the series is not read.
+        let Some(manifest) = self
+            .state
+            .manifest(dataset, Years::Range(first.year()..=last.year()))
+            .await?
+        else {
+            return Ok(Vec::new());
+        };
+        let entries: Vec<&ManifestEntry> = manifest
+            .current
+            .iter()
+            .filter(|e| {
+                e.force_id() == force && periods.contains(&e.period()) && Some(e.period()) != except
+            })
+            .collect();
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let series = self.state.series(&series_key(dataset, force)).await?;
+        let mut out = Vec::new();
+        let mut missing = Vec::new();
+        for e in entries {
+            match series
+                .series()
+                .and_then(|s| s.find(force, e.period(), e.submission_id()))
+            {
+                Some(o) => out.push(o.clone()),
+                None => missing.push(e),
+            }
+        }
+        out.extend(
+            self.observations_of(dataset, &missing)
+                .await?
+                .into_iter()
+                .flatten()
+                .map(|o| (*o).clone()),
+        );
+        Ok(out)
     }
 
     /// After the commit: puts the upload's observations (`current`, when it was accepted) and
@@ -686,48 +912,87 @@ impl Service {
         dataset: &str,
         notices: &[Anomaly],
     ) -> Result<(), PipelineError> {
-        const ATTEMPTS: usize = 4;
         for notice in notices {
-            let key = anomalies_key(dataset, &notice.submission_id);
-            let mut added = false;
-            for _ in 0..ATTEMPTS {
-                let (mut anomalies, mode) = match self.store.get(&key).await {
-                    Ok((bytes, meta)) => (read_anomalies(bytes)?, PutMode::Update(meta.etag)),
-                    Err(StoreError::NotFound { .. }) => (Vec::new(), PutMode::Create),
-                    Err(e) => return Err(e.into()),
-                };
+            self.update_anomalies(dataset, &notice.submission_id, |anomalies| {
                 if anomalies
                     .iter()
                     .any(|a| a.code == notice.code && a.series == notice.series)
                 {
-                    added = true;
-                    break;
+                    return false;
                 }
                 anomalies.push(notice.clone());
-                match self
-                    .store
-                    .put(&key, anomalies_parquet(dataset, &anomalies)?, mode)
-                    .await
-                {
-                    Ok(_) => {
-                        added = true;
-                        break;
-                    }
-                    Err(StoreError::Changed { .. } | StoreError::AlreadyExists { .. }) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            if !added {
-                return Err(StoreError::Changed {
-                    location: self.store.location(&key),
-                }
-                .into());
-            }
+                true
+            })
+            .await?;
             self.write_summary(dataset, &notice.force_id, notice.period)
                 .await?;
             info!(force = %notice.force_id, code = notice.code.as_str(), "notice added to another force's return");
         }
         Ok(())
+    }
+
+    /// After the commit: replaces the reconciliation findings of the aggregate returns this
+    /// upload's records were reconciled with (in their anomalies tables), and rewrites their
+    /// summaries.
+    pub(super) async fn replace_reconciliation(
+        &self,
+        found: &[(String, Anomaly)],
+    ) -> Result<(), PipelineError> {
+        let mut by_return: BTreeMap<(&str, &str), Vec<&Anomaly>> = BTreeMap::new();
+        for (dataset, a) in found {
+            by_return
+                .entry((dataset.as_str(), a.submission_id.as_str()))
+                .or_default()
+                .push(a);
+        }
+        for ((dataset, submission), new) in by_return {
+            self.update_anomalies(dataset, submission, |anomalies| {
+                anomalies.retain(|a| !is_reconciliation(a.code));
+                anomalies.extend(new.iter().map(|a| (*a).clone()));
+                true
+            })
+            .await?;
+            self.write_summary(dataset, &new[0].force_id, new[0].period)
+                .await?;
+            info!(dataset, submission, "reconciliation brought up to date");
+        }
+        Ok(())
+    }
+
+    /// Changes the anomalies table of one submission with `change` (which says whether it
+    /// changed anything), written back only if no one else wrote it meanwhile (tried a few
+    /// times).
+    async fn update_anomalies(
+        &self,
+        dataset: &str,
+        submission: &str,
+        change: impl Fn(&mut Vec<Anomaly>) -> bool,
+    ) -> Result<(), PipelineError> {
+        const ATTEMPTS: usize = 4;
+        let key = anomalies_key(dataset, submission);
+        for _ in 0..ATTEMPTS {
+            let (mut anomalies, mode) = match self.store.get(&key).await {
+                Ok((bytes, meta)) => (read_anomalies(bytes)?, PutMode::Update(meta.etag)),
+                Err(StoreError::NotFound { .. }) => (Vec::new(), PutMode::Create),
+                Err(e) => return Err(e.into()),
+            };
+            if !change(&mut anomalies) {
+                return Ok(());
+            }
+            match self
+                .store
+                .put(&key, anomalies_parquet(dataset, &anomalies)?, mode)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(StoreError::Changed { .. } | StoreError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Changed {
+            location: self.store.location(&key),
+        }
+        .into())
     }
 
     async fn anomalies_of(

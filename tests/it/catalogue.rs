@@ -279,3 +279,58 @@ fn check_config_reports_every_catalogue_problem_with_its_line() {
         "{t}"
     );
 }
+
+#[test]
+fn check_config_checks_what_a_count_is_reconciled_with_against_the_pipelines() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&manifest_dir().join("schemas"), &dir.path().join("schemas"));
+    copy_dir(
+        &manifest_dir().join("pipelines"),
+        &dir.path().join("pipelines"),
+    );
+    let file = dir.path().join("schemas/catalogue/v1.json");
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let metrics = v["metrics"].as_array_mut().unwrap();
+    let searches = metrics
+        .iter()
+        .position(|m| m["id"] == "stop_search_searches")
+        .unwrap();
+    // A dimension of the records misspelt; a blank code that is not a code.
+    metrics[searches]["computed_from"]["dimensions"]["ethnicity"] =
+        "self_defined_ethnicity_groups".into();
+    metrics[searches]["computed_from"]["blank"]["outcome_group"] = "Unknown".into();
+    // A rate cannot be counted from records.
+    let rate = metrics
+        .iter()
+        .position(|m| m["id"] == "stop_search_rate_per_1000")
+        .unwrap();
+    metrics[rate]["computed_from"] =
+        serde_json::json!({"dataset": "stop_search", "dimensions": {}});
+    std::fs::write(&file, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    let o = force_returns(&["--project", dir.path().to_str().unwrap(), "check-config"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let t = text(&o);
+    for says in [
+        "metric `stop_search_searches`: computed_from.blank gives `Unknown`, which is not a code of `outcome_group`",
+        "metric `stop_search_rate_per_1000`: computed_from is for counts of records; a rate_per_1000 is checked against its numerator and denominator instead",
+    ] {
+        assert!(t.contains(says), "{says}\n{t}");
+    }
+
+    // With the catalogue itself sound, the dimension is checked against the records' schema.
+    let mut v: Value = serde_json::from_str(
+        &std::fs::read_to_string(manifest_dir().join("schemas/catalogue/v1.json")).unwrap(),
+    )
+    .unwrap();
+    v["metrics"][searches]["computed_from"]["dimensions"]["ethnicity"] =
+        "self_defined_ethnicity_groups".into();
+    std::fs::write(&file, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    let o = force_returns(&["--project", dir.path().to_str().unwrap(), "check-config"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("metric `stop_search_searches`: computed_from takes ethnicity from `self_defined_ethnicity_groups`, which is not a dimension of schema stop_search/v1"),
+        "{t}"
+    );
+    assert!(t.contains("1 configuration problem(s)"), "{t}");
+}

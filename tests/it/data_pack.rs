@@ -617,3 +617,165 @@ fn a_template_holds_every_mandatory_row_and_validates_clean_once_filled_and_resa
         assert_eq!(v["rows_read"].as_u64(), Some(rows));
     }
 }
+
+/// The rows of the data pack's stop-and-search counts: the total, by ethnicity, by outcome.
+fn searches_pack(black: u64, white: u64) -> String {
+    let mut rows = vec![format!(
+        "kent,FY2024-25,stop_search_searches,,,{},,,",
+        black + white
+    )];
+    for (group, n) in [
+        ("Asian", 0),
+        ("Black", black),
+        ("Mixed", 0),
+        ("Other", 0),
+        ("White", white),
+        ("Not stated", 0),
+    ] {
+        rows.push(format!(
+            "kent,FY2024-25,stop_search_searches,{group},,{n},,,"
+        ));
+    }
+    for (group, n) in [
+        ("Arrest", black + white),
+        ("Charge or summons", 0),
+        ("Out of court disposal", 0),
+        ("No further action", 0),
+        ("Other", 0),
+    ] {
+        rows.push(format!(
+            "kent,FY2024-25,stop_search_searches,,{group},{n},,,"
+        ));
+    }
+    csv(&rows)
+}
+
+/// The codes, severities and messages of every finding of a report (`feedback/...json`).
+fn report_findings(bucket: &Path, dataset: &str, period: &str) -> Vec<(String, String, String)> {
+    let dir = bucket.join(format!("feedback/kent/{dataset}/{period}"));
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            for f in v["findings"].as_array().unwrap() {
+                for e in f["examples"].as_array().unwrap() {
+                    out.push((
+                        f["code"].as_str().unwrap().to_owned(),
+                        e["severity"].as_str().unwrap().to_owned(),
+                        e["message"].as_str().unwrap().to_owned(),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_packs_counts_are_reconciled_with_the_forces_records_once_every_month_is_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("bucket");
+    let months: Vec<String> = (4..=12)
+        .map(|m| format!("2024-{m:02}"))
+        .chain((1..=3).map(|m| format!("2025-{m:02}")))
+        .collect();
+    // Four searches a month; every third month's people are Black, the rest White: 16 Black
+    // and 32 White over the year, every one ending in arrest.
+    let upload = |month: &str, i: usize| {
+        let folder = bucket.join(format!("incoming/kent/stop_search/{month}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        let ethnicity = if i.is_multiple_of(3) { "B1" } else { "W1" };
+        std::fs::write(
+            folder.join("searches.csv"),
+            crate::common::stop_search_file(month, 4, ethnicity),
+        )
+        .unwrap();
+    };
+    let pack = |name: &str, black: u64, white: u64| {
+        let folder = bucket.join("incoming/kent/data_pack/FY2024-25");
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join(name), searches_pack(black, white)).unwrap();
+    };
+    let run = || {
+        let o = force_returns(&["run", "--once", "--bucket", bucket.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    };
+    // Eleven months and a pack that puts one Black person's search under White.
+    for (i, month) in months.iter().enumerate().take(11) {
+        upload(month, i);
+    }
+    pack("pack.csv", 17, 31);
+    run();
+    let found = report_findings(&bucket, "data_pack", "FY2024-25");
+    let pending: Vec<_> = found
+        .iter()
+        .filter(|f| f.0 == "reconciliation_pending")
+        .collect();
+    assert_eq!(pending.len(), 1, "{found:?}");
+    assert!(!found.iter().any(|f| f.0 == "reconciliation_differs"));
+    // The pack was judged before or among the months; each month that arrived after it
+    // brought its note up to date in the quality table.
+    let (anomalies, _) = read_folder(&bucket.join("quality/anomalies/dataset=data_pack"));
+    let pending: Vec<&str> = anomalies
+        .iter()
+        .filter(|a| a["code"] == "reconciliation_pending")
+        .map(|a| a["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(pending.len(), 1, "{anomalies:?}");
+    assert!(pending[0].ends_with("11 of 12 are"), "{}", pending[0]);
+
+    // The last month arrives: the pack is compared, and both sides hear of it.
+    upload(&months[11], 11);
+    run();
+    let march = report_findings(&bucket, "stop_search", "2025-03");
+    let told: Vec<_> = march
+        .iter()
+        .filter(|f| f.0 == "reconciliation_differs")
+        .collect();
+    assert_eq!(told.len(), 2, "{march:?}");
+    assert!(told.iter().all(|f| f.1 == "info"), "{told:?}");
+    let (anomalies, _) = read_folder(&bucket.join("quality/anomalies/dataset=data_pack"));
+    let mut differs: Vec<(String, f64, f64)> = anomalies
+        .iter()
+        .filter(|a| a["code"] == "reconciliation_differs")
+        .map(|a| {
+            (
+                a["category"].as_str().unwrap().to_owned(),
+                a["observed"].as_f64().unwrap(),
+                a["expected"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    differs.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        differs,
+        vec![("Black".into(), 17.0, 16.0), ("White".into(), 31.0, 32.0)],
+        "{anomalies:?}"
+    );
+    assert!(
+        !anomalies
+            .iter()
+            .any(|a| a["code"] == "reconciliation_pending"),
+        "the pending note is replaced: {anomalies:?}"
+    );
+    let black = anomalies.iter().find(|a| a["category"] == "Black").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        black.contains("this return says 17") && black.contains("count 16, 1 fewer"),
+        "{black}"
+    );
+
+    // A corrected pack agrees, all twelve of its stop-and-search figures.
+    pack("pack-corrected.csv", 16, 32);
+    run();
+    let found = report_findings(&bucket, "data_pack", "FY2024-25");
+    let agrees: Vec<_> = found
+        .iter()
+        .filter(|f| f.0 == "reconciliation_agrees")
+        .collect();
+    assert_eq!(agrees.len(), 1, "{found:?}");
+    assert!(agrees[0].2.starts_with("12 figure(s)"), "{}", agrees[0].2);
+}
