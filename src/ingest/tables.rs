@@ -223,7 +223,7 @@ fn is_title(row: &[Cell]) -> bool {
         let t = t.trim();
         t.eq_ignore_ascii_case("contents")
             || t.to_ascii_lowercase().starts_with("table ")
-            || t.split_whitespace().count() > 8
+            || words(t).count() > 8
     })
 }
 
@@ -249,7 +249,12 @@ fn clean(text: &str) -> String {
         }
     }
     out.push_str(rest);
-    out.split_whitespace().collect::<Vec<_>>().join(" ")
+    words(&out).collect::<Vec<_>>().join(" ")
+}
+
+/// The words of a text: what lies between runs of white space.
+fn words(text: &str) -> impl Iterator<Item = &str> {
+    text.split(char::is_whitespace).filter(|w| !w.is_empty())
 }
 
 #[cfg(test)]
