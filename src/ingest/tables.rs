@@ -252,9 +252,10 @@ fn clean(text: &str) -> String {
     words(&out).collect::<Vec<_>>().join(" ")
 }
 
-/// The words of a text: what lies between runs of white space.
+/// The words of a text: what lies between runs of spaces, tabs and line breaks (a cell's
+/// line breaks are `Alt+Enter` in a spreadsheet; a non-breaking space stays inside a word).
 fn words(text: &str) -> impl Iterator<Item = &str> {
-    text.split(char::is_whitespace).filter(|w| !w.is_empty())
+    text.split([' ', '\t', '\n', '\r']).filter(|w| !w.is_empty())
 }
 
 #[cfg(test)]
