@@ -255,7 +255,8 @@ fn clean(text: &str) -> String {
 /// The words of a text: what lies between runs of spaces, tabs and line breaks (a cell's
 /// line breaks are `Alt+Enter` in a spreadsheet; a non-breaking space stays inside a word).
 fn words(text: &str) -> impl Iterator<Item = &str> {
-    text.split([' ', '\t', '\n', '\r']).filter(|w| !w.is_empty())
+    text.split([' ', '\t', '\n', '\r'])
+        .filter(|w| !w.is_empty())
 }
 
 #[cfg(test)]
