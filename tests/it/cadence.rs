@@ -126,7 +126,9 @@ async fn a_quarterly_dataset_takes_quarter_folders_and_refuses_month_folders() {
         .status_tables(bucket.clock.now())
         .await
         .unwrap()
-        .remove(0);
+        .into_iter()
+        .find(|(dataset, ..)| dataset == "stop_search")
+        .unwrap();
     assert_eq!(dataset, "stop_search");
     assert_eq!(
         periods.iter().map(ToString::to_string).collect::<Vec<_>>(),
