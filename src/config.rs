@@ -842,6 +842,28 @@ fn table_check(
             });
         }
     }
+    let markers: Vec<String> = section
+        .markers
+        .clone()
+        .unwrap_or_else(|| DEFAULT_MARKERS.iter().map(|m| (*m).to_owned()).collect());
+    // A marker the schema refuses never reaches the catalogue's checks: the row is an error first.
+    for index in [value, numerator, denominator].into_iter().flatten() {
+        let property = &schema.properties[index];
+        let Ok(validator) = crate::schema::reference_options().build(&property.schema) else {
+            continue;
+        };
+        let refused: Vec<&str> = markers
+            .iter()
+            .filter(|m| !validator.is_valid(&serde_json::Value::String((*m).clone())))
+            .map(String::as_str)
+            .collect();
+        if !refused.is_empty() {
+            problems.push(format!(
+                "the suppression markers {refused:?} are not values schema {} accepts for `{}`: add them to its anyOf, or leave them out of [catalogue] markers",
+                schema.id, property.name
+            ));
+        }
+    }
     if max_error_row_share > 0.0 {
         problems.push(format!(
             "an aggregate return is taken whole or not at all (its rules look across rows): [decision] max_error_row_share must be 0, not {max_error_row_share}"
@@ -856,10 +878,7 @@ fn table_check(
             numerator,
             denominator,
             dimensions,
-            markers: section
-                .markers
-                .clone()
-                .unwrap_or_else(|| DEFAULT_MARKERS.iter().map(|m| (*m).to_owned()).collect()),
+            markers,
         }),
         _ => Err(problems),
     }

@@ -334,3 +334,34 @@ fn check_config_checks_what_a_count_is_reconciled_with_against_the_pipelines() {
     );
     assert!(t.contains("1 configuration problem(s)"), "{t}");
 }
+
+#[test]
+fn check_config_refuses_suppression_markers_the_schema_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&manifest_dir().join("schemas"), &dir.path().join("schemas"));
+    copy_dir(
+        &manifest_dir().join("pipelines"),
+        &dir.path().join("pipelines"),
+    );
+    let file = dir.path().join("pipelines/data_pack.toml");
+    let profile = std::fs::read_to_string(&file).unwrap();
+    assert!(profile.contains("# markers = "), "{profile}");
+    let changed = profile.replacen(
+        "# markers = [\"..\", \"-\", \"*\", \"[c]\", \"[x]\", \"[z]\"]",
+        "markers = [\"..\", \"[u]\", \"[low]\"]",
+        1,
+    );
+    assert_ne!(changed, profile);
+    std::fs::write(&file, changed).unwrap();
+    let o = force_returns(&["--project", dir.path().to_str().unwrap(), "check-config"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let t = text(&o);
+    for property in ["value", "numerator", "denominator"] {
+        assert!(
+            t.contains(&format!(
+                "the suppression markers [\"[u]\", \"[low]\"] are not values schema data_pack/v1 accepts for `{property}`"
+            )),
+            "{property}: {t}"
+        );
+    }
+}
