@@ -27,6 +27,8 @@ use crate::period::Period;
 /// The source's submissions held for the aggregate return's period.
 #[derive(Debug, Clone, Copy)]
 pub struct Held<'a> {
+    /// The aggregate return, in words (its pipeline's title).
+    pub aggregate: &'a str,
     /// The record-level dataset.
     pub dataset: &'a str,
     /// Its periods inside the aggregate return's period, in order.
@@ -159,8 +161,9 @@ pub fn reconcile(
             }
             let difference = given - records;
             let mut message = format!(
-                "{}: this return says {}; the force's {span} count {}, ",
+                "{}: the {} says {}; the force's {span} count {}, ",
                 series(id, key),
+                source.aggregate,
                 format_value(given, Unit::Count),
                 format_value(records, Unit::Count),
             );

@@ -101,6 +101,8 @@ pub(super) struct Job {
 pub(super) struct Reconcile {
     /// The aggregate return's dataset.
     aggregate_dataset: String,
+    /// Its title.
+    aggregate_title: String,
     /// Its catalogue.
     catalogue: Arc<MetricCatalogue>,
     /// The aggregate return's observations: `None` when it is this upload.
@@ -194,6 +196,7 @@ pub(super) fn finish(
                 &r.catalogue,
                 &observations,
                 Held {
+                    aggregate: &r.aggregate_title,
                     dataset: &r.source,
                     expected: &r.expected,
                     held: &held,
@@ -208,6 +211,7 @@ pub(super) fn finish(
                     &r.catalogue,
                     aggregate,
                     Held {
+                        aggregate: &r.aggregate_title,
                         dataset: &r.source,
                         expected: &r.expected,
                         held: &held,
@@ -220,10 +224,7 @@ pub(super) fn finish(
                         severity: Severity::Info,
                         submission_id: observations.submission_id.clone(),
                         period,
-                        message: format!(
-                            "with this return, the force's {} for {} is reconciled with its records: {}",
-                            r.aggregate_dataset, a.period, a.message
-                        ),
+                        message: format!("with this return's records: {}", a.message),
                         ..a.clone()
                     }));
                 }
@@ -542,6 +543,7 @@ impl Service {
                 let held = self.held(source, force, &expected, None).await?;
                 out.push(Reconcile {
                     aggregate_dataset: pipeline.dataset.clone(),
+                    aggregate_title: pipeline.title.clone(),
                     catalogue: Arc::clone(&table.catalogue),
                     aggregate: None,
                     source: source.to_owned(),
@@ -575,6 +577,7 @@ impl Service {
                 .await?;
             out.push(Reconcile {
                 aggregate_dataset: other.dataset.clone(),
+                aggregate_title: other.title.clone(),
                 catalogue: Arc::clone(&table.catalogue),
                 aggregate: Some(aggregate),
                 source: pipeline.dataset.clone(),

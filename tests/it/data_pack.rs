@@ -735,6 +735,12 @@ fn a_packs_counts_are_reconciled_with_the_forces_records_once_every_month_is_hel
         .collect();
     assert_eq!(told.len(), 2, "{march:?}");
     assert!(told.iter().all(|f| f.1 == "info"), "{told:?}");
+    assert!(
+        told.iter().all(|f| f
+            .2
+            .starts_with("with this return's records: `stop_search_searches` by ethnicity = ")),
+        "{told:?}"
+    );
     let (anomalies, _) = read_folder(&bucket.join("quality/anomalies/dataset=data_pack"));
     let mut differs: Vec<(String, f64, f64)> = anomalies
         .iter()
@@ -764,7 +770,8 @@ fn a_packs_counts_are_reconciled_with_the_forces_records_once_every_month_is_hel
         .unwrap()
         .to_owned();
     assert!(
-        black.contains("this return says 17") && black.contains("count 16, 1 fewer"),
+        black.contains("the Police Race Action Plan data pack says 17")
+            && black.contains("count 16, 1 fewer"),
         "{black}"
     );
 
