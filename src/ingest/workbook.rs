@@ -87,11 +87,7 @@ pub struct Opened {
 /// Opens `bytes` as a workbook and starts reading its sheet; a file that cannot be read as one
 /// is an error finding.
 pub fn open(bytes: Vec<u8>) -> Result<Opened, Box<Finding>> {
-    let compound = bytes.starts_with(&COMPOUND_MAGIC);
-    whole_parts_fit(&bytes)?;
-    let data: Arc<[u8]> = bytes.into();
-    let mut workbook = open_workbook_auto_from_rs(Cursor::new(data))
-        .map_err(|e| Box::new(unreadable(compound, &e.to_string())))?;
+    let mut workbook = open_workbook(bytes)?;
     let names = workbook.sheet_names();
     let Some(sheet) = names
         .iter()
@@ -163,11 +159,7 @@ pub struct Sheet {
 /// Every sheet of a workbook, read whole (for `force-returns tables`, on a file within the
 /// upload size limit): cells as a spreadsheet shows them, typed as text, figures or dates.
 pub fn sheets(bytes: Vec<u8>) -> Result<Vec<Sheet>, Box<Finding>> {
-    let compound = bytes.starts_with(&COMPOUND_MAGIC);
-    whole_parts_fit(&bytes)?;
-    let data: Arc<[u8]> = bytes.into();
-    let mut workbook = open_workbook_auto_from_rs(Cursor::new(data))
-        .map_err(|e| Box::new(unreadable(compound, &e.to_string())))?;
+    let mut workbook = open_workbook(bytes)?;
     let names = workbook.sheet_names();
     Ok(names
         .into_iter()
@@ -219,6 +211,16 @@ pub fn sheets(bytes: Vec<u8>) -> Result<Vec<Sheet>, Box<Finding>> {
             }
         })
         .collect())
+}
+
+/// Opens `bytes` as a workbook, once its parts read whole are known to fit; a file that cannot
+/// be opened as one is an error finding.
+fn open_workbook(bytes: Vec<u8>) -> Result<Sheets<Cursor<Arc<[u8]>>>, Box<Finding>> {
+    let compound = bytes.starts_with(&COMPOUND_MAGIC);
+    whole_parts_fit(&bytes)?;
+    let data: Arc<[u8]> = bytes.into();
+    open_workbook_auto_from_rs(Cursor::new(data))
+        .map_err(|e| Box::new(unreadable(compound, &e.to_string())))
 }
 
 /// Checks, from a zip archive's directory and before anything is unpacked, that no part read

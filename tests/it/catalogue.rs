@@ -186,14 +186,20 @@ fn docs_catalogue_md_is_generated_from_the_catalogue() {
     }
 }
 
-#[test]
-fn check_config_reports_every_catalogue_problem_with_its_line() {
+/// A copy of the project's pipelines and schemas, to break.
+fn project_copy() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&manifest_dir().join("schemas"), &dir.path().join("schemas"));
     copy_dir(
         &manifest_dir().join("pipelines"),
         &dir.path().join("pipelines"),
     );
+    dir
+}
+
+#[test]
+fn check_config_reports_every_catalogue_problem_with_its_line() {
+    let dir = project_copy();
     let file = dir.path().join("schemas/catalogue/v1.json");
     let good = std::fs::read_to_string(&file).unwrap();
     let mut v: Value = serde_json::from_str(&good).unwrap();
@@ -282,12 +288,7 @@ fn check_config_reports_every_catalogue_problem_with_its_line() {
 
 #[test]
 fn check_config_checks_what_a_count_is_reconciled_with_against_the_pipelines() {
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(&manifest_dir().join("schemas"), &dir.path().join("schemas"));
-    copy_dir(
-        &manifest_dir().join("pipelines"),
-        &dir.path().join("pipelines"),
-    );
+    let dir = project_copy();
     let file = dir.path().join("schemas/catalogue/v1.json");
     let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     let metrics = v["metrics"].as_array_mut().unwrap();
@@ -337,12 +338,7 @@ fn check_config_checks_what_a_count_is_reconciled_with_against_the_pipelines() {
 
 #[test]
 fn check_config_refuses_suppression_markers_the_schema_would_refuse() {
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(&manifest_dir().join("schemas"), &dir.path().join("schemas"));
-    copy_dir(
-        &manifest_dir().join("pipelines"),
-        &dir.path().join("pipelines"),
-    );
+    let dir = project_copy();
     let file = dir.path().join("pipelines/data_pack.toml");
     let profile = std::fs::read_to_string(&file).unwrap();
     assert!(profile.contains("# markers = "), "{profile}");
