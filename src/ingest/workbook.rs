@@ -213,9 +213,12 @@ pub fn sheets(bytes: Vec<u8>) -> Result<Vec<Sheet>, Box<Finding>> {
         .collect())
 }
 
+/// A workbook opened from the upload's bytes in memory.
+type Workbook = Sheets<Cursor<Arc<[u8]>>>;
+
 /// Opens `bytes` as a workbook, once its parts read whole are known to fit; a file that cannot
 /// be opened as one is an error finding.
-fn open_workbook(bytes: Vec<u8>) -> Result<Sheets<Cursor<Arc<[u8]>>>, Box<Finding>> {
+fn open_workbook(bytes: Vec<u8>) -> Result<Workbook, Box<Finding>> {
     let compound = bytes.starts_with(&COMPOUND_MAGIC);
     whole_parts_fit(&bytes)?;
     let data: Arc<[u8]> = bytes.into();
