@@ -327,13 +327,15 @@ fn a_pack_goes_through_the_worker_to_a_snapshot_pyarrow_reads() {
 }
 
 /// Writes `rows` (CSV lines of the pack) into the `data` sheet of a workbook saved by openpyxl,
-/// after a README sheet and under a merged title row and a blank one; cells that read as
-/// numbers are stored as numbers, the rest (`1,000`, `[c]`) as text.
-fn openpyxl_pack(path: &Path, rows: &[String]) {
+/// after a README sheet and under a merged title row and a blank one (so the header is row 3);
+/// cells that read as numbers are stored as numbers, the rest (`1,000`, `[c]`) as text. Then
+/// each of `cells` (a cell of the sheet and what to write there, such as a formula) is written.
+fn openpyxl_pack(path: &Path, rows: &[String], cells: &[(&str, &str)]) {
     let script = r#"
 import csv, io, sys
 import openpyxl
 path, text = sys.argv[1], sys.stdin.read()
+cells = sys.argv[2:]
 wb = openpyxl.Workbook()
 readme = wb.active
 readme.title = "README"
@@ -354,11 +356,14 @@ for r, row in enumerate(csv.reader(io.StringIO(text)), start=3):
                 except ValueError:
                     pass
         data.cell(row=r, column=c, value=value)
+for at, value in zip(cells[::2], cells[1::2]):
+    data[at] = value
 wb.save(path)
 "#;
     let mut child = std::process::Command::new(crate::common::python())
         .args(["-c", script])
         .arg(path)
+        .args(cells.iter().flat_map(|(at, value)| [*at, *value]))
         .stdin(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -382,7 +387,7 @@ fn a_workbook_is_read_from_its_data_sheet_and_findings_name_the_cell() {
     let file = dir.path().join("pack.xlsx");
     let mut rows = pack_rows();
     rows.push("kent,FY2024-25,stop_search_serches,Black,,5,,,".to_owned());
-    openpyxl_pack(&file, &rows);
+    openpyxl_pack(&file, &rows, &[]);
     let (code, v) = validate(&file);
     assert_eq!(code, Some(1), "{v}");
     let note = examples(&v, "workbook_sheet_read");
@@ -785,4 +790,43 @@ fn a_packs_counts_are_reconciled_with_the_forces_records_once_every_month_is_hel
         .collect();
     assert_eq!(agrees.len(), 1, "{found:?}");
     assert!(agrees[0].2.starts_with("12 figure(s)"), "{}", agrees[0].2);
+}
+
+#[test]
+fn a_total_written_as_a_formula_is_read_from_the_value_libreoffice_calculated() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = pack_rows();
+    // The pack's first row is the searches' total; rows 7 to 11 (from 0) are its outcome
+    // parts, which add up to it: on the sheet, under the header in row 3, rows 11 to 15.
+    assert!(rows[0].contains("stop_search_searches,,,\"1,000\""));
+    assert!(rows[7].contains(",,Arrest,150") && rows[11].contains(",,Other,50"));
+    // The total as a formula over its outcome parts, with no value calculated: openpyxl does
+    // not calculate.
+    let written = dir.path().join("formula.xlsx");
+    openpyxl_pack(&written, &rows, &[("F4", "=SUM(F11:F15)")]);
+    // As openpyxl left it, the formula has no value to read: the total is blank.
+    let (code, v) = validate(&written);
+    assert_eq!(code, Some(1), "{v}");
+    let blank = examples(&v, "metric_value_invalid");
+    assert_eq!(blank.len(), 1, "{v}");
+    assert_eq!(blank[0].0, Some(4));
+    // Once LibreOffice has opened and saved it, the value it calculated is read, and the pack
+    // is judged as its CSV is.
+    let saved_dir = dir.path().join("libreoffice");
+    std::fs::create_dir(&saved_dir).unwrap();
+    let saved = libreoffice_save_as(&written, "xlsx", &saved_dir);
+    let (code, v) = validate(&saved);
+    let from_csv = {
+        let file = dir.path().join("pack.csv");
+        std::fs::write(&file, csv(&rows)).unwrap();
+        validate(&file)
+    };
+    assert_eq!(code, from_csv.0, "{v}");
+    // The workbook adds which sheet was read and the title rows above its header.
+    let mut codes_saved = codes(&v);
+    codes_saved.retain(|c| !["workbook_sheet_read", "rows_above_header"].contains(c));
+    // The CSV's total, `1,000`, is noted for its separator; the formula's value is a number.
+    let mut codes_csv = codes(&from_csv.1);
+    codes_csv.retain(|c| *c != "value_thousands_separator");
+    assert_eq!(codes_saved, codes_csv);
 }
