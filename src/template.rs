@@ -70,19 +70,14 @@ pub fn write(on: TemplateFor<'_>) -> Result<Vec<u8>, XlsxError> {
                         .map(|c| c.code.as_str())
                         .collect::<Vec<_>>(),
                 ))
-            } else if table.is_some_and(|t| t.metric == i) {
-                let cadence = table.map_or("", |t| t.cadence.as_str());
-                table.map(|t| {
-                    (
-                        "metric".to_owned(),
-                        t.catalogue
-                            .metrics
-                            .iter()
-                            .filter(|m| m.cadence == cadence)
-                            .map(|m| m.id.as_str())
-                            .collect(),
-                    )
-                })
+            } else if let Some(t) = table.filter(|t| t.metric == i) {
+                // The metric column: the ids of the catalogue's metrics of the return's cadence.
+                let ids = t
+                    .catalogue
+                    .metrics
+                    .iter()
+                    .filter(|m| m.cadence == t.cadence);
+                Some(("metric".to_owned(), ids.map(|m| m.id.as_str()).collect()))
             } else {
                 None
             };
