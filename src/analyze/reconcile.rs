@@ -21,7 +21,7 @@ use std::fmt::Write as _;
 use super::detect::{Anomaly, Unit, format_value};
 use crate::catalogue::{ComputedFrom, MetricCatalogue};
 use crate::finding::{Code, Severity};
-use crate::model::observe::Observations;
+use crate::model::observe::{Observations, breakdown_cells};
 use crate::period::Period;
 
 /// The source's submissions held for the aggregate return's period.
@@ -53,13 +53,12 @@ pub fn computed_from<'c>(
 /// The count the records give for one breakdown key (`""`, or `dimension=code`), when it can
 /// be computed from counts by one dimension.
 fn from_records(computed: &ComputedFrom, key: &str, held: &[&Observations]) -> Option<f64> {
-    if key.is_empty() {
-        return Some(held.iter().map(|o| o.rows as f64).sum());
-    }
-    if key.contains("; ") {
-        return None;
-    }
-    let (dimension, code) = key.split_once('=')?;
+    let cells: Vec<(&str, &str)> = breakdown_cells(key).collect();
+    let (dimension, code) = match cells[..] {
+        [] => return Some(held.iter().map(|o| o.rows as f64).sum()),
+        [one] => one,
+        _ => return None,
+    };
     let source = computed.dimensions.get(dimension)?;
     let blank = computed.blank.get(dimension).is_some_and(|b| b == code);
     Some(
@@ -176,9 +175,10 @@ pub fn reconcile(
             if records > 0.0 {
                 let _ = write!(message, " ({:.1}%)", difference.abs() / records * 100.0);
             }
-            let (dimension, category) = key.split_once('=').map_or((None, None), |(d, c)| {
-                (Some(d.to_owned()), Some(c.to_owned()))
-            });
+            let (dimension, category) =
+                breakdown_cells(key).next().map_or((None, None), |(d, c)| {
+                    (Some(d.to_owned()), Some(c.to_owned()))
+                });
             out.push(Anomaly {
                 code: Code::ReconciliationDiffers,
                 severity: Severity::Warning,

@@ -307,14 +307,17 @@ pub fn breakdown_key<'a>(cells: impl IntoIterator<Item = (&'a str, &'a str)>) ->
         .join("; ")
 }
 
+/// A breakdown key's dimensions and codes ([`breakdown_key`] back); none for a total.
+pub fn breakdown_cells(key: &str) -> impl Iterator<Item = (&str, &str)> {
+    key.split("; ")
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| p.split_once('='))
+}
+
 /// A breakdown key as the metrics table's dimension and category: `ethnicity × tactic` and
 /// `Black × CED`; `ethnicity` and `Black`; both empty for a total.
 pub fn breakdown_columns(key: &str) -> (String, String) {
-    let (dimensions, codes): (Vec<&str>, Vec<&str>) = key
-        .split("; ")
-        .filter(|p| !p.is_empty())
-        .filter_map(|p| p.split_once('='))
-        .unzip();
+    let (dimensions, codes): (Vec<&str>, Vec<&str>) = breakdown_cells(key).unzip();
     (dimensions.join(BREAKDOWN_JOIN), codes.join(BREAKDOWN_JOIN))
 }
 
