@@ -37,7 +37,7 @@ pub mod summary;
 pub mod tables;
 
 pub use crate::observe::{Observations, ObservationsBuilder};
-pub use detect::{Anomaly, Input, Labels, detect, usual_records};
+pub use detect::{Anomaly, Input, Labels, detect, usual_figures, usual_records};
 pub use metrics::{MetricRow, Rates, metric_rows};
 pub use status::{Status, StatusRow};
 
@@ -56,4 +56,6 @@ pub const CODES: &[Code] = &[
     Code::AnomalyResentRecords,
     Code::AnomalyDistributionShift,
     Code::AnomalyFieldsAgree,
+    Code::AnomalyFigure,
+    Code::AnomalyFiguresResent,
 ];

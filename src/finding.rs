@@ -144,6 +144,8 @@ codes! {
     AnomalyResentRecords => "anomaly_resent_records", Warning, File;
     AnomalyDistributionShift => "anomaly_distribution_shift", Warning, File;
     AnomalyFieldsAgree => "anomaly_fields_agree", Warning, File;
+    AnomalyFigure => "anomaly_figure", Warning, File;
+    AnomalyFiguresResent => "anomaly_figures_resent", Warning, File;
     WorkbookUnreadable => "workbook_unreadable", Error, File;
     WorkbookSheetRead => "workbook_sheet_read", Info, File;
     MetricUnknown => "metric_unknown", Error, Row;
@@ -395,6 +397,12 @@ pub fn hint(code: Code) -> &'static str {
         }
         Code::AnomalyResentRecords => {
             "check that the file is this period's extract of your own force; if it is not, upload the right one"
+        }
+        Code::AnomalyFigure => {
+            "check that the figures cover the whole period and only your force, that each breakdown's codes are mapped as the catalogue defines them, and each rate's denominator; if the figures are right, say what changed"
+        }
+        Code::AnomalyFiguresResent => {
+            "check that the file is this period's return of your own force; if it is not, upload the right one"
         }
         Code::ReconciliationDiffers => {
             "find which is right: a pack compiled from an earlier extract, or records added or corrected since, explain most differences; send again whichever is wrong"

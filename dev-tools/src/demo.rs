@@ -204,6 +204,8 @@ pub const NOT_PLANTED: &[Code] = &[
     Code::ReconciliationDiffers,
     Code::ReconciliationAgrees,
     Code::ReconciliationPending,
+    Code::AnomalyFigure,
+    Code::AnomalyFiguresResent,
 ];
 
 const REJECTED: &str = "rejected";

@@ -539,7 +539,7 @@ pub async fn run(
         note: format!("{} pending", pending.len()),
     });
     let before = counting.counts();
-    let (outcome, seconds) = time(async { Ok(service.run_once().await?) }).await?;
+    let (outcome, seconds) = Box::pin(time(async { Ok(service.run_once().await?) })).await?;
     let counted = counting.since(before);
     anyhow::ensure!(
         outcome.failed.is_empty(),
@@ -555,7 +555,7 @@ pub async fn run(
         ),
     });
     let before = counting.counts();
-    let (idle, seconds) = time(async { Ok(service.run_once().await?) }).await?;
+    let (idle, seconds) = Box::pin(time(async { Ok(service.run_once().await?) })).await?;
     let counted = counting.since(before);
     results.push(Timed {
         what: "run: nothing new".into(),

@@ -34,6 +34,7 @@ use super::stats::{
     binomial_cdf, binomial_sf, median, median_mad_in_place, negative_binomial_cdf,
     negative_binomial_sf, poisson_cdf, poisson_sf, quantile, scaled_mad,
 };
+use crate::catalogue::MetricCatalogue;
 use crate::finding::{Code, Finding, Severity};
 use crate::model::analysis::{AnomalySettings, Band, PeerSeries};
 use crate::model::observe::{AgreementDecl, ObserveSettings, ShareDecl};
@@ -41,8 +42,11 @@ use crate::observe::Observations;
 use crate::period::{Cadence, Period};
 use crate::schema::RecordSchema;
 
+mod figures;
 mod resent;
 mod shift;
+
+pub use figures::usual_figures;
 
 /// What an anomaly's numbers count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +58,8 @@ pub enum Unit {
     Share,
     /// Days of the month.
     Days,
+    /// A rate, ratio or percentage of an aggregate return, in its metric's unit.
+    Figure,
 }
 
 impl Unit {
@@ -63,6 +69,7 @@ impl Unit {
             Unit::Count => "count",
             Unit::Share => "share",
             Unit::Days => "days",
+            Unit::Figure => "figure",
         }
     }
 }
@@ -232,6 +239,9 @@ pub struct Input<'a> {
     pub labels: &'a Labels,
     /// What the profile declares its records yield.
     pub observe: &'a ObserveSettings,
+    /// For an aggregate return, the metric catalogue its figures are read against: its
+    /// figures are then what is judged, not its rows.
+    pub catalogue: Option<&'a MetricCatalogue>,
 }
 
 /// The force's usual records a period before `current`: the median of its latest
@@ -275,6 +285,9 @@ pub fn detect(input: &Input<'_>) -> Vec<Anomaly> {
         .filter(|h| h.force_id == input.current.force_id && h.period.is_some_and(|p| p < period))
         .collect();
     history.sort_by_key(|h| h.period);
+    if let Some(catalogue) = input.catalogue {
+        return figures::figures(input, catalogue, &history, period);
+    }
     let mut out = Vec::new();
     out.extend(gap_days(input, &history, period));
     out.extend(resent::resent(input, &history, period));
@@ -504,7 +517,7 @@ fn range(center: f64, spread: f64, unit: Unit, band: Band) -> Range {
 /// edge, `Some((false, p))` below, `None` inside.
 fn tail(point: Point, unit: Unit, r: Range) -> Option<(bool, f64)> {
     match unit {
-        Unit::Count | Unit::Days => {
+        Unit::Count | Unit::Days | Unit::Figure => {
             let x = point.num as f64;
             if x < r.lo {
                 Some((false, poisson_cdf(point.num, r.lo)))
@@ -556,7 +569,7 @@ fn baseline(points: &[Point], unit: Unit, scratch: &mut Vec<f64>) -> Option<(f64
 fn value(point: Point, unit: Unit) -> Option<f64> {
     match unit {
         Unit::Share => (point.den > 0).then(|| point.num as f64 / point.den as f64),
-        Unit::Count | Unit::Days => Some(point.num as f64),
+        Unit::Count | Unit::Days | Unit::Figure => Some(point.num as f64),
     }
 }
 
@@ -1705,6 +1718,7 @@ pub fn format_value(x: f64, unit: Unit) -> String {
     match unit {
         Unit::Share => percent(x),
         Unit::Count | Unit::Days => thousands(x),
+        Unit::Figure => format!("{x:.2}"),
     }
 }
 
@@ -1753,6 +1767,7 @@ mod tests {
             peers: &[],
             labels: &Labels::default(),
             observe: &ObserveSettings::default(),
+            catalogue: None,
         })
     }
 
@@ -1921,6 +1936,7 @@ mod more_tests {
             peers,
             labels: &Labels::default(),
             observe: &ObserveSettings::default(),
+            catalogue: None,
         })
         .iter()
         .map(|a| a.code)
@@ -2021,6 +2037,7 @@ mod more_tests {
                 peers,
                 labels: &Labels::default(),
                 observe: &ObserveSettings::default(),
+                catalogue: None,
             })
             .into_iter()
             .filter(|a| a.code == Code::AnomalyVolume)
@@ -2075,6 +2092,7 @@ mod more_tests {
                 peers: &peers,
                 labels: &Labels::default(),
                 observe: &ObserveSettings::default(),
+                catalogue: None,
             })
             .iter()
             .filter(|a| a.code == Code::AnomalyPeerShare)
@@ -2176,6 +2194,7 @@ mod more_tests {
             peers: &[],
             labels: &Labels::default(),
             observe: &ObserveSettings::default(),
+            catalogue: None,
         });
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].message.contains("allowing for the time of year"));
@@ -2212,6 +2231,7 @@ mod more_tests {
                 peers: &[],
                 labels: &Labels::default(),
                 observe: &observe,
+                catalogue: None,
             })
             .into_iter()
             .filter(|a| a.code == Code::AnomalyFieldsAgree)

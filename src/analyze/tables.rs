@@ -357,6 +357,7 @@ pub fn read_anomalies(bytes: Vec<u8>) -> Result<Vec<Anomaly>, TableError> {
                 unit: match unit.value(i) {
                     "share" => Unit::Share,
                     "days" => Unit::Days,
+                    "figure" => Unit::Figure,
                     _ => Unit::Count,
                 },
                 observed: observed.value(i),

@@ -120,6 +120,7 @@ fn write_dataset(out: &mut String, d: &DatasetSummary, word: &str) -> fmt::Resul
                 Unit::Share => percent(h.value),
                 Unit::Count | Unit::Days if h.value.fract() == 0.0 => thousands(h.value),
                 Unit::Count | Unit::Days => format!("{:.3}", h.value),
+                Unit::Figure => format!("{:.2}", h.value),
             };
             writeln!(
                 out,

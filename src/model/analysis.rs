@@ -146,6 +146,56 @@ impl Default for ResentSettings {
     }
 }
 
+/// An aggregate return's figures against the force's previous return and the other forces'
+/// (`anomaly_figure`, `anomaly_figures_resent`).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FigureSettings {
+    /// The force's latest earlier periods a figure's usual value is the median of.
+    pub baseline_periods: usize,
+    /// Other forces' returns of the period, with their previous period's figure, needed to
+    /// take the national change and the ordinary spread from them.
+    pub min_peers: usize,
+    /// The spread of a figure's change (on the log scale) assumed with fewer peers.
+    pub default_spread: f64,
+    /// The least spread of a figure's change taken from peers.
+    pub min_spread: f64,
+    /// Half-width of the band in spreads.
+    pub z: f64,
+    /// The least relative change that is reported (the band's least half-width).
+    pub relative: f64,
+    /// How many spreads (on the log scale) from the other forces' median a force's first rate,
+    /// ratio or share must be, and outside all of theirs, to be reported.
+    pub level_z: f64,
+    /// And at least how many times above or below their median (forces differ widely; a unit
+    /// mistake is a factor of 10 or 100, an inverted ratio its square).
+    pub level_factor: f64,
+    /// Fewest counts compared for a return sent again.
+    pub resent_min_figures: usize,
+    /// Counts below this are not compared (small counts repeat by chance).
+    pub resent_min_value: f64,
+    /// Share of the compared counts that must be exactly equal.
+    pub resent_share: f64,
+}
+
+impl Default for FigureSettings {
+    fn default() -> Self {
+        FigureSettings {
+            baseline_periods: 1,
+            min_peers: 8,
+            default_spread: 0.15,
+            min_spread: 0.1,
+            z: 4.0,
+            relative: 0.3,
+            level_z: 5.0,
+            level_factor: 4.0,
+            resent_min_figures: 10,
+            resent_min_value: 10.0,
+            resent_share: 0.9,
+        }
+    }
+}
+
 /// A field's whole mix of categories against the force's history (`anomaly_distribution_shift`).
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -202,6 +252,8 @@ pub struct AnomalySettings {
     pub resent: ResentSettings,
     /// A field's whole mix of categories.
     pub distribution: DistributionSettings,
+    /// An aggregate return's figures.
+    pub figures: FigureSettings,
 }
 
 impl Default for AnomalySettings {
@@ -239,6 +291,7 @@ impl Default for AnomalySettings {
             gap_days: GapDaySettings::default(),
             resent: ResentSettings::default(),
             distribution: DistributionSettings::default(),
+            figures: FigureSettings::default(),
         }
     }
 }
@@ -320,6 +373,7 @@ impl AnomalySettings {
             ("resent.min_similarity", self.resent.min_similarity),
             ("resent.above_usual", self.resent.above_usual),
             ("distribution.min_change", self.distribution.min_change),
+            ("figures.resent_share", self.figures.resent_share),
             ("peers.national_min_change", self.peers.national_min_change),
         ] {
             share(name, p, &mut problems);
@@ -335,6 +389,29 @@ impl AnomalySettings {
             self.vanished_min_expected,
             &mut problems,
         );
+        let f = &self.figures;
+        for (name, v) in [
+            ("figures.default_spread", f.default_spread),
+            ("figures.min_spread", f.min_spread),
+            ("figures.z", f.z),
+            ("figures.relative", f.relative),
+            ("figures.level_z", f.level_z),
+            ("figures.resent_min_value", f.resent_min_value),
+        ] {
+            positive(name, v, &mut problems);
+        }
+        if f.level_factor < 1.0 {
+            problems.push(format!(
+                "anomalies.figures.level_factor must be at least 1, not {}",
+                f.level_factor
+            ));
+        }
+        if f.baseline_periods < 1 {
+            problems.push("anomalies.figures.baseline_periods must be at least 1".into());
+        }
+        if f.min_peers < 3 {
+            problems.push("anomalies.figures.min_peers must be at least 3".into());
+        }
         if self.peers.lasting_periods < 2 {
             problems.push("anomalies.peers.lasting_periods must be at least 2".into());
         }

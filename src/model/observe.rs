@@ -377,6 +377,12 @@ pub struct Observations {
     /// ([`breakdown_key`]; `""` for the metric's total). Withheld figures are left out.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub figures: Figures,
+    /// For an aggregate return: each figure's usual value for the force when this submission
+    /// was analysed (its median over the force's latest earlier periods), so that another
+    /// force's analysis can see how figures moved across forces (empty without history, and in
+    /// observations read back from a metrics file).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub usual_figures: Figures,
     /// The force's usual records a period when this submission was analysed (the median of up
     /// to a year of its earlier periods), so that another force's analysis can tell a movement
     /// of every force from its own (none when there was no history, and in observations read

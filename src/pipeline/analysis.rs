@@ -42,7 +42,8 @@ use crate::analyze::tables::{
     MetricsHeader, anomalies_parquet, metrics_parquet, read_anomalies, read_metrics, status_parquet,
 };
 use crate::analyze::{
-    Anomaly, Input, Labels, MetricRow, Observations, ObservationsBuilder, detect, usual_records,
+    Anomaly, Input, Labels, MetricRow, Observations, ObservationsBuilder, detect, usual_figures,
+    usual_records,
 };
 use crate::catalogue::MetricCatalogue;
 use crate::config::Pipeline;
@@ -169,6 +170,11 @@ pub(super) fn finish(
             &job.history,
             pipeline.anomalies.baseline_months,
         );
+        observations.usual_figures = usual_figures(
+            &observations,
+            &job.history,
+            pipeline.anomalies.figures.baseline_periods,
+        );
     }
     let found = match job {
         Some(job) if pipeline.anomalies.enabled => {
@@ -180,6 +186,7 @@ pub(super) fn finish(
                 peers: &job.peers,
                 labels: &labels,
                 observe: &pipeline.observe,
+                catalogue: pipeline.table.as_ref().map(|t| &*t.catalogue),
             })
         }
         _ => Vec::new(),

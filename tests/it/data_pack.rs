@@ -830,3 +830,55 @@ fn a_total_written_as_a_formula_is_read_from_the_value_libreoffice_calculated() 
     codes_csv.retain(|c| *c != "value_thousands_separator");
     assert_eq!(codes_saved, codes_csv);
 }
+
+#[test]
+fn a_packs_figures_are_judged_against_the_forces_previous_pack() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("bucket");
+    let send = |period: &str, black: u64, white: u64| {
+        let folder = bucket.join(format!("incoming/kent/data_pack/{period}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        let pack = searches_pack(black, white).replace("FY2024-25", period);
+        std::fs::write(folder.join("pack.csv"), pack).unwrap();
+        let o = force_returns(&["run", "--once", "--bucket", bucket.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    };
+    send("FY2024-25", 400, 1600);
+    let figure_codes = |period: &str| -> Vec<(String, String, String)> {
+        report_findings(&bucket, "data_pack", period)
+            .into_iter()
+            .filter(|f| f.0.starts_with("anomaly_"))
+            .collect()
+    };
+    // The first pack has nothing to be compared with.
+    assert!(figure_codes("FY2024-25").is_empty());
+    // The next year's searches fall to less than a third.
+    send("FY2025-26", 120, 480);
+    let found = figure_codes("FY2025-26");
+    assert_eq!(found.len(), 1, "{found:?}");
+    let (code, severity, message) = &found[0];
+    assert_eq!(
+        (code.as_str(), severity.as_str()),
+        ("anomaly_figure", "warning")
+    );
+    assert!(
+        message.contains("is 600")
+            && message.contains("2,000 usually (the financial year 2024-25)")
+            && message.contains("Moved with it"),
+        "{message}"
+    );
+    // The quality table holds it with its numbers.
+    let (anomalies, _) = read_folder(&bucket.join("quality/anomalies/dataset=data_pack"));
+    let a = anomalies
+        .iter()
+        .find(|a| a["code"] == "anomaly_figure")
+        .unwrap();
+    assert_eq!(a["observed"], 600.0, "{a}");
+    let number = |k: &str| a[k].as_f64().unwrap();
+    assert!(
+        (number("expected") - 2000.0).abs() < 1.0
+            && number("lower") > 600.0
+            && number("upper") > 2000.0,
+        "{a}"
+    );
+}

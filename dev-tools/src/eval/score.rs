@@ -289,6 +289,7 @@ pub fn run(project: &Project, history: &History) -> Result<Run, String> {
                         peers: &peers,
                         labels: &labels,
                         observe: &pipeline.observe,
+                        catalogue: None,
                     });
                     detect_seconds += detecting.elapsed().as_secs_f64();
                     for a in found {

@@ -174,6 +174,7 @@ mod tests {
             peers,
             labels: &Labels::default(),
             observe: &ObserveSettings::default(),
+            catalogue: None,
         })
         .into_iter()
         .filter(|a| a.code == Code::AnomalyResentRecords)
