@@ -22,6 +22,9 @@
 //! records; and days of the month without records,
 //! judged against the force's own day-to-day counts and its history of quiet days.
 //!
+//! An aggregate return (when [`Input::catalogue`] is given) is judged by its figures instead,
+//! each against the force's previous return and the other forces' (`figures`).
+//!
 //! Every anomaly carries what was observed, the expected value and range, the method, the
 //! history used and a message a force analyst can read without knowing the statistics.
 
